@@ -1,0 +1,48 @@
+# skillmix developer commands. `make test` is what CI runs (via .ci/run).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(CURDIR)/.tools/bin:$(BIN):$(PATH)
+# Compatibility tests against the reference release run when this folder exists.
+SKILLMIX_REFERENCE_DIR ?= $(wildcard $(CURDIR)/../shared/reference)
+export SKILLMIX_REFERENCE_DIR
+
+.PHONY: install tools test lint format demo benchmarks kind-test clean help
+
+help:
+	@echo "make install     create .venv and install skillmix with dev extras"
+	@echo "make tools       install helm and kubectl into .tools/bin"
+	@echo "make test        lint (ruff) + the whole test suite"
+	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make demo        a full local run on the built-in mock backend"
+	@echo "make benchmarks  run benchmarks/ and print their JSON"
+	@echo "make kind-test   end-to-end on a local kind cluster (needs Docker)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+tools:
+	PYTHON=$(PY) ./scripts/install-tools.sh
+
+test: install tools
+	$(BIN)/ruff check skillmix tests benchmarks
+	$(BIN)/ruff format --check skillmix tests benchmarks
+	$(PY) -m pytest
+
+lint: install
+	$(BIN)/ruff check skillmix tests benchmarks
+	$(BIN)/ruff format --check skillmix tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format skillmix tests benchmarks
+	$(BIN)/ruff check --fix skillmix tests benchmarks
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

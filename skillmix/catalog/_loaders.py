@@ -1,0 +1,129 @@
+"""Readers for the reference catalog formats (SPEC section 2) and the built-in catalog.
+
+Parsing is separated from reading: ``parse_skills_csv`` and ``parse_topics`` take text and a
+source name for error messages; the ``load_*`` functions only fetch the text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from importlib import resources
+from pathlib import Path
+
+from skillmix.catalog._model import Catalog, Skill
+from skillmix.errors import SkillmixError
+
+INACTIVE_STATUSES = frozenset({"remove", "in review", "maybe"})
+REQUIRED_COLUMNS = ("skill", "definition", "example")
+BUILTIN_NAME = "builtin"
+
+
+def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
+    """Active skills in CSV order; names verbatim. Raises SkillmixError naming file and line."""
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    if not header:
+        raise SkillmixError(f"{source}:1: empty skills file", hint="expected a CSV header")
+    for column in REQUIRED_COLUMNS:
+        if column not in header:
+            raise SkillmixError(
+                f"{source}:1: missing column {column!r}",
+                hint="the header must include category,skill,definition,example,comments,status,added by",
+            )
+    skills: list[Skill] = []
+    first_line: dict[str, int] = {}
+    line = 1
+    try:
+        for row in reader:
+            start = line + 1
+            line = reader.line_num
+            status = (row.get("status") or "").strip().lower()
+            if status in INACTIVE_STATUSES:
+                continue
+            name = row.get("skill")
+            if name is None or not name.strip():
+                raise SkillmixError(
+                    f"{source}:{start}: empty skill name", hint="fill the `skill` cell"
+                )
+            if name in first_line:
+                raise SkillmixError(
+                    f"{source}:{start}: duplicate skill name {name!r} (first on line {first_line[name]})",
+                    hint="skill names are keys and must be unique among active rows",
+                )
+            first_line[name] = start
+            skills.append(
+                Skill(
+                    name=name,
+                    definition=row.get("definition") or "",
+                    example=row.get("example") or "",
+                    category=(row.get("category") or "").strip(),
+                )
+            )
+    except csv.Error as exc:
+        raise SkillmixError(f"{source}:{reader.line_num}: malformed CSV: {exc}") from None
+    if not skills:
+        raise SkillmixError(
+            f"{source}: no active skills",
+            hint="rows with status remove/in review/maybe are skipped",
+        )
+    return skills
+
+
+def parse_topics(text: str, source: str = "<topics>") -> list[str]:
+    """Topics in file order; empty lines ignored, text otherwise verbatim (minus line ends)."""
+    topics = [line.rstrip("\r") for line in text.split("\n")]
+    topics = [t for t in topics if t.strip()]
+    if not topics:
+        raise SkillmixError(f"{source}: no topics", hint="write one topic per line")
+    return topics
+
+
+def read_text_file(path: str | Path) -> str:
+    """Read a UTF-8 text file (a BOM is tolerated); errors name the file and the fix."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise SkillmixError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise SkillmixError(f"{p}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise SkillmixError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SkillmixError(
+            f"{p}: not valid UTF-8 at byte {exc.start}", hint="re-save the file as UTF-8"
+        ) from None
+
+
+def load_skills_csv(path: str | Path) -> list[Skill]:
+    return parse_skills_csv(read_text_file(path), str(path))
+
+
+def load_topics(path: str | Path) -> list[str]:
+    return parse_topics(read_text_file(path), str(path))
+
+
+def builtin_catalog() -> Catalog:
+    """The catalog written for this project (package data, reference CSV/TXT formats)."""
+    data = resources.files("skillmix.catalog") / "data"
+    skills = parse_skills_csv(
+        (data / "skills.csv").read_text(encoding="utf-8"), "builtin:skills.csv"
+    )
+    topics = parse_topics((data / "topics.txt").read_text(encoding="utf-8"), "builtin:topics.txt")
+    return Catalog(skills=tuple(skills), topics=tuple(topics), source=BUILTIN_NAME)
+
+
+def load_catalog(skills: str | Path | None = None, topics: str | Path | None = None) -> Catalog:
+    """The built-in catalog, or one read from reference-format files (either may be given alone:
+    the other part then comes from the built-in catalog)."""
+    if skills is None and topics is None:
+        return builtin_catalog()
+    base = builtin_catalog() if (skills is None or topics is None) else None
+    skill_list = tuple(load_skills_csv(skills)) if skills is not None else base.skills  # type: ignore[union-attr]
+    topic_list = tuple(load_topics(topics)) if topics is not None else base.topics  # type: ignore[union-attr]
+    source = f"skills={skills or BUILTIN_NAME} topics={topics or BUILTIN_NAME}"
+    return Catalog(skills=skill_list, topics=topic_list, source=source)

@@ -1,0 +1,203 @@
+"""``skillmix aggregate`` and ``skillmix import-reference``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.errors import SkillmixError
+
+
+def metric_options(f):  # type: ignore[no-untyped-def]
+    """The metric flags shared by aggregate, score and report."""
+    options = [
+        click.option(
+            "--mode",
+            type=click.Choice(["reference", "strict"]),
+            default="strict",
+            show_default=True,
+            help="reference: unreadable point lists count as zeros/padded as the reference does; strict: they are left out and counted.",
+        ),
+        click.option(
+            "--generation-agg",
+            type=click.Choice(["max", "mean"]),
+            default="max",
+            show_default=True,
+            help="Combine generation rounds per combination (max = best of G).",
+        ),
+        click.option(
+            "--vote",
+            type=click.Choice(["majority", "mean"]),
+            default="majority",
+            show_default=True,
+            help="Combine grading rounds per rubric item.",
+        ),
+        click.option(
+            "--filter-explicit-name",
+            type=click.Choice(["off", "substring", "word"]),
+            default=None,
+            help="Zero a skill's point when the answer names it. Default: word (strict mode), off (reference mode, as the reference).",
+        ),
+        click.option(
+            "--filter-skills",
+            default="",
+            help="Comma-separated skill names; combinations containing any are dropped.",
+        ),
+        click.option(
+            "--bootstrap",
+            "bootstrap_samples",
+            type=click.IntRange(0, 100000),
+            default=2000,
+            show_default=True,
+            help="Bootstrap resamples for 95% intervals (0 disables).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_metric_options(
+    mode: str,
+    generation_agg: str,
+    vote: str,
+    filter_explicit_name: str | None,
+    filter_skills: str,
+    bootstrap_samples: int,
+):  # type: ignore[no-untyped-def]
+    from skillmix.method.metrics import MetricOptions
+
+    if filter_explicit_name is None:
+        filter_explicit_name = "off" if mode == "reference" else "word"
+    skills = tuple(s.strip() for s in filter_skills.split(",") if s.strip())
+    return MetricOptions(
+        mode=mode,  # type: ignore[arg-type]
+        generation_agg=generation_agg,  # type: ignore[arg-type]
+        vote=vote,  # type: ignore[arg-type]
+        filter_explicit_name=filter_explicit_name,  # type: ignore[arg-type]
+        filter_skills=skills,
+        bootstrap_samples=bootstrap_samples,
+    )
+
+
+def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+
+    table = Table(title=title)
+    for column in ("student", "grader", "k", "n"):
+        table.add_column(column, justify="right" if column in ("k", "n") else "left")
+    for name in METRIC_NAMES:
+        table.add_column(METRIC_TITLES[name], justify="right")
+    table.add_column("unparsed", justify="right")
+    for row in result.rows:
+        table.add_row(
+            row.student,
+            row.grader,
+            str(row.k),
+            str(row.n),
+            *[row.metric(name).reference_str() for name in METRIC_NAMES],
+            str(row.unparsed),
+        )
+    settings = result.settings()
+    table.caption = (
+        f"mode={settings['mode']} vote={settings['vote']} generation-agg={settings['generation_agg']} "
+        f"filter-explicit-name={settings['filter_explicit_name']}"
+        + (
+            f" filter-skills={','.join(settings['filter_skills'])}"
+            if settings["filter_skills"]
+            else ""
+        )
+        + (" reparse" if settings["reparse"] else "")
+    )
+    return table
+
+
+@click.command("aggregate")
+@click.argument("run_dir")
+@metric_options
+@click.option("--reparse", is_flag=True, help="Re-read points from the stored raw grader replies.")
+@click.option("--details", is_flag=True, help="JSON: include per-skill and per-topic rates.")
+@format_option(("table", "json", "csv"))
+def aggregate_cmd(
+    run_dir: str,
+    mode: str,
+    generation_agg: str,
+    vote: str,
+    filter_explicit_name: str | None,
+    filter_skills: str,
+    bootstrap_samples: int,
+    reparse: bool,
+    details: bool,
+    fmt: str,
+) -> None:
+    """Compute Full Marks / All Skills / Skill Fraction for a run folder (local or s3://)."""
+    from skillmix.pipeline.aggregate import aggregate_run
+    from skillmix.store.base import open_store
+    from skillmix.store.runs import RunStore
+
+    options = build_metric_options(
+        mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
+    )
+    result = aggregate_run(RunStore(open_store(run_dir)), options, reparse=reparse)
+    if fmt == "json":
+        click.echo(result.to_json(details=details))
+    elif fmt == "csv":
+        click.echo(result.to_csv(), nl=False)
+    else:
+        stdout_console().print(metrics_table(result))
+        unparsed = sum(r.unparsed for r in result.rows)
+        if unparsed:
+            warn(
+                f"{unparsed} grading verdicts had no usable points ({'left out' if mode == 'strict' else 'counted as the reference does'})"
+            )
+
+
+@click.command("import-reference")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, help="Run folder to create (local path or s3://).")
+@click.option(
+    "--student", "students", multiple=True, help="Import only these students (repeatable)."
+)
+@click.option("--grader", default=None, help="Import only grades by this grader.")
+@click.option("--seed", type=int, default=None, help="Seed to import when the tree holds several.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@format_option(("table", "json"))
+def import_reference_cmd(
+    root: str,
+    out: str,
+    students: tuple[str, ...],
+    grader: str | None,
+    seed: int | None,
+    overwrite: bool,
+    fmt: str,
+) -> None:
+    """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
+    from skillmix.legacy import discover, import_reference
+    from skillmix.store.base import open_store
+    from skillmix.store.runs import RunStore
+
+    discover(Path(root))  # fail on a wrong root before touching --out
+    store = open_store(out)
+    store.check()
+    run = RunStore(store)
+    if not run.is_empty():
+        if not overwrite:
+            raise SkillmixError(
+                f"{out}: already holds files", hint="choose a new --out or pass --overwrite"
+            )
+        store.delete_prefix("")
+    summary = import_reference(root, run, students=students, grader=grader, seed=seed)
+    if fmt == "json":
+        echo_json(summary.as_dict())
+    else:
+        info(
+            f"imported {summary.generations} generations and {summary.grades} grades "
+            f"(seed {summary.seed}, k={','.join(map(str, summary.ks))}, students {', '.join(summary.students)}, "
+            f"graders {', '.join(summary.graders)}) into {out}"
+        )
+    for issue in summary.issues:
+        warn(str(issue))

@@ -1,0 +1,386 @@
+"""Import a reference-format result tree (SPEC 7) into a skillmix run folder.
+
+The tree is discovered, not configured: k, seeds, rounds, students, graders and prompt
+versions come from folder names. Problems with the data (a missing round, a short file, a
+row that does not line up with its generation) are collected as :class:`ImportIssue` and
+reported; they never abort the import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skillmix import __version__
+from skillmix.errors import SkillmixError
+from skillmix.method.grading import parse_grader_output
+from skillmix.method.prompts import GradingStyle
+from skillmix.method.text import extract_answer
+from skillmix.records import GenerationRecord, GradeRecord, Turn
+from skillmix.store.runs import RunStore, generation_prefix, grade_prefix, utc_now
+
+RUN_DIR = re.compile(r"^k(?P<k>\d+)_s(?P<seed>-?\d+)_v(?P<version>.+)_r(?P<g>\d+)$")
+GRADED_DIR = re.compile(r"^by_(?P<grader>.+?)_on_text_(?P<column>\d+)_(?P<r>\d+)_(?P<version>.+)$")
+ROLE_PAIRS = (("user", "assistant"), ("[INST]", "[/INST]"))
+SKILLS_SEPARATOR = re.compile(r",[ \t]*\r?\n")
+POINTS_STYLE_VERSIONS = frozenset({"llama", "14"})
+
+
+@dataclass(frozen=True)
+class ImportIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ImportSummary:
+    root: str
+    seed: int
+    ks: list[int] = field(default_factory=list)
+    students: list[str] = field(default_factory=list)
+    graders: list[str] = field(default_factory=list)
+    generation_rounds: list[int] = field(default_factory=list)
+    grading_rounds: list[int] = field(default_factory=list)
+    generation_versions: list[str] = field(default_factory=list)
+    grading_versions: list[str] = field(default_factory=list)
+    generations: int = 0
+    grades: int = 0
+    issues: list[ImportIssue] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "seed": self.seed,
+            "ks": self.ks,
+            "students": self.students,
+            "graders": self.graders,
+            "generation_rounds": self.generation_rounds,
+            "grading_rounds": self.grading_rounds,
+            "generation_prompt_versions": self.generation_versions,
+            "grading_prompt_versions": self.grading_versions,
+            "generations": self.generations,
+            "grades": self.grades,
+            "issues": [str(i) for i in self.issues],
+        }
+
+
+def read_reference_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a reference CSV, decoded tolerantly (UTF-8, else cp1252)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")
+    csv.field_size_limit(2**31 - 1)
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+def split_skills(cell: str) -> list[str]:
+    """The ``skills`` cell joins names with ``", \\n"`` (graded files add a space)."""
+    return [s for s in SKILLS_SEPARATOR.split(cell) if s]
+
+
+def _turn_roles(row: dict[str, str]) -> tuple[str, str] | None:
+    for user, assistant in ROLE_PAIRS:
+        if f"{user}_0" in row and f"{assistant}_0" in row:
+            return user, assistant
+    return None
+
+
+def _float(cell: str | None) -> float | None:
+    try:
+        return float(cell) if cell not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _points(cell: str | None) -> list[float]:
+    if not cell:
+        return []
+    out = []
+    for piece in cell.split(","):
+        value = _float(piece.strip())
+        out.append(value if value is not None else 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class _RunDir:
+    path: Path
+    k: int
+    seed: int
+    version: str
+    g: int
+
+
+def discover(root: Path) -> list[_RunDir]:
+    if not root.is_dir():
+        raise SkillmixError(f"{root}: not a directory", hint="pass the reference experiment root")
+    found = []
+    for child in sorted(root.iterdir()):
+        match = RUN_DIR.match(child.name)
+        if child.is_dir() and match:
+            found.append(
+                _RunDir(
+                    child, int(match["k"]), int(match["seed"]), match["version"], int(match["g"])
+                )
+            )
+    if not found:
+        raise SkillmixError(
+            f"{root}: no reference run folders found",
+            hint="expected folders named k{k}_s{seed}_v{version}_r{round}",
+        )
+    return found
+
+
+def _generation_records(
+    rows: list[dict[str, str]], run: _RunDir, student: str, summary: ImportSummary, where: str
+) -> list[GenerationRecord]:
+    records = []
+    for i, row in enumerate(rows):
+        roles = _turn_roles(row)
+        if roles is None:
+            summary.issues.append(ImportIssue(where, f"row {i + 2}: no user_0/assistant_0 columns"))
+            continue
+        user, assistant = roles
+        turns = []
+        t = 0
+        while f"{user}_{t}" in row and row.get(f"{assistant}_{t}") is not None:
+            turns.append(Turn(user=row[f"{user}_{t}"], assistant=row[f"{assistant}_{t}"]))
+            t += 1
+        last = t - 1
+        answer = row.get(f"text_{last}")
+        if answer is None:
+            answer = extract_answer(turns[-1].assistant) if turns else ""
+        records.append(
+            GenerationRecord(
+                student=student,
+                model=student,
+                k=run.k,
+                generation_round=run.g,
+                index=i,
+                topic=row.get("topic", ""),
+                skills=split_skills(row.get("skills", "")),
+                prompt_version=run.version,
+                system_prompt=row.get("system prompt") or None,
+                turns=turns,
+                answer=answer,
+            )
+        )
+    return records
+
+
+def _grade_records(
+    rows: list[dict[str, str]],
+    generations: list[GenerationRecord],
+    gen_rows: list[dict[str, str]],
+    *,
+    grader: str,
+    r: int,
+    version: str,
+    column: int,
+    summary: ImportSummary,
+    where: str,
+) -> list[GradeRecord]:
+    out = []
+    by_index = {g.index: (g, gen_rows[g.index]) for g in generations}
+    for i, row in enumerate(rows):
+        if i not in by_index:
+            summary.issues.append(
+                ImportIssue(where, f"row {i + 2}: no generation row {i} to grade")
+            )
+            continue
+        gen, gen_row = by_index[i]
+        if row.get("topic", gen.topic) != gen.topic:
+            summary.issues.append(
+                ImportIssue(
+                    where, f"row {i + 2}: topic {row.get('topic')!r} does not match generation row"
+                )
+            )
+            continue
+        answer = gen_row.get(f"text_{column}")
+        if answer is None:
+            summary.issues.append(
+                ImportIssue(where, f"row {i + 2}: generation has no text_{column}")
+            )
+            continue
+        prompt = row.get("user_0") or row.get("[INST]_0") or ""
+        raw = row.get("assistant_0")
+        if raw is None:
+            raw = row.get("[/INST]_0")
+        style: GradingStyle = (
+            "points"
+            if version in POINTS_STYLE_VERSIONS or "point earned" in prompt.lower()
+            else "table"
+        )
+        points = _points(row.get("points_0"))
+        status = "ok" if len(points) == gen.k + 3 else ("empty" if not points else "wrong_count")
+        detail = "" if status == "ok" else parse_grader_output(raw or "", gen.k, style).detail
+        out.append(
+            GradeRecord(
+                student=gen.student,
+                grader=grader,
+                k=gen.k,
+                generation_round=gen.generation_round,
+                grading_round=r,
+                index=i,
+                topic=gen.topic,
+                skills=gen.skills,
+                answer=answer,
+                prompt_version=version,
+                style=style,
+                prompt=prompt,
+                raw=raw,
+                points=points,
+                total=_float(row.get("score_0")),
+                parse_status=status,  # type: ignore[arg-type]
+                parse_detail=detail,
+                status="ok" if status == "ok" else "unparsed",
+            )
+        )
+    return out
+
+
+def import_reference(
+    root: str | Path,
+    run: RunStore,
+    *,
+    students: Sequence[str] = (),
+    grader: str | None = None,
+    seed: int | None = None,
+) -> ImportSummary:
+    """Read the tree at ``root`` and write generations and grades into ``run``."""
+    root = Path(root)
+    runs = discover(root)
+    seeds = sorted({d.seed for d in runs})
+    if seed is None:
+        if len(seeds) > 1:
+            raise SkillmixError(
+                f"{root}: holds seeds {', '.join(map(str, seeds))}",
+                hint="choose one with --seed (one run folder per seed)",
+            )
+        seed = seeds[0]
+    runs = [d for d in runs if d.seed == seed]
+    if not runs:
+        raise SkillmixError(
+            f"{root}: no run folders for seed {seed}", hint=f"seeds present: {seeds}"
+        )
+    versions = sorted({d.version for d in runs})
+    if len(versions) > 1:
+        raise SkillmixError(
+            f"{root}: seed {seed} has several generation prompt versions ({', '.join(versions)})",
+            hint="import a tree holding one generation prompt version",
+        )
+    summary = ImportSummary(root=str(root.resolve()), seed=seed, generation_versions=versions)
+    wanted = set(students)
+    seen_students: set[str] = set()
+    graders: set[str] = set()
+    grading_rounds: set[int] = set()
+    grading_versions: set[str] = set()
+    rounds_by_k: dict[int, set[int]] = defaultdict(set)
+    grade_rounds_by_unit: dict[tuple[str, str, int, int], set[int]] = defaultdict(set)
+    for d in runs:
+        rounds_by_k[d.k].add(d.g)
+        for student_dir in sorted(p for p in d.path.iterdir() if p.is_dir()):
+            student = student_dir.name
+            if wanted and student not in wanted:
+                continue
+            gen_csv = student_dir / "records.csv"
+            where = str(gen_csv.relative_to(root))
+            if not gen_csv.is_file():
+                summary.issues.append(ImportIssue(where, "missing generation records"))
+                continue
+            seen_students.add(student)
+            gen_rows = read_reference_csv(gen_csv)
+            generations = _generation_records(gen_rows, d, student, summary, where)
+            _write_unit(run, generation_prefix(student, d.k, d.g), generations)
+            summary.generations += len(generations)
+            graded_dir = student_dir / "graded"
+            for gdir in sorted(graded_dir.iterdir()) if graded_dir.is_dir() else []:
+                match = GRADED_DIR.match(gdir.name)
+                if not match or not gdir.is_dir():
+                    continue
+                if grader and match["grader"] != grader:
+                    continue
+                grade_csv = gdir / "records.csv"
+                gwhere = str(grade_csv.relative_to(root))
+                if not grade_csv.is_file():
+                    summary.issues.append(ImportIssue(gwhere, "missing grade records"))
+                    continue
+                r = int(match["r"])
+                rows = read_reference_csv(grade_csv)
+                if len(rows) < len(generations):
+                    summary.issues.append(
+                        ImportIssue(
+                            gwhere,
+                            f"short file: {len(rows)} graded rows for {len(generations)} generations",
+                        )
+                    )
+                grades = _grade_records(
+                    rows,
+                    generations,
+                    gen_rows,
+                    grader=match["grader"],
+                    r=r,
+                    version=match["version"],
+                    column=int(match["column"]),
+                    summary=summary,
+                    where=gwhere,
+                )
+                _write_unit(run, grade_prefix(match["grader"], student, d.k, d.g, r), grades)
+                summary.grades += len(grades)
+                graders.add(match["grader"])
+                grading_rounds.add(r)
+                grading_versions.add(match["version"])
+                grade_rounds_by_unit[(match["grader"], student, d.k, d.g)].add(r)
+    all_g = set().union(*rounds_by_k.values())
+    for k, gs in sorted(rounds_by_k.items()):
+        for g in sorted(all_g - gs):
+            summary.issues.append(ImportIssue(str(root), f"k={k}: generation round {g} is missing"))
+    for (grader_name, student, k, g), rs in sorted(grade_rounds_by_unit.items()):
+        for r in sorted(grading_rounds - rs):
+            summary.issues.append(
+                ImportIssue(
+                    str(root),
+                    f"{student} k={k} r{g}: grading round {r} by {grader_name} is missing",
+                )
+            )
+    if wanted - seen_students:
+        summary.issues.append(
+            ImportIssue(
+                str(root), f"students not found: {', '.join(sorted(wanted - seen_students))}"
+            )
+        )
+    summary.ks = sorted(rounds_by_k)
+    summary.students = sorted(seen_students)
+    summary.graders = sorted(graders)
+    summary.generation_rounds = sorted(all_g)
+    summary.grading_rounds = sorted(grading_rounds)
+    summary.grading_versions = sorted(grading_versions)
+    run.write_run_json(
+        {
+            "kind": "reference-import",
+            "created_at": utc_now(),
+            "skillmix_version": __version__,
+            **summary.as_dict(),
+        },
+        overwrite=True,
+    )
+    return summary
+
+
+def _write_unit(run: RunStore, prefix: str, records: Sequence[Any]) -> None:
+    writer = run.writer(prefix, part_size=max(1, len(records)), flush_seconds=1e9)
+    for record in records:
+        writer.add(record)
+    writer.flush()
+    run.write_manifest(prefix, writer.written)

@@ -1,0 +1,1 @@
+"""The SKILL-MIX method (SPEC.md) as pure functions: no files, no network, no clocks."""

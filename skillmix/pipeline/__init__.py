@@ -1,0 +1,1 @@
+"""Plans, task runners and the local executor."""

@@ -1,0 +1,97 @@
+"""Metrics for a whole run folder: the code behind ``skillmix aggregate`` and the aggregation task."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillmix.errors import SkillmixError
+from skillmix.method.grading import parse_grader_output
+from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
+from skillmix.records import GradeRecord
+from skillmix.store.runs import RunStore
+
+
+@dataclass
+class RunMetrics:
+    """Metric rows of a run plus the settings that produced them."""
+
+    rows: list[MetricRow]
+    options: MetricOptions
+    reparse: bool = False
+    run: str = ""
+    records: int = 0
+    failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.options.as_dict(), "reparse": self.reparse, "run": self.run}
+
+    def as_dict(self, *, details: bool = False) -> dict[str, Any]:
+        return {
+            "rows": [r.as_dict(details=details) for r in self.rows],
+            "settings": self.settings(),
+        }
+
+    def to_json(self, *, details: bool = False) -> str:
+        return json.dumps(self.as_dict(details=details), indent=2, ensure_ascii=False)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        header = ["student", "grader", "k", "n", "unparsed"]
+        for name in METRIC_NAMES:
+            header += [f"{name}_mean", f"{name}_stderr", f"{name}_ci95_low", f"{name}_ci95_high"]
+        writer.writerow(header)
+        for row in self.rows:
+            line: list[object] = [row.student, row.grader, row.k, row.n, row.unparsed]
+            for name in METRIC_NAMES:
+                value = row.metric(name)
+                ci = value.ci95 or (None, None)
+                line += [_cell(value.mean), _cell(value.stderr), _cell(ci[0]), _cell(ci[1])]
+            writer.writerow(line)
+        return buf.getvalue()
+
+
+def _cell(x: float | None) -> str:
+    if x is None or x != x:
+        return ""
+    return repr(float(x))
+
+
+def reparsed_points(record: GradeRecord) -> tuple[float, ...] | None:
+    if record.raw is None:
+        return None
+    return parse_grader_output(record.raw, record.k, record.style).points
+
+
+def aggregate_records(
+    records: list[GradeRecord], options: MetricOptions, *, reparse: bool = False, run: str = ""
+) -> RunMetrics:
+    answers = [
+        r.to_graded_answer(reparsed_points(r) if reparse and r.raw is not None else None)
+        for r in records
+    ]
+    rows = aggregate(answers, options)
+    failed = sum(1 for r in records if r.status == "failed")
+    return RunMetrics(
+        rows=rows, options=options, reparse=reparse, run=run, records=len(records), failed=failed
+    )
+
+
+def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = False) -> RunMetrics:
+    """Metrics from every finished grading unit of the run."""
+    if run.read_run_json() is None and run.is_empty():
+        raise SkillmixError(
+            f"{run.uri}: no run found here", hint="pass a run folder (it holds run.json)"
+        )
+    records = run.grade_records()
+    if not records:
+        raise SkillmixError(
+            f"{run.uri}: no finished grades yet",
+            hint="grading has not completed for any unit; see `skillmix status` or resume the run",
+        )
+    return aggregate_records(records, options, reparse=reparse, run=run.uri)

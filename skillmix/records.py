@@ -1,0 +1,100 @@
+"""The run format: one JSON line per generation and per grading verdict (schema version 1).
+
+Records carry every input needed to re-grade or re-parse them, so metrics can be recomputed
+from a run folder alone. They are pydantic models because they cross process and storage
+boundaries; unknown fields are rejected so that a schema change is noticed, not guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skillmix.method.metrics import GradedAnswer
+from skillmix.method.prompts import GradingStyle
+
+SCHEMA_VERSION = 1
+GradeStatus = Literal["ok", "unparsed", "failed"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Usage(_Record):
+    """Tokens the backend reported for the requests behind one record."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = Field(False, description="True when the reply came from the response cache.")
+
+
+class Turn(_Record):
+    user: str = Field(description="The rendered user turn.")
+    assistant: str = Field(description="The model's raw reply to it.")
+
+
+class GenerationRecord(_Record):
+    """A student's conversation for one combination in one generation round."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    student: str = Field(description="Student name from the experiment (path-safe id).")
+    model: str = Field("", description="Model id sent to the backend.")
+    k: int
+    generation_round: int = Field(description="1-based generation round g.")
+    index: int = Field(description="0-based combination index within (k, round).")
+    topic: str
+    skills: list[str] = Field(description="Skill names in presentation order.")
+    prompt_version: str
+    system_prompt: str | None = None
+    turns: list[Turn] = Field(default_factory=list)
+    answer: str | None = Field(description="Answer extracted from the last reply; None if failed.")
+    status: Literal["ok", "failed"] = "ok"
+    error: str | None = None
+    usage: Usage = Usage()
+
+
+class GradeRecord(_Record):
+    """One grader verdict (one grading round) on one student answer."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    student: str
+    grader: str = Field(description="Grader name (path-safe id).")
+    k: int
+    generation_round: int
+    grading_round: int = Field(description="1-based grading round r.")
+    index: int
+    topic: str
+    skills: list[str]
+    answer: str = Field(description="The graded text (extracted answer of the last turn).")
+    prompt_version: str
+    style: GradingStyle
+    prompt: str = Field("", description="The full grading prompt sent to the grader.")
+    raw: str | None = Field(None, description="The grader's raw reply, kept for re-parsing.")
+    points: list[float] | None = Field(None, description="Rubric points as read from `raw`.")
+    total: float | None = Field(None, description="The grader's own total, if it gave one.")
+    parse_status: Literal["ok", "wrong_count", "empty", "none"] = "none"
+    parse_detail: str = ""
+    attempts: int = Field(
+        1, description="Grader requests made for this verdict (re-asks included)."
+    )
+    status: GradeStatus = "ok"
+    error: str | None = None
+    usage: Usage = Usage()
+
+    def to_graded_answer(self, points: tuple[float, ...] | None = None) -> GradedAnswer:
+        """The metric input; ``points`` overrides the stored points (used by ``--reparse``)."""
+        stored = tuple(self.points) if self.points is not None else None
+        return GradedAnswer(
+            student=self.student,
+            grader=self.grader,
+            k=self.k,
+            generation_round=self.generation_round,
+            grading_round=self.grading_round,
+            index=self.index,
+            topic=self.topic,
+            skills=tuple(self.skills),
+            answer=self.answer,
+            points=points if points is not None else stored,
+        )

@@ -1,0 +1,96 @@
+"""A store in a local directory. Atomic writes via a temporary file and rename (or link, for
+create-only writes, so two writers can never both win)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def child(self, prefix: str) -> LocalStore:
+        return LocalStore(self.root / check_key(prefix))
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyNotFound(f"{self.root}: no such key {key!r}") from None
+        except OSError as exc:
+            raise StoreError(f"{self._path(key)}: cannot read: {exc.strerror}") from None
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name[-20:])
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if if_absent:
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        raise KeyExists(f"{path}: already exists") from None
+                else:
+                    os.replace(tmp, path)
+                    tmp = ""
+            finally:
+                if tmp:
+                    os.unlink(tmp)
+        except KeyExists:
+            raise
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                keys.append(rel)
+        return sorted(keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        base = self._path(prefix) if prefix else self.root
+        if base.is_file():
+            base.unlink()
+            return 1
+        if not base.is_dir():
+            return 0
+        count = len(self.list_keys(prefix))
+        shutil.rmtree(base)
+        return count
+
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            from skillmix.errors import SkillmixError
+
+            raise SkillmixError(f"{self.root}: store path exists and is not a directory")

@@ -1,0 +1,228 @@
+"""A run's folder in the store: layout, JSONL parts and ``_SUCCESS`` manifests.
+
+Write protocol: records go into small JSONL parts with unique keys as work progresses (a crash
+loses at most the unflushed part); when a unit of work is complete its manifest ``_SUCCESS``
+is written last, listing the parts. Readers of finished work trust only manifests; a task
+resuming its own unfinished work lists the parts it finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skillmix.errors import RunFailedError
+from skillmix.records import GenerationRecord, GradeRecord
+from skillmix.store.base import ArtifactStore, KeyExists, KeyNotFound, join_key
+
+RUN_JSON = "run.json"
+MANIFEST = "_SUCCESS"
+PART_PREFIX = "part-"
+GENERATIONS = "generations"
+GRADES = "grades"
+REPORT = "report"
+CACHE = "cache"
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def generation_prefix(student: str, k: int, generation_round: int) -> str:
+    return f"{GENERATIONS}/{student}/k{k}/r{generation_round}"
+
+
+def grade_prefix(
+    grader: str, student: str, k: int, generation_round: int, grading_round: int
+) -> str:
+    return f"{GRADES}/{grader}/{student}/k{k}/r{generation_round}/g{grading_round}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class PartInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(description="Part key relative to the manifest's folder.")
+    records: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """Lists the parts of one finished unit of work; written last."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    parts: list[PartInfo]
+    records: int
+    failed: int = Field(0, description="Records in the parts whose status is 'failed'.")
+    created_at: str = Field(default_factory=utc_now)
+
+
+def _dump_records(records: Iterable[BaseModel]) -> bytes:
+    return b"".join(r.model_dump_json().encode() + b"\n" for r in records)
+
+
+class PartWriter:
+    """Buffers records and writes them as new parts every ``part_size`` records or
+    ``flush_seconds`` seconds, whichever comes first."""
+
+    def __init__(
+        self, store: ArtifactStore, prefix: str, *, part_size: int = 20, flush_seconds: float = 5.0
+    ) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.part_size = max(1, part_size)
+        self.flush_seconds = flush_seconds
+        self._buffer: list[BaseModel] = []
+        self._last_flush = time.monotonic()
+        self.written: list[PartInfo] = []
+
+    def add(self, record: BaseModel) -> None:
+        self._buffer.append(record)
+        due = time.monotonic() - self._last_flush >= self.flush_seconds
+        if len(self._buffer) >= self.part_size or due:
+            self.flush()
+
+    def flush(self) -> PartInfo | None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return None
+        data = _dump_records(self._buffer)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"{PART_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.store.write_bytes(join_key(self.prefix, name), data, if_absent=True)
+        info = PartInfo(
+            key=name, records=len(self._buffer), sha256=hashlib.sha256(data).hexdigest()
+        )
+        self._buffer.clear()
+        self.written.append(info)
+        return info
+
+
+class RunStore:
+    """Typed access to one run's folder (the store passed in is rooted at the run)."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # run.json -----------------------------------------------------------------------------
+    def read_run_json(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.store.read_bytes(RUN_JSON))
+        except KeyNotFound:
+            return None
+        except json.JSONDecodeError as exc:
+            raise RunFailedError(f"{self.uri}/{RUN_JSON}: corrupt JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise RunFailedError(f"{self.uri}/{RUN_JSON}: expected a JSON object")
+        return data
+
+    def write_run_json(self, data: dict[str, Any], *, overwrite: bool = False) -> None:
+        blob = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+        self.store.write_bytes(RUN_JSON, blob, if_absent=not overwrite)
+
+    def is_empty(self) -> bool:
+        return not self.store.list_keys()
+
+    # manifests ----------------------------------------------------------------------------
+    def manifest(self, prefix: str) -> Manifest | None:
+        key = join_key(prefix, MANIFEST)
+        try:
+            raw = self.store.read_bytes(key)
+        except KeyNotFound:
+            return None
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RunFailedError(
+                f"{self.uri}/{key}: corrupt manifest: {exc.errors()[0]['msg']}"
+            ) from None
+
+    def write_manifest(self, prefix: str, parts: list[PartInfo], *, failed: int = 0) -> Manifest:
+        manifest = Manifest(parts=parts, records=sum(p.records for p in parts), failed=failed)
+        blob = manifest.model_dump_json(indent=2).encode() + b"\n"
+        try:
+            self.store.write_bytes(join_key(prefix, MANIFEST), blob, if_absent=True)
+        except KeyExists:
+            raise RunFailedError(
+                f"{self.uri}/{prefix}: finished by another writer while this one was running"
+            ) from None
+        return manifest
+
+    def manifest_prefixes(self, top: str) -> list[str]:
+        """Folders under ``top`` that hold a manifest."""
+        suffix = "/" + MANIFEST
+        return [k[: -len(suffix)] for k in self.store.list_keys(top) if k.endswith(suffix)]
+
+    # parts --------------------------------------------------------------------------------
+    def writer(self, prefix: str, **kwargs: Any) -> PartWriter:
+        return PartWriter(self.store, prefix, **kwargs)
+
+    def part_infos(self, prefix: str) -> list[PartInfo]:
+        """Every part present under ``prefix`` (for resuming unfinished work)."""
+        infos = []
+        for key in self.store.list_keys(prefix):
+            name = key[len(prefix) + 1 :] if prefix else key
+            if "/" in name or not name.startswith(PART_PREFIX):
+                continue
+            data = self.store.read_bytes(key)
+            lines = [line for line in data.split(b"\n") if line.strip()]
+            infos.append(
+                PartInfo(key=name, records=len(lines), sha256=hashlib.sha256(data).hexdigest())
+            )
+        return infos
+
+    def _read_part(self, prefix: str, name: str, model: type[R]) -> Iterator[R]:
+        key = join_key(prefix, name)
+        for number, line in enumerate(self.store.read_bytes(key).split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield model.model_validate_json(line)
+            except ValidationError as exc:
+                raise RunFailedError(
+                    f"{self.uri}/{key}:{number}: not a valid {model.__name__}: {exc.errors()[0]['msg']}"
+                ) from None
+
+    def read_parts(self, prefix: str, names: Iterable[str], model: type[R]) -> list[R]:
+        return [r for name in names for r in self._read_part(prefix, name, model)]
+
+    def finished_records(self, prefix: str, model: type[R]) -> list[R] | None:
+        """Records of a finished unit (None when it has no manifest yet)."""
+        manifest = self.manifest(prefix)
+        if manifest is None:
+            return None
+        return self.read_parts(prefix, [p.key for p in manifest.parts], model)
+
+    def unfinished_records(self, prefix: str, model: type[R]) -> list[R]:
+        """Records a crashed writer left in parts (no manifest yet)."""
+        return self.read_parts(prefix, [p.key for p in self.part_infos(prefix)], model)
+
+    # whole-run readers --------------------------------------------------------------------
+    def generation_records(self) -> list[GenerationRecord]:
+        out: list[GenerationRecord] = []
+        for prefix in self.manifest_prefixes(GENERATIONS):
+            out.extend(self.finished_records(prefix, GenerationRecord) or [])
+        return out
+
+    def grade_records(self) -> list[GradeRecord]:
+        out: list[GradeRecord] = []
+        for prefix in self.manifest_prefixes(GRADES):
+            out.extend(self.finished_records(prefix, GradeRecord) or [])
+        return out
+
+    def write_report_file(self, name: str, data: bytes) -> str:
+        key = join_key(REPORT, name)
+        self.store.write_bytes(key, data)
+        return key
