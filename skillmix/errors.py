@@ -19,7 +19,7 @@ class SkillmixError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = self.message if not self.hint else f"{self.message} ({self.hint})"
+        text = self.message if not self.hint else f"{self.message}; {self.hint}"
         return " ".join(text.split())
 
 

@@ -142,6 +142,31 @@ def discover(root: Path) -> list[_RunDir]:
     return found
 
 
+def select_runs(root: Path, seed: int | None) -> tuple[list[_RunDir], int, list[str]]:
+    """The run folders to import, checked before anything is written."""
+    runs = discover(root)
+    seeds = sorted({d.seed for d in runs})
+    if seed is None:
+        if len(seeds) > 1:
+            raise SkillmixError(
+                f"{root}: holds seeds {', '.join(map(str, seeds))}",
+                hint="choose one with --seed (one run folder per seed)",
+            )
+        seed = seeds[0]
+    runs = [d for d in runs if d.seed == seed]
+    if not runs:
+        raise SkillmixError(
+            f"{root}: no run folders for seed {seed}", hint=f"seeds present: {seeds}"
+        )
+    versions = sorted({d.version for d in runs})
+    if len(versions) > 1:
+        raise SkillmixError(
+            f"{root}: seed {seed} has several generation prompt versions ({', '.join(versions)})",
+            hint="import a tree holding one generation prompt version",
+        )
+    return runs, seed, versions
+
+
 def _generation_records(
     rows: list[dict[str, str]], run: _RunDir, student: str, summary: ImportSummary, where: str
 ) -> list[GenerationRecord]:
@@ -260,26 +285,7 @@ def import_reference(
 ) -> ImportSummary:
     """Read the tree at ``root`` and write generations and grades into ``run``."""
     root = Path(root)
-    runs = discover(root)
-    seeds = sorted({d.seed for d in runs})
-    if seed is None:
-        if len(seeds) > 1:
-            raise SkillmixError(
-                f"{root}: holds seeds {', '.join(map(str, seeds))}",
-                hint="choose one with --seed (one run folder per seed)",
-            )
-        seed = seeds[0]
-    runs = [d for d in runs if d.seed == seed]
-    if not runs:
-        raise SkillmixError(
-            f"{root}: no run folders for seed {seed}", hint=f"seeds present: {seeds}"
-        )
-    versions = sorted({d.version for d in runs})
-    if len(versions) > 1:
-        raise SkillmixError(
-            f"{root}: seed {seed} has several generation prompt versions ({', '.join(versions)})",
-            hint="import a tree holding one generation prompt version",
-        )
+    runs, seed, versions = select_runs(root, seed)
     summary = ImportSummary(root=str(root.resolve()), seed=seed, generation_versions=versions)
     wanted = set(students)
     seen_students: set[str] = set()

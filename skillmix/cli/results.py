@@ -176,11 +176,11 @@ def import_reference_cmd(
     fmt: str,
 ) -> None:
     """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
-    from skillmix.legacy import discover, import_reference
+    from skillmix.legacy import import_reference, select_runs
     from skillmix.store.base import open_store
     from skillmix.store.runs import RunStore
 
-    discover(Path(root))  # fail on a wrong root before touching --out
+    select_runs(Path(root), seed)  # fail on a wrong root or seed before touching --out
     store = open_store(out)
     store.check()
     run = RunStore(store)
