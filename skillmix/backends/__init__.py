@@ -1,0 +1,1 @@
+"""Model backends: the OpenAI-compatible client, rate limiting, retries, the mock server."""

@@ -1,0 +1,1 @@
+"""Reports: summary.json, metrics.csv, report.md and report.html with plots."""
