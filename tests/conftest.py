@@ -6,6 +6,8 @@ import pytest
 
 from tests.helpers import reference_dir
 
+pytest_plugins = ["tests.fixtures_s3"]
+
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
