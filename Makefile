@@ -13,7 +13,7 @@ export SKILLMIX_REFERENCE_DIR
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
 	@echo "make tools       install helm and kubectl into .tools/bin"
-	@echo "make test        lint (ruff) + the whole test suite"
+	@echo "make test        ruff, mypy and the whole test suite"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
 	@echo "make benchmarks  run benchmarks/ and print their JSON"
@@ -33,6 +33,7 @@ tools:
 test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks
 	$(BIN)/ruff format --check skillmix tests benchmarks
+	$(BIN)/mypy
 	$(PY) -m pytest
 
 lint: install
@@ -43,6 +44,9 @@ lint: install
 format: install
 	$(BIN)/ruff format skillmix tests benchmarks
 	$(BIN)/ruff check --fix skillmix tests benchmarks
+
+demo: install
+	$(BIN)/skillmix evaluate -f examples/quickstart.yaml --resume
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

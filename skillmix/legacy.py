@@ -267,7 +267,7 @@ def _grade_records(
                 raw=raw,
                 points=points,
                 total=_float(row.get("score_0")),
-                parse_status=status,  # type: ignore[arg-type]
+                parse_status=status,
                 parse_detail=detail,
                 status="ok" if status == "ok" else "unparsed",
             )

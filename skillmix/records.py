@@ -38,7 +38,7 @@ class Turn(_Record):
 class GenerationRecord(_Record):
     """A student's conversation for one combination in one generation round."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     student: str = Field(description="Student name from the experiment (path-safe id).")
     model: str = Field("", description="Model id sent to the backend.")
     k: int
@@ -58,7 +58,7 @@ class GenerationRecord(_Record):
 class GradeRecord(_Record):
     """One grader verdict (one grading round) on one student answer."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     student: str
     grader: str = Field(description="Grader name (path-safe id).")
     k: int

@@ -22,6 +22,13 @@ COMMANDS: dict[str, str] = {
     "prompts": "prompts:prompts",
     "aggregate": "results:aggregate_cmd",
     "import-reference": "results:import_reference_cmd",
+    "evaluate": "run:evaluate_cmd",
+    "generate": "run:generate_cmd",
+    "score": "run:score_cmd",
+    "report": "run:report_cmd",
+    "schema": "run:schema_cmd",
+    "task": "task:task",
+    "mock-server": "mock:mock_server",
 }
 
 EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted."

@@ -25,7 +25,7 @@ catalog_files = [
 ]
 
 
-def with_catalog_files(f):  # type: ignore[no-untyped-def]
+def with_catalog_files(f):
     for option in reversed(catalog_files):
         f = option(f)
     return f

@@ -25,7 +25,7 @@ def list_cmd(prompts_dir: str | None, fmt: str) -> None:
     """Prompt versions available in the built-in set or a folder."""
     from skillmix.promptset import list_prompt_versions
 
-    data = {kind: list_prompt_versions(kind, prompts_dir) for kind in ("generation", "grading")}  # type: ignore[arg-type]
+    data = {kind: list_prompt_versions(kind, prompts_dir) for kind in ("generation", "grading")}
     if fmt == "json":
         echo_json(data)
     else:

@@ -10,7 +10,7 @@ from skillmix.cli._output import echo_json, format_option, info, stdout_console,
 from skillmix.errors import SkillmixError
 
 
-def metric_options(f):  # type: ignore[no-untyped-def]
+def metric_options(f):
     """The metric flags shared by aggregate, score and report."""
     options = [
         click.option(
@@ -66,7 +66,7 @@ def build_metric_options(
     filter_explicit_name: str | None,
     filter_skills: str,
     bootstrap_samples: int,
-):  # type: ignore[no-untyped-def]
+):
     from skillmix.method.metrics import MetricOptions
 
     if filter_explicit_name is None:
@@ -82,7 +82,7 @@ def build_metric_options(
     )
 
 
-def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):  # type: ignore[no-untyped-def]
+def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES

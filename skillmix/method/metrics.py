@@ -109,7 +109,7 @@ class MetricRow:
     per_combination: list[dict[str, object]] = field(default_factory=list)
 
     def metric(self, name: str) -> MetricValue:
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
     def as_dict(self, *, details: bool = False) -> dict[str, object]:
         out: dict[str, object] = {

@@ -93,7 +93,7 @@ def infer_grading_style(template: PromptTemplate) -> GradingStyle:
 
 
 @lru_cache(maxsize=1)
-def _inflect_engine():  # type: ignore[no-untyped-def]
+def _inflect_engine():
     import inflect
 
     return inflect.engine()

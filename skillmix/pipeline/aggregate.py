@@ -95,3 +95,30 @@ def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = Fals
             hint="grading has not completed for any unit; see `skillmix status` or resume the run",
         )
     return aggregate_records(records, options, reparse=reparse, run=run.uri)
+
+
+def build_report(
+    run: RunStore, ctx: Any, options: MetricOptions | None = None
+) -> tuple[dict[str, Any], dict[str, bytes], RunMetrics]:
+    """Metrics + summary + report files for an evaluation run (nothing written)."""
+    from skillmix.report.summary import build_summary, report_files
+
+    options = options or ctx.experiment.metrics.options()
+    generations = run.generation_records()
+    grades = run.grade_records()
+    if not grades:
+        raise SkillmixError(
+            f"{run.uri}: no finished grades yet",
+            hint="grading has not completed for any unit; see `skillmix status` or resume the run",
+        )
+    metrics = aggregate_records(grades, options, run=run.uri)
+    summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    return summary, report_files(summary, metrics), metrics
+
+
+def run_aggregate_task(run: RunStore, ctx: Any) -> tuple[dict[str, Any], RunMetrics]:
+    """The aggregation task: compute everything and write ``report/`` in the run folder."""
+    summary, files, metrics = build_report(run, ctx)
+    for name, data in files.items():
+        run.write_report_file(name, data)
+    return summary, metrics

@@ -7,6 +7,7 @@ import itertools
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -213,11 +214,12 @@ def oracle(
     ]
     out = []
     n = len(valid)
-    np.seterr(all="ignore")
     for m in metrics:
         m = m[:, valid]
         m = m.max(axis=0) if gen == "max" else m.mean(axis=0)
-        out.append(f"{m.mean():.2f} ± {m.std(ddof=1) / np.sqrt(n):.3f}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the reference prints nan for n = 1
+            out.append(f"{m.mean():.2f} ± {m.std(ddof=1) / np.sqrt(n):.3f}")
     return " ".join(out)
 
 

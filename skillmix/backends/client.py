@@ -1,0 +1,285 @@
+"""One async client for every OpenAI-compatible endpoint (vLLM, the OpenAI API, our mock).
+
+Built on the official SDK (``AsyncOpenAI``) with its own retries switched off: we retry here,
+with full-jitter backoff that honours ``Retry-After``, pace to the RPM/TPM budget, count
+usage, and consult the response cache before every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillmix.backends.cache import ResponseCache, cache_key
+from skillmix.backends.ratelimit import Pacer
+from skillmix.backends.retry import backoff_delay, classify_retry
+from skillmix.config import DEFAULT_BASE_URLS, ModelSpec
+from skillmix.errors import RunFailedError, SkillmixError
+
+
+class BackendError(RunFailedError):
+    """A request failed for good (after retries, or with an error retrying cannot fix)."""
+
+    def __init__(self, message: str, *, status: int | None = None, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.fatal = fatal  # wrong key, unknown model: every further request would fail too
+        if fatal:
+            self.exit_code = 2  # configuration, not luck: a Job should not retry
+
+
+@dataclass
+class ClientStats:
+    """Live counters for progress displays and reports."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    paced_seconds: float = 0.0
+
+
+@dataclass
+class ChatResult:
+    """A normalised reply: scoring code never touches SDK objects."""
+
+    texts: list[str]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    attempts: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
+
+    def as_cache_value(self) -> dict[str, Any]:
+        return {
+            "texts": self.texts,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reasons": self.finish_reasons,
+        }
+
+    @classmethod
+    def from_cache_value(cls, value: dict[str, Any]) -> ChatResult:
+        return cls(
+            texts=list(value["texts"]),
+            prompt_tokens=int(value.get("prompt_tokens", 0)),
+            completion_tokens=int(value.get("completion_tokens", 0)),
+            finish_reasons=list(value.get("finish_reasons", [])),
+            cached=True,
+        )
+
+
+def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None, n: int) -> int:
+    chars = sum(len(m.get("content", "")) for m in messages)
+    return math.ceil(chars / 4) + n * (max_tokens or 256)
+
+
+def resolve_endpoint(spec: ModelSpec, mock_base_url: str | None = None) -> str:
+    if spec.base_url:
+        return spec.base_url
+    if spec.backend == "mock":
+        if mock_base_url is None:
+            raise SkillmixError(
+                f"{spec.name}: the mock backend needs a base_url or the built-in mock server"
+            )
+        return mock_base_url
+    if spec.backend in DEFAULT_BASE_URLS:
+        return DEFAULT_BASE_URLS[spec.backend]
+    raise SkillmixError(
+        f"{spec.name}: backend {spec.backend} needs base_url",
+        hint="e.g. base_url: http://localhost:8000/v1 for a local vLLM server",
+    )
+
+
+def resolve_api_key(spec: ModelSpec) -> str:
+    env = spec.resolved_api_key_env()
+    if env is None:
+        return os.environ.get("SKILLMIX_DUMMY_API_KEY", "EMPTY")
+    value = os.environ.get(env)
+    if not value:
+        raise SkillmixError(
+            f"{spec.name}: environment variable {env} is not set",
+            hint=f"export {env}=... (the API key)",
+        )
+    return value
+
+
+class ChatClient:
+    """Chat completions for one model spec, shared by every task that uses it."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        base_url: str,
+        api_key: str,
+        cache: ResponseCache | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        from openai import AsyncOpenAI
+
+        self.spec = spec
+        self.base_url = base_url
+        self.cache = cache
+        self.stats = ClientStats()
+        self.pacer = Pacer(spec.rpm if rpm is None else rpm, spec.tpm if tpm is None else tpm)
+        self._semaphore = asyncio.Semaphore(spec.concurrency)
+        self._rng = random.Random(seed)
+        self._client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=spec.timeout
+        )
+        self.fatal: BackendError | None = None
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def key_for(self, messages: list[dict[str, str]], n: int, sample: str) -> str:
+        return cache_key(
+            {
+                "model": self.spec.identity(),
+                "messages": messages,
+                "params": self.spec.sampling.request_params(),
+                "n": n,
+                "sample": sample,
+            }
+        )
+
+    async def chat(self, messages: list[dict[str, str]], *, n: int = 1, sample: str) -> ChatResult:
+        """Ask for ``n`` choices. ``sample`` names which draw this is (round, index, attempt), so
+        repeated samples of the same prompt are distinct cache entries."""
+        key = self.key_for(messages, n, sample)
+        if self.cache is not None:
+            hit = await self.cache.get(key)
+            if hit is not None and len(hit.get("texts", [])) >= 1:
+                self.stats.cached += 1
+                return ChatResult.from_cache_value(hit)
+        async with self._semaphore:
+            result = await self._request(messages, n)
+        if self.cache is not None:
+            await self.cache.put(key, result.as_cache_value())
+        return result
+
+    async def _request(self, messages: list[dict[str, str]], n: int) -> ChatResult:
+        params = self.spec.sampling.request_params()
+        estimate = estimate_tokens(messages, params.get("max_tokens"), n)
+        attempt = 0
+        while True:
+            if self.fatal is not None:
+                raise self.fatal
+            started = time.monotonic()
+            await self.pacer.acquire(estimate)
+            self.stats.paced_seconds += time.monotonic() - started
+            self.stats.requests += 1
+            try:
+                raw = await self._client.chat.completions.with_raw_response.create(
+                    model=self.spec.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    n=n,
+                    **params,
+                )
+                completion = raw.parse()
+            except Exception as exc:
+                decision = classify_retry(exc)
+                if decision is None or attempt >= self.spec.max_retries:
+                    self.stats.failures += 1
+                    raise self._final_error(exc, attempt) from None
+                if decision.kind == "rate_limit":
+                    self.stats.rate_limited += 1
+                delay = backoff_delay(attempt, decision, rng=self._rng)
+                if decision.kind == "rate_limit":
+                    self.pacer.pause(delay)
+                self.stats.retries += 1
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            self.pacer.observe_headers(raw.headers)
+            usage = completion.usage
+            prompt_tokens = usage.prompt_tokens if usage else 0
+            completion_tokens = usage.completion_tokens if usage else 0
+            self.pacer.settle(estimate, prompt_tokens + completion_tokens)
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.completion_tokens += completion_tokens
+            choices = sorted(completion.choices, key=lambda c: c.index)
+            return ChatResult(
+                texts=[c.message.content or "" for c in choices],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                attempts=attempt + 1,
+                finish_reasons=[str(c.finish_reason) for c in choices],
+            )
+
+    def _final_error(self, exc: Exception, attempt: int) -> BackendError:
+        import openai
+
+        where = f"{self.spec.name} ({self.spec.model} at {self.base_url})"
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            self.fatal = BackendError(
+                f"{where}: the API key was rejected ({exc.status_code})",
+                status=exc.status_code,
+                fatal=True,
+            )
+            return self.fatal
+        if isinstance(exc, openai.NotFoundError):
+            self.fatal = BackendError(f"{where}: model not found (404)", status=404, fatal=True)
+            return self.fatal
+        if isinstance(exc, openai.APIStatusError):
+            message = _error_message(exc)
+            return BackendError(
+                f"{where}: HTTP {exc.status_code} after {attempt + 1} attempts: {message}",
+                status=exc.status_code,
+            )
+        kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "connection failed"
+        return BackendError(f"{where}: {kind} after {attempt + 1} attempts")
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return " ".join(str(inner["message"]).split())[:200]
+    return " ".join(str(exc).split())[:200]
+
+
+async def preflight(spec: ModelSpec, base_url: str, api_key: str, timeout: float = 10.0) -> None:
+    """Fail fast (exit 2, nothing written) on an unreachable endpoint, a rejected key or an
+    unknown model, before a run starts."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=timeout)
+    try:
+        models = await client.models.list()
+        ids = [m.id async for m in models]
+    except openai.AuthenticationError:
+        env = spec.resolved_api_key_env() or "the API key"
+        raise SkillmixError(
+            f"{spec.name}: {base_url} rejected the API key", hint=f"check {env}"
+        ) from None
+    except openai.APIConnectionError:
+        raise SkillmixError(
+            f"{spec.name}: cannot reach {base_url}",
+            hint="check base_url and that the server is running",
+        ) from None
+    except openai.APIStatusError as exc:
+        if exc.status_code == 404:
+            return  # some compatible servers do not list models; requests will tell
+        raise SkillmixError(
+            f"{spec.name}: {base_url} answered HTTP {exc.status_code} to GET /models"
+        ) from None
+    finally:
+        await client.close()
+    if spec.backend in ("vllm", "mock") and ids and spec.model not in ids:
+        raise SkillmixError(
+            f"{spec.name}: {base_url} does not serve model {spec.model!r}",
+            hint=f"served: {', '.join(ids[:5])}",
+        )

@@ -1,0 +1,313 @@
+"""``skillmix evaluate|generate|score|report|schema``: running evaluations locally."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import click
+
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.errors import SkillmixError
+
+
+def _experiment_from_flags(
+    name: str | None,
+    models: tuple[str, ...],
+    backend: str,
+    base_url: str | None,
+    ks: str | None,
+    grader: str | None,
+    grader_backend: str | None,
+    grader_base_url: str | None,
+    backend_args: str,
+    sampling_params: str,
+    grader_args: str,
+    combinations: int,
+    generation_rounds: int,
+    grading_rounds: int,
+    seed: int,
+) -> Any:
+    from skillmix.config import apply_backend_args, apply_sampling_params, parse_experiment
+
+    if not models:
+        raise SkillmixError("give an experiment file with -f, or at least one --model")
+    if not ks:
+        raise SkillmixError("--k is required without -f (e.g. --k 2,3)")
+    try:
+        k_values = [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise SkillmixError(f"--k: expected comma-separated integers, got {ks!r}") from None
+    students = []
+    for model in models:
+        spec: dict[str, Any] = {"name": _safe_name(model), "backend": backend, "model": model}
+        if base_url:
+            spec["base_url"] = base_url
+        spec = apply_sampling_params(apply_backend_args(spec, backend_args), sampling_params)
+        students.append(spec)
+    grader_spec: dict[str, Any] = {
+        "name": _safe_name(grader or "mock-grader"),
+        "backend": grader_backend or ("mock" if grader is None else backend),
+        "model": grader or "mock-grader",
+        "rounds": grading_rounds,
+    }
+    if grader_base_url:
+        grader_spec["base_url"] = grader_base_url
+    grader_spec = apply_backend_args(grader_spec, grader_args)
+    data = {
+        "name": name
+        or _safe_name("-".join(s["name"] for s in students))[:40].rstrip("-.")
+        or "run",
+        "seed": seed,
+        "ks": k_values,
+        "combinations": combinations,
+        "generation_rounds": generation_rounds,
+        "students": students,
+        "grader": grader_spec,
+    }
+    return parse_experiment(data, "command line")
+
+
+def _safe_name(text: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return cleaned[:63] or "model"
+
+
+def experiment_options(f: Any) -> Any:
+    options = [
+        click.option(
+            "-f", "--file", "file", type=click.Path(dir_okay=False), help="Experiment YAML file."
+        ),
+        click.option(
+            "--store",
+            default=None,
+            help="Where runs live: a folder or s3://bucket/prefix (default: the file's `store`, else runs/).",
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Continue an existing run; finished work is not redone."
+        ),
+        click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Delete an existing run with the same id and start over.",
+        ),
+        click.option("--name", default=None, help="Quick form: run name."),
+        click.option(
+            "--model", "models", multiple=True, help="Quick form: student model id (repeatable)."
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["mock", "openai", "vllm"]),
+            default="mock",
+            show_default=True,
+            help="Quick form: student backend.",
+        ),
+        click.option(
+            "--base-url",
+            default=None,
+            help="Quick form: student endpoint (vLLM: http://host:8000/v1).",
+        ),
+        click.option(
+            "--k", "ks", default=None, help="Quick form: comma-separated k values, e.g. 2,3."
+        ),
+        click.option(
+            "--grader", default=None, help="Quick form: grader model id (default: the mock grader)."
+        ),
+        click.option(
+            "--grader-backend",
+            type=click.Choice(["mock", "openai", "vllm"]),
+            default=None,
+            help="Quick form: grader backend.",
+        ),
+        click.option("--grader-base-url", default=None),
+        click.option(
+            "--backend-args",
+            default="",
+            help="Student backend args, k=v,... (base_url, api_key_env, concurrency, rpm, tpm, timeout, max_retries, quality, system_prompt).",
+        ),
+        click.option(
+            "--grader-args", default="", help="Grader backend args, same keys as --backend-args."
+        ),
+        click.option(
+            "--sampling-params",
+            default="",
+            help="Student sampling, k=v,... (temperature, top_p, max_tokens, seed, presence_penalty, frequency_penalty, stop).",
+        ),
+        click.option(
+            "--combinations",
+            "-n",
+            type=click.IntRange(1),
+            default=20,
+            show_default=True,
+            help="Quick form: M combinations per k.",
+        ),
+        click.option("--generation-rounds", type=click.IntRange(1), default=1, show_default=True),
+        click.option("--grading-rounds", type=click.IntRange(1), default=3, show_default=True),
+        click.option("--seed", type=int, default=10, show_default=True),
+        click.option(
+            "--progress/--no-progress",
+            default=None,
+            help="Progress bars (default: when stderr is a terminal).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_experiment_for(kwargs: dict[str, Any]) -> Any:
+    from skillmix.config import load_experiment
+
+    if kwargs["file"]:
+        quick = [
+            k
+            for k in ("models", "ks", "grader", "base_url", "grader_base_url", "grader_backend")
+            if kwargs.get(k)
+        ]
+        if quick or kwargs["backend_args"] or kwargs["sampling_params"] or kwargs["grader_args"]:
+            raise SkillmixError(
+                "-f and the quick-form flags exclude each other",
+                hint="put those settings in the experiment file",
+            )
+        return load_experiment(kwargs["file"])
+    return _experiment_from_flags(
+        kwargs["name"],
+        kwargs["models"],
+        kwargs["backend"],
+        kwargs["base_url"],
+        kwargs["ks"],
+        kwargs["grader"],
+        kwargs["grader_backend"],
+        kwargs["grader_base_url"],
+        kwargs["backend_args"],
+        kwargs["sampling_params"],
+        kwargs["grader_args"],
+        kwargs["combinations"],
+        kwargs["generation_rounds"],
+        kwargs["grading_rounds"],
+        kwargs["seed"],
+    )
+
+
+def print_outcome(outcome: Any, fmt: str) -> None:
+    from skillmix.cli.results import metrics_table
+
+    if outcome.metrics is not None:
+        if fmt == "json":
+            click.echo(outcome.metrics.to_json())
+        else:
+            stdout_console().print(
+                metrics_table(
+                    outcome.metrics, title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)"
+                )
+            )
+    failures = sum(u.failed for u in outcome.units)
+    if failures:
+        warn(
+            f"{failures} records failed after retries; they are listed in {outcome.report_uri}/summary.json"
+        )
+    if outcome.missing:
+        warn(f"not graded (generations unfinished): {', '.join(outcome.missing)}")
+    info(f"run {outcome.run_id} finished in {outcome.seconds:.1f}s")
+    if outcome.metrics is not None:
+        info(f"report: {outcome.report_uri}/report.md (also summary.json, metrics.csv)")
+    else:
+        info(f"run folder: {outcome.run_uri}")
+
+
+@click.command("evaluate")
+@experiment_options
+@format_option(("table", "json"))
+def evaluate_cmd(fmt: str, **kwargs: Any) -> None:
+    """Run an evaluation locally: generate, grade, aggregate, report.
+
+    Either -f EXPERIMENT.yaml, or the quick form: --model NAME --backend openai|vllm|mock
+    [--base-url URL] --k 2,3 [--grader NAME]. Re-running a finished request never calls the
+    model again (responses are cached in the store).
+    """
+    from skillmix.pipeline.local import evaluate
+
+    experiment = load_experiment_for(kwargs)
+    outcome = evaluate(
+        experiment,
+        store_uri=kwargs["store"],
+        resume=kwargs["resume"],
+        overwrite=kwargs["overwrite"],
+        progress=kwargs["progress"],
+    )
+    print_outcome(outcome, fmt)
+
+
+@click.command("generate")
+@experiment_options
+def generate_cmd(**kwargs: Any) -> None:
+    """Only the generation phase (grade later with `skillmix score RUN`)."""
+    from skillmix.pipeline.local import evaluate
+
+    experiment = load_experiment_for(kwargs)
+    outcome = evaluate(
+        experiment,
+        store_uri=kwargs["store"],
+        resume=kwargs["resume"],
+        overwrite=kwargs["overwrite"],
+        phases=("generate",),
+        progress=kwargs["progress"],
+    )
+    print_outcome(outcome, "table")
+    click.echo(outcome.run_uri)
+
+
+@click.command("score")
+@click.argument("run_uri")
+@click.option("--progress/--no-progress", default=None)
+@format_option(("table", "json"))
+def score_cmd(run_uri: str, progress: bool | None, fmt: str) -> None:
+    """Grade and aggregate the saved generations of a run (resumes finished grading)."""
+    from skillmix.pipeline.local import continue_run
+
+    outcome = continue_run(run_uri, progress=progress)
+    print_outcome(outcome, fmt)
+
+
+@click.command("report")
+@click.argument("run_uri")
+@click.option(
+    "--out",
+    "out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write the report files into this folder.",
+)
+@format_option(("table", "json"))
+def report_cmd(run_uri: str, out: str | None, fmt: str) -> None:
+    """(Re)build a run's report: summary.json, metrics.csv, report.md."""
+    from pathlib import Path
+
+    from skillmix.cli.results import metrics_table
+    from skillmix.pipeline.aggregate import build_report
+    from skillmix.pipeline.context import open_run
+
+    run, ctx = open_run(run_uri)
+    summary, files, metrics = build_report(run, ctx)
+    for name, data in files.items():
+        run.write_report_file(name, data)
+    if out:
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (target / name).write_bytes(data)
+    if fmt == "json":
+        echo_json(summary)
+    else:
+        stdout_console().print(
+            metrics_table(metrics, title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)")
+        )
+    info(f"report: {(out or run.uri.rstrip('/') + '/report').rstrip('/')}/report.md")
+
+
+@click.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON schema of experiment files."""
+    from skillmix.config import experiment_schema
+
+    echo_json(experiment_schema())

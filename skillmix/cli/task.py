@@ -1,0 +1,301 @@
+"""``skillmix task ...``: the commands Kubernetes containers run (and the local executor's units).
+
+Each reads the run's ``run.json`` from the store, so a pod needs only the run URI, its unit
+and its credentials (from the environment). Progress goes to stderr as periodic log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from skillmix.errors import RunFailedError, SkillmixError
+
+run_option = click.option(
+    "--run",
+    "run_uri",
+    envvar="SKILLMIX_RUN",
+    required=True,
+    help="Run folder URI (env SKILLMIX_RUN).",
+)
+
+
+def unit_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            run_option,
+            click.option("--student", required=True),
+            click.option("--k", "k", type=int, required=True),
+            click.option("--round", "g", type=int, required=True, help="Generation round."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+class LogProgress:
+    """Progress for logs: one stderr line per phase at most every ``interval`` seconds."""
+
+    def __init__(self, label: str, interval: float = 15.0) -> None:
+        self.label = label
+        self.interval = interval
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.last = 0.0
+
+    def add_total(self, phase: str, n: int) -> None:
+        self.totals[phase] = self.totals.get(phase, 0) + n
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        self.done[phase] = self.done.get(phase, 0) + n
+        now = time.monotonic()
+        if now - self.last >= self.interval or self.done[phase] >= self.totals.get(phase, 0):
+            self.last = now
+            click.echo(
+                f"{self.label}: {phase} {self.done[phase]}/{self.totals.get(phase, 0)}", err=True
+            )
+
+
+@click.group()
+def task() -> None:
+    """Run one unit of a run (container entrypoints). Exit 2 = bad input, 1 = failed."""
+
+
+def _client(spec: Any, base_url: str | None, root: Any, seed: int, share: int = 1) -> Any:
+    from skillmix.backends.cache import ResponseCache
+    from skillmix.backends.client import ChatClient, resolve_api_key, resolve_endpoint
+
+    url = base_url or resolve_endpoint(spec)
+    return ChatClient(
+        spec,
+        base_url=url,
+        api_key=resolve_api_key(spec),
+        cache=ResponseCache(root),
+        rpm=spec.rpm / share if spec.rpm else 0,
+        tpm=spec.tpm / share if spec.tpm else 0,
+        seed=seed,
+    )
+
+
+def _shard(shard: int | None, shards: int) -> int:
+    if shard is None:
+        shard = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    if not 0 <= shard < shards:
+        raise SkillmixError(f"shard {shard} is outside 0..{shards - 1}")
+    return shard
+
+
+@task.command("generate")
+@unit_options
+@click.option(
+    "--shard", type=int, default=None, help="Shard index (default: $JOB_COMPLETION_INDEX or 0)."
+)
+@click.option("--shards", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--base-url", default=None, help="Override the student's endpoint (in a pod: the vLLM sidecar)."
+)
+def generate_task(
+    run_uri: str, student: str, k: int, g: int, shard: int | None, shards: int, base_url: str | None
+) -> None:
+    """Generate one (student, k, round) unit, or one shard of it."""
+    from skillmix.pipeline.context import open_run, parent_store
+    from skillmix.pipeline.tasks import run_generate
+
+    run, ctx = open_run(run_uri)
+    spec = ctx.experiment.student(student)
+    _check_unit(ctx, k, g)
+    index = _shard(shard, shards)
+    if shards != ctx.shards(student):
+        raise SkillmixError(
+            f"--shards {shards} does not match the run's plan ({ctx.shards(student)} for {student})"
+        )
+
+    async def main() -> Any:
+        client = _client(spec, base_url, parent_store(run_uri), ctx.experiment.seed)
+        try:
+            return await run_generate(
+                ctx,
+                run,
+                client,
+                student,
+                k,
+                g,
+                shard=index,
+                shards=shards,
+                progress=LogProgress(f"{student} k={k} r{g} shard {index}"),
+            )
+        finally:
+            await client.close()
+
+    result = asyncio.run(main())
+    _report(result, "generated")
+
+
+@task.command("grade")
+@unit_options
+@click.option("--base-url", default=None, help="Override the grader's endpoint.")
+@click.option(
+    "--budget-share",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Parallel grading workers sharing the RPM/TPM budget.",
+)
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=0,
+    show_default=True,
+    help="Seconds to wait for the generations first (0 = do not wait).",
+)
+def grade_task(
+    run_uri: str,
+    student: str,
+    k: int,
+    g: int,
+    base_url: str | None,
+    budget_share: int,
+    wait_timeout: float,
+) -> None:
+    """Grade one (student, k, round) unit (all grading rounds)."""
+    from skillmix.pipeline.context import open_run, parent_store
+    from skillmix.pipeline.tasks import run_grade
+
+    run, ctx = open_run(run_uri)
+    _check_unit(ctx, k, g)
+    ctx.experiment.student(student)
+    if wait_timeout > 0:
+        _wait(run, ctx, "generate", [(student, k, g)], wait_timeout, 5.0)
+
+    async def main() -> Any:
+        client = _client(
+            ctx.experiment.grader,
+            base_url,
+            parent_store(run_uri),
+            ctx.experiment.seed,
+            budget_share,
+        )
+        try:
+            return await run_grade(
+                ctx, run, client, student, k, g, progress=LogProgress(f"grade {student} k={k} r{g}")
+            )
+        finally:
+            await client.close()
+
+    _report(asyncio.run(main()), "graded")
+
+
+@task.command("aggregate")
+@run_option
+@click.option(
+    "--wait-timeout",
+    type=float,
+    default=0,
+    show_default=True,
+    help="Seconds to wait for every grading unit first.",
+)
+def aggregate_task(run_uri: str, wait_timeout: float) -> None:
+    """Compute the metrics and write the run's report/ folder."""
+    from skillmix.pipeline.aggregate import run_aggregate_task
+    from skillmix.pipeline.context import open_run
+    from skillmix.pipeline.plan import plan_tasks
+
+    run, ctx = open_run(run_uri)
+    if wait_timeout > 0:
+        _wait(run, ctx, "grade", plan_tasks(ctx.experiment).units, wait_timeout, 10.0)
+    summary, _metrics = run_aggregate_task(run, ctx)
+    rows = summary["metrics"]["rows"]
+    click.echo(f"aggregated {len(rows)} rows into {run.uri.rstrip('/')}/report/", err=True)
+
+
+@task.command("wait")
+@run_option
+@click.option(
+    "--phase",
+    type=click.Choice(["generate", "grade"]),
+    required=True,
+    help="Wait for this phase's manifests.",
+)
+@click.option("--student", default=None, help="Only this student's units.")
+@click.option("--k", "k", type=int, default=None)
+@click.option("--round", "g", type=int, default=None)
+@click.option(
+    "--timeout",
+    type=float,
+    default=6 * 3600.0,
+    show_default=True,
+    help="Give up after this many seconds (exit 1).",
+)
+@click.option("--interval", type=float, default=10.0, show_default=True)
+def wait_task(
+    run_uri: str,
+    phase: str,
+    student: str | None,
+    k: int | None,
+    g: int | None,
+    timeout: float,
+    interval: float,
+) -> None:
+    """Block until the named units have their _SUCCESS manifests (bounded by --timeout)."""
+    from skillmix.pipeline.context import open_run
+    from skillmix.pipeline.plan import plan_tasks
+
+    run, ctx = open_run(run_uri)
+    units = [
+        u
+        for u in plan_tasks(ctx.experiment).units
+        if (student is None or u[0] == student)
+        and (k is None or u[1] == k)
+        and (g is None or u[2] == g)
+    ]
+    if not units:
+        raise SkillmixError("no units match --student/--k/--round in this run")
+    _wait(run, ctx, phase, units, timeout, interval)
+
+
+def _wait(
+    run: Any,
+    ctx: Any,
+    phase: str,
+    units: list[tuple[str, int, int]],
+    timeout: float,
+    interval: float,
+) -> None:
+    from skillmix.pipeline.tasks import pending_units
+
+    deadline = time.monotonic() + timeout
+    pending = pending_units(run, ctx, phase, units)
+    while pending:
+        if time.monotonic() >= deadline:
+            raise RunFailedError(
+                f"timed out after {timeout:g}s waiting for {phase} of {len(pending)} units (e.g. {pending[0]})"
+            )
+        click.echo(f"waiting for {phase}: {len(pending)} of {len(units)} units pending", err=True)
+        time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
+        pending = pending_units(run, ctx, phase, pending)
+    click.echo(f"{phase} finished for {len(units)} units", err=True)
+
+
+def _check_unit(ctx: Any, k: int, g: int) -> None:
+    e = ctx.experiment
+    if k not in e.ks:
+        raise SkillmixError(f"k={k} is not in this run (ks: {e.ks})")
+    if not 1 <= g <= e.generation_rounds:
+        raise SkillmixError(f"round {g} is not in this run (1..{e.generation_rounds})")
+
+
+def _report(result: Any, verb: str) -> None:
+    if result.skipped:
+        click.echo(f"{result.prefix}: already finished, nothing to do", err=True)
+        return
+    click.echo(
+        f"{result.prefix}: {verb} {result.records} records, {result.failed} failed", err=True
+    )
+    for line in result.errors[:20]:
+        click.echo(f"  failed: {line}", err=True)
+    sys.stderr.flush()

@@ -1,0 +1,344 @@
+"""The experiment file (YAML) as strict pydantic models, and how it becomes a run id.
+
+Unknown keys are errors that name their path. Secrets never live here: a backend names the
+environment variable that holds its key (``api_key_env``), not the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from skillmix.errors import SkillmixError
+
+Backend = Literal["mock", "openai", "vllm"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+SAMPLING_KEYS = frozenset(
+    {"temperature", "top_p", "max_tokens", "seed", "presence_penalty", "frequency_penalty", "stop"}
+)
+DEFAULT_BASE_URLS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SamplingParams(_Strict):
+    """Decoding settings sent with every request (unset ones are left to the backend)."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(512, ge=1)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stop: list[str] | None = None
+
+    def request_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class VllmSpec(_Strict):
+    """How the Kubernetes executor serves a vLLM student (ignored by the local executor)."""
+
+    model: str | None = Field(
+        None,
+        description="Hugging Face id or path passed to --model (default: the student's model).",
+    )
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpus: int | None = Field(
+        None, ge=1, description="GPUs per pod (default: tensor_parallel_size)."
+    )
+    args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
+    image_tag: str | None = None
+
+
+class ModelSpec(_Strict):
+    """A model behind an OpenAI-compatible endpoint: a student or the grader."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Path-safe id used in run folders and labels."
+    )
+    backend: Backend = "mock"
+    model: str = Field(description="Model id sent to the endpoint (vLLM: the served model name).")
+    base_url: str | None = Field(
+        None, description="Endpoint; default per backend (mock: the built-in server)."
+    )
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    concurrency: int = Field(16, ge=1, le=4096)
+    rpm: int = Field(0, ge=0, description="Requests per minute budget (0 = unlimited).")
+    tpm: int = Field(0, ge=0, description="Tokens per minute budget (0 = unlimited).")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(8, ge=0, le=100)
+    quality: float | None = Field(
+        None, ge=0, le=1, description="Mock backend only: skill level / grading accuracy."
+    )
+    vllm: VllmSpec = Field(default_factory=VllmSpec)
+    replicas: int = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
+
+    @model_validator(mode="after")
+    def _backend_rules(self) -> ModelSpec:
+        if self.quality is not None and self.backend != "mock":
+            raise ValueError("quality only applies to the mock backend")
+        if self.api_key_env is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env
+        ):
+            raise ValueError("api_key_env must be an environment variable name, not a key")
+        return self
+
+    def resolved_api_key_env(self) -> str | None:
+        if self.api_key_env:
+            return self.api_key_env
+        return "OPENAI_API_KEY" if self.backend == "openai" else None
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two specs produce the same replies (used in cache keys and run ids)."""
+        ident: dict[str, Any] = {"backend": self.backend, "model": self.model}
+        if self.backend == "mock":
+            ident["quality"] = self.quality
+        return ident
+
+
+class StudentSpec(ModelSpec):
+    pass
+
+
+class GraderSpec(ModelSpec):
+    name: str = Field("grader", pattern=NAME_PATTERN)
+    rounds: int = Field(3, ge=1, le=20, description="Independent grading rounds R.")
+    style: Literal["auto", "table", "points"] = "auto"
+    use_n: Literal["auto", "always", "never"] = Field(
+        "auto", description="Ask for all rounds as n choices of one request (prompt paid once)."
+    )
+    max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an unreadable reply.")
+    concurrency: int = Field(32, ge=1, le=4096)
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024)
+    )
+
+
+class CatalogSpec(_Strict):
+    """``builtin``, or reference-format files (either may be omitted: it then comes from builtin)."""
+
+    skills: str | None = None
+    topics: str | None = None
+
+
+class PromptSpec(_Strict):
+    dir: str | None = Field(
+        None, description="Folder with generation/ and grading/; default: built-in."
+    )
+    generation: str = "two-turn-v1"
+    grading: str = "table-v1"
+    template_encoding: str = "utf-8"
+
+
+class MetricSpec(_Strict):
+    mode: Literal["reference", "strict"] = "strict"
+    vote: Literal["majority", "mean"] = "majority"
+    generation_agg: Literal["max", "mean"] = "max"
+    filter_explicit_name: Literal["off", "substring", "word"] | None = None
+    filter_skills: list[str] = Field(default_factory=list)
+    bootstrap_samples: int = Field(2000, ge=0, le=100000)
+
+    def options(self):
+        from skillmix.method.metrics import MetricOptions
+
+        name_filter = self.filter_explicit_name or ("off" if self.mode == "reference" else "word")
+        return MetricOptions(
+            mode=self.mode,
+            vote=self.vote,
+            generation_agg=self.generation_agg,
+            filter_explicit_name=name_filter,
+            filter_skills=tuple(self.filter_skills),
+            bootstrap_samples=self.bootstrap_samples,
+        )
+
+
+class Price(_Strict):
+    prompt: float = Field(ge=0, description="USD per 1M prompt tokens.")
+    completion: float = Field(ge=0, description="USD per 1M completion tokens.")
+
+
+class Experiment(_Strict):
+    """One SKILL-MIX experiment: what to sample, whom to ask, how to grade and score."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = 10
+    order_seed: str = "test"
+    ks: list[int] = Field(min_length=1)
+    combinations: int = Field(100, ge=1, le=100000, description="M: combinations per k.")
+    generation_rounds: int = Field(1, ge=1, le=20)
+    sampling: Literal["reference", "distinct"] = "reference"
+    catalog: CatalogSpec = Field(default_factory=CatalogSpec)
+    prompts: PromptSpec = Field(default_factory=PromptSpec)
+    students: list[StudentSpec] = Field(min_length=1)
+    grader: GraderSpec
+    metrics: MetricSpec = Field(default_factory=MetricSpec)
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Overrides of the built-in price table."
+    )
+    store: str = Field("runs", description="Where runs live: a folder or s3://bucket/prefix.")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, ks: list[int]) -> list[int]:
+        if any(k < 1 for k in ks):
+            raise ValueError("every k must be at least 1")
+        if len(set(ks)) != len(ks):
+            raise ValueError("ks must not repeat")
+        return sorted(ks)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Experiment:
+        names = [s.name for s in self.students]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"student names must be unique (repeated: {', '.join(duplicates)})")
+        return self
+
+    def student(self, name: str) -> StudentSpec:
+        for s in self.students:
+            if s.name == name:
+                return s
+        raise SkillmixError(f"no student named {name!r} in experiment {self.name!r}")
+
+    def result_config(self, catalog_hash: str, prompt_hashes: dict[str, str]) -> dict[str, Any]:
+        """Everything that determines the results (not budgets, endpoints or where runs live)."""
+        return {
+            "seed": self.seed,
+            "order_seed": self.order_seed,
+            "ks": self.ks,
+            "combinations": self.combinations,
+            "generation_rounds": self.generation_rounds,
+            "sampling": self.sampling,
+            "catalog": catalog_hash,
+            "prompts": prompt_hashes,
+            "students": [
+                {
+                    **s.identity(),
+                    "name": s.name,
+                    "system_prompt": s.system_prompt,
+                    "sampling": s.sampling.request_params(),
+                }
+                for s in self.students
+            ],
+            "grader": {
+                **self.grader.identity(),
+                "name": self.grader.name,
+                "rounds": self.grader.rounds,
+                "style": self.grader.style,
+                "system_prompt": self.grader.system_prompt,
+                "sampling": self.grader.sampling.request_params(),
+            },
+        }
+
+
+def config_hash(data: dict[str, Any], length: int = 8) -> str:
+    """Hash of a canonical form (sorted keys), so key order never changes a run id."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{source}: unknown key {path!r}; check the spelling (see `skillmix schema`)"
+    if err["type"] == "missing":
+        return f"{source}: missing required key {path!r}"
+    message = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {path}: {message}{more}"
+
+
+def parse_experiment(data: object, source: str = "<experiment>") -> Experiment:
+    if not isinstance(data, dict):
+        raise SkillmixError(f"{source}: expected a mapping at the top level")
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise SkillmixError(format_validation_error(exc, source)) from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SkillmixError(f"{p}: experiment file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SkillmixError(f"{p}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SkillmixError(f"{where}: malformed YAML: {problem}") from None
+    return parse_experiment(data, str(p))
+
+
+def experiment_schema() -> dict[str, Any]:
+    return Experiment.model_json_schema()
+
+
+def parse_kv_pairs(text: str, option: str) -> dict[str, str]:
+    """``a=1,b=x`` (SkyThought-style flags) into a dict; malformed pairs are errors."""
+    out: dict[str, str] = {}
+    for item in [i for i in text.split(",") if i.strip()]:
+        if "=" not in item:
+            raise SkillmixError(f"{option}: expected key=value, got {item.strip()!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+BACKEND_ARG_KEYS = frozenset(
+    {
+        "base_url",
+        "api_key_env",
+        "concurrency",
+        "rpm",
+        "tpm",
+        "timeout",
+        "max_retries",
+        "quality",
+        "system_prompt",
+    }
+)
+
+
+def apply_backend_args(spec: dict[str, Any], text: str) -> dict[str, Any]:
+    pairs = parse_kv_pairs(text, "--backend-args")
+    unknown = sorted(set(pairs) - BACKEND_ARG_KEYS)
+    if unknown:
+        raise SkillmixError(
+            f"--backend-args: unknown key {unknown[0]!r}",
+            hint=f"allowed: {', '.join(sorted(BACKEND_ARG_KEYS))}",
+        )
+    return {**spec, **pairs}
+
+
+def apply_sampling_params(spec: dict[str, Any], text: str) -> dict[str, Any]:
+    pairs = parse_kv_pairs(text, "--sampling-params")
+    unknown = sorted(set(pairs) - SAMPLING_KEYS)
+    if unknown:
+        raise SkillmixError(
+            f"--sampling-params: unknown key {unknown[0]!r}",
+            hint=f"allowed: {', '.join(sorted(SAMPLING_KEYS))}",
+        )
+    sampling: dict[str, Any] = dict(spec.get("sampling") or {})
+    for key, value in pairs.items():
+        sampling[key] = value.split("|") if key == "stop" else value
+    return {**spec, "sampling": sampling}

@@ -1,0 +1,187 @@
+"""Everything a task needs, resolved once and stored in ``run.json``.
+
+``run.json`` embeds the resolved experiment, the catalog's skills and topics and the prompt
+templates, so a task in a Kubernetes pod reads one object and needs no local files. It holds
+no secrets: backends name the environment variables that hold their keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from skillmix import __version__
+from skillmix.catalog import Catalog, Skill, load_catalog
+from skillmix.config import Experiment, ModelSpec, config_hash
+from skillmix.errors import SkillmixError
+from skillmix.method.prompts import GradingStyle, PromptTemplate, infer_grading_style, make_template
+from skillmix.method.sampling import Combination, check_k, sample_combinations
+from skillmix.promptset import load_prompt_version
+from skillmix.store.base import ArtifactStore, join_key, open_store
+from skillmix.store.runs import RunStore, utc_now
+
+RUN_SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunContext:
+    experiment: Experiment
+    catalog: Catalog
+    generation_prompt: PromptTemplate
+    grading_prompt: PromptTemplate
+    run_id: str
+    created_at: str = field(default_factory=utc_now)
+    sharded: bool = False  # Kubernetes runs split generation by each student's replicas
+
+    def shards(self, student: str) -> int:
+        return self.experiment.student(student).replicas if self.sharded else 1
+
+    @property
+    def grading_style(self) -> GradingStyle:
+        style = self.experiment.grader.style
+        return infer_grading_style(self.grading_prompt) if style == "auto" else style
+
+    @cached_property
+    def _combos(self) -> dict[int, list[Combination]]:
+        return {}
+
+    def combinations(self, k: int) -> list[Combination]:
+        """The M combinations for k (the same for every generation round, as in the reference)."""
+        if k not in self._combos:
+            e = self.experiment
+            self._combos[k] = sample_combinations(
+                self.catalog.skill_names,
+                self.catalog.topics,
+                k,
+                e.combinations,
+                seed=e.seed,
+                order_seed=e.order_seed,
+                mode=e.sampling,
+            )
+        return self._combos[k]
+
+    def skills(self, names: list[str] | tuple[str, ...]) -> list[Skill]:
+        return [self.catalog.skill(n) for n in names]
+
+    def model_specs(self) -> list[ModelSpec]:
+        return [*self.experiment.students, self.experiment.grader]
+
+    # run.json ------------------------------------------------------------------------------
+    def to_run_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": RUN_SCHEMA_VERSION,
+            "kind": "evaluation",
+            "run_id": self.run_id,
+            "created_at": self.created_at,
+            "skillmix_version": __version__,
+            "sharded": self.sharded,
+            "experiment": self.experiment.model_dump(mode="json"),
+            "catalog": {
+                "source": self.catalog.source,
+                "hash": self.catalog.content_hash(),
+                "skills": [
+                    {
+                        "name": s.name,
+                        "category": s.category,
+                        "definition": s.definition,
+                        "example": s.example,
+                    }
+                    for s in self.catalog.skills
+                ],
+                "topics": list(self.catalog.topics),
+            },
+            "prompts": {
+                "generation": _template_json(self.generation_prompt),
+                "grading": {**_template_json(self.grading_prompt), "style": self.grading_style},
+            },
+        }
+
+    @classmethod
+    def from_run_json(cls, data: dict[str, Any], source: str = "run.json") -> RunContext:
+        from skillmix.config import parse_experiment
+
+        if data.get("kind") != "evaluation":
+            raise SkillmixError(f"{source}: not an evaluation run (kind={data.get('kind')!r})")
+        experiment = parse_experiment(data["experiment"], source)
+        cat = data["catalog"]
+        catalog = Catalog(
+            skills=tuple(
+                Skill(s["name"], s["definition"], s["example"], s.get("category", ""))
+                for s in cat["skills"]
+            ),
+            topics=tuple(cat["topics"]),
+            source=cat.get("source", source),
+        )
+        prompts = data["prompts"]
+        return cls(
+            experiment=experiment,
+            catalog=catalog,
+            generation_prompt=make_template(
+                prompts["generation"]["name"], "generation", prompts["generation"]["turns"], source
+            ),
+            grading_prompt=make_template(
+                prompts["grading"]["name"], "grading", prompts["grading"]["turns"], source
+            ),
+            run_id=data["run_id"],
+            created_at=data.get("created_at", utc_now()),
+            sharded=bool(data.get("sharded", False)),
+        )
+
+
+def _template_json(t: PromptTemplate) -> dict[str, Any]:
+    return {"name": t.name, "hash": t.content_hash(), "turns": list(t.turns)}
+
+
+def resolve_context(experiment: Experiment) -> RunContext:
+    """Load catalog and prompts, check sizes, and derive the run id: all input errors surface
+    here, before anything is written."""
+    c = experiment.catalog
+    catalog = load_catalog(c.skills, c.topics)
+    for k in experiment.ks:
+        check_k(k, len(catalog.skills))
+    p = experiment.prompts
+    generation = load_prompt_version(
+        "generation", p.generation, p.dir, encoding=p.template_encoding
+    )
+    grading = load_prompt_version("grading", p.grading, p.dir, encoding=p.template_encoding)
+    for name in experiment.metrics.filter_skills:
+        catalog.skill(name)
+    if experiment.sampling == "distinct":
+        for k in experiment.ks:  # fail now rather than in a task
+            sample_combinations(
+                catalog.skill_names,
+                catalog.topics,
+                k,
+                experiment.combinations,
+                seed=experiment.seed,
+                mode="distinct",
+            )
+    hashes = {"generation": generation.content_hash(), "grading": grading.content_hash()}
+    run_id = (
+        f"{experiment.name}-{config_hash(experiment.result_config(catalog.content_hash(), hashes))}"
+    )
+    return RunContext(experiment, catalog, generation, grading, run_id)
+
+
+def parent_store(run_uri: str) -> ArtifactStore:
+    """The store that holds a run folder (where the shared response cache lives)."""
+    trimmed = run_uri.rstrip("/")
+    body = trimmed.removeprefix("s3://")
+    if "/" not in body.strip("/"):
+        return open_store(trimmed)  # a bucket root or a bare folder name
+    return open_store(trimmed.rsplit("/", 1)[0] or "/")
+
+
+def open_run(uri: str) -> tuple[RunStore, RunContext]:
+    """A run folder by URI, with its context from run.json."""
+    run = RunStore(open_store(uri))
+    data = run.read_run_json()
+    if data is None:
+        raise SkillmixError(
+            f"{uri}: no run.json here",
+            hint="pass a run folder created by `skillmix evaluate`/`launch`",
+        )
+    return run, RunContext.from_run_json(
+        data, join_key(uri, "run.json") if "://" in uri else f"{uri}/run.json"
+    )

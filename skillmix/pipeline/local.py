@@ -1,0 +1,319 @@
+"""The local executor: runs a plan's tasks in this process, concurrently, with progress bars.
+
+The tasks are the same functions ``skillmix task ...`` runs inside Kubernetes pods; this
+executor only schedules them (each grading unit starts as soon as its generations are done)
+and, for the mock backend, starts the built-in mock server on a loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillmix.backends.cache import ResponseCache
+from skillmix.backends.client import (
+    ChatClient,
+    ClientStats,
+    preflight,
+    resolve_api_key,
+    resolve_endpoint,
+)
+from skillmix.config import Experiment, ModelSpec
+from skillmix.errors import SkillmixError
+from skillmix.pipeline.aggregate import RunMetrics, run_aggregate_task
+from skillmix.pipeline.context import RunContext, resolve_context
+from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.tasks import UnitResult, run_generate, run_grade, unit_finished
+from skillmix.store.base import ArtifactStore, open_store
+from skillmix.store.runs import RunStore
+
+PHASES = ("generate", "grade", "aggregate")
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    run_uri: str
+    metrics: RunMetrics | None = None
+    summary: dict[str, Any] | None = None
+    units: list[UnitResult] = field(default_factory=list)
+    stats: dict[str, ClientStats] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed_records(self) -> int:
+        return sum(u.failed for u in self.units)
+
+    @property
+    def report_uri(self) -> str:
+        return f"{self.run_uri.rstrip('/')}/report"
+
+
+class RichProgress:
+    """Per-phase bars on stderr: done/total, rate, ETA, tokens, retries."""
+
+    def __init__(self, clients: dict[str, ChatClient], *, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.clients = clients
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            disable=not enabled,
+            transient=False,
+            refresh_per_second=4,
+        )
+        self.tasks = {
+            phase: self.progress.add_task(phase, total=0, rate="", stats="")
+            for phase in ("generate", "grade")
+        }
+        self.roles: dict[str, list[str]] = {"generate": [], "grade": []}
+
+    def add_total(self, phase: str, n: int) -> None:
+        task = self.progress.tasks[self.tasks[phase]]
+        self.progress.update(self.tasks[phase], total=(task.total or 0) + n)
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[phase], n)
+
+    def refresh_stats(self) -> None:
+        for phase, names in self.roles.items():
+            stats = [self.clients[n].stats for n in names if n in self.clients]
+            tokens = sum(s.prompt_tokens + s.completion_tokens for s in stats)
+            retries = sum(s.retries for s in stats)
+            limited = sum(s.rate_limited for s in stats)
+            cached = sum(s.cached for s in stats)
+            task = self.progress.tasks[self.tasks[phase]]
+            speed = task.speed or 0.0
+            self.progress.update(
+                self.tasks[phase],
+                rate=f"{speed:5.1f}/s",
+                stats=f"tok {tokens:,} retries {retries} 429s {limited} cached {cached}",
+            )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[RichProgress]:
+        with self.progress:
+            yield self
+            self.refresh_stats()
+
+
+@contextlib.contextmanager
+def mock_backend(experiment: Experiment) -> Iterator[str | None]:
+    """Start the built-in mock server when some model uses it without a base_url."""
+    specs = [
+        s
+        for s in [*experiment.students, experiment.grader]
+        if s.backend == "mock" and not s.base_url
+    ]
+    if not specs:
+        yield None
+        return
+    from skillmix.backends.mock_server import MockServer, MockServerConfig
+
+    models = {s.model: (s.quality if s.quality is not None else 0.7) for s in specs}
+    if len({(s.model, s.quality) for s in specs}) != len(models):
+        raise SkillmixError("mock models with the same model id must have the same quality")
+    server = MockServer(MockServerConfig(models=models, seed=experiment.seed))
+    server.start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+def make_clients(
+    specs: list[ModelSpec],
+    root: ArtifactStore,
+    mock_url: str | None,
+    *,
+    seed: int = 0,
+    budget_share: int = 1,
+) -> dict[str, ChatClient]:
+    """One client per model spec, sharing the store's response cache; ``budget_share`` splits
+    RPM/TPM budgets between parallel workers (e.g. grading pods)."""
+    cache = ResponseCache(root)
+    clients = {}
+    for spec in specs:
+        rpm = spec.rpm / budget_share if spec.rpm else 0
+        tpm = spec.tpm / budget_share if spec.tpm else 0
+        clients[spec.name] = ChatClient(
+            spec,
+            base_url=resolve_endpoint(spec, mock_url),
+            api_key=resolve_api_key(spec),
+            cache=cache,
+            rpm=rpm,
+            tpm=tpm,
+            seed=seed,
+        )
+    return clients
+
+
+async def check_endpoints(specs: list[ModelSpec], mock_url: str | None) -> None:
+    seen = set()
+    for spec in specs:
+        url = resolve_endpoint(spec, mock_url)
+        key = resolve_api_key(spec)
+        if (url, spec.model, key) in seen:
+            continue
+        seen.add((url, spec.model, key))
+        await preflight(spec, url, key)
+
+
+def prepare_run(
+    experiment: Experiment, store_uri: str | None, *, resume: bool, overwrite: bool
+) -> tuple[RunContext, ArtifactStore, RunStore, bool]:
+    """Resolve inputs and find the run folder; raise before writing on any input problem.
+    Returns (context, store root, run store, whether the run folder already exists)."""
+    if resume and overwrite:
+        raise SkillmixError("--resume and --overwrite exclude each other")
+    ctx = resolve_context(experiment)
+    root = open_store(store_uri or experiment.store)
+    root.check()
+    run = RunStore(root.child(ctx.run_id))
+    existing = run.read_run_json()
+    exists = existing is not None or not run.is_empty()
+    if exists and not (resume or overwrite):
+        raise SkillmixError(
+            f"run {ctx.run_id} already exists in {root.uri}",
+            hint="pass --resume to continue it or --overwrite to start over",
+        )
+    if existing is not None and resume and existing.get("run_id") != ctx.run_id:
+        raise SkillmixError(
+            f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}, not {ctx.run_id!r}"
+        )
+    return ctx, root, run, exists
+
+
+async def execute(
+    ctx: RunContext,
+    root: ArtifactStore,
+    run: RunStore,
+    *,
+    phases: tuple[str, ...] = PHASES,
+    progress_enabled: bool | None = None,
+    mock_url: str | None = None,
+) -> RunOutcome:
+    """Run the plan's tasks; the caller has already written run.json and checked endpoints."""
+    started = time.monotonic()
+    plan = plan_tasks(ctx.experiment)
+    specs = [
+        *(ctx.experiment.students if "generate" in phases else []),
+        *([ctx.experiment.grader] if "grade" in phases else []),
+    ]
+    clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed)
+    outcome = RunOutcome(ctx.run_id, run.uri)
+    enabled = sys.stderr.isatty() if progress_enabled is None else progress_enabled
+    progress = RichProgress(clients, enabled=enabled)
+    progress.roles = {
+        "generate": [s.name for s in ctx.experiment.students],
+        "grade": [ctx.experiment.grader.name],
+    }
+
+    async def unit(task: Any) -> None:
+        if "generate" in phases:
+            gen = await run_generate(
+                ctx, run, clients[task.student], task.student, task.k, task.round, progress=progress
+            )
+            outcome.units.append(gen)
+        elif not await asyncio.to_thread(
+            unit_finished, run, ctx, "generate", task.student, task.k, task.round
+        ):
+            outcome.missing.append(f"{task.student} k={task.k} r{task.round}")
+            return
+        if "grade" in phases:
+            grader = clients[ctx.experiment.grader.name]
+            graded = await run_grade(
+                ctx, run, grader, task.student, task.k, task.round, progress=progress
+            )
+            outcome.units.append(graded)
+
+    async def ticker() -> None:
+        while True:
+            progress.refresh_stats()
+            await asyncio.sleep(0.5)
+
+    try:
+        with progress.running():
+            tick = asyncio.create_task(ticker())
+            try:
+                await _gather_all([unit(t) for t in plan.generate])
+            finally:
+                tick.cancel()
+    finally:
+        for client in clients.values():
+            await client.close()
+    outcome.stats = {name: c.stats for name, c in clients.items()}
+    if "aggregate" in phases:
+        outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+async def _gather_all(coros: list[Any]) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def evaluate(
+    experiment: Experiment,
+    *,
+    store_uri: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    phases: tuple[str, ...] = PHASES,
+    progress: bool | None = None,
+) -> RunOutcome:
+    """``skillmix evaluate``: check everything, then run the whole plan locally."""
+    ctx, root, run, exists = prepare_run(experiment, store_uri, resume=resume, overwrite=overwrite)
+    with mock_backend(experiment) as mock_url:
+        asyncio.run(check_endpoints(ctx.model_specs(), mock_url))
+        if exists and overwrite:
+            run.store.delete_prefix("")
+        run.write_run_json(ctx.to_run_json(), overwrite=exists and resume)
+        return asyncio.run(
+            execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
+        )
+
+
+def continue_run(
+    run_uri: str, *, phases: tuple[str, ...] = ("grade", "aggregate"), progress: bool | None = None
+) -> RunOutcome:
+    """``skillmix score RUN``: grade (and aggregate) the saved generations of a run."""
+    from skillmix.pipeline.context import open_run, parent_store
+
+    run, ctx = open_run(run_uri)
+    root = parent_store(run_uri)
+    with mock_backend(ctx.experiment) as mock_url:
+        asyncio.run(check_endpoints([ctx.experiment.grader], mock_url))
+        return asyncio.run(
+            execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
+        )

@@ -1,0 +1,427 @@
+"""The task runners: ``skillmix task generate|grade|aggregate`` and the local executor call these.
+
+Each task owns one unit of the artifact store (a folder with parts and a ``_SUCCESS``
+manifest). A task is idempotent: a finished unit is skipped, an unfinished one is resumed
+from the parts it finds, and failed records are retried on the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from skillmix.backends.client import BackendError, ChatClient
+from skillmix.method.grading import parse_grader_output
+from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
+from skillmix.method.sampling import Combination
+from skillmix.method.text import extract_answer
+from skillmix.pipeline.context import RunContext
+from skillmix.records import GenerationRecord, GradeRecord, Turn, Usage
+from skillmix.store.runs import GENERATIONS, RunStore, generation_prefix, grade_prefix
+
+log = logging.getLogger("skillmix")
+PART_SIZE = 10
+FLUSH_SECONDS = 5.0
+
+
+class ProgressSink(Protocol):
+    def add_total(self, phase: str, n: int) -> None: ...
+
+    def advance(self, phase: str, n: int = 1) -> None: ...
+
+
+class NullProgress:
+    def add_total(self, phase: str, n: int) -> None:
+        pass
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class UnitResult:
+    prefix: str
+    skipped: bool = False
+    records: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def shard_prefix(student: str, k: int, g: int, shard: int, shards: int) -> str:
+    base = generation_prefix(student, k, g)
+    return base if shards <= 1 else f"{base}/shard-{shard:03d}-of-{shards:03d}"
+
+
+def _final_by_index(records: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, Any]:
+    """The last ok record per key, else the last failed one."""
+    out: dict[Any, Any] = {}
+    for r in records:
+        k = key(r)
+        if k not in out or out[k].status != "ok" or r.status == "ok":
+            out[k] = r
+    return out
+
+
+async def _finish_unit(
+    run: RunStore, prefix: str, writer: Any, records: list[Any], key: Callable[[Any], Any]
+) -> None:
+    """Write the manifest: over the parts as they are, or over one consolidated part when a
+    resumed unit holds superseded records (so readers never see duplicates)."""
+    await asyncio.to_thread(writer.flush)
+    existing = await asyncio.to_thread(run.part_infos, prefix)
+    final = _final_by_index(records, key)
+    failed = sum(1 for r in final.values() if r.status == "failed")
+    if len(records) == len(final):
+        await asyncio.to_thread(run.write_manifest, prefix, existing, failed=failed)
+        return
+    consolidated = run.writer(prefix, part_size=len(final) + 1, flush_seconds=1e9)
+    for _k, record in sorted(final.items()):
+        consolidated.add(record)
+    await asyncio.to_thread(consolidated.flush)
+    await asyncio.to_thread(run.write_manifest, prefix, consolidated.written, failed=failed)
+
+
+# ---- generation ---------------------------------------------------------------------------
+
+
+async def run_generate(
+    ctx: RunContext,
+    run: RunStore,
+    client: ChatClient,
+    student: str,
+    k: int,
+    g: int,
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    progress: ProgressSink | None = None,
+) -> UnitResult:
+    progress = progress or NullProgress()
+    prefix = shard_prefix(student, k, g, shard, shards)
+    combos = [c for c in ctx.combinations(k) if c.index % shards == shard]
+    if await asyncio.to_thread(run.manifest, prefix) is not None:
+        progress.add_total("generate", len(combos))
+        progress.advance("generate", len(combos))
+        return UnitResult(prefix, skipped=True, records=len(combos))
+    previous = await asyncio.to_thread(run.unfinished_records, prefix, GenerationRecord)
+    done = {r.index for r in previous if r.status == "ok"}
+    todo = [c for c in combos if c.index not in done]
+    progress.add_total("generate", len(combos))
+    progress.advance("generate", len(combos) - len(todo))
+    writer = run.writer(prefix, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
+    results: list[GenerationRecord] = list(previous)
+
+    async def one(combo: Combination) -> None:
+        record = await generate_one(ctx, client, student, k, g, combo)
+        writer.add(record)
+        results.append(record)
+        progress.advance("generate")
+
+    try:
+        await _gather_fatal([one(c) for c in todo])
+    finally:
+        await asyncio.to_thread(writer.flush)  # keep finished work even when interrupted
+    await _finish_unit(run, prefix, writer, results, key=lambda r: r.index)
+    final = _final_by_index(results, key=lambda r: r.index)
+    errors = [f"k={k} r{g} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
+    return UnitResult(prefix, records=len(final), failed=len(errors), errors=errors)
+
+
+async def generate_one(
+    ctx: RunContext, client: ChatClient, student: str, k: int, g: int, combo: Combination
+) -> GenerationRecord:
+    spec = ctx.experiment.student(student)
+    turns_text = render_generation_prompts(
+        ctx.generation_prompt, ctx.skills(combo.skills), combo.topic
+    )
+    messages: list[dict[str, str]] = []
+    if spec.system_prompt:
+        messages.append({"role": "system", "content": spec.system_prompt})
+    turns: list[Turn] = []
+    prompt_tokens = completion_tokens = 0
+    cached = True
+    base = dict(
+        student=student,
+        model=spec.model,
+        k=k,
+        generation_round=g,
+        index=combo.index,
+        topic=combo.topic,
+        skills=list(combo.skills),
+        prompt_version=ctx.generation_prompt.name,
+        system_prompt=spec.system_prompt,
+    )
+    for t, user in enumerate(turns_text):
+        messages.append({"role": "user", "content": user})
+        try:
+            result = await client.chat(messages, n=1, sample=f"gen:r{g}:i{combo.index}:t{t}")
+        except BackendError as exc:
+            if exc.fatal:
+                raise
+            return GenerationRecord(
+                **base,
+                turns=turns,
+                answer=None,
+                status="failed",
+                error=str(exc),
+                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+            )
+        reply = result.texts[0] if result.texts else ""
+        prompt_tokens += result.prompt_tokens
+        completion_tokens += result.completion_tokens
+        cached = cached and result.cached
+        messages.append({"role": "assistant", "content": reply})
+        turns.append(Turn(user=user, assistant=reply))
+    return GenerationRecord(
+        **base,
+        turns=turns,
+        answer=extract_answer(turns[-1].assistant),
+        usage=Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached=cached
+        ),
+    )
+
+
+async def _gather_fatal(coros: list[Any]) -> None:
+    """Run concurrently; on the first exception cancel the rest and re-raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+# ---- grading ------------------------------------------------------------------------------
+
+
+def generation_records_for(
+    run: RunStore, ctx: RunContext, student: str, k: int, g: int
+) -> list[GenerationRecord] | None:
+    """Finished generations of a unit (all its shards), or None while any shard is unfinished."""
+    shards = ctx.shards(student)
+    records: list[GenerationRecord] = []
+    for shard in range(shards):
+        part = run.finished_records(shard_prefix(student, k, g, shard, shards), GenerationRecord)
+        if part is None:
+            return None
+        records.extend(part)
+    return sorted(records, key=lambda r: r.index)
+
+
+async def run_grade(
+    ctx: RunContext,
+    run: RunStore,
+    client: ChatClient,
+    student: str,
+    k: int,
+    g: int,
+    *,
+    progress: ProgressSink | None = None,
+) -> UnitResult:
+    progress = progress or NullProgress()
+    rounds = ctx.experiment.grader.rounds
+    grader = ctx.experiment.grader.name
+    prefixes = {r: grade_prefix(grader, student, k, g, r) for r in range(1, rounds + 1)}
+    generations = await asyncio.to_thread(generation_records_for, run, ctx, student, k, g)
+    if generations is None:
+        raise BackendError(f"generations for {student} k={k} r{g} are not finished")
+    gradable = [gen for gen in generations if gen.status == "ok" and gen.answer is not None]
+    total = len(gradable) * rounds
+    progress.add_total("grade", total)
+    manifests = {r: await asyncio.to_thread(run.manifest, p) for r, p in prefixes.items()}
+    if all(m is not None for m in manifests.values()):
+        progress.advance("grade", total)
+        return UnitResult(f"{prefixes[1]}..", skipped=True, records=total)
+    previous: dict[int, list[GradeRecord]] = {}
+    done: set[tuple[int, int]] = set()
+    for r, p in prefixes.items():
+        if manifests[r] is not None:
+            previous[r] = []
+            done.update((gen.index, r) for gen in gradable)
+            continue
+        previous[r] = await asyncio.to_thread(run.unfinished_records, p, GradeRecord)
+        done.update((rec.index, r) for rec in previous[r] if rec.status in ("ok", "unparsed"))
+    progress.advance("grade", len(done))
+    writers = {
+        r: run.writer(p, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
+        for r, p in prefixes.items()
+    }
+    results: dict[int, list[GradeRecord]] = {r: list(previous[r]) for r in prefixes}
+    use_n = _use_n(ctx)
+
+    async def one(gen: GenerationRecord) -> None:
+        missing = [r for r in range(1, rounds + 1) if (gen.index, r) not in done]
+        if not missing:
+            return
+        for record in await grade_one(ctx, client, gen, missing, use_n=use_n):
+            writers[record.grading_round].add(record)
+            results[record.grading_round].append(record)
+            progress.advance("grade")
+
+    try:
+        await _gather_fatal([one(gen) for gen in gradable])
+    finally:
+        for w in writers.values():
+            await asyncio.to_thread(w.flush)
+    errors: list[str] = []
+    failed = 0
+    for r, p in prefixes.items():
+        if manifests[r] is None:
+            await _finish_unit(run, p, writers[r], results[r], key=lambda rec: rec.index)
+        final = _final_by_index(results[r], key=lambda rec: rec.index)
+        for rec in final.values():
+            if rec.status == "failed":
+                failed += 1
+                errors.append(f"k={k} r{g} g{r} #{rec.index}: {rec.error}")
+    return UnitResult(prefixes[1], records=total, failed=failed, errors=errors)
+
+
+def _use_n(ctx: RunContext) -> bool:
+    grader = ctx.experiment.grader
+    if grader.use_n == "auto":
+        return grader.rounds > 1
+    return grader.use_n == "always"
+
+
+async def grade_one(
+    ctx: RunContext, client: ChatClient, gen: GenerationRecord, rounds: list[int], *, use_n: bool
+) -> list[GradeRecord]:
+    """Grade one answer for the given rounds: one request with n choices when allowed (the
+    prompt is paid once), then a bounded number of re-asks for unreadable replies."""
+    spec = ctx.experiment.grader
+    style = ctx.grading_style
+    prompt = render_grading_prompt(
+        ctx.grading_prompt, ctx.skills(gen.skills), gen.topic, gen.answer or "", style
+    )
+    messages = (
+        [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
+    ) + [{"role": "user", "content": prompt}]
+    base = dict(
+        student=gen.student,
+        grader=spec.name,
+        k=gen.k,
+        generation_round=gen.generation_round,
+        index=gen.index,
+        topic=gen.topic,
+        skills=gen.skills,
+        answer=gen.answer or "",
+        prompt_version=ctx.grading_prompt.name,
+        style=style,
+        prompt=prompt,
+    )
+    sample = f"grade:{gen.student}:r{gen.generation_round}:i{gen.index}"
+    replies: dict[int, list[str]] = {r: [] for r in rounds}
+    usage: dict[int, list[int]] = {r: [0, 0] for r in rounds}
+    cached: dict[int, bool] = dict.fromkeys(rounds, True)
+    errors: dict[int, str] = {}
+    pending = list(rounds)
+    if use_n and len(pending) > 1:
+        try:
+            result = await client.chat(
+                messages,
+                n=len(pending),
+                sample=f"{sample}:n{len(pending)}:" + ",".join(map(str, pending)),
+            )
+            prompt_split = _split(result.prompt_tokens, len(pending))
+            completion_split = _split(result.completion_tokens, len(pending))
+            for j, (r, text) in enumerate(zip(pending, result.texts, strict=False)):
+                replies[r].append(text)
+                usage[r][0] += prompt_split[j]
+                usage[r][1] += completion_split[j]
+                cached[r] = cached[r] and result.cached
+        except BackendError as exc:
+            if exc.fatal:
+                raise
+    for r in rounds:
+        # the first ask (unless the n-request answered) plus max_parse_retries re-asks
+        budget = spec.max_parse_retries + (0 if replies[r] else 1)
+        for attempt in range(budget):
+            if replies[r] and parse_grader_output(replies[r][-1], gen.k, style).ok:
+                break
+            try:
+                result = await client.chat(messages, n=1, sample=f"{sample}:g{r}:a{attempt}")
+            except BackendError as exc:
+                if exc.fatal:
+                    raise
+                errors[r] = str(exc)
+                break
+            replies[r].append(result.texts[0] if result.texts else "")
+            usage[r][0] += result.prompt_tokens
+            usage[r][1] += result.completion_tokens
+            cached[r] = cached[r] and result.cached
+    out = []
+    for r in rounds:
+        use = Usage(prompt_tokens=usage[r][0], completion_tokens=usage[r][1], cached=cached[r])
+        if not replies[r]:
+            out.append(
+                GradeRecord(
+                    **base,
+                    grading_round=r,
+                    status="failed",
+                    error=errors.get(r, "no reply"),
+                    usage=use,
+                    attempts=0,
+                )
+            )
+            continue
+        raw = replies[r][-1]
+        parsed = parse_grader_output(raw, gen.k, style)
+        out.append(
+            GradeRecord(
+                **base,
+                grading_round=r,
+                raw=raw,
+                points=list(parsed.points),
+                total=parsed.total,
+                parse_status=parsed.status,
+                parse_detail=parsed.detail,
+                attempts=len(replies[r]),
+                status="ok" if parsed.ok else "unparsed",
+                usage=use,
+            )
+        )
+    return out
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """Share one request's tokens among the rounds it answered, losing none."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+# ---- waiting (Kubernetes grading/aggregation Jobs) ----------------------------------------
+
+
+def unit_finished(run: RunStore, ctx: RunContext, phase: str, student: str, k: int, g: int) -> bool:
+    if phase == "generate":
+        return generation_records_for(run, ctx, student, k, g) is not None
+    grader = ctx.experiment.grader
+    return all(
+        run.manifest(grade_prefix(grader.name, student, k, g, r)) is not None
+        for r in range(1, grader.rounds + 1)
+    )
+
+
+def pending_units(
+    run: RunStore, ctx: RunContext, phase: str, units: Iterable[tuple[str, int, int]]
+) -> list[tuple[str, int, int]]:
+    return [u for u in units if not unit_finished(run, ctx, phase, *u)]
+
+
+__all__ = [
+    "GENERATIONS",
+    "NullProgress",
+    "ProgressSink",
+    "UnitResult",
+    "generate_one",
+    "grade_one",
+    "pending_units",
+    "run_generate",
+    "run_grade",
+    "unit_finished",
+]
