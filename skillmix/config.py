@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from skillmix.errors import SkillmixError
 
 Backend = Literal["mock", "openai", "vllm"]
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# Names become folder names and Kubernetes label values: alphanumeric at both ends, <= 63 chars.
+NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+# Experiment names get "-{8 hex}" appended to form the run id, which must still fit a label.
+EXPERIMENT_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,52}[A-Za-z0-9])?$"
 SAMPLING_KEYS = frozenset(
     {"temperature", "top_p", "max_tokens", "seed", "presence_penalty", "frequency_penalty", "stop"}
 )
@@ -171,7 +174,9 @@ class Price(_Strict):
 class Experiment(_Strict):
     """One SKILL-MIX experiment: what to sample, whom to ask, how to grade and score."""
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(
+        pattern=EXPERIMENT_NAME_PATTERN, description="Readable run name (<= 54 chars)."
+    )
     seed: int = 10
     order_seed: str = "test"
     ks: list[int] = Field(min_length=1)

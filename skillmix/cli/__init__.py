@@ -29,6 +29,12 @@ COMMANDS: dict[str, str] = {
     "schema": "run:schema_cmd",
     "task": "task:task",
     "mock-server": "mock:mock_server",
+    "clusters": "cluster:clusters_cmd",
+    "render": "cluster:render_cmd",
+    "launch": "cluster:launch_cmd",
+    "status": "cluster:status_cmd",
+    "logs": "cluster:logs_cmd",
+    "cancel": "cluster:cancel_cmd",
 }
 
 EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted."

@@ -70,7 +70,7 @@ def test_pyproject_lists_every_package() -> None:
     found = {
         ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "skillmix").rglob("__init__.py")
     }
-    assert found | {"skillmix.builtin_prompts"} == listed
+    assert found | {"skillmix.builtin_prompts", "skillmix.builtin_chart"} == listed
 
 
 def test_help_does_not_import_heavy_libraries() -> None:

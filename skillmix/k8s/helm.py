@@ -1,0 +1,81 @@
+"""``helm template`` on the chart shipped with skillmix (no cluster needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from skillmix.errors import RunFailedError, SkillmixError
+
+
+def chart_dir() -> Path:
+    """Wheels carry the chart as ``skillmix/builtin_chart``; a checkout has ``helm/skillmix``."""
+    packaged = Path(__file__).resolve().parent.parent / "builtin_chart"
+    if (packaged / "Chart.yaml").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "helm" / "skillmix"
+
+
+def find_helm() -> str:
+    explicit = os.environ.get("SKILLMIX_HELM")
+    if explicit:
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise SkillmixError(f"SKILLMIX_HELM={explicit} is not an executable file")
+        return explicit
+    found = shutil.which("helm")
+    if found:
+        return found
+    local = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "helm"
+    if local.is_file():
+        return str(local)
+    raise SkillmixError(
+        "helm not found on PATH",
+        hint="install Helm (https://helm.sh/docs/intro/install/), set SKILLMIX_HELM, or run `make tools` in a checkout",
+    )
+
+
+def helm_template(
+    values: dict[str, Any], release: str, namespace: str, *, chart: Path | None = None
+) -> str:
+    """Render the chart; returns the multi-document YAML."""
+    import yaml
+
+    helm = find_helm()
+    chart = chart or chart_dir()
+    if not (chart / "Chart.yaml").is_file():
+        raise SkillmixError(f"chart not found at {chart}")
+    with tempfile.TemporaryDirectory(prefix="skillmix-values-") as tmp:
+        values_file = Path(tmp) / "values.yaml"
+        values_file.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        proc = subprocess.run(
+            [
+                helm,
+                "template",
+                release,
+                str(chart),
+                "--namespace",
+                namespace,
+                "-f",
+                str(values_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if proc.returncode != 0:
+        message = " ".join(proc.stderr.strip().split())[:600]
+        raise RunFailedError(f"helm template failed: {message}")
+    return proc.stdout
+
+
+def manifests(rendered: str) -> list[dict[str, Any]]:
+    import yaml
+
+    return [
+        doc for doc in yaml.safe_load_all(rendered) if isinstance(doc, dict) and doc.get("kind")
+    ]

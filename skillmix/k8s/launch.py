@@ -1,0 +1,247 @@
+"""The Kubernetes executor: render the plan as one Helm release and submit it.
+
+Launching the same run again resumes it: units whose manifests exist in the store are left
+out, and Job names carry the attempt number because Jobs are immutable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillmix.backends.pricing import cost_usd, price_for
+from skillmix.config import Experiment
+from skillmix.errors import SkillmixError
+from skillmix.k8s.helm import helm_template, manifests
+from skillmix.k8s.profiles import ClusterProfile, get_profile
+from skillmix.k8s.values import build_values, release_name, run_uri_for
+from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
+from skillmix.pipeline.context import RunContext, resolve_context
+from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.tasks import unit_finished
+from skillmix.store.base import open_store
+from skillmix.store.runs import RunStore, utc_now
+
+LAUNCHES = "launches"
+# Assumptions behind the estimates (printed with them).
+MODEL_LOAD_SECONDS = 600
+DECODE_TOKENS_PER_SECOND = 40.0
+
+
+@dataclass
+class JobPlan:
+    phase: str
+    student: str
+    k: int | None
+    round: int | None
+    pods: int
+    gpus_per_pod: int
+    backend: str
+
+
+@dataclass
+class LaunchPlan:
+    run_id: str
+    run_uri: str
+    cluster: str
+    namespace: str
+    release: str
+    attempt: int
+    jobs: list[JobPlan] = field(default_factory=list)
+    gpu_hours: float = 0.0
+    api_cost_usd: float | None = 0.0
+    finished_units: int = 0
+    total_units: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    rendered: str = ""
+
+    @property
+    def gpus(self) -> int:
+        return sum(j.pods * j.gpus_per_pod for j in self.jobs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run": self.run_uri,
+            "cluster": self.cluster,
+            "namespace": self.namespace,
+            "release": self.release,
+            "attempt": self.attempt,
+            "jobs": [j.__dict__ for j in self.jobs],
+            "gpus": self.gpus,
+            "estimated_gpu_hours": round(self.gpu_hours, 2),
+            "estimated_api_cost_usd": None
+            if self.api_cost_usd is None
+            else round(self.api_cost_usd, 2),
+            "finished_units": self.finished_units,
+            "total_units": self.total_units,
+        }
+
+
+def prepare_launch(
+    experiment: Experiment, cluster: str | None, *, check_store: bool = True
+) -> tuple[str, ClusterProfile, RunContext, RunStore]:
+    name, profile = get_profile(cluster)
+    if not profile.store.startswith("s3://"):
+        raise SkillmixError(
+            f"cluster profile {name!r}: store {profile.store!r} is not an s3:// URI",
+            hint="pods read and write the run through S3-compatible storage",
+        )
+    ctx = resolve_context(experiment)
+    ctx.sharded = True
+    root = open_store(profile.store)
+    if check_store:
+        root.check()
+    run = RunStore(root.child(ctx.run_id))
+    if check_store:
+        existing = run.read_run_json()
+        if existing is not None and existing.get("run_id") != ctx.run_id:
+            raise SkillmixError(f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}")
+        if existing is not None and not existing.get("sharded", False):
+            raise SkillmixError(
+                f"run {ctx.run_id} was started by the local executor",
+                hint="resume it with `skillmix evaluate --resume`",
+            )
+    return name, profile, ctx, run
+
+
+def plan_launch(
+    ctx: RunContext,
+    profile: ClusterProfile,
+    cluster: str,
+    run: RunStore | None,
+    *,
+    sidecar_port: int = 8000,
+) -> LaunchPlan:
+    """Which units still need Jobs (from the store), their values and rendered manifests."""
+    e = ctx.experiment
+    plan = plan_tasks(e, sharded=True)
+    units = plan.units
+    if run is not None:
+        gen_todo = [u for u in units if not unit_finished(run, ctx, "generate", *u)]
+        grade_todo = [u for u in units if not unit_finished(run, ctx, "grade", *u)]
+        attempt = 1 + len([k for k in run.store.list_keys(LAUNCHES) if k.endswith(".json")])
+    else:
+        gen_todo, grade_todo, attempt = list(units), list(units), 1
+    values = build_values(
+        ctx,
+        profile,
+        cluster,
+        attempt=attempt,
+        generation=gen_todo,
+        grading=grade_todo,
+        sidecar_port=sidecar_port,
+    )
+    release = release_name(ctx.run_id)
+    rendered = helm_template(values, release, profile.namespace)
+    lp = LaunchPlan(
+        run_id=ctx.run_id,
+        run_uri=run_uri_for(profile, ctx.run_id),
+        cluster=cluster,
+        namespace=profile.namespace,
+        release=release,
+        attempt=attempt,
+        values=values,
+        rendered=rendered,
+        finished_units=len(units) - len(grade_todo),
+        total_units=len(units),
+    )
+    for student, k, g in gen_todo:
+        spec = e.student(student)
+        gpus = (spec.vllm.gpus or spec.vllm.tensor_parallel_size) if spec.backend == "vllm" else 0
+        lp.jobs.append(JobPlan("generate", student, k, g, spec.replicas, gpus, spec.backend))
+    for student, k, g in grade_todo:
+        lp.jobs.append(JobPlan("grade", student, k, g, 1, 0, e.grader.backend))
+    lp.jobs.append(JobPlan("aggregate", "-", None, None, 1, 0, "-"))
+    lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
+    return lp
+
+
+def estimate(
+    ctx: RunContext, gen_todo: list[tuple[str, int, int]], grade_todo: list[tuple[str, int, int]]
+) -> tuple[float, float | None]:
+    """Rough GPU-hours and API cost (upper bounds: every reply uses max_tokens)."""
+    e = ctx.experiment
+    overrides = {m: (p.prompt, p.completion) for m, p in e.prices.items()}
+    gpu_seconds = 0.0
+    cost: float | None = 0.0
+    for student, k, _g in gen_todo:
+        spec = e.student(student)
+        combo = ctx.combinations(k)[0]
+        turns = render_generation_prompts(
+            ctx.generation_prompt, ctx.skills(combo.skills), combo.topic
+        )
+        max_tokens = spec.sampling.max_tokens or 512
+        prompt_tokens = sum(len(t) // 4 + i * max_tokens for i, t in enumerate(turns))
+        requests = e.combinations * len(turns)
+        if spec.backend == "vllm":
+            gpus = spec.vllm.gpus or spec.vllm.tensor_parallel_size
+            waves = math.ceil(requests / max(1, min(spec.concurrency, e.combinations)))
+            gpu_seconds += gpus * (
+                spec.replicas * MODEL_LOAD_SECONDS + waves * max_tokens / DECODE_TOKENS_PER_SECOND
+            )
+        cost = _add_cost(
+            cost,
+            spec.backend,
+            spec.model,
+            e.combinations * prompt_tokens,
+            requests * max_tokens,
+            overrides,
+        )
+    grader = e.grader
+    for _student, k, _g in grade_todo:
+        combo = ctx.combinations(k)[0]
+        prompt = render_grading_prompt(
+            ctx.grading_prompt, ctx.skills(combo.skills), combo.topic, "x" * 400
+        )
+        max_tokens = grader.sampling.max_tokens or 1024
+        requests = e.combinations * (
+            1 if grader.rounds > 1 and grader.use_n != "never" else grader.rounds
+        )
+        cost = _add_cost(
+            cost,
+            grader.backend,
+            grader.model,
+            requests * len(prompt) // 4,
+            e.combinations * grader.rounds * max_tokens,
+            overrides,
+        )
+    return gpu_seconds / 3600.0, cost
+
+
+def _add_cost(
+    total: float | None,
+    backend: str,
+    model: str,
+    prompt: int,
+    completion: int,
+    overrides: dict[str, tuple[float, float]],
+) -> float | None:
+    value = cost_usd(prompt, completion, price_for(backend, model, overrides))
+    if total is None or value is None:
+        return None
+    return total + value
+
+
+def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
+    """run.json (first launch only) and an audit record of this attempt; the values hold
+    Secret names only, never secret values."""
+    if run.read_run_json() is None:
+        run.write_run_json(ctx.to_run_json())
+    record = {
+        "attempt": lp.attempt,
+        "launched_at": utc_now(),
+        "plan": lp.as_dict(),
+        "values": lp.values,
+    }
+    run.store.write_bytes(
+        f"{LAUNCHES}/attempt-{lp.attempt:03d}.json",
+        json.dumps(record, indent=2).encode(),
+        if_absent=True,
+    )
+
+
+def rendered_manifests(lp: LaunchPlan) -> list[dict[str, Any]]:
+    return manifests(lp.rendered)

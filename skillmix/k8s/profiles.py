@@ -1,0 +1,153 @@
+"""Cluster profiles (``--cluster NAME``): where and how a run's Jobs run.
+
+Profiles live in ``skillmix.yaml`` in the working directory (or ``$SKILLMIX_CONFIG``), else in
+the user config dir (``$XDG_CONFIG_HOME/skillmix/skillmix.yaml``). They name Secrets; they
+never contain credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from skillmix.config import format_validation_error
+from skillmix.errors import SkillmixError
+
+PROFILE_FILE = "skillmix.yaml"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class S3Settings(_Strict):
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint for MinIO and other non-AWS stores."
+    )
+    region: str = "us-east-1"
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (empty: workload identity).",
+    )
+
+
+class SecretRef(_Strict):
+    name: str = Field(pattern=K8S_NAME)
+    key: str | None = Field(
+        None, description="Key in the Secret (default: the environment variable's name)."
+    )
+
+
+class GpuSettings(_Strict):
+    resource_name: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    runtime_class: str | None = None
+
+
+class Deadlines(_Strict):
+    generation_seconds: int = Field(21600, ge=60)
+    grading_seconds: int = Field(43200, ge=60)
+    aggregation_seconds: int = Field(86400, ge=60)
+    ttl_seconds: int = Field(86400, ge=0)
+    model_load_seconds: int = Field(1800, ge=10, description="Startup budget of a vLLM sidecar.")
+
+
+class ClusterProfile(_Strict):
+    """One cluster: kube context, namespace, images, store, Secrets, GPU scheduling."""
+
+    context: str | None = Field(None, description="kubeconfig context (default: the current one).")
+    kubeconfig: str | None = Field(
+        None, description="kubeconfig path (default: $KUBECONFIG or ~/.kube/config)."
+    )
+    namespace: str = Field("default", pattern=K8S_NAME)
+    image: str = Field(
+        "ghcr.io/skillmix/skillmix:0.1.0", description="skillmix image (repository:tag)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    store: str = Field(
+        description="Run store: s3://bucket/prefix (pods cannot see a local folder)."
+    )
+    s3: S3Settings = Field(default_factory=S3Settings)
+    secrets: dict[str, SecretRef] = Field(
+        default_factory=dict,
+        description="Environment variable -> Secret holding it (OPENAI_API_KEY, HF_TOKEN...).",
+    )
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    kueue_queue: str | None = None
+    model_cache_pvc: str | None = None
+    model_cache_path: str = "/models/hf"
+    deadlines: Deadlines = Field(default_factory=Deadlines)
+    backoff_limit: int = Field(2, ge=0, le=20)
+    client_resources: dict[str, Any] = Field(default_factory=dict)
+    vllm_resources: dict[str, Any] = Field(default_factory=dict)
+    shm_size: str = "16Gi"
+
+
+class ProfileFile(_Strict):
+    default: str | None = None
+    clusters: dict[str, ClusterProfile] = Field(default_factory=dict)
+
+
+def profile_paths() -> list[Path]:
+    explicit = os.environ.get("SKILLMIX_CONFIG")
+    if explicit:
+        return [Path(explicit)]
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [Path.cwd() / PROFILE_FILE, config_home / "skillmix" / PROFILE_FILE]
+
+
+def load_profiles(path: Path | None = None) -> tuple[ProfileFile, Path | None]:
+    import yaml
+
+    candidates = [path] if path else profile_paths()
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                data = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{candidate}:{mark.line + 1}" if mark else str(candidate)
+                raise SkillmixError(
+                    f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}"
+                ) from None
+            try:
+                return ProfileFile.model_validate(data), candidate
+            except ValidationError as exc:
+                raise SkillmixError(format_validation_error(exc, str(candidate))) from None
+        if path is not None:
+            raise SkillmixError(f"{candidate}: profile file not found")
+    return ProfileFile(), None
+
+
+def get_profile(name: str | None, path: Path | None = None) -> tuple[str, ClusterProfile]:
+    profiles, where = load_profiles(path)
+    if not profiles.clusters:
+        searched = ", ".join(str(p) for p in ([path] if path else profile_paths()))
+        raise SkillmixError(
+            "no cluster profiles found",
+            hint=f"create {PROFILE_FILE} with a `clusters:` section (searched {searched})",
+        )
+    chosen = (
+        name
+        or profiles.default
+        or (next(iter(profiles.clusters)) if len(profiles.clusters) == 1 else None)
+    )
+    if chosen is None:
+        raise SkillmixError(
+            "several cluster profiles exist; pick one with --cluster",
+            hint=f"known: {', '.join(profiles.clusters)}",
+        )
+    if chosen not in profiles.clusters:
+        raise SkillmixError(
+            f"no cluster profile named {chosen!r} in {where}",
+            hint=f"known: {', '.join(sorted(profiles.clusters))}",
+        )
+    return chosen, profiles.clusters[chosen]
