@@ -1,0 +1,568 @@
+{{/*
+Helpers of the skillmix chart. Every helper is prefixed with `skillmix.`; each comment says
+what it takes and how to call it. Helpers that take several arguments take a dict that always
+carries the root context as "root".
+*/}}
+
+{{/*
+skillmix.name: the chart name, truncated to 63 characters (a label value).
+Usage: {{ include "skillmix.name" . }}
+*/}}
+{{- define "skillmix.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+skillmix.fullname: the release name, truncated to 63 characters, no trailing dash.
+Usage: {{ include "skillmix.fullname" . }}
+*/}}
+{{- define "skillmix.fullname" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+skillmix.chart: "name-version" for the helm.sh/chart label.
+Usage: {{ include "skillmix.chart" . }}
+*/}}
+{{- define "skillmix.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+skillmix.runId: run.id, or fail when it is missing.
+Usage: {{ include "skillmix.runId" . }}
+*/}}
+{{- define "skillmix.runId" -}}
+{{- required "run.id is required: the run id ({name}-{hash}) that labels every object as skillmix.io/run" .Values.run.id -}}
+{{- end -}}
+
+{{/*
+skillmix.runUri: run.uri, or fail when it is missing.
+Usage: {{ include "skillmix.runUri" . }}
+*/}}
+{{- define "skillmix.runUri" -}}
+{{- required "run.uri is required: the URI of the run folder in the artifact store (s3://bucket/prefix/{run id})" .Values.run.uri -}}
+{{- end -}}
+
+{{/*
+skillmix.selectorLabels: the labels that identify this release's objects (no user labels).
+Usage: {{ include "skillmix.selectorLabels" . | nindent 4 }}
+*/}}
+{{- define "skillmix.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "skillmix.name" . | quote }}
+app.kubernetes.io/instance: {{ include "skillmix.fullname" . | quote }}
+{{- end -}}
+
+{{/*
+skillmix.labels: the common labels of every object (selector labels included).
+Usage: {{ include "skillmix.labels" . | nindent 4 }}
+*/}}
+{{- define "skillmix.labels" -}}
+helm.sh/chart: {{ include "skillmix.chart" . | quote }}
+{{ include "skillmix.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | toString | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+app.kubernetes.io/part-of: skillmix
+skillmix.io/run: {{ include "skillmix.runId" . | quote }}
+{{- end -}}
+
+{{/*
+skillmix.jobLabels: the common labels plus component, phase, attempt and, when given, the unit
+(student, k, round). Used on Jobs and their pod templates.
+Usage: {{ include "skillmix.jobLabels" (dict "root" $ "component" "generation" "phase" "generate"
+         "student" $student "k" $k "round" $round) | nindent 4 }}
+*/}}
+{{- define "skillmix.jobLabels" -}}
+{{ include "skillmix.labels" .root }}
+app.kubernetes.io/component: {{ .component | quote }}
+skillmix.io/phase: {{ .phase | quote }}
+{{- if hasKey . "student" }}
+skillmix.io/student: {{ .student | toString | quote }}
+{{- end }}
+{{- if hasKey . "k" }}
+skillmix.io/k: {{ .k | int | toString | quote }}
+{{- end }}
+{{- if hasKey . "round" }}
+skillmix.io/round: {{ .round | int | toString | quote }}
+{{- end }}
+skillmix.io/attempt: {{ .root.Values.run.attempt | int | toString | quote }}
+{{- end -}}
+
+{{/*
+skillmix.serviceAccountName: serviceAccount.name, else the release fullname when the chart
+creates the ServiceAccount, else "default".
+Usage: {{ include "skillmix.serviceAccountName" . }}
+*/}}
+{{- define "skillmix.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "skillmix.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+skillmix.imageRef: "repository:tag", or "repository@sha256:..." when the tag is a digest.
+Usage: {{ include "skillmix.imageRef" (dict "repository" "vllm/vllm-openai" "tag" "v0.11.0") }}
+*/}}
+{{- define "skillmix.imageRef" -}}
+{{- $tag := .tag | toString -}}
+{{- if hasPrefix "sha256:" $tag -}}
+{{- printf "%s@%s" .repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" .repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+skillmix.image: the skillmix image (client, task runner, mock server); the tag defaults to the
+chart appVersion.
+Usage: {{ include "skillmix.image" . }}
+*/}}
+{{- define "skillmix.image" -}}
+{{- $repository := required "image.repository is required (the skillmix image)" .Values.image.repository -}}
+{{- include "skillmix.imageRef" (dict "repository" $repository "tag" (.Values.image.tag | default .Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/*
+skillmix.vllmImage: the vLLM server image.
+Usage: {{ include "skillmix.vllmImage" . }}
+*/}}
+{{- define "skillmix.vllmImage" -}}
+{{- $repository := required "vllm.image.repository is required (the vLLM server image)" .Values.vllm.image.repository -}}
+{{- $tag := required "vllm.image.tag is required (pin the vLLM release)" .Values.vllm.image.tag -}}
+{{- include "skillmix.imageRef" (dict "repository" $repository "tag" $tag) -}}
+{{- end -}}
+
+{{/*
+skillmix.jobName: the name of one Job of the run:
+  {run short}-{gen|grd|agg}[-{student}][-k{k}][-r{round}]-a{attempt}
+lower-cased, characters outside [a-z0-9-] replaced by "-", at most 56 characters (Indexed Jobs
+append "-<index>" to pod hostnames, which must stay within 63). The run short form is the run id
+itself, or its first 11 characters + its last 8 (the hash of `{name}-{hash}`) when longer than
+20. When the name is too long, or the student name had to be changed (case, "." or "_"), it is
+cut to 47 characters and suffixed with "-" + the first 8 hex digits of the sha256 of the exact
+unit (run id, phase, student, k, round, attempt), so names stay unique and stable.
+Usage: {{ include "skillmix.jobName" (dict "root" $ "phase" "generate" "student" "llama" "k" 2
+         "round" 1) }}   (phase: generate | grade | aggregate; student/k/round optional)
+*/}}
+{{- define "skillmix.jobName" -}}
+{{- $root := .root -}}
+{{- $abbrevs := dict "generate" "gen" "grade" "grd" "aggregate" "agg" -}}
+{{- if not (hasKey $abbrevs .phase) -}}
+{{- fail (printf "skillmix.jobName: unknown phase %q (allowed: generate|grade|aggregate)" (toString .phase)) -}}
+{{- end -}}
+{{- $runId := include "skillmix.runId" $root | toString -}}
+{{- $attempt := $root.Values.run.attempt | int -}}
+{{- $runShort := regexReplaceAll "[^a-z0-9-]" (lower $runId) "-" -}}
+{{- if gt (len $runShort) 20 -}}
+{{- $runShort = printf "%s-%s" (regexReplaceAll "-+$" (trunc 11 $runShort) "") (trunc -8 $runShort) -}}
+{{- end -}}
+{{- $parts := list $runShort (get $abbrevs .phase) -}}
+{{- $unit := list $runId .phase -}}
+{{- $lossy := false -}}
+{{- if hasKey . "student" -}}
+{{- $student := .student | toString -}}
+{{- $clean := regexReplaceAll "[^a-z0-9-]" (lower $student) "-" -}}
+{{- $lossy = ne $clean $student -}}
+{{- $parts = append $parts $clean -}}
+{{- $unit = append $unit $student -}}
+{{- end -}}
+{{- if hasKey . "k" -}}
+{{- $parts = append $parts (printf "k%d" (.k | int)) -}}
+{{- $unit = append $unit (printf "k%d" (.k | int)) -}}
+{{- end -}}
+{{- if hasKey . "round" -}}
+{{- $parts = append $parts (printf "r%d" (.round | int)) -}}
+{{- $unit = append $unit (printf "r%d" (.round | int)) -}}
+{{- end -}}
+{{- $parts = append $parts (printf "a%d" $attempt) -}}
+{{- $unit = append $unit (printf "a%d" $attempt) -}}
+{{- $name := join "-" (compact $parts) -}}
+{{- if or $lossy (gt (len $name) 56) -}}
+{{- $hash := join "/" $unit | sha256sum | trunc 8 -}}
+{{- $name = printf "%s-%s" (regexReplaceAll "-+$" (trunc 47 $name) "") $hash -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/*
+skillmix.clientSecurityContext: the restricted security context of every container running the
+skillmix image (client, wait, mock sidecar).
+Usage: securityContext: {{- include "skillmix.clientSecurityContext" . | nindent 10 }}
+*/}}
+{{- define "skillmix.clientSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+skillmix.podSecurityContext: the pod-level security context (no runAsNonRoot: the vLLM sidecar
+runs as root; each skillmix container sets it itself).
+Usage: securityContext: {{- include "skillmix.podSecurityContext" . | nindent 8 }}
+*/}}
+{{- define "skillmix.podSecurityContext" -}}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+skillmix.clientEnv: the environment of every skillmix container: HOME, SKILLMIX_RUN, the store
+settings, the store credentials and every apiKeys entry, the secrets only as secretKeyRef.
+Usage: env: {{- include "skillmix.clientEnv" . | nindent 12 }}
+*/}}
+{{- define "skillmix.clientEnv" -}}
+- name: HOME
+  value: /tmp
+- name: SKILLMIX_RUN
+  value: {{ include "skillmix.runUri" . | toJson }}
+{{- with .Values.store.endpointUrl }}
+- name: SKILLMIX_S3_ENDPOINT_URL
+  value: {{ . | toJson }}
+{{- end }}
+{{- with .Values.store.region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ . | toJson }}
+{{- end }}
+{{- with .Values.store.credentialsSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | toJson }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | toJson }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- $seen := dict -}}
+{{- range $i, $ref := .Values.apiKeys }}
+{{- $env := required (printf "apiKeys[%d].env is required (the environment variable name)" $i) $ref.env }}
+{{- $secret := required (printf "apiKeys[%d].secretName is required (the Secret holding %s)" $i $env) $ref.secretName }}
+{{- if hasKey $seen $env }}
+{{- fail (printf "apiKeys[%d].env: %s is listed twice" $i $env) }}
+{{- end }}
+{{- $_ := set $seen $env true }}
+- name: {{ $env | toJson }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret | toJson }}
+      key: {{ $ref.key | default $env | toJson }}
+{{- end }}
+{{- end -}}
+
+{{/*
+skillmix.tmpMount / skillmix.tmpVolume: the writable /tmp of skillmix containers (their root
+filesystem is read-only).
+Usage: volumeMounts: {{- include "skillmix.tmpMount" . | nindent 12 }}
+       volumes: {{- include "skillmix.tmpVolume" . | nindent 8 }}
+*/}}
+{{- define "skillmix.tmpMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "skillmix.tmpVolume" -}}
+- name: tmp
+  emptyDir: {}
+{{- end -}}
+
+{{/*
+skillmix.waitContainer: the regular init container "wait" that blocks until a phase's manifests
+exist (`skillmix task wait`), with small fixed resources.
+Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" (list "--phase" "grade")) | nindent 8 }}
+*/}}
+{{- define "skillmix.waitContainer" -}}
+{{- $root := .root -}}
+- name: wait
+  image: {{ include "skillmix.image" $root | toJson }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: ["skillmix"]
+  args:
+    {{- toYaml (concat (list "task" "wait" "--run" (include "skillmix.runUri" $root)) .args) | nindent 4 }}
+  env:
+    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+  resources:
+    requests:
+      cpu: 50m
+      memory: 128Mi
+    limits:
+      memory: 256Mi
+  securityContext:
+    {{- include "skillmix.clientSecurityContext" $root | nindent 4 }}
+  volumeMounts:
+    {{- include "skillmix.tmpMount" $root | nindent 4 }}
+{{- end -}}
+
+{{/*
+skillmix.clientContainer: the main container "client" running `skillmix <args>`.
+Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $args) | nindent 8 }}
+*/}}
+{{- define "skillmix.clientContainer" -}}
+{{- $root := .root -}}
+- name: client
+  image: {{ include "skillmix.image" $root | toJson }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: ["skillmix"]
+  args:
+    {{- toYaml .args | nindent 4 }}
+  env:
+    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+  {{- with $root.Values.client.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- else }}
+  resources: {}
+  {{- end }}
+  securityContext:
+    {{- include "skillmix.clientSecurityContext" $root | nindent 4 }}
+  volumeMounts:
+    {{- include "skillmix.tmpMount" $root | nindent 4 }}
+{{- end -}}
+
+{{/*
+skillmix.modelSidecar: the model server as a native sidecar (an init container named "model"
+with restartPolicy Always, a startupProbe on /health, then a readinessProbe).
+  backend "vllm": vLLM with GPUs (spec: a students entry).
+  backend "mock": `skillmix mock-server` from the skillmix image (spec: servedModelName and
+  optional quality).
+  key: the values path of spec, for error messages ("students.llama", "grader").
+Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
+         "key" (printf "students.%s" $student) "spec" $spec) | nindent 8 }}
+*/}}
+{{- define "skillmix.modelSidecar" -}}
+{{- $root := .root -}}
+{{- $spec := .spec -}}
+{{- $port := $root.Values.vllm.port | int -}}
+{{- if eq .backend "vllm" -}}
+{{- $model := required (printf "%s.model is required for backend vllm (the Hugging Face id or path)" .key) $spec.model -}}
+{{- $served := $spec.servedModelName | default $model -}}
+{{- $tp := $spec.tensorParallelSize | default 1 | int -}}
+{{- $gpus := $spec.gpus | default $tp | int -}}
+{{- $gpuName := required "gpu.resourceName is required (e.g. nvidia.com/gpu)" $root.Values.gpu.resourceName -}}
+{{- $resources := deepCopy ($root.Values.vllm.resources | default dict) -}}
+{{- $requests := deepCopy (get $resources "requests" | default dict) -}}
+{{- $limits := deepCopy (get $resources "limits" | default dict) -}}
+{{- $_ := set $requests $gpuName $gpus -}}
+{{- $_ := set $limits $gpuName $gpus -}}
+{{- $_ := set $resources "requests" $requests -}}
+{{- $_ := set $resources "limits" $limits -}}
+{{- $args := list "--model" $model "--served-model-name" $served "--tensor-parallel-size" (toString $tp) "--host" "0.0.0.0" "--port" (toString $port) -}}
+{{- range $spec.extraArgs }}
+{{- $args = append $args (toString .) -}}
+{{- end -}}
+- name: model
+  image: {{ include "skillmix.vllmImage" $root | toJson }}
+  imagePullPolicy: {{ $root.Values.vllm.image.pullPolicy }}
+  restartPolicy: Always
+  command: ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+  args:
+    {{- toYaml $args | nindent 4 }}
+  {{- if or $root.Values.hfToken.secretName $root.Values.modelCache.enabled }}
+  env:
+    {{- with $root.Values.hfToken.secretName }}
+    - name: HF_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ . | toJson }}
+          key: {{ $root.Values.hfToken.key | default "HF_TOKEN" | toJson }}
+    {{- end }}
+    {{- if $root.Values.modelCache.enabled }}
+    - name: HF_HOME
+      value: {{ $root.Values.modelCache.mountPath | toJson }}
+    {{- end }}
+  {{- end }}
+  ports:
+    - name: http
+      containerPort: {{ $port }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /health
+      port: http
+    periodSeconds: {{ $root.Values.vllm.startupProbe.periodSeconds | int }}
+    failureThreshold: {{ $root.Values.vllm.startupProbe.failureThreshold | int }}
+    timeoutSeconds: 5
+  readinessProbe:
+    httpGet:
+      path: /health
+      port: http
+    periodSeconds: 10
+    failureThreshold: 3
+    timeoutSeconds: 5
+  resources:
+    {{- toYaml $resources | nindent 4 }}
+  securityContext:
+    allowPrivilegeEscalation: false
+  volumeMounts:
+    - name: dshm
+      mountPath: /dev/shm
+    {{- if $root.Values.modelCache.enabled }}
+    - name: model-cache
+      mountPath: {{ $root.Values.modelCache.mountPath | toJson }}
+    {{- end }}
+{{- else if eq .backend "mock" -}}
+{{- $served := required (printf "%s.servedModelName is required for backend mock (the model name the client sends)" .key) $spec.servedModelName -}}
+{{- $model := $served -}}
+{{- if hasKey $spec "quality" -}}
+{{- if not (kindIs "invalid" $spec.quality) -}}
+{{- $model = printf "%s=%v" $served $spec.quality -}}
+{{- end -}}
+{{- end -}}
+- name: model
+  image: {{ include "skillmix.image" $root | toJson }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  restartPolicy: Always
+  command: ["skillmix"]
+  args:
+    {{- toYaml (list "mock-server" "--host" "0.0.0.0" "--port" (toString $port) "--seed" (toString ($root.Values.run.seed | int64)) "--model" $model) | nindent 4 }}
+  env:
+    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+  ports:
+    - name: http
+      containerPort: {{ $port }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: /health
+      port: http
+    periodSeconds: 2
+    failureThreshold: 150
+    timeoutSeconds: 5
+  readinessProbe:
+    httpGet:
+      path: /health
+      port: http
+    periodSeconds: 10
+    failureThreshold: 3
+    timeoutSeconds: 5
+  {{- with $root.Values.mock.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- else }}
+  resources: {}
+  {{- end }}
+  securityContext:
+    {{- include "skillmix.clientSecurityContext" $root | nindent 4 }}
+  volumeMounts:
+    {{- include "skillmix.tmpMount" $root | nindent 4 }}
+{{- else -}}
+{{- fail (printf "skillmix.modelSidecar: unknown backend %q (allowed: vllm|mock)" (toString .backend)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+skillmix.jobSpec: the common Job spec fields: suspend (Kueue), backoffLimit,
+activeDeadlineSeconds, ttlSecondsAfterFinished and the podFailurePolicy (exit code 2 of the
+client, or of the "wait" init container when there is one: FailJob; disruptions: Ignore).
+Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generation" "wait" false) | nindent 2 }}
+*/}}
+{{- define "skillmix.jobSpec" -}}
+{{- $root := .root -}}
+{{- $deadline := get $root.Values.jobs.activeDeadlineSeconds .deadline -}}
+{{- if not $deadline -}}
+{{- fail (printf "jobs.activeDeadlineSeconds.%s is required (seconds, >= 1)" .deadline) -}}
+{{- end -}}
+{{- if $root.Values.kueue.queueName }}
+suspend: true
+{{ end -}}
+backoffLimit: {{ $root.Values.jobs.backoffLimit | int }}
+activeDeadlineSeconds: {{ $deadline | int64 }}
+ttlSecondsAfterFinished: {{ $root.Values.jobs.ttlSecondsAfterFinished | int64 }}
+podFailurePolicy:
+  rules:
+    - action: FailJob
+      onExitCodes:
+        containerName: client
+        operator: In
+        values: [2]
+    {{- if .wait }}
+    - action: FailJob
+      onExitCodes:
+        containerName: wait
+        operator: In
+        values: [2]
+    {{- end }}
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+{{- end -}}
+
+{{/*
+skillmix.jobMetadataLabels: the Job's labels: skillmix.jobLabels plus the Kueue queue label when
+kueue.queueName is set (the pod template gets skillmix.jobLabels only).
+Usage: labels: {{- include "skillmix.jobMetadataLabels" $ctx | nindent 4 }}
+*/}}
+{{- define "skillmix.jobMetadataLabels" -}}
+{{ include "skillmix.jobLabels" . }}
+{{- with .root.Values.kueue.queueName }}
+kueue.x-k8s.io/queue-name: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+skillmix.podSpec: the common pod spec fields: restartPolicy Never, no service links, no
+ServiceAccount token, the ServiceAccount, image pull secrets, the pod security context.
+Usage: spec: {{- include "skillmix.podSpec" $ | nindent 6 }}
+*/}}
+{{- define "skillmix.podSpec" -}}
+restartPolicy: Never
+enableServiceLinks: false
+automountServiceAccountToken: false
+serviceAccountName: {{ include "skillmix.serviceAccountName" . | toJson }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . | toJson }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- include "skillmix.podSecurityContext" . | nindent 2 }}
+{{- end -}}
+
+{{/*
+skillmix.gpuScheduling: nodeSelector, tolerations, affinity and runtimeClassName of GPU pods
+(vLLM generation pods only), passed through from gpu.*.
+Usage: {{- include "skillmix.gpuScheduling" $ | nindent 6 }}
+*/}}
+{{- define "skillmix.gpuScheduling" -}}
+{{- with .Values.gpu.runtimeClassName }}
+runtimeClassName: {{ . | toJson }}
+{{- end }}
+{{- with .Values.gpu.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.gpu.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.gpu.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+skillmix.checkUnit: validates one {student, k, round} unit of generation/grading and returns
+nothing; fails naming the key.
+Usage: {{- include "skillmix.checkUnit" (dict "list" "generation" "index" $i "unit" $unit) }}
+*/}}
+{{- define "skillmix.checkUnit" -}}
+{{- $where := printf "%s[%d]" .list (.index | int) -}}
+{{- if not (kindIs "map" .unit) -}}
+{{- fail (printf "%s must be a map {student, k, round}" $where) -}}
+{{- end -}}
+{{- $_ := required (printf "%s.student is required (a key of students)" $where) .unit.student -}}
+{{- $_ := required (printf "%s.k is required (an integer >= 1)" $where) .unit.k -}}
+{{- $_ := required (printf "%s.round is required (an integer >= 1)" $where) .unit.round -}}
+{{- end -}}

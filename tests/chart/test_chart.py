@@ -1,0 +1,891 @@
+"""The skillmix Helm chart: lint, Kubernetes schema validation, structure, secrets, values schema.
+
+Renders come from `helm template` (cached per values file); manifests are validated strictly
+against Kubernetes 1.33 and the newest version kubernetes-validate ships.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.helpers import CHART, RELEASE, VALUES_DIR, VALUES_FILES, Helm, Render
+
+pytestmark = pytest.mark.tools
+RenderFn = Callable[..., Render]
+
+K8S_VERSIONS = sorted({"1.33.0", kubernetes_validate.latest_version()})
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_JOB_NAME = 56
+GPU = "nvidia.com/gpu"
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+HARDENED = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+COMMON_LABELS = {
+    "app.kubernetes.io/name": "skillmix",
+    "app.kubernetes.io/instance": RELEASE,
+    "app.kubernetes.io/managed-by": "Helm",
+    "app.kubernetes.io/part-of": "skillmix",
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def init_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return pod(job).get("initContainers", [])
+
+
+def all_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return init_containers(job) + pod(job)["containers"]
+
+
+def container(job: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in all_containers(job) if c["name"] == name]
+    assert len(found) == 1, f"{job['metadata']['name']}: {len(found)} containers named {name}"
+    return found[0]
+
+
+def sidecar(job: dict[str, Any]) -> dict[str, Any] | None:
+    found = [c for c in init_containers(job) if c["name"] == "model"]
+    return found[0] if found else None
+
+
+def skillmix_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """client, wait and the mock sidecar: every container running the skillmix image."""
+    return [c for c in all_containers(job) if c["command"] == ["skillmix"]]
+
+
+def env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def job_by_student(r: Render, component: str, student: str) -> list[dict[str, Any]]:
+    return [
+        j for j in r.jobs(component) if j["metadata"]["labels"]["skillmix.io/student"] == student
+    ]
+
+
+def gpu_resources(c: dict[str, Any]) -> set[str]:
+    res = c.get("resources", {})
+    return {name for part in ("requests", "limits") for name in res.get(part, {}) if "gpu" in name}
+
+
+def values_defaults() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+# ----------------------------------------------------------------------------- lint
+
+
+def test_lint_default_values(helm: Helm) -> None:
+    result = helm.lint()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_lint_values_file(helm: Helm, values_file: str) -> None:
+    result = helm.lint(values_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_all_values_files_are_tested() -> None:
+    expected = {"vllm-tp1", "vllm-tp2", "api-student", "mock", "replicas", "kueue"}
+    assert {name.removesuffix(".yaml") for name in VALUES_FILES} >= expected
+
+
+# ----------------------------------------------------------------------------- kubernetes schemas
+
+
+def test_validator_is_strict() -> None:
+    bogus = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "x"},
+        "bogusField": True,
+    }
+    for version in K8S_VERSIONS:
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bogus, version, strict=True)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_manifest_validates(rendered: Render, version: str) -> None:
+    docs = rendered.docs
+    assert docs
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} @ {version}: {path}: {exc}")
+
+
+def test_only_jobs_and_a_service_account(rendered: Render) -> None:
+    kinds = [d["kind"] for d in rendered.docs]
+    assert set(kinds) <= {"Job", "ServiceAccount"}, kinds
+    assert kinds.count("ServiceAccount") <= 1
+    for doc in rendered.docs:
+        assert doc["apiVersion"] == ("batch/v1" if doc["kind"] == "Job" else "v1")
+        assert "namespace" not in doc["metadata"]  # helm/kubectl set it
+
+
+# ----------------------------------------------------------------------------- every Job
+
+
+def test_job_common_fields(rendered: Render) -> None:
+    deadlines = values_defaults()["jobs"]["activeDeadlineSeconds"]
+    for job in rendered.jobs():
+        spec = job["spec"]
+        component = job["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert spec["backoffLimit"] == 2
+        assert spec["activeDeadlineSeconds"] == deadlines[component]
+        assert spec["ttlSecondsAfterFinished"] == 86400
+        rules = spec["podFailurePolicy"]["rules"]
+        fail_on = {
+            r["onExitCodes"]["containerName"]: r["onExitCodes"]
+            for r in rules
+            if r["action"] == "FailJob"
+        }
+        assert fail_on["client"] == {"containerName": "client", "operator": "In", "values": [2]}
+        has_wait = any(c["name"] == "wait" for c in init_containers(job))
+        assert ("wait" in fail_on) == has_wait
+        ignore = [r for r in rules if r["action"] == "Ignore"]
+        assert ignore == [
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+        p = pod(job)
+        assert p["restartPolicy"] == "Never"
+        assert p["enableServiceLinks"] is False
+        assert p["automountServiceAccountToken"] is False
+        assert p["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert "runAsNonRoot" not in p["securityContext"]
+        assert p["serviceAccountName"]
+
+
+def test_skillmix_containers_are_hardened(rendered: Render) -> None:
+    for job in rendered.jobs():
+        names = {c["name"] for c in skillmix_containers(job)}
+        assert "client" in names
+        volumes = {v["name"]: v for v in pod(job)["volumes"]}
+        assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+        for c in skillmix_containers(job):
+            where = f"{job['metadata']['name']}/{c['name']}"
+            assert c["securityContext"] == HARDENED, where
+            assert c["resources"].get("requests"), where
+            assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], where
+            e = env(c)
+            assert e["HOME"]["value"] == "/tmp", where
+            assert e["SKILLMIX_RUN"]["value"].startswith("s3://"), where
+            assert c["imagePullPolicy"] in {"Always", "IfNotPresent", "Never"}
+            assert c["image"].startswith(("ghcr.io/skillmix/skillmix:", "registry.example.com/"))
+
+
+def test_client_never_gets_gpus(rendered: Render) -> None:
+    for job in rendered.jobs():
+        for c in skillmix_containers(job):
+            assert not gpu_resources(c), f"{job['metadata']['name']}/{c['name']}"
+
+
+def test_labels(rendered: Render) -> None:
+    for doc in rendered.docs:
+        labels = doc["metadata"]["labels"]
+        for key, value in COMMON_LABELS.items():
+            assert labels[key] == value
+        assert labels["helm.sh/chart"] == "skillmix-0.1.0"
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["skillmix.io/run"]
+        for key, value in labels.items():
+            assert isinstance(value, str), (key, value)
+            prefix, _, name = key.rpartition("/")
+            assert LABEL_NAME.match(name) and len(name) <= 63, key
+            assert not prefix or DNS1123_SUBDOMAIN.match(prefix), key
+            assert value == "" or (LABEL_NAME.match(value) and len(value) <= 63), (key, value)
+    runs = {d["metadata"]["labels"]["skillmix.io/run"] for d in rendered.docs}
+    assert len(runs) == 1
+    for job in rendered.jobs():
+        labels = job["metadata"]["labels"]
+        component = labels["app.kubernetes.io/component"]
+        phase = {"generation": "generate", "grading": "grade", "aggregation": "aggregate"}
+        assert labels["skillmix.io/phase"] == phase[component]
+        assert labels["skillmix.io/attempt"].isdigit()
+        if component != "aggregation":
+            assert labels["skillmix.io/student"]
+            assert labels["skillmix.io/k"].isdigit()
+            assert labels["skillmix.io/round"].isdigit()
+        pod_labels = job["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels == {k: v for k, v in labels.items() if k != "kueue.x-k8s.io/queue-name"}
+
+
+def test_job_names(rendered: Render, helm: Helm, request: pytest.FixtureRequest) -> None:
+    names = [j["metadata"]["name"] for j in rendered.jobs()]
+    assert len(names) == len(set(names))
+    for name in names:
+        assert len(name) <= MAX_JOB_NAME and DNS1123_LABEL.match(name), name
+    # stable: an uncached render gives the same names
+    values_file = request.node.callspec.params["rendered"]
+    again = helm.template(values_file, cached=False)
+    assert [j["metadata"]["name"] for j in again.jobs()] == names
+
+
+def test_job_names_carry_the_unit(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    names = sorted(j["metadata"]["name"] for j in r.jobs())
+    assert names == [
+        "quickstart-5e6f7a8b-agg-a1",
+        "quickstart-5e6f7a8b-gen-strong-k2-r1-a1",
+        "quickstart-5e6f7a8b-gen-weak-k2-r1-a1",
+        "quickstart-5e6f7a8b-grd-strong-k2-r1-a1",
+        "quickstart-5e6f7a8b-grd-weak-k2-r1-a1",
+    ]
+
+
+def test_attempts_get_distinct_job_names(render: RenderFn) -> None:
+    first = {j["metadata"]["name"] for j in render("mock.yaml").jobs()}
+    second_render = render("mock.yaml", extra={"run": {"attempt": 2}})
+    second = {j["metadata"]["name"] for j in second_render.jobs()}
+    assert len(second) == len(first)
+    assert not first & second
+    assert all(j["metadata"]["labels"]["skillmix.io/attempt"] == "2" for j in second_render.jobs())
+
+
+def test_long_and_lossy_student_names_stay_valid_and_unique(render: RenderFn) -> None:
+    long_a = "a" * 58 + "-one"  # 62 characters, shares 58 with long_b
+    long_b = "a" * 58 + "-two"
+    students = {
+        long_a: {"backend": "openai"},
+        long_b: {"backend": "openai"},
+        "Llama.3": {"backend": "openai"},  # lower-cased + sanitised: collides with llama-3
+        "llama-3": {"backend": "openai"},
+        "llama_3": {"backend": "openai"},
+    }
+    units = [{"student": s, "k": 2, "round": 1} for s in students]
+    extra = {
+        "run": {"id": "A-Very_Long.Experiment-Name-For-Testing-Purposes-0123abcd"},
+        "students": students,
+        "generation": units,
+        "grading": units,
+    }
+    r = render("api-student.yaml", extra=extra)
+    names = [j["metadata"]["name"] for j in r.jobs()]
+    assert len(names) == 2 * len(students) + 1
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert len(name) <= MAX_JOB_NAME and DNS1123_LABEL.match(name), name
+    # the plain name keeps its readable form; the run is shortened to 11 + 8 characters
+    assert "a-very-long-0123abcd-gen-llama-3-k2-r1-a1" in names
+    # labels keep the student name as is
+    students_labelled = {j["metadata"]["labels"].get("skillmix.io/student") for j in r.jobs()}
+    assert students_labelled >= set(students)
+    # Indexed pods' hostnames ({job}-{index}) stay within 63 characters
+    assert max(len(n) for n in names) + len("-63") <= 63
+
+
+# ----------------------------------------------------------------------------- vLLM
+
+
+@pytest.mark.parametrize(("values_file", "tp"), [("vllm-tp1.yaml", 1), ("vllm-tp2.yaml", 2)])
+def test_vllm_native_sidecar(render: RenderFn, values_file: str, tp: int) -> None:
+    r = render(values_file)
+    gen = r.jobs("generation")
+    assert gen
+    for job in gen:
+        model = sidecar(job)
+        assert model is not None
+        assert init_containers(job)[0] is model
+        assert model["restartPolicy"] == "Always"
+        assert model["image"] == "vllm/vllm-openai:v0.11.0"
+        assert model["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        args = model["args"]
+        assert args[args.index("--tensor-parallel-size") + 1] == str(tp)
+        assert args[args.index("--host") + 1] == "0.0.0.0"
+        assert args[args.index("--port") + 1] == "8000"
+        assert model["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+        probe = model["startupProbe"]
+        assert probe["httpGet"] == {"path": "/health", "port": "http"}
+        assert probe["periodSeconds"] >= 1 and probe["failureThreshold"] >= 1
+        assert model["readinessProbe"]["httpGet"]["path"] == "/health"
+        res = model["resources"]
+        assert res["requests"][GPU] == tp and res["limits"][GPU] == tp
+        assert "memory" in res["requests"]  # vllm.resources merged with the GPUs
+        assert gpu_resources(container(job, "client")) == set()
+        volumes = {v["name"]: v for v in pod(job)["volumes"]}
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in model["volumeMounts"]
+        client = container(job, "client")
+        assert client["args"][-2:] == ["--base-url", "http://localhost:8000/v1"]
+
+
+def test_vllm_tp2_settings(render: RenderFn) -> None:
+    r = render("vllm-tp2.yaml")
+    for job in r.jobs("generation"):
+        model = sidecar(job)
+        assert model is not None
+        args = model["args"]
+        assert args[:4] == [
+            "--model",
+            "meta-llama/Meta-Llama-3-70B-Instruct",
+            "--served-model-name",
+            "llama3-70b",
+        ]
+        assert args[-4:] == ["--max-model-len", "8192", "--gpu-memory-utilization", "0.92"]
+        assert model["startupProbe"]["periodSeconds"] == 15
+        assert model["startupProbe"]["failureThreshold"] == 240
+        e = env(model)
+        assert e["HF_TOKEN"] == {
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+        }
+        assert e["HF_HOME"]["value"] == "/models/hf"
+        assert {"name": "model-cache", "mountPath": "/models/hf"} in model["volumeMounts"]
+        volumes = {v["name"]: v for v in pod(job)["volumes"]}
+        assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-model-cache"}
+        assert volumes["dshm"]["emptyDir"]["sizeLimit"] == "32Gi"
+        p = pod(job)
+        assert p["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+        assert p["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        assert "nodeAffinity" in p["affinity"]
+        assert p["runtimeClassName"] == "nvidia"
+
+
+def test_gpu_scheduling_only_on_vllm_generation_pods(render: RenderFn) -> None:
+    r = render("vllm-tp2.yaml")
+    for job in r.jobs():
+        p = pod(job)
+        is_gen = job["metadata"]["labels"]["app.kubernetes.io/component"] == "generation"
+        for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
+            assert (key in p) == is_gen, (job["metadata"]["name"], key)
+        if not is_gen:
+            assert all(not gpu_resources(c) for c in all_containers(job))
+
+
+def test_vllm_omits_optional_settings_when_unset(render: RenderFn) -> None:
+    r = render("vllm-tp1.yaml")
+    for job in r.jobs("generation"):
+        model = sidecar(job)
+        assert model is not None
+        assert "env" not in model  # no HF token, no model cache
+        assert [m["name"] for m in model["volumeMounts"]] == ["dshm"]
+        p = pod(job)
+        assert {v["name"] for v in p["volumes"]} == {"tmp", "dshm"}
+        for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
+            assert key not in p
+        assert model["resources"]["requests"][GPU] == 1
+        args = model["args"]
+        assert args[args.index("--tensor-parallel-size") + 1] == "1"
+        assert args[-2:] == ["--port", "8000"]  # no extra args
+        assert p["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+
+
+def test_gpus_can_exceed_tensor_parallel_size(render: RenderFn) -> None:
+    r = render("vllm-tp2.yaml", extra={"students": {"llama3-70b": {"gpus": 4}}})
+    for job in r.jobs("generation"):
+        model = sidecar(job)
+        assert model is not None
+        assert model["resources"]["limits"][GPU] == 4
+        args = model["args"]
+        assert args[args.index("--tensor-parallel-size") + 1] == "2"
+
+
+# ----------------------------------------------------------------------------- API students
+
+
+def test_api_students_have_no_sidecar_and_no_gpu(render: RenderFn) -> None:
+    r = render("api-student.yaml")
+    for job in r.jobs():
+        assert sidecar(job) is None
+        p = pod(job)
+        for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
+            assert key not in p
+        assert all(not gpu_resources(c) for c in all_containers(job))
+        assert {v["name"] for v in p["volumes"]} == {"tmp"}
+    for job in r.jobs("generation"):
+        assert "initContainers" not in pod(job)
+
+
+def test_api_student_base_url_only_when_set(render: RenderFn) -> None:
+    r = render("api-student.yaml")
+    (plain,) = job_by_student(r, "generation", "gpt-4o-mini")
+    (gateway,) = job_by_student(r, "generation", "local-gateway")
+    assert "--base-url" not in container(plain, "client")["args"]
+    args = container(gateway, "client")["args"]
+    assert args[args.index("--base-url") + 1] == "https://llm-gateway.internal.example.com/v1"
+
+
+def test_api_keys_come_from_secrets(render: RenderFn) -> None:
+    r = render("api-student.yaml")
+    for job in r.jobs():
+        for c in skillmix_containers(job):
+            e = env(c)
+            assert e["OPENAI_API_KEY"]["valueFrom"] == {
+                "secretKeyRef": {"name": "openai-api-key", "key": "api-key"}
+            }
+            assert e["GATEWAY_TOKEN"]["valueFrom"] == {
+                "secretKeyRef": {"name": "gateway-credentials", "key": "token"}
+            }
+    # key defaults to the variable name
+    (gen, *_) = render("vllm-tp2.yaml").jobs("generation")
+    assert env(container(gen, "client"))["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "openai-api-key",
+        "key": "OPENAI_API_KEY",
+    }
+
+
+# ----------------------------------------------------------------------------- mock backend
+
+
+def test_mock_student_sidecar(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    (job,) = job_by_student(r, "generation", "strong")
+    model = sidecar(job)
+    assert model is not None
+    assert model["restartPolicy"] == "Always"
+    assert model["command"] == ["skillmix"]
+    assert model["image"] == "ghcr.io/skillmix/skillmix:0.1.0"
+    assert model["args"] == [
+        "mock-server",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--seed",
+        "10",
+        "--model",
+        "mock-strong=0.95",
+    ]
+    assert model["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert model["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    assert model["securityContext"] == HARDENED
+    assert not gpu_resources(model)
+    for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
+        assert key not in pod(job)
+
+
+def test_mock_quality_is_optional(render: RenderFn) -> None:
+    r = render("replicas.yaml")
+    (job,) = job_by_student(r, "generation", "small")
+    model = sidecar(job)
+    assert model is not None
+    assert model["args"][-2:] == ["--model", "mock-small"]
+    assert model["args"][model["args"].index("--seed") + 1] == "3"
+
+
+def test_mock_grader_sidecar_then_wait(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    for job in r.jobs("grading"):
+        names = [c["name"] for c in init_containers(job)]
+        assert names == ["model", "wait"]
+        model = sidecar(job)
+        assert model is not None
+        assert model["args"][-2:] == ["--model", "mock-grader=0.9"]
+        assert "restartPolicy" not in container(job, "wait")
+        args = container(job, "client")["args"]
+        assert args[-2:] == ["--base-url", "http://localhost:8000/v1"]
+
+
+def test_openai_grader_has_no_sidecar(render: RenderFn) -> None:
+    r = render("vllm-tp1.yaml")
+    for job in r.jobs("grading"):
+        assert [c["name"] for c in init_containers(job)] == ["wait"]
+        args = container(job, "client")["args"]
+        assert "--base-url" not in args
+        assert args[args.index("--budget-share") + 1] == "2"
+
+
+def test_grader_base_url_override(render: RenderFn) -> None:
+    r = render("vllm-tp1.yaml", extra={"grader": {"baseUrl": "https://grader.example.com/v1"}})
+    for job in r.jobs("grading"):
+        args = container(job, "client")["args"]
+        assert args[-2:] == ["--base-url", "https://grader.example.com/v1"]
+
+
+def test_store_env_when_set(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    for job in r.jobs():
+        for c in skillmix_containers(job):
+            e = env(c)
+            assert e["SKILLMIX_S3_ENDPOINT_URL"]["value"] == (
+                "http://minio.minio.svc.cluster.local:9000"
+            )
+            assert e["AWS_DEFAULT_REGION"]["value"] == "us-east-1"
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                assert e[name]["valueFrom"] == {
+                    "secretKeyRef": {"name": "minio-credentials", "key": name}
+                }
+            assert e["SKILLMIX_RUN"]["value"] == "s3://skillmix/runs/quickstart-5e6f7a8b"
+
+
+def test_store_env_omitted_when_unset(render: RenderFn) -> None:
+    r = render("vllm-tp2.yaml")
+    for job in r.jobs():
+        for c in skillmix_containers(job):
+            e = env(c)
+            assert "SKILLMIX_S3_ENDPOINT_URL" not in e
+            assert "AWS_ACCESS_KEY_ID" not in e and "AWS_SECRET_ACCESS_KEY" not in e
+            assert e["AWS_DEFAULT_REGION"]["value"] == "eu-west-1"
+
+
+# ----------------------------------------------------------------------------- client args
+
+
+def test_client_args_per_phase(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    uri = "s3://skillmix/runs/quickstart-5e6f7a8b"
+    (gen,) = job_by_student(r, "generation", "weak")
+    assert container(gen, "client")["args"] == [
+        *("task", "generate", "--run", uri, "--student", "weak", "--k", "2", "--round", "1"),
+        *("--base-url", "http://localhost:8000/v1"),
+    ]
+    (grade,) = job_by_student(r, "grading", "weak")
+    assert container(grade, "wait")["args"] == [
+        *("task", "wait", "--run", uri, "--phase", "generate"),
+        *("--student", "weak", "--k", "2", "--round", "1"),
+        *("--timeout", "36000", "--interval", "10"),
+    ]
+    assert container(grade, "client")["args"] == [
+        *("task", "grade", "--run", uri, "--student", "weak", "--k", "2", "--round", "1"),
+        *("--budget-share", "1", "--base-url", "http://localhost:8000/v1"),
+    ]
+    (agg,) = r.jobs("aggregation")
+    assert container(agg, "wait")["args"] == [
+        *("task", "wait", "--run", uri, "--phase", "grade"),
+        *("--timeout", "82800", "--interval", "15"),
+    ]
+    assert container(agg, "client")["args"] == ["task", "aggregate", "--run", uri]
+    assert agg["spec"]["activeDeadlineSeconds"] == 86400
+    for job in r.jobs():
+        for c in skillmix_containers(job):
+            assert all(isinstance(a, str) for a in c["args"])
+
+
+def test_aggregation_job_pair(render: RenderFn) -> None:
+    assert len(render("mock.yaml").jobs("aggregation")) == 1
+    disabled = render("mock.yaml", extra={"aggregation": {"enabled": False}})
+    assert disabled.jobs("aggregation") == []
+    assert disabled.jobs("generation") and disabled.jobs("grading")
+
+
+# ----------------------------------------------------------------------------- replicas
+
+
+def test_replicas_make_an_indexed_job(render: RenderFn) -> None:
+    r = render("replicas.yaml")
+    (big,) = job_by_student(r, "generation", "big")
+    spec = big["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == 3 and spec["parallelism"] == 3
+    args = container(big, "client")["args"]
+    assert args[-2:] == ["--shards", "3"]
+    assert "--shard" not in args  # the index comes from JOB_COMPLETION_INDEX
+
+
+def test_single_replica_is_not_indexed(render: RenderFn) -> None:
+    r = render("replicas.yaml")
+    (small,) = job_by_student(r, "generation", "small")
+    for key in ("completionMode", "completions", "parallelism"):
+        assert key not in small["spec"]
+    assert "--shards" not in container(small, "client")["args"]
+    # grading of a sharded student is one Job, not sharded
+    for job in r.jobs("grading"):
+        assert "completionMode" not in job["spec"]
+
+
+# ----------------------------------------------------------------------------- kueue
+
+
+def test_kueue_queue_label_and_suspend(render: RenderFn) -> None:
+    r = render("kueue.yaml")
+    jobs = r.jobs()
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+        assert job["spec"]["suspend"] is True
+        assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
+
+
+def test_no_kueue_when_unset(render: RenderFn) -> None:
+    for values_file in ("mock.yaml", "vllm-tp1.yaml"):
+        for job in render(values_file).jobs():
+            assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+            assert "suspend" not in job["spec"]
+
+
+# ----------------------------------------------------------------------------- service account
+
+
+def test_service_account_created_without_token(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    (sa,) = [d for d in r.docs if d["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["name"] == "skillmix-runner"
+    assert sa["automountServiceAccountToken"] is False
+    assert all(pod(j)["serviceAccountName"] == "skillmix-runner" for j in r.jobs())
+    default = render("vllm-tp1.yaml")
+    (sa,) = [d for d in default.docs if d["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["name"] == RELEASE
+
+
+def test_service_account_not_created_when_disabled(render: RenderFn) -> None:
+    r = render("kueue.yaml")
+    assert not [d for d in r.docs if d["kind"] == "ServiceAccount"]
+    assert all(pod(j)["serviceAccountName"] == "skillmix" for j in r.jobs())
+
+
+# ----------------------------------------------------------------------------- secrets
+
+# What the cluster's Secrets would hold. These strings exist only here, never in values: the
+# chart must reference Secrets by name and key and never see their data.
+FAKE_SECRET_DATA = {
+    ("openai-api-key", "api-key"): "sk-proj-SENTINEL0penAIkey7f3c9a",
+    ("openai-api-key", "OPENAI_API_KEY"): "sk-SENTINEL-default-key-0b1d",
+    ("gateway-credentials", "token"): "gw_SENTINEL_token_55aa",
+    ("hf-token", "token"): "hf_SENTINELhuggingfacetoken123",
+    ("minio-credentials", "AWS_ACCESS_KEY_ID"): "AKIASENTINEL00000000",
+    ("minio-credentials", "AWS_SECRET_ACCESS_KEY"): "SENTINEL/secret+access/key0000000000000",
+}
+
+
+def test_secret_data_never_rendered(rendered: Render) -> None:
+    for sentinel in FAKE_SECRET_DATA.values():
+        assert sentinel not in rendered.stdout
+        assert sentinel not in rendered.stderr
+    referenced = set()
+    for job in rendered.jobs():
+        for c in all_containers(job):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    referenced.add((ref["name"], ref["key"]))
+    assert referenced <= set(FAKE_SECRET_DATA), referenced - set(FAKE_SECRET_DATA)
+
+
+def test_secret_like_env_vars_use_secret_refs(rendered: Render) -> None:
+    for job in rendered.jobs():
+        for c in all_containers(job):
+            for e in c.get("env", []):
+                if any(word in e["name"].upper() for word in SECRET_WORDS):
+                    assert "value" not in e, (job["metadata"]["name"], c["name"], e["name"])
+                    assert set(e["valueFrom"]) == {"secretKeyRef"}
+
+
+def test_no_secret_objects_or_rbac(rendered: Render) -> None:
+    kinds = {d["kind"] for d in rendered.docs}
+    for kind in ("Secret", "ConfigMap", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert kind not in kinds
+
+
+# ----------------------------------------------------------------------------- NOTES
+
+
+def test_notes(helm: Helm) -> None:
+    result = helm.notes("mock.yaml")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    run_id = "quickstart-5e6f7a8b"
+    for line in (
+        f"skillmix status {run_id}",
+        f"skillmix logs {run_id} --follow",
+        f"skillmix cancel {run_id}",
+        "s3://skillmix/runs/quickstart-5e6f7a8b/report/",
+    ):
+        assert line in notes
+
+
+# ----------------------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize(
+    ("extra", "mentions"),
+    [
+        ({"bogus": 1}, ["bogus"]),
+        ({"jobs": {"bogus": 1}}, ["/jobs", "bogus"]),
+        ({"jobs": {"backoffLimit": "two"}}, ["/jobs/backoffLimit"]),
+        ({"students": {"strong": {"backend": "tpu"}}}, ["/students/strong/backend"]),
+        ({"students": {"strong": {"bogus": True}}}, ["/students/strong", "bogus"]),
+        ({"students": {"bad name": {"backend": "openai"}}}, ["bad name"]),
+        ({"grader": {"backend": "tpu"}}, ["/grader/backend"]),
+        ({"image": {"pullPolicy": "Sometimes"}}, ["/image/pullPolicy"]),
+        ({"generation": [{"student": "strong", "k": 0, "round": 1}]}, ["/generation/0/k"]),
+        ({"generation": [{"student": "strong", "k": 2}]}, ["/generation/0", "round"]),
+        ({"apiKeys": [{"env": "X_KEY", "secretName": "s", "value": "x"}]}, ["/apiKeys/0"]),
+        ({"run": {"attempt": 0}}, ["/run/attempt"]),
+    ],
+    ids=lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict) else None,
+)
+def test_schema_rejects(render: RenderFn, extra: dict[str, Any], mentions: list[str]) -> None:
+    result = render("mock.yaml", extra=extra)
+    assert result.returncode != 0
+    assert "schema" in result.stderr
+    for text in mentions:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"run": {"id": ""}}, "run.id is required"),
+        ({"run": {"uri": ""}}, "run.uri is required"),
+        (
+            {"generation": [{"student": "nobody", "k": 2, "round": 1}]},
+            'generation[0].student: unknown student "nobody"',
+        ),
+        (
+            {"modelCache": {"enabled": True}},
+            "modelCache.claimName is required when modelCache.enabled is true",
+        ),
+        (
+            {"students": {"strong": {"servedModelName": None}}},
+            "servedModelName",
+        ),
+    ],
+)
+def test_templates_fail_with_a_message(
+    render: RenderFn, extra: dict[str, Any], message: str
+) -> None:
+    base = "vllm-tp1.yaml" if "modelCache" in extra else "mock.yaml"
+    result = render(base, extra=extra)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_unknown_backend_fails_in_templates_too(render: RenderFn) -> None:
+    """Without the schema (--skip-schema-validation) the templates still refuse it."""
+    result = render(
+        "mock.yaml",
+        extra={"students": {"strong": {"backend": "tpu"}}},
+        flags=("--skip-schema-validation",),
+    )
+    assert result.returncode != 0
+    assert 'students.strong.backend: unknown backend "tpu" (allowed: vllm|openai|mock)' in (
+        result.stderr
+    )
+
+
+def test_unknown_student_names_known_ones(render: RenderFn) -> None:
+    result = render("mock.yaml", extra={"generation": [{"student": "x", "k": 2, "round": 1}]})
+    assert "known: strong, weak" in result.stderr
+
+
+def _schema_keys(node: dict[str, Any], values: Any, path: str, out: list[str]) -> None:
+    props = node.get("properties")
+    if props is None or not isinstance(values, dict):
+        return
+    if values and set(values) != set(props):
+        out.append(f"{path or '.'}: values {sorted(values)} != schema {sorted(props)}")
+    for key, value in values.items():
+        if key in props:
+            _schema_keys(props[key], value, f"{path}.{key}", out)
+
+
+def test_schema_mirrors_values() -> None:
+    s, values = schema(), values_defaults()
+    assert s["$schema"] == "http://json-schema.org/draft-07/schema#"
+    drift: list[str] = []
+    _schema_keys(s, values, "", drift)
+    assert not drift, drift
+    jsonschema.Draft7Validator.check_schema(s)
+    jsonschema.Draft7Validator(s).validate(values)
+
+
+def test_schema_closes_every_object() -> None:
+    open_ok = {"requests", "limits", "nodeSelector", "nodeAffinity", "podAffinity"}
+    open_ok |= {"podAntiAffinity", "students"}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and path.rsplit(".", 1)[-1] not in open_ok:
+                assert node.get("additionalProperties") is False, path
+            for key, value in node.get("properties", {}).items():
+                walk(value, f"{path}.{key}")
+            if isinstance(node.get("items"), dict):
+                walk(node["items"], f"{path}[]")
+            if isinstance(node.get("additionalProperties"), dict):
+                walk(node["additionalProperties"], f"{path}.*")
+
+    walk(schema(), "")
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_values_files_match_schema(values_file: str) -> None:
+    data = yaml.safe_load((VALUES_DIR / values_file).read_text())
+    validator = jsonschema.Draft7Validator(schema())
+    merged = _merge(values_defaults(), data)
+    errors = sorted(validator.iter_errors(merged), key=str)
+    assert not errors, [e.message for e in errors]
+
+
+def _merge(base: Any, override: Any) -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base.get(key), value) if key in base else value
+        return out
+    return override
+
+
+def test_every_value_is_documented() -> None:
+    """Each key with a value sits under a `# --` comment (on itself or on a parent key)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented: list[tuple[int, bool]] = []  # (indent, documented) of open parent keys
+    pending = False
+    missing = []
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            pending = pending or stripped.startswith("# --")
+            continue
+        indent = len(line) - len(line.lstrip())
+        while documented and documented[-1][0] >= indent:
+            documented.pop()
+        key, _, rest = stripped.partition(":")
+        is_documented = pending or any(d for _, d in documented)
+        if rest.strip() and not is_documented:
+            missing.append(key)
+        documented.append((indent, is_documented))
+        pending = False
+    assert not missing, missing
+
+
+def test_helpers_are_prefixed_and_documented() -> None:
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    names = re.findall(r'define "([^"]+)"', text)
+    comments = " ".join(re.findall(r"\{\{/\*(.*?)\*/\}\}", text, re.S))
+    assert names
+    for name in names:
+        assert name.startswith("skillmix."), name
+        assert f'include "{name}"' in comments, f"{name} has no usage comment"
