@@ -48,5 +48,8 @@ format: install
 demo: install
 	$(BIN)/skillmix evaluate -f examples/quickstart.yaml --resume
 
+kind-test: install tools
+	bash k8s/kind-test.sh
+
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
