@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "generate": "run:generate_cmd",
     "score": "run:score_cmd",
     "report": "run:report_cmd",
+    "compare": "compare:compare_cmd",
     "schema": "run:schema_cmd",
     "task": "task:task",
     "mock-server": "mock:mock_server",

@@ -210,7 +210,9 @@ def print_outcome(outcome: Any, fmt: str) -> None:
         warn(f"not graded (generations unfinished): {', '.join(outcome.missing)}")
     info(f"run {outcome.run_id} finished in {outcome.seconds:.1f}s")
     if outcome.metrics is not None:
-        info(f"report: {outcome.report_uri}/report.md (also summary.json, metrics.csv)")
+        info(
+            f"report: {outcome.report_uri}/report.html (also report.md, summary.json, metrics.csv)"
+        )
     else:
         info(f"run folder: {outcome.run_uri}")
 
@@ -278,9 +280,17 @@ def score_cmd(run_uri: str, progress: bool | None, fmt: str) -> None:
     type=click.Path(file_okay=False),
     help="Also write the report files into this folder.",
 )
+@click.option(
+    "--dpi",
+    type=click.IntRange(50, 400),
+    default=100,
+    show_default=True,
+    help="Resolution of the plots (pixels per inch).",
+)
 @format_option(("table", "json"))
-def report_cmd(run_uri: str, out: str | None, fmt: str) -> None:
-    """(Re)build a run's report: summary.json, metrics.csv, report.md."""
+def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
+    """(Re)build a run's report in RUN/report/: report.html (self-contained: plots embedded,
+    no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
     from pathlib import Path
 
     from skillmix.cli.results import metrics_table
@@ -288,13 +298,13 @@ def report_cmd(run_uri: str, out: str | None, fmt: str) -> None:
     from skillmix.pipeline.context import open_run
 
     run, ctx = open_run(run_uri)
-    summary, files, metrics = build_report(run, ctx)
+    summary, files, metrics = build_report(run, ctx, dpi=dpi)
     for name, data in files.items():
         run.write_report_file(name, data)
     if out:
         target = Path(out)
-        target.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(data)
     if fmt == "json":
         echo_json(summary)
@@ -302,7 +312,14 @@ def report_cmd(run_uri: str, out: str | None, fmt: str) -> None:
         stdout_console().print(
             metrics_table(metrics, title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)")
         )
-    info(f"report: {(out or run.uri.rstrip('/') + '/report').rstrip('/')}/report.md")
+    if summary.get("status") == "partial":
+        counts = summary["counts"]
+        warn(
+            f"partial run: {counts['grades']} of {counts['planned_grades']} grading verdicts and "
+            f"{counts['generations']} of {counts['planned_generations']} generations finished"
+        )
+    folder = (out or run.uri.rstrip("/") + "/report").rstrip("/")
+    info(f"report: {folder}/report.html (also report.md, summary.json, metrics.csv)")
 
 
 @click.command("schema")

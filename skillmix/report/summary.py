@@ -1,7 +1,9 @@
-"""The run summary: metrics, usage and cost per model and phase, failures, provenance.
+"""The run summary: metrics, usage and cost per model and phase, failures, provenance, grader
+agreement, per-skill and per-topic rates, and example answers.
 
-``summary.json`` is the machine-readable report; ``metrics.csv`` and ``report.md`` are built
-from the same data. (The HTML report adds plots on top of this.)
+``summary.json`` is the machine-readable report; ``metrics.csv``, ``report.md`` and the
+self-contained ``report.html`` (with its plots, also written as ``plots/*.png``) are built from
+the same data, so they never disagree.
 """
 
 from __future__ import annotations
@@ -14,11 +16,30 @@ from typing import Any
 
 from skillmix import __version__
 from skillmix.backends.pricing import cost_usd, price_for
-from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord, GradeRecord
+from skillmix.report.analysis import (
+    agreement_section,
+    quality_rows,
+    select_examples,
+    skill_rates,
+    topic_rates,
+    voted_units,
+)
+from skillmix.report.leaderboard import leaderboards
+from skillmix.report.markdown import md_escape, render_markdown
+from skillmix.report.plots import DEFAULT_DPI
 from skillmix.store.runs import utc_now
+
+__all__ = [
+    "build_summary",
+    "failure_lists",
+    "md_escape",
+    "render_markdown",
+    "report_files",
+    "usage_rows",
+]
 
 MAX_LISTED_FAILURES = 200
 
@@ -131,6 +152,16 @@ def build_summary(
 ) -> dict[str, Any]:
     e = ctx.experiment
     planned_generations = len(e.students) * len(e.ks) * e.generation_rounds * e.combinations
+    planned_grades = sum(1 for g in generations if g.status == "ok") * e.grader.rounds
+    complete = len(generations) >= planned_generations and len(grades) >= planned_grades
+    metric_rows = metrics.as_dict(details=True)
+    boards = leaderboards(metric_rows["rows"])
+    order = [(r["student"], r["grader"]) for r in boards[0]["rows"]]  # by Full Marks
+    units = voted_units(grades, metrics.options)
+    skills = skill_rates(units, order)
+    categories = {s.name: s.category for s in ctx.catalog.skills}
+    for row in skills["rows"]:
+        row["category"] = categories.get(row["skill"], "")
     return {
         "schema_version": 1,
         "run_id": ctx.run_id,
@@ -159,100 +190,36 @@ def build_summary(
         "counts": {
             "planned_generations": planned_generations,
             "generations": len(generations),
-            "planned_grades": sum(1 for g in generations if g.status == "ok") * e.grader.rounds,
+            "planned_grades": planned_grades,
             "grades": len(grades),
         },
-        "metrics": metrics.as_dict(details=True),
+        "status": "complete" if complete else "partial",
+        "metrics": metric_rows,
+        "leaderboards": boards,
         "usage": usage_rows(ctx, generations, grades),
         "failures": failure_lists(generations, grades),
+        "quality": quality_rows(generations, grades),
+        "agreement": agreement_section(grades),
+        "skill_rates": skills,
+        "topic_rates": topic_rates(metrics.rows, order),
+        "gallery": select_examples(units, metrics.options, order),
     }
 
 
-def _fmt(x: float | None, digits: int) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
+def report_files(
+    summary: dict[str, Any], metrics: RunMetrics, *, dpi: int = DEFAULT_DPI
+) -> dict[str, bytes]:
+    """Every file of ``report/``: summary.json, metrics.csv, report.md, report.html and the
+    plots as PNG files (the same images are embedded in report.html)."""
+    from skillmix.report.html_report import render_html
 
-
-def _ci(metric: dict[str, Any]) -> str:
-    ci = metric.get("ci95")
-    return "" if not ci or ci[0] is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-
-
-def metrics_markdown(summary: dict[str, Any]) -> list[str]:
-    lines = [
-        "| student | grader | k | n | "
-        + " | ".join(METRIC_TITLES[m] for m in METRIC_NAMES)
-        + " | unparsed |",
-        "|---|---|---:|---:|" + "---:|" * len(METRIC_NAMES) + "---:|",
-    ]
-    for row in summary["metrics"]["rows"]:
-        cells = [
-            f"{_fmt(row[m]['mean'], 2)} ± {_fmt(row[m]['stderr'], 3)}{_ci(row[m])}"
-            for m in METRIC_NAMES
-        ]
-        lines.append(
-            f"| {md_escape(row['student'])} | {md_escape(row['grader'])} | {row['k']} | {row['n']} | "
-            + " | ".join(cells)
-            + f" | {row['unparsed']} |"
-        )
-    return lines
-
-
-def md_escape(text: str) -> str:
-    """Escape text for a Markdown table cell (model output must not inject markup)."""
-    out = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-    for ch in "`*_[]<>#":
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
-def render_markdown(summary: dict[str, Any]) -> str:
-    e = summary["experiment"]
-    settings = summary["metrics"]["settings"]
-    lines = [
-        f"# SKILL-MIX report: {md_escape(summary['run_id'])}",
-        "",
-        f"- run: `{summary['run']}`",
-        f"- created: {summary['created_at']}; reported: {summary['reported_at']}; skillmix {summary['skillmix_version']}",
-        f"- students: {', '.join(md_escape(s['name']) + ' (' + md_escape(s['model']) + ')' for s in e['students'])}",
-        f"- grader: {md_escape(e['grader']['name'])} ({md_escape(e['grader']['model'])}), {e['grader']['rounds']} grading rounds, "
-        f"prompt {summary['prompts']['grading']['name']} ({summary['prompts']['grading']['style']})",
-        f"- k: {', '.join(map(str, e['ks']))}; M = {e['combinations']} combinations; {e['generation_rounds']} generation rounds; "
-        f"seed {e['seed']}; sampling {e['sampling']}",
-        f"- catalog: {md_escape(summary['catalog']['source'])} ({summary['catalog']['skills']} skills, {summary['catalog']['topics']} topics, "
-        f"hash {summary['catalog']['hash']}); generation prompt {summary['prompts']['generation']['name']} ({summary['prompts']['generation']['hash']})",
-        f"- metrics: mode {settings['mode']}, vote {settings['vote']}, generation rounds {settings['generation_agg']}, "
-        f"explicit-name filter {settings['filter_explicit_name']}",
-        "",
-        "## Metrics (mean ± stderr [95% bootstrap CI])",
-        "",
-        *metrics_markdown(summary),
-        "",
-        "## Usage and estimated cost",
-        "",
-        "| model | role | phase | records | cached | prompt tokens | completion tokens | cost (USD) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for u in summary["usage"]:
-        lines.append(
-            f"| {md_escape(u['model'])} | {u['role']} | {u['phase']} | {u['records']} | {u['cached_records']} | "
-            f"{u['prompt_tokens']} | {u['completion_tokens']} | {_fmt(u['cost_usd'], 4)} |"
-        )
-    f = summary["failures"]
-    lines += [
-        "",
-        "## Failures",
-        "",
-        f"- generations failed: {f['generation_failed']}",
-        f"- grading verdicts failed: {f['grading_failed']}; unparsed after re-asks: {f['grading_unparsed']}; "
-        f"re-asked at least once: {f['grading_retried']}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def report_files(summary: dict[str, Any], metrics: RunMetrics) -> dict[str, bytes]:
-    return {
+    page, images = render_html(summary, dpi=dpi)
+    files = {
         "summary.json": json.dumps(summary, indent=2, ensure_ascii=False).encode() + b"\n",
         "metrics.csv": metrics.to_csv().encode(),
         "report.md": render_markdown(summary).encode(),
+        "report.html": page.encode(),
     }
+    for image in images:
+        files[f"plots/{image.name}.png"] = image.png
+    return files

@@ -1,0 +1,116 @@
+"""``skillmix compare``: a leaderboard across runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+
+
+def _cell(cell: dict[str, Any] | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "—"
+    return (
+        f"{cell['mean']:.2f} ± {cell['stderr']:.3f}"
+        if cell.get("stderr") is not None
+        else f"{cell['mean']:.2f}"
+    )
+
+
+def compare_table(doc: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    from skillmix.method.metrics import METRIC_TITLES
+
+    primary, *others = doc["leaderboards"]
+    others_by_entry = [
+        {(r["run"], r["student"], r["grader"]): r["score"] for r in board["rows"]}
+        for board in others
+    ]
+    table = Table(title=f"SKILL-MIX leaderboard: {primary['title']} (mean ± stderr)")
+    for column in ("rank", "model", "run", "grader"):
+        table.add_column(column, justify="right" if column == "rank" else "left")
+    for k in primary["ks"]:
+        table.add_column(f"k={k}", justify="right")
+    table.add_column("mean over k", justify="right")
+    for board in others:
+        table.add_column(f"{METRIC_TITLES[board['metric']]} (mean)", justify="right")
+    for row in primary["rows"]:
+        key = (row["run"], row["student"], row["grader"])
+        extra = [scores.get(key) for scores in others_by_entry]
+        table.add_row(
+            str(row["rank"]) if row["rank"] is not None else "—",
+            row["model"],
+            row["run_label"],
+            row["grader"],
+            *[_cell(row["cells"].get(str(k))) for k in primary["ks"]],
+            f"{row['score']:.3f}" if row["score"] is not None else "—",
+            *[f"{x:.3f}" if x is not None else "—" for x in extra],
+        )
+    ks = ", ".join(map(str, primary["ranked_over_ks"])) or "none in common"
+    table.caption = f"ranked by the mean over k = {ks}; equal scores share a rank"
+    return table
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write compare.html (self-contained), compare.md and compare.json into this folder.",
+)
+@click.option(
+    "--allow-mixed",
+    is_flag=True,
+    help="Rank runs even when their settings differ (the differences are shown).",
+)
+@click.option(
+    "--rank-by",
+    type=click.Choice(["full_marks", "all_skills", "skill_fraction"]),
+    default="full_marks",
+    show_default=True,
+    help="Metric of the main leaderboard.",
+)
+@click.option("--dpi", type=click.IntRange(50, 400), default=100, show_default=True)
+@format_option(("table", "json", "md"))
+def compare_cmd(
+    runs: tuple[str, ...], out: str | None, allow_mixed: bool, rank_by: str, dpi: int, fmt: str
+) -> None:
+    """Rank the models of several runs in one leaderboard.
+
+    RUNS are run folders (local or s3://): evaluations (their report/summary.json, or metrics
+    computed from their records) and reference runs made by `skillmix import-reference`
+    (scored with the reference aggregator's options). Runs whose settings differ (catalog,
+    prompts, grader, rounds, M, k values, sampling, seed, metric options) are refused with
+    the list of differences, unless --allow-mixed.
+    """
+    from skillmix.report.compare import (
+        SETTING_LABELS,
+        compare_files,
+        compare_markdown,
+        compare_runs,
+    )
+
+    doc = compare_runs(runs, allow_mixed=allow_mixed, rank_by=rank_by)
+    if doc["mixed"]:
+        warn(
+            "mixed settings ranked anyway: "
+            + ", ".join(SETTING_LABELS[k] for k in doc["settings_differ"])
+        )
+    if out:
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in compare_files(doc, dpi=dpi).items():
+            (target / name).write_bytes(data)
+    if fmt == "json":
+        echo_json(doc)
+    elif fmt == "md":
+        click.echo(compare_markdown(doc), nl=False)
+    else:
+        stdout_console().print(compare_table(doc))
+    if out:
+        info(f"comparison: {out.rstrip('/')}/compare.html (also compare.md, compare.json)")

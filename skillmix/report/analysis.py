@@ -1,0 +1,329 @@
+"""What the report shows beyond the metric rows: grader agreement, per-skill and per-topic
+rates across models, parse failures and retries, and the gallery of example answers.
+
+Everything here is computed from records with the method's own functions (points are
+prepared and voted exactly as the metrics do), so the report never disagrees with
+``skillmix aggregate``. No I/O: the callers read the records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillmix.method.agreement import agreement
+from skillmix.method.metrics import (
+    MetricOptions,
+    MetricRow,
+    item_scores,
+    names_skill,
+    prepare_points,
+    vote,
+)
+from skillmix.records import GenerationRecord, GradeRecord
+
+ITEM_GROUPS = ("skills", "topic", "sense", "length")
+MAX_ANSWER_CHARS = 2000
+MAX_GRADER_REPLY_CHARS = 2500
+EXPLICIT_NAME_EXAMPLES = 2
+
+
+def item_group(j: int, k: int) -> str:
+    """The rubric item group of position ``j`` (0-based) in a k-skill rubric."""
+    if j < k:
+        return "skills"
+    return ITEM_GROUPS[1 + min(j - k, 2)]
+
+
+def rubric_labels(skills: Sequence[str], k: int) -> list[str]:
+    return [*skills[:k], "on topic", "makes sense", "length (computed)"]
+
+
+# grader agreement -------------------------------------------------------------------------
+def agreement_section(grades: Iterable[GradeRecord]) -> dict[str, Any]:
+    """Percent agreement and Fleiss' kappa between grading rounds, per rubric item group:
+    per (grader, k) over all students, per grader over everything, and per (grader, student).
+
+    Ratings are the points as the grader gave them (the length item too, although the
+    metrics replace it with the computed point). Verdicts without a full point list are left
+    out; an item needs at least two rounds to count."""
+    ratings: dict[tuple[str, str, int, int, int, int], dict[int, float]] = defaultdict(dict)
+    rounds_seen: set[int] = set()
+    for r in grades:
+        if r.status != "ok" or r.points is None or len(r.points) != r.k + 3:
+            continue
+        rounds_seen.add(r.grading_round)
+        for j, value in enumerate(r.points):
+            key = (r.grader, r.student, r.k, r.generation_round, r.index, j)
+            ratings[key][r.grading_round] = float(value)
+    scopes: dict[tuple[str, str, str], dict[str, list[list[float]]]] = defaultdict(
+        lambda: {g: [] for g in ITEM_GROUPS}
+    )
+    for (grader, student, k, _g, _i, j), by_round in ratings.items():
+        values = [by_round[r] for r in sorted(by_round)]
+        group = item_group(j, k)
+        for scope in ((grader, "all", str(k)), (grader, "all", "all"), (grader, student, "all")):
+            scopes[scope][group].append(values)
+
+    def order(scope: tuple[str, str, str]) -> tuple[str, bool, str, int]:
+        grader, student, k_text = scope
+        return (grader, student != "all", student, int(k_text) if k_text != "all" else 10**9)
+
+    rows = []
+    for scope in sorted(scopes, key=order):
+        grader, student, k_text = scope
+        items = {g: agreement(values).as_dict() for g, values in scopes[scope].items()}
+        k_value: int | str = int(k_text) if k_text != "all" else "all"
+        rows.append({"grader": grader, "student": student, "k": k_value, "items": items})
+    return {
+        "grading_rounds": len(rounds_seen),
+        "groups": list(ITEM_GROUPS),
+        "rows": rows,
+        "note": (
+            "percent = mean share of agreeing pairs of grading rounds; kappa = Fleiss' kappa "
+            "(undefined when every verdict is the same); length = the grader's own verdict "
+            "(the metrics use the computed sentence count instead)"
+        ),
+    }
+
+
+# voted units (one per student, grader, k, generation round, combination) -----------------
+@dataclass
+class Unit:
+    student: str
+    grader: str
+    k: int
+    generation_round: int
+    index: int
+    topic: str
+    skills: list[str]
+    answer: str
+    rounds: dict[int, GradeRecord] = field(default_factory=dict)
+    voted: list[float] | None = None
+    scores: dict[str, float] | None = None
+    named: list[str] = field(default_factory=list)
+
+    @property
+    def column(self) -> tuple[str, str]:
+        return (self.student, self.grader)
+
+    def rank_key(self) -> tuple[float, float, float]:
+        """Higher is better: full marks, then skill fraction, then total points."""
+        if self.scores is None or self.voted is None:
+            return (-1.0, -1.0, -1.0)
+        return (self.scores["full_marks"], self.scores["skill_fraction"], sum(self.voted))
+
+
+def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[Unit]:
+    """Group verdicts per answer and vote their prepared points exactly as the metrics do
+    (combinations dropped by the skill filter are left out here too)."""
+    excluded = set(options.filter_skills)
+    detect = options.filter_explicit_name if options.filter_explicit_name != "off" else "word"
+    units: dict[tuple[str, str, int, int, int], Unit] = {}
+    for r in grades:
+        if excluded and excluded.intersection(r.skills):
+            continue
+        key = (r.student, r.grader, r.k, r.generation_round, r.index)
+        unit = units.get(key)
+        if unit is None:
+            unit = units[key] = Unit(
+                r.student,
+                r.grader,
+                r.k,
+                r.generation_round,
+                r.index,
+                r.topic,
+                list(r.skills),
+                r.answer,
+            )
+            unit.named = [s for s in unit.skills[: r.k] if names_skill(r.answer, s, detect)]
+        unit.rounds[r.grading_round] = r
+    for unit in units.values():
+        prepared = [
+            p
+            for _, rec in sorted(unit.rounds.items())
+            if (p := prepare_points(rec.to_graded_answer(), options)) is not None
+        ]
+        if prepared:
+            unit.voted = vote(prepared, options.vote)
+            unit.scores = item_scores(unit.voted, unit.k)
+    return [units[key] for key in sorted(units)]
+
+
+def column_label(student: str, grader: str, graders: int) -> str:
+    return student if graders <= 1 else f"{student} / {grader}"
+
+
+def _columns(
+    present: set[tuple[str, str]], order: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """Models in the given order (e.g. leaderboard rank), then any others sorted."""
+    first = [c for c in order if c in present]
+    return first + sorted(present - set(first))
+
+
+def skill_rates(units: Sequence[Unit], order: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Per skill and model (pooled over k): the mean voted point of the skill, as the
+    metrics' per-skill rates are computed per k. Columns follow ``order`` (student, grader)."""
+    graders = len({u.grader for u in units})
+    columns = _columns({u.column for u in units}, order)
+    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for u in units:
+        if u.voted is None:
+            continue
+        for j, skill in enumerate(u.skills[: u.k]):
+            sums[skill][u.column].append(u.voted[j])
+    return _rate_table(sums, columns, graders, "skill")
+
+
+def topic_rates(rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """Per topic and model (pooled over k): the share of combinations with full marks (after
+    combining generation rounds), as the metrics' per-topic rates are computed per k."""
+    graders = len({r.grader for r in rows})
+    columns = _columns({(r.student, r.grader) for r in rows}, order)
+    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for combo in row.per_combination:
+            value = combo["full_marks"]
+            assert isinstance(value, float | int)
+            sums[str(combo["topic"])][(row.student, row.grader)].append(float(value))
+    return _rate_table(sums, columns, graders, "topic")
+
+
+def _rate_table(
+    sums: dict[str, dict[tuple[str, str], list[float]]],
+    columns: list[tuple[str, str]],
+    graders: int,
+    what: str,
+) -> dict[str, Any]:
+    labels = [column_label(s, g, graders) for s, g in columns]
+    rows = []
+    for name in sorted(sums):
+        values = [(sum(v) / len(v)) if (v := sums[name].get(col)) else None for col in columns]
+        counts = [len(sums[name].get(col, [])) for col in columns]
+        present = [v for v in values if v is not None]
+        rows.append(
+            {
+                what: name,
+                "values": values,
+                "n": counts,
+                "mean": sum(present) / len(present) if present else None,
+            }
+        )
+    rows.sort(key=lambda r: (r["mean"] if r["mean"] is not None else 2.0, r[what]))
+    return {
+        "columns": labels,
+        "models": [{"student": s, "grader": g} for s, g in columns],
+        "rows": rows,
+    }
+
+
+# parse failures and retries ---------------------------------------------------------------
+def quality_rows(
+    generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
+) -> list[dict[str, Any]]:
+    """Per (student, k): failed generations, grading verdicts by status and parse status,
+    verdicts that needed re-asks and how many extra grader requests they cost."""
+    rows: dict[tuple[str, int], dict[str, int]] = defaultdict(
+        lambda: {
+            "generations": 0,
+            "generation_failed": 0,
+            "grades": 0,
+            "grades_ok": 0,
+            "grades_unparsed": 0,
+            "grades_failed": 0,
+            "wrong_count": 0,
+            "empty": 0,
+            "retried": 0,
+            "extra_requests": 0,
+        }
+    )
+    for g in generations:
+        row = rows[(g.student, g.k)]
+        row["generations"] += 1
+        row["generation_failed"] += g.status == "failed"
+    for r in grades:
+        row = rows[(r.student, r.k)]
+        row["grades"] += 1
+        row[f"grades_{r.status}"] += 1
+        if r.parse_status in ("wrong_count", "empty"):
+            row[r.parse_status] += 1
+        row["retried"] += r.attempts > 1
+        row["extra_requests"] += max(0, r.attempts - 1)
+    return [{"student": s, "k": k, **rows[(s, k)]} for s, k in sorted(rows)]
+
+
+# gallery ----------------------------------------------------------------------------------
+def _clip(text: str | None, limit: int) -> str:
+    if text is None:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def example(unit: Unit, kind: str, options: MetricOptions) -> dict[str, Any]:
+    rounds = []
+    for number, rec in sorted(unit.rounds.items()):
+        rounds.append(
+            {
+                "grading_round": number,
+                "points": list(rec.points) if rec.points is not None else None,
+                "status": rec.status,
+                "parse_status": rec.parse_status,
+                "attempts": rec.attempts,
+            }
+        )
+    first = unit.rounds[min(unit.rounds)]
+    return {
+        "kind": kind,
+        "student": unit.student,
+        "grader": unit.grader,
+        "k": unit.k,
+        "generation_round": unit.generation_round,
+        "index": unit.index,
+        "topic": unit.topic,
+        "skills": list(unit.skills),
+        "answer": _clip(unit.answer, MAX_ANSWER_CHARS),
+        "rubric": rubric_labels(unit.skills, unit.k),
+        "rounds": rounds,
+        "points": unit.voted,
+        "scores": unit.scores,
+        "named_skills": list(unit.named),
+        "named_filtered": bool(unit.named) and options.filter_explicit_name != "off",
+        "grader_reply": _clip(first.raw, MAX_GRADER_REPLY_CHARS),
+    }
+
+
+def select_examples(
+    units: Sequence[Unit], options: MetricOptions, order: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """Per (student, grader, k): the best and the worst graded answer, then up to two answers
+    that name one of their skills (explicit-name hits, from different combinations). Ties go
+    to the lowest combination index, then generation round, so the choice is deterministic.
+    Unreadable verdicts are never chosen as best or worst. Models follow ``order``."""
+    groups: dict[tuple[str, str, int], list[Unit]] = defaultdict(list)
+    for u in units:
+        groups[(u.student, u.grader, u.k)].append(u)
+    rank = {c: i for i, c in enumerate(_columns({(s, g) for s, g, _ in groups}, order))}
+    out: list[dict[str, Any]] = []
+    for key in sorted(groups, key=lambda key: (rank[(key[0], key[1])], key[2])):
+        members = sorted(groups[key], key=lambda u: (u.index, u.generation_round))
+        scored = [u for u in members if u.scores is not None]
+        chosen: list[tuple[Unit, str]] = []
+        if scored:
+            best = max(scored, key=lambda u: u.rank_key())  # max keeps the first of ties
+            worst = min(scored, key=lambda u: u.rank_key())
+            chosen.append((best, "best"))
+            if worst is not best:
+                chosen.append((worst, "worst"))
+        taken = {id(u) for u, _ in chosen}
+        seen: set[int] = set()
+        hits = []
+        for u in members:
+            if u.named and id(u) not in taken and u.index not in seen:
+                seen.add(u.index)
+                hits.append(u)
+        chosen += [(u, "explicit_name") for u in hits[:EXPLICIT_NAME_EXAMPLES]]
+        out.extend(example(u, kind, options) for u, kind in chosen)
+    return out

@@ -1,0 +1,693 @@
+"""``report.html``: one self-contained page for a run (built from ``summary.json`` alone).
+
+Leaderboard cells carry the exact numbers in ``data-*`` attributes (JSON numbers, so they
+parse back to the very floats of ``skillmix aggregate --format json``); the visible text is
+rounded for reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from skillmix.method.metrics import METRIC_TITLES
+from skillmix.report.markup import (
+    Image,
+    Safe,
+    el,
+    figure,
+    fmt,
+    kv_table,
+    number,
+    page,
+    pct,
+    table,
+)
+from skillmix.report.plots import DEFAULT_DPI, MAX_HEATMAP_ROWS, Point, Series, heatmap, metric_plot
+
+KIND_TITLES = {"best": "best", "worst": "worst", "explicit_name": "names a skill"}
+GROUP_TITLES = {
+    "skills": "skills",
+    "topic": "on topic",
+    "sense": "makes sense",
+    "length": "length (grader)",
+}
+QUALITY_COLUMNS = (
+    ("generations", "generations"),
+    ("generation_failed", "failed"),
+    ("grades", "verdicts"),
+    ("grades_ok", "ok"),
+    ("grades_unparsed", "unparsed"),
+    ("grades_failed", "failed"),
+    ("wrong_count", "wrong point count"),
+    ("empty", "no table found"),
+    ("retried", "re-asked"),
+    ("extra_requests", "extra grader requests"),
+)
+NAV = (
+    ("leaderboards", "Leaderboards"),
+    ("plots", "Metrics vs k"),
+    ("settings", "Settings"),
+    ("skills", "Per skill"),
+    ("topics", "Per topic"),
+    ("agreement", "Grader agreement"),
+    ("failures", "Failures & retries"),
+    ("usage", "Usage & cost"),
+    ("gallery", "Example answers"),
+)
+
+
+def metric_td(cell: Mapping[str, Any] | None, **attrs: object) -> Safe:
+    """A leaderboard cell: rounded text, exact numbers in data attributes."""
+    if not cell:
+        return el("td", "—", class_="num", data_value="null", **attrs)
+    ci = cell.get("ci95") or [None, None]
+    return el(
+        "td",
+        fmt(cell.get("mean")),
+        el("span", f" ± {fmt(cell.get('stderr'), 3)}", class_="se"),
+        el("span", f"[{fmt(ci[0])}, {fmt(ci[1])}]", class_="ci") if ci[0] is not None else None,
+        class_="num",
+        title=f"n = {cell.get('n')} combinations; {cell.get('unparsed', 0)} verdicts unparsed",
+        data_value=number(cell.get("mean")),
+        data_stderr=number(cell.get("stderr")),
+        data_ci_low=number(ci[0]),
+        data_ci_high=number(ci[1]),
+        data_n=cell.get("n"),
+        **attrs,
+    )
+
+
+def leaderboard_table(
+    board: Mapping[str, Any], label_columns: Sequence[tuple[str, str]], **table_attrs: object
+) -> Safe:
+    """``label_columns``: (entry key, header) pairs shown before the k columns."""
+    ks = board["ks"]
+    header = ["rank", *[h for _, h in label_columns], *[f"k = {k}" for k in ks], "mean over k"]
+    rows = []
+    for row in board["rows"]:
+        ident = {
+            "data_metric": board["metric"],
+            "data_student": row.get("student"),
+            "data_grader": row.get("grader"),
+            "data_run": row.get("run"),
+        }
+        rows.append(
+            el(
+                "tr",
+                el("td", row["rank"] if row["rank"] is not None else "—", class_="num"),
+                *[el("td", row.get(key, "")) for key, _ in label_columns],
+                *[metric_td(row["cells"].get(str(k)), data_k=k, **ident) for k in ks],
+                el(
+                    "td",
+                    fmt(row["score"], 3),
+                    class_="num",
+                    data_score=number(row["score"]),
+                    **ident,
+                ),
+                class_="first" if row["rank"] == 1 else None,
+            )
+        )
+    head = el(
+        "tr",
+        *[
+            el("th", h, class_="num" if i == 0 or i > len(label_columns) else None)
+            for i, h in enumerate(header)
+        ],
+    )
+    return el(
+        "table",
+        el("thead", head),
+        el("tbody", *rows),
+        class_="leaderboard",
+        data_metric=board["metric"],
+        **table_attrs,
+    )
+
+
+def metric_series(board: Mapping[str, Any], label: Any, styles: Mapping[str, int]) -> list[Series]:
+    """Plot series of one leaderboard (one per row, in rank order); ``styles`` maps labels to
+    style indexes so that a model looks the same in every plot."""
+    out = []
+    for row in board["rows"]:
+        points = []
+        for k in board["ks"]:
+            cell = row["cells"].get(str(k))
+            if not cell or cell.get("mean") is None:
+                continue
+            ci = cell.get("ci95") or [None, None]
+            points.append(Point(k, cell["mean"], ci[0], ci[1]))
+        name = label(row)
+        out.append(Series(name, tuple(points), styles.get(name)))
+    return out
+
+
+def metric_images(
+    boards: Sequence[Mapping[str, Any]], label: Any, dpi: int, prefix: str = "metric"
+) -> list[Image]:
+    """One plot per leaderboard; styles follow the first board's order."""
+    styles: dict[str, int] = {}
+    for board in boards[:1]:
+        for row in board["rows"]:
+            styles.setdefault(label(row), len(styles))
+    return [
+        metric_plot(
+            f"{prefix}-{board['metric']}",
+            metric_series(board, label, styles),
+            ylabel=METRIC_TITLES[board["metric"]],
+            title=f"{METRIC_TITLES[board['metric']]} vs k",
+            caption=(
+                f"{METRIC_TITLES[board['metric']]} per model and k: mean over combinations; "
+                "error bars: 95% bootstrap interval."
+            ),
+            dpi=dpi,
+        )
+        for board in boards
+    ]
+
+
+# sections ---------------------------------------------------------------------------------
+def settings_section(summary: Mapping[str, Any]) -> Safe:
+    e = summary["experiment"]
+    g = e["grader"]
+    prompts = summary["prompts"]
+    settings = summary["metrics"]["settings"]
+    cat = summary["catalog"]
+    run = kv_table(
+        {
+            "run id": el("code", summary["run_id"]),
+            "run folder": el("code", summary["run"]),
+            "status": summary.get("status", "complete"),
+            "created": summary["created_at"],
+            "reported": summary["reported_at"],
+            "skillmix": summary["skillmix_version"],
+        }
+    )
+    design = kv_table(
+        {
+            "k values": ", ".join(map(str, e["ks"])),
+            "M (combinations per k)": e["combinations"],
+            "G (generation rounds)": e["generation_rounds"],
+            "R (grading rounds)": g["rounds"],
+            "seed / order seed": f"{e['seed']} / {e['order_seed']}",
+            "sampling": e["sampling"],
+        }
+    )
+    sources = kv_table(
+        {
+            "catalog": el(
+                "span",
+                f"{cat['source']} ({cat['skills']} skills, {cat['topics']} topics) ",
+                el("code", cat["hash"]),
+            ),
+            "generation prompt": el(
+                "span",
+                f"{prompts['generation']['name']} ",
+                el("code", prompts["generation"]["hash"]),
+            ),
+            "grading prompt": el(
+                "span",
+                f"{prompts['grading']['name']} ({prompts['grading']['style']}) ",
+                el("code", prompts["grading"]["hash"]),
+            ),
+        }
+    )
+    metric = kv_table(
+        {
+            "mode": settings["mode"],
+            "grading rounds combined by": settings["vote"],
+            "generation rounds combined by": settings["generation_agg"],
+            "explicit-name filter": settings["filter_explicit_name"],
+            "skills filtered out": ", ".join(settings["filter_skills"]) or "none",
+            "bootstrap": f"{settings['bootstrap_samples']} resamples (seed {settings['bootstrap_seed']})",
+        }
+    )
+    students = table(
+        ["student", "backend", "model", "temperature", "top_p", "max tokens", "system prompt"],
+        [
+            [
+                s["name"],
+                s["backend"],
+                s["model"] + (f" (quality {s['quality']})" if s.get("quality") is not None else ""),
+                _opt(s["sampling"].get("temperature")),
+                _opt(s["sampling"].get("top_p")),
+                _opt(s["sampling"].get("max_tokens")),
+                s.get("system_prompt") or "—",
+            ]
+            for s in e["students"]
+        ],
+    )
+    grader = kv_table(
+        {
+            "grader": g["name"],
+            "backend / model": f"{g['backend']} / {g['model']}"
+            + (f" (quality {g['quality']})" if g.get("quality") is not None else ""),
+            "rounds": g["rounds"],
+            "style": f"{g['style']} → {prompts['grading']['style']}",
+            "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
+            "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
+        }
+    )
+    return el(
+        "section",
+        el("h2", "Settings"),
+        el(
+            "div",
+            el("div", el("h3", "Run"), run),
+            el("div", el("h3", "Design"), design),
+            el("div", el("h3", "Catalog and prompts"), sources),
+            el("div", el("h3", "Metric options"), metric),
+            class_="grid",
+        ),
+        el(
+            "div",
+            el("div", el("h3", "Students"), students),
+            el("div", el("h3", "Grader"), grader),
+            class_="grid",
+        ),
+        id="settings",
+    )
+
+
+def _opt(x: object) -> str:
+    return "default" if x is None else str(x)
+
+
+def leaderboards_section(summary: Mapping[str, Any]) -> Safe:
+    parts: list[Any] = [
+        el("h2", "Leaderboards"),
+        el(
+            "p",
+            "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
+            "standard error, with the 95% bootstrap interval below. Equal scores share a rank.",
+            class_="note",
+        ),
+    ]
+    graders = {r["grader"] for b in summary["leaderboards"] for r in b["rows"]}
+    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    boards = [
+        el("div", el("h3", board["title"]), leaderboard_table(board, labels))
+        for board in summary["leaderboards"]
+    ]
+    if len(graders) == 1:
+        parts.append(el("p", f"Grader: {next(iter(graders))}.", class_="note"))
+    parts.append(el("div", *boards, class_="grid"))
+    return el("section", *parts, id="leaderboards")
+
+
+def plots_section(images: Sequence[Image]) -> Safe:
+    return el(
+        "section",
+        el("h2", "Metrics vs k"),
+        el("div", *[figure(i) for i in images], class_="plots"),
+        id="plots",
+    )
+
+
+def rates_details(table_data: Mapping[str, Any], what: str, extra: Sequence[str] = ()) -> Safe:
+    columns = table_data["columns"]
+    rows = []
+    for row in table_data["rows"]:
+        rows.append(
+            [
+                row[what],
+                *[row.get(x, "") for x in extra],
+                *[
+                    f"{fmt(v)} ({n})" if v is not None else "—"
+                    for v, n in zip(row["values"], row["n"], strict=True)
+                ],
+                fmt(row["mean"]),
+            ]
+        )
+    header = [what, *extra, *columns, "mean"]
+    return el(
+        "details",
+        el(
+            "summary", f"All {len(rows)} {what}s as a table (rate, with the number of graded items)"
+        ),
+        table(header, rows, numeric=range(1 + len(extra), len(header))),
+    )
+
+
+def rates_section(anchor: str, title: str, note: str, image: Image | None, details: Safe) -> Safe:
+    return el(
+        "section",
+        el("h2", title),
+        el("p", note, class_="note"),
+        figure(image) if image else el("p", "Nothing graded yet.", class_="note"),
+        details,
+        id=anchor,
+    )
+
+
+def rates_image(
+    name: str, table_data: Mapping[str, Any], what: str, title: str, colorbar: str, dpi: int
+) -> Image | None:
+    if not table_data["rows"] or not table_data["columns"]:
+        return None
+    rows = table_data["rows"]
+    shown = "" if len(rows) <= MAX_HEATMAP_ROWS else f" ({MAX_HEATMAP_ROWS} of {len(rows)} shown)"
+    return heatmap(
+        name,
+        [r[what] for r in rows],
+        table_data["columns"],
+        [r["values"] for r in rows],
+        title=title,
+        colorbar=colorbar,
+        caption=f"Sorted hardest first (by the mean over models){shown}; grey: not sampled.",
+        dpi=dpi,
+    )
+
+
+def agreement_section(agreement: Mapping[str, Any]) -> Safe:
+    groups = agreement["groups"]
+    head1 = el(
+        "tr",
+        el("th", "grader", rowspan=2),
+        el("th", "student", rowspan=2),
+        el("th", "k", rowspan=2),
+        *[el("th", GROUP_TITLES[g], colspan=2) for g in groups],
+    )
+    head2 = el("tr", *[el("th", x, class_="num") for _ in groups for x in ("agreement", "κ")])
+    rows = []
+    for row in agreement["rows"]:
+        cells = [
+            el("td", row["grader"]),
+            el("td", row["student"]),
+            el("td", row["k"], class_="num"),
+        ]
+        for g in groups:
+            item = row["items"][g]
+            cells += [
+                el(
+                    "td",
+                    pct(item["percent"]),
+                    class_="num",
+                    title=f"{item['subjects']} items; unanimous {pct(item['unanimous'])}",
+                    data_value=number(item["percent"]),
+                ),
+                el(
+                    "td",
+                    fmt(item["kappa"]) if item["kappa"] is not None else "—",
+                    class_="num",
+                    title=(
+                        f"chance agreement {pct(item['expected'])}"
+                        if item["kappa"] is not None
+                        else "undefined: every verdict identical, or no item with 2 rounds"
+                    ),
+                    data_value=number(item["kappa"]),
+                ),
+            ]
+        rows.append(el("tr", *cells))
+    body: Any
+    if agreement["grading_rounds"] < 2:
+        body = el("p", "Agreement needs at least two grading rounds.", class_="note")
+    else:
+        body = el("table", el("thead", head1, head2), el("tbody", *rows), class_="agreement")
+    return el(
+        "section",
+        el("h2", "Grader agreement across grading rounds"),
+        el(
+            "p",
+            f"{agreement['grading_rounds']} grading rounds. Agreement: mean share of agreeing "
+            "pairs of rounds per rubric item; κ: Fleiss' kappa (agreement beyond chance; "
+            "undefined when every verdict is identical). Skill items are pooled as "
+            "“skills”; “length (grader)” is the grader's own verdict (the metrics compute "
+            "the sentence count instead).",
+            class_="note",
+        ),
+        body,
+        id="agreement",
+    )
+
+
+def failures_section(summary: Mapping[str, Any]) -> Safe:
+    f = summary["failures"]
+    rows = [[q["student"], q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]] for q in summary["quality"]]
+    header = ["student", "k", *[t for _, t in QUALITY_COLUMNS]]
+    listed = f["generation"] + f["grading"]
+    reasons = (
+        el(
+            "details",
+            el("summary", f"{len(listed)} failed or unreadable records"),
+            table(
+                ["student", "k", "generation round", "grading round", "combination", "reason"],
+                [
+                    [
+                        x["student"],
+                        x["k"],
+                        x["generation_round"],
+                        x.get("grading_round", "—"),
+                        x["index"],
+                        x.get("reason") or x.get("status", ""),
+                    ]
+                    for x in listed
+                ],
+            ),
+        )
+        if listed
+        else None
+    )
+    return el(
+        "section",
+        el("h2", "Parse failures and retries"),
+        el(
+            "p",
+            f"Generations failed: {f['generation_failed']}. Grading verdicts failed: "
+            f"{f['grading_failed']}; unreadable after re-asks: {f['grading_unparsed']}; "
+            f"re-asked at least once: {f['grading_retried']}.",
+            class_="note",
+        ),
+        table(header, rows, numeric=range(1, len(header))),
+        reasons,
+        id="failures",
+    )
+
+
+def usage_section(usage: Sequence[Mapping[str, Any]]) -> Safe:
+    rows: list[list[Any]] = [
+        [
+            u["model"],
+            u["model_id"],
+            u["role"],
+            u["phase"],
+            u["records"],
+            u["cached_records"],
+            f"{u['prompt_tokens']:,}",
+            f"{u['completion_tokens']:,}",
+            fmt(u["cost_usd"], 4) if u["cost_usd"] is not None else "unknown price",
+        ]
+        for u in usage
+    ]
+    known = [u["cost_usd"] for u in usage if u["cost_usd"] is not None]
+    rows.append(
+        [
+            el("td", el("strong", "total")),
+            "",
+            "",
+            "",
+            sum(u["records"] for u in usage),
+            sum(u["cached_records"] for u in usage),
+            f"{sum(u['prompt_tokens'] for u in usage):,}",
+            f"{sum(u['completion_tokens'] for u in usage):,}",
+            fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
+        ]
+    )
+    header = [
+        "model",
+        "model id",
+        "role",
+        "phase",
+        "records",
+        "cached",
+        "prompt tokens",
+        "completion tokens",
+        "cost (USD)",
+    ]
+    return el(
+        "section",
+        el("h2", "Usage and estimated cost"),
+        el(
+            "p",
+            "Tokens as reported by each backend; cost from the price table (or the "
+            "experiment's prices); cached replies cost nothing again.",
+            class_="note",
+        ),
+        table(header, rows, numeric=range(4, len(header))),
+        id="usage",
+    )
+
+
+def example_card(item: Mapping[str, Any]) -> Safe:
+    scores = item.get("scores") or {}
+    named = set(item.get("named_skills") or [])
+    rounds = item["rounds"]
+    voted = item.get("points")
+    rubric_rows = []
+    for j, label in enumerate(item["rubric"]):
+        cells = [el("td", label, class_="hit" if label in named and j < item["k"] else None)]
+        for r in rounds:
+            pts = r["points"]
+            cells.append(
+                el("td", fmt(pts[j], 0) if pts is not None and j < len(pts) else "—", class_="num")
+            )
+        cells.append(
+            el(
+                "td",
+                (fmt(voted[j], 2 if voted[j] % 1 else 0) if voted is not None else "—"),
+                class_="num",
+            )
+        )
+        rubric_rows.append(el("tr", *cells))
+    head = el(
+        "tr",
+        el("th", "rubric item"),
+        *[el("th", f"r{r['grading_round']}", class_="num") for r in rounds],
+        el("th", "voted", class_="num"),
+    )
+    note = None
+    if named:
+        note = el(
+            "p",
+            "Names its skill(s): "
+            + ", ".join(sorted(named))
+            + (
+                " — point set to 0 by the explicit-name filter."
+                if item.get("named_filtered")
+                else " — not filtered."
+            ),
+            class_="note",
+        )
+    return el(
+        "div",
+        el(
+            "h4",
+            el("span", KIND_TITLES.get(item["kind"], item["kind"]), class_=f"badge {item['kind']}"),
+            f"{item['topic']}",
+        ),
+        el(
+            "div",
+            f"skills: {', '.join(item['skills'])} · generation round {item['generation_round']} · "
+            f"combination {item['index']} · full marks {fmt(scores.get('full_marks'), 0)} · "
+            f"skill fraction {fmt(scores.get('skill_fraction'))}",
+            class_="note",
+        ),
+        el("blockquote", item["answer"]),
+        el("table", el("thead", head), el("tbody", *rubric_rows)),
+        note,
+        el(
+            "details",
+            el("summary", "grader's reply (round 1)"),
+            el("pre", item.get("grader_reply") or ""),
+        ),
+        class_="card",
+        data_kind=item["kind"],
+        data_student=item["student"],
+        data_k=item["k"],
+    )
+
+
+def gallery_section(gallery: Sequence[Mapping[str, Any]]) -> Safe:
+    groups: dict[tuple[str, str], dict[int, list[Mapping[str, Any]]]] = {}
+    for item in gallery:
+        groups.setdefault((item["student"], item["grader"]), {}).setdefault(item["k"], []).append(
+            item
+        )
+    graders = {g for _, g in groups}
+    parts: list[Any] = [
+        el("h2", "Example answers"),
+        el(
+            "p",
+            "Per model and k: the best and the worst graded answer and up to two answers that "
+            "name one of their skills. Columns r1, r2, ...: the points each grading round gave "
+            "(as the grader gave them); voted: the points the metrics use (rounds combined, "
+            "the length point computed from the sentence count, the explicit-name filter "
+            "applied).",
+            class_="note",
+        ),
+    ]
+    for (student, grader), by_k in groups.items():
+        parts.append(el("h3", student if len(graders) == 1 else f"{student} (graded by {grader})"))
+        for k in sorted(by_k):
+            parts.append(el("h4", f"k = {k}"))
+            parts.append(el("div", *[example_card(i) for i in by_k[k]], class_="cards"))
+    return el("section", *parts, id="gallery")
+
+
+def render_html(summary: Mapping[str, Any], *, dpi: int = DEFAULT_DPI) -> tuple[str, list[Image]]:
+    """The page and the images embedded in it."""
+    boards = summary["leaderboards"]
+    metric_imgs = metric_images(boards, lambda row: _entry_label(row, boards), dpi)
+    skills_img = rates_image(
+        "skills-heatmap",
+        summary["skill_rates"],
+        "skill",
+        "Per-skill success across models",
+        "mean voted skill point",
+        dpi,
+    )
+    topics_img = rates_image(
+        "topics-heatmap",
+        summary["topic_rates"],
+        "topic",
+        "Per-topic Ratio of Full Marks across models",
+        "Ratio of Full Marks",
+        dpi,
+    )
+    counts = summary["counts"]
+    banner = None
+    if summary.get("status") == "partial":
+        banner = el(
+            "div",
+            el("strong", "Partial run: "),
+            f"{counts['generations']} of {counts['planned_generations']} generations and "
+            f"{counts['grades']} of {counts['planned_grades']} grading verdicts are finished; "
+            "numbers cover the finished part only.",
+            class_="banner",
+        )
+    e = summary["experiment"]
+    subtitle = el(
+        "div",
+        el("code", summary["run_id"]),
+        f" · {len(e['students'])} students · k = {', '.join(map(str, e['ks']))} · "
+        f"M = {e['combinations']} · G = {e['generation_rounds']} · R = {e['grader']['rounds']} · "
+        f"grader {e['grader']['model']} · reported {summary['reported_at']}",
+        banner,
+    )
+    body = [
+        leaderboards_section(summary),
+        plots_section(metric_imgs),
+        settings_section(summary),
+        rates_section(
+            "skills",
+            "Per-skill success",
+            "Mean voted point of each skill per model, pooled over k (the metrics' per-skill "
+            "rates, per k, are in summary.json).",
+            skills_img,
+            rates_details(summary["skill_rates"], "skill", extra=["category"]),
+        ),
+        rates_section(
+            "topics",
+            "Per-topic Ratio of Full Marks",
+            "Share of combinations with full marks per topic and model, pooled over k.",
+            topics_img,
+            rates_details(summary["topic_rates"], "topic"),
+        ),
+        agreement_section(summary["agreement"]),
+        failures_section(summary),
+        usage_section(summary["usage"]),
+        gallery_section(summary["gallery"]),
+    ]
+    footer = el(
+        "span",
+        f"skillmix {summary['skillmix_version']} · run created {summary['created_at']} · "
+        f"report built {summary['reported_at']} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
+    )
+    images = [*metric_imgs, *[i for i in (skills_img, topics_img) if i is not None]]
+    title = f"SKILL-MIX report: {summary['run_id']}"
+    return page(title, subtitle, NAV, body, footer), images
+
+
+def _entry_label(row: Mapping[str, Any], boards: Sequence[Mapping[str, Any]]) -> str:
+    graders = {r["grader"] for b in boards for r in b["rows"]}
+    return row["student"] if len(graders) <= 1 else f"{row['student']} / {row['grader']}"

@@ -1,0 +1,240 @@
+"""Report figures as PNG bytes (matplotlib, Agg, no pyplot state, safe in worker threads).
+
+matplotlib is imported inside the functions only, so ``skillmix --help`` stays light. Colours
+are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies), with
+marker and line-style cycles on top so that any number of models stays tellable apart;
+heatmaps use the perceptually uniform ``viridis`` map. Figure sizes are fixed by the data's
+shape (see the ``*_size`` functions), never by a tight bounding box, so a figure's pixel size
+is known in advance.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from skillmix.report.markup import Image, png_size
+
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow (last: weak on white)
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
+DEFAULT_DPI = 100
+MAX_HEATMAP_ROWS = 60
+LEGEND_COLUMNS = 3
+MAX_LABEL = 40
+
+
+@dataclass(frozen=True)
+class Point:
+    k: int
+    mean: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    points: tuple[Point, ...]
+    style: int | None = None  # index into the style cycle; keeps a model's look across plots
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th series (unique for the first 8 * 4 * 8)."""
+    n = len(OKABE_ITO)
+    return {
+        "color": OKABE_ITO[i % n],
+        "marker": MARKERS[(i // n + i) % len(MARKERS)],
+        "linestyle": LINESTYLES[(i // n) % len(LINESTYLES)],
+    }
+
+
+def _short(label: str, limit: int = MAX_LABEL) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"
+
+
+def _pixels(inches: float, dpi: int) -> int:
+    return round(inches * dpi)
+
+
+def _figure(width_px: int, height_px: int, dpi: int) -> Any:
+    from matplotlib.figure import Figure
+
+    # A quarter pixel of slack: Agg truncates the canvas size to whole pixels.
+    return Figure(
+        figsize=((width_px + 0.25) / dpi, (height_px + 0.25) / dpi), dpi=dpi, layout="constrained"
+    )
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def metric_plot_size(series: int, dpi: int = DEFAULT_DPI) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`metric_plot` for this many series."""
+    legend_rows = max(1, math.ceil(series / LEGEND_COLUMNS))
+    return _pixels(7.5, dpi), _pixels(4.3 + 0.24 * legend_rows, dpi)
+
+
+def metric_plot(
+    name: str,
+    series: Sequence[Series],
+    *,
+    ylabel: str,
+    title: str,
+    caption: str = "",
+    dpi: int = DEFAULT_DPI,
+) -> Image:
+    """One metric against k, a line per series, 95% intervals as error bars. Series are
+    dodged sideways a little so that their error bars do not hide each other."""
+    width, height = metric_plot_size(len(series), dpi)
+    fig = _figure(width, height, dpi)
+    ax = fig.subplots()
+    ks = sorted({p.k for s in series for p in s.points})
+    spread = 0.22 if len(ks) > 1 else 0.12
+    n = len(series)
+    for i, s in enumerate(series):
+        offset = 0.0 if n == 1 else spread * (i / (n - 1) - 0.5)
+        pts = [p for p in s.points if p.mean is not None]
+        xs = [p.k + offset for p in pts]
+        ys = [p.mean for p in pts]
+        lower = [max(0.0, (p.mean or 0) - p.low) if p.low is not None else 0.0 for p in pts]
+        upper = [max(0.0, p.high - (p.mean or 0)) if p.high is not None else 0.0 for p in pts]
+        st = style(i if s.style is None else s.style)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[lower, upper],
+            label=_short(s.label),
+            color=st["color"],
+            marker=st["marker"],
+            linestyle=st["linestyle"],
+            linewidth=2,
+            markersize=6,
+            capsize=4,
+            elinewidth=1.2,
+        )
+    ax.set_xticks(ks)
+    if ks:
+        ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("k (skills per text)", fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.set_title(title, fontsize=13, fontweight="bold")
+    ax.grid(True, axis="y", color="#d0d7de", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if series:
+        fig.legend(
+            loc="outside lower center",
+            ncols=min(LEGEND_COLUMNS, n),
+            frameon=False,
+            fontsize=10,
+        )
+    png = _png(fig)
+    w, h = png_size(png)
+    return Image(name, title, png, w, h, caption)
+
+
+def heatmap_rows(total: int) -> int:
+    """How many rows a heatmap of ``total`` rows shows (the hardest and easiest halves when
+    there are more than :data:`MAX_HEATMAP_ROWS`)."""
+    return min(total, MAX_HEATMAP_ROWS)
+
+
+def heatmap_size(rows: int, columns: int, dpi: int = DEFAULT_DPI) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`heatmap` for a table of that shape."""
+    shown = heatmap_rows(rows)
+    width = max(6.0, 3.6 + 0.85 * columns)
+    height = 1.9 + 0.2 * max(shown, 3)
+    return _pixels(width, dpi), _pixels(height, dpi)
+
+
+def heatmap(
+    name: str,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    values: Sequence[Sequence[float | None]],
+    *,
+    title: str,
+    colorbar: str,
+    caption: str = "",
+    dpi: int = DEFAULT_DPI,
+) -> Image:
+    """Rows x columns of rates in [0, 1] (None: not observed, drawn grey). Rows are shown in
+    the order given; beyond :data:`MAX_HEATMAP_ROWS` the first and last halves are kept."""
+    import numpy as np
+
+    width, height = heatmap_size(len(row_labels), len(column_labels), dpi)
+    fig = _figure(width, height, dpi)
+    ax = fig.subplots()
+    labels = list(row_labels)
+    data = [list(r) for r in values]
+    skipped = 0
+    if len(labels) > MAX_HEATMAP_ROWS:
+        half = MAX_HEATMAP_ROWS // 2
+        skipped = len(labels) - 2 * half
+        labels = labels[:half] + labels[-half:]
+        data = data[:half] + data[-half:]
+    grid = np.array(
+        [[math.nan if v is None else float(v) for v in row] for row in data], dtype=float
+    ).reshape(len(labels), len(column_labels))
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="#e6e6e6")
+    im = ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap=cmap,
+        vmin=0.0,
+        vmax=1.0,
+        aspect="auto",
+        interpolation="nearest",
+    )
+    ax.set_yticks(range(len(labels)), [_short(x, 38) for x in labels], fontsize=8)
+    rotate = len(column_labels) > 4 or max((len(c) for c in column_labels), default=0) > 12
+    ax.xaxis.tick_top()  # model names above the columns, rotated to read upwards when long
+    ax.set_xticks(
+        range(len(column_labels)),
+        [_short(c, 24) for c in column_labels],
+        fontsize=9,
+        rotation=30 if rotate else 0,
+        ha="left" if rotate else "center",
+        rotation_mode="anchor",
+    )
+    if len(column_labels) <= 14:
+        for (r, c), v in np.ndenumerate(grid):
+            if not math.isnan(v):
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < 0.55 else "black",
+                )
+    if skipped:
+        ax.axhline(MAX_HEATMAP_ROWS // 2 - 0.5, color="#D55E00", linewidth=2.5, zorder=5)
+        ax.set_xlabel(f"{skipped} middle rows omitted at the red line", fontsize=9)
+    ax.set_title(title, fontsize=12, fontweight="bold")
+    bar = fig.colorbar(im, ax=ax, shrink=min(1.0, 6.0 / max(1, len(labels)) + 0.3), pad=0.02)
+    bar.set_label(colorbar)
+    png = _png(fig)
+    w, h = png_size(png)
+    return Image(name, title, png, w, h, caption)
