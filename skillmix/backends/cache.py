@@ -35,7 +35,7 @@ class ResponseCache:
             data = json.loads(self.store.read_bytes(self._key(key)))
         except KeyNotFound:
             return None
-        except (json.JSONDecodeError, StoreError):
+        except (ValueError, StoreError):  # JSONDecodeError, UnicodeDecodeError (bad bytes)
             return None  # a damaged entry is a miss, never a failure
         return data if isinstance(data, dict) else None
 

@@ -160,7 +160,13 @@ class ChatClient:
         key = self.key_for(messages, n, sample)
         if self.cache is not None:
             hit = await self.cache.get(key)
-            if hit is not None and len(hit.get("texts", [])) >= 1:
+            texts = hit.get("texts") if hit is not None else None
+            if (
+                hit is not None
+                and isinstance(texts, list)
+                and texts
+                and all(isinstance(t, str) for t in texts)
+            ):
                 self.stats.cached += 1
                 return ChatResult.from_cache_value(hit)
         async with self._semaphore:

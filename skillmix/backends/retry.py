@@ -83,4 +83,5 @@ def backoff_delay(
     delay = draw(0, exponential)
     if decision.retry_after is not None:
         delay = max(delay, decision.retry_after + draw(0, 0.25))
-    return min(delay, max(cap, decision.retry_after or 0.0))
+    # never below the server's Retry-After, and keep its jitter so limited clients spread out
+    return min(delay, max(cap, (decision.retry_after or 0.0) + 0.25))

@@ -204,6 +204,8 @@ def prepare_run(
         raise SkillmixError(
             f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}, not {ctx.run_id!r}"
         )
+    if existing is not None and resume and existing.get("created_at"):
+        ctx.created_at = str(existing["created_at"])  # a resumed run keeps its creation time
     return ctx, root, run, exists
 
 

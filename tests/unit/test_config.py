@@ -1,0 +1,549 @@
+"""The experiment file: strict validation, readable errors, run ids that depend on results only."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from skillmix.config import (
+    BACKEND_ARG_KEYS,
+    DEFAULT_SYSTEM_PROMPT,
+    SAMPLING_KEYS,
+    Experiment,
+    GraderSpec,
+    ModelSpec,
+    apply_backend_args,
+    apply_sampling_params,
+    config_hash,
+    experiment_schema,
+    format_validation_error,
+    load_experiment,
+    parse_experiment,
+    parse_kv_pairs,
+)
+from skillmix.errors import SkillmixError
+from tests.helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOG_HASH = "c" * 16
+PROMPT_HASHES = {"generation": "g" * 16, "grading": "p" * 16}
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "exp",
+        "ks": [2, 3],
+        "students": [{"name": "s1", "model": "m1"}],
+        "grader": {"model": "judge"},
+    }
+    data.update(overrides)
+    return data
+
+
+def error_of(data: object, source: str = "exp.yaml") -> str:
+    with pytest.raises(SkillmixError) as info:
+        parse_experiment(data, source)
+    assert info.value.exit_code == 2
+    return str(info.value)
+
+
+def run_hash(data: dict[str, Any]) -> str:
+    exp = Experiment.model_validate(data)
+    return config_hash(exp.result_config(CATALOG_HASH, PROMPT_HASHES))
+
+
+# ---- defaults ------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    exp = Experiment.model_validate(minimal())
+    assert exp.seed == 10
+    assert exp.order_seed == "test"
+    assert exp.combinations == 100
+    assert exp.generation_rounds == 1
+    assert exp.sampling == "reference"
+    assert exp.store == "runs"
+    assert exp.prompts.generation == "two-turn-v1"
+    assert exp.prompts.grading == "table-v1"
+    assert exp.prompts.template_encoding == "utf-8"
+    assert exp.catalog.skills is None and exp.catalog.topics is None
+    assert exp.metrics.mode == "strict" and exp.metrics.vote == "majority"
+    assert exp.prices == {}
+    student = exp.students[0]
+    assert student.backend == "mock"
+    assert student.system_prompt == DEFAULT_SYSTEM_PROMPT
+    assert student.sampling.request_params() == {"max_tokens": 512}
+    assert student.concurrency == 16 and student.rpm == 0 and student.tpm == 0
+    assert student.max_retries == 8 and student.replicas == 1
+    assert student.vllm.tensor_parallel_size == 1
+    grader = exp.grader
+    assert isinstance(grader, GraderSpec)
+    assert grader.name == "grader"
+    assert grader.rounds == 3
+    assert grader.style == "auto" and grader.use_n == "auto"
+    assert grader.concurrency == 32
+    assert grader.sampling.request_params() == {"temperature": 0.7, "max_tokens": 1024}
+
+
+def test_metric_options_follow_mode() -> None:
+    strict = Experiment.model_validate(minimal()).metrics.options()
+    assert strict.filter_explicit_name == "word"
+    reference = Experiment.model_validate(minimal(metrics={"mode": "reference"})).metrics.options()
+    assert reference.filter_explicit_name == "off"
+    explicit = Experiment.model_validate(
+        minimal(metrics={"mode": "reference", "filter_explicit_name": "substring"})
+    ).metrics.options()
+    assert explicit.filter_explicit_name == "substring"
+
+
+def test_api_key_env_defaults() -> None:
+    assert ModelSpec(name="a", model="m").resolved_api_key_env() is None
+    assert ModelSpec(name="a", backend="openai", model="m").resolved_api_key_env() == (
+        "OPENAI_API_KEY"
+    )
+    spec = ModelSpec(name="a", backend="vllm", model="m", api_key_env="MY_KEY")
+    assert spec.resolved_api_key_env() == "MY_KEY"
+
+
+# ---- validation rules ----------------------------------------------------------------------
+
+
+def test_ks_sorted() -> None:
+    assert Experiment.model_validate(minimal(ks=[4, 2, 3])).ks == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("ks", "needle"),
+    [
+        ([2, 2], "ks must not repeat"),
+        ([0, 2], "every k must be at least 1"),
+        ([-1], "every k must be at least 1"),
+        ([], "ks"),
+    ],
+)
+def test_ks_rejected(ks: list[int], needle: str) -> None:
+    message = error_of(minimal(ks=ks))
+    assert needle in message
+    assert message.startswith("exp.yaml: ")
+
+
+def test_student_names_unique() -> None:
+    students = [
+        {"name": "a", "model": "m1"},
+        {"name": "b", "model": "m2"},
+        {"name": "a", "model": "m3"},
+    ]
+    message = error_of(minimal(students=students))
+    assert "student names must be unique" in message
+    assert "repeated: a" in message
+
+
+@pytest.mark.parametrize(
+    "name", ["has space", "-leading", "trailing-", "dot.", "a/b", "x" * 64, "", "ü"]
+)
+def test_name_pattern_rejects(name: str) -> None:
+    assert "name" in error_of(minimal(name=name))
+    assert "students.0.name" in error_of(minimal(students=[{"name": name, "model": "m"}]))
+    assert "grader.name" in error_of(minimal(grader={"name": name, "model": "g"}))
+
+
+@pytest.mark.parametrize("name", ["a", "A.b_c-d", "gpt-4o-mini", "x" * 54, "7b"])
+def test_name_pattern_accepts(name: str) -> None:
+    exp = Experiment.model_validate(
+        minimal(
+            name=name, students=[{"name": name, "model": "m"}], grader={"name": name, "model": "g"}
+        )
+    )
+    assert exp.name == name == exp.students[0].name == exp.grader.name
+
+
+def test_name_lengths() -> None:
+    # model names become folder names and label values (<= 63); the experiment name gets
+    # "-{8 hex}" appended to form the run id, which must fit the same limit
+    assert Experiment.model_validate(minimal(students=[{"name": "s" * 63, "model": "m"}]))
+    assert "students.0.name" in error_of(minimal(students=[{"name": "s" * 64, "model": "m"}]))
+    assert "name" in error_of(minimal(name="e" * 55))
+    assert len("e" * 54 + "-" + "0" * 8) <= 63
+
+
+def test_quality_only_for_mock() -> None:
+    ok = Experiment.model_validate(minimal(students=[{"name": "s", "model": "m", "quality": 0.4}]))
+    assert ok.students[0].quality == 0.4
+    message = error_of(
+        minimal(students=[{"name": "s", "backend": "openai", "model": "m", "quality": 0.4}])
+    )
+    assert "quality only applies to the mock backend" in message
+    assert "students.0" in message
+    assert "quality" in error_of(minimal(grader={"model": "g", "backend": "vllm", "quality": 1}))
+    assert "students.0.quality" in error_of(
+        minimal(students=[{"name": "s", "model": "m", "quality": 1.5}])
+    )
+
+
+@pytest.mark.parametrize("value", ["sk-abc", "sk-proj-123456", "has space", "1ABC", "A-B", ""])
+def test_api_key_env_must_be_a_variable_name(value: str) -> None:
+    message = error_of(
+        minimal(students=[{"name": "s", "backend": "openai", "model": "m", "api_key_env": value}])
+    )
+    assert "api_key_env must be an environment variable name" in message
+    assert value not in message or value == ""  # never echo what might be a key
+
+
+@pytest.mark.parametrize("value", ["OPENAI_API_KEY", "_KEY", "key2", "a"])
+def test_api_key_env_accepts_names(value: str) -> None:
+    exp = Experiment.model_validate(
+        minimal(students=[{"name": "s", "backend": "openai", "model": "m", "api_key_env": value}])
+    )
+    assert exp.students[0].api_key_env == value
+
+
+def test_sampling_bounds() -> None:
+    assert "students.0.sampling.temperature" in error_of(
+        minimal(students=[{"name": "s", "model": "m", "sampling": {"temperature": 3}}])
+    )
+    assert "grader.sampling.top_p" in error_of(
+        minimal(grader={"model": "g", "sampling": {"top_p": 0}})
+    )
+
+
+def test_student_lookup() -> None:
+    exp = Experiment.model_validate(minimal())
+    assert exp.student("s1").model == "m1"
+    with pytest.raises(SkillmixError, match="no student named 'nope'"):
+        exp.student("nope")
+
+
+# ---- error messages ------------------------------------------------------------------------
+
+
+def _validation_error(data: dict[str, Any]) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        Experiment.model_validate(data)
+    return info.value
+
+
+def test_format_unknown_key_names_its_path() -> None:
+    data = minimal(students=[{"name": "s", "model": "m", "sampling": {"temprature": 1}}])
+    message = format_validation_error(_validation_error(data), "exp.yaml")
+    assert message == (
+        "exp.yaml: unknown key 'students.0.sampling.temprature'; "
+        "check the spelling (see `skillmix schema`)"
+    )
+    top = format_validation_error(_validation_error(minimal(colour="red")), "f.yaml")
+    assert top.startswith("f.yaml: unknown key 'colour'")
+
+
+def test_format_missing_key() -> None:
+    data = minimal()
+    del data["grader"]
+    assert format_validation_error(_validation_error(data), "exp.yaml") == (
+        "exp.yaml: missing required key 'grader'"
+    )
+    data = minimal(students=[{"name": "s"}])
+    assert "missing required key 'students.0.model'" in format_validation_error(
+        _validation_error(data), "exp.yaml"
+    )
+
+
+def test_format_wrong_type() -> None:
+    message = format_validation_error(_validation_error(minimal(combinations="many")), "x.yaml")
+    assert message.startswith("x.yaml: combinations: ")
+    assert "valid integer" in message
+    assert "\n" not in message
+
+
+def test_format_counts_further_errors() -> None:
+    message = format_validation_error(
+        _validation_error(minimal(combinations="many", generation_rounds="x")), "x.yaml"
+    )
+    assert message.endswith("(and 1 more)")
+
+
+def test_format_value_error_prefix_removed() -> None:
+    message = format_validation_error(_validation_error(minimal(ks=[2, 2])), "x.yaml")
+    assert message == "x.yaml: ks: ks must not repeat"
+
+
+def test_top_level_must_be_mapping() -> None:
+    assert error_of([1, 2], "list.yaml") == "list.yaml: expected a mapping at the top level"
+    assert "expected a mapping" in error_of(None)
+
+
+# ---- load_experiment -----------------------------------------------------------------------
+
+
+def test_load_experiment_ok(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: e\nks: [3, 2]\nstudents:\n  - {name: s, model: m}\ngrader: {model: g}\n",
+        encoding="utf-8",
+    )
+    exp = load_experiment(path)
+    assert exp.ks == [2, 3]
+    assert exp.students[0].name == "s"
+
+
+def test_load_experiment_yaml_error_has_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: e\nks: [2, 3\nstudents: []\n", encoding="utf-8")
+    with pytest.raises(SkillmixError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:")
+    assert "malformed YAML" in message
+    line = int(message[len(str(path)) + 1 :].split(":", 1)[0])
+    assert line in (2, 3)
+    assert "\n" not in message
+
+
+def test_load_experiment_tab_indent(tmp_path: Path) -> None:
+    path = tmp_path / "tab.yaml"
+    path.write_text("name: e\nstudents:\n\t- name: s\n", encoding="utf-8")
+    with pytest.raises(SkillmixError, match=rf"^{path}:3: malformed YAML"):
+        load_experiment(path)
+
+
+def test_load_experiment_validation_error_names_file(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: e\nks: [2]\nstudents: [{name: s, model: m, colour: red}]\ngrader: {model: g}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SkillmixError, match=r"exp\.yaml: unknown key 'students\.0\.colour'"):
+        load_experiment(path)
+
+
+def test_load_experiment_missing_and_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(SkillmixError, match="experiment file not found"):
+        load_experiment(tmp_path / "absent.yaml")
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SkillmixError, match="cannot read"):
+        load_experiment(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(SkillmixError, match="expected a mapping"):
+        load_experiment(empty)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_load(path: Path) -> None:
+    exp = load_experiment(path)
+    assert exp.students and exp.ks
+
+
+def test_examples_exist() -> None:
+    assert len(list((ROOT / "examples").glob("*.yaml"))) >= 1
+
+
+# ---- run identity --------------------------------------------------------------------------
+
+
+def test_config_hash_ignores_key_order() -> None:
+    a = {"x": 1, "y": {"b": 2, "a": [1, 2]}}
+    b = {"y": {"a": [1, 2], "b": 2}, "x": 1}
+    assert config_hash(a) == config_hash(b)
+    assert len(config_hash(a)) == 8
+    assert all(c in "0123456789abcdef" for c in config_hash(a))
+    assert len(config_hash(a, length=12)) == 12
+    assert config_hash({"x": 1}) != config_hash({"x": 2})
+
+
+def test_result_config_independent_of_key_order() -> None:
+    data = minimal(
+        students=[{"model": "m1", "name": "s1", "sampling": {"temperature": 0.2, "top_p": 0.9}}],
+        grader={"rounds": 2, "model": "judge"},
+    )
+    reordered = dict(reversed(list(data.items())))
+    reordered["students"] = [
+        {"sampling": {"top_p": 0.9, "temperature": 0.2}, "name": "s1", "model": "m1"}
+    ]
+    assert run_hash(data) == run_hash(reordered)
+
+
+def _with_budgets(data: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for spec in [*out["students"], out["grader"]]:
+        spec.update(
+            concurrency=3,
+            rpm=600,
+            tpm=90000,
+            base_url="http://127.0.0.1:9999/v1",
+            timeout=5,
+            max_retries=1,
+            api_key_env="OTHER_KEY",
+            replicas=4,
+        )
+    out["store"] = "s3://elsewhere/runs"
+    out["metrics"] = {"mode": "reference", "bootstrap_samples": 10}
+    out["prices"] = {"m1": {"prompt": 1, "completion": 2}}
+    return out
+
+
+def test_result_config_ignores_budgets_endpoints_and_store() -> None:
+    base = minimal()
+    assert run_hash(base) == run_hash(_with_budgets(base))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["students"][0].update(model="other"),
+        lambda d: d["students"][0].update(name="renamed"),
+        lambda d: d["students"][0].update(system_prompt="Be brief."),
+        lambda d: d["students"][0].update(sampling={"temperature": 0.3}),
+        lambda d: d["students"][0].update(sampling={"max_tokens": 100}),
+        lambda d: d["students"][0].update(quality=0.2),
+        lambda d: d["grader"].update(model="judge-2"),
+        lambda d: d["grader"].update(rounds=5),
+        lambda d: d["grader"].update(sampling={"temperature": 0.0}),
+        lambda d: d.update(seed=11),
+        lambda d: d.update(order_seed="other"),
+        lambda d: d.update(ks=[2, 4]),
+        lambda d: d.update(combinations=7),
+        lambda d: d.update(generation_rounds=2),
+        lambda d: d.update(sampling="distinct"),
+        lambda d: d["students"].append({"name": "s2", "model": "m2"}),
+    ],
+)
+def test_result_config_changes_with_results(change: Any) -> None:
+    base = minimal()
+    changed = copy.deepcopy(base)
+    change(changed)
+    assert run_hash(base) != run_hash(changed)
+
+
+def test_result_config_depends_on_catalog_and_prompts() -> None:
+    exp = Experiment.model_validate(minimal())
+    base = config_hash(exp.result_config(CATALOG_HASH, PROMPT_HASHES))
+    assert config_hash(exp.result_config("d" * 16, PROMPT_HASHES)) != base
+    other_prompts = {**PROMPT_HASHES, "grading": "q" * 16}
+    assert config_hash(exp.result_config(CATALOG_HASH, other_prompts)) != base
+
+
+def test_result_config_holds_no_secret_or_endpoint() -> None:
+    data = _with_budgets(minimal())
+    blob = json.dumps(Experiment.model_validate(data).result_config(CATALOG_HASH, PROMPT_HASHES))
+    for absent in ("127.0.0.1", "OTHER_KEY", "elsewhere", "concurrency", "rpm", "tpm"):
+        assert absent not in blob
+
+
+# ---- --backend-args / --sampling-params ----------------------------------------------------
+
+
+def test_parse_kv_pairs() -> None:
+    assert parse_kv_pairs("a=1, b = x ,c=y=z", "--x") == {"a": "1", "b": "x", "c": "y=z"}
+    assert parse_kv_pairs("", "--x") == {}
+    with pytest.raises(SkillmixError, match=r"--x: expected key=value, got 'oops'"):
+        parse_kv_pairs("a=1,oops", "--x")
+
+
+def test_apply_backend_args() -> None:
+    spec = {"name": "s", "backend": "openai", "model": "m"}
+    out = apply_backend_args(spec, "rpm=500,concurrency=4,base_url=http://127.0.0.1:8000/v1")
+    assert out == {**spec, "rpm": "500", "concurrency": "4", "base_url": "http://127.0.0.1:8000/v1"}
+    assert spec == {"name": "s", "backend": "openai", "model": "m"}  # not mutated
+    validated = ModelSpec.model_validate(out)
+    assert validated.rpm == 500 and validated.concurrency == 4
+
+
+def test_apply_backend_args_unknown_key() -> None:
+    with pytest.raises(SkillmixError) as info:
+        apply_backend_args({"name": "s", "model": "m"}, "rpm=1,temprature=0.2")
+    message = str(info.value)
+    assert "--backend-args: unknown key 'temprature'" in message
+    for key in BACKEND_ARG_KEYS:
+        assert key in message
+
+
+def test_apply_backend_args_values_validated_after() -> None:
+    out = apply_backend_args({"name": "s", "model": "m"}, "rpm=lots")
+    with pytest.raises(ValidationError):
+        ModelSpec.model_validate(out)
+    data = minimal(students=[apply_backend_args({"name": "s", "model": "m"}, "concurrency=0")])
+    assert "students.0.concurrency" in error_of(data)
+    data = minimal(
+        students=[
+            apply_backend_args(
+                {"name": "s", "backend": "openai", "model": "m"}, "api_key_env=sk-abc"
+            )
+        ]
+    )
+    assert "api_key_env must be an environment variable name" in error_of(data)
+
+
+def test_apply_sampling_params() -> None:
+    spec = {"name": "s", "model": "m", "sampling": {"max_tokens": 100}}
+    out = apply_sampling_params(spec, "temperature=0.5,stop=END|###,seed=3")
+    assert out["sampling"] == {
+        "max_tokens": 100,
+        "temperature": "0.5",
+        "stop": ["END", "###"],
+        "seed": "3",
+    }
+    assert spec["sampling"] == {"max_tokens": 100}
+    params = ModelSpec.model_validate(out).sampling.request_params()
+    assert params == {"max_tokens": 100, "temperature": 0.5, "stop": ["END", "###"], "seed": 3}
+
+
+def test_apply_sampling_params_unknown_key() -> None:
+    with pytest.raises(SkillmixError) as info:
+        apply_sampling_params({"name": "s", "model": "m"}, "top_k=5")
+    message = str(info.value)
+    assert "--sampling-params: unknown key 'top_k'" in message
+    for key in SAMPLING_KEYS:
+        assert key in message
+
+
+def test_apply_sampling_params_values_validated_after() -> None:
+    out = apply_sampling_params({"name": "s", "model": "m"}, "temperature=hot")
+    assert "students.0.sampling.temperature" in error_of(minimal(students=[out]))
+    out = apply_sampling_params({"name": "s", "model": "m"}, "top_p=1.5")
+    assert "students.0.sampling.top_p" in error_of(minimal(students=[out]))
+
+
+def test_quick_form_cli_rejects_unknown_backend_arg(tmp_path: Path) -> None:
+    result = run_cli(
+        "evaluate", "--model", "m", "--k", "2", "--backend-args", "nope=1", "--store", str(tmp_path)
+    )
+    assert result.exit_code == 2
+    assert "unknown key 'nope'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- schema --------------------------------------------------------------------------------
+
+
+def test_experiment_schema_is_valid_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = experiment_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"name", "ks", "students", "grader"}
+    for name, definition in schema["$defs"].items():
+        if definition.get("type") == "object" and "properties" in definition:
+            assert definition.get("additionalProperties") is False, name
+    json.dumps(schema)  # serialisable
+
+
+def test_schema_validates_examples() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(experiment_schema())
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        errors = list(validator.iter_errors(data))
+        assert errors == [], (path.name, [e.message for e in errors])
+    assert list(validator.iter_errors({**minimal(), "colour": 1}))
+
+
+def test_schema_cli_prints_it() -> None:
+    result = run_cli("schema")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == experiment_schema()
