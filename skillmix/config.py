@@ -291,7 +291,28 @@ def load_experiment(path: str | Path) -> Experiment:
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SkillmixError(f"{where}: malformed YAML: {problem}") from None
-    return parse_experiment(data, str(p))
+    experiment = parse_experiment(data, str(p))
+    return resolve_relative_paths(experiment, p.parent)
+
+
+def resolve_relative_paths(experiment: Experiment, base: Path) -> Experiment:
+    """Catalog and prompt paths in a file are relative to that file's folder."""
+
+    def fix(value: str | None) -> str | None:
+        if value is None or "://" in value or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    catalog = experiment.catalog.model_copy(
+        update={"skills": fix(experiment.catalog.skills), "topics": fix(experiment.catalog.topics)}
+    )
+    prompts = experiment.prompts.model_copy(update={"dir": fix(experiment.prompts.dir)})
+    generation, grading = experiment.prompts.generation, experiment.prompts.grading
+    if generation.endswith(".json"):
+        prompts = prompts.model_copy(update={"generation": fix(generation)})
+    if grading.endswith(".json"):
+        prompts = prompts.model_copy(update={"grading": fix(grading)})
+    return experiment.model_copy(update={"catalog": catalog, "prompts": prompts})
 
 
 def experiment_schema() -> dict[str, Any]:

@@ -171,8 +171,9 @@ class ChatClient:
                 return ChatResult.from_cache_value(hit)
         async with self._semaphore:
             result = await self._request(messages, n)
-        if self.cache is not None:
-            await self.cache.put(key, result.as_cache_value())
+            # cache before releasing the slot: at most `concurrency` answers are ever uncached
+            if self.cache is not None:
+                await self.cache.put(key, result.as_cache_value())
         return result
 
     async def _request(self, messages: list[dict[str, str]], n: int) -> ChatResult:

@@ -159,14 +159,21 @@ def load_experiment_for(kwargs: dict[str, Any]) -> Any:
     from skillmix.config import load_experiment
 
     if kwargs["file"]:
-        quick = [
-            k
-            for k in ("models", "ks", "grader", "base_url", "grader_base_url", "grader_backend")
-            if kwargs.get(k)
-        ]
-        if quick or kwargs["backend_args"] or kwargs["sampling_params"] or kwargs["grader_args"]:
+        flag_names = {
+            "models": "--model",
+            "ks": "--k",
+            "grader": "--grader",
+            "base_url": "--base-url",
+            "grader_base_url": "--grader-base-url",
+            "grader_backend": "--grader-backend",
+            "backend_args": "--backend-args",
+            "sampling_params": "--sampling-params",
+            "grader_args": "--grader-args",
+        }
+        flags = [flag for key, flag in flag_names.items() if kwargs.get(key)]
+        if flags:
             raise SkillmixError(
-                "-f and the quick-form flags exclude each other",
+                f"-f excludes the quick-form flags ({', '.join(flags)})",
                 hint="put those settings in the experiment file",
             )
         return load_experiment(kwargs["file"])

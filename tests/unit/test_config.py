@@ -547,3 +547,23 @@ def test_schema_cli_prints_it() -> None:
     result = run_cli("schema")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == experiment_schema()
+
+
+def test_relative_catalog_paths_are_relative_to_the_experiment_file(tmp_path, monkeypatch) -> None:
+    from skillmix.config import load_experiment
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "skills.csv").write_text(
+        "category,skill,definition,example\nx,a,d.,e.\n", encoding="utf-8"
+    )
+    (folder / "exp.yaml").write_text(
+        "name: rel\nks: [1]\ncatalog: {skills: skills.csv}\nprompts: {dir: prompts}\n"
+        "students: [{name: s, model: m}]\ngrader: {model: g}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)  # a different working directory
+    experiment = load_experiment(folder / "exp.yaml")
+    assert experiment.catalog.skills == str(folder / "skills.csv")
+    assert experiment.prompts.dir == str(folder / "prompts")
+    assert experiment.catalog.topics is None
