@@ -147,14 +147,17 @@ def launch_cmd(
 
     name, profile, ctx, run = prepare_launch(load_experiment(file), cluster)
     lp = plan_launch(ctx, profile, name, run)
-    if fmt == "json":
+    done = lp.finished_units == lp.total_units and run.store.exists("report/summary.json")
+    # json: one document; when metrics follow (--wait, or a finished run) they join the plan
+    plan = lp.as_dict() if fmt == "json" and (done or (wait and not dry_run)) else None
+    if fmt == "json" and plan is None:
         echo_json(lp.as_dict())
-    else:
+    elif fmt != "json":
         stdout_console().print(plan_table(lp))
     info(f"run id: {lp.run_id}")
-    if lp.finished_units == lp.total_units and run.store.exists("report/summary.json"):
+    if done:
         info("every unit is finished and the report exists; nothing to launch")
-        _print_metrics(lp.run_uri, fmt)
+        _print_metrics(lp.run_uri, fmt, plan)
         return
     if dry_run:
         info("dry run: nothing created (see `skillmix render` for the manifests)")
@@ -169,7 +172,7 @@ def launch_cmd(
     info(f"report:     {lp.run_uri}/report/ (when the aggregation Job is done)")
     if wait:
         _wait(kube, lp.run_id, timeout)
-        _print_metrics(lp.run_uri, fmt)
+        _print_metrics(lp.run_uri, fmt, plan)
 
 
 def _wait(kube: Any, run_id: str, timeout: float) -> None:
@@ -190,14 +193,14 @@ def _wait(kube: Any, run_id: str, timeout: float) -> None:
     info(f"run {run_id} finished")
 
 
-def _print_metrics(run_uri: str, fmt: str) -> None:
+def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -> None:
     import json
 
     from skillmix.store.base import open_store
 
     summary = json.loads(open_store(run_uri).read_bytes("report/summary.json"))
     if fmt == "json":
-        echo_json(summary["metrics"])
+        echo_json(summary["metrics"] if plan is None else {**plan, "metrics": summary["metrics"]})
         return
     from rich.table import Table
 
@@ -309,8 +312,14 @@ def logs_cmd(
         try:
             if follow:
                 response = kube.pod_log(pod_name, container, follow=True, tail=tail)
+                pending = b""  # chunks end anywhere, even inside a line or a character
                 for chunk in response.stream():
-                    emit(prefix, chunk.decode(errors="replace"))
+                    lines = (pending + chunk).split(b"\n")
+                    pending = lines.pop()
+                    if lines:
+                        emit(prefix, b"\n".join(lines).decode(errors="replace"))
+                if pending:
+                    emit(prefix, pending.decode(errors="replace"))
             else:
                 emit(prefix, kube.pod_log(pod_name, container, tail=tail))
         except SkillmixError as exc:

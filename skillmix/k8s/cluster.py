@@ -108,13 +108,24 @@ class KubeClient:
         except FileNotFoundError:
             raise SkillmixError(f"kubeconfig {profile.kubeconfig} not found") from None
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        ok_statuses: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
+        """``fn(*args, **kwargs)`` with one-line errors; an HTTP status in ``ok_statuses``
+        (409 AlreadyExists, 404 NotFound) returns None instead."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
             return fn(*args, **kwargs)
         except ApiException as exc:
+            if exc.status in ok_statuses:
+                return None
             raise _api_error(what, exc, self.namespace) from None
         except (HTTPError, OSError) as exc:
             host = self.api_client.configuration.host
@@ -126,19 +137,18 @@ class KubeClient:
     def apply(self, manifests: list[dict[str, Any]]) -> list[str]:
         """Create the rendered objects; an existing ServiceAccount is reused, an existing Job
         is an error (names carry the attempt number, so this means a concurrent launch)."""
-        from kubernetes.client.exceptions import ApiException
-
         created = []
         for doc in manifests:
             kind, name = doc["kind"], doc["metadata"]["name"]
             if kind == "ServiceAccount":
-                try:
-                    self.core.create_namespaced_service_account(self.namespace, doc)
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise _api_error(
-                            f"create ServiceAccount {name}", exc, self.namespace
-                        ) from None
+                result = self._call(
+                    f"create ServiceAccount {name}",
+                    self.core.create_namespaced_service_account,
+                    self.namespace,
+                    doc,
+                    ok_statuses=(409,),
+                )
+                if result is None:  # 409: it exists (a relaunch)
                     continue
             elif kind == "Job":
                 self._call(
@@ -161,9 +171,11 @@ class KubeClient:
     def watch_jobs(
         self, run_id: str, resource_version: str, timeout_seconds: int
     ) -> Iterator[tuple[str, JobState]]:
-        """Job events after ``resource_version``; raises ``WatchExpired`` on 410 Gone."""
+        """Job events after ``resource_version``; raises ``WatchExpired`` on 410 Gone and when
+        the connection breaks (API server restart, load balancer timeout): list again."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         w = watch.Watch()
         try:
@@ -179,6 +191,8 @@ class KubeClient:
             if exc.status == 410:
                 raise WatchExpired() from None
             raise _api_error("watch Jobs", exc, self.namespace) from None
+        except (HTTPError, OSError):
+            raise WatchExpired() from None
         finally:
             w.stop()
 
@@ -194,7 +208,11 @@ class KubeClient:
     def pod_log(
         self, pod: str, container: str, *, follow: bool = False, tail: int | None = None
     ) -> Any:
-        return self._call(
+        """The log as text, or with ``follow`` the streaming HTTP response.
+
+        Always read raw: the client would otherwise "deserialize" the text (a log that is one
+        JSON line comes back as a Python repr, and this client version returns ``b'...'``)."""
+        response = self._call(
             f"read logs of {pod}/{container}",
             self.core.read_namespaced_pod_log,
             pod,
@@ -202,11 +220,23 @@ class KubeClient:
             container=container,
             follow=follow,
             tail_lines=tail,
-            _preload_content=not follow,
+            _preload_content=False,
         )
+        if follow:
+            return response
+        try:
+            return response.data.decode("utf-8", errors="replace")
+        finally:
+            response.release_conn()
 
     def delete_run(self, run_id: str) -> tuple[int, int]:
-        """Delete the run's Jobs (their pods go with them) and ServiceAccount; the store stays."""
+        """Delete the run's Jobs (their pods go with them) and ServiceAccount; the store stays.
+
+        The ServiceAccount is the chart's, named after the release: it is read by name and
+        deleted only when it carries the run's label (k8s/rbac-launcher.yaml grants get and
+        delete on ServiceAccounts, not list)."""
+        from skillmix.k8s.values import release_name
+
         selector = run_selector(run_id)
         jobs, _ = self.jobs(run_id)
         self._call(
@@ -216,24 +246,28 @@ class KubeClient:
             label_selector=selector,
             propagation_policy="Background",
         )
-        accounts = self._call(
-            "list ServiceAccounts",
-            self.core.list_namespaced_service_account,
+        name = release_name(run_id)
+        account = self._call(
+            f"read ServiceAccount {name}",
+            self.core.read_namespaced_service_account,
+            name,
             self.namespace,
-            label_selector=selector,
+            ok_statuses=(404,),
         )
-        for sa in accounts.items:
-            self._call(
-                f"delete ServiceAccount {sa.metadata.name}",
-                self.core.delete_namespaced_service_account,
-                sa.metadata.name,
-                self.namespace,
-            )
-        return len(jobs), len(accounts.items)
+        if account is None or (account.metadata.labels or {}).get(RUN_LABEL) != run_id:
+            return len(jobs), 0
+        self._call(
+            f"delete ServiceAccount {name}",
+            self.core.delete_namespaced_service_account,
+            name,
+            self.namespace,
+        )
+        return len(jobs), 1
 
 
 class WatchExpired(Exception):
-    """The watch's resourceVersion is too old (HTTP 410 Gone): list again and re-watch."""
+    """The watch's resourceVersion is too old (HTTP 410 Gone) or its connection broke: list
+    again and re-watch."""
 
 
 def _api_error(what: str, exc: Any, namespace: str) -> SkillmixError:
@@ -279,10 +313,13 @@ def wait_for_run(
                 f"timed out after {timeout:g}s waiting for run {run_id}; it keeps running (see `skillmix status`)"
             )
         try:
-            for _kind, state in kube.watch_jobs(
+            for kind, state in kube.watch_jobs(
                 run_id, version, int(max(1, min(watch_seconds, remaining)))
             ):
-                by_name[state.name] = state
+                if kind == "DELETED":  # cancelled (or expired): all gone ends the wait
+                    by_name.pop(state.name, None)
+                else:
+                    by_name[state.name] = state
                 if on_change:
                     on_change(list(by_name.values()))
                 verdict = _verdict(list(by_name.values()))

@@ -1,0 +1,1065 @@
+"""A fake Kubernetes API server on 127.0.0.1 for tests (real HTTP; the official client talks to it).
+
+It answers exactly the calls :class:`skillmix.k8s.cluster.KubeClient` makes, with the JSON a real
+API server sends (``kind``/``apiVersion``, ``metadata.resourceVersion``, ``Status`` objects for
+errors, newline-delimited watch events):
+
+- ServiceAccounts: create (409 AlreadyExists), list by ``labelSelector``, read and delete one.
+- Jobs (batch/v1): create (409 on a duplicate name, 404 when the namespace does not exist, 422
+  for an invalid name or label, 400 when the body's namespace or kind disagree with the path),
+  list by equality/existence ``labelSelector`` with the list's ``resourceVersion``, watch
+  (``watch=true`` + ``resourceVersion`` + ``timeoutSeconds``) streaming the ADDED/MODIFIED/DELETED
+  events after that version, delete-collection by ``labelSelector`` (``propagationPolicy``:
+  Background/Foreground delete the Jobs' pods too; the batch/v1 default, Orphan, keeps them).
+- Pods: list by ``labelSelector``; logs (``container``, ``follow``, ``tailLines``) as plain text,
+  ``follow`` streaming the lines in several HTTP chunks (a line may be split) and then closing.
+
+Watching from a resourceVersion older than the compaction point answers like the real server:
+HTTP 200 and one ``ERROR`` event carrying a ``Status`` with code 410, reason ``Expired``.
+:meth:`FakeKube.compact` moves that point and, by default, also ends every open watch with that
+event (what an API server does to a watcher whose window it can no longer serve).
+
+Test-side API: :meth:`set_job_status`, :meth:`add_pod`, :meth:`compact`, :meth:`inject_error`,
+:meth:`jobs` / :meth:`service_accounts` / :meth:`pods` snapshots, and :attr:`requests`, the log of
+every request (method, path, query, status, watch error code). Use :func:`kubeconfig` to write a
+kubeconfig (plain HTTP, a bearer token) whose context points at the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+TOKEN = "fake-token-0b6f"  # the bearer token kubeconfig() writes and the server requires
+START_TIMEOUT = 10.0
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_CLOSE = object()  # queue sentinel: end the watch
+
+
+@dataclass
+class Request:
+    """One request the server received. ``status`` is set when the response is complete (for a
+    watch: when the stream ends); ``watch_error`` is the code of an ERROR event it sent (-1 when
+    :meth:`FakeKube.drop_watches` cut the connection)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int | None = None
+    watch_error: int | None = None
+    events: int = 0
+
+    @property
+    def is_watch(self) -> bool:
+        return parse_bool(self.query.get("watch"))
+
+
+RECORD = web.RequestKey("record", Request)
+
+
+@dataclass
+class _Injected:
+    method: str
+    resource: str
+    code: int
+    times: int | None
+    message: str | None
+
+
+@dataclass
+class _Event:
+    rv: int
+    type: str
+    kind: str
+    namespace: str
+    obj: dict[str, Any]
+
+
+@dataclass
+class _State:
+    rv: int = 1000
+    compacted: int = 0
+    jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    logs: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    events: list[_Event] = field(default_factory=list)
+
+
+def parse_bool(value: str | None) -> bool:
+    """A query flag as the API server (Go's strconv.ParseBool) reads it: the python client
+    sends ``True``/``False``."""
+    return value in ("1", "t", "T", "true", "TRUE", "True")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(
+    code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ``Status`` object as the API server sends it with an error."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = dict(details)
+    return body
+
+
+def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
+    """``k=v,k2==v2,k3!=v3,k4,!k5`` -> [(op, key, value)]; set-based forms are rejected."""
+    out: list[tuple[str, str, str | None]] = []
+    for raw in text.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        if " in " in term or " notin " in term or "(" in term:
+            raise ValueError(f"unsupported selector term {term!r}")
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            out.append(("!=", key.strip(), value.strip()))
+        elif "==" in term:
+            key, value = term.split("==", 1)
+            out.append(("=", key.strip(), value.strip()))
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            out.append(("=", key.strip(), value.strip()))
+        elif term.startswith("!"):
+            out.append(("!", term[1:].strip(), None))
+        else:
+            out.append(("exists", term, None))
+    return out
+
+
+def selector_matches(
+    selector: list[tuple[str, str, str | None]], labels: Mapping[str, str]
+) -> bool:
+    for op, key, value in selector:
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!" and key in labels:
+            return False
+    return True
+
+
+class FakeKube:
+    """The fake API server, served from a background thread with its own event loop."""
+
+    def __init__(
+        self,
+        namespaces: Iterable[str] = ("default",),
+        *,
+        token: str | None = TOKEN,
+        log_chunk_delay: float = 0.02,
+    ) -> None:
+        self.namespaces = set(namespaces)
+        self.token = token
+        self.log_chunk_delay = log_chunk_delay
+        self.port = 0
+        self.requests: list[Request] = []
+        self.server_errors: list[str] = []
+        self._state = _State()
+        self._lock = threading.RLock()
+        self._injected: list[_Injected] = []
+        self._watchers: dict[int, tuple[asyncio.Queue[Any], str, str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeKube:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def setup() -> web.AppRunner:
+            runner = web.AppRunner(
+                self._app(), access_log=None, shutdown_timeout=1.0, logger=self._logger()
+            )
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            return runner
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._runner = loop.run_until_complete(setup())
+            except BaseException as exc:
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name=f"fake-kube-{self.port}", daemon=True)
+        self._thread.start()
+        if not started.wait(START_TIMEOUT) or failure:
+            sock.close()
+            raise RuntimeError(f"fake kube API did not start: {failure[:1]}")
+        return self
+
+    def stop(self, timeout: float = START_TIMEOUT) -> None:
+        """End open watches and streams, stop serving; idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._thread = None
+        if thread.is_alive() and not loop.is_closed():
+            self._broadcast(lambda _ns, _kind: _CLOSE)
+
+            async def shutdown() -> None:
+                if self._runner is not None:
+                    await self._runner.cleanup()
+
+            try:
+                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout)
+
+    def _logger(self) -> logging.Logger:
+        """aiohttp's server log goes to :attr:`server_errors`, not to stderr (where it would
+        mix with the output of the CLI under test)."""
+        fake = self
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                error = record.exc_info[1] if record.exc_info else None
+                fake.server_errors.append(
+                    record.getMessage() + (f": {error!r}" if error is not None else "")
+                )
+
+        logger = logging.getLogger(f"tests.fake_kube.{id(self)}")
+        logger.propagate = False
+        logger.handlers[:] = [Collect()]
+        return logger
+
+    def __enter__(self) -> FakeKube:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ test-side API
+    @property
+    def resource_version(self) -> int:
+        with self._lock:
+            return self._state.rv
+
+    def jobs(self, namespace: str | None = None, **labels: str) -> list[dict[str, Any]]:
+        """Snapshots of the stored Jobs (optionally one namespace, label equality)."""
+        with self._lock:
+            items = [
+                copy.deepcopy(j)
+                for (ns, _n), j in sorted(self._state.jobs.items())
+                if namespace in (None, ns)
+            ]
+        return [j for j in items if _labels_have(j, labels)]
+
+    def job(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        found = [j for j in self.jobs(namespace) if j["metadata"]["name"] == name]
+        if not found:
+            raise KeyError(name)
+        return found[0]
+
+    def service_accounts(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                copy.deepcopy(a)
+                for (ns, _n), a in sorted(self._state.accounts.items())
+                if namespace in (None, ns)
+            ]
+
+    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                copy.deepcopy(p)
+                for (ns, _n), p in sorted(self._state.pods.items())
+                if namespace in (None, ns)
+            ]
+
+    def requests_for(
+        self, method: str | None = None, path_suffix: str = "", *, watch: bool | None = None
+    ) -> list[Request]:
+        return [
+            r
+            for r in list(self.requests)
+            if (method is None or r.method == method)
+            and r.path.endswith(path_suffix)
+            and (watch is None or r.is_watch == watch)
+        ]
+
+    def open_watches(self) -> int:
+        with self._lock:
+            return len(self._watchers)
+
+    def create_job(self, manifest: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
+        """Store a Job as if POSTed (no request logged); returns the stored object."""
+        with self._lock:
+            error = self._validate_job(manifest, namespace)
+            if error is not None:
+                raise ValueError(error["message"])
+            return copy.deepcopy(self._store_job(manifest, namespace))
+
+    def set_job_status(
+        self,
+        name: str,
+        conditions: Iterable[Mapping[str, Any] | str] = (),
+        *,
+        namespace: str | None = None,
+        succeeded: int | None = None,
+        failed: int | None = None,
+        active: int | None = None,
+        ready: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace a Job's status (like the Job controller) and emit a MODIFIED event.
+
+        ``conditions``: dicts with ``type`` (and optional ``status`` "True", ``reason``,
+        ``message``) or bare type names."""
+        with self._lock:
+            key = self._job_key(name, namespace)
+            job = self._state.jobs[key]
+            status: dict[str, Any] = {}
+            stamp = now_iso()
+            conds = []
+            for c in conditions:
+                cond = {"type": c} if isinstance(c, str) else dict(c)
+                cond.setdefault("status", "True")
+                cond.setdefault("lastProbeTime", stamp)
+                cond.setdefault("lastTransitionTime", stamp)
+                conds.append(cond)
+            if conds:
+                status["conditions"] = conds
+            status["startTime"] = job["status"].get("startTime") or stamp
+            if any(c["type"] == "Complete" and c["status"] == "True" for c in conds):
+                status["completionTime"] = stamp
+            for name_, value in (
+                ("succeeded", succeeded),
+                ("failed", failed),
+                ("active", active),
+                ("ready", ready),
+            ):
+                if value is not None:
+                    status[name_] = value
+            job["status"] = status
+            self._bump(job)
+            self._emit("MODIFIED", "Job", key[0], job)
+            return copy.deepcopy(job)
+
+    def delete_job(self, name: str, namespace: str | None = None) -> None:
+        with self._lock:
+            key = self._job_key(name, namespace)
+            job = self._state.jobs.pop(key)
+            self._bump(job)
+            self._emit("DELETED", "Job", key[0], job)
+
+    def add_pod(
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        logs: Mapping[str, str],
+        *,
+        namespace: str = "default",
+        job: str | None = None,
+        phase: str = "Running",
+    ) -> dict[str, Any]:
+        """A pod with one container per ``logs`` key, whose log is that text. With ``job``, the
+        pod is owned by that Job (and deleted with it unless the deletion orphans it)."""
+        with self._lock:
+            self._state.rv += 1
+            meta: dict[str, Any] = {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": str(self._state.rv),
+                "creationTimestamp": now_iso(),
+                "labels": dict(labels),
+            }
+            if job is not None:
+                owner = self._state.jobs[self._job_key(job, namespace)]
+                meta["labels"].setdefault("batch.kubernetes.io/job-name", job)
+                meta["labels"].setdefault("job-name", job)
+                meta["ownerReferences"] = [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job,
+                        "uid": owner["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ]
+            pod = {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "metadata": meta,
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": c, "image": "skillmix:test"} for c in logs],
+                },
+                "status": {
+                    "phase": phase,
+                    "containerStatuses": [
+                        {
+                            "name": c,
+                            "ready": phase == "Running",
+                            "restartCount": 0,
+                            "image": "skillmix:test",
+                            "imageID": "",
+                        }
+                        for c in logs
+                    ],
+                },
+            }
+            self._state.pods[(namespace, name)] = pod
+            self._state.logs[(namespace, name)] = dict(logs)
+            return copy.deepcopy(pod)
+
+    def create_service_account(
+        self, name: str, labels: Mapping[str, str], *, namespace: str = "default"
+    ) -> dict[str, Any]:
+        """Store a ServiceAccount as if POSTed (no request logged)."""
+        with self._lock:
+            account: dict[str, Any] = {
+                "kind": "ServiceAccount",
+                "apiVersion": "v1",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": str(uuid.uuid4()),
+                    "creationTimestamp": now_iso(),
+                    "labels": dict(labels),
+                },
+            }
+            self._bump(account)
+            self._state.accounts[(namespace, name)] = account
+            return copy.deepcopy(account)
+
+    def compact(self, *, expire_watches: bool = True) -> int:
+        """Make every resourceVersion before the current one expire (HTTP 410 on watch); with
+        ``expire_watches``, also end the open watches with an ERROR 410 event."""
+        with self._lock:
+            self._state.rv += 1
+            self._state.compacted = self._state.rv
+            rv = self._state.rv
+            if expire_watches:
+                self._broadcast(lambda _ns, _kind: ("EXPIRE", rv))
+            return rv
+
+    def drop_watches(self) -> None:
+        """Cut every open watch's connection mid-stream (an API server restart, a load
+        balancer's idle timeout): the client sees a truncated chunked response."""
+        self._broadcast(lambda _ns, _kind: ("DROP",))
+
+    def inject_error(
+        self,
+        method: str,
+        resource: str,
+        code: int,
+        *,
+        times: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer ``method`` on ``resource`` (jobs, serviceaccounts, pods, log) with ``code``;
+        ``times`` None = until cleared."""
+        with self._lock:
+            self._injected.append(_Injected(method.upper(), resource, code, times, message))
+
+    def clear_errors(self) -> None:
+        with self._lock:
+            self._injected.clear()
+
+    # ------------------------------------------------------------------ internals: state
+    def _job_key(self, name: str, namespace: str | None) -> tuple[str, str]:
+        if namespace is not None:
+            return (namespace, name)
+        keys = [k for k in self._state.jobs if k[1] == name]
+        if len(keys) != 1:
+            raise KeyError(f"job {name!r}: {len(keys)} matches")
+        return keys[0]
+
+    def _bump(self, obj: dict[str, Any]) -> int:
+        self._state.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._state.rv)
+        return self._state.rv
+
+    def _emit(self, type_: str, kind: str, namespace: str, obj: dict[str, Any]) -> None:
+        event = _Event(self._state.rv, type_, kind, namespace, copy.deepcopy(obj))
+        self._state.events.append(event)
+        self._broadcast(lambda ns, k: event if (ns, k) == (namespace, kind) else None)
+
+    def _broadcast(self, make: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with self._lock:
+            watchers = list(self._watchers.values())
+        for queue, ns, kind in watchers:
+            item = make(ns, kind)
+            if item is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closing
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _validate_job(self, body: Any, namespace: str) -> dict[str, Any] | None:
+        if not isinstance(body, dict):
+            return status_body(400, "BadRequest", "the body is not a JSON object")
+        if body.get("apiVersion") != "batch/v1" or body.get("kind") != "Job":
+            return status_body(
+                400,
+                "BadRequest",
+                f"the API version in the data ({body.get('apiVersion')}) does not match the "
+                f"expected API version (batch/v1), or kind {body.get('kind')!r} is not Job",
+            )
+        meta = body.get("metadata") or {}
+        if meta.get("namespace") not in (None, "", namespace):
+            return status_body(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
+        name = meta.get("name") or ""
+        causes = []
+        if not (DNS_SUBDOMAIN.match(name) and len(name) <= 63):
+            causes.append(f"metadata.name: Invalid value: {name!r}: must be a DNS-1123 label")
+        for where, labels in (
+            ("metadata.labels", meta.get("labels") or {}),
+            (
+                "spec.template.metadata.labels",
+                ((body.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
+                or {},
+            ),
+        ):
+            for v in labels.values():
+                if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE.match(v):
+                    causes.append(f"{where}: Invalid value: {v!r}: a valid label must be ...")
+        spec = body.get("spec") or {}
+        if not (spec.get("template") or {}).get("spec", {}).get("containers"):
+            causes.append("spec.template.spec.containers: Required value")
+        if causes:
+            return status_body(
+                422,
+                "Invalid",
+                f'Job.batch "{name}" is invalid: ' + "; ".join(causes),
+                {"name": name, "group": "batch", "kind": "Job"},
+            )
+        if (namespace, name) in self._state.jobs:
+            return status_body(
+                409,
+                "AlreadyExists",
+                f'jobs.batch "{name}" already exists',
+                {"name": name, "group": "batch", "kind": "jobs"},
+            )
+        return None
+
+    def _store_job(self, body: dict[str, Any], namespace: str) -> dict[str, Any]:
+        job = copy.deepcopy(body)
+        meta = job.setdefault("metadata", {})
+        meta["namespace"] = namespace
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_iso()
+        meta["generation"] = 1
+        spec = job.setdefault("spec", {})
+        spec.setdefault("completions", 1)
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        job["status"] = {}
+        self._bump(job)
+        self._state.jobs[(namespace, meta["name"])] = job
+        self._emit("ADDED", "Job", namespace, job)
+        return job
+
+    # ------------------------------------------------------------------ internals: HTTP
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        core = "/api/v1/namespaces/{ns}"
+        batch = "/apis/batch/v1/namespaces/{ns}"
+        app.router.add_post(f"{core}/serviceaccounts", self._create_account)
+        app.router.add_get(f"{core}/serviceaccounts", self._list_accounts)
+        app.router.add_get(f"{core}/serviceaccounts/{{name}}", self._read_account)
+        app.router.add_delete(f"{core}/serviceaccounts/{{name}}", self._delete_account)
+        app.router.add_post(f"{batch}/jobs", self._create_job)
+        app.router.add_get(f"{batch}/jobs", self._list_jobs)
+        app.router.add_delete(f"{batch}/jobs", self._delete_jobs)
+        app.router.add_get(f"{core}/pods", self._list_pods)
+        app.router.add_get(f"{core}/pods/{{name}}/log", self._pod_log)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        record = Request(request.method, request.path, dict(request.query))
+        with self._lock:
+            self.requests.append(record)
+        request[RECORD] = record
+        if (
+            self.token is not None
+            and request.headers.get("Authorization") != f"Bearer {self.token}"
+        ):
+            record.status = 401
+            return _json(status_body(401, "Unauthorized", "Unauthorized"), 401)
+        injected = self._take_injected(request)
+        if injected is not None:
+            record.status = injected.status
+            return injected
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            record.status = exc.status
+            return _json(status_body(exc.status, exc.reason, exc.text or exc.reason), exc.status)
+        if record.status is None:
+            record.status = response.status
+        return response
+
+    def _take_injected(self, request: web.Request) -> web.Response | None:
+        parts = request.path.rstrip("/").split("/")
+        resource = (
+            "log"
+            if parts[-1] == "log"
+            else next((p for p in parts if p in ("jobs", "serviceaccounts", "pods")), "")
+        )
+        with self._lock:
+            for rule in self._injected:
+                if rule.method == request.method and rule.resource == resource:
+                    if rule.times is not None:
+                        rule.times -= 1
+                        if rule.times <= 0:
+                            self._injected.remove(rule)
+                    break
+            else:
+                return None
+        reasons = {
+            400: "BadRequest",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "NotFound",
+            409: "Conflict",
+            422: "Invalid",
+            429: "TooManyRequests",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+        }
+        ns = request.match_info.get("ns", "")
+        verb = {"POST": "create", "GET": "list", "DELETE": "delete"}.get(request.method, "get")
+        group = "batch" if resource == "jobs" else ""
+        message = rule.message or (
+            f'{resource}{"." + group if group else ""} is forbidden: User "test-user" cannot '
+            f'{verb} resource "{resource}" in API group "{group}" in the namespace "{ns}"'
+            if rule.code == 403
+            else f"injected error {rule.code}"
+        )
+        body = status_body(
+            rule.code,
+            reasons.get(rule.code, "Unknown"),
+            message,
+            {"kind": resource, "group": group},
+        )
+        return _json(body, rule.code)
+
+    async def _body(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except ValueError:
+            return None
+
+    def _selector(self, request: web.Request) -> list[tuple[str, str, str | None]]:
+        try:
+            return parse_selector(request.query.get("labelSelector", ""))
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"unable to parse requirement: {exc}") from None
+
+    # ServiceAccounts ---------------------------------------------------------------------------
+    async def _create_account(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        body = await self._body(request)
+        if ns not in self.namespaces:
+            return _json(_ns_missing(ns), 404)
+        if not isinstance(body, dict) or body.get("kind") != "ServiceAccount":
+            return _json(status_body(400, "BadRequest", "not a ServiceAccount"), 400)
+        name = (body.get("metadata") or {}).get("name") or ""
+        if not DNS_SUBDOMAIN.match(name):
+            return _json(status_body(422, "Invalid", f"invalid name {name!r}"), 422)
+        with self._lock:
+            if (ns, name) in self._state.accounts:
+                return _json(
+                    status_body(
+                        409,
+                        "AlreadyExists",
+                        f'serviceaccounts "{name}" already exists',
+                        {"name": name, "kind": "serviceaccounts"},
+                    ),
+                    409,
+                )
+            account = copy.deepcopy(body)
+            meta = account.setdefault("metadata", {})
+            meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now_iso())
+            self._bump(account)
+            self._state.accounts[(ns, name)] = account
+            return _json(copy.deepcopy(account), 201)
+
+    async def _list_accounts(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        selector = self._selector(request)
+        with self._lock:
+            items = [
+                copy.deepcopy(a)
+                for (n, _), a in sorted(self._state.accounts.items())
+                if n == ns and selector_matches(selector, a["metadata"].get("labels") or {})
+            ]
+            return _json(_list("ServiceAccountList", "v1", items, self._state.rv))
+
+    async def _read_account(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        with self._lock:
+            account = self._state.accounts.get((ns, name))
+            if account is None:
+                return _json(
+                    status_body(
+                        404,
+                        "NotFound",
+                        f'serviceaccounts "{name}" not found',
+                        {"name": name, "kind": "serviceaccounts"},
+                    ),
+                    404,
+                )
+            return _json(copy.deepcopy(account))
+
+    async def _delete_account(self, request: web.Request) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        with self._lock:
+            account = self._state.accounts.pop((ns, name), None)
+            if account is None:
+                return _json(
+                    status_body(
+                        404,
+                        "NotFound",
+                        f'serviceaccounts "{name}" not found',
+                        {"name": name, "kind": "serviceaccounts"},
+                    ),
+                    404,
+                )
+            self._bump(account)
+            return _json(account)
+
+    # Jobs --------------------------------------------------------------------------------------
+    async def _create_job(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        body = await self._body(request)
+        if ns not in self.namespaces:
+            return _json(_ns_missing(ns), 404)
+        with self._lock:
+            error = self._validate_job(body, ns)
+            if error is not None:
+                return _json(error, error["code"])
+            job = self._store_job(body, ns)
+            return _json(copy.deepcopy(job), 201)
+
+    async def _list_jobs(self, request: web.Request) -> web.StreamResponse:
+        ns = request.match_info["ns"]
+        selector = self._selector(request)
+        if parse_bool(request.query.get("watch")):
+            return await self._watch(request, ns, "Job", selector)
+        with self._lock:
+            items = [
+                copy.deepcopy(j)
+                for (n, _), j in sorted(self._state.jobs.items())
+                if n == ns and selector_matches(selector, j["metadata"].get("labels") or {})
+            ]
+            return _json(_list("JobList", "batch/v1", items, self._state.rv))
+
+    async def _delete_jobs(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        selector = self._selector(request)
+        body = await self._body(request)
+        policy = request.query.get("propagationPolicy") or (
+            body.get("propagationPolicy") if isinstance(body, dict) else None
+        )
+        with self._lock:
+            deleted = []
+            for key, job in sorted(self._state.jobs.items()):
+                if key[0] == ns and selector_matches(selector, job["metadata"].get("labels") or {}):
+                    del self._state.jobs[key]
+                    job["metadata"]["deletionTimestamp"] = now_iso()
+                    self._bump(job)
+                    self._emit("DELETED", "Job", ns, job)
+                    deleted.append(job)
+            if policy in ("Background", "Foreground"):
+                uids = {j["metadata"]["uid"] for j in deleted}
+                for key, pod in list(self._state.pods.items()):
+                    owners = pod["metadata"].get("ownerReferences") or []
+                    if key[0] == ns and any(o.get("uid") in uids for o in owners):
+                        del self._state.pods[key]
+                        self._state.logs.pop(key, None)
+            return _json(_list("JobList", "batch/v1", deleted, self._state.rv))
+
+    async def _watch(
+        self,
+        request: web.Request,
+        ns: str,
+        kind: str,
+        selector: list[tuple[str, str, str | None]],
+    ) -> web.StreamResponse:
+        record = request[RECORD]
+        raw_rv = request.query.get("resourceVersion", "")
+        try:
+            since = int(raw_rv) if raw_rv not in ("", "0") else None
+        except ValueError:
+            return _json(status_body(400, "BadRequest", f"invalid resourceVersion {raw_rv!r}"), 400)
+        timeout = float(request.query.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
+        )
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+
+        def matches(obj: dict[str, Any]) -> bool:
+            return selector_matches(selector, obj["metadata"].get("labels") or {})
+
+        async def send(type_: str, obj: dict[str, Any]) -> None:
+            record.events += 1
+            await response.write((json.dumps({"type": type_, "object": obj}) + "\n").encode())
+
+        async def expire(current: int) -> None:
+            record.watch_error = 410
+            await send(
+                "ERROR",
+                status_body(410, "Expired", f"too old resource version: {since} ({current})"),
+            )
+
+        token = id(queue)
+        with self._lock:
+            compacted, current = self._state.compacted, self._state.rv
+            if since is not None and since < compacted:
+                backlog: list[tuple[str, dict[str, Any]]] | None = None
+            elif since is None:
+                backlog = [
+                    ("ADDED", copy.deepcopy(o))
+                    for (n, _), o in sorted(self._state.jobs.items())
+                    if n == ns and matches(o)
+                ]
+            else:
+                backlog = [
+                    (e.type, copy.deepcopy(e.obj))
+                    for e in self._state.events
+                    if e.rv > since and e.namespace == ns and e.kind == kind and matches(e.obj)
+                ]
+            if backlog is not None:
+                self._watchers[token] = (queue, ns, kind)
+        try:
+            if backlog is None:
+                await expire(current)
+            else:
+                for type_, obj in backlog:
+                    await send(type_, obj)
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                    if item is _CLOSE:
+                        break
+                    if isinstance(item, tuple) and item[0] == "DROP":
+                        record.watch_error = -1
+                        if request.transport is not None:
+                            request.transport.abort()  # no terminating chunk: truncated
+                        break
+                    if isinstance(item, tuple) and item[0] == "EXPIRE":
+                        await expire(item[1])
+                        break
+                    if isinstance(item, _Event) and matches(item.obj):
+                        await send(item.type, item.obj)
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away (it stopped watching)
+            pass
+        finally:
+            record.status = 200
+            with self._lock:
+                self._watchers.pop(token, None)
+        return response
+
+    # Pods --------------------------------------------------------------------------------------
+    async def _list_pods(self, request: web.Request) -> web.Response:
+        ns = request.match_info["ns"]
+        selector = self._selector(request)
+        with self._lock:
+            items = [
+                copy.deepcopy(p)
+                for (n, _), p in sorted(self._state.pods.items())
+                if n == ns and selector_matches(selector, p["metadata"].get("labels") or {})
+            ]
+            return _json(_list("PodList", "v1", items, self._state.rv))
+
+    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        with self._lock:
+            logs = self._state.logs.get((ns, name))
+        if logs is None:
+            return _json(
+                status_body(
+                    404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}
+                ),
+                404,
+            )
+        container = request.query.get("container")
+        if container is None:
+            if len(logs) != 1:
+                return _json(
+                    status_body(
+                        400,
+                        "BadRequest",
+                        f"a container name must be specified for pod {name}, choose one of: "
+                        f"[{' '.join(logs)}]",
+                    ),
+                    400,
+                )
+            container = next(iter(logs))
+        if container not in logs:
+            return _json(
+                status_body(
+                    400, "BadRequest", f"container {container} is not valid for pod {name}"
+                ),
+                400,
+            )
+        lines = logs[container].splitlines(keepends=True)
+        tail = request.query.get("tailLines")
+        if tail is not None:
+            lines = lines[-int(tail) :] if int(tail) > 0 else []
+        if not parse_bool(request.query.get("follow")):
+            return web.Response(
+                body="".join(lines).encode(), content_type="text/plain", charset="utf-8"
+            )
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the client stopped following
+            await self._stream_lines(response, lines)
+        return response
+
+    async def _stream_lines(self, response: web.StreamResponse, lines: list[str]) -> None:
+        for line in lines:
+            data = line.encode()
+            cut = max(1, len(data) // 2)
+            for piece in (data[:cut], data[cut:]):  # a line may arrive in two chunks
+                if piece:
+                    await response.write(piece)
+                    await asyncio.sleep(self.log_chunk_delay)
+        await response.write_eof()
+
+
+def _labels_have(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    have = obj["metadata"].get("labels") or {}
+    return all(have.get(k) == v for k, v in labels.items())
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
+
+
+def _list(kind: str, api_version: str, items: list[dict[str, Any]], rv: int) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "apiVersion": api_version,
+        "metadata": {"resourceVersion": str(rv)},
+        "items": items,
+    }
+
+
+def _ns_missing(ns: str) -> dict[str, Any]:
+    return status_body(
+        404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"}
+    )
+
+
+def kubeconfig(
+    fake: FakeKube | str,
+    path: str | Path,
+    context: str = "fake",
+    *,
+    namespace: str = "default",
+    token: str = TOKEN,
+) -> Path:
+    """Write a kubeconfig whose ``context`` points at the fake (or any URL): plain HTTP, a
+    bearer token, and that context as the current one."""
+    import yaml
+
+    server = fake.url if isinstance(fake, FakeKube) else fake
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake-cluster", "cluster": {"server": server}}],
+        "users": [{"name": "fake-user", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": context,
+                "context": {"cluster": "fake-cluster", "user": "fake-user", "namespace": namespace},
+            }
+        ],
+        "current-context": context,
+        "preferences": {},
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def closed_port_url() -> str:
+    """``http://127.0.0.1:PORT`` where nothing listens (connection refused at once)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"

@@ -1,0 +1,719 @@
+"""The Kubernetes executor's pure parts: image refs, release names, Helm values, estimates, Job
+states and the wait loop (driven by a plain in-memory fake of KubeClient and a fake clock)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillmix.config import Experiment
+from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.k8s.cluster import PHASE_LABEL, JobState, WatchExpired, run_selector, wait_for_run
+from skillmix.k8s.launch import estimate
+from skillmix.k8s.profiles import ClusterProfile
+from skillmix.k8s.values import MAX_RELEASE, build_values, release_name, split_image
+from skillmix.pipeline.context import RunContext, resolve_context
+from skillmix.pipeline.plan import plan_tasks
+
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CANARY = "sk-canary-never-in-values-41f0"
+
+# ---------------------------------------------------------------------------------------------
+# split_image
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("vllm/vllm-openai:v0.11.0", ("vllm/vllm-openai", "v0.11.0")),
+        ("ghcr.io/skillmix/skillmix:0.1.0", ("ghcr.io/skillmix/skillmix", "0.1.0")),
+        ("registry:5000/team/skillmix:rc-1", ("registry:5000/team/skillmix", "rc-1")),
+        ("localhost:5000/skillmix", ("localhost:5000/skillmix", "latest")),  # port, no tag
+        ("registry.local:5000/a/b/c", ("registry.local:5000/a/b/c", "latest")),
+        ("skillmix", ("skillmix", "latest")),
+        ("skillmix:kind-test", ("skillmix", "kind-test")),
+        ("[::1]:5000/skillmix:dev", ("[::1]:5000/skillmix", "dev")),
+    ],
+)
+def test_split_image(image: str, expected: tuple[str, str]) -> None:
+    assert split_image(image) == expected
+
+
+_component = st.from_regex(r"[a-z0-9]([a-z0-9._-]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@given(
+    registry=st.one_of(
+        st.none(), st.from_regex(r"[a-z][a-z0-9.-]{0,10}(:[0-9]{1,5})?", fullmatch=True)
+    ),
+    path=st.lists(_component, min_size=1, max_size=3),
+    tag=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True)),
+)
+def test_split_image_round_trips(registry: str | None, path: list[str], tag: str | None) -> None:
+    repository = "/".join(([registry] if registry else []) + path)
+    image = f"{repository}:{tag}" if tag else repository
+    assert split_image(image) == (repository, tag or "latest")
+
+
+# ---------------------------------------------------------------------------------------------
+# release_name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_release_name_keeps_short_ids() -> None:
+    assert release_name("quickstart-1a2b3c4d") == "quickstart-1a2b3c4d"
+    assert release_name("My_Run.v2-1A2B3C4D") == "my-run-v2-1a2b3c4d"
+    assert release_name("___") == "run"
+
+
+def test_release_name_hashes_long_ids() -> None:
+    long_a = "a-very-long-experiment-name-for-the-evaluation-of-many-models-1a2b3c4d"
+    long_b = long_a.replace("1a2b3c4d", "5e6f7a8b")
+    a, b = release_name(long_a), release_name(long_b)
+    assert len(a) <= MAX_RELEASE and len(b) <= MAX_RELEASE
+    assert a != b  # same long prefix, different run ids: different releases
+    assert a == release_name(long_a)  # stable
+    assert DNS_1123_LABEL.match(a) and DNS_1123_LABEL.match(b)
+    assert a.startswith("a-very-long-experiment-name")
+
+
+@given(st.text(min_size=1, max_size=120))
+def test_release_name_is_always_a_helm_release_name(run_id: str) -> None:
+    name = release_name(run_id)
+    assert 1 <= len(name) <= MAX_RELEASE
+    assert DNS_1123_LABEL.match(name), name
+    assert release_name(run_id) == name
+
+
+# ---------------------------------------------------------------------------------------------
+# build_values
+# ---------------------------------------------------------------------------------------------
+
+
+def experiment(**overrides: Any) -> Experiment:
+    data: dict[str, Any] = {
+        "name": "values-test",
+        "ks": [2, 3],
+        "combinations": 5,
+        "generation_rounds": 2,
+        "students": [
+            {
+                "name": "qwen",
+                "backend": "vllm",
+                "model": "qwen2.5-7b",
+                "vllm": {
+                    "model": "Qwen/Qwen2.5-7B-Instruct",
+                    "tensor_parallel_size": 2,
+                    "args": ["--max-model-len", "4096"],
+                },
+            },
+            {"name": "mini", "backend": "openai", "model": "gpt-4o-mini"},
+            {"name": "mocky", "backend": "mock", "model": "mock-1", "quality": 0.4, "replicas": 3},
+        ],
+        "grader": {"name": "judge", "backend": "openai", "model": "gpt-4o", "rounds": 3},
+    }
+    data.update(overrides)
+    return Experiment.model_validate(data)
+
+
+def cluster_profile(**overrides: Any) -> ClusterProfile:
+    data: dict[str, Any] = {
+        "namespace": "evals",
+        "image": "registry:5000/skillmix/skillmix:1.2.3",
+        "vllm_image": "vllm/vllm-openai:v0.11.0",
+        "store": "s3://bucket/runs/",
+        "s3": {"endpoint_url": "http://minio:9000", "credentials_secret": "s3-creds"},
+        "secrets": {
+            "OPENAI_API_KEY": {"name": "openai", "key": "api-key"},
+            "HF_TOKEN": {"name": "hf"},
+        },
+        "deadlines": {"model_load_seconds": 905},
+    }
+    data.update(overrides)
+    return ClusterProfile.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def ctx() -> RunContext:
+    c = resolve_context(experiment())
+    c.sharded = True
+    return c
+
+
+def values_for(
+    c: RunContext, profile: ClusterProfile | None = None, *, attempt: int = 1
+) -> dict[str, Any]:
+    units = plan_tasks(c.experiment, sharded=True).units
+    return build_values(
+        c, profile or cluster_profile(), "prod", attempt=attempt, generation=units, grading=units
+    )
+
+
+def test_values_run_and_images(ctx: RunContext) -> None:
+    v = values_for(ctx, attempt=3)
+    assert v["run"] == {
+        "id": ctx.run_id,
+        "uri": f"s3://bucket/runs/{ctx.run_id}",
+        "attempt": 3,
+        "seed": ctx.experiment.seed,
+    }
+    assert v["image"] == {
+        "repository": "registry:5000/skillmix/skillmix",
+        "tag": "1.2.3",
+        "pullPolicy": "IfNotPresent",
+    }
+    assert v["vllm"]["image"]["repository"] == "vllm/vllm-openai"
+    assert v["vllm"]["image"]["tag"] == "v0.11.0"
+    assert v["store"] == {
+        "endpointUrl": "http://minio:9000",
+        "region": "us-east-1",
+        "credentialsSecret": "s3-creds",
+    }
+
+
+def test_values_students(ctx: RunContext) -> None:
+    students = values_for(ctx)["students"]
+    assert students["qwen"] == {
+        "backend": "vllm",
+        "servedModelName": "qwen2.5-7b",
+        "replicas": 1,
+        "model": "Qwen/Qwen2.5-7B-Instruct",
+        "tensorParallelSize": 2,
+        "gpus": 2,  # GPUs = tensor parallel size by default
+        "extraArgs": ["--max-model-len", "4096"],
+    }
+    assert students["mini"] == {
+        "backend": "openai",
+        "servedModelName": "gpt-4o-mini",
+        "replicas": 1,
+    }
+    assert students["mocky"] == {
+        "backend": "mock",
+        "servedModelName": "mock-1",
+        "replicas": 3,
+        "quality": 0.4,
+    }
+
+
+def test_values_vllm_gpus_model_and_base_url() -> None:
+    e = experiment(
+        students=[
+            {
+                "name": "big",
+                "backend": "vllm",
+                "model": "llama",
+                "vllm": {"gpus": 8, "tensor_parallel_size": 4},
+            },
+            {
+                "name": "api",
+                "backend": "openai",
+                "model": "gpt-4o-mini",
+                "base_url": "https://llm.internal/v1",
+            },
+            {"name": "m", "backend": "mock", "model": "mock-1"},
+        ]
+    )
+    c = resolve_context(e)
+    students = values_for(c)["students"]
+    assert students["big"]["gpus"] == 8 and students["big"]["tensorParallelSize"] == 4
+    assert students["big"]["model"] == "llama"  # no vllm.model: the served name
+    assert students["big"]["extraArgs"] == []
+    assert students["api"]["baseUrl"] == "https://llm.internal/v1"
+    assert students["m"]["quality"] == 0.7  # the mock default
+
+
+def test_values_api_keys_come_from_profile_secrets(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    v = values_for(ctx)
+    # the openai student and the openai grader share one variable: one entry
+    assert v["apiKeys"] == [{"env": "OPENAI_API_KEY", "secretName": "openai", "key": "api-key"}]
+    assert CANARY not in json.dumps(v)
+
+
+def test_values_api_key_default_key_and_custom_env() -> None:
+    e = experiment(
+        students=[
+            {"name": "s", "backend": "openai", "model": "gpt-4o-mini", "api_key_env": "TEAM_KEY"}
+        ],
+        grader={"name": "g", "backend": "mock", "model": "mock-g"},
+    )
+    profile = cluster_profile(secrets={"TEAM_KEY": {"name": "team-secret"}})
+    v = values_for(resolve_context(e), profile)
+    assert v["apiKeys"] == [{"env": "TEAM_KEY", "secretName": "team-secret", "key": "TEAM_KEY"}]
+    assert v["grader"]["backend"] == "mock"
+
+
+def test_values_missing_secret_names_the_key_and_the_fix(ctx: RunContext) -> None:
+    with pytest.raises(SkillmixError) as info:
+        values_for(ctx, cluster_profile(secrets={"HF_TOKEN": {"name": "hf"}}))
+    message = info.value.one_line()
+    assert "'prod'" in message and "OPENAI_API_KEY" in message
+    assert "secrets: {OPENAI_API_KEY: {name: <secret-name>, key: OPENAI_API_KEY}}" in message
+    assert info.value.exit_code == 2
+
+
+def test_values_hf_token_only_with_a_vllm_student(ctx: RunContext) -> None:
+    assert values_for(ctx)["hfToken"] == {"secretName": "hf", "key": "HF_TOKEN"}
+    no_vllm = resolve_context(
+        experiment(students=[{"name": "m", "backend": "mock", "model": "mock-1"}])
+    )
+    assert values_for(no_vllm)["hfToken"]["secretName"] == ""
+    without_secret = cluster_profile(secrets={"OPENAI_API_KEY": {"name": "openai"}})
+    assert values_for(ctx, without_secret)["hfToken"]["secretName"] == ""
+
+
+def test_values_model_cache_only_with_vllm(ctx: RunContext) -> None:
+    profile = cluster_profile(model_cache_pvc="hf-cache")
+    assert values_for(ctx, profile)["modelCache"] == {
+        "enabled": True,
+        "claimName": "hf-cache",
+        "mountPath": "/models/hf",
+    }
+    no_vllm = resolve_context(
+        experiment(students=[{"name": "m", "backend": "mock", "model": "mock-1"}])
+    )
+    assert values_for(no_vllm, profile)["modelCache"]["enabled"] is False
+
+
+def test_values_units_budget_share_and_probe(ctx: RunContext) -> None:
+    units = plan_tasks(ctx.experiment, sharded=True).units
+    v = build_values(
+        ctx, cluster_profile(), "prod", attempt=1, generation=units[:2], grading=units[:5]
+    )
+    assert v["generation"] == [{"student": s, "k": k, "round": g} for s, k, g in units[:2]]
+    assert v["grading"] == [{"student": s, "k": k, "round": g} for s, k, g in units[:5]]
+    assert v["grader"]["budgetShare"] == 5  # each grading Job gets 1/5 of the RPM/TPM budget
+    assert v["grader"]["backend"] == "openai" and v["grader"]["servedModelName"] == "gpt-4o"
+    probe = v["vllm"]["startupProbe"]
+    assert probe["periodSeconds"] == 10
+    assert probe["failureThreshold"] == math.ceil(905 / 10) == 91
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 905
+    # nothing left to grade: still a valid share
+    none = build_values(ctx, cluster_profile(), "prod", attempt=2, generation=[], grading=[])
+    assert none["grader"]["budgetShare"] == 1
+
+
+def test_values_jobs_and_scheduling() -> None:
+    profile = cluster_profile(
+        gpu={
+            "resource_name": "amd.com/gpu",
+            "node_selector": {"pool": "a100"},
+            "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "runtime_class": "nvidia",
+        },
+        kueue_queue="team-a",
+        backoff_limit=4,
+        deadlines={"generation_seconds": 3600, "grading_seconds": 7200, "ttl_seconds": 60},
+        client_resources={"requests": {"cpu": "1"}},
+        image_pull_secrets=["regcred"],
+    )
+    c = resolve_context(experiment())
+    v = values_for(c, profile)
+    assert v["gpu"]["resourceName"] == "amd.com/gpu"
+    assert v["gpu"]["nodeSelector"] == {"pool": "a100"}
+    assert v["gpu"]["runtimeClassName"] == "nvidia"
+    assert v["kueue"] == {"queueName": "team-a"}
+    assert v["imagePullSecrets"] == ["regcred"]
+    assert v["client"] == {"resources": {"requests": {"cpu": "1"}}}
+    jobs = v["jobs"]
+    assert jobs["backoffLimit"] == 4 and jobs["ttlSecondsAfterFinished"] == 60
+    assert jobs["activeDeadlineSeconds"]["generation"] == 3600
+    assert jobs["waitTimeoutSeconds"]["grading"] == 7200 - 600
+    assert jobs["waitTimeoutSeconds"]["grading"] < jobs["activeDeadlineSeconds"]["grading"]
+    assert "client" not in values_for(c)  # the chart's defaults apply
+
+
+def test_values_vllm_grader_needs_a_base_url() -> None:
+    e = experiment(grader={"name": "g", "backend": "vllm", "model": "judge-70b"})
+    with pytest.raises(SkillmixError, match="needs base_url"):
+        values_for(resolve_context(e))
+
+
+# ---------------------------------------------------------------------------------------------
+# estimate
+# ---------------------------------------------------------------------------------------------
+
+
+def _estimate(e: Experiment) -> tuple[float, float | None]:
+    c = resolve_context(e)
+    units = plan_tasks(e, sharded=True).units
+    return estimate(c, units, units)
+
+
+MOCK_GRADER = {"name": "g", "backend": "mock", "model": "mock-g"}
+
+
+def test_estimate_gpu_hours_only_with_vllm() -> None:
+    vllm = experiment(
+        students=[
+            {"name": "q", "backend": "vllm", "model": "q", "vllm": {"tensor_parallel_size": 2}}
+        ],
+        grader=MOCK_GRADER,
+    )
+    hours, cost = _estimate(vllm)
+    assert hours > 0 and cost == 0
+    mock = experiment(students=[{"name": "m", "backend": "mock", "model": "m"}], grader=MOCK_GRADER)
+    assert _estimate(mock) == (0, 0)
+    # more GPUs per pod, more GPU-hours
+    wide = experiment(
+        students=[
+            {"name": "q", "backend": "vllm", "model": "q", "vllm": {"tensor_parallel_size": 4}}
+        ],
+        grader=MOCK_GRADER,
+    )
+    assert _estimate(wide)[0] == pytest.approx(2 * hours)
+
+
+def test_estimate_api_cost() -> None:
+    known = experiment(
+        students=[{"name": "s", "backend": "openai", "model": "gpt-4o-mini"}], grader=MOCK_GRADER
+    )
+    hours, cost = _estimate(known)
+    assert hours == 0 and cost is not None and cost > 0
+    unknown = experiment(
+        students=[{"name": "s", "backend": "openai", "model": "house-model-x"}], grader=MOCK_GRADER
+    )
+    assert _estimate(unknown)[1] is None  # unknown price: no made-up number
+    priced = experiment(
+        students=[{"name": "s", "backend": "openai", "model": "house-model-x"}],
+        grader=MOCK_GRADER,
+        prices={"house-model-x": {"prompt": 1.0, "completion": 2.0}},
+    )
+    priced_cost = _estimate(priced)[1]
+    assert priced_cost is not None and priced_cost > 0
+    unknown_grader = experiment(
+        students=[{"name": "m", "backend": "mock", "model": "m"}],
+        grader={"name": "g", "backend": "openai", "model": "judge-unknown"},
+    )
+    assert _estimate(unknown_grader)[1] is None
+    graded = experiment(
+        students=[{"name": "m", "backend": "mock", "model": "m"}],
+        grader={"name": "g", "backend": "openai", "model": "gpt-4o"},
+    )
+    graded_cost = _estimate(graded)[1]
+    assert graded_cost is not None and graded_cost > 0
+
+
+def test_estimate_counts_only_the_units_left() -> None:
+    e = experiment(
+        students=[{"name": "s", "backend": "openai", "model": "gpt-4o-mini"}], grader=MOCK_GRADER
+    )
+    c = resolve_context(e)
+    units = plan_tasks(e, sharded=True).units
+    full = estimate(c, units, units)[1]
+    generation = estimate(c, units, [])[1]
+    grading = estimate(c, [], units)[1]
+    fewer = estimate(c, units[1:], units[1:])[1]
+    assert full is not None and generation is not None and grading is not None
+    assert fewer is not None
+    assert generation + grading == pytest.approx(full)
+    assert 0 < fewer < full
+    assert estimate(c, [], []) == (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# JobState
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conditions", "active", "state"),
+    [
+        ([], 0, "Pending"),
+        ([], 2, "Running"),
+        ([("Complete", "CompletionsReached", "")], 0, "Complete"),
+        ([("SuccessCriteriaMet", "CompletionsReached", "")], 1, "Complete"),
+        (
+            [("SuccessCriteriaMet", "", ""), ("Complete", "CompletionsReached", "")],
+            0,
+            "Complete",
+        ),
+        ([("FailureTarget", "BackoffLimitExceeded", "x")], 1, "Failed"),
+        ([("Failed", "DeadlineExceeded", "x")], 0, "Failed"),
+        (
+            [("FailureTarget", "PodFailurePolicy", ""), ("Failed", "PodFailurePolicy", "")],
+            0,
+            "Failed",
+        ),
+        ([("Suspended", "JobSuspended", "Job suspended")], 0, "Suspended"),
+    ],
+)
+def test_job_state(conditions: list[tuple[str, str, str]], active: int, state: str) -> None:
+    assert JobState("j", {}, active=active, conditions=conditions).state == state
+
+
+def test_job_state_reason() -> None:
+    failed = JobState("j", {}, conditions=[("Failed", "BackoffLimitExceeded", "limit reached")])
+    assert failed.reason == "BackoffLimitExceeded: limit reached"
+    assert (
+        JobState("j", {}, conditions=[("Failed", "DeadlineExceeded", "")]).reason
+        == "DeadlineExceeded"
+    )
+    assert JobState("j", {}, conditions=[("Complete", "CompletionsReached", "")]).reason == ""
+    assert JobState("j", {PHASE_LABEL: "grade"}).phase == "grade"
+    assert JobState("j", {}).phase == "?"
+
+
+def test_job_state_from_an_api_object() -> None:
+    from kubernetes.client import (
+        V1Job,
+        V1JobCondition,
+        V1JobSpec,
+        V1JobStatus,
+        V1ObjectMeta,
+        V1PodSpec,
+        V1PodTemplateSpec,
+    )
+
+    template = V1PodTemplateSpec(spec=V1PodSpec(containers=[]))
+    job = V1Job(
+        metadata=V1ObjectMeta(name="r-gen-a-k2-r1-a1", labels={PHASE_LABEL: "generate"}),
+        spec=V1JobSpec(template=template, completions=3),
+        status=V1JobStatus(
+            active=1,
+            succeeded=2,
+            conditions=[
+                # resumed by Kueue: the Suspended condition stays, with status False
+                V1JobCondition(type="Suspended", status="False", reason="JobResumed"),
+                V1JobCondition(type="FailureTarget", status="False"),
+            ],
+        ),
+    )
+    state = JobState.from_job(job)
+    assert (state.name, state.phase, state.completions) == ("r-gen-a-k2-r1-a1", "generate", 3)
+    assert (state.active, state.succeeded, state.failed) == (1, 2, 0)
+    assert state.conditions == []
+    assert state.state == "Running"
+    bare = V1Job(
+        metadata=V1ObjectMeta(name="x"), spec=V1JobSpec(template=template), status=V1JobStatus()
+    )
+    assert JobState.from_job(bare).state == "Pending" and JobState.from_job(bare).completions == 1
+
+
+def test_run_selector() -> None:
+    assert run_selector("r1") == "skillmix.io/run=r1"
+    assert (
+        run_selector("r1", phase="grade", student=None)
+        == "skillmix.io/run=r1,skillmix.io/phase=grade"
+    )
+    assert (
+        run_selector("r1", phase=None, student="weak")
+        == "skillmix.io/run=r1,skillmix.io/student=weak"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# wait_for_run: the loop logic, against an in-memory KubeClient stand-in and a fake clock
+# ---------------------------------------------------------------------------------------------
+
+
+def job(name: str, phase: str, state: str = "Pending", reason: str = "") -> JobState:
+    conditions = {
+        "Pending": [],
+        "Running": [],
+        "Complete": [("Complete", "CompletionsReached", "")],
+        "Failed": [("Failed", reason or "BackoffLimitExceeded", "the limit")],
+        "Suspended": [("Suspended", "JobSuspended", "")],
+    }[state]
+    return JobState(
+        name, {PHASE_LABEL: phase}, active=int(state == "Running"), conditions=conditions
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Event = tuple[str, JobState]
+
+
+@dataclass
+class FakeKube:
+    """Lists return ``lists`` in turn (the last one repeats); each watch replays the next script:
+    a list of events, then ``"410"`` to raise WatchExpired, or ``"hold"`` to block until its
+    timeout (the clock advances by it), else it ends (the server closed it)."""
+
+    clock: Clock
+    lists: list[list[JobState]]
+    watches: list[list[Event | str]]
+    list_calls: int = 0
+    watch_calls: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def jobs(self, run_id: str, **labels: str | None) -> tuple[list[JobState], str]:
+        index = min(self.list_calls, len(self.lists) - 1)
+        self.list_calls += 1
+        return list(self.lists[index]), f"rv-{self.list_calls}"
+
+    def watch_jobs(
+        self, run_id: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[Event]:
+        self.watch_calls.append((run_id, resource_version, timeout_seconds))
+        script = self.watches.pop(0) if self.watches else ["hold"]
+        for step in script:
+            if step == "410":
+                raise WatchExpired()
+            if step == "hold":
+                self.clock.now += timeout_seconds
+                return
+            assert not isinstance(step, str)
+            self.clock.now += 1
+            yield step
+
+
+PENDING = [job("gen", "generate"), job("grd", "grade"), job("agg", "aggregate")]
+
+
+def test_wait_returns_when_the_aggregation_completes() -> None:
+    clock = Clock()
+    kube = FakeKube(
+        clock,
+        lists=[PENDING],
+        watches=[
+            [
+                ("MODIFIED", job("gen", "generate", "Complete")),
+                ("MODIFIED", job("grd", "grade", "Running")),
+                ("MODIFIED", job("grd", "grade", "Complete")),
+                ("MODIFIED", job("agg", "aggregate", "Complete")),
+                ("MODIFIED", job("never", "generate", "Failed")),  # not reached
+            ]
+        ],
+    )
+    seen: list[dict[str, str]] = []
+    final = wait_for_run(
+        kube,  # type: ignore[arg-type]
+        "r1",
+        timeout=600,
+        clock=clock,
+        on_change=lambda states: seen.append({s.name: s.state for s in states}),
+    )
+    assert {s.name: s.state for s in final} == {
+        "gen": "Complete",
+        "grd": "Complete",
+        "agg": "Complete",
+    }
+    assert kube.list_calls == 1
+    assert kube.watch_calls == [("r1", "rv-1", 300)]  # from the list's resourceVersion
+    assert seen[0] == {"gen": "Pending", "grd": "Pending", "agg": "Pending"}
+    assert seen[-1]["agg"] == "Complete"
+
+
+def test_wait_relists_after_410_and_after_a_watch_ends() -> None:
+    clock = Clock()
+    kube = FakeKube(
+        clock,
+        lists=[
+            PENDING,
+            [job("gen", "generate", "Complete"), job("grd", "grade"), job("agg", "aggregate")],
+            [
+                job("gen", "generate", "Complete"),
+                job("grd", "grade", "Complete"),
+                job("agg", "aggregate"),
+            ],
+        ],
+        watches=[
+            [("MODIFIED", job("gen", "generate", "Complete")), "410"],
+            [],  # the server closed the watch: list again
+            [("MODIFIED", job("agg", "aggregate", "Complete"))],
+        ],
+    )
+    final = wait_for_run(kube, "r1", timeout=600, clock=clock, watch_seconds=60)  # type: ignore[arg-type]
+    assert {s.name: s.state for s in final}["agg"] == "Complete"
+    assert kube.list_calls == 3
+    # every watch starts from the resourceVersion of the list just before it
+    assert [c[1] for c in kube.watch_calls] == ["rv-1", "rv-2", "rv-3"]
+    assert all(c[2] == 60 for c in kube.watch_calls)
+
+
+def test_wait_ends_on_the_first_failed_job() -> None:
+    clock = Clock()
+    kube = FakeKube(
+        clock,
+        lists=[PENDING],
+        watches=[[("MODIFIED", job("gen", "generate", "Failed", "DeadlineExceeded"))]],
+    )
+    with pytest.raises(RunFailedError) as info:
+        wait_for_run(kube, "r1", timeout=600, clock=clock)  # type: ignore[arg-type]
+    message = info.value.one_line()
+    assert "1 Job(s) failed: gen (DeadlineExceeded: the limit)" in message
+    assert "launch again to resume" in message and info.value.exit_code == 1
+
+
+def test_wait_sees_failures_already_listed() -> None:
+    clock = Clock()
+    failed = [job(f"g{i}", "generate", "Failed") for i in range(5)] + [job("agg", "aggregate")]
+    kube = FakeKube(clock, lists=[failed], watches=[])
+    with pytest.raises(RunFailedError, match=r"5 Job\(s\) failed: g0 .*g2 \(") as info:
+        wait_for_run(kube, "r1", timeout=600, clock=clock)  # type: ignore[arg-type]
+    assert "g3" not in str(info.value)  # at most three named
+    assert kube.watch_calls == []
+
+
+def test_wait_with_no_jobs() -> None:
+    clock = Clock()
+    kube = FakeKube(clock, lists=[[]], watches=[])
+    with pytest.raises(RunFailedError, match="no Jobs of this run exist"):
+        wait_for_run(kube, "r1", timeout=600, clock=clock)  # type: ignore[arg-type]
+
+
+def test_wait_ends_when_the_run_is_cancelled_meanwhile() -> None:
+    """`skillmix cancel` in another terminal: DELETED events for every Job end the wait at once
+    (not after the watch's timeout and a re-list)."""
+    clock = Clock()
+    kube = FakeKube(
+        clock,
+        lists=[PENDING, []],
+        watches=[[("DELETED", s) for s in PENDING] + ["hold"]],
+    )
+    with pytest.raises(RunFailedError, match="no Jobs of this run exist"):
+        wait_for_run(kube, "r1", timeout=600, clock=clock)  # type: ignore[arg-type]
+    assert kube.list_calls == 1
+    assert clock.now == 1000 + len(PENDING)  # no watch timeout sat out
+
+
+def test_wait_times_out_with_bounded_watches() -> None:
+    clock = Clock()
+    kube = FakeKube(clock, lists=[PENDING], watches=[["hold"]] * 10)
+    with pytest.raises(RunFailedError) as info:
+        wait_for_run(kube, "r1", timeout=100, clock=clock, watch_seconds=30)  # type: ignore[arg-type]
+    assert "timed out after 100s waiting for run r1" in info.value.one_line()
+    assert "skillmix status" in info.value.one_line()
+    assert [c[2] for c in kube.watch_calls] == [30, 30, 30, 10]  # never past the deadline
+    assert clock.now == 1100
+
+
+def test_wait_times_out_while_events_keep_coming() -> None:
+    clock = Clock()
+    busy: list[Event | str] = [("MODIFIED", job("gen", "generate", "Running"))] * 50
+    kube = FakeKube(clock, lists=[PENDING], watches=[busy])
+    with pytest.raises(RunFailedError, match="timed out after 10s"):
+        wait_for_run(kube, "r1", timeout=10, clock=clock)  # type: ignore[arg-type]
+    assert clock.now <= 1000 + 11  # stopped reading at the deadline
+    assert kube.list_calls == 2
+
+
+def test_wait_needs_the_aggregation_job() -> None:
+    """Generation and grading done is not the end: only the aggregation Job's completion is."""
+    clock = Clock()
+    done = [job("gen", "generate", "Complete"), job("grd", "grade", "Complete")]
+    kube = FakeKube(
+        clock,
+        lists=[done],
+        watches=[[("ADDED", job("agg", "aggregate", "Running"))], ["hold"]],
+    )
+    with pytest.raises(RunFailedError, match="timed out"):
+        wait_for_run(kube, "r1", timeout=50, clock=clock, watch_seconds=30)  # type: ignore[arg-type]
