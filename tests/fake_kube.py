@@ -739,6 +739,8 @@ class FakeKube:
             account = copy.deepcopy(body)
             meta = account.setdefault("metadata", {})
             meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now_iso())
+            if request.query.get("dryRun") == "All":  # validated, not persisted
+                return _json(account, 201)
             self._bump(account)
             self._state.accounts[(ns, name)] = account
             return _json(copy.deepcopy(account), 201)
@@ -797,6 +799,8 @@ class FakeKube:
             error = self._validate_job(body, ns)
             if error is not None:
                 return _json(error, error["code"])
+            if request.query.get("dryRun") == "All":  # validated, not persisted
+                return _json(copy.deepcopy(body), 201)
             job = self._store_job(body, ns)
             return _json(copy.deepcopy(job), 201)
 

@@ -163,8 +163,10 @@ def launch_cmd(
         info("dry run: nothing created (see `skillmix render` for the manifests)")
         return
     kube = KubeClient(profile)
+    docs = rendered_manifests(lp)
+    kube.apply(docs, dry_run=True)  # rights, namespace, validity: fail before writing anything
     record_launch(run, ctx, lp)
-    created = kube.apply(rendered_manifests(lp))
+    created = kube.apply(docs)
     info(f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt})")
     info(
         f"follow it:  skillmix status {lp.run_id} --cluster {name}   |   skillmix logs {lp.run_id} --cluster {name} --follow"

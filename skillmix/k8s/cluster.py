@@ -134,10 +134,12 @@ class KubeClient:
             ) from None
 
     # objects ------------------------------------------------------------------------------
-    def apply(self, manifests: list[dict[str, Any]]) -> list[str]:
+    def apply(self, manifests: list[dict[str, Any]], *, dry_run: bool = False) -> list[str]:
         """Create the rendered objects; an existing ServiceAccount is reused, an existing Job
-        is an error (names carry the attempt number, so this means a concurrent launch)."""
+        is an error (names carry the attempt number, so this means a concurrent launch).
+        ``dry_run`` asks the API server to validate and authorize without persisting."""
         created = []
+        extra = {"dry_run": "All"} if dry_run else {}
         for doc in manifests:
             kind, name = doc["kind"], doc["metadata"]["name"]
             if kind == "ServiceAccount":
@@ -147,12 +149,17 @@ class KubeClient:
                     self.namespace,
                     doc,
                     ok_statuses=(409,),
+                    **extra,
                 )
                 if result is None:  # 409: it exists (a relaunch)
                     continue
             elif kind == "Job":
                 self._call(
-                    f"create Job {name}", self.batch.create_namespaced_job, self.namespace, doc
+                    f"create Job {name}",
+                    self.batch.create_namespaced_job,
+                    self.namespace,
+                    doc,
+                    **extra,
                 )
             else:
                 raise SkillmixError(f"the chart rendered an unexpected {kind} {name}")

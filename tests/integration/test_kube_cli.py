@@ -307,8 +307,17 @@ def complete(fake: FakeKube, job: dict[str, Any]) -> None:
     )
 
 
+def creates(fake: FakeKube, suffix: str) -> list[Request]:
+    """POSTs that persisted something (launch validates everything with dryRun=All first)."""
+    return [r for r in fake.requests_for("POST", suffix) if r.query.get("dryRun") != "All"]
+
+
+def dry_runs(fake: FakeKube, suffix: str) -> list[Request]:
+    return [r for r in fake.requests_for("POST", suffix) if r.query.get("dryRun") == "All"]
+
+
 def job_posts(fake: FakeKube) -> list[Request]:
-    return fake.requests_for("POST", "/jobs")
+    return creates(fake, "/jobs")
 
 
 def seeded_job(
@@ -575,8 +584,14 @@ def test_launch_creates_the_run(cluster: Cluster, exp: Path, run_id: str) -> Non
     assert f"created {ALL_JOBS + 1} objects in namespace {NAMESPACE}" in result.stderr
 
     # the API server saw one ServiceAccount and the Jobs, all in the profile's namespace
-    sa_posts = fake.requests_for("POST", "/serviceaccounts")
+    sa_posts = creates(fake, "/serviceaccounts")
     assert [r.path for r in sa_posts] == [f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts"]
+    # every object was validated by a server-side dry run before anything was created
+    assert len(dry_runs(fake, "/jobs")) == ALL_JOBS and len(dry_runs(fake, "/serviceaccounts")) == 1
+    posts = fake.requests_for("POST")
+    assert max(i for i, r in enumerate(posts) if r.query.get("dryRun") == "All") < min(
+        i for i, r in enumerate(posts) if r.query.get("dryRun") != "All"
+    )
     assert len(job_posts(fake)) == ALL_JOBS
     assert {r.path for r in job_posts(fake)} == {f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"}
     assert all(r.status == 201 for r in [*sa_posts, *job_posts(fake)])
@@ -685,7 +700,7 @@ def test_relaunch_resumes_with_new_job_names(
     record = json.loads(run.store.read_bytes("launches/attempt-002.json"))
     assert record["attempt"] == 2 and record["plan"]["finished_units"] == 2
     assert len(fake.service_accounts(NAMESPACE)) == 1  # reused (409 on the second create)
-    assert [r.status for r in fake.requests_for("POST", "/serviceaccounts")] == [201, 409]
+    assert [r.status for r in creates(fake, "/serviceaccounts")] == [201, 409]
 
 
 def _jobs_of(fake: FakeKube, phase: str) -> list[dict[str, Any]]:
@@ -910,6 +925,7 @@ def test_launch_forbidden_names_the_rbac_file(cluster: Cluster, exp: Path, resou
     assert "forbidden" in line and f"namespace {NAMESPACE}" in line
     assert "k8s/rbac-launcher.yaml" in line
     assert cluster.fake.jobs(NAMESPACE) == []
+    assert not cluster.keys()  # a refused launch writes nothing to the store
 
 
 @pytest.mark.tools
