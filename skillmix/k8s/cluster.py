@@ -139,7 +139,7 @@ class KubeClient:
         is an error (names carry the attempt number, so this means a concurrent launch).
         ``dry_run`` asks the API server to validate and authorize without persisting."""
         created = []
-        extra = {"dry_run": "All"} if dry_run else {}
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         for doc in manifests:
             kind, name = doc["kind"], doc["metadata"]["name"]
             if kind == "ServiceAccount":
