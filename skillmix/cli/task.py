@@ -25,6 +25,15 @@ run_option = click.option(
 )
 
 
+attempt_option = click.option(
+    "--attempt",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Launch attempt (Kubernetes): manifests record it; waits require it of relaunched units.",
+)
+
+
 def unit_options(f: Any) -> Any:
     for option in reversed(
         [
@@ -99,8 +108,16 @@ def _shard(shard: int | None, shards: int) -> int:
 @click.option(
     "--base-url", default=None, help="Override the student's endpoint (in a pod: the vLLM sidecar)."
 )
+@attempt_option
 def generate_task(
-    run_uri: str, student: str, k: int, g: int, shard: int | None, shards: int, base_url: str | None
+    run_uri: str,
+    student: str,
+    k: int,
+    g: int,
+    shard: int | None,
+    shards: int,
+    base_url: str | None,
+    attempt: int,
 ) -> None:
     """Generate one (student, k, round) unit, or one shard of it."""
     from skillmix.pipeline.context import open_run, parent_store
@@ -127,6 +144,7 @@ def generate_task(
                 g,
                 shard=index,
                 shards=shards,
+                attempt=attempt,
                 progress=LogProgress(f"{student} k={k} r{g} shard {index}"),
             )
         finally:
@@ -153,6 +171,7 @@ def generate_task(
     show_default=True,
     help="Seconds to wait for the generations first (0 = do not wait).",
 )
+@attempt_option
 def grade_task(
     run_uri: str,
     student: str,
@@ -161,6 +180,7 @@ def grade_task(
     base_url: str | None,
     budget_share: int,
     wait_timeout: float,
+    attempt: int,
 ) -> None:
     """Grade one (student, k, round) unit (all grading rounds)."""
     from skillmix.pipeline.context import open_run, parent_store
@@ -170,7 +190,7 @@ def grade_task(
     _check_unit(ctx, k, g)
     ctx.experiment.student(student)
     if wait_timeout > 0:
-        _wait(run, ctx, "generate", [(student, k, g)], wait_timeout, 5.0)
+        _wait(run, ctx, "generate", [(student, k, g)], wait_timeout, 5.0, attempt)
 
     async def main() -> Any:
         client = _client(
@@ -182,7 +202,14 @@ def grade_task(
         )
         try:
             return await run_grade(
-                ctx, run, client, student, k, g, progress=LogProgress(f"grade {student} k={k} r{g}")
+                ctx,
+                run,
+                client,
+                student,
+                k,
+                g,
+                attempt=attempt,
+                progress=LogProgress(f"grade {student} k={k} r{g}"),
             )
         finally:
             await client.close()
@@ -199,7 +226,8 @@ def grade_task(
     show_default=True,
     help="Seconds to wait for every grading unit first.",
 )
-def aggregate_task(run_uri: str, wait_timeout: float) -> None:
+@attempt_option
+def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     """Compute the metrics and write the run's report/ folder."""
     from skillmix.pipeline.aggregate import run_aggregate_task
     from skillmix.pipeline.context import open_run
@@ -207,7 +235,7 @@ def aggregate_task(run_uri: str, wait_timeout: float) -> None:
 
     run, ctx = open_run(run_uri)
     if wait_timeout > 0:
-        _wait(run, ctx, "grade", plan_tasks(ctx.experiment).units, wait_timeout, 10.0)
+        _wait(run, ctx, "grade", plan_tasks(ctx.experiment).units, wait_timeout, 10.0, attempt)
     summary, _metrics = run_aggregate_task(run, ctx)
     rows = summary["metrics"]["rows"]
     click.echo(f"aggregated {len(rows)} rows into {run.uri.rstrip('/')}/report/", err=True)
@@ -232,6 +260,7 @@ def aggregate_task(run_uri: str, wait_timeout: float) -> None:
     help="Give up after this many seconds (exit 1).",
 )
 @click.option("--interval", type=float, default=10.0, show_default=True)
+@attempt_option
 def wait_task(
     run_uri: str,
     phase: str,
@@ -240,8 +269,12 @@ def wait_task(
     g: int | None,
     timeout: float,
     interval: float,
+    attempt: int,
 ) -> None:
-    """Block until the named units have their _SUCCESS manifests (bounded by --timeout)."""
+    """Block until the named units have their _SUCCESS manifests (bounded by --timeout).
+
+    With --attempt N, units that launch attempt N redoes must have a manifest from attempt N
+    (an older one, written before the relaunch, would be stale)."""
     from skillmix.pipeline.context import open_run
     from skillmix.pipeline.plan import plan_tasks
 
@@ -255,7 +288,23 @@ def wait_task(
     ]
     if not units:
         raise SkillmixError("no units match --student/--k/--round in this run")
-    _wait(run, ctx, phase, units, timeout, interval)
+    _wait(run, ctx, phase, units, timeout, interval, attempt)
+
+
+def relaunched_units(run: Any, phase: str, attempt: int) -> list[tuple[str, int, int]]:
+    """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
+    import json
+
+    from skillmix.store.base import KeyNotFound
+
+    if attempt <= 0:
+        return []
+    try:
+        record = json.loads(run.store.read_bytes(f"launches/attempt-{attempt:03d}.json"))
+    except KeyNotFound:
+        raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}") from None
+    key = "generation" if phase == "generate" else "grading"
+    return [(u["student"], int(u["k"]), int(u["round"])) for u in record["values"].get(key, [])]
 
 
 def _wait(
@@ -265,11 +314,16 @@ def _wait(
     units: list[tuple[str, int, int]],
     timeout: float,
     interval: float,
+    attempt: int = 0,
 ) -> None:
+    from functools import partial
+
     from skillmix.pipeline.tasks import pending_units
 
+    again = relaunched_units(run, phase, attempt)
+    still = partial(pending_units, run, ctx, phase, relaunched=again, attempt=attempt)
     deadline = time.monotonic() + timeout
-    pending = pending_units(run, ctx, phase, units)
+    pending = still(units)
     while pending:
         if time.monotonic() >= deadline:
             raise RunFailedError(
@@ -277,7 +331,7 @@ def _wait(
             )
         click.echo(f"waiting for {phase}: {len(pending)} of {len(units)} units pending", err=True)
         time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
-        pending = pending_units(run, ctx, phase, pending)
+        pending = still(pending)
     click.echo(f"{phase} finished for {len(units)} units", err=True)
 
 

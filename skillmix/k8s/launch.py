@@ -20,7 +20,7 @@ from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import unit_finished
+from skillmix.pipeline.tasks import unit_complete
 from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore, utc_now
 
@@ -120,8 +120,9 @@ def plan_launch(
     plan = plan_tasks(e, sharded=True)
     units = plan.units
     if run is not None:
-        gen_todo = [u for u in units if not unit_finished(run, ctx, "generate", *u)]
-        grade_todo = [u for u in units if not unit_finished(run, ctx, "grade", *u)]
+        # units finished with failed records are redone; redone generations are regraded
+        gen_todo = [u for u in units if not unit_complete(run, ctx, "generate", *u)]
+        grade_todo = [u for u in units if u in gen_todo or not unit_complete(run, ctx, "grade", *u)]
         attempt = 1 + len([k for k in run.store.list_keys(LAUNCHES) if k.endswith(".json")])
     else:
         gen_todo, grade_todo, attempt = list(units), list(units), 1

@@ -66,22 +66,38 @@ def _final_by_index(records: Iterable[Any], key: Callable[[Any], Any]) -> dict[A
 
 
 async def _finish_unit(
-    run: RunStore, prefix: str, writer: Any, records: list[Any], key: Callable[[Any], Any]
+    run: RunStore,
+    prefix: str,
+    writer: Any,
+    records: list[Any],
+    key: Callable[[Any], Any],
+    *,
+    attempt: int = 0,
+    replace: bool = False,
 ) -> None:
-    """Write the manifest: over the parts as they are, or over one consolidated part when a
-    resumed unit holds superseded records (so readers never see duplicates)."""
+    """Write the manifest: over the parts as they are, or over one consolidated part when the
+    unit holds superseded records or is being redone (so readers never see duplicates)."""
     await asyncio.to_thread(writer.flush)
-    existing = await asyncio.to_thread(run.part_infos, prefix)
     final = _final_by_index(records, key)
     failed = sum(1 for r in final.values() if r.status == "failed")
-    if len(records) == len(final):
-        await asyncio.to_thread(run.write_manifest, prefix, existing, failed=failed)
+    if len(records) == len(final) and not replace:
+        existing = await asyncio.to_thread(run.part_infos, prefix)
+        await asyncio.to_thread(
+            run.write_manifest, prefix, existing, failed=failed, attempt=attempt
+        )
         return
     consolidated = run.writer(prefix, part_size=len(final) + 1, flush_seconds=1e9)
     for _k, record in sorted(final.items()):
         consolidated.add(record)
     await asyncio.to_thread(consolidated.flush)
-    await asyncio.to_thread(run.write_manifest, prefix, consolidated.written, failed=failed)
+    await asyncio.to_thread(
+        run.write_manifest,
+        prefix,
+        consolidated.written,
+        failed=failed,
+        attempt=attempt,
+        replace=replace,
+    )
 
 
 # ---- generation ---------------------------------------------------------------------------
@@ -97,16 +113,23 @@ async def run_generate(
     *,
     shard: int = 0,
     shards: int = 1,
+    attempt: int = 0,
     progress: ProgressSink | None = None,
 ) -> UnitResult:
     progress = progress or NullProgress()
     prefix = shard_prefix(student, k, g, shard, shards)
     combos = [c for c in ctx.combinations(k) if c.index % shards == shard]
-    if await asyncio.to_thread(run.manifest, prefix) is not None:
+    manifest = await asyncio.to_thread(run.manifest, prefix)
+    if manifest is not None and manifest.failed == 0:
         progress.add_total("generate", len(combos))
         progress.advance("generate", len(combos))
         return UnitResult(prefix, skipped=True, records=len(combos))
-    previous = await asyncio.to_thread(run.unfinished_records, prefix, GenerationRecord)
+    # a unit that finished with failed records is redone: only those records are retried
+    redo = manifest is not None
+    if redo:
+        previous = await asyncio.to_thread(run.finished_records, prefix, GenerationRecord) or []
+    else:
+        previous = await asyncio.to_thread(run.unfinished_records, prefix, GenerationRecord)
     done = {r.index for r in previous if r.status == "ok"}
     todo = [c for c in combos if c.index not in done]
     progress.add_total("generate", len(combos))
@@ -124,7 +147,9 @@ async def run_generate(
         await _gather_fatal([one(c) for c in todo])
     finally:
         await asyncio.to_thread(writer.flush)  # keep finished work even when interrupted
-    await _finish_unit(run, prefix, writer, results, key=lambda r: r.index)
+    await _finish_unit(
+        run, prefix, writer, results, key=lambda r: r.index, attempt=attempt, replace=redo
+    )
     final = _final_by_index(results, key=lambda r: r.index)
     errors = [f"k={k} r{g} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
     return UnitResult(prefix, records=len(final), failed=len(errors), errors=errors)
@@ -222,6 +247,7 @@ async def run_grade(
     k: int,
     g: int,
     *,
+    attempt: int = 0,
     progress: ProgressSink | None = None,
 ) -> UnitResult:
     progress = progress or NullProgress()
@@ -235,18 +261,24 @@ async def run_grade(
     total = len(gradable) * rounds
     progress.add_total("grade", total)
     manifests = {r: await asyncio.to_thread(run.manifest, p) for r, p in prefixes.items()}
-    if all(m is not None for m in manifests.values()):
+    complete = {r: _grading_round_complete(m, len(gradable)) for r, m in manifests.items()}
+    if all(complete.values()):
         progress.advance("grade", total)
         return UnitResult(f"{prefixes[1]}..", skipped=True, records=total)
+    gradable_index = {gen.index for gen in gradable}
     previous: dict[int, list[GradeRecord]] = {}
     done: set[tuple[int, int]] = set()
     for r, p in prefixes.items():
-        if manifests[r] is not None:
-            previous[r] = []
-            done.update((gen.index, r) for gen in gradable)
-            continue
-        previous[r] = await asyncio.to_thread(run.unfinished_records, p, GradeRecord)
-        done.update((rec.index, r) for rec in previous[r] if rec.status in ("ok", "unparsed"))
+        if manifests[r] is not None:  # finished, but with failures or answers still ungraded
+            finished = await asyncio.to_thread(run.finished_records, p, GradeRecord)
+            previous[r] = finished or []
+        else:
+            previous[r] = await asyncio.to_thread(run.unfinished_records, p, GradeRecord)
+        done.update(
+            (rec.index, r)
+            for rec in previous[r]
+            if rec.status in ("ok", "unparsed") and rec.index in gradable_index
+        )
     progress.advance("grade", len(done))
     writers = {
         r: run.writer(p, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
@@ -272,14 +304,28 @@ async def run_grade(
     errors: list[str] = []
     failed = 0
     for r, p in prefixes.items():
-        if manifests[r] is None:
-            await _finish_unit(run, p, writers[r], results[r], key=lambda rec: rec.index)
+        if not complete[r]:
+            await _finish_unit(
+                run,
+                p,
+                writers[r],
+                results[r],
+                key=lambda rec: rec.index,
+                attempt=attempt,
+                replace=manifests[r] is not None,
+            )
         final = _final_by_index(results[r], key=lambda rec: rec.index)
         for rec in final.values():
             if rec.status == "failed":
                 failed += 1
                 errors.append(f"k={k} r{g} g{r} #{rec.index}: {rec.error}")
     return UnitResult(prefixes[1], records=total, failed=failed, errors=errors)
+
+
+def _grading_round_complete(manifest: Any, gradable: int) -> bool:
+    """A grading round is complete when it has a verdict for every gradable answer and none
+    failed for good (generations retried later may have added answers)."""
+    return manifest is not None and manifest.failed == 0 and manifest.records >= gradable
 
 
 def _use_n(ctx: RunContext) -> bool:
@@ -397,20 +443,63 @@ def _split(total: int, parts: int) -> list[int]:
 # ---- waiting (Kubernetes grading/aggregation Jobs) ----------------------------------------
 
 
-def unit_finished(run: RunStore, ctx: RunContext, phase: str, student: str, k: int, g: int) -> bool:
+def unit_finished(
+    run: RunStore,
+    ctx: RunContext,
+    phase: str,
+    student: str,
+    k: int,
+    g: int,
+    *,
+    min_attempt: int = 0,
+) -> bool:
+    """Has the unit a manifest (from launch attempt ``min_attempt`` or later)? What a
+    downstream task waits for; failed records inside are fine here."""
     if phase == "generate":
-        return generation_records_for(run, ctx, student, k, g) is not None
+        shards = ctx.shards(student)
+        manifests = [run.manifest(shard_prefix(student, k, g, s, shards)) for s in range(shards)]
+    else:
+        grader = ctx.experiment.grader
+        manifests = [
+            run.manifest(grade_prefix(grader.name, student, k, g, r))
+            for r in range(1, grader.rounds + 1)
+        ]
+    return all(m is not None and m.attempt >= min_attempt for m in manifests)
+
+
+def unit_complete(run: RunStore, ctx: RunContext, phase: str, student: str, k: int, g: int) -> bool:
+    """Finished with nothing left to retry: what a relaunch or a resume skips."""
+    if phase == "generate":
+        shards = ctx.shards(student)
+        manifests = [run.manifest(shard_prefix(student, k, g, s, shards)) for s in range(shards)]
+        return all(m is not None and m.failed == 0 for m in manifests)
+    generations = generation_records_for(run, ctx, student, k, g)
+    if generations is None:
+        return False
+    gradable = sum(1 for gen in generations if gen.status == "ok" and gen.answer is not None)
     grader = ctx.experiment.grader
     return all(
-        run.manifest(grade_prefix(grader.name, student, k, g, r)) is not None
+        _grading_round_complete(run.manifest(grade_prefix(grader.name, student, k, g, r)), gradable)
         for r in range(1, grader.rounds + 1)
     )
 
 
 def pending_units(
-    run: RunStore, ctx: RunContext, phase: str, units: Iterable[tuple[str, int, int]]
+    run: RunStore,
+    ctx: RunContext,
+    phase: str,
+    units: Iterable[tuple[str, int, int]],
+    *,
+    relaunched: Iterable[tuple[str, int, int]] = (),
+    attempt: int = 0,
 ) -> list[tuple[str, int, int]]:
-    return [u for u in units if not unit_finished(run, ctx, phase, *u)]
+    """Units still to wait for; those ``relaunched`` in ``attempt`` need a manifest from it."""
+    again = set(relaunched)
+    return [
+        u
+        for u in units
+        if not unit_finished(run, ctx, phase, *u, min_attempt=attempt if u in again else 0)
+    ]
 
 
 __all__ = [
@@ -423,5 +512,6 @@ __all__ = [
     "pending_units",
     "run_generate",
     "run_grade",
+    "unit_complete",
     "unit_finished",
 ]

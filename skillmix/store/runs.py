@@ -62,6 +62,7 @@ class Manifest(BaseModel):
     parts: list[PartInfo]
     records: int
     failed: int = Field(0, description="Records in the parts whose status is 'failed'.")
+    attempt: int = Field(0, description="Launch attempt that wrote it (0: the local executor).")
     created_at: str = Field(default_factory=utc_now)
 
 
@@ -149,11 +150,24 @@ class RunStore:
                 f"{self.uri}/{key}: corrupt manifest: {exc.errors()[0]['msg']}"
             ) from None
 
-    def write_manifest(self, prefix: str, parts: list[PartInfo], *, failed: int = 0) -> Manifest:
-        manifest = Manifest(parts=parts, records=sum(p.records for p in parts), failed=failed)
+    def write_manifest(
+        self,
+        prefix: str,
+        parts: list[PartInfo],
+        *,
+        failed: int = 0,
+        attempt: int = 0,
+        replace: bool = False,
+    ) -> Manifest:
+        """Write ``_SUCCESS`` last. Create-only, unless ``replace``: a unit that finished with
+        failed records is redone and its manifest atomically replaced (readers see the old or
+        the new list of parts, both complete)."""
+        manifest = Manifest(
+            parts=parts, records=sum(p.records for p in parts), failed=failed, attempt=attempt
+        )
         blob = manifest.model_dump_json(indent=2).encode() + b"\n"
         try:
-            self.store.write_bytes(join_key(prefix, MANIFEST), blob, if_absent=True)
+            self.store.write_bytes(join_key(prefix, MANIFEST), blob, if_absent=not replace)
         except KeyExists:
             raise RunFailedError(
                 f"{self.uri}/{prefix}: finished by another writer while this one was running"

@@ -565,25 +565,26 @@ def test_store_env_omitted_when_unset(render: RenderFn) -> None:
 def test_client_args_per_phase(render: RenderFn) -> None:
     r = render("mock.yaml")
     uri = "s3://skillmix/runs/quickstart-5e6f7a8b"
+    attempt = "1"  # run.attempt in tests/chart/values/mock.yaml
     (gen,) = job_by_student(r, "generation", "weak")
     assert container(gen, "client")["args"] == [
         *("task", "generate", "--run", uri, "--student", "weak", "--k", "2", "--round", "1"),
-        *("--base-url", "http://localhost:8000/v1"),
+        *("--attempt", attempt, "--base-url", "http://localhost:8000/v1"),
     ]
     (grade,) = job_by_student(r, "grading", "weak")
     assert container(grade, "wait")["args"] == [
         *("task", "wait", "--run", uri, "--phase", "generate"),
         *("--student", "weak", "--k", "2", "--round", "1"),
-        *("--timeout", "36000", "--interval", "10"),
+        *("--timeout", "36000", "--interval", "10", "--attempt", attempt),
     ]
     assert container(grade, "client")["args"] == [
         *("task", "grade", "--run", uri, "--student", "weak", "--k", "2", "--round", "1"),
-        *("--budget-share", "1", "--base-url", "http://localhost:8000/v1"),
+        *("--budget-share", "1", "--attempt", attempt, "--base-url", "http://localhost:8000/v1"),
     ]
     (agg,) = r.jobs("aggregation")
     assert container(agg, "wait")["args"] == [
         *("task", "wait", "--run", uri, "--phase", "grade"),
-        *("--timeout", "82800", "--interval", "15"),
+        *("--timeout", "82800", "--interval", "15", "--attempt", attempt),
     ]
     assert container(agg, "client")["args"] == ["task", "aggregate", "--run", uri]
     assert agg["spec"]["activeDeadlineSeconds"] == 86400

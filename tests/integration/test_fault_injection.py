@@ -201,12 +201,6 @@ def test_failures_without_retries_are_accounted_for(tmp_path: Path) -> None:
     assert not {grade_key(g)[:4] for g in records.grades} & failed_gens
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a finished unit is skipped on --resume even when it holds records that "
-    "failed for good (run_generate/run_grade check only the _SUCCESS manifest), so they are "
-    "never retried; only --overwrite (cheap thanks to the response cache) redoes them",
-)
 def test_resume_retries_records_that_failed_for_good(tmp_path: Path) -> None:
     store = tmp_path / "store"
     flaky = MockServerConfig(host="127.0.0.1", models={"stu-a": 0.8, GRADER: 0.95}, seed=1)
