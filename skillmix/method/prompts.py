@@ -99,8 +99,19 @@ def _inflect_engine():
     return inflect.engine()
 
 
+# inflect's spelling of the numbers runs actually use (k, sentence limits): importing inflect
+# costs about a second per process, which every task pod would pay. A test checks the table
+# against inflect; larger numbers go to inflect itself.
+_SMALL_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+).split()
+
+
 def number_words(n: int) -> str:
     """English words for n as the ``inflect`` package spells them ("three", "twenty-one")."""
+    if 0 <= n < len(_SMALL_NUMBER_WORDS):
+        return _SMALL_NUMBER_WORDS[n]
     return str(_inflect_engine().number_to_words(n))
 
 

@@ -52,6 +52,15 @@ def test_sentence_limit_words(skills, expected) -> None:
     assert render_generation_prompts(template, skills, "x") == [expected]
 
 
+def test_number_word_table_matches_inflect() -> None:
+    import inflect
+
+    from skillmix.method.prompts import _SMALL_NUMBER_WORDS
+
+    engine = inflect.engine()
+    assert [engine.number_to_words(n) for n in range(len(_SMALL_NUMBER_WORDS))] == _SMALL_NUMBER_WORDS
+
+
 def test_number_words_use_inflect_spelling() -> None:
     assert [number_words(n) for n in (1, 7, 21, 100)] == [
         "one",
