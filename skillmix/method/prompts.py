@@ -102,10 +102,29 @@ def _inflect_engine():
 # inflect's spelling of the numbers runs actually use (k, sentence limits): importing inflect
 # costs about a second per process, which every task pod would pay. A test checks the table
 # against inflect; larger numbers go to inflect itself.
-_SMALL_NUMBER_WORDS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
-).split()
+_SMALL_NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
 
 
 def number_words(n: int) -> str:
