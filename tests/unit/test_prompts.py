@@ -58,7 +58,9 @@ def test_number_word_table_matches_inflect() -> None:
     from skillmix.method.prompts import _SMALL_NUMBER_WORDS
 
     engine = inflect.engine()
-    assert [engine.number_to_words(n) for n in range(len(_SMALL_NUMBER_WORDS))] == _SMALL_NUMBER_WORDS
+    assert [
+        engine.number_to_words(n) for n in range(len(_SMALL_NUMBER_WORDS))
+    ] == _SMALL_NUMBER_WORDS
 
 
 def test_number_words_use_inflect_spelling() -> None:
