@@ -48,6 +48,9 @@ format: install
 demo: install
 	$(BIN)/skillmix evaluate -f examples/quickstart.yaml --resume
 
+benchmarks: install
+	$(PY) benchmarks/run_all.py
+
 kind-test: install tools
 	bash k8s/kind-test.sh
 
