@@ -15,6 +15,11 @@ _DURATION = re.compile(
 )
 
 
+class MalformedResponse(ValueError):
+    """The endpoint answered 200 with a body that is not a chat completion (a proxy's HTML
+    page, a truncated body): worth another try."""
+
+
 @dataclass(frozen=True)
 class RetryDecision:
     kind: RetryKind
@@ -66,6 +71,8 @@ def classify_retry(exc: BaseException) -> RetryDecision | None:
         )
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
         return RetryDecision("transient")
+    if isinstance(exc, MalformedResponse):
+        return RetryDecision("transient")  # a 200 whose body is not a chat completion
     return None
 
 

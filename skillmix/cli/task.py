@@ -6,7 +6,6 @@ and its credentials (from the environment). Progress goes to stderr as periodic 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -150,6 +149,8 @@ def generate_task(
         finally:
             await client.close()
 
+    import asyncio
+
     result = asyncio.run(main())
     _report(result, "generated")
 
@@ -213,6 +214,8 @@ def grade_task(
             )
         finally:
             await client.close()
+
+    import asyncio
 
     _report(asyncio.run(main()), "graded")
 

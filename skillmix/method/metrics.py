@@ -13,6 +13,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from skillmix.method.text import length_point
@@ -139,14 +140,21 @@ def names_skill(answer: str, skill: str, rule: ExplicitNameFilter) -> bool:
     """
     if rule == "off":
         return False
-    name = skill.split("(")[0].strip().lower()
+    name, pattern = _name_pattern(skill)
     if not name:
         return False
     text = answer.lower()
     if rule == "substring":
         return name in text
+    return pattern.search(text) is not None
+
+
+@lru_cache(maxsize=4096)
+def _name_pattern(skill: str) -> tuple[str, re.Pattern[str]]:
+    """The cut, lower-cased name and its whole-word pattern (compiled once per skill)."""
+    name = skill.split("(")[0].strip().lower()
     words = [re.escape(w) for w in re.split(r"[\s-]+", name) if w]
-    return re.search(r"(?<!\w)" + r"[\s-]+".join(words) + r"(?!\w)", text) is not None
+    return name, re.compile(r"(?<!\w)" + r"[\s-]+".join(words) + r"(?!\w)")
 
 
 def prepare_points(answer: GradedAnswer, options: MetricOptions) -> list[float] | None:
@@ -205,8 +213,14 @@ def bootstrap_ci95(values: Sequence[float], samples: int, seed: int) -> tuple[fl
 
     rng = np.random.default_rng(seed)
     data = np.asarray(values, dtype=float)
-    idx = rng.integers(0, len(data), size=(samples, len(data)))
-    means = data[idx].mean(axis=1)
+    # resample in chunks so memory stays small for large n (the stream, hence the result, is
+    # the same as drawing all indices at once)
+    chunk = max(1, min(samples, 2_000_000 // len(data)))
+    means = np.empty(samples)
+    for start in range(0, samples, chunk):
+        size = min(chunk, samples - start)
+        idx = rng.integers(0, len(data), size=(size, len(data)))
+        means[start : start + size] = data[idx].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(lo), float(hi)
 
