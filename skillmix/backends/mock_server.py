@@ -543,6 +543,7 @@ class MockService:
     ) -> web.Response | None:
         config = self.config
         counters = self.counters
+        received = time.monotonic()  # latency counts from here: the server's own work is inside it
         if not self._authorized(request):
             counters["client_errors"] += 1
             return self._unauthorized()
@@ -620,14 +621,14 @@ class MockService:
                 bad[index] = variant
         delay = (config.latency_ms + u_jitter * config.jitter_ms) / 1000.0
         if u_drop < config.drop_rate:
-            await _sleep(delay)
+            await _sleep(received + delay - time.monotonic())
             counters["dropped"] += 1
             transport = request.transport
             if transport is not None:
                 transport.abort()
             return None
         if u_fail < config.fail_rate:
-            await _sleep(delay)
+            await _sleep(received + delay - time.monotonic())
             counters["failed"] += 1
             return _error_response(
                 500, "injected failure (mock server)", "server_error", "internal_error",
@@ -648,7 +649,8 @@ class MockService:
         if u_timeout < config.timeout_rate:
             counters["timeouts"] += 1
             await _sleep(config.timeout_seconds)
-        await _sleep(delay + config.per_token_ms * completion_tokens / 1000.0)
+        latency = delay + config.per_token_ms * completion_tokens / 1000.0
+        await _sleep(received + latency - time.monotonic())
 
         created = int(time.time())
         usage = {
