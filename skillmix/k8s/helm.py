@@ -20,6 +20,11 @@ def chart_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "helm" / "skillmix"
 
 
+def checkout_helm() -> Path:
+    """Where `make tools` puts helm in a source checkout."""
+    return Path(__file__).resolve().parents[2] / ".tools" / "bin" / "helm"
+
+
 def find_helm() -> str:
     explicit = os.environ.get("SKILLMIX_HELM")
     if explicit:
@@ -29,7 +34,7 @@ def find_helm() -> str:
     found = shutil.which("helm")
     if found:
         return found
-    local = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "helm"
+    local = checkout_helm()
     if local.is_file():
         return str(local)
     raise SkillmixError(
