@@ -28,7 +28,13 @@ from skillmix.errors import SkillmixError
 from skillmix.pipeline.aggregate import RunMetrics, run_aggregate_task
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import UnitResult, run_generate, run_grade, unit_finished
+from skillmix.pipeline.tasks import (
+    UnitResult,
+    gather_or_cancel,
+    run_generate,
+    run_grade,
+    unit_finished,
+)
 from skillmix.store.base import ArtifactStore, open_store
 from skillmix.store.runs import RunStore
 
@@ -261,7 +267,7 @@ async def execute(
         with progress.running():
             tick = asyncio.create_task(ticker())
             try:
-                await _gather_all([unit(t) for t in plan.generate])
+                await gather_or_cancel([unit(t) for t in plan.generate])
             finally:
                 tick.cancel()
     finally:
@@ -272,17 +278,6 @@ async def execute(
         outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
     outcome.seconds = time.monotonic() - started
     return outcome
-
-
-async def _gather_all(coros: list[Any]) -> None:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def evaluate(

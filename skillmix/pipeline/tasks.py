@@ -144,7 +144,7 @@ async def run_generate(
         progress.advance("generate")
 
     try:
-        await _gather_fatal([one(c) for c in todo])
+        await gather_or_cancel([one(c) for c in todo])
     finally:
         await asyncio.to_thread(writer.flush)  # keep finished work even when interrupted
     await _finish_unit(
@@ -210,7 +210,7 @@ async def generate_one(
     )
 
 
-async def _gather_fatal(coros: list[Any]) -> None:
+async def gather_or_cancel(coros: list[Any]) -> None:
     """Run concurrently; on the first exception cancel the rest and re-raise it."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
@@ -297,7 +297,7 @@ async def run_grade(
             progress.advance("grade")
 
     try:
-        await _gather_fatal([one(gen) for gen in gradable])
+        await gather_or_cancel([one(gen) for gen in gradable])
     finally:
         for w in writers.values():
             await asyncio.to_thread(w.flush)
@@ -507,6 +507,7 @@ __all__ = [
     "NullProgress",
     "ProgressSink",
     "UnitResult",
+    "gather_or_cancel",
     "generate_one",
     "grade_one",
     "pending_units",

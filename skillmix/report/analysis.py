@@ -25,6 +25,19 @@ from skillmix.method.metrics import (
 from skillmix.records import GenerationRecord, GradeRecord
 
 ITEM_GROUPS = ("skills", "topic", "sense", "length")
+# The parse-failure and retry table: (key in summary["quality"] rows, column title).
+QUALITY_COLUMNS = (
+    ("generations", "generations"),
+    ("generation_failed", "failed"),
+    ("grades", "verdicts"),
+    ("grades_ok", "ok"),
+    ("grades_unparsed", "unparsed"),
+    ("grades_failed", "failed"),
+    ("wrong_count", "wrong point count"),
+    ("empty", "no table found"),
+    ("retried", "re-asked"),
+    ("extra_requests", "extra grader requests"),
+)
 MAX_ANSWER_CHARS = 2000
 MAX_GRADER_REPLY_CHARS = 2500
 EXPLICIT_NAME_EXAMPLES = 2

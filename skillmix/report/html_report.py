@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from skillmix.method.metrics import METRIC_TITLES
+from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import (
     Image,
     Safe,
@@ -32,18 +33,6 @@ GROUP_TITLES = {
     "sense": "makes sense",
     "length": "length (grader)",
 }
-QUALITY_COLUMNS = (
-    ("generations", "generations"),
-    ("generation_failed", "failed"),
-    ("grades", "verdicts"),
-    ("grades_ok", "ok"),
-    ("grades_unparsed", "unparsed"),
-    ("grades_failed", "failed"),
-    ("wrong_count", "wrong point count"),
-    ("empty", "no table found"),
-    ("retried", "re-asked"),
-    ("extra_requests", "extra grader requests"),
-)
 NAV = (
     ("leaderboards", "Leaderboards"),
     ("plots", "Metrics vs k"),

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import fmt, pct
 
 GROUP_TITLES = {"skills": "skills", "topic": "topic", "sense": "sense", "length": "length"}
@@ -106,20 +107,6 @@ def agreement_markdown(agreement: Mapping[str, Any]) -> list[str]:
             cells += [pct(item["percent"]), fmt(item["kappa"])]
         rows.append(cells)
     return md_table(header, rows, numeric=range(2, len(header)))
-
-
-QUALITY_COLUMNS = (
-    ("generations", "generations"),
-    ("generation_failed", "failed"),
-    ("grades", "verdicts"),
-    ("grades_ok", "ok"),
-    ("grades_unparsed", "unparsed"),
-    ("grades_failed", "failed"),
-    ("wrong_count", "wrong point count"),
-    ("empty", "no table"),
-    ("retried", "re-asked"),
-    ("extra_requests", "extra requests"),
-)
 
 
 def rates_markdown(table: Mapping[str, Any], what: str, extra: Sequence[str] = ()) -> list[str]:
