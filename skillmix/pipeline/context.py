@@ -64,6 +64,20 @@ class RunContext:
     def skills(self, names: list[str] | tuple[str, ...]) -> list[Skill]:
         return [self.catalog.skill(n) for n in names]
 
+    def prompt_versions(self) -> dict[str, dict[str, str]]:
+        """Names and content hashes of the prompt versions (what reports and comparisons show)."""
+        return {
+            "generation": {
+                "name": self.generation_prompt.name,
+                "hash": self.generation_prompt.content_hash(),
+            },
+            "grading": {
+                "name": self.grading_prompt.name,
+                "hash": self.grading_prompt.content_hash(),
+                "style": self.grading_style,
+            },
+        }
+
     def model_specs(self) -> list[ModelSpec]:
         return [*self.experiment.students, self.experiment.grader]
 

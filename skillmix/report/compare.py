@@ -182,16 +182,7 @@ def load_run(uri: str, index: int) -> RunData:
     shape = {
         "experiment": ctx.experiment.model_dump(mode="json"),
         "catalog": {"hash": ctx.catalog.content_hash()},
-        "prompts": {
-            "generation": {
-                "name": ctx.generation_prompt.name,
-                "hash": ctx.generation_prompt.content_hash(),
-            },
-            "grading": {
-                "name": ctx.grading_prompt.name,
-                "hash": ctx.grading_prompt.content_hash(),
-            },
-        },
+        "prompts": ctx.prompt_versions(),
         "metrics": {"settings": metrics.settings()},
     }
     return RunData(

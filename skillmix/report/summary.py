@@ -176,17 +176,7 @@ def build_summary(
             "skills": len(ctx.catalog.skills),
             "topics": len(ctx.catalog.topics),
         },
-        "prompts": {
-            "generation": {
-                "name": ctx.generation_prompt.name,
-                "hash": ctx.generation_prompt.content_hash(),
-            },
-            "grading": {
-                "name": ctx.grading_prompt.name,
-                "hash": ctx.grading_prompt.content_hash(),
-                "style": ctx.grading_style,
-            },
-        },
+        "prompts": ctx.prompt_versions(),
         "counts": {
             "planned_generations": planned_generations,
             "generations": len(generations),
