@@ -20,7 +20,13 @@ from skillmix.method.sampling import Combination
 from skillmix.method.text import extract_answer
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord, GradeRecord, Turn, Usage
-from skillmix.store.runs import GENERATIONS, RunStore, generation_prefix, grade_prefix
+from skillmix.store.runs import (
+    GENERATIONS,
+    PartInfo,
+    RunStore,
+    generation_prefix,
+    grade_prefix,
+)
 
 log = logging.getLogger("skillmix")
 PART_SIZE = 10
@@ -72,19 +78,19 @@ async def _finish_unit(
     records: list[Any],
     key: Callable[[Any], Any],
     *,
+    found_parts: list[PartInfo],
     attempt: int = 0,
     replace: bool = False,
 ) -> None:
-    """Write the manifest: over the parts as they are, or over one consolidated part when the
-    unit holds superseded records or is being redone (so readers never see duplicates)."""
+    """Write the manifest: over the parts as they are (those found on resume plus those this
+    writer added), or over one consolidated part when the unit holds superseded records or is
+    being redone (so readers never see duplicates)."""
     await asyncio.to_thread(writer.flush)
     final = _final_by_index(records, key)
     failed = sum(1 for r in final.values() if r.status == "failed")
     if len(records) == len(final) and not replace:
-        existing = await asyncio.to_thread(run.part_infos, prefix)
-        await asyncio.to_thread(
-            run.write_manifest, prefix, existing, failed=failed, attempt=attempt
-        )
+        parts = [*found_parts, *writer.written]
+        await asyncio.to_thread(run.write_manifest, prefix, parts, failed=failed, attempt=attempt)
         return
     consolidated = run.writer(prefix, part_size=len(final) + 1, flush_seconds=1e9)
     for _k, record in sorted(final.items()):
@@ -126,10 +132,11 @@ async def run_generate(
         return UnitResult(prefix, skipped=True, records=len(combos))
     # a unit that finished with failed records is redone: only those records are retried
     redo = manifest is not None
+    found: list[PartInfo] = []
     if redo:
         previous = await asyncio.to_thread(run.finished_records, prefix, GenerationRecord) or []
     else:
-        previous = await asyncio.to_thread(run.unfinished_records, prefix, GenerationRecord)
+        found, previous = await asyncio.to_thread(run.unfinished, prefix, GenerationRecord)
     done = {r.index for r in previous if r.status == "ok"}
     todo = [c for c in combos if c.index not in done]
     progress.add_total("generate", len(combos))
@@ -148,7 +155,14 @@ async def run_generate(
     finally:
         await asyncio.to_thread(writer.flush)  # keep finished work even when interrupted
     await _finish_unit(
-        run, prefix, writer, results, key=lambda r: r.index, attempt=attempt, replace=redo
+        run,
+        prefix,
+        writer,
+        results,
+        key=lambda r: r.index,
+        found_parts=found,
+        attempt=attempt,
+        replace=redo,
     )
     final = _final_by_index(results, key=lambda r: r.index)
     errors = [f"k={k} r{g} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
@@ -267,13 +281,14 @@ async def run_grade(
         return UnitResult(f"{prefixes[1]}..", skipped=True, records=total)
     gradable_index = {gen.index for gen in gradable}
     previous: dict[int, list[GradeRecord]] = {}
+    found: dict[int, list[PartInfo]] = {}
     done: set[tuple[int, int]] = set()
     for r, p in prefixes.items():
         if manifests[r] is not None:  # finished, but with failures or answers still ungraded
             finished = await asyncio.to_thread(run.finished_records, p, GradeRecord)
-            previous[r] = finished or []
+            previous[r], found[r] = finished or [], []
         else:
-            previous[r] = await asyncio.to_thread(run.unfinished_records, p, GradeRecord)
+            found[r], previous[r] = await asyncio.to_thread(run.unfinished, p, GradeRecord)
         done.update(
             (rec.index, r)
             for rec in previous[r]
@@ -311,6 +326,7 @@ async def run_grade(
                 writers[r],
                 results[r],
                 key=lambda rec: rec.index,
+                found_parts=found[r],
                 attempt=attempt,
                 replace=manifests[r] is not None,
             )

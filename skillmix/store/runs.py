@@ -183,23 +183,24 @@ class RunStore:
     def writer(self, prefix: str, **kwargs: Any) -> PartWriter:
         return PartWriter(self.store, prefix, **kwargs)
 
-    def part_infos(self, prefix: str) -> list[PartInfo]:
-        """Every part present under ``prefix`` (for resuming unfinished work)."""
-        infos = []
+    def _part_names(self, prefix: str) -> list[str]:
+        names = []
         for key in self.store.list_keys(prefix):
             name = key[len(prefix) + 1 :] if prefix else key
-            if "/" in name or not name.startswith(PART_PREFIX):
-                continue
-            data = self.store.read_bytes(key)
-            lines = [line for line in data.split(b"\n") if line.strip()]
-            infos.append(
-                PartInfo(key=name, records=len(lines), sha256=hashlib.sha256(data).hexdigest())
-            )
-        return infos
+            if "/" not in name and name.startswith(PART_PREFIX):
+                names.append(name)
+        return names
+
+    def part_infos(self, prefix: str) -> list[PartInfo]:
+        """Every part present under ``prefix`` (for resuming unfinished work)."""
+        return self.unfinished(prefix, None)[0]
 
     def _read_part(self, prefix: str, name: str, model: type[R]) -> Iterator[R]:
         key = join_key(prefix, name)
-        for number, line in enumerate(self.store.read_bytes(key).split(b"\n"), start=1):
+        yield from self._parse_part(key, self.store.read_bytes(key), model)
+
+    def _parse_part(self, key: str, data: bytes, model: type[R]) -> Iterator[R]:
+        for number, line in enumerate(data.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -221,7 +222,23 @@ class RunStore:
 
     def unfinished_records(self, prefix: str, model: type[R]) -> list[R]:
         """Records a crashed writer left in parts (no manifest yet)."""
-        return self.read_parts(prefix, [p.key for p in self.part_infos(prefix)], model)
+        return self.unfinished(prefix, model)[1]
+
+    def unfinished(self, prefix: str, model: type[R] | None) -> tuple[list[PartInfo], list[R]]:
+        """The parts present under ``prefix`` and (with a model) their records, reading each
+        part once: what a task resuming its own unit needs for both its work and its manifest."""
+        infos: list[PartInfo] = []
+        records: list[R] = []
+        for name in self._part_names(prefix):
+            key = join_key(prefix, name)
+            data = self.store.read_bytes(key)
+            lines = [line for line in data.split(b"\n") if line.strip()]
+            infos.append(
+                PartInfo(key=name, records=len(lines), sha256=hashlib.sha256(data).hexdigest())
+            )
+            if model is not None:
+                records.extend(self._parse_part(key, data, model))
+        return infos, records
 
     # whole-run readers --------------------------------------------------------------------
     def generation_records(self) -> list[GenerationRecord]:
