@@ -153,9 +153,9 @@ class MetricSpec(_Strict):
     bootstrap_samples: int = Field(2000, ge=0, le=100000)
 
     def options(self):
-        from skillmix.method.metrics import MetricOptions
+        from skillmix.method.metrics import MetricOptions, default_name_filter
 
-        name_filter = self.filter_explicit_name or ("off" if self.mode == "reference" else "word")
+        name_filter = self.filter_explicit_name or default_name_filter(self.mode)
         return MetricOptions(
             mode=self.mode,
             vote=self.vote,

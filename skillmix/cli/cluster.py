@@ -204,18 +204,9 @@ def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -
     if fmt == "json":
         echo_json(summary["metrics"] if plan is None else {**plan, "metrics": summary["metrics"]})
         return
-    from rich.table import Table
+    from skillmix.cli.results import metrics_table
 
-    table = Table(title="SKILL-MIX metrics (mean ± stderr)")
-    for column in ("student", "grader", "k", "n", "Full Marks", "All Skills", "Skill Fraction"):
-        table.add_column(column)
-    for row in summary["metrics"]["rows"]:
-        cells = []
-        for m in ("full_marks", "all_skills", "skill_fraction"):
-            mean, se = row[m]["mean"], row[m]["stderr"]
-            cells.append(f"{mean:.2f} ± {se:.3f}" if mean is not None and se is not None else "n/a")
-        table.add_row(row["student"], row["grader"], str(row["k"]), str(row["n"]), *cells)
-    stdout_console().print(table)
+    stdout_console().print(metrics_table(summary["metrics"]))
 
 
 def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:

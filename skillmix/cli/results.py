@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -67,10 +68,10 @@ def build_metric_options(
     filter_skills: str,
     bootstrap_samples: int,
 ):
-    from skillmix.method.metrics import MetricOptions
+    from skillmix.method.metrics import MetricOptions, default_name_filter
 
     if filter_explicit_name is None:
-        filter_explicit_name = "off" if mode == "reference" else "word"
+        filter_explicit_name = default_name_filter(mode)  # type: ignore[arg-type]
     skills = tuple(s.strip() for s in filter_skills.split(",") if s.strip())
     return MetricOptions(
         mode=mode,  # type: ignore[arg-type]
@@ -82,10 +83,16 @@ def build_metric_options(
     )
 
 
-def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):
+def metrics_table(metrics: dict[str, Any], title: str = "SKILL-MIX metrics (mean ± stderr)") -> Any:
+    """The reference's ``mean ± stderr`` per metric, from the JSON form of the metrics
+    (``RunMetrics.as_dict()`` or the ``metrics`` of a summary.json)."""
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+
+    def cell(value: dict[str, Any]) -> str:
+        mean, stderr = value["mean"], value["stderr"]  # None stands for NaN in JSON
+        return f"{'nan' if mean is None else f'{mean:.2f}'} ± {'nan' if stderr is None else f'{stderr:.3f}'}"
 
     table = Table(title=title)
     for column in ("student", "grader", "k", "n"):
@@ -93,16 +100,16 @@ def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):
     for name in METRIC_NAMES:
         table.add_column(METRIC_TITLES[name], justify="right")
     table.add_column("unparsed", justify="right")
-    for row in result.rows:
+    for row in metrics["rows"]:
         table.add_row(
-            row.student,
-            row.grader,
-            str(row.k),
-            str(row.n),
-            *[row.metric(name).reference_str() for name in METRIC_NAMES],
-            str(row.unparsed),
+            row["student"],
+            row["grader"],
+            str(row["k"]),
+            str(row["n"]),
+            *[cell(row[name]) for name in METRIC_NAMES],
+            str(row.get("unparsed", 0)),
         )
-    settings = result.settings()
+    settings = metrics["settings"]
     table.caption = (
         f"mode={settings['mode']} vote={settings['vote']} generation-agg={settings['generation_agg']} "
         f"filter-explicit-name={settings['filter_explicit_name']}"
@@ -111,7 +118,7 @@ def metrics_table(result, title: str = "SKILL-MIX metrics (mean ± stderr)"):
             if settings["filter_skills"]
             else ""
         )
-        + (" reparse" if settings["reparse"] else "")
+        + (" reparse" if settings.get("reparse") else "")
     )
     return table
 
@@ -148,7 +155,7 @@ def aggregate_cmd(
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
-        stdout_console().print(metrics_table(result))
+        stdout_console().print(metrics_table(result.as_dict()))
         unparsed = sum(r.unparsed for r in result.rows)
         if unparsed:
             warn(

@@ -205,7 +205,8 @@ def print_outcome(outcome: Any, fmt: str) -> None:
         else:
             stdout_console().print(
                 metrics_table(
-                    outcome.metrics, title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)"
+                    outcome.metrics.as_dict(),
+                    title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)",
                 )
             )
     failures = sum(u.failed for u in outcome.units)
@@ -317,7 +318,9 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
         echo_json(summary)
     else:
         stdout_console().print(
-            metrics_table(metrics, title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)")
+            metrics_table(
+                metrics.as_dict(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
+            )
         )
     if summary.get("status") == "partial":
         counts = summary["counts"]

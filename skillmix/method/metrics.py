@@ -30,6 +30,11 @@ METRIC_TITLES = {
 }
 
 
+def default_name_filter(mode: MetricMode) -> ExplicitNameFilter:
+    """The reference leaves its explicit-name filter off (an opt-in flag); ours is ``word``."""
+    return "off" if mode == "reference" else "word"
+
+
 @dataclass(frozen=True)
 class MetricOptions:
     """How to turn points into metrics. Defaults are ours; the reference aggregator's defaults

@@ -8,7 +8,6 @@ no secrets: backends name the environment variables that hold their keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from skillmix import __version__
@@ -33,6 +32,7 @@ class RunContext:
     run_id: str
     created_at: str = field(default_factory=utc_now)
     sharded: bool = False  # Kubernetes runs split generation by each student's replicas
+    _combos: dict[int, list[Combination]] = field(default_factory=dict, init=False, repr=False)
 
     def shards(self, student: str) -> int:
         return self.experiment.student(student).replicas if self.sharded else 1
@@ -41,10 +41,6 @@ class RunContext:
     def grading_style(self) -> GradingStyle:
         style = self.experiment.grader.style
         return infer_grading_style(self.grading_prompt) if style == "auto" else style
-
-    @cached_property
-    def _combos(self) -> dict[int, list[Combination]]:
-        return {}
 
     def combinations(self, k: int) -> list[Combination]:
         """The M combinations for k (the same for every generation round, as in the reference)."""
