@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/.tools/bin:$(BIN):$(PATH)
 SKILLMIX_REFERENCE_DIR ?= $(wildcard $(CURDIR)/../shared/reference)
 export SKILLMIX_REFERENCE_DIR
 
-.PHONY: install tools test lint format demo benchmarks kind-test clean help
+.PHONY: install tools test lint format demo benchmarks kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
@@ -17,6 +17,9 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
 	@echo "make benchmarks  run benchmarks/ and print their JSON"
+	@echo "make cluster-test the Kubernetes tests on a real control plane (part of make test)"
+	@echo "make cluster-up  start that control plane for you (kubeconfig + profile printed)"
+	@echo "make cluster-down stop it"
 	@echo "make kind-test   end-to-end on a local kind cluster (needs Docker)"
 
 install: $(VENV)/.installed
@@ -29,6 +32,7 @@ $(VENV)/.installed: pyproject.toml
 
 tools:
 	PYTHON=$(PY) ./scripts/install-tools.sh
+	./scripts/install-control-plane.sh
 
 test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks
@@ -51,8 +55,17 @@ demo: install
 benchmarks: install
 	$(PY) benchmarks/run_all.py
 
+cluster-test: install tools
+	$(PY) -m pytest tests/cluster
+
+cluster-up: install tools
+	$(PY) -m tests.cluster up
+
+cluster-down:
+	$(PY) -m tests.cluster down
+
 kind-test: install tools
 	bash k8s/kind-test.sh
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .tools .cluster .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,49 @@
+"""Pod network isolation for the process kubelet (tests/cluster/kubelet.py).
+
+Pods on a real node each have their own network namespace: two pods may both listen on port
+8000 and each reaches its own through ``localhost:8000``. Here all pods are processes on one
+host, so the kubelet gives each pod's declared container ports a free host port and passes the
+map in ``SKILLMIX_POD_PORTS`` (``8000:41234,...``). This module, imported at interpreter start
+(it is first on the pod's PYTHONPATH), maps binds and loopback connects of those ports onto
+the pod's host ports. Other addresses and ports (S3, the API server) are untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+_MAP = {}
+for _pair in filter(None, os.environ.get("SKILLMIX_POD_PORTS", "").split(",")):
+    _port, _, _host = _pair.partition(":")
+    _MAP[int(_port)] = int(_host)
+
+_LOCAL = {"", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1"}
+
+
+def _translate(address: object) -> object:
+    if isinstance(address, tuple) and len(address) >= 2 and address[0] in _LOCAL:
+        port = address[1]
+        if port in _MAP:
+            host = "127.0.0.1" if address[0] in ("", "0.0.0.0", "localhost") else address[0]
+            return (host, _MAP[port], *address[2:])
+    return address
+
+
+if _MAP:
+    _bind = socket.socket.bind
+    _connect = socket.socket.connect
+    _connect_ex = socket.socket.connect_ex
+
+    def bind(self: socket.socket, address: object) -> None:
+        return _bind(self, _translate(address))
+
+    def connect(self: socket.socket, address: object) -> None:
+        return _connect(self, _translate(address))
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        return _connect_ex(self, _translate(address))
+
+    socket.socket.bind = bind  # type: ignore[method-assign]
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]

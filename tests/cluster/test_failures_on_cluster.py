@@ -1,0 +1,220 @@
+"""How runs fail on the real control plane: what the Job controller and the scheduler do with
+our pods, not what we think they do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skillmix.config import load_experiment
+from skillmix.pipeline.context import resolve_context
+from skillmix.records import GenerationRecord
+from skillmix.store.base import open_store
+from skillmix.store.runs import RunStore, generation_prefix
+from tests.cluster.conftest import IMAGE, Cluster, wait_for
+
+pytestmark = pytest.mark.cluster
+
+
+def experiment(tmp: Path, **changes: Any) -> tuple[Path, str]:
+    doc: dict[str, Any] = {
+        "name": "cluster-failures",
+        "seed": 3,
+        "ks": [2],
+        "combinations": 6,
+        "generation_rounds": 1,
+        "catalog": {},
+        "students": [{"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4}],
+        "grader": {
+            "name": "mock-grader",
+            "backend": "mock",
+            "model": "mock-grader",
+            "quality": 0.9,
+            "rounds": 1,
+        },
+        "metrics": {"bootstrap_samples": 20},
+        "store": "runs",
+        **changes,
+    }
+    path = tmp / "experiment.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path, resolve_context(load_experiment(path)).run_id
+
+
+def job_conditions(cluster: Cluster, name: str) -> dict[str, Any]:
+    job = cluster.batch().read_namespaced_job(name, cluster.namespace)
+    return {c.type: c for c in job.status.conditions or [] if c.status == "True"}
+
+
+def phase_job(cluster: Cluster, run_id: str, phase: str) -> Any:
+    jobs = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/phase={phase}")
+    assert len(jobs) == 1, [j.metadata.name for j in jobs]
+    return jobs[0]
+
+
+def container_status(pod: Any, name: str) -> Any:
+    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+        if status.name == name:
+            return status
+    return None
+
+
+def test_a_sigkilled_client_is_retried_by_the_job_and_no_record_is_lost(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGKILL the generation client once it has written part of its unit: the pod fails
+    with 137, the Job (backoffLimit 1) starts a new pod, it resumes from the parts, and the
+    run completes with each combination exactly once."""
+    path, run_id = experiment(
+        tmp_path,
+        combinations=200,
+        students=[
+            {"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4, "concurrency": 2}
+        ],
+    )
+    launched = cluster.popen("launch", "-f", str(path), "--wait", "--timeout", "300")
+    try:
+        run = RunStore(open_store(f"{cluster.store}/{run_id}"))
+        prefix = generation_prefix("weak", 2, 1)
+
+        def client_with_parts() -> Any:
+            if run.manifest(prefix) is not None:
+                raise AssertionError("the unit finished before the client could be killed")
+            if not run.part_infos(prefix):
+                return None
+            for pod in cluster.pods(f"skillmix.io/run={run_id},skillmix.io/phase=generate"):
+                status = container_status(pod, "client")
+                if status is not None and status.state.running and status.container_id:
+                    return pod, int(status.container_id.rsplit("/", 1)[1])
+            return None
+
+        pod, pid = wait_for(client_with_parts, "a generation client with parts written", 120)
+        os.killpg(pid, signal.SIGKILL)
+        out, err = launched.communicate(timeout=300)
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+    assert launched.returncode == 0, out + err
+
+    job = phase_job(cluster, run_id, "generate")
+    assert job.status.failed == 1 and job.status.succeeded == 1
+    killed = cluster.core().read_namespaced_pod(pod.metadata.name, cluster.namespace)
+    assert container_status(killed, "client").state.terminated.exit_code == 137
+    assert killed.status.phase == "Failed"
+    manifest = run.manifest(prefix)
+    assert manifest is not None
+    records = run.finished_records(prefix, GenerationRecord) or []
+    assert sorted(Counter(r.index for r in records).items()) == [(i, 1) for i in range(200)]
+
+
+def test_exit_code_2_fails_the_job_at_once_through_the_pod_failure_policy(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Bad input in a pod (here: the run's run.json removed after launch) exits 2, and the
+    Job controller's podFailurePolicy fails the Job without a retry."""
+    path, run_id = experiment(tmp_path)
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    open_store(f"{cluster.store}/{run_id}").delete_prefix("run.json")
+    name = phase_job(cluster, run_id, "generate").metadata.name
+    failed = wait_for(lambda: job_conditions(cluster, name).get("Failed"), "the Job to fail", 90)
+    assert failed.reason == "PodFailurePolicy"
+    [pod] = cluster.pods(f"job-name={name}")  # no second pod: the rule is FailJob
+    assert container_status(pod, "client").state.terminated.exit_code == 2
+    assert failed.message == (
+        f"Container client for pod {cluster.namespace}/{pod.metadata.name} failed with exit code 2 "
+        "matching FailJob rule at index 0"
+    )
+    status = cluster.skillmix("status", run_id)
+    assert "PodFailurePolicy" in " ".join(status.stdout.split())
+
+
+def _gpu_profile(cluster: Cluster, *, tolerate: bool) -> None:
+    """The profile with the vLLM image set to ours: `python3 -m vllm...` then fails at once in
+    the sidecar, as a bad model id or an OOM at load does on a GPU node."""
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    profile = doc["clusters"]["local"]
+    profile["vllm_image"] = IMAGE
+    if tolerate:
+        profile["gpu"] = {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+        }
+    profile["deadlines"]["model_load_seconds"] = 10
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # the vLLM container runs as root: Pod Security `restricted` would reject the pod
+    cluster.kubectl(
+        "label", "namespace", cluster.namespace, "--overwrite",
+        "pod-security.kubernetes.io/enforce=baseline",
+    )
+
+
+VLLM_STUDENT = {
+    "name": "qwen",
+    "backend": "vllm",
+    "model": "qwen",
+    "vllm": {"model": "Qwen/Qwen2.5-0.5B-Instruct"},
+}
+
+
+def test_a_sidecar_that_never_becomes_healthy_is_restarted_and_the_job_does_not_fail(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """What a real cluster does with a model server that never passes its startupProbe: the
+    kubelet restarts the native sidecar with back-off (Init:CrashLoopBackOff) and the pod and
+    the Job stay alive, holding the GPU. (Failing fast is the product's job, not the
+    cluster's.) The real scheduler put the pod on the GPU node through the toleration."""
+    _gpu_profile(cluster, tolerate=True)
+    path, run_id = experiment(tmp_path, students=[VLLM_STUDENT])
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    name = phase_job(cluster, run_id, "generate").metadata.name
+
+    def restarted() -> Any:
+        for pod in cluster.pods(f"job-name={name}"):
+            model = container_status(pod, "model")
+            if model is not None and model.restart_count >= 2:
+                return pod
+        return None
+
+    pod = wait_for(restarted, "the model sidecar to be restarted twice", 90)
+    assert pod.spec.node_name == "gpu-node"
+    assert pod.status.phase == "Pending"
+    model = container_status(pod, "model")
+    assert model.last_state.terminated is not None and model.last_state.terminated.exit_code != 0
+    assert container_status(pod, "client").state.waiting is not None  # never started
+    time.sleep(3)
+    assert "Failed" not in job_conditions(cluster, name)
+    assert len(cluster.pods(f"job-name={name}")) == 1  # the same pod: nothing failed
+    reasons = {
+        e.reason
+        for e in cluster.core().list_namespaced_event(cluster.namespace).items
+        if e.involved_object.name == pod.metadata.name
+    }
+    assert "BackOff" in reasons
+
+
+def test_a_gpu_pod_without_the_toleration_is_unschedulable(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The real scheduler's verdict on the GPU node's taint, as `status` will have to show."""
+    _gpu_profile(cluster, tolerate=False)
+    path, run_id = experiment(tmp_path, students=[VLLM_STUDENT])
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    name = phase_job(cluster, run_id, "generate").metadata.name
+
+    def unschedulable() -> Any:
+        for pod in cluster.pods(f"job-name={name}"):
+            for c in pod.status.conditions or []:
+                if c.type == "PodScheduled" and c.status == "False":
+                    return c
+        return None
+
+    condition = wait_for(unschedulable, "the scheduler's verdict", 60)
+    assert condition.reason == "Unschedulable"
+    assert "untolerated taint" in condition.message and "nvidia.com/gpu" in condition.message
