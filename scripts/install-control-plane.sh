@@ -13,7 +13,7 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.5}
 here=$(cd "$(dirname "$0")/.." && pwd)
-dest="$here/.tools/k8s-$K8S_VERSION/bin"
+dest="${SKILLMIX_CONTROL_PLANE_DIR:-$here/.tools/k8s-$K8S_VERSION/bin}"
 cache="${SKILLMIX_TOOLS_CACHE:-$HOME/.cache/skillmix}/k8s-$K8S_VERSION"
 bins=(kube-apiserver kube-controller-manager kube-scheduler)
 
@@ -40,7 +40,7 @@ build_kubernetes() {
   local work
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
-  echo "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (once per machine; ~15 min on 2 cores with a cold Go cache)"
+  echo "building kube-apiserver, kube-controller-manager, kube-scheduler $K8S_VERSION (once per machine: 5-15 min on 2 cores with a cold Go cache)"
   (
     cd "$work"
     cat >go.mod <<EOF
@@ -50,8 +50,10 @@ go 1.24
 
 require k8s.io/kubernetes $K8S_VERSION
 EOF
-    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-    [[ -f "$gomod" ]] || fail "could not download k8s.io/kubernetes@$K8S_VERSION from the Go module proxy"
+    json=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION") \
+      || fail "could not download k8s.io/kubernetes@$K8S_VERSION (see the Go output above); check GOPROXY or the network and rerun 'make tools'"
+    gomod=$(sed -n 's/.*"GoMod": "\(.*\)",*/\1/p' <<<"$json")
+    [[ -f "$gomod" ]] || fail "could not download k8s.io/kubernetes@$K8S_VERSION (no go.mod in the answer); check GOPROXY and rerun 'make tools'"
     # Every `k8s.io/x => ./staging/src/k8s.io/x` becomes `k8s.io/x => k8s.io/x v0.MINOR`.
     sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#\1#p' "$gomod" | sort -u | while read -r mod; do
       go mod edit -replace "$mod=$mod@$staging"

@@ -218,3 +218,29 @@ def test_a_gpu_pod_without_the_toleration_is_unschedulable(
     condition = wait_for(unschedulable, "the scheduler's verdict", 60)
     assert condition.reason == "Unschedulable"
     assert "untolerated taint" in condition.message and "nvidia.com/gpu" in condition.message
+
+
+def test_a_missing_secret_is_a_create_container_config_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The kubelet cannot build the container's env: the pod waits (it never fails), as on a
+    cluster, with the reason in the container's status."""
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["s3"]["credentials_secret"] = "no-such-secret"
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path, run_id = experiment(tmp_path)
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    name = phase_job(cluster, run_id, "generate").metadata.name
+
+    def waiting() -> Any:
+        for pod in cluster.pods(f"job-name={name}"):
+            model = container_status(pod, "model")
+            if model is not None and model.state.waiting is not None:
+                if model.state.waiting.reason == "CreateContainerConfigError":
+                    return pod, model.state.waiting
+        return None
+
+    pod, state = wait_for(waiting, "CreateContainerConfigError", 60)
+    assert state.message == 'secret "no-such-secret" not found'
+    assert pod.status.phase == "Pending"
+    assert "Failed" not in job_conditions(cluster, name)

@@ -15,6 +15,7 @@ from skillmix.config import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.base import open_store
 from tests.cluster.conftest import Cluster, wait_for
+from tests.fixtures_s3 import S3_TEST_SECRET
 
 pytestmark = pytest.mark.cluster
 
@@ -81,3 +82,10 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     wait_for(lambda: not cluster.jobs(f"skillmix.io/run={run_id}"), "the Jobs to go")
     wait_for(lambda: not cluster.pods(f"skillmix.io/run={run_id}"), "the pods to go", 90)
     assert sorted(open_store(f"{cluster.store}/{run_id}").list_keys("")) == keys_before
+
+    # the pods got the S3 key from the Secret; no log of any container shows it
+    logs_dir = cluster.cp.workdir / "kubelet" / "pods"
+    container_logs = [p for p in logs_dir.rglob("*.log") if f"_{run_id}-" in str(p)]
+    assert len(container_logs) >= 2 * len(jobs)  # model + client, or wait + client, or more
+    for path in container_logs:
+        assert S3_TEST_SECRET not in path.read_text(errors="replace"), path
