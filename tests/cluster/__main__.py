@@ -42,7 +42,9 @@ def up(workdir: Path, port: int | None) -> int:
     if (workdir / "state.json").exists():
         cp = ControlPlane.load(workdir)
         if any(cp.alive().values()):
-            print(f"cluster-up: a cluster is already running from {workdir}; `make cluster-down` first")
+            print(
+                f"cluster-up: a cluster is already running from {workdir}; `make cluster-down` first"
+            )
             return 2
         shutil.rmtree(workdir)
     cp = start_control_plane(workdir, api_port=port)
@@ -61,7 +63,9 @@ def up(workdir: Path, port: int | None) -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise ClusterSetupError(f"the S3 server did not start; see {cp.log('s3')}") from None
+                    raise ClusterSetupError(
+                        f"the S3 server did not start; see {cp.log('s3')}"
+                    ) from None
                 time.sleep(0.2)
         _create_bucket(s3)
         prepare_namespace(cp, NAMESPACE)
@@ -71,20 +75,30 @@ def up(workdir: Path, port: int | None) -> int:
     except BaseException:
         cp.stop(grace=3)
         raise
+    secret = workdir / "s3-secret"
+    secret.write_text(S3_TEST_SECRET + "\n")
+    env = workdir / "env"
+    env.write_text(
+        f"export KUBECONFIG={cp.kubeconfig}\n"
+        f"export SKILLMIX_CONFIG={profile}\n"
+        f"export SKILLMIX_S3_ENDPOINT_URL={s3}\n"
+        f"export AWS_ACCESS_KEY_ID={S3_TEST_ACCESS_KEY}\n"
+        f"export AWS_SECRET_ACCESS_KEY=$(cat {secret})\n"
+        "export AWS_DEFAULT_REGION=us-east-1\n"
+    )
+    for path in (secret, env):
+        path.chmod(0o600)
     print(
-        f"""cluster up (Kubernetes control plane on {cp.server}, process kubelet, S3 on {s3})
+        f"""cluster up: Kubernetes {cp.server} (process kubelet: cpu-node, gpu-node), S3 {s3}
   kubeconfig: {cp.kubeconfig} (contexts: admin, launcher)
   profile:    {profile} (cluster `local`, namespace {NAMESPACE}, image {IMAGE})
+  S3:         {s3} (bucket {BUCKET}; credentials in {env})
 Use it:
-  export KUBECONFIG={cp.kubeconfig} SKILLMIX_CONFIG={profile}
-  export SKILLMIX_S3_ENDPOINT_URL={s3} AWS_ACCESS_KEY_ID={S3_TEST_ACCESS_KEY} AWS_SECRET_ACCESS_KEY=<see {workdir}/s3-secret>
+  source {env}
   skillmix launch -f k8s/experiment.kind.yaml --cluster local --wait
   kubectl --context launcher -n {NAMESPACE} get jobs,pods
 Stop it: make cluster-down"""
     )
-    secret = workdir / "s3-secret"
-    secret.write_text(S3_TEST_SECRET + "\n")
-    secret.chmod(0o600)
     return 0
 
 
@@ -120,7 +134,11 @@ def status(workdir: Path) -> int:
         print("no cluster")
         return 1
     cp = ControlPlane.load(workdir)
-    print(json.dumps({"server": cp.server, "kubeconfig": str(cp.kubeconfig), "alive": cp.alive()}, indent=2))
+    print(
+        json.dumps(
+            {"server": cp.server, "kubeconfig": str(cp.kubeconfig), "alive": cp.alive()}, indent=2
+        )
+    )
     return 0 if all(cp.alive().values()) else 1
 
 

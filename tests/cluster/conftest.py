@@ -235,7 +235,9 @@ def cluster(
     prepare_namespace(control_plane, namespace)
     s3_test_env(monkeypatch, moto_server, tmp_path)  # this process's own reads of the store
     store = f"s3://{create_bucket(moto_server)}/runs"
-    profile = write_profile(tmp_path / "skillmix.yaml", control_plane, namespace, store, moto_server)
+    profile = write_profile(
+        tmp_path / "skillmix.yaml", control_plane, namespace, store, moto_server
+    )
     monkeypatch.setenv("SKILLMIX_CONFIG", str(profile))
     monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
     yield Cluster(control_plane, namespace, store, moto_server, profile, tmp_path)

@@ -191,9 +191,7 @@ def write_kubeconfig(
             {"name": "local", "cluster": {"server": server, "certificate-authority-data": ca_data}}
         ],
         "users": [{"name": who, "user": {"token": token}} for who, token in tokens.items()],
-        "contexts": [
-            {"name": who, "context": {"cluster": "local", "user": who}} for who in tokens
-        ],
+        "contexts": [{"name": who, "context": {"cluster": "local", "user": who}} for who in tokens],
         "current-context": current,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -517,7 +515,7 @@ def _wait_for_default_service_account(cp: ControlPlane, deadline: float) -> None
     url = f"{cp.server}/api/v1/namespaces/default/serviceaccounts/default"
     last = ""
     while time.monotonic() < deadline:
-        status, body = _get(url, cp.admin_token, cp.ca_file)
+        status, _body = _get(url, cp.admin_token, cp.ca_file)
         if status == 200:
             return
         last = f"HTTP {status}"
@@ -561,17 +559,19 @@ def start_kubelet(cp: ControlPlane, *, extra: list[str] | None = None) -> None:
         status, body = _get(url, cp.admin_token, cp.ca_file)
         if status == 200:
             nodes = json.loads(body)["items"]
-            ready = [
-                n
-                for n in nodes
-                if any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in n.get("status", {}).get("conditions", [])
-                )
-                and not n.get("spec", {}).get("taints", [{"key": "x"}])[:1]
-                == [{"key": "node.kubernetes.io/not-ready"}]
-            ]
+            ready = [n for n in nodes if _node_ready(n)]
             if len(ready) >= 2:
                 return
         time.sleep(0.25)
-    raise ClusterSetupError(f"the kubelet registered no Ready nodes in time; see {cp.log('kubelet')}")
+    raise ClusterSetupError(
+        f"the kubelet registered no Ready nodes in time; see {cp.log('kubelet')}"
+    )
+
+
+def _node_ready(node: dict[str, Any]) -> bool:
+    """Ready, and without the not-ready taint that node admission adds on registration."""
+    conditions = node.get("status", {}).get("conditions", [])
+    taints = node.get("spec", {}).get("taints") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and not any(
+        t["key"] == "node.kubernetes.io/not-ready" for t in taints
+    )

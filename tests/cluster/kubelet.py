@@ -516,7 +516,9 @@ class PodWorker(threading.Thread):
                 message = f"back-off {backoff:g}s restarting failed container={c.name} pod={self.pod_name}"
                 c.state = {"waiting": {"reason": "CrashLoopBackOff", "message": message}}
                 c.restarts += 1
-            self.event("BackOff", f"Back-off restarting failed container {c.name}", container=c.name)
+            self.event(
+                "BackOff", f"Back-off restarting failed container {c.name}", container=c.name
+            )
             self.report()
             if self.stopping.wait(backoff):
                 return
@@ -1001,7 +1003,7 @@ class LogHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query)
         parts = url.path.strip("/").split("/")
@@ -1026,9 +1028,7 @@ class LogHandler(http.server.BaseHTTPRequestHandler):
             path = logs[-2]
         elif not logs:
             reason = (c.state.get("waiting") or {}).get("reason", "ContainerCreating")
-            self.send_error(
-                400, f'container "{name}" in pod "{pod}" is waiting to start: {reason}'
-            )
+            self.send_error(400, f'container "{name}" in pod "{pod}" is waiting to start: {reason}')
             return
         else:
             path = logs[-1]

@@ -61,7 +61,9 @@ def test_a_failed_build_names_the_fix(tmp_path: Path) -> None:
 
 
 def test_missing_binaries_name_make_tools(tmp_path: Path) -> None:
-    with pytest.raises(ClusterSetupError, match=r"binaries missing in .*: etcd, .*run `make tools`"):
+    with pytest.raises(
+        ClusterSetupError, match=r"binaries missing in .*: etcd, .*run `make tools`"
+    ):
         start_control_plane(tmp_path / "cp", bin_dir=tmp_path / "empty")
 
 
@@ -84,7 +86,16 @@ def test_a_port_in_use_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "tests.cluster", "up", "--dir", str(tmp_path / "c"), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster",
+                "up",
+                "--dir",
+                str(tmp_path / "c"),
+                "--port",
+                str(port),
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,

@@ -60,7 +60,10 @@ def phase_job(cluster: Cluster, run_id: str, phase: str) -> Any:
 
 
 def container_status(pod: Any, name: str) -> Any:
-    for status in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]:
+    for status in [
+        *(pod.status.init_container_statuses or []),
+        *(pod.status.container_statuses or []),
+    ]:
         if status.name == name:
             return status
     return None
@@ -76,7 +79,13 @@ def test_a_sigkilled_client_is_retried_by_the_job_and_no_record_is_lost(
         tmp_path,
         combinations=200,
         students=[
-            {"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4, "concurrency": 2}
+            {
+                "name": "weak",
+                "backend": "mock",
+                "model": "mock-weak",
+                "quality": 0.4,
+                "concurrency": 2,
+            }
         ],
     )
     launched = cluster.popen("launch", "-f", str(path), "--wait", "--timeout", "300")
@@ -143,14 +152,19 @@ def _gpu_profile(cluster: Cluster, *, tolerate: bool) -> None:
     profile["vllm_image"] = IMAGE
     if tolerate:
         profile["gpu"] = {
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
             "node_selector": {"nvidia.com/gpu.present": "true"},
         }
     profile["deadlines"]["model_load_seconds"] = 10
     cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     # the vLLM container runs as root: Pod Security `restricted` would reject the pod
     cluster.kubectl(
-        "label", "namespace", cluster.namespace, "--overwrite",
+        "label",
+        "namespace",
+        cluster.namespace,
+        "--overwrite",
         "pod-security.kubernetes.io/enforce=baseline",
     )
 
@@ -235,9 +249,9 @@ def test_a_missing_secret_is_a_create_container_config_error(
     def waiting() -> Any:
         for pod in cluster.pods(f"job-name={name}"):
             model = container_status(pod, "model")
-            if model is not None and model.state.waiting is not None:
-                if model.state.waiting.reason == "CreateContainerConfigError":
-                    return pod, model.state.waiting
+            waiting = model.state.waiting if model is not None else None
+            if waiting is not None and waiting.reason == "CreateContainerConfigError":
+                return pod, waiting
         return None
 
     pod, state = wait_for(waiting, "CreateContainerConfigError", 60)

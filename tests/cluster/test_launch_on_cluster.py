@@ -30,7 +30,14 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
 
     run_id = resolve_context(load_experiment(EXPERIMENT)).run_id
     launched = cluster.skillmix(
-        "launch", "-f", str(EXPERIMENT), "--cluster", "local", "--wait", "--timeout", "400",
+        "launch",
+        "-f",
+        str(EXPERIMENT),
+        "--cluster",
+        "local",
+        "--wait",
+        "--timeout",
+        "400",
         timeout=450,
     )
     assert launched.returncode == 0, launched.stdout + launched.stderr
@@ -74,6 +81,12 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     follow = cluster.skillmix("logs", run_id, "--phase", "grade", "--follow", timeout=60)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.count("\n") >= 8
+
+    # launching a finished run creates nothing and prints its metrics
+    again = cluster.skillmix("launch", "-f", str(EXPERIMENT), "--format", "json", check=True)
+    assert "nothing to launch" in again.stderr
+    assert json.loads(again.stdout)["finished_units"] == 8
+    assert len(cluster.jobs(f"skillmix.io/run={run_id}")) == len(jobs)
 
     # cancel: Jobs and pods gone, the store keeps the run
     keys_before = sorted(open_store(f"{cluster.store}/{run_id}").list_keys(""))

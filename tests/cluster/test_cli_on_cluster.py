@@ -1,0 +1,136 @@
+"""`skillmix launch`, `status` and `logs` against the real API server, as the launcher
+identity (the RBAC of k8s/rbac-launcher.yaml decides, not a fake's idea of it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skillmix.store.base import open_store
+from tests.cluster.conftest import Cluster, kubectl
+from tests.cluster.test_failures_on_cluster import experiment
+from tests.fixtures_s3 import S3_TEST_SECRET
+
+pytestmark = pytest.mark.cluster
+
+
+def error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_launch_validates_then_creates_the_run(cluster: Cluster, tmp_path: Path) -> None:
+    path, run_id = experiment(
+        tmp_path,
+        students=[
+            {"name": "weak", "backend": "mock", "model": "mock-weak", "replicas": 2},
+        ],
+    )
+    result = cluster.skillmix("launch", "-f", str(path), "--format", "json", check=True)
+    plan = json.loads(result.stdout)  # stdout is exactly one JSON document
+    assert plan["run_id"] == run_id and plan["attempt"] == 1
+    jobs = cluster.jobs(f"skillmix.io/run={run_id}")
+    assert sorted(j.metadata.labels["skillmix.io/phase"] for j in jobs) == [
+        "aggregate",
+        "generate",
+        "grade",
+    ]
+    [generation] = [j for j in jobs if j.metadata.labels["skillmix.io/phase"] == "generate"]
+    assert generation.spec.completions == 2 and generation.spec.completion_mode == "Indexed"
+    for job in jobs:
+        assert job.spec.template.metadata.labels["skillmix.io/run"] == run_id
+        assert S3_TEST_SECRET not in json.dumps(cluster.api().sanitize_for_serialization(job))
+    account = cluster.core().read_namespaced_service_account(plan["release"], cluster.namespace)
+    assert account.metadata.labels["skillmix.io/run"] == run_id
+    # the store: run.json (sharded) and the audit record, with Secret names only
+    run = open_store(f"{cluster.store}/{run_id}")
+    assert json.loads(run.read_bytes("run.json"))["sharded"] is True
+    record = run.read_bytes("launches/attempt-001.json").decode()
+    assert json.loads(record)["values"]["store"]["credentialsSecret"] == "skillmix-s3"
+    assert S3_TEST_SECRET not in record + result.stdout + result.stderr
+    assert cluster.cp.launcher_token not in record + result.stdout + result.stderr
+    # the Job's pods were admitted under Pod Security `restricted` and got going
+    assert cluster.pods(f"skillmix.io/run={run_id}") or _eventually_pods(cluster, run_id)
+
+
+def _eventually_pods(cluster: Cluster, run_id: str) -> bool:
+    from tests.cluster.conftest import wait_for
+
+    return bool(wait_for(lambda: cluster.pods(f"skillmix.io/run={run_id}"), "pods", 30))
+
+
+def test_launch_dry_run_creates_and_writes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    path, run_id = experiment(tmp_path)
+    result = cluster.skillmix(
+        "launch", "-f", str(path), "--dry-run", "--format", "json", check=True
+    )
+    assert json.loads(result.stdout)["run_id"] == run_id
+    assert "dry run" in result.stderr
+    assert cluster.jobs() == []
+    assert open_store(cluster.store).list_keys("") == []
+
+
+def test_launch_without_the_launcher_role_names_the_rbac_file(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A namespace where the launcher has no RoleBinding: the server-side dry run is refused
+    before anything is created or written."""
+    other = f"{cluster.namespace}-norbac"
+    kubectl(cluster.cp, "create", "namespace", other)
+    try:
+        doc = yaml.safe_load(cluster.profile_file.read_text())
+        doc["clusters"]["local"]["namespace"] = other
+        cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path, _run_id = experiment(tmp_path)
+        result = cluster.skillmix("launch", "-f", str(path))
+        assert result.returncode == 2, result.stderr
+        line = error_line(result.stderr)
+        assert f"forbidden in namespace {other} (403" in line
+        assert "k8s/rbac-launcher.yaml" in line
+        assert open_store(cluster.store).list_keys("") == []
+        jobs = kubectl(cluster.cp, "-n", other, "get", "jobs", "-o", "name")
+        assert jobs.strip() == ""
+    finally:
+        kubectl(cluster.cp, "delete", "namespace", other, "--wait=false")
+
+
+def test_launch_into_a_missing_namespace_is_forbidden_for_the_launcher(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A real API server authorizes before it looks: the launcher, who has rights in one
+    namespace only, gets 403 (not 404) for a namespace that does not exist."""
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["namespace"] = "no-such-namespace"
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path, _run_id = experiment(tmp_path)
+    result = cluster.skillmix("launch", "-f", str(path))
+    assert result.returncode == 2
+    assert "forbidden in namespace no-such-namespace" in error_line(result.stderr)
+
+
+def test_status_and_logs_of_an_unknown_run(cluster: Cluster) -> None:
+    status = cluster.skillmix("status", "never-launched-00000000", "--format", "json", check=True)
+    doc = json.loads(status.stdout)
+    assert doc["state"] == "no jobs" and doc["jobs"] == []
+    logs = cluster.skillmix("logs", "never-launched-00000000")
+    assert logs.returncode == 2
+    assert "no pods of run never-launched-00000000 match" in error_line(logs.stderr)
+
+
+def test_an_invalid_token_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    config = yaml.safe_load(cluster.cp.kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"]["token"] = "not-a-valid-token"
+    bad = tmp_path / "bad-kubeconfig"
+    bad.write_text(yaml.safe_dump(config))
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["kubeconfig"] = str(bad)
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = cluster.skillmix("status", "some-run-00000000")
+    assert result.returncode == 2
+    line = error_line(result.stderr)
+    assert "401" in line and "not-a-valid-token" not in result.stderr
