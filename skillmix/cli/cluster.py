@@ -269,7 +269,13 @@ def status_cmd(run_id: str, cluster: str | None, fmt: str) -> None:
 @click.argument("run_id")
 @cluster_option
 @click.option("--phase", type=click.Choice(["generate", "grade", "aggregate"]), default=None)
-@click.option("--model", "student", default=None, help="Only this student's pods.")
+@click.option(
+    "--student",
+    "--model",
+    "student",
+    default=None,
+    help="Only this student's pods (--model: the old name).",
+)
 @click.option(
     "--container", default="client", show_default=True, help="Container (client, model, wait)."
 )

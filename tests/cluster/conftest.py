@@ -119,6 +119,7 @@ class Cluster:
             **keep,
             "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "SKILLMIX_CONFIG": str(self.profile_file),
+            "COLUMNS": "200",  # tables unwrapped, as on a wide terminal
             "KUBECONFIG": str(self.cp.kubeconfig),
             "SKILLMIX_S3_ENDPOINT_URL": self.s3_endpoint,
             "AWS_ACCESS_KEY_ID": S3_TEST_ACCESS_KEY,

@@ -129,8 +129,18 @@ def test_exit_code_2_fails_the_job_at_once_through_the_pod_failure_policy(
     """Bad input in a pod (here: the run's run.json removed after launch) exits 2, and the
     Job controller's podFailurePolicy fails the Job without a retry."""
     path, run_id = experiment(tmp_path)
-    cluster.skillmix("launch", "-f", str(path), check=True)
-    open_store(f"{cluster.store}/{run_id}").delete_prefix("run.json")
+    launched = cluster.popen("launch", "-f", str(path), "--wait", "--timeout", "120")
+    try:
+        # launch writes run.json before it creates the Jobs; the clients start seconds later
+        wait_for(lambda: cluster.jobs(f"skillmix.io/run={run_id}"), "the Jobs", 60)
+        open_store(f"{cluster.store}/{run_id}").delete_prefix("run.json")
+        out, err = launched.communicate(timeout=150)
+    finally:
+        if launched.poll() is None:
+            launched.kill()
+    # `launch --wait` ends with exit 1 and the Job's reason
+    assert launched.returncode == 1, out + err
+    assert "Job(s) failed" in err and "PodFailurePolicy" in err, err
     name = phase_job(cluster, run_id, "generate").metadata.name
     failed = wait_for(lambda: job_conditions(cluster, name).get("Failed"), "the Job to fail", 90)
     assert failed.reason == "PodFailurePolicy"

@@ -75,7 +75,28 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     assert doc["run_id"] == run_id
     assert {j["state"] for j in doc["jobs"]} == {"Complete"}
 
+    table = " ".join(cluster.skillmix("status", run_id, check=True).stdout.split())
+    assert f"run {run_id}: complete" in table, table
+    assert table.count(" Complete ") == len(jobs), table
+
     # logs of one phase through the API server's pod log endpoint (our kubelet serves them)
+    sidecars = cluster.skillmix(
+        "logs",
+        run_id,
+        "--phase",
+        "generate",
+        "--student",
+        "weak",
+        "--container",
+        "model",
+        "--tail",
+        "1",
+        check=True,
+    )
+    lines = sidecars.stdout.splitlines()
+    assert len(lines) == 4 and all("gen-weak" in line and "/model" in line for line in lines)
+    missing = cluster.skillmix("logs", run_id, "--phase", "aggregate", "--container", "nope")
+    assert "nope" in missing.stderr
     logs = cluster.skillmix("logs", run_id, "--phase", "aggregate", check=True)
     assert "aggregate" in logs.stdout
     follow = cluster.skillmix("logs", run_id, "--phase", "grade", "--follow", timeout=60)
