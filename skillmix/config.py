@@ -18,6 +18,7 @@ from skillmix.errors import SkillmixError
 
 Backend = Literal["mock", "openai", "vllm"]
 # Names become folder names and Kubernetes label values: alphanumeric at both ends, <= 63 chars.
+MOCK_DEFAULT_QUALITY = 0.7  # the mock backend's quality when the experiment sets none
 NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 # Experiment names get "-{8 hex}" appended to form the run id, which must still fit a label.
 EXPERIMENT_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,52}[A-Za-z0-9])?$"
@@ -82,7 +83,13 @@ class ModelSpec(_Strict):
     timeout: float = Field(120.0, gt=0, description="Seconds per request.")
     max_retries: int = Field(8, ge=0, le=100)
     quality: float | None = Field(
-        None, ge=0, le=1, description="Mock backend only: skill level / grading accuracy."
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "Mock backend only: skill level / grading accuracy "
+            f"(default {MOCK_DEFAULT_QUALITY} for students and graders alike)."
+        ),
     )
     vllm: VllmSpec = Field(default_factory=VllmSpec)
     replicas: int = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
@@ -91,6 +98,9 @@ class ModelSpec(_Strict):
     def _backend_rules(self) -> ModelSpec:
         if self.quality is not None and self.backend != "mock":
             raise ValueError("quality only applies to the mock backend")
+        if self.backend == "mock" and self.quality is None:
+            # resolved once, here: both executors and the run id see the same value
+            self.quality = MOCK_DEFAULT_QUALITY
         if self.api_key_env is not None and not re.fullmatch(
             r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env
         ):

@@ -18,7 +18,6 @@ KIND_DIRS: dict[str, tuple[str, ...]] = {
     "generation": ("generation",),
     "grading": ("grading", "grade"),
 }
-DEFAULT_VERSIONS: dict[str, str] = {"generation": "two-turn-v1", "grading": "table-v1"}
 
 
 def builtin_prompts_dir() -> Path:

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from skillmix.method.metrics import GradedAnswer
 from skillmix.method.prompts import GradingStyle
 
-SCHEMA_VERSION = 1
 GradeStatus = Literal["ok", "unparsed", "failed"]
 
 

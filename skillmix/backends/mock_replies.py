@@ -29,7 +29,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -620,8 +620,3 @@ def mock_reply(messages: Sequence[Message], params: ReplyParams, choice: int = 0
 def graded_answer(reply_text: str) -> str:
     """The passage a grader would see for a student reply (SPEC 4 answer extraction)."""
     return extract_answer(reply_text)
-
-
-def cue_words_in(text: str, names: Iterable[str]) -> list[str]:
-    """The cue words of ``names`` that ``text`` contains (diagnostics for tests)."""
-    return [skill_cue(n) for n in names if contains_cue(text, skill_cue(n))]

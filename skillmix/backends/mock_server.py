@@ -42,9 +42,9 @@ from skillmix.backends.mock_replies import (
     mock_replies,
     normalize_messages,
 )
-from skillmix.errors import SkillmixError
+from skillmix.config import MOCK_DEFAULT_QUALITY as DEFAULT_QUALITY
+from skillmix.errors import RunFailedError, SkillmixError
 
-DEFAULT_QUALITY = 0.7
 DEFAULT_COMPLETION_ESTIMATE = 256
 RATE_WINDOW_SECONDS = 60.0
 MAX_N = 128
@@ -54,8 +54,8 @@ ANY_MODEL_ID = "skillmix-mock"
 COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
-class MockServerError(RuntimeError):
-    """The in-process mock server could not start or stop in time."""
+class MockServerError(RunFailedError):
+    """The in-process mock server could not start or stop in time (one line, exit 1)."""
 
 
 # ----------------------------------------------------------------------------- configuration

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -60,11 +59,9 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="skillmix")
 @click.option("--debug", is_flag=True, envvar="SKILLMIX_DEBUG", help="Show tracebacks on errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(debug: bool) -> None:
     """Run the SKILL-MIX evaluation of language models, locally or on Kubernetes."""
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
+    # --debug is read from argv by main() before click runs (tracebacks on errors)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -102,7 +99,3 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(0)
-
-
-def run_command(args: list[str]) -> Any:  # pragma: no cover - convenience for python -m
-    return main(args)

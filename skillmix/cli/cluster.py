@@ -198,7 +198,7 @@ def _wait(kube: Any, run_id: str, timeout: float) -> None:
 def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -> None:
     import json
 
-    from skillmix.store.base import open_store
+    from skillmix.store.uri import open_store
 
     summary = json.loads(open_store(run_uri).read_bytes("report/summary.json"))
     if fmt == "json":

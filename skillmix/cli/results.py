@@ -143,8 +143,8 @@ def aggregate_cmd(
 ) -> None:
     """Compute Full Marks / All Skills / Skill Fraction for a run folder (local or s3://)."""
     from skillmix.pipeline.aggregate import aggregate_run
-    from skillmix.store.base import open_store
     from skillmix.store.runs import RunStore
+    from skillmix.store.uri import open_store
 
     options = build_metric_options(
         mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
@@ -184,8 +184,8 @@ def import_reference_cmd(
 ) -> None:
     """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
     from skillmix.legacy import import_reference, select_runs
-    from skillmix.store.base import open_store
     from skillmix.store.runs import RunStore
+    from skillmix.store.uri import open_store
 
     select_runs(Path(root), seed)  # fail on a wrong root or seed before touching --out
     store = open_store(out)

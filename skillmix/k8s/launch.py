@@ -21,8 +21,8 @@ from skillmix.method.prompts import render_generation_prompts, render_grading_pr
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.pipeline.tasks import unit_complete
-from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.uri import open_store
 
 LAUNCHES = "launches"
 # Assumptions behind the estimates (printed with them).

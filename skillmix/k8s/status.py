@@ -7,8 +7,8 @@ from typing import Any
 from skillmix.k8s.cluster import STUDENT_LABEL, KubeClient
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import run_uri_for
-from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore
+from skillmix.store.uri import open_store
 
 
 def run_status(kube: KubeClient, profile: ClusterProfile, run_id: str) -> dict[str, Any]:

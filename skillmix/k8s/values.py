@@ -63,7 +63,7 @@ def student_values(ctx: RunContext) -> dict[str, dict[str, Any]]:
                 extraArgs=list(s.vllm.args),
             )
         elif s.backend == "mock":
-            entry["quality"] = s.quality if s.quality is not None else 0.7
+            entry["quality"] = s.quality  # resolved on the spec (config.MOCK_DEFAULT_QUALITY)
         elif s.base_url:
             entry["baseUrl"] = s.base_url
         out[s.name] = entry
@@ -160,7 +160,7 @@ def build_values(
         "grader": {
             "backend": "mock" if grader.backend == "mock" else "openai",
             "servedModelName": grader.model,
-            "quality": grader.quality if grader.quality is not None else 0.9,
+            "quality": grader.quality,  # resolved on the spec, as for the local executor
             "baseUrl": grader.base_url or "",
             "budgetShare": max(1, len(grading)),
         },

@@ -20,7 +20,6 @@ from skillmix.method.text import sentence_limit
 
 PromptKind = Literal["generation", "grading"]
 GradingStyle = Literal["table", "points"]
-GRADING_STYLES: tuple[GradingStyle, ...] = ("table", "points")
 
 GENERATION_PLACEHOLDERS = frozenset(
     {

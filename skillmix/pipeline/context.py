@@ -17,8 +17,9 @@ from skillmix.errors import SkillmixError
 from skillmix.method.prompts import GradingStyle, PromptTemplate, infer_grading_style, make_template
 from skillmix.method.sampling import Combination, check_k, sample_combinations
 from skillmix.promptset import load_prompt_version
-from skillmix.store.base import ArtifactStore, join_key, open_store
+from skillmix.store.base import ArtifactStore, join_key
 from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.uri import open_store
 
 RUN_SCHEMA_VERSION = 1
 

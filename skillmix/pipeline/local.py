@@ -35,8 +35,9 @@ from skillmix.pipeline.tasks import (
     run_grade,
     unit_finished,
 )
-from skillmix.store.base import ArtifactStore, open_store
+from skillmix.store.base import ArtifactStore
 from skillmix.store.runs import RunStore
+from skillmix.store.uri import open_store
 
 PHASES = ("generate", "grade", "aggregate")
 
@@ -139,7 +140,7 @@ def mock_backend(experiment: Experiment) -> Iterator[str | None]:
         return
     from skillmix.backends.mock_server import MockServer, MockServerConfig
 
-    models = {s.model: (s.quality if s.quality is not None else 0.7) for s in specs}
+    models = {s.model: float(s.quality or 0.0) for s in specs}  # resolved on the spec
     if len({(s.model, s.quality) for s in specs}) != len(models):
         raise SkillmixError("mock models with the same model id must have the same quality")
     server = MockServer(MockServerConfig(models=models, seed=experiment.seed))
@@ -209,6 +210,11 @@ def prepare_run(
     if existing is not None and resume and existing.get("run_id") != ctx.run_id:
         raise SkillmixError(
             f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}, not {ctx.run_id!r}"
+        )
+    if existing is not None and resume and existing.get("sharded", False):
+        raise SkillmixError(
+            f"run {ctx.run_id} was launched on Kubernetes (its units are sharded Jobs)",
+            hint="resume it with `skillmix launch` on its cluster, or start over with --overwrite",
         )
     if existing is not None and resume and existing.get("created_at"):
         ctx.created_at = str(existing["created_at"])  # a resumed run keeps its creation time

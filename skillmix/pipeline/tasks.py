@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from skillmix.backends.client import BackendError, ChatClient
+from skillmix.errors import RunFailedError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.method.sampling import Combination
@@ -270,7 +271,10 @@ async def run_grade(
     prefixes = {r: grade_prefix(grader, student, k, g, r) for r in range(1, rounds + 1)}
     generations = await asyncio.to_thread(generation_records_for, run, ctx, student, k, g)
     if generations is None:
-        raise BackendError(f"generations for {student} k={k} r{g} are not finished")
+        raise RunFailedError(
+            f"generations for {student} k={k} r{g} are not finished",
+            hint="run the generate phase first (`skillmix generate`, or `evaluate --resume`)",
+        )
     gradable = [gen for gen in generations if gen.status == "ok" and gen.answer is not None]
     total = len(gradable) * rounds
     progress.add_total("grade", total)

@@ -18,8 +18,9 @@ from typing import Any
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import entries_from_rows, leaderboard
-from skillmix.store.base import KeyNotFound, open_store
+from skillmix.store.base import KeyNotFound
 from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.uri import open_store
 
 SETTING_LABELS = {
     "catalog": "catalog hash",

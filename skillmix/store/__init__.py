@@ -6,10 +6,10 @@ from skillmix.store.base import (
     KeyNotFound,
     StoreError,
     join_key,
-    open_store,
 )
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import Manifest, PartWriter, RunStore
+from skillmix.store.uri import open_store
 
 __all__ = [
     "ArtifactStore",

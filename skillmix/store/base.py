@@ -63,20 +63,3 @@ def check_key(key: str) -> str:
 
 def join_key(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
-
-
-def open_store(uri: str) -> ArtifactStore:
-    """A store for ``uri``: ``s3://bucket/prefix`` or a local directory path (``file://`` ok)."""
-    if uri.startswith("s3://"):
-        from skillmix.store.s3 import S3Store
-
-        return S3Store.from_uri(uri)
-    if "://" in uri and not uri.startswith("file://"):
-        scheme = uri.split("://", 1)[0]
-        raise SkillmixError(
-            f"unsupported store URI scheme {scheme!r} in {uri!r}",
-            hint="use a local directory or s3://bucket/prefix",
-        )
-    from skillmix.store.local import LocalStore
-
-    return LocalStore(uri.removeprefix("file://"))

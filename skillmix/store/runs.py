@@ -28,7 +28,6 @@ PART_PREFIX = "part-"
 GENERATIONS = "generations"
 GRADES = "grades"
 REPORT = "report"
-CACHE = "cache"
 
 R = TypeVar("R", bound=BaseModel)
 

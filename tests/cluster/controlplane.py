@@ -270,6 +270,8 @@ class ControlPlane:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
         self.pids.clear()
+        for pid in _processes_of(self.workdir):  # pods the kubelet could not stop itself
+            _signal_group(pid, signal.SIGKILL)
 
     def api(self, context: str = "admin") -> Any:
         """An official-client ApiClient for one identity."""
@@ -293,6 +295,19 @@ def _pid_alive(pid: int, proc: subprocess.Popen[bytes] | None = None) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def _processes_of(workdir: Path) -> list[int]:
+    """Pod processes of this cluster's kubelet: their environment (TMPDIR) points into the
+    kubelet's pod folders, which no other process's does."""
+    marker = str(workdir / "kubelet" / "pods").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (proc / "environ").read_bytes():
+                    found.append(int(proc.name))
+    return found
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

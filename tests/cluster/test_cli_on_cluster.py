@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from skillmix.store.base import open_store
+from skillmix.store.uri import open_store
 from tests.cluster.conftest import Cluster, kubectl
 from tests.cluster.test_failures_on_cluster import experiment
 from tests.fixtures_s3 import S3_TEST_SECRET

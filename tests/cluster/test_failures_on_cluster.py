@@ -16,8 +16,8 @@ import yaml
 from skillmix.config import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.records import GenerationRecord
-from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore, generation_prefix
+from skillmix.store.uri import open_store
 from tests.cluster.conftest import IMAGE, Cluster, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -13,7 +13,7 @@ import pytest
 
 from skillmix.config import load_experiment
 from skillmix.pipeline.context import resolve_context
-from skillmix.store.base import open_store
+from skillmix.store.uri import open_store
 from tests.cluster.conftest import Cluster, wait_for
 from tests.fixtures_s3 import S3_TEST_SECRET
 

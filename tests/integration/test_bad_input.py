@@ -228,6 +228,29 @@ def test_existing_run_needs_resume_or_overwrite(work: Path) -> None:
     assert snapshot(store) == before  # byte for byte
 
 
+def test_a_run_launched_on_kubernetes_is_not_resumed_locally(work: Path) -> None:
+    """Defect: `evaluate --resume` accepted a launched (sharded) run and rewrote its run.json
+    with sharded=false."""
+    import json
+
+    from skillmix.config import load_experiment
+    from skillmix.pipeline.context import resolve_context
+    from skillmix.store.runs import RunStore
+    from skillmix.store.uri import open_store
+
+    store = work / "store"
+    exp = write(work / "exp.yaml", tiny())
+    ctx = resolve_context(load_experiment(exp))
+    ctx.sharded = True  # what `skillmix launch` records
+    RunStore(open_store(str(store)).child(ctx.run_id)).write_run_json(ctx.to_run_json())
+    before = snapshot(store)
+    result = evaluate(exp, store, "--resume")
+    assert_bad_input(result, "launched on Kubernetes", "skillmix launch")
+    assert snapshot(store) == before
+    run_json = json.loads((store / ctx.run_id / "run.json").read_text())
+    assert run_json["sharded"] is True
+
+
 @pytest.mark.parametrize(
     ("flags", "needles"),
     [

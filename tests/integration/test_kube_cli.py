@@ -29,8 +29,8 @@ from skillmix.config import load_experiment
 from skillmix.errors import SkillmixError
 from skillmix.k8s.cluster import PHASE_LABEL, RUN_LABEL, STUDENT_LABEL
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore
+from skillmix.store.uri import open_store
 from tests.fake_kube import FakeKube, Request, closed_port_url, kubeconfig
 from tests.helpers import CliResult, run_cli
 

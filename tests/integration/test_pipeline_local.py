@@ -422,7 +422,7 @@ def test_task_commands_equal_local_executor(
 
 
 def test_s3_store_run(local_run: LocalRun, s3_env: str, tmp_path: Path, secret_env: None) -> None:
-    from skillmix.store.base import open_store
+    from skillmix.store.uri import open_store
 
     exp = write_experiment(tmp_path / "exp.yaml", experiment_data(tmp_path / "unused"))
     result = cli_ok("evaluate", "-f", str(exp), "--store", s3_env, "--format", "json")

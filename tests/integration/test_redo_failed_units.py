@@ -22,8 +22,8 @@ from skillmix.pipeline.tasks import (
     unit_complete,
     unit_finished,
 )
-from skillmix.store.base import open_store
 from skillmix.store.runs import RunStore
+from skillmix.store.uri import open_store
 from tests.helpers import run_cli
 
 MODELS = {"stu": 0.8, "grader-m": 0.95}

@@ -352,7 +352,7 @@ def test_open_s3_store_needs_no_network(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_store_base_does_not_import_boto3() -> None:
     code = (
         "import sys\n"
-        "from skillmix.store.base import open_store\n"
+        "from skillmix.store.uri import open_store\n"
         "import skillmix.store.s3\n"
         "s = open_store('s3://bucket/prefix').child('x')\n"
         "assert s.uri == 's3://bucket/prefix/x'\n"

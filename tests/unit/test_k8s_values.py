@@ -717,3 +717,23 @@ def test_wait_needs_the_aggregation_job() -> None:
     )
     with pytest.raises(RunFailedError, match="timed out"):
         wait_for_run(kube, "r1", timeout=50, clock=clock, watch_seconds=30)  # type: ignore[arg-type]
+
+
+def test_an_unset_mock_quality_means_the_same_on_both_executors() -> None:
+    """Defect: an unset grader quality was 0.9 on Kubernetes and 0.7 locally while the run id
+    hashed None. It is resolved once, on the spec, and the run id hashes the resolved value."""
+    from skillmix.config import MOCK_DEFAULT_QUALITY
+
+    unset = experiment(
+        students=[{"name": "m", "backend": "mock", "model": "mock-m"}],
+        grader={"name": "g", "backend": "mock", "model": "mock-g"},
+    )
+    explicit = experiment(
+        students=[{"name": "m", "backend": "mock", "model": "mock-m", "quality": 0.7}],
+        grader={"name": "g", "backend": "mock", "model": "mock-g", "quality": 0.7},
+    )
+    assert unset.grader.quality == unset.students[0].quality == MOCK_DEFAULT_QUALITY == 0.7
+    c = resolve_context(unset)
+    assert c.run_id == resolve_context(explicit).run_id
+    v = values_for(c)
+    assert v["grader"]["quality"] == v["students"]["m"]["quality"] == MOCK_DEFAULT_QUALITY
