@@ -1,28 +1,18 @@
-"""A fake Kubernetes API server on 127.0.0.1 for tests (real HTTP; the official client talks to it).
+"""A fake Kubernetes API server on 127.0.0.1, only for what a real one cannot be made to do on
+demand: a watch answered with ``410 Gone`` and a watch connection cut mid-stream. Everything
+else about the Kubernetes executor is tested on the real control plane (``tests/cluster/``).
 
-It answers exactly the calls :class:`skillmix.k8s.cluster.KubeClient` makes, with the JSON a real
-API server sends (``kind``/``apiVersion``, ``metadata.resourceVersion``, ``Status`` objects for
-errors, newline-delimited watch events):
-
-- ServiceAccounts: create (409 AlreadyExists), list by ``labelSelector``, read and delete one.
-- Jobs (batch/v1): create (409 on a duplicate name, 404 when the namespace does not exist, 422
-  for an invalid name or label, 400 when the body's namespace or kind disagree with the path),
-  list by equality/existence ``labelSelector`` with the list's ``resourceVersion``, watch
-  (``watch=true`` + ``resourceVersion`` + ``timeoutSeconds``) streaming the ADDED/MODIFIED/DELETED
-  events after that version, delete-collection by ``labelSelector`` (``propagationPolicy``:
-  Background/Foreground delete the Jobs' pods too; the batch/v1 default, Orphan, keeps them).
-- Pods: list by ``labelSelector``; logs (``container``, ``follow``, ``tailLines``) as plain text,
-  ``follow`` streaming the lines in several HTTP chunks (a line may be split) and then closing.
-
+It serves the calls ``skillmix launch --wait`` makes (real HTTP, the official client): create a
+ServiceAccount (409 when it exists) and Jobs (``dryRun=All`` validates without persisting),
+list Jobs by ``labelSelector`` with the list's ``resourceVersion``, and watch them
+(``watch=true`` + ``resourceVersion`` + ``timeoutSeconds``, newline-delimited events).
 Watching from a resourceVersion older than the compaction point answers like the real server:
 HTTP 200 and one ``ERROR`` event carrying a ``Status`` with code 410, reason ``Expired``.
-:meth:`FakeKube.compact` moves that point and, by default, also ends every open watch with that
-event (what an API server does to a watcher whose window it can no longer serve).
 
-Test-side API: :meth:`set_job_status`, :meth:`add_pod`, :meth:`compact`, :meth:`inject_error`,
-:meth:`jobs` / :meth:`service_accounts` / :meth:`pods` snapshots, and :attr:`requests`, the log of
-every request (method, path, query, status, watch error code). Use :func:`kubeconfig` to write a
-kubeconfig (plain HTTP, a bearer token) whose context points at the server.
+Test-side API: :meth:`set_job_status` (the Job controller's part), :meth:`compact` (expire
+the open watches), :meth:`drop_watches` (cut them), :meth:`jobs` snapshots and
+:attr:`requests`, the log of every request. :func:`kubeconfig` writes a kubeconfig (plain
+HTTP, a bearer token) pointing at the server.
 """
 
 from __future__ import annotations
@@ -75,15 +65,6 @@ RECORD = web.RequestKey("record", Request)
 
 
 @dataclass
-class _Injected:
-    method: str
-    resource: str
-    code: int
-    times: int | None
-    message: str | None
-
-
-@dataclass
 class _Event:
     rv: int
     type: str
@@ -98,8 +79,6 @@ class _State:
     compacted: int = 0
     jobs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    logs: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     events: list[_Event] = field(default_factory=list)
 
 
@@ -179,17 +158,14 @@ class FakeKube:
         namespaces: Iterable[str] = ("default",),
         *,
         token: str | None = TOKEN,
-        log_chunk_delay: float = 0.02,
     ) -> None:
         self.namespaces = set(namespaces)
         self.token = token
-        self.log_chunk_delay = log_chunk_delay
         self.port = 0
         self.requests: list[Request] = []
         self.server_errors: list[str] = []
         self._state = _State()
         self._lock = threading.RLock()
-        self._injected: list[_Injected] = []
         self._watchers: dict[int, tuple[asyncio.Queue[Any], str, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -308,22 +284,6 @@ class FakeKube:
             raise KeyError(name)
         return found[0]
 
-    def service_accounts(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                copy.deepcopy(a)
-                for (ns, _n), a in sorted(self._state.accounts.items())
-                if namespace in (None, ns)
-            ]
-
-    def pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [
-                copy.deepcopy(p)
-                for (ns, _n), p in sorted(self._state.pods.items())
-                if namespace in (None, ns)
-            ]
-
     def requests_for(
         self, method: str | None = None, path_suffix: str = "", *, watch: bool | None = None
     ) -> list[Request]:
@@ -338,14 +298,6 @@ class FakeKube:
     def open_watches(self) -> int:
         with self._lock:
             return len(self._watchers)
-
-    def create_job(self, manifest: dict[str, Any], namespace: str = "default") -> dict[str, Any]:
-        """Store a Job as if POSTed (no request logged); returns the stored object."""
-        with self._lock:
-            error = self._validate_job(manifest, namespace)
-            if error is not None:
-                raise ValueError(error["message"])
-            return copy.deepcopy(self._store_job(manifest, namespace))
 
     def set_job_status(
         self,
@@ -392,95 +344,6 @@ class FakeKube:
             self._emit("MODIFIED", "Job", key[0], job)
             return copy.deepcopy(job)
 
-    def delete_job(self, name: str, namespace: str | None = None) -> None:
-        with self._lock:
-            key = self._job_key(name, namespace)
-            job = self._state.jobs.pop(key)
-            self._bump(job)
-            self._emit("DELETED", "Job", key[0], job)
-
-    def add_pod(
-        self,
-        name: str,
-        labels: Mapping[str, str],
-        logs: Mapping[str, str],
-        *,
-        namespace: str = "default",
-        job: str | None = None,
-        phase: str = "Running",
-    ) -> dict[str, Any]:
-        """A pod with one container per ``logs`` key, whose log is that text. With ``job``, the
-        pod is owned by that Job (and deleted with it unless the deletion orphans it)."""
-        with self._lock:
-            self._state.rv += 1
-            meta: dict[str, Any] = {
-                "name": name,
-                "namespace": namespace,
-                "uid": str(uuid.uuid4()),
-                "resourceVersion": str(self._state.rv),
-                "creationTimestamp": now_iso(),
-                "labels": dict(labels),
-            }
-            if job is not None:
-                owner = self._state.jobs[self._job_key(job, namespace)]
-                meta["labels"].setdefault("batch.kubernetes.io/job-name", job)
-                meta["labels"].setdefault("job-name", job)
-                meta["ownerReferences"] = [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": job,
-                        "uid": owner["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ]
-            pod = {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "metadata": meta,
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": c, "image": "skillmix:test"} for c in logs],
-                },
-                "status": {
-                    "phase": phase,
-                    "containerStatuses": [
-                        {
-                            "name": c,
-                            "ready": phase == "Running",
-                            "restartCount": 0,
-                            "image": "skillmix:test",
-                            "imageID": "",
-                        }
-                        for c in logs
-                    ],
-                },
-            }
-            self._state.pods[(namespace, name)] = pod
-            self._state.logs[(namespace, name)] = dict(logs)
-            return copy.deepcopy(pod)
-
-    def create_service_account(
-        self, name: str, labels: Mapping[str, str], *, namespace: str = "default"
-    ) -> dict[str, Any]:
-        """Store a ServiceAccount as if POSTed (no request logged)."""
-        with self._lock:
-            account: dict[str, Any] = {
-                "kind": "ServiceAccount",
-                "apiVersion": "v1",
-                "metadata": {
-                    "name": name,
-                    "namespace": namespace,
-                    "uid": str(uuid.uuid4()),
-                    "creationTimestamp": now_iso(),
-                    "labels": dict(labels),
-                },
-            }
-            self._bump(account)
-            self._state.accounts[(namespace, name)] = account
-            return copy.deepcopy(account)
-
     def compact(self, *, expire_watches: bool = True) -> int:
         """Make every resourceVersion before the current one expire (HTTP 410 on watch); with
         ``expire_watches``, also end the open watches with an ERROR 410 event."""
@@ -496,24 +359,6 @@ class FakeKube:
         """Cut every open watch's connection mid-stream (an API server restart, a load
         balancer's idle timeout): the client sees a truncated chunked response."""
         self._broadcast(lambda _ns, _kind: ("DROP",))
-
-    def inject_error(
-        self,
-        method: str,
-        resource: str,
-        code: int,
-        *,
-        times: int | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Answer ``method`` on ``resource`` (jobs, serviceaccounts, pods, log) with ``code``;
-        ``times`` None = until cleared."""
-        with self._lock:
-            self._injected.append(_Injected(method.upper(), resource, code, times, message))
-
-    def clear_errors(self) -> None:
-        with self._lock:
-            self._injected.clear()
 
     # ------------------------------------------------------------------ internals: state
     def _job_key(self, name: str, namespace: str | None) -> tuple[str, str]:
@@ -622,14 +467,8 @@ class FakeKube:
         core = "/api/v1/namespaces/{ns}"
         batch = "/apis/batch/v1/namespaces/{ns}"
         app.router.add_post(f"{core}/serviceaccounts", self._create_account)
-        app.router.add_get(f"{core}/serviceaccounts", self._list_accounts)
-        app.router.add_get(f"{core}/serviceaccounts/{{name}}", self._read_account)
-        app.router.add_delete(f"{core}/serviceaccounts/{{name}}", self._delete_account)
         app.router.add_post(f"{batch}/jobs", self._create_job)
         app.router.add_get(f"{batch}/jobs", self._list_jobs)
-        app.router.add_delete(f"{batch}/jobs", self._delete_jobs)
-        app.router.add_get(f"{core}/pods", self._list_pods)
-        app.router.add_get(f"{core}/pods/{{name}}/log", self._pod_log)
         return app
 
     @web.middleware
@@ -644,10 +483,6 @@ class FakeKube:
         ):
             record.status = 401
             return _json(status_body(401, "Unauthorized", "Unauthorized"), 401)
-        injected = self._take_injected(request)
-        if injected is not None:
-            record.status = injected.status
-            return injected
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -656,51 +491,6 @@ class FakeKube:
         if record.status is None:
             record.status = response.status
         return response
-
-    def _take_injected(self, request: web.Request) -> web.Response | None:
-        parts = request.path.rstrip("/").split("/")
-        resource = (
-            "log"
-            if parts[-1] == "log"
-            else next((p for p in parts if p in ("jobs", "serviceaccounts", "pods")), "")
-        )
-        with self._lock:
-            for rule in self._injected:
-                if rule.method == request.method and rule.resource == resource:
-                    if rule.times is not None:
-                        rule.times -= 1
-                        if rule.times <= 0:
-                            self._injected.remove(rule)
-                    break
-            else:
-                return None
-        reasons = {
-            400: "BadRequest",
-            401: "Unauthorized",
-            403: "Forbidden",
-            404: "NotFound",
-            409: "Conflict",
-            422: "Invalid",
-            429: "TooManyRequests",
-            500: "InternalError",
-            503: "ServiceUnavailable",
-        }
-        ns = request.match_info.get("ns", "")
-        verb = {"POST": "create", "GET": "list", "DELETE": "delete"}.get(request.method, "get")
-        group = "batch" if resource == "jobs" else ""
-        message = rule.message or (
-            f'{resource}{"." + group if group else ""} is forbidden: User "test-user" cannot '
-            f'{verb} resource "{resource}" in API group "{group}" in the namespace "{ns}"'
-            if rule.code == 403
-            else f"injected error {rule.code}"
-        )
-        body = status_body(
-            rule.code,
-            reasons.get(rule.code, "Unknown"),
-            message,
-            {"kind": resource, "group": group},
-        )
-        return _json(body, rule.code)
 
     async def _body(self, request: web.Request) -> Any:
         try:
@@ -745,50 +535,6 @@ class FakeKube:
             self._state.accounts[(ns, name)] = account
             return _json(copy.deepcopy(account), 201)
 
-    async def _list_accounts(self, request: web.Request) -> web.Response:
-        ns = request.match_info["ns"]
-        selector = self._selector(request)
-        with self._lock:
-            items = [
-                copy.deepcopy(a)
-                for (n, _), a in sorted(self._state.accounts.items())
-                if n == ns and selector_matches(selector, a["metadata"].get("labels") or {})
-            ]
-            return _json(_list("ServiceAccountList", "v1", items, self._state.rv))
-
-    async def _read_account(self, request: web.Request) -> web.Response:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        with self._lock:
-            account = self._state.accounts.get((ns, name))
-            if account is None:
-                return _json(
-                    status_body(
-                        404,
-                        "NotFound",
-                        f'serviceaccounts "{name}" not found',
-                        {"name": name, "kind": "serviceaccounts"},
-                    ),
-                    404,
-                )
-            return _json(copy.deepcopy(account))
-
-    async def _delete_account(self, request: web.Request) -> web.Response:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        with self._lock:
-            account = self._state.accounts.pop((ns, name), None)
-            if account is None:
-                return _json(
-                    status_body(
-                        404,
-                        "NotFound",
-                        f'serviceaccounts "{name}" not found',
-                        {"name": name, "kind": "serviceaccounts"},
-                    ),
-                    404,
-                )
-            self._bump(account)
-            return _json(account)
-
     # Jobs --------------------------------------------------------------------------------------
     async def _create_job(self, request: web.Request) -> web.Response:
         ns = request.match_info["ns"]
@@ -816,31 +562,6 @@ class FakeKube:
                 if n == ns and selector_matches(selector, j["metadata"].get("labels") or {})
             ]
             return _json(_list("JobList", "batch/v1", items, self._state.rv))
-
-    async def _delete_jobs(self, request: web.Request) -> web.Response:
-        ns = request.match_info["ns"]
-        selector = self._selector(request)
-        body = await self._body(request)
-        policy = request.query.get("propagationPolicy") or (
-            body.get("propagationPolicy") if isinstance(body, dict) else None
-        )
-        with self._lock:
-            deleted = []
-            for key, job in sorted(self._state.jobs.items()):
-                if key[0] == ns and selector_matches(selector, job["metadata"].get("labels") or {}):
-                    del self._state.jobs[key]
-                    job["metadata"]["deletionTimestamp"] = now_iso()
-                    self._bump(job)
-                    self._emit("DELETED", "Job", ns, job)
-                    deleted.append(job)
-            if policy in ("Background", "Foreground"):
-                uids = {j["metadata"]["uid"] for j in deleted}
-                for key, pod in list(self._state.pods.items()):
-                    owners = pod["metadata"].get("ownerReferences") or []
-                    if key[0] == ns and any(o.get("uid") in uids for o in owners):
-                        del self._state.pods[key]
-                        self._state.logs.pop(key, None)
-            return _json(_list("JobList", "batch/v1", deleted, self._state.rv))
 
     async def _watch(
         self,
@@ -931,74 +652,6 @@ class FakeKube:
             with self._lock:
                 self._watchers.pop(token, None)
         return response
-
-    # Pods --------------------------------------------------------------------------------------
-    async def _list_pods(self, request: web.Request) -> web.Response:
-        ns = request.match_info["ns"]
-        selector = self._selector(request)
-        with self._lock:
-            items = [
-                copy.deepcopy(p)
-                for (n, _), p in sorted(self._state.pods.items())
-                if n == ns and selector_matches(selector, p["metadata"].get("labels") or {})
-            ]
-            return _json(_list("PodList", "v1", items, self._state.rv))
-
-    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        with self._lock:
-            logs = self._state.logs.get((ns, name))
-        if logs is None:
-            return _json(
-                status_body(
-                    404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"}
-                ),
-                404,
-            )
-        container = request.query.get("container")
-        if container is None:
-            if len(logs) != 1:
-                return _json(
-                    status_body(
-                        400,
-                        "BadRequest",
-                        f"a container name must be specified for pod {name}, choose one of: "
-                        f"[{' '.join(logs)}]",
-                    ),
-                    400,
-                )
-            container = next(iter(logs))
-        if container not in logs:
-            return _json(
-                status_body(
-                    400, "BadRequest", f"container {container} is not valid for pod {name}"
-                ),
-                400,
-            )
-        lines = logs[container].splitlines(keepends=True)
-        tail = request.query.get("tailLines")
-        if tail is not None:
-            lines = lines[-int(tail) :] if int(tail) > 0 else []
-        if not parse_bool(request.query.get("follow")):
-            return web.Response(
-                body="".join(lines).encode(), content_type="text/plain", charset="utf-8"
-            )
-        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionResetError):  # the client stopped following
-            await self._stream_lines(response, lines)
-        return response
-
-    async def _stream_lines(self, response: web.StreamResponse, lines: list[str]) -> None:
-        for line in lines:
-            data = line.encode()
-            cut = max(1, len(data) // 2)
-            for piece in (data[:cut], data[cut:]):  # a line may arrive in two chunks
-                if piece:
-                    await response.write(piece)
-                    await asyncio.sleep(self.log_chunk_delay)
-        await response.write_eof()
 
 
 def _labels_have(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

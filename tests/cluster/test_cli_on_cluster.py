@@ -134,3 +134,125 @@ def test_an_invalid_token_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
     assert result.returncode == 2
     line = error_line(result.stderr)
     assert "401" in line and "not-a-valid-token" not in result.stderr
+
+
+def test_relaunch_resumes_only_unfinished_units_with_new_job_names(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A finished attempt 1, then two units' manifests gone (as if they had not finished):
+    attempt 2 creates Jobs for those units only (plus aggregation), named `-a2`, reuses the
+    ServiceAccount, and completes the run."""
+    path, run_id = experiment(tmp_path, ks=[2, 3])
+    cluster.skillmix(
+        "launch", "-f", str(path), "--wait", "--timeout", "300", timeout=330, check=True
+    )
+    first = {j.metadata.name for j in cluster.jobs(f"skillmix.io/run={run_id}")}
+    assert len(first) == 5 and all(name.endswith("-a1") for name in first)
+    run = open_store(f"{cluster.store}/{run_id}")
+    run.delete_prefix("generations/weak/k3/r1/_SUCCESS")  # k=3 must be generated and graded again
+    run.delete_prefix("grades/mock-grader/weak/k3/r1/g1/_SUCCESS")
+
+    second = cluster.skillmix(
+        "launch", "-f", str(path), "--wait", "--timeout", "300", timeout=330, check=True
+    )
+    flat = " ".join(second.stdout.split())
+    assert f"run {run_id}: attempt 2 on local/{cluster.namespace}" in flat
+    assert "1/2 units already finished" in flat
+    new = [j for j in cluster.jobs(f"skillmix.io/run={run_id}") if j.metadata.name not in first]
+    assert sorted(
+        (j.metadata.labels["skillmix.io/phase"], j.metadata.labels.get("skillmix.io/k", "-"))
+        for j in new
+    ) == [("aggregate", "-"), ("generate", "3"), ("grade", "3")]
+    for job in new:
+        assert job.metadata.name.endswith("-a2")
+        assert job.metadata.labels["skillmix.io/attempt"] == "2"
+    record = json.loads(run.read_bytes("launches/attempt-002.json"))
+    assert record["attempt"] == 2 and record["plan"]["finished_units"] == 1
+    assert run.exists("generations/weak/k3/r1/_SUCCESS")
+    assert run.exists("report/summary.json")
+
+
+def test_launch_wait_ends_when_the_run_is_cancelled(cluster: Cluster, tmp_path: Path) -> None:
+    """`skillmix cancel` from another terminal while `launch --wait` watches: the DELETED
+    events end the wait with exit 1."""
+    import time
+
+    from tests.cluster.conftest import wait_for
+
+    path, run_id = experiment(tmp_path, combinations=400)
+    waiting = cluster.popen("launch", "-f", str(path), "--wait", "--timeout", "300")
+    try:
+        wait_for(lambda: cluster.jobs(f"skillmix.io/run={run_id}"), "the Jobs", 60)
+        started = time.monotonic()
+        cluster.skillmix("cancel", run_id, check=True)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert time.monotonic() - started < 30
+    assert waiting.returncode == 1, out + err
+    assert "no Jobs of this run exist" in error_line(err)
+
+
+def test_launch_wait_times_out_and_the_run_goes_on(cluster: Cluster, tmp_path: Path) -> None:
+    import time
+
+    path, run_id = experiment(tmp_path)
+    started = time.monotonic()
+    result = cluster.skillmix("launch", "-f", str(path), "--wait", "--timeout", "2")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    line = error_line(result.stderr)
+    assert "timed out after 2s" in line and run_id in line
+    assert len(cluster.jobs(f"skillmix.io/run={run_id}")) == 3  # it keeps running
+
+
+def test_logs_keep_json_lines_verbatim(cluster: Cluster) -> None:
+    """A container that logs one JSON line (structured logging) comes out unchanged through
+    the API server's log endpoint (the client would otherwise "deserialize" it)."""
+    from tests.cluster.conftest import IMAGE, wait_for
+
+    run_id = "jsonlog-00000000"
+    line = '{"event": "aggregated", "rows": 4, "ok": true}'
+    labels = {"skillmix.io/run": run_id, "skillmix.io/phase": "aggregate"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"{run_id}-agg-a1", "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "client",
+                            "image": IMAGE,
+                            "command": ["python3", "-c", f"print({line!r})"],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(job))
+    wait_for(
+        lambda: any(
+            p.status.phase == "Succeeded" for p in cluster.pods(f"skillmix.io/run={run_id}")
+        ),
+        "the pod to finish",
+        60,
+    )
+    [pod] = cluster.pods(f"skillmix.io/run={run_id}")
+    result = cluster.skillmix("logs", run_id, "--phase", "aggregate", check=True)
+    assert result.stdout.splitlines() == [f"[{pod.metadata.name}/client] {line}"]
