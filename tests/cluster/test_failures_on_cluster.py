@@ -268,3 +268,31 @@ def test_a_missing_secret_is_a_create_container_config_error(
     assert state.message == 'secret "no-such-secret" not found'
     assert pod.status.phase == "Pending"
     assert "Failed" not in job_conditions(cluster, name)
+
+
+def test_an_image_the_node_cannot_pull_waits_in_err_image_pull(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["image"] = "registry.invalid/someone/else:1.0"
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path, run_id = experiment(tmp_path)
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    name = phase_job(cluster, run_id, "generate").metadata.name
+
+    def pulling() -> Any:
+        for pod in cluster.pods(f"job-name={name}"):
+            model = container_status(pod, "model")
+            waiting = model.state.waiting if model is not None else None
+            if waiting is not None and waiting.reason in ("ErrImagePull", "ImagePullBackOff"):
+                return pod
+        return None
+
+    pod = wait_for(pulling, "ErrImagePull", 60)
+    assert pod.status.phase == "Pending"
+    events = [
+        e
+        for e in cluster.core().list_namespaced_event(cluster.namespace).items
+        if e.involved_object.name == pod.metadata.name and e.reason == "Failed"
+    ]
+    assert any("registry.invalid/someone/else:1.0" in e.message for e in events)
