@@ -302,8 +302,8 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     from pathlib import Path
 
     from skillmix.cli.results import metrics_table
-    from skillmix.pipeline.aggregate import build_report
     from skillmix.pipeline.context import open_run
+    from skillmix.report.build import build_report
 
     run, ctx = open_run(run_uri)
     summary, files, metrics = build_report(run, ctx, dpi=dpi)

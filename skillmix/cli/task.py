@@ -232,9 +232,9 @@ def grade_task(
 @attempt_option
 def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     """Compute the metrics and write the run's report/ folder."""
-    from skillmix.pipeline.aggregate import run_aggregate_task
     from skillmix.pipeline.context import open_run
     from skillmix.pipeline.plan import plan_tasks
+    from skillmix.report.build import run_aggregate_task
 
     run, ctx = open_run(run_uri)
     if wait_timeout > 0:

@@ -25,7 +25,7 @@ from skillmix.backends.client import (
 )
 from skillmix.config import Experiment, ModelSpec
 from skillmix.errors import SkillmixError
-from skillmix.pipeline.aggregate import RunMetrics, run_aggregate_task
+from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.pipeline.tasks import (
@@ -35,6 +35,7 @@ from skillmix.pipeline.tasks import (
     run_grade,
     unit_finished,
 )
+from skillmix.report.build import run_aggregate_task
 from skillmix.store.base import ArtifactStore
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store

@@ -199,10 +199,10 @@ def run_units(
     aggregate: bool = False,
 ) -> None:
     """What the pods do: the task functions for these units, into the run's store."""
-    from skillmix.pipeline.aggregate import run_aggregate_task
     from skillmix.pipeline.context import open_run, parent_store
     from skillmix.pipeline.local import make_clients
     from skillmix.pipeline.tasks import run_generate, run_grade
+    from skillmix.report.build import run_aggregate_task
 
     run, ctx = open_run(run_uri)
     e = ctx.experiment

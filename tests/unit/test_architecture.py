@@ -86,3 +86,70 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     assert proc.stderr == ""
     assert "Commands:" in proc.stdout
+
+
+# Layers, top to bottom: a module may import from its own layer and the layers below it, never
+# from a layer above (imports inside functions and under TYPE_CHECKING count too). The first
+# matching prefix decides a module's layer. DEVELOPERS.md describes the same order.
+LAYERS: list[tuple[str, ...]] = [
+    ("skillmix.cli", "skillmix.__main__"),
+    ("skillmix.k8s", "skillmix.pipeline.local"),  # the two executors
+    ("skillmix.report", "skillmix.legacy", "skillmix.api"),
+    ("skillmix.pipeline",),  # context, plan, tasks, aggregation
+    ("skillmix.backends", "skillmix.store"),
+    ("skillmix.records", "skillmix.config", "skillmix.promptset"),
+    ("skillmix.method",),
+    ("skillmix.catalog",),
+    ("skillmix.errors", "skillmix"),
+]
+
+
+def layer_of(module: str) -> int:
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), index)
+    assert best is not None, f"{module} is in no layer: add it to LAYERS"
+    return best[1]
+
+
+def skillmix_imports(path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, imported module) for every import of a skillmix module in the file."""
+    out = []
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("skillmix")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            if base == "skillmix":  # `from skillmix import x`: x may be a module
+                out += [(node.lineno, f"skillmix.{a.name}") for a in node.names]
+            elif base.startswith("skillmix."):
+                out.append((node.lineno, base))
+    return out
+
+
+def test_imports_point_down_the_layers() -> None:
+    violations = []
+    for path in sorted((ROOT / "skillmix").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mine = layer_of(module)
+        for line, target in skillmix_imports(path, module):
+            if target in ("skillmix.__version__",):
+                continue
+            if layer_of(target) < mine:
+                violations.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
+    assert violations == []
+
+
+def test_the_layer_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from skillmix.cli import main\n", encoding="utf-8")
+    assert skillmix_imports(probe, "skillmix.store.probe") == [(2, "skillmix.cli")]
+    assert layer_of("skillmix.cli") < layer_of("skillmix.store.probe")

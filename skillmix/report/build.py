@@ -1,0 +1,46 @@
+"""The aggregation task: metrics, summary and report files of an evaluation run, written into
+its folder. Report building lives here (not in pipeline/) so that dependencies point one way:
+the executors call it, and it reads runs through pipeline/ and store/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skillmix.errors import SkillmixError
+from skillmix.method.metrics import MetricOptions
+from skillmix.pipeline.aggregate import RunMetrics, aggregate_records
+from skillmix.pipeline.context import RunContext
+from skillmix.report.summary import build_summary, report_files
+from skillmix.store.runs import RunStore
+
+
+def build_report(
+    run: RunStore, ctx: RunContext, options: MetricOptions | None = None, *, dpi: int | None = None
+) -> tuple[dict[str, Any], dict[str, bytes], RunMetrics]:
+    """Metrics + summary + report files for an evaluation run (nothing written).
+
+    Files: summary.json, metrics.csv, report.md, report.html (self-contained) and the plots
+    as plots/*.png. Raises SkillmixError when the run has no finished grading unit yet."""
+    options = options or ctx.experiment.metrics.options()
+    generations = run.generation_records()
+    grades = run.grade_records()
+    if not grades:
+        raise SkillmixError(
+            f"{run.uri}: no finished grades yet",
+            hint="grading has not completed for any unit; see `skillmix status` or resume the run",
+        )
+    metrics = aggregate_records(grades, options, run=run.uri)
+    summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    files = (
+        report_files(summary, metrics) if dpi is None else report_files(summary, metrics, dpi=dpi)
+    )
+    return summary, files, metrics
+
+
+def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[dict[str, Any], RunMetrics]:
+    """The aggregation task: compute everything and write ``report/`` in the run folder
+    (summary.json last, so a reader that sees it finds the whole report)."""
+    summary, files, metrics = build_report(run, ctx)
+    for name in sorted(files, key=lambda n: n == "summary.json"):
+        run.write_report_file(name, files[name])
+    return summary, metrics
