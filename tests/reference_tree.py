@@ -91,7 +91,10 @@ def write_tree(
                 points = tree.points(k, student, i)
                 table = "\n".join(
                     ["| Criteria | Points Earned |", "|---|---|"]
-                    + [f"| Correctly illustrates {s} | {p:g} |" for s, p in zip(skills, points)]
+                    + [
+                        f"| Correctly illustrates {s} | {p:g} |"
+                        for s, p in zip(skills, points[:k], strict=True)
+                    ]
                     + [
                         f"| Pertains to {topic} | 1 |",
                         "| Up to one sentence | 1 |",
