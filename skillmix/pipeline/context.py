@@ -8,6 +8,7 @@ no secrets: backends name the environment variables that hold their keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skillmix import __version__
@@ -178,10 +179,12 @@ def resolve_context(experiment: Experiment) -> RunContext:
 def parent_store(run_uri: str) -> ArtifactStore:
     """The store that holds a run folder (where the shared response cache lives)."""
     trimmed = run_uri.rstrip("/")
-    body = trimmed.removeprefix("s3://")
-    if "/" not in body.strip("/"):
-        return open_store(trimmed)  # a bucket root or a bare folder name
-    return open_store(trimmed.rsplit("/", 1)[0] or "/")
+    if trimmed.startswith("s3://"):
+        if "/" not in trimmed.removeprefix("s3://"):
+            return open_store(trimmed)  # a bucket root
+        return open_store(trimmed.rsplit("/", 1)[0])
+    # a local folder: its parent, also for a bare name given from inside the store folder
+    return open_store(str(Path(trimmed.removeprefix("file://")).resolve().parent))
 
 
 def open_run(uri: str) -> tuple[RunStore, RunContext]:

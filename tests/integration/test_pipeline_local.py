@@ -354,6 +354,21 @@ def test_generate_then_score_equals_evaluate(
     assert rows == without_details(metric_rows(local_run.run_dir))
 
 
+def test_score_by_bare_name_from_inside_the_store_keeps_the_cache_beside_the_run(
+    tmp_path: Path, secret_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: `skillmix score NAME` run from inside the store folder opened the response cache
+    inside the run folder; `evaluate` keeps it beside the run (in the store)."""
+    store = tmp_path / "store"
+    exp = write_experiment(tmp_path / "exp.yaml", experiment_data(store))
+    run_dir = Path(cli_ok("generate", "-f", str(exp)).stdout.strip().splitlines()[-1])
+    monkeypatch.chdir(store)
+    cli_ok("score", run_dir.name)
+    assert not (run_dir / "_cache").exists()
+    assert list((store / "_cache").rglob("*.json"))  # grading replies cached in the store
+    assert (run_dir / "report" / "summary.json").is_file()
+
+
 # ---- the task entrypoints, unit by unit ----------------------------------------------------
 
 
