@@ -93,15 +93,14 @@ def parse_completion(data: Any) -> ChatResult:
 
 
 def _raw_response_type() -> Any:
-    """The HTTP response class of the installed SDK (httpx2 in openai 3, httpx before)."""
-    try:
-        import httpx2
+    """The HTTP response class of the installed SDK: the one its own HTTP client returns
+    (httpx2 in openai 3, httpx before; both may be installed side by side)."""
+    import importlib
 
-        return httpx2.Response
-    except ImportError:  # pragma: no cover - older openai releases
-        import httpx
+    import openai
 
-        return httpx.Response
+    http_module = openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0]
+    return importlib.import_module(http_module).Response
 
 
 def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None, n: int) -> int:
