@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix.errors import RunFailedError, SkillmixError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from skillmix.pipeline.plan import Phase, Unit
 
 run_option = click.option(
     "--run",
@@ -266,7 +271,7 @@ def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
 @attempt_option
 def wait_task(
     run_uri: str,
-    phase: str,
+    phase: Phase,
     student: str | None,
     k: int | None,
     g: int | None,
@@ -294,10 +299,11 @@ def wait_task(
     _wait(run, ctx, phase, units, timeout, interval, attempt)
 
 
-def relaunched_units(run: Any, phase: str, attempt: int) -> list[tuple[str, int, int]]:
+def relaunched_units(run: Any, phase: Phase, attempt: int) -> list[Unit]:
     """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
     import json
 
+    from skillmix.pipeline.plan import Unit
     from skillmix.store.base import KeyNotFound
 
     if attempt <= 0:
@@ -307,14 +313,15 @@ def relaunched_units(run: Any, phase: str, attempt: int) -> list[tuple[str, int,
     except KeyNotFound:
         raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}") from None
     key = "generation" if phase == "generate" else "grading"
-    return [(u["student"], int(u["k"]), int(u["round"])) for u in record["values"].get(key, [])]
+    entries = record["values"].get(key, [])
+    return [Unit(u["student"], int(u["k"]), int(u["round"])) for u in entries]
 
 
 def _wait(
     run: Any,
     ctx: Any,
-    phase: str,
-    units: list[tuple[str, int, int]],
+    phase: Phase,
+    units: Sequence[tuple[str, int, int]],
     timeout: float,
     interval: float,
     attempt: int = 0,

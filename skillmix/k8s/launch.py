@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from skillmix.k8s.profiles import ClusterProfile, get_profile
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.plan import Unit, plan_tasks
 from skillmix.pipeline.tasks import unit_complete
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -161,7 +162,7 @@ def plan_launch(
 
 
 def estimate(
-    ctx: RunContext, gen_todo: list[tuple[str, int, int]], grade_todo: list[tuple[str, int, int]]
+    ctx: RunContext, gen_todo: Sequence[Unit], grade_todo: Sequence[Unit]
 ) -> tuple[float, float | None]:
     """Rough GPU-hours and API cost (upper bounds: every reply uses max_tokens)."""
     e = ctx.experiment

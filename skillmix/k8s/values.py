@@ -9,6 +9,7 @@ from typing import Any
 from skillmix.errors import SkillmixError
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
+from skillmix.pipeline.plan import Unit, plan_tasks
 
 MAX_RELEASE = 53  # Helm's limit for release names
 
@@ -64,8 +65,6 @@ def student_values(ctx: RunContext) -> dict[str, dict[str, Any]]:
             )
         elif s.backend == "mock":
             entry["quality"] = s.quality  # resolved on the spec (config.MOCK_DEFAULT_QUALITY)
-        elif s.base_url:
-            entry["baseUrl"] = s.base_url
         out[s.name] = entry
     return out
 
@@ -76,12 +75,16 @@ def build_values(
     cluster: str,
     *,
     attempt: int,
-    generation: list[tuple[str, int, int]],
-    grading: list[tuple[str, int, int]],
+    generation: list[Unit],
+    grading: list[Unit],
     aggregation: bool = True,
     sidecar_port: int = 8000,
 ) -> dict[str, Any]:
-    """Values for the chart. Only Secret names go in: every key stays in its Secret."""
+    """Values for the chart. Only Secret names go in: every key stays in its Secret.
+
+    Every container command of the skillmix image but the mock sidecar's comes from the plan's
+    tasks (``generation[i].args``, ``grading[i].args`` / ``waitArgs``, ``aggregation.args`` /
+    ``waitArgs``): the chart only places them."""
     e = ctx.experiment
     repo, tag = split_image(profile.image)
     vllm_repo, vllm_tag = split_image(profile.vllm_image)
@@ -98,10 +101,31 @@ def build_values(
             f"grader {grader.name}: a vllm grader needs base_url (an in-cluster Service) on Kubernetes"
         )
     period = 10
+    uri = run_uri_for(profile, ctx.run_id)
+    plan = plan_tasks(e, sharded=True)
+    generation, grading = [Unit(*u) for u in generation], [Unit(*u) for u in grading]
+    generate_tasks = {t.unit: t for t in plan.generate}
+    grade_tasks = {t.unit: t for t in plan.grade}
+    sidecar_url = f"http://localhost:{sidecar_port}/v1"
+    # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
+    grader_url = grader.base_url or (sidecar_url if grader.backend == "mock" else "")
+    budget_share = max(1, len(grading))  # each grading Job gets 1/n of the RPM/TPM budget
+    timeouts = {
+        "grade": max(60, profile.deadlines.grading_seconds - 600),
+        "aggregate": max(60, profile.deadlines.aggregation_seconds - 600),
+    }
+
+    def student_url(student: str) -> str:
+        spec = e.student(student)
+        return sidecar_url if spec.backend in ("vllm", "mock") else spec.base_url or ""
+
+    def unit_entry(unit: Unit, **commands: list[str]) -> dict[str, Any]:
+        return {"student": unit.student, "k": unit.k, "round": unit.round, **commands}
+
     values: dict[str, Any] = {
         "run": {
             "id": ctx.run_id,
-            "uri": run_uri_for(profile, ctx.run_id),
+            "uri": uri,
             "attempt": attempt,
             "seed": e.seed,
         },
@@ -150,22 +174,41 @@ def build_values(
                 "grading": profile.deadlines.grading_seconds,
                 "aggregation": profile.deadlines.aggregation_seconds,
             },
-            "waitTimeoutSeconds": {
-                "grading": max(60, profile.deadlines.grading_seconds - 600),
-                "aggregation": max(60, profile.deadlines.aggregation_seconds - 600),
-            },
         },
         "students": student_values(ctx),
-        "generation": [{"student": s, "k": k, "round": g} for s, k, g in generation],
+        "generation": [
+            unit_entry(
+                u,
+                args=generate_tasks[u].container_args(
+                    uri, attempt=attempt, base_url=student_url(u.student)
+                ),
+            )
+            for u in generation
+        ],
         "grader": {
             "backend": "mock" if grader.backend == "mock" else "openai",
             "servedModelName": grader.model,
-            "quality": grader.quality,  # resolved on the spec, as for the local executor
+            # resolved on the spec (mock only), as for the local executor; else the default
+            **({"quality": grader.quality} if grader.quality is not None else {}),
             "baseUrl": grader.base_url or "",
-            "budgetShare": max(1, len(grading)),
         },
-        "grading": [{"student": s, "k": k, "round": g} for s, k, g in grading],
-        "aggregation": {"enabled": aggregation},
+        "grading": [
+            unit_entry(
+                u,
+                args=grade_tasks[u].container_args(
+                    uri, attempt=attempt, budget_share=budget_share, base_url=grader_url
+                ),
+                waitArgs=grade_tasks[u].wait_args(uri, attempt=attempt, timeout=timeouts["grade"]),
+            )
+            for u in grading
+        ],
+        "aggregation": {
+            "enabled": aggregation,
+            "args": plan.aggregate.container_args(uri),
+            "waitArgs": plan.aggregate.wait_args(
+                uri, attempt=attempt, timeout=timeouts["aggregate"]
+            ),
+        },
     }
     if profile.client_resources:
         values["client"] = {"resources": profile.client_resources}

@@ -1,10 +1,51 @@
-"""An experiment as a list of tasks: the one plan both executors run."""
+"""An experiment as a list of tasks: the one plan both executors run.
+
+Each task also knows its container's command on Kubernetes: the ``skillmix task ...`` argument
+list (``container_args``, and ``wait_args`` for the init container that waits for the phase
+before it). The chart only places these lists; ``skillmix.cli.task`` parses them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from skillmix.config import Experiment
+
+Phase = Literal["generate", "grade", "aggregate"]
+
+GRADE_WAIT_INTERVAL = 10  # seconds between checks of a grading pod's wait for its generation
+AGGREGATE_WAIT_INTERVAL = 15  # seconds between checks of the aggregation pod's wait
+
+
+class Unit(NamedTuple):
+    """One (student, k, generation round) unit: a generation task and its grading task."""
+
+    student: str
+    k: int
+    round: int
+
+
+def unit_args(unit: Unit) -> list[str]:
+    """``--student S --k K --round R``: how ``skillmix task`` names one unit."""
+    return ["--student", unit.student, "--k", str(unit.k), "--round", str(unit.round)]
+
+
+def wait_args(
+    run_uri: str,
+    phase: Phase,
+    *,
+    unit: Unit | None = None,
+    timeout: int,
+    interval: int,
+    attempt: int,
+) -> list[str]:
+    """``skillmix task wait`` until ``phase``'s manifests exist (of ``unit``, else of all units)."""
+    return [
+        *("task", "wait", "--run", run_uri, "--phase", phase),
+        *(unit_args(unit) if unit is not None else []),
+        *("--timeout", str(timeout), "--interval", str(interval), "--attempt", str(attempt)),
+    ]
 
 
 @dataclass(frozen=True)
@@ -16,20 +57,24 @@ class GenerateTask:
     shards: int = 1
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return "generate"
 
-    def cli_args(self) -> list[str]:
-        args = [
-            "generate",
-            "--student",
-            self.student,
-            "--k",
-            str(self.k),
-            "--round",
-            str(self.round),
-        ]
-        return args + (["--shards", str(self.shards)] if self.shards > 1 else [])
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.student, self.k, self.round)
+
+    def container_args(self, run_uri: str, *, attempt: int, base_url: str = "") -> list[str]:
+        """The generation container's ``skillmix task generate`` arguments. With shards, one
+        Indexed Job runs every shard: each pod takes its index from ``JOB_COMPLETION_INDEX``
+        (so there is no ``--shard``)."""
+        args = ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
+        args += ["--attempt", str(attempt)]
+        if base_url:
+            args += ["--base-url", base_url]
+        if self.shards > 1:
+            args += ["--shards", str(self.shards)]
+        return args
 
 
 @dataclass(frozen=True)
@@ -39,21 +84,50 @@ class GradeTask:
     round: int
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return "grade"
 
-    def cli_args(self) -> list[str]:
-        return ["grade", "--student", self.student, "--k", str(self.k), "--round", str(self.round)]
+    @property
+    def unit(self) -> Unit:
+        return Unit(self.student, self.k, self.round)
+
+    def container_args(
+        self, run_uri: str, *, attempt: int, budget_share: int, base_url: str = ""
+    ) -> list[str]:
+        """The grading container's ``skillmix task grade`` arguments."""
+        args = ["task", "grade", "--run", run_uri, *unit_args(self.unit)]
+        args += ["--budget-share", str(budget_share), "--attempt", str(attempt)]
+        if base_url:
+            args += ["--base-url", base_url]
+        return args
+
+    def wait_args(self, run_uri: str, *, attempt: int, timeout: int) -> list[str]:
+        """The grading pod's init container: wait for this unit's generation manifest."""
+        return wait_args(
+            run_uri,
+            "generate",
+            unit=self.unit,
+            timeout=timeout,
+            interval=GRADE_WAIT_INTERVAL,
+            attempt=attempt,
+        )
 
 
 @dataclass(frozen=True)
 class AggregateTask:
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         return "aggregate"
 
-    def cli_args(self) -> list[str]:
-        return ["aggregate"]
+    def container_args(self, run_uri: str) -> list[str]:
+        """The aggregation container's ``skillmix task aggregate`` arguments."""
+        return ["task", "aggregate", "--run", run_uri]
+
+    def wait_args(self, run_uri: str, *, attempt: int, timeout: int) -> list[str]:
+        """The aggregation pod's init container: wait for every grading manifest."""
+        return wait_args(
+            run_uri, "grade", timeout=timeout, interval=AGGREGATE_WAIT_INTERVAL, attempt=attempt
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +137,8 @@ class Plan:
     aggregate: AggregateTask
 
     @property
-    def units(self) -> list[tuple[str, int, int]]:
-        return [(t.student, t.k, t.round) for t in self.grade]
+    def units(self) -> list[Unit]:
+        return [t.unit for t in self.grade]
 
 
 def plan_tasks(experiment: Experiment, *, sharded: bool = False) -> Plan:

@@ -16,6 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from skillmix.pipeline.plan import AggregateTask, GenerateTask, GradeTask
 from tests.chart.helpers import CHART, RELEASE, VALUES_DIR, VALUES_FILES, Helm, Render
 
 pytestmark = pytest.mark.tools
@@ -89,6 +90,24 @@ def job_by_student(r: Render, component: str, student: str) -> list[dict[str, An
 def gpu_resources(c: dict[str, Any]) -> set[str]:
     res = c.get("resources", {})
     return {name for part in ("requests", "limits") for name in res.get(part, {}) if "gpu" in name}
+
+
+def generation_entry(student: str, k: int, round: int, run_uri: str) -> dict[str, Any]:
+    """A generation values entry with its args, as build_values writes it (from the plan)."""
+    args = GenerateTask(student, k, round).container_args(run_uri, attempt=1)
+    return {"student": student, "k": k, "round": round, "args": args}
+
+
+def grading_entry(student: str, k: int, round: int, run_uri: str) -> dict[str, Any]:
+    """A grading values entry with its args and waitArgs, as build_values writes it."""
+    t = GradeTask(student, k, round)
+    return {
+        "student": student,
+        "k": k,
+        "round": round,
+        "args": t.container_args(run_uri, attempt=1, budget_share=1),
+        "waitArgs": t.wait_args(run_uri, attempt=1, timeout=3600),
+    }
 
 
 def values_defaults() -> dict[str, Any]:
@@ -288,12 +307,12 @@ def test_long_and_lossy_student_names_stay_valid_and_unique(render: RenderFn) ->
         "llama-3": {"backend": "openai"},
         "llama_3": {"backend": "openai"},
     }
-    units = [{"student": s, "k": 2, "round": 1} for s in students]
+    uri = "s3://skillmix-runs/api-models-0a1b2c3d"
     extra = {
         "run": {"id": "A-Very_Long.Experiment-Name-For-Testing-Purposes-0123abcd"},
         "students": students,
-        "generation": units,
-        "grading": units,
+        "generation": [generation_entry(s, 2, 1, uri) for s in students],
+        "grading": [grading_entry(s, 2, 1, uri) for s in students],
     }
     r = render("api-student.yaml", extra=extra)
     names = [j["metadata"]["name"] for j in r.jobs()]
@@ -527,10 +546,54 @@ def test_openai_grader_has_no_sidecar(render: RenderFn) -> None:
 
 
 def test_grader_base_url_override(render: RenderFn) -> None:
-    r = render("vllm-tp1.yaml", extra={"grader": {"baseUrl": "https://grader.example.com/v1"}})
+    """A mock grader with a baseUrl is served elsewhere: no sidecar (its URL is in the args,
+    tests/unit/test_k8s_values.py)."""
+    r = render("mock.yaml", extra={"grader": {"baseUrl": "https://grader.example.com/v1"}})
     for job in r.jobs("grading"):
-        args = container(job, "client")["args"]
-        assert args[-2:] == ["--base-url", "https://grader.example.com/v1"]
+        assert [c["name"] for c in init_containers(job)] == ["wait"]
+
+
+def test_args_are_placed_as_given(render: RenderFn) -> None:
+    """The chart builds no command: each container gets its list from the values as it is."""
+    uri = "s3://elsewhere/run"
+    gen, grade = generation_entry("weak", 2, 1, uri), grading_entry("weak", 2, 1, uri)
+    aggregate = AggregateTask()
+    extra = {
+        "generation": [gen],
+        "grading": [grade],
+        "aggregation": {
+            "args": aggregate.container_args(uri),
+            "waitArgs": aggregate.wait_args(uri, attempt=7, timeout=99),
+        },
+    }
+    r = render("mock.yaml", extra=extra)
+    (gen_job,) = r.jobs("generation")
+    assert container(gen_job, "client")["args"] == gen["args"]
+    (grade_job,) = r.jobs("grading")
+    assert container(grade_job, "client")["args"] == grade["args"]
+    assert container(grade_job, "wait")["args"] == grade["waitArgs"]
+    (agg,) = r.jobs("aggregation")
+    assert container(agg, "client")["args"] == ["task", "aggregate", "--run", uri]
+    assert container(agg, "wait")["args"] == extra["aggregation"]["waitArgs"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"aggregation": {"args": []}}, "aggregation.args is required"),
+        ({"aggregation": {"waitArgs": []}}, "aggregation.waitArgs is required"),
+    ],
+)
+def test_enabled_aggregation_needs_its_args(
+    render: RenderFn, extra: dict[str, Any], message: str
+) -> None:
+    result = render("mock.yaml", extra=extra)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    disabled = render(
+        "mock.yaml", extra={"aggregation": {**extra["aggregation"], "enabled": False}}
+    )
+    assert disabled.returncode == 0 and disabled.jobs("aggregation") == []
 
 
 def test_store_env_when_set(render: RenderFn) -> None:
@@ -741,6 +804,15 @@ def test_notes(helm: Helm) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, ["/image/pullPolicy"]),
         ({"generation": [{"student": "strong", "k": 0, "round": 1}]}, ["/generation/0/k"]),
         ({"generation": [{"student": "strong", "k": 2}]}, ["/generation/0", "round"]),
+        ({"generation": [{"student": "strong", "k": 2, "round": 1}]}, ["/generation/0", "args"]),
+        (
+            {"grading": [{**grading_entry("strong", 2, 1, "s3://b/r"), "waitArgs": []}]},
+            ["/grading/0/waitArgs"],
+        ),
+        (
+            {"grading": [{**grading_entry("strong", 2, 1, "s3://b/r"), "args": ["task", 2]}]},
+            ["/grading/0/args/1"],
+        ),
         ({"apiKeys": [{"env": "X_KEY", "secretName": "s", "value": "x"}]}, ["/apiKeys/0"]),
         ({"run": {"attempt": 0}}, ["/run/attempt"]),
     ],
@@ -760,7 +832,7 @@ def test_schema_rejects(render: RenderFn, extra: dict[str, Any], mentions: list[
         ({"run": {"id": ""}}, "run.id is required"),
         ({"run": {"uri": ""}}, "run.uri is required"),
         (
-            {"generation": [{"student": "nobody", "k": 2, "round": 1}]},
+            {"generation": [generation_entry("nobody", 2, 1, "s3://b/r")]},
             'generation[0].student: unknown student "nobody"',
         ),
         (
@@ -796,7 +868,7 @@ def test_unknown_backend_fails_in_templates_too(render: RenderFn) -> None:
 
 
 def test_unknown_student_names_known_ones(render: RenderFn) -> None:
-    result = render("mock.yaml", extra={"generation": [{"student": "x", "k": 2, "round": 1}]})
+    result = render("mock.yaml", extra={"generation": [generation_entry("x", 2, 1, "s3://b/r")]})
     assert "known: strong, weak" in result.stderr
 
 

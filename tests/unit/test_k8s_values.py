@@ -227,7 +227,10 @@ def test_values_vllm_gpus_model_and_base_url() -> None:
     assert students["big"]["gpus"] == 8 and students["big"]["tensorParallelSize"] == 4
     assert students["big"]["model"] == "llama"  # no vllm.model: the served name
     assert students["big"]["extraArgs"] == []
-    assert students["api"]["baseUrl"] == "https://llm.internal/v1"
+    # the endpoint override reaches the generation command (values carry no baseUrl of their own)
+    assert "baseUrl" not in students["api"]
+    (api_gen, *_) = [u for u in values_for(c)["generation"] if u["student"] == "api"]
+    assert api_gen["args"][-2:] == ["--base-url", "https://llm.internal/v1"]
     assert students["m"]["quality"] == 0.7  # the mock default
 
 
@@ -291,17 +294,83 @@ def test_values_units_budget_share_and_probe(ctx: RunContext) -> None:
     v = build_values(
         ctx, cluster_profile(), "prod", attempt=1, generation=units[:2], grading=units[:5]
     )
-    assert v["generation"] == [{"student": s, "k": k, "round": g} for s, k, g in units[:2]]
-    assert v["grading"] == [{"student": s, "k": k, "round": g} for s, k, g in units[:5]]
-    assert v["grader"]["budgetShare"] == 5  # each grading Job gets 1/5 of the RPM/TPM budget
+    unit_keys = ("student", "k", "round")
+    assert [tuple(e[key] for key in unit_keys) for e in v["generation"]] == units[:2]
+    assert [tuple(e[key] for key in unit_keys) for e in v["grading"]] == units[:5]
+    for entry in v["grading"]:  # each grading Job gets 1/5 of the RPM/TPM budget
+        assert entry["args"][entry["args"].index("--budget-share") + 1] == "5"
     assert v["grader"]["backend"] == "openai" and v["grader"]["servedModelName"] == "gpt-4o"
     probe = v["vllm"]["startupProbe"]
     assert probe["periodSeconds"] == 10
     assert probe["failureThreshold"] == math.ceil(905 / 10) == 91
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 905
-    # nothing left to grade: still a valid share
+    # nothing left to grade: no grading Job, the aggregation still has its commands
     none = build_values(ctx, cluster_profile(), "prod", attempt=2, generation=[], grading=[])
-    assert none["grader"]["budgetShare"] == 1
+    assert none["grading"] == [] and none["aggregation"]["args"]
+    one = build_values(ctx, cluster_profile(), "prod", attempt=2, generation=[], grading=units[:1])
+    assert one["grading"][0]["args"][-4:] == ["--budget-share", "1", "--attempt", "2"]
+
+
+def test_values_commands_from_the_plan(ctx: RunContext) -> None:
+    """Each container's `skillmix task ...` argv, built from the plan's tasks."""
+    units = plan_tasks(ctx.experiment, sharded=True).units
+    v = build_values(ctx, cluster_profile(), "prod", attempt=3, generation=units, grading=units[:4])
+    uri = f"s3://bucket/runs/{ctx.run_id}"
+    gen = {(e["student"], e["k"], e["round"]): e["args"] for e in v["generation"]}
+    head = ["task", "generate", "--run", uri]
+    assert gen[("qwen", 2, 1)] == [
+        *head,
+        *("--student", "qwen", "--k", "2", "--round", "1", "--attempt", "3"),
+        *("--base-url", "http://localhost:8000/v1"),  # the vLLM sidecar
+    ]
+    assert gen[("mini", 3, 2)] == [
+        *head,
+        *("--student", "mini", "--k", "3", "--round", "2", "--attempt", "3"),
+    ]
+    assert gen[("mocky", 2, 2)] == [
+        *head,
+        *("--student", "mocky", "--k", "2", "--round", "2", "--attempt", "3"),
+        *("--base-url", "http://localhost:8000/v1", "--shards", "3"),  # no --shard: the index
+    ]
+    (grade, *_) = v["grading"]
+    assert grade["args"] == [
+        *("task", "grade", "--run", uri, "--student", "qwen", "--k", "2", "--round", "1"),
+        *("--budget-share", "4", "--attempt", "3"),  # the openai grader: its own endpoint
+    ]
+    assert grade["waitArgs"] == [
+        *("task", "wait", "--run", uri, "--phase", "generate"),
+        *("--student", "qwen", "--k", "2", "--round", "1"),
+        *("--timeout", str(43200 - 600), "--interval", "10", "--attempt", "3"),
+    ]
+    assert v["aggregation"] == {
+        "enabled": True,
+        "args": ["task", "aggregate", "--run", uri],
+        "waitArgs": [
+            *("task", "wait", "--run", uri, "--phase", "grade"),
+            *("--timeout", str(86400 - 600), "--interval", "15", "--attempt", "3"),
+        ],
+    }
+    assert "quality" not in v["grader"]  # not a mock grader: the chart's default stays
+
+
+@pytest.mark.parametrize(
+    ("grader", "url"),
+    [
+        ({"backend": "mock", "model": "mock-g"}, "http://localhost:9000/v1"),  # the sidecar
+        ({"backend": "mock", "model": "mock-g", "base_url": "http://m/v1"}, "http://m/v1"),
+        ({"backend": "vllm", "model": "judge", "base_url": "http://judge/v1"}, "http://judge/v1"),
+        ({"backend": "openai", "model": "gpt-4o", "base_url": "https://gw/v1"}, "https://gw/v1"),
+    ],
+)
+def test_values_grader_endpoint_in_the_grading_command(grader: dict[str, Any], url: str) -> None:
+    c = resolve_context(experiment(grader={"name": "g", **grader}))
+    units = plan_tasks(c.experiment, sharded=True).units
+    v = build_values(
+        c, cluster_profile(), "prod", attempt=1, generation=[], grading=units, sidecar_port=9000
+    )
+    for entry in v["grading"]:
+        assert entry["args"][-2:] == ["--base-url", url]
+    assert v["grader"]["baseUrl"] == grader.get("base_url", "")
 
 
 def test_values_jobs_and_scheduling() -> None:
@@ -329,8 +398,13 @@ def test_values_jobs_and_scheduling() -> None:
     jobs = v["jobs"]
     assert jobs["backoffLimit"] == 4 and jobs["ttlSecondsAfterFinished"] == 60
     assert jobs["activeDeadlineSeconds"]["generation"] == 3600
-    assert jobs["waitTimeoutSeconds"]["grading"] == 7200 - 600
-    assert jobs["waitTimeoutSeconds"]["grading"] < jobs["activeDeadlineSeconds"]["grading"]
+    # the waits give up 10 minutes before their Job's deadline
+    for entry in v["grading"]:
+        wait = entry["waitArgs"]
+        assert wait[wait.index("--timeout") + 1] == str(7200 - 600)
+        assert int(wait[wait.index("--timeout") + 1]) < jobs["activeDeadlineSeconds"]["grading"]
+    wait = v["aggregation"]["waitArgs"]
+    assert wait[wait.index("--timeout") + 1] == str(86400 - 600)  # the default deadline
     assert "client" not in values_for(c)  # the chart's defaults apply
 
 

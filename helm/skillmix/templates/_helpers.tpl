@@ -277,8 +277,9 @@ Usage: volumeMounts: {{- include "skillmix.tmpMount" . | nindent 12 }}
 
 {{/*
 skillmix.waitContainer: the regular init container "wait" that blocks until a phase's manifests
-exist (`skillmix task wait`), with small fixed resources.
-Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" (list "--phase" "grade")) | nindent 8 }}
+exist, with small fixed resources. args: its full argument list (`task wait --run ...`, from the
+values: skillmix builds it from the plan).
+Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" $unit.waitArgs) | nindent 8 }}
 */}}
 {{- define "skillmix.waitContainer" -}}
 {{- $root := .root -}}
@@ -287,7 +288,7 @@ Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" (list "--phase
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   command: ["skillmix"]
   args:
-    {{- toYaml (concat (list "task" "wait" "--run" (include "skillmix.runUri" $root)) .args) | nindent 4 }}
+    {{- toYaml .args | nindent 4 }}
   env:
     {{- include "skillmix.clientEnv" $root | nindent 4 }}
   resources:
@@ -303,8 +304,9 @@ Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" (list "--phase
 {{- end -}}
 
 {{/*
-skillmix.clientContainer: the main container "client" running `skillmix <args>`.
-Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $args) | nindent 8 }}
+skillmix.clientContainer: the main container "client" running `skillmix <args>` (args: the
+`task generate|grade|aggregate ...` list from the values, built by skillmix from the plan).
+Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args) | nindent 8 }}
 */}}
 {{- define "skillmix.clientContainer" -}}
 {{- $root := .root -}}
@@ -565,4 +567,21 @@ Usage: {{- include "skillmix.checkUnit" (dict "list" "generation" "index" $i "un
 {{- $_ := required (printf "%s.student is required (a key of students)" $where) .unit.student -}}
 {{- $_ := required (printf "%s.k is required (an integer >= 1)" $where) .unit.k -}}
 {{- $_ := required (printf "%s.round is required (an integer >= 1)" $where) .unit.round -}}
+{{- end -}}
+
+{{/*
+skillmix.checkArgs: validates a container's argument list from the values (a non-empty list of
+strings: skillmix builds every `skillmix task ...` command from its plan) and returns nothing;
+fails naming the key ("where").
+Usage: {{- include "skillmix.checkArgs" (dict "where" "aggregation.args" "args" .Values.aggregation.args) }}
+*/}}
+{{- define "skillmix.checkArgs" -}}
+{{- if not (and (kindIs "slice" .args) .args) -}}
+{{- $_ := required (printf "%s is required: the container's arguments (`task ...`), as `skillmix launch` or `skillmix render` writes them" .where) "" -}}
+{{- end -}}
+{{- range $j, $arg := .args -}}
+{{- if not (kindIs "string" $arg) -}}
+{{- fail (printf "%s[%d] must be a string (got %v)" $.where $j $arg) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
