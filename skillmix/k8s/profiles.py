@@ -7,12 +7,12 @@ never contain credentials.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillmix import settings
 from skillmix.config import format_validation_error
 from skillmix.errors import SkillmixError
 
@@ -97,11 +97,10 @@ class ProfileFile(_Strict):
 
 
 def profile_paths() -> list[Path]:
-    explicit = os.environ.get("SKILLMIX_CONFIG")
+    explicit = settings.profile_file()
     if explicit:
-        return [Path(explicit)]
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return [Path.cwd() / PROFILE_FILE, config_home / "skillmix" / PROFILE_FILE]
+        return [explicit]
+    return [Path.cwd() / PROFILE_FILE, settings.config_home() / "skillmix" / PROFILE_FILE]
 
 
 def load_profiles(path: Path | None = None) -> tuple[ProfileFile, Path | None]:

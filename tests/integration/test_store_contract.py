@@ -23,11 +23,11 @@ from skillmix.store.base import (
     KeyNotFound,
     StoreError,
     join_key,
-    open_store,
 )
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import MANIFEST, RunStore, generation_prefix
 from skillmix.store.s3 import S3Store
+from skillmix.store.uri import open_store
 from tests.fixtures_s3 import S3_TEST_ACCESS_KEY, S3_TEST_SECRET, create_bucket, s3_test_env
 
 # The moto_server and s3_env fixtures (harmless if tests/conftest.py registers them too).
