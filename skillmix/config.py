@@ -36,13 +36,23 @@ class _Strict(BaseModel):
 class SamplingParams(_Strict):
     """Decoding settings sent with every request (unset ones are left to the backend)."""
 
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(512, ge=1)
-    seed: int | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    stop: list[str] | None = None
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature (unset: the backend's default)."
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="Nucleus sampling mass (unset: the backend's default)."
+    )
+    max_tokens: int | None = Field(512, ge=1, description="Most tokens per reply.")
+    seed: int | None = Field(
+        None, description="Sampling seed sent to the backend, if it takes one."
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI presence penalty (unset: the backend's default)."
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="OpenAI frequency penalty (unset: the backend's default)."
+    )
+    stop: list[str] | None = Field(None, description="Stop sequences (unset: none).")
 
     def request_params(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -55,12 +65,17 @@ class VllmSpec(_Strict):
         None,
         description="Hugging Face id or path passed to --model (default: the student's model).",
     )
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM --tensor-parallel-size: GPUs one model is split across."
+    )
     gpus: int | None = Field(
         None, ge=1, description="GPUs per pod (default: tensor_parallel_size)."
     )
     args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
-    image_tag: str | None = None
+    image_tag: str | None = Field(
+        None,
+        description="Not used yet: the vLLM image comes from the cluster profile's vllm_image.",
+    )
 
 
 class ModelSpec(_Strict):
@@ -69,19 +84,37 @@ class ModelSpec(_Strict):
     name: str = Field(
         pattern=NAME_PATTERN, description="Path-safe id used in run folders and labels."
     )
-    backend: Backend = "mock"
+    backend: Backend = Field(
+        "mock",
+        description="mock (the built-in mock server), openai (an OpenAI-compatible API) or vllm.",
+    )
     model: str = Field(description="Model id sent to the endpoint (vLLM: the served model name).")
     base_url: str | None = Field(
         None, description="Endpoint; default per backend (mock: the built-in server)."
     )
-    api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
-    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    api_key_env: str | None = Field(
+        None,
+        description=(
+            "Environment variable holding the API key (default: OPENAI_API_KEY for openai, "
+            "none for mock and vllm)."
+        ),
+    )
+    system_prompt: str | None = Field(
+        DEFAULT_SYSTEM_PROMPT, description="System message of every conversation (empty: none)."
+    )
+    sampling: SamplingParams = Field(
+        default_factory=SamplingParams, description="Decoding settings sent with every request."
+    )
     concurrency: int = Field(16, ge=1, le=4096)
     rpm: int = Field(0, ge=0, description="Requests per minute budget (0 = unlimited).")
     tpm: int = Field(0, ge=0, description="Tokens per minute budget (0 = unlimited).")
     timeout: float = Field(120.0, gt=0, description="Seconds per request.")
-    max_retries: int = Field(8, ge=0, le=100)
+    max_retries: int = Field(
+        8,
+        ge=0,
+        le=100,
+        description="HTTP retries per request (connection errors, timeouts, 408/409/429/5xx).",
+    )
     quality: float | None = Field(
         None,
         ge=0,
@@ -91,7 +124,10 @@ class ModelSpec(_Strict):
             f"(default {MOCK_DEFAULT_QUALITY} for students and graders alike)."
         ),
     )
-    vllm: VllmSpec = Field(default_factory=VllmSpec)
+    vllm: VllmSpec = Field(
+        default_factory=VllmSpec,
+        description="Kubernetes: how a vllm student is served (ignored locally).",
+    )
     replicas: int = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
 
     @model_validator(mode="after")
@@ -125,42 +161,77 @@ class StudentSpec(ModelSpec):
 
 
 class GraderSpec(ModelSpec):
-    name: str = Field("grader", pattern=NAME_PATTERN)
+    name: str = Field(
+        "grader", pattern=NAME_PATTERN, description="Path-safe id used in run folders and labels."
+    )
     rounds: int = Field(3, ge=1, le=20, description="Independent grading rounds R.")
-    style: Literal["auto", "table", "points"] = "auto"
+    style: Literal["auto", "table", "points"] = Field(
+        "auto",
+        description="How grader replies are read: table, points or auto (from the grading prompt).",
+    )
     use_n: Literal["auto", "always", "never"] = Field(
         "auto", description="Ask for all rounds as n choices of one request (prompt paid once)."
     )
     max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an unreadable reply.")
     concurrency: int = Field(32, ge=1, le=4096)
     sampling: SamplingParams = Field(
-        default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024)
+        default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024),
+        description="Decoding settings of grading requests.",
     )
 
 
 class CatalogSpec(_Strict):
     """``builtin``, or reference-format files (either may be omitted: it then comes from builtin)."""
 
-    skills: str | None = None
-    topics: str | None = None
+    skills: str | None = Field(
+        None, description="Reference-format skills CSV (default: the built-in skills)."
+    )
+    topics: str | None = Field(
+        None, description="Topics file, one per line (default: the built-in topics)."
+    )
 
 
 class PromptSpec(_Strict):
     dir: str | None = Field(
         None, description="Folder with generation/ and grading/; default: built-in."
     )
-    generation: str = "two-turn-v1"
-    grading: str = "table-v1"
-    template_encoding: str = "utf-8"
+    generation: str = Field(
+        "two-turn-v1", description="Generation prompt version (a name in dir, or a .json file)."
+    )
+    grading: str = Field(
+        "table-v1", description="Grading prompt version (a name in dir, or a .json file)."
+    )
+    template_encoding: str = Field(
+        "utf-8", description="Encoding of the prompt files (cp1252 reproduces the reference)."
+    )
 
 
 class MetricSpec(_Strict):
-    mode: Literal["reference", "strict"] = "strict"
-    vote: Literal["majority", "mean"] = "majority"
-    generation_agg: Literal["max", "mean"] = "max"
-    filter_explicit_name: Literal["off", "substring", "word"] | None = None
-    filter_skills: list[str] = Field(default_factory=list)
-    bootstrap_samples: int = Field(2000, ge=0, le=100000)
+    mode: Literal["reference", "strict"] = Field(
+        "strict",
+        description=(
+            "strict leaves unreadable verdicts out; reference scores them as the reference "
+            "aggregator does."
+        ),
+    )
+    vote: Literal["majority", "mean"] = Field(
+        "majority", description="How grading rounds combine per rubric item."
+    )
+    generation_agg: Literal["max", "mean"] = Field(
+        "max", description="How generation rounds combine: best of G, or mean."
+    )
+    filter_explicit_name: Literal["off", "substring", "word"] | None = Field(
+        None,
+        description=(
+            "A skill the answer names outright earns no point (default: word; reference mode: off)."
+        ),
+    )
+    filter_skills: list[str] = Field(
+        default_factory=list, description="Leave out combinations that contain any of these skills."
+    )
+    bootstrap_samples: int = Field(
+        2000, ge=0, le=100000, description="Bootstrap resamples for the 95% intervals."
+    )
 
     def options(self):
         from skillmix.method.metrics import MetricOptions, default_name_filter
@@ -187,17 +258,26 @@ class Experiment(_Strict):
     name: str = Field(
         pattern=EXPERIMENT_NAME_PATTERN, description="Readable run name (<= 54 chars)."
     )
-    seed: int = 10
-    order_seed: str = "test"
-    ks: list[int] = Field(min_length=1)
+    seed: int = Field(10, description="Seed that draws the skills and topics (reference: 10).")
+    order_seed: str = Field(
+        "test", description="Seed of the skill order within a combination (reference: test)."
+    )
+    ks: list[int] = Field(min_length=1, description="The k values: skills per combination.")
     combinations: int = Field(100, ge=1, le=100000, description="M: combinations per k.")
-    generation_rounds: int = Field(1, ge=1, le=20)
-    sampling: Literal["reference", "distinct"] = "reference"
-    catalog: CatalogSpec = Field(default_factory=CatalogSpec)
-    prompts: PromptSpec = Field(default_factory=PromptSpec)
-    students: list[StudentSpec] = Field(min_length=1)
-    grader: GraderSpec
-    metrics: MetricSpec = Field(default_factory=MetricSpec)
+    generation_rounds: int = Field(
+        1, ge=1, le=20, description="G: generation rounds per combination."
+    )
+    sampling: Literal["reference", "distinct"] = Field(
+        "reference",
+        description="reference (the reference sampler, bit for bit) or distinct (no set twice).",
+    )
+    catalog: CatalogSpec = Field(
+        default_factory=CatalogSpec, description="Skills and topics (default: built-in)."
+    )
+    prompts: PromptSpec = Field(default_factory=PromptSpec, description="Prompt versions.")
+    students: list[StudentSpec] = Field(min_length=1, description="The models evaluated.")
+    grader: GraderSpec = Field(description="The model that grades the students' answers.")
+    metrics: MetricSpec = Field(default_factory=MetricSpec, description="How scores are computed.")
     prices: dict[str, Price] = Field(
         default_factory=dict, description="Overrides of the built-in price table."
     )

@@ -24,8 +24,8 @@ class _Record(BaseModel):
 class Usage(_Record):
     """Tokens the backend reported for the requests behind one record."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = Field(0, description="Prompt tokens the backend reported.")
+    completion_tokens: int = Field(0, description="Completion tokens the backend reported.")
     cached: bool = Field(False, description="True when the reply came from the response cache.")
 
 
@@ -37,50 +37,65 @@ class Turn(_Record):
 class GenerationRecord(_Record):
     """A student's conversation for one combination in one generation round."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1] = Field(1, description="Version of the run format.")
     student: str = Field(description="Student name from the experiment (path-safe id).")
     model: str = Field("", description="Model id sent to the backend.")
-    k: int
+    k: int = Field(description="Skills per combination.")
     generation_round: int = Field(description="1-based generation round g.")
     index: int = Field(description="0-based combination index within (k, round).")
-    topic: str
+    topic: str = Field(description="The combination's topic.")
     skills: list[str] = Field(description="Skill names in presentation order.")
-    prompt_version: str
-    system_prompt: str | None = None
-    turns: list[Turn] = Field(default_factory=list)
+    prompt_version: str = Field(description="Generation prompt version.")
+    system_prompt: str | None = Field(None, description="System message sent, if any.")
+    turns: list[Turn] = Field(
+        default_factory=list, description="The conversation: user turns and the model's replies."
+    )
     answer: str | None = Field(description="Answer extracted from the last reply; None if failed.")
-    status: Literal["ok", "failed"] = "ok"
-    error: str | None = None
-    usage: Usage = Usage()
+    status: Literal["ok", "failed"] = Field(
+        "ok", description="failed: no answer (the unit is redone by --resume or a relaunch)."
+    )
+    error: str | None = Field(None, description="Why the generation failed (one line).")
+    usage: Usage = Field(Usage(), description="Tokens of the generation's requests.")
 
 
 class GradeRecord(_Record):
     """One grader verdict (one grading round) on one student answer."""
 
-    schema_version: Literal[1] = 1
-    student: str
+    schema_version: Literal[1] = Field(1, description="Version of the run format.")
+    student: str = Field(description="Name of the student whose answer is graded.")
     grader: str = Field(description="Grader name (path-safe id).")
-    k: int
-    generation_round: int
+    k: int = Field(description="Skills per combination.")
+    generation_round: int = Field(description="1-based generation round g of the answer.")
     grading_round: int = Field(description="1-based grading round r.")
-    index: int
-    topic: str
-    skills: list[str]
+    index: int = Field(description="0-based combination index within (k, round).")
+    topic: str = Field(description="The combination's topic.")
+    skills: list[str] = Field(description="Skill names in presentation order.")
     answer: str = Field(description="The graded text (extracted answer of the last turn).")
-    prompt_version: str
-    style: GradingStyle
+    prompt_version: str = Field(description="Grading prompt version.")
+    style: GradingStyle = Field(description="How the reply was read: table or points.")
     prompt: str = Field("", description="The full grading prompt sent to the grader.")
     raw: str | None = Field(None, description="The grader's raw reply, kept for re-parsing.")
     points: list[float] | None = Field(None, description="Rubric points as read from `raw`.")
     total: float | None = Field(None, description="The grader's own total, if it gave one.")
-    parse_status: Literal["ok", "wrong_count", "empty", "none"] = "none"
-    parse_detail: str = ""
+    parse_status: Literal["ok", "wrong_count", "empty", "none"] = Field(
+        "none",
+        description=(
+            "ok, wrong_count (not k + 3 points), empty (no points found), "
+            "none (not parsed: the request failed)."
+        ),
+    )
+    parse_detail: str = Field("", description="What the parser found wrong, if anything.")
     attempts: int = Field(
         1, description="Grader requests made for this verdict (re-asks included)."
     )
-    status: GradeStatus = "ok"
-    error: str | None = None
-    usage: Usage = Usage()
+    status: GradeStatus = Field(
+        "ok",
+        description=(
+            "ok, unparsed (no readable verdict after the re-asks) or failed (the request failed)."
+        ),
+    )
+    error: str | None = Field(None, description="Why grading failed (one line).")
+    usage: Usage = Field(Usage(), description="Tokens of the verdict's requests.")
 
     def to_graded_answer(self, points: tuple[float, ...] | None = None) -> GradedAnswer:
         """The metric input; ``points`` overrides the stored points (used by ``--reparse``)."""

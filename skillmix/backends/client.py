@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillmix import settings
 from skillmix.backends.cache import ResponseCache, cache_key
 from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
@@ -128,8 +128,8 @@ def resolve_endpoint(spec: ModelSpec, mock_base_url: str | None = None) -> str:
 def resolve_api_key(spec: ModelSpec) -> str:
     env = spec.resolved_api_key_env()
     if env is None:
-        return os.environ.get("SKILLMIX_DUMMY_API_KEY", "EMPTY")
-    value = os.environ.get(env)
+        return settings.dummy_api_key()
+    value = settings.api_key(env)
     if not value:
         raise SkillmixError(
             f"{spec.name}: environment variable {env} is not set",

@@ -7,12 +7,11 @@ Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
-from skillmix import __version__
+from skillmix import __version__, settings
 
 # command name -> "module:attribute" (modules under skillmix.cli)
 COMMANDS: dict[str, str] = {
@@ -58,14 +57,16 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="skillmix")
-@click.option("--debug", is_flag=True, envvar="SKILLMIX_DEBUG", help="Show tracebacks on errors.")
+@click.option(
+    "--debug", is_flag=True, envvar=settings.DEBUG.name, help="Show tracebacks on errors."
+)
 def cli(debug: bool) -> None:
     """Run the SKILL-MIX evaluation of language models, locally or on Kubernetes."""
     # --debug is read from argv by main() before click runs (tracebacks on errors)
 
 
 def _debug_requested(argv: list[str]) -> bool:
-    return "--debug" in argv or os.environ.get("SKILLMIX_DEBUG", "") not in ("", "0", "false")
+    return "--debug" in argv or settings.debug()
 
 
 def main(argv: list[str] | None = None) -> None:

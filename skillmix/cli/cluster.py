@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
+from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
 
 cluster_option = click.option(
     "--cluster",
     default=None,
-    envvar="SKILLMIX_CLUSTER",
+    envvar=settings.CLUSTER.name,
     help="Cluster profile name (skillmix.yaml).",
 )
 file_option = click.option(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from skillmix import settings
+
 
 @click.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -78,7 +80,7 @@ import click
 )
 @click.option(
     "--api-key",
-    envvar="SKILLMIX_MOCK_API_KEY",
+    envvar=settings.MOCK_API_KEY.name,
     default=None,
     help="Require 'Authorization: Bearer KEY' on /v1 (env SKILLMIX_MOCK_API_KEY).",
 )

@@ -6,13 +6,13 @@ and its credentials (from the environment). Progress goes to stderr as periodic 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from skillmix import settings
 from skillmix.errors import RunFailedError, SkillmixError
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 run_option = click.option(
     "--run",
     "run_uri",
-    envvar="SKILLMIX_RUN",
+    envvar=settings.RUN.name,
     required=True,
     help="Run folder URI (env SKILLMIX_RUN).",
 )
@@ -97,7 +97,7 @@ def _client(spec: Any, base_url: str | None, root: Any, seed: int, share: int = 
 
 def _shard(shard: int | None, shards: int) -> int:
     if shard is None:
-        shard = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+        shard = settings.completion_index()
     if not 0 <= shard < shards:
         raise SkillmixError(f"shard {shard} is outside 0..{shards - 1}")
     return shard

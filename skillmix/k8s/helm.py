@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from skillmix import settings
 from skillmix.errors import RunFailedError, SkillmixError
 
 
@@ -26,7 +27,7 @@ def checkout_helm() -> Path:
 
 
 def find_helm() -> str:
-    explicit = os.environ.get("SKILLMIX_HELM")
+    explicit = settings.helm_binary()
     if explicit:
         if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
             raise SkillmixError(f"SKILLMIX_HELM={explicit} is not an executable file")

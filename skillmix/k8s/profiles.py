@@ -7,12 +7,12 @@ never contain credentials.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillmix import settings
 from skillmix.config import format_validation_error
 from skillmix.errors import SkillmixError
 
@@ -28,7 +28,9 @@ class S3Settings(_Strict):
     endpoint_url: str | None = Field(
         None, description="S3 endpoint for MinIO and other non-AWS stores."
     )
-    region: str = "us-east-1"
+    region: str = Field(
+        "us-east-1", description="S3 region, set as AWS_DEFAULT_REGION in the run's pods."
+    )
     credentials_secret: str | None = Field(
         None,
         description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (empty: workload identity).",
@@ -36,25 +38,47 @@ class S3Settings(_Strict):
 
 
 class SecretRef(_Strict):
-    name: str = Field(pattern=K8S_NAME)
+    name: str = Field(pattern=K8S_NAME, description="Name of the Secret in the namespace.")
     key: str | None = Field(
         None, description="Key in the Secret (default: the environment variable's name)."
     )
 
 
 class GpuSettings(_Strict):
-    resource_name: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    runtime_class: str | None = None
+    resource_name: str = Field(
+        "nvidia.com/gpu", description="Extended resource that vLLM pods request GPUs as."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels GPU pods must match."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tolerations of GPU pods (Kubernetes syntax)."
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="Affinity of GPU pods (Kubernetes syntax)."
+    )
+    runtime_class: str | None = Field(
+        None, description="runtimeClassName of GPU pods (e.g. nvidia; default: none)."
+    )
 
 
 class Deadlines(_Strict):
-    generation_seconds: int = Field(21600, ge=60)
-    grading_seconds: int = Field(43200, ge=60)
-    aggregation_seconds: int = Field(86400, ge=60)
-    ttl_seconds: int = Field(86400, ge=0)
+    generation_seconds: int = Field(
+        21600, ge=60, description="activeDeadlineSeconds of generation Jobs."
+    )
+    grading_seconds: int = Field(
+        43200,
+        ge=60,
+        description="activeDeadlineSeconds of grading Jobs (their wait: 10 minutes less).",
+    )
+    aggregation_seconds: int = Field(
+        86400,
+        ge=60,
+        description="activeDeadlineSeconds of the aggregation Job (its wait: 10 minutes less).",
+    )
+    ttl_seconds: int = Field(
+        86400, ge=0, description="ttlSecondsAfterFinished: finished Jobs are deleted after it."
+    )
     model_load_seconds: int = Field(1800, ge=10, description="Startup budget of a vLLM sidecar.")
 
 
@@ -65,43 +89,74 @@ class ClusterProfile(_Strict):
     kubeconfig: str | None = Field(
         None, description="kubeconfig path (default: $KUBECONFIG or ~/.kube/config)."
     )
-    namespace: str = Field("default", pattern=K8S_NAME)
+    namespace: str = Field(
+        "default", pattern=K8S_NAME, description="Namespace of the run's Jobs and pods."
+    )
     image: str = Field(
         "ghcr.io/skillmix/skillmix:0.1.0", description="skillmix image (repository:tag)."
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of the skillmix image."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Names of Secrets used to pull the images."
+    )
+    vllm_image: str = Field(
+        "vllm/vllm-openai:v0.11.0", description="Image of vLLM sidecars (repository:tag)."
+    )
     store: str = Field(
         description="Run store: s3://bucket/prefix (pods cannot see a local folder)."
     )
-    s3: S3Settings = Field(default_factory=S3Settings)
+    s3: S3Settings = Field(default_factory=S3Settings, description="How pods reach an s3:// store.")
     secrets: dict[str, SecretRef] = Field(
         default_factory=dict,
         description="Environment variable -> Secret holding it (OPENAI_API_KEY, HF_TOKEN...).",
     )
-    gpu: GpuSettings = Field(default_factory=GpuSettings)
-    kueue_queue: str | None = None
-    model_cache_pvc: str | None = None
-    model_cache_path: str = "/models/hf"
-    deadlines: Deadlines = Field(default_factory=Deadlines)
-    backoff_limit: int = Field(2, ge=0, le=20)
-    client_resources: dict[str, Any] = Field(default_factory=dict)
-    vllm_resources: dict[str, Any] = Field(default_factory=dict)
-    shm_size: str = "16Gi"
+    gpu: GpuSettings = Field(
+        default_factory=GpuSettings, description="Scheduling of GPU (vLLM) pods."
+    )
+    kueue_queue: str | None = Field(
+        None,
+        description="Kueue LocalQueue: Jobs get kueue.x-k8s.io/queue-name and start suspended.",
+    )
+    model_cache_pvc: str | None = Field(
+        None, description="PVC mounted as the Hugging Face cache (HF_HOME) of vLLM sidecars."
+    )
+    model_cache_path: str = Field(
+        "/models/hf", description="Where the model cache PVC is mounted (HF_HOME)."
+    )
+    deadlines: Deadlines = Field(
+        default_factory=Deadlines, description="Time limits of the run's Jobs."
+    )
+    backoff_limit: int = Field(
+        2, ge=0, le=20, description="backoffLimit of every Job: pod failures retried."
+    )
+    client_resources: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Resources of client containers (default: the chart's requests and limits).",
+    )
+    vllm_resources: dict[str, Any] = Field(
+        default_factory=dict, description="Resources of vLLM sidecars besides GPUs (CPU, memory)."
+    )
+    shm_size: str = Field(
+        "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
+    )
 
 
 class ProfileFile(_Strict):
-    default: str | None = None
-    clusters: dict[str, ClusterProfile] = Field(default_factory=dict)
+    default: str | None = Field(
+        None, description="Profile used without --cluster (default: the only profile, if one)."
+    )
+    clusters: dict[str, ClusterProfile] = Field(
+        default_factory=dict, description="Cluster profiles by name."
+    )
 
 
 def profile_paths() -> list[Path]:
-    explicit = os.environ.get("SKILLMIX_CONFIG")
+    explicit = settings.profile_file()
     if explicit:
-        return [Path(explicit)]
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return [Path.cwd() / PROFILE_FILE, config_home / "skillmix" / PROFILE_FILE]
+        return [explicit]
+    return [Path.cwd() / PROFILE_FILE, settings.config_home() / "skillmix" / PROFILE_FILE]
 
 
 def load_profiles(path: Path | None = None) -> tuple[ProfileFile, Path | None]:

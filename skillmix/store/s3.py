@@ -15,17 +15,16 @@ The endpoint comes from the ``endpoint_url`` argument, ``SKILLMIX_S3_ENDPOINT_UR
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
 
+from skillmix import settings
 from skillmix.errors import SkillmixError
 from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key, join_key
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_ENV_VARS = ("SKILLMIX_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
@@ -35,14 +34,6 @@ CONFLICT_RETRIES = 4  # 409 ConditionalRequestConflict: another conditional writ
 CREDENTIALS_HINT = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or an instance/pod role)"
 )
-
-
-def _env_endpoint() -> str | None:
-    for name in ENDPOINT_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
 
 
 def _error_code(exc: Any) -> tuple[str, int]:
@@ -142,12 +133,9 @@ class S3Store:
         if self.prefix:
             check_key(self.prefix)
         if max_attempts is None:
-            try:
-                max_attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
-            except ValueError:
-                max_attempts = DEFAULT_MAX_ATTEMPTS
+            max_attempts = settings.aws_max_attempts(DEFAULT_MAX_ATTEMPTS)
         self._client = _Client(
-            endpoint_url=endpoint_url or _env_endpoint(),
+            endpoint_url=endpoint_url or settings.s3_endpoint(),
             region=region,
             client=client,
             connect_timeout=connect_timeout,
@@ -396,7 +384,7 @@ class S3Store:
             if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
                 raise SkillmixError(
                     f"{bucket}: the bucket is in another region (endpoint {endpoint})",
-                    hint="set AWS_REGION to the bucket's region",
+                    hint="set AWS_DEFAULT_REGION to the bucket's region",
                 ) from None
             raise SkillmixError(
                 f"{bucket}: cannot use the bucket: {code} (HTTP {status}, endpoint {endpoint})",
@@ -416,5 +404,5 @@ class S3Store:
             endpoint = self._client.describe_endpoint()
             raise SkillmixError(
                 f"{bucket}: cannot use the bucket at {endpoint} ({type(exc).__name__})",
-                hint="check SKILLMIX_S3_ENDPOINT_URL, AWS_REGION and the credentials",
+                hint="check SKILLMIX_S3_ENDPOINT_URL, AWS_DEFAULT_REGION and the credentials",
             ) from None
