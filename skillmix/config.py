@@ -77,9 +77,40 @@ class ModelSpec(_Strict):
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     sampling: SamplingParams = Field(default_factory=SamplingParams)
-    concurrency: int = Field(16, ge=1, le=4096)
-    rpm: int = Field(0, ge=0, description="Requests per minute budget (0 = unlimited).")
-    tpm: int = Field(0, ge=0, description="Tokens per minute budget (0 = unlimited).")
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests in flight at once."
+            " Per model locally; on Kubernetes divided among the pods that share the model's"
+            " budget (concurrency/N, at least 1, per pod: a student's N = replicas shards of a generation Job, each"
+            " pod reading N from its --shards; the grader's N = the launch's grading Jobs,"
+            " --budget-share)."
+        ),
+    )
+    rpm: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Requests per minute budget (0 = unlimited)."
+            " Per model locally; on Kubernetes divided among the pods that share the model's"
+            " budget (rpm/N per pod: a student's N = replicas shards of a generation Job, each"
+            " pod reading N from its --shards; the grader's N = the launch's grading Jobs,"
+            " --budget-share)."
+        ),
+    )
+    tpm: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Tokens per minute budget (0 = unlimited)."
+            " Per model locally; on Kubernetes divided among the pods that share the model's"
+            " budget (tpm/N per pod: a student's N = replicas shards of a generation Job, each"
+            " pod reading N from its --shards; the grader's N = the launch's grading Jobs,"
+            " --budget-share)."
+        ),
+    )
     timeout: float = Field(120.0, gt=0, description="Seconds per request.")
     max_retries: int = Field(8, ge=0, le=100)
     quality: float | None = Field(
@@ -132,7 +163,18 @@ class GraderSpec(ModelSpec):
         "auto", description="Ask for all rounds as n choices of one request (prompt paid once)."
     )
     max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an unreadable reply.")
-    concurrency: int = Field(32, ge=1, le=4096)
+    concurrency: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests in flight at once."
+            " Per model locally; on Kubernetes divided among the pods that share the model's"
+            " budget (concurrency/N, at least 1, per pod: a student's N = replicas shards of a generation Job, each"
+            " pod reading N from its --shards; the grader's N = the launch's grading Jobs,"
+            " --budget-share)."
+        ),
+    )
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024)
     )
