@@ -105,9 +105,40 @@ class ModelSpec(_Strict):
     sampling: SamplingParams = Field(
         default_factory=SamplingParams, description="Decoding settings sent with every request."
     )
-    concurrency: int = Field(16, ge=1, le=4096)
-    rpm: int = Field(0, ge=0, description="Requests per minute budget (0 = unlimited).")
-    tpm: int = Field(0, ge=0, description="Tokens per minute budget (0 = unlimited).")
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests in flight at once (divided: concurrency // N, at least 1)."
+            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
+            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
+            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
+            " grading Jobs (the task's --budget-share N).")
+        ),
+    )
+    rpm: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Requests per minute budget (0 = unlimited; divided: rpm / N)."
+            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
+            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
+            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
+            " grading Jobs (the task's --budget-share N).")
+        ),
+    )
+    tpm: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Tokens per minute budget (0 = unlimited; divided: tpm / N)."
+            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
+            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
+            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
+            " grading Jobs (the task's --budget-share N).")
+        ),
+    )
     timeout: float = Field(120.0, gt=0, description="Seconds per request.")
     max_retries: int = Field(
         8,
@@ -173,7 +204,17 @@ class GraderSpec(ModelSpec):
         "auto", description="Ask for all rounds as n choices of one request (prompt paid once)."
     )
     max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an unreadable reply.")
-    concurrency: int = Field(32, ge=1, le=4096)
+    concurrency: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests in flight at once (divided: concurrency // N, at least 1)."
+            " Locally: for the grader. On Kubernetes: per pod when each grading pod has its own"
+            " mock grader sidecar; divided among the grading Jobs that share an endpoint"
+            " (openai, or an explicit base_url; the task's --budget-share N)."
+        ),
+    )
     sampling: SamplingParams = Field(
         default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024),
         description="Decoding settings of grading requests.",

@@ -11,26 +11,16 @@ import asyncio
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from skillmix import settings
+from skillmix.backends.base import BackendError, ChatResult
 from skillmix.backends.cache import ResponseCache, cache_key
 from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
 from skillmix.config import DEFAULT_BASE_URLS, ModelSpec
-from skillmix.errors import RunFailedError, SkillmixError
-
-
-class BackendError(RunFailedError):
-    """A request failed for good (after retries, or with an error retrying cannot fix)."""
-
-    def __init__(self, message: str, *, status: int | None = None, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.fatal = fatal  # wrong key, unknown model: every further request would fail too
-        if fatal:
-            self.exit_code = 2  # configuration, not luck: a Job should not retry
+from skillmix.errors import SkillmixError
 
 
 @dataclass
@@ -45,36 +35,6 @@ class ClientStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     paced_seconds: float = 0.0
-
-
-@dataclass
-class ChatResult:
-    """A normalised reply: scoring code never touches SDK objects."""
-
-    texts: list[str]
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached: bool = False
-    attempts: int = 0
-    finish_reasons: list[str] = field(default_factory=list)
-
-    def as_cache_value(self) -> dict[str, Any]:
-        return {
-            "texts": self.texts,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reasons": self.finish_reasons,
-        }
-
-    @classmethod
-    def from_cache_value(cls, value: dict[str, Any]) -> ChatResult:
-        return cls(
-            texts=list(value["texts"]),
-            prompt_tokens=int(value.get("prompt_tokens", 0)),
-            completion_tokens=int(value.get("completion_tokens", 0)),
-            finish_reasons=list(value.get("finish_reasons", [])),
-            cached=True,
-        )
 
 
 def parse_completion(data: Any) -> ChatResult:
@@ -139,7 +99,9 @@ def resolve_api_key(spec: ModelSpec) -> str:
 
 
 class ChatClient:
-    """Chat completions for one model spec, shared by every task that uses it."""
+    """Chat completions for one model spec, shared by every task that uses it (a
+    ``ChatBackend``). ``rpm``, ``tpm`` and ``concurrency`` override the spec's budgets (a pod's
+    share of them on Kubernetes: see ``factory.budget_share_of``)."""
 
     def __init__(
         self,
@@ -150,6 +112,7 @@ class ChatClient:
         cache: ResponseCache | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
+        concurrency: int | None = None,
         seed: int = 0,
     ) -> None:
         from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -159,7 +122,9 @@ class ChatClient:
         self.cache = cache
         self.stats = ClientStats()
         self.pacer = Pacer(spec.rpm if rpm is None else rpm, spec.tpm if tpm is None else tpm)
-        self._semaphore = asyncio.Semaphore(spec.concurrency)
+        self._semaphore = asyncio.Semaphore(
+            spec.concurrency if concurrency is None else concurrency
+        )
         self._rng = random.Random(seed)
         # The SDK's aiohttp transport costs less CPU per request than its default (httpx); at
         # hundreds of requests per second the client's CPU is what bounds throughput.

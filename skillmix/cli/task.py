@@ -79,19 +79,13 @@ def task() -> None:
     """Run one unit of a run (container entrypoints). Exit 2 = bad input, 1 = failed."""
 
 
-def _client(spec: Any, base_url: str | None, root: Any, seed: int, share: int = 1) -> Any:
-    from skillmix.backends.cache import ResponseCache
-    from skillmix.backends.client import ChatClient, resolve_api_key, resolve_endpoint
+def _client(spec: Any, base_url: str | None, run_uri: str, seed: int, share: int) -> Any:
+    """This pod's client: the spec's budgets divided by the ``share`` pods that use them."""
+    from skillmix.backends.factory import make_client
+    from skillmix.pipeline.context import parent_store
 
-    url = base_url or resolve_endpoint(spec)
-    return ChatClient(
-        spec,
-        base_url=url,
-        api_key=resolve_api_key(spec),
-        cache=ResponseCache(root),
-        rpm=spec.rpm / share if spec.rpm else 0,
-        tpm=spec.tpm / share if spec.tpm else 0,
-        seed=seed,
+    return make_client(
+        spec, parent_store(run_uri), base_url=base_url, seed=seed, budget_share=share
     )
 
 
@@ -112,6 +106,12 @@ def _shard(shard: int | None, shards: int) -> int:
 @click.option(
     "--base-url", default=None, help="Override the student's endpoint (in a pod: the vLLM sidecar)."
 )
+@click.option(
+    "--budget-share",
+    type=click.IntRange(1),
+    default=None,
+    help="Parallel workers sharing the student's concurrency/RPM/TPM budget [default: --shards].",
+)
 @attempt_option
 def generate_task(
     run_uri: str,
@@ -121,10 +121,14 @@ def generate_task(
     shard: int | None,
     shards: int,
     base_url: str | None,
+    budget_share: int | None,
     attempt: int,
 ) -> None:
-    """Generate one (student, k, round) unit, or one shard of it."""
-    from skillmix.pipeline.context import open_run, parent_store
+    """Generate one (student, k, round) unit, or one shard of it.
+
+    The shards of a unit run at once and share the student's budget: each takes 1/--shards of
+    its concurrency, RPM and TPM, unless --budget-share says otherwise."""
+    from skillmix.pipeline.context import open_run
     from skillmix.pipeline.tasks import run_generate
 
     run, ctx = open_run(run_uri)
@@ -137,7 +141,8 @@ def generate_task(
         )
 
     async def main() -> Any:
-        client = _client(spec, base_url, parent_store(run_uri), ctx.experiment.seed)
+        share = shards if budget_share is None else budget_share
+        client = _client(spec, base_url, run_uri, ctx.experiment.seed, share)
         try:
             return await run_generate(
                 ctx,
@@ -168,7 +173,7 @@ def generate_task(
     type=click.IntRange(1),
     default=1,
     show_default=True,
-    help="Parallel grading workers sharing the RPM/TPM budget.",
+    help="Parallel grading workers sharing the grader's concurrency/RPM/TPM budget.",
 )
 @click.option(
     "--wait-timeout",
@@ -189,7 +194,7 @@ def grade_task(
     attempt: int,
 ) -> None:
     """Grade one (student, k, round) unit (all grading rounds)."""
-    from skillmix.pipeline.context import open_run, parent_store
+    from skillmix.pipeline.context import open_run
     from skillmix.pipeline.tasks import run_grade
 
     run, ctx = open_run(run_uri)
@@ -200,11 +205,7 @@ def grade_task(
 
     async def main() -> Any:
         client = _client(
-            ctx.experiment.grader,
-            base_url,
-            parent_store(run_uri),
-            ctx.experiment.seed,
-            budget_share,
+            ctx.experiment.grader, base_url, run_uri, ctx.experiment.seed, budget_share
         )
         try:
             return await run_grade(

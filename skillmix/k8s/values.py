@@ -109,7 +109,9 @@ def build_values(
     sidecar_url = f"http://localhost:{sidecar_port}/v1"
     # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
     grader_url = grader.base_url or (sidecar_url if grader.backend == "mock" else "")
-    budget_share = max(1, len(grading))  # each grading Job gets 1/n of the RPM/TPM budget
+    # an endpoint shared by every grading Job splits the grader's budget n ways; a mock grader
+    # sidecar in each pod is a server of its own
+    budget_share = 1 if grader_url == sidecar_url else max(1, len(grading))
     timeouts = {
         "grade": max(60, profile.deadlines.grading_seconds - 600),
         "aggregate": max(60, profile.deadlines.aggregation_seconds - 600),
@@ -180,7 +182,10 @@ def build_values(
             unit_entry(
                 u,
                 args=generate_tasks[u].container_args(
-                    uri, attempt=attempt, base_url=student_url(u.student)
+                    uri,
+                    attempt=attempt,
+                    base_url=student_url(u.student),
+                    own_server=student_url(u.student) == sidecar_url,
                 ),
             )
             for u in generation

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillmix.backends.cache import ResponseCache
 from skillmix.backends.client import (
     ChatClient,
     ClientStats,
@@ -23,6 +22,7 @@ from skillmix.backends.client import (
     resolve_api_key,
     resolve_endpoint,
 )
+from skillmix.backends.factory import make_clients
 from skillmix.config import Experiment, ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.pipeline.aggregate import RunMetrics
@@ -152,33 +152,6 @@ def mock_backend(experiment: Experiment) -> Iterator[str | None]:
         server.stop()
 
 
-def make_clients(
-    specs: list[ModelSpec],
-    root: ArtifactStore,
-    mock_url: str | None,
-    *,
-    seed: int = 0,
-    budget_share: int = 1,
-) -> dict[str, ChatClient]:
-    """One client per model spec, sharing the store's response cache; ``budget_share`` splits
-    RPM/TPM budgets between parallel workers (e.g. grading pods)."""
-    cache = ResponseCache(root)
-    clients = {}
-    for spec in specs:
-        rpm = spec.rpm / budget_share if spec.rpm else 0
-        tpm = spec.tpm / budget_share if spec.tpm else 0
-        clients[spec.name] = ChatClient(
-            spec,
-            base_url=resolve_endpoint(spec, mock_url),
-            api_key=resolve_api_key(spec),
-            cache=cache,
-            rpm=rpm,
-            tpm=tpm,
-            seed=seed,
-        )
-    return clients
-
-
 async def check_endpoints(specs: list[ModelSpec], mock_url: str | None) -> None:
     seen = set()
     for spec in specs:
@@ -238,6 +211,7 @@ async def execute(
         *(ctx.experiment.students if "generate" in phases else []),
         *([ctx.experiment.grader] if "grade" in phases else []),
     ]
+    # one client per model: locally each model's whole budget (concurrency, rpm, tpm) is its own
     clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed)
     outcome = RunOutcome(ctx.run_id, run.uri)
     enabled = sys.stderr.isatty() if progress_enabled is None else progress_enabled

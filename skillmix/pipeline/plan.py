@@ -64,16 +64,21 @@ class GenerateTask:
     def unit(self) -> Unit:
         return Unit(self.student, self.k, self.round)
 
-    def container_args(self, run_uri: str, *, attempt: int, base_url: str = "") -> list[str]:
+    def container_args(
+        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
+    ) -> list[str]:
         """The generation container's ``skillmix task generate`` arguments. With shards, one
         Indexed Job runs every shard: each pod takes its index from ``JOB_COMPLETION_INDEX``
-        (so there is no ``--shard``)."""
+        (so there is no ``--shard``). The shards share the student's budget (the task divides
+        it by ``--shards``) unless each pod has its ``own_server`` (a model sidecar)."""
         args = ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
         args += ["--attempt", str(attempt)]
         if base_url:
             args += ["--base-url", base_url]
         if self.shards > 1:
             args += ["--shards", str(self.shards)]
+            if own_server:
+                args += ["--budget-share", "1"]
         return args
 
 

@@ -13,10 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from skillmix.backends.client import BackendError, ChatClient
+from skillmix.backends.base import BackendError, ChatBackend
 from skillmix.errors import RunFailedError
 from skillmix.method.grading import parse_grader_output
-from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
+from skillmix.method.prompts import (
+    GradingStyle,
+    render_generation_prompts,
+    render_grading_prompt,
+)
 from skillmix.method.sampling import Combination
 from skillmix.method.text import extract_answer
 from skillmix.pipeline.context import RunContext
@@ -24,6 +28,7 @@ from skillmix.records import GenerationRecord, GradeRecord, Turn, Usage
 from skillmix.store.runs import (
     GENERATIONS,
     PartInfo,
+    PartWriter,
     RunStore,
     generation_prefix,
     grade_prefix,
@@ -75,7 +80,7 @@ def _final_by_index(records: Iterable[Any], key: Callable[[Any], Any]) -> dict[A
 async def _finish_unit(
     run: RunStore,
     prefix: str,
-    writer: Any,
+    writer: PartWriter,
     records: list[Any],
     key: Callable[[Any], Any],
     *,
@@ -86,7 +91,7 @@ async def _finish_unit(
     """Write the manifest: over the parts as they are (those found on resume plus those this
     writer added), or over one consolidated part when the unit holds superseded records or is
     being redone (so readers never see duplicates)."""
-    await asyncio.to_thread(writer.flush)
+    await writer.flush_async()
     final = _final_by_index(records, key)
     failed = sum(1 for r in final.values() if r.status == "failed")
     if len(records) == len(final) and not replace:
@@ -95,8 +100,8 @@ async def _finish_unit(
         return
     consolidated = run.writer(prefix, part_size=len(final) + 1, flush_seconds=1e9)
     for _k, record in sorted(final.items()):
-        consolidated.add(record)
-    await asyncio.to_thread(consolidated.flush)
+        await consolidated.add_async(record)
+    await consolidated.flush_async()
     await asyncio.to_thread(
         run.write_manifest,
         prefix,
@@ -113,7 +118,7 @@ async def _finish_unit(
 async def run_generate(
     ctx: RunContext,
     run: RunStore,
-    client: ChatClient,
+    client: ChatBackend,
     student: str,
     k: int,
     g: int,
@@ -147,14 +152,14 @@ async def run_generate(
 
     async def one(combo: Combination) -> None:
         record = await generate_one(ctx, client, student, k, g, combo)
-        writer.add(record)
+        await writer.add_async(record)
         results.append(record)
         progress.advance("generate")
 
     try:
         await gather_or_cancel([one(c) for c in todo])
     finally:
-        await asyncio.to_thread(writer.flush)  # keep finished work even when interrupted
+        await writer.flush_async()  # keep finished work even when interrupted
     await _finish_unit(
         run,
         prefix,
@@ -171,7 +176,7 @@ async def run_generate(
 
 
 async def generate_one(
-    ctx: RunContext, client: ChatClient, student: str, k: int, g: int, combo: Combination
+    ctx: RunContext, client: ChatBackend, student: str, k: int, g: int, combo: Combination
 ) -> GenerationRecord:
     spec = ctx.experiment.student(student)
     turns_text = render_generation_prompts(
@@ -257,7 +262,7 @@ def generation_records_for(
 async def run_grade(
     ctx: RunContext,
     run: RunStore,
-    client: ChatClient,
+    client: ChatBackend,
     student: str,
     k: int,
     g: int,
@@ -311,7 +316,7 @@ async def run_grade(
         if not missing:
             return
         for record in await grade_one(ctx, client, gen, missing, use_n=use_n):
-            writers[record.grading_round].add(record)
+            await writers[record.grading_round].add_async(record)
             results[record.grading_round].append(record)
             progress.advance("grade")
 
@@ -319,7 +324,7 @@ async def run_grade(
         await gather_or_cancel([one(gen) for gen in gradable])
     finally:
         for w in writers.values():
-            await asyncio.to_thread(w.flush)
+            await w.flush_async()
     errors: list[str] = []
     failed = 0
     for r, p in prefixes.items():
@@ -355,11 +360,58 @@ def _use_n(ctx: RunContext) -> bool:
     return grader.use_n == "always"
 
 
+@dataclass
+class _GradingAsk:
+    """One answer's grading request: the messages, the record fields every round shares, and
+    the cache-sample name its draws derive from."""
+
+    messages: list[dict[str, str]]
+    base: dict[str, Any]
+    sample: str
+    k: int
+    style: GradingStyle
+
+
+@dataclass
+class _RoundReplies:
+    """What one grading round got: replies in order (the last one counts), usage, error."""
+
+    texts: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = True
+    error: str | None = None
+
+    def add(self, text: str, prompt_tokens: int, completion_tokens: int, cached: bool) -> None:
+        self.texts.append(text)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cached = self.cached and cached
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached=self.cached,
+        )
+
+
 async def grade_one(
-    ctx: RunContext, client: ChatClient, gen: GenerationRecord, rounds: list[int], *, use_n: bool
+    ctx: RunContext, client: ChatBackend, gen: GenerationRecord, rounds: list[int], *, use_n: bool
 ) -> list[GradeRecord]:
     """Grade one answer for the given rounds: one request with n choices when allowed (the
     prompt is paid once), then a bounded number of re-asks for unreadable replies."""
+    ask = _grading_ask(ctx, gen)
+    replies = {r: _RoundReplies() for r in rounds}
+    if use_n and len(rounds) > 1:
+        await _ask_rounds_at_once(client, ask, rounds, replies)
+    retries = ctx.experiment.grader.max_parse_retries
+    for r in rounds:
+        await _ask_until_readable(client, ask, r, replies[r], retries=retries)
+    return [_grade_record(ask, r, replies[r]) for r in rounds]
+
+
+def _grading_ask(ctx: RunContext, gen: GenerationRecord) -> _GradingAsk:
     spec = ctx.experiment.grader
     style = ctx.grading_style
     prompt = render_grading_prompt(
@@ -382,77 +434,78 @@ async def grade_one(
         prompt=prompt,
     )
     sample = f"grade:{gen.student}:r{gen.generation_round}:i{gen.index}"
-    replies: dict[int, list[str]] = {r: [] for r in rounds}
-    usage: dict[int, list[int]] = {r: [0, 0] for r in rounds}
-    cached: dict[int, bool] = dict.fromkeys(rounds, True)
-    errors: dict[int, str] = {}
-    pending = list(rounds)
-    if use_n and len(pending) > 1:
+    return _GradingAsk(messages, base, sample, gen.k, style)
+
+
+async def _ask_rounds_at_once(
+    client: ChatBackend, ask: _GradingAsk, rounds: list[int], replies: dict[int, _RoundReplies]
+) -> None:
+    """One request with a choice per round, its tokens shared among them. A request that fails
+    (not fatally) leaves the rounds to be asked one by one."""
+    n = len(rounds)
+    try:
+        result = await client.chat(
+            ask.messages, n=n, sample=f"{ask.sample}:n{n}:" + ",".join(map(str, rounds))
+        )
+    except BackendError as exc:
+        if exc.fatal:
+            raise
+        return
+    prompt_split = _split(result.prompt_tokens, n)
+    completion_split = _split(result.completion_tokens, n)
+    for j, (r, text) in enumerate(zip(rounds, result.texts, strict=False)):
+        replies[r].add(text, prompt_split[j], completion_split[j], result.cached)
+
+
+def _readable(ask: _GradingAsk, text: str) -> bool:
+    return parse_grader_output(text, ask.k, ask.style).ok
+
+
+async def _ask_until_readable(
+    client: ChatBackend, ask: _GradingAsk, r: int, replies: _RoundReplies, *, retries: int
+) -> None:
+    """Ask for round ``r`` until a reply parses: the first ask (unless the n-request answered)
+    plus ``retries`` re-asks after unreadable replies. A failed request ends it."""
+    budget = retries + (0 if replies.texts else 1)
+    for attempt in range(budget):
+        if replies.texts and _readable(ask, replies.texts[-1]):
+            return
         try:
-            result = await client.chat(
-                messages,
-                n=len(pending),
-                sample=f"{sample}:n{len(pending)}:" + ",".join(map(str, pending)),
-            )
-            prompt_split = _split(result.prompt_tokens, len(pending))
-            completion_split = _split(result.completion_tokens, len(pending))
-            for j, (r, text) in enumerate(zip(pending, result.texts, strict=False)):
-                replies[r].append(text)
-                usage[r][0] += prompt_split[j]
-                usage[r][1] += completion_split[j]
-                cached[r] = cached[r] and result.cached
+            result = await client.chat(ask.messages, n=1, sample=f"{ask.sample}:g{r}:a{attempt}")
         except BackendError as exc:
             if exc.fatal:
                 raise
-    for r in rounds:
-        # the first ask (unless the n-request answered) plus max_parse_retries re-asks
-        budget = spec.max_parse_retries + (0 if replies[r] else 1)
-        for attempt in range(budget):
-            if replies[r] and parse_grader_output(replies[r][-1], gen.k, style).ok:
-                break
-            try:
-                result = await client.chat(messages, n=1, sample=f"{sample}:g{r}:a{attempt}")
-            except BackendError as exc:
-                if exc.fatal:
-                    raise
-                errors[r] = str(exc)
-                break
-            replies[r].append(result.texts[0] if result.texts else "")
-            usage[r][0] += result.prompt_tokens
-            usage[r][1] += result.completion_tokens
-            cached[r] = cached[r] and result.cached
-    out = []
-    for r in rounds:
-        use = Usage(prompt_tokens=usage[r][0], completion_tokens=usage[r][1], cached=cached[r])
-        if not replies[r]:
-            out.append(
-                GradeRecord(
-                    **base,
-                    grading_round=r,
-                    status="failed",
-                    error=errors.get(r, "no reply"),
-                    usage=use,
-                    attempts=0,
-                )
-            )
-            continue
-        raw = replies[r][-1]
-        parsed = parse_grader_output(raw, gen.k, style)
-        out.append(
-            GradeRecord(
-                **base,
-                grading_round=r,
-                raw=raw,
-                points=list(parsed.points),
-                total=parsed.total,
-                parse_status=parsed.status,
-                parse_detail=parsed.detail,
-                attempts=len(replies[r]),
-                status="ok" if parsed.ok else "unparsed",
-                usage=use,
-            )
+            replies.error = str(exc)
+            return
+        text = result.texts[0] if result.texts else ""
+        replies.add(text, result.prompt_tokens, result.completion_tokens, result.cached)
+
+
+def _grade_record(ask: _GradingAsk, r: int, replies: _RoundReplies) -> GradeRecord:
+    """Round ``r``'s record: its last reply parsed (ok or unparsed), or failed without one."""
+    if not replies.texts:
+        return GradeRecord(
+            **ask.base,
+            grading_round=r,
+            status="failed",
+            error=replies.error or "no reply",
+            usage=replies.usage(),
+            attempts=0,
         )
-    return out
+    raw = replies.texts[-1]
+    parsed = parse_grader_output(raw, ask.k, ask.style)
+    return GradeRecord(
+        **ask.base,
+        grading_round=r,
+        raw=raw,
+        points=list(parsed.points),
+        total=parsed.total,
+        parse_status=parsed.status,
+        parse_detail=parsed.detail,
+        attempts=len(replies.texts),
+        status="ok" if parsed.ok else "unparsed",
+        usage=replies.usage(),
+    )
 
 
 def _split(total: int, parts: int) -> list[int]:

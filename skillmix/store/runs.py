@@ -8,6 +8,7 @@ resuming its own unfinished work lists the parts it finds.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -71,7 +72,12 @@ def _dump_records(records: Iterable[BaseModel]) -> bytes:
 
 class PartWriter:
     """Buffers records and writes them as new parts every ``part_size`` records or
-    ``flush_seconds`` seconds, whichever comes first."""
+    ``flush_seconds`` seconds, whichever comes first (a crash loses at most that much).
+
+    Two ways in: ``add``/``flush`` write synchronously (scripts, imports); coroutines use
+    ``add_async``/``flush_async``, which buffer on the event loop and write the part in a
+    worker thread (``asyncio.to_thread``), so a slow store never blocks other requests.
+    ``flush_async`` returns once every part written so far is in ``written``."""
 
     def __init__(
         self, store: ArtifactStore, prefix: str, *, part_size: int = 20, flush_seconds: float = 5.0
@@ -82,28 +88,78 @@ class PartWriter:
         self.flush_seconds = flush_seconds
         self._buffer: list[BaseModel] = []
         self._last_flush = time.monotonic()
+        self._writing: set[asyncio.Future[PartInfo]] = set()
         self.written: list[PartInfo] = []
 
-    def add(self, record: BaseModel) -> None:
-        self._buffer.append(record)
-        due = time.monotonic() - self._last_flush >= self.flush_seconds
-        if len(self._buffer) >= self.part_size or due:
-            self.flush()
+    def _due(self) -> bool:
+        return (
+            len(self._buffer) >= self.part_size
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        )
 
-    def flush(self) -> PartInfo | None:
+    def _take(self) -> list[BaseModel]:
+        """The buffered records, leaving the buffer empty and the flush clock restarted."""
         self._last_flush = time.monotonic()
-        if not self._buffer:
-            return None
-        data = _dump_records(self._buffer)
+        batch, self._buffer = self._buffer, []
+        return batch
+
+    def _write(self, batch: list[BaseModel]) -> PartInfo:
+        """Write one new part (safe in a worker thread: touches no shared state but ``written``,
+        appended to once the part is in the store)."""
+        data = _dump_records(batch)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"{PART_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
         self.store.write_bytes(join_key(self.prefix, name), data, if_absent=True)
-        info = PartInfo(
-            key=name, records=len(self._buffer), sha256=hashlib.sha256(data).hexdigest()
-        )
-        self._buffer.clear()
+        info = PartInfo(key=name, records=len(batch), sha256=hashlib.sha256(data).hexdigest())
         self.written.append(info)
         return info
+
+    def add(self, record: BaseModel) -> None:
+        self._buffer.append(record)
+        if self._due():
+            self.flush()
+
+    def flush(self) -> PartInfo | None:
+        batch = self._take()
+        if not batch:
+            return None
+        try:
+            return self._write(batch)
+        except BaseException:
+            self._buffer[:0] = batch  # not written: keep them for the next flush
+            raise
+
+    async def add_async(self, record: BaseModel) -> None:
+        """Buffer ``record``; when a part is due, write it off the event loop."""
+        self._buffer.append(record)
+        if self._due():
+            await self.flush_async()
+
+    async def flush_async(self) -> None:
+        """Write the buffered records as one part in a worker thread, then wait for every
+        write in flight (this writer's other coroutines' too), so ``written`` is complete.
+
+        Cancelling the caller does not cancel a write already started: it finishes in its
+        thread and still lands in ``written``. A failed write puts its records back in the
+        buffer (for the next flush) and raises here."""
+        batch = self._take()
+        mine = self._start_write(batch) if batch else None
+        if self._writing:
+            await asyncio.wait(set(self._writing))
+        if mine is not None and not mine.cancelled() and mine.exception() is not None:
+            raise mine.exception()  # type: ignore[misc]
+
+    def _start_write(self, batch: list[BaseModel]) -> asyncio.Future[PartInfo]:
+        write = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+        self._writing.add(write)
+
+        def done(future: asyncio.Future[PartInfo]) -> None:  # on the event loop
+            self._writing.discard(future)
+            if not future.cancelled() and future.exception() is not None:
+                self._buffer[:0] = batch  # not written: keep them for the next flush
+
+        write.add_done_callback(done)
+        return write
 
 
 class RunStore:

@@ -1,0 +1,90 @@
+"""Building model clients: the one factory the local executor and the container tasks share.
+
+Budgets (``concurrency``, ``rpm``, ``tpm`` of a model spec) are the model's whole budget. The
+local executor runs one client per model, so it gets all of it (``budget_share`` 1). On
+Kubernetes several pods use the same model at once (a student's ``replicas`` shards of one
+generation Job, the grading Jobs that share the grader), so each pod's client gets its share:
+the budget divided by the number of pods that share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from skillmix.backends.cache import ResponseCache
+from skillmix.config import ModelSpec
+from skillmix.store.base import ArtifactStore
+
+if TYPE_CHECKING:
+    from skillmix.backends.client import ChatClient
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One client's budget: requests and tokens per minute (0 = unlimited), requests in flight."""
+
+    rpm: float
+    tpm: float
+    concurrency: int
+
+
+def budget_share_of(spec: ModelSpec, share: int = 1) -> Budget:
+    """The part of ``spec``'s budget one of ``share`` parallel workers may use: rpm/share,
+    tpm/share (unlimited stays unlimited) and concurrency/share, at least 1."""
+    share = max(1, share)
+    return Budget(
+        rpm=spec.rpm / share if spec.rpm else 0,
+        tpm=spec.tpm / share if spec.tpm else 0,
+        concurrency=max(1, spec.concurrency // share),
+    )
+
+
+def make_client(
+    spec: ModelSpec,
+    root: ArtifactStore,
+    *,
+    base_url: str | None = None,
+    mock_url: str | None = None,
+    seed: int = 0,
+    budget_share: int = 1,
+    cache: ResponseCache | None = None,
+) -> ChatClient:
+    """A client for ``spec`` with its share of the budget, caching replies under ``root``.
+
+    ``base_url`` overrides the spec's endpoint (in a pod: the vLLM or mock sidecar); otherwise
+    the endpoint is resolved from the spec, ``mock_url`` serving mock models without one."""
+    from skillmix.backends.client import ChatClient, resolve_api_key, resolve_endpoint
+
+    budget = budget_share_of(spec, budget_share)
+    return ChatClient(
+        spec,
+        base_url=base_url or resolve_endpoint(spec, mock_url),
+        api_key=resolve_api_key(spec),
+        cache=cache if cache is not None else ResponseCache(root),
+        rpm=budget.rpm,
+        tpm=budget.tpm,
+        concurrency=budget.concurrency,
+        seed=seed,
+    )
+
+
+def make_clients(
+    specs: list[ModelSpec],
+    root: ArtifactStore,
+    mock_url: str | None = None,
+    *,
+    seed: int = 0,
+    budget_share: int = 1,
+) -> dict[str, ChatClient]:
+    """One client per model spec (by name), sharing the store's response cache."""
+    cache = ResponseCache(root)
+    return {
+        spec.name: make_client(
+            spec, root, mock_url=mock_url, seed=seed, budget_share=budget_share, cache=cache
+        )
+        for spec in specs
+    }
+
+
+__all__ = ["Budget", "budget_share_of", "make_client", "make_clients"]
