@@ -114,7 +114,7 @@ class ModelSpec(_Strict):
             " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
             " (vllm, or mock without base_url); divided among the pods that share an endpoint"
             " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N).")
+            " grading Jobs (the task's --budget-share N)."
         ),
     )
     rpm: int = Field(
@@ -125,7 +125,7 @@ class ModelSpec(_Strict):
             " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
             " (vllm, or mock without base_url); divided among the pods that share an endpoint"
             " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N).")
+            " grading Jobs (the task's --budget-share N)."
         ),
     )
     tpm: int = Field(
@@ -136,7 +136,7 @@ class ModelSpec(_Strict):
             " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
             " (vllm, or mock without base_url); divided among the pods that share an endpoint"
             " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N).")
+            " grading Jobs (the task's --budget-share N)."
         ),
     )
     timeout: float = Field(120.0, gt=0, description="Seconds per request.")

@@ -331,6 +331,8 @@ def test_values_commands_from_the_plan(ctx: RunContext) -> None:
         *head,
         *("--student", "mocky", "--k", "2", "--round", "2", "--attempt", "3"),
         *("--base-url", "http://localhost:8000/v1", "--shards", "3"),  # no --shard: the index
+        # each shard pod has its own mock sidecar: its budget is not shared with the others
+        *("--budget-share", "1"),
     ]
     (grade, *_) = v["grading"]
     assert grade["args"] == [
@@ -811,3 +813,19 @@ def test_an_unset_mock_quality_means_the_same_on_both_executors() -> None:
     assert c.run_id == resolve_context(explicit).run_id
     v = values_for(c)
     assert v["grader"]["quality"] == v["students"]["m"]["quality"] == MOCK_DEFAULT_QUALITY
+
+
+def test_budgets_are_divided_only_among_pods_that_share_an_endpoint() -> None:
+    """An openai student's shards share its endpoint (the task divides by --shards); a
+    mock/vLLM student's shards each have a model sidecar (--budget-share 1). The grader's
+    budget is split among the grading Jobs only when they share an endpoint."""
+    shared = experiment(
+        students=[{"name": "api", "backend": "openai", "model": "gpt-4o-mini", "replicas": 2}],
+        grader={"name": "g", "backend": "mock", "model": "mock-g"},
+    )
+    v = values_for(resolve_context(shared))
+    (gen, *_) = v["generation"]
+    assert "--shards" in gen["args"] and "--budget-share" not in gen["args"]
+    (grade, *_) = v["grading"]
+    share = grade["args"][grade["args"].index("--budget-share") + 1]
+    assert share == "1"  # a mock grader sidecar in every grading pod
