@@ -16,6 +16,7 @@ from skillmix.config import Experiment
 from skillmix.k8s.profiles import ProfileFile
 from skillmix.records import GenerationRecord, GradeRecord
 
+
 def _nested_models(annotation: object) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
