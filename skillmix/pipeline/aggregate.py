@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillmix.artifacts import Summary
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
@@ -84,7 +85,7 @@ def aggregate_records(
 
 def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = False) -> RunMetrics:
     """Metrics from every finished grading unit of the run."""
-    if run.read_run_json() is None and run.is_empty():
+    if run.read_run() is None and run.is_empty():  # reading checks a run.json that exists
         raise SkillmixError(
             f"{run.uri}: no run found here", hint="pass a run folder (it holds run.json)"
         )
@@ -99,7 +100,7 @@ def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = Fals
 
 def build_report(
     run: RunStore, ctx: Any, options: MetricOptions | None = None, *, dpi: int | None = None
-) -> tuple[dict[str, Any], dict[str, bytes], RunMetrics]:
+) -> tuple[Summary, dict[str, bytes], RunMetrics]:
     """Metrics + summary + report files for an evaluation run (nothing written).
 
     Files: summary.json, metrics.csv, report.md, report.html (self-contained) and the plots
@@ -122,7 +123,7 @@ def build_report(
     return summary, files, metrics
 
 
-def run_aggregate_task(run: RunStore, ctx: Any) -> tuple[dict[str, Any], RunMetrics]:
+def run_aggregate_task(run: RunStore, ctx: Any) -> tuple[Summary, RunMetrics]:
     """The aggregation task: compute everything and write ``report/`` in the run folder
     (summary.json last, so a reader that sees it finds the whole report)."""
     summary, files, metrics = build_report(run, ctx)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillmix.artifacts import RUN_JSON_ADAPTER, EvaluationRun, ReferenceImportRun, parse_artifact
 from skillmix.errors import RunFailedError
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.base import ArtifactStore, KeyExists, KeyNotFound, join_key
@@ -127,6 +128,18 @@ class RunStore:
         if not isinstance(data, dict):
             raise RunFailedError(f"{self.uri}/{RUN_JSON}: expected a JSON object")
         return data
+
+    def read_run(self) -> EvaluationRun | ReferenceImportRun | None:
+        """The typed run.json (None when absent); a damaged or partial file, or an unknown
+        schema version, is one SkillmixError line."""
+        try:
+            raw = self.store.read_bytes(RUN_JSON)
+        except KeyNotFound:
+            return None
+        return parse_artifact(RUN_JSON_ADAPTER, raw, f"{self.uri.rstrip('/')}/{RUN_JSON}")
+
+    def write_run(self, run: EvaluationRun | ReferenceImportRun, *, overwrite: bool = False) -> None:
+        self.write_run_json(run.model_dump(mode="json"), overwrite=overwrite)
 
     def write_run_json(self, data: dict[str, Any], *, overwrite: bool = False) -> None:
         blob = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
