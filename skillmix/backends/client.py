@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skillmix.backends.cache import ResponseCache, cache_key
@@ -59,12 +59,8 @@ class ChatResult:
     finish_reasons: list[str] = field(default_factory=list)
 
     def as_cache_value(self) -> dict[str, Any]:
-        return {
-            "texts": self.texts,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reasons": self.finish_reasons,
-        }
+        """What the response cache keeps (not whether it came from there, nor the attempts)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("cached", "attempts")}
 
     @classmethod
     def from_cache_value(cls, value: dict[str, Any]) -> ChatResult:

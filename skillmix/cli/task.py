@@ -296,18 +296,12 @@ def wait_task(
 
 def relaunched_units(run: Any, phase: str, attempt: int) -> list[tuple[str, int, int]]:
     """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
-    import json
-
-    from skillmix.store.base import KeyNotFound
-
     if attempt <= 0:
         return []
-    try:
-        record = json.loads(run.store.read_bytes(f"launches/attempt-{attempt:03d}.json"))
-    except KeyNotFound:
-        raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}") from None
-    key = "generation" if phase == "generate" else "grading"
-    return [(u["student"], int(u["k"]), int(u["round"])) for u in record["values"].get(key, [])]
+    record = run.read_launch_record(attempt)
+    if record is None:
+        raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}")
+    return record.units(phase)
 
 
 def _wait(

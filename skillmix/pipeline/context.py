@@ -35,6 +35,7 @@ from skillmix.store.base import ArtifactStore, join_key
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
 
+
 @dataclass
 class RunContext:
     experiment: Experiment
@@ -129,9 +130,7 @@ class RunContext:
         experiment = parse_experiment(data.experiment, source)
         cat = data.catalog
         catalog = Catalog(
-            skills=tuple(
-                Skill(s.name, s.definition, s.example, s.category) for s in cat.skills
-            ),
+            skills=tuple(Skill(s.name, s.definition, s.example, s.category) for s in cat.skills),
             topics=tuple(cat.topics),
             source=cat.source if cat.source is not None else source,
         )

@@ -21,14 +21,12 @@ from skillmix.artifacts import (
     PromptVersions,
     ReferenceImportRun,
     Summary,
-    parse_artifact,
 )
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import entries_from_rows, leaderboard
-from skillmix.store.base import KeyNotFound
-from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
 
 SETTING_LABELS = {
@@ -130,23 +128,15 @@ def reference_settings(
     }
 
 
-def _read_summary(run: RunStore, key: str) -> Summary | None:
-    try:
-        raw = run.store.read_bytes(key)
-    except KeyNotFound:
-        return None
-    return parse_artifact(Summary, raw, f"{run.uri.rstrip('/')}/{key}")
-
-
 def load_run(uri: str, index: int) -> RunData:
     """A run folder (or a report folder holding summary.json) for comparison."""
     from skillmix.pipeline.aggregate import aggregate_run
 
     run = RunStore(open_store(uri))
     data = run.read_run()
-    summary = _read_summary(run, "report/summary.json")
+    summary = run.read_summary()
     if data is None and summary is None:
-        summary = _read_summary(run, "summary.json")  # a folder written by `report --out`
+        summary = run.read_summary("summary.json")  # a folder written by `report --out`
     if data is None and summary is None:
         what = "no run found here" if run.is_empty() else "no run.json or report/summary.json here"
         raise SkillmixError(
@@ -176,7 +166,7 @@ def load_run(uri: str, index: int) -> RunData:
             run=run.uri,
             run_id=summary.run_id,
             kind="evaluation",
-            source="report/summary.json",
+            source=SUMMARY_JSON,
             created_at=summary.created_at or "",
             settings=summary_settings(summary, f"{uri}/report/summary.json"),
             rows=list(summary.metrics.rows),
