@@ -77,9 +77,7 @@ def assert_one_error_line(result: CliResult, *needles: str) -> None:
 
 @pytest.mark.parametrize("cmd", ["report", "aggregate", "evaluate --resume"])
 @pytest.mark.parametrize("damage", ["partial", "invalid-utf8"])
-def test_damaged_run_json_is_one_error_line(
-    work: tuple[Path, Path], cmd: str, damage: str
-) -> None:
+def test_damaged_run_json_is_one_error_line(work: tuple[Path, Path], cmd: str, damage: str) -> None:
     exp, run_dir = work
     blob, problem = DAMAGE[damage]
     (run_dir / "run.json").write_bytes(blob)
@@ -90,7 +88,7 @@ def test_damaged_run_json_is_one_error_line(
 
 @pytest.mark.parametrize("damage", ["nul-byte", "invalid-json", "wrong-type", "unknown-version"])
 def test_other_damage_on_report(work: tuple[Path, Path], damage: str) -> None:
-    exp, run_dir = work
+    _exp, run_dir = work
     blob, problem = DAMAGE[damage]
     (run_dir / "run.json").write_bytes(blob)
     assert_one_error_line(run_cli("report", str(run_dir)), "run.json", problem)
