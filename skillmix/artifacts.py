@@ -33,6 +33,24 @@ class _Artifact(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class _Versioned(_Artifact):
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
+
+
+class _CatalogSource(_Artifact):
+    source: str | None = Field(None, description="Where the catalog was loaded from.")
+    hash: str = Field("", description="Content hash of skills and topics.")
+
+
+class PromptVersion(_Artifact):
+    name: str = Field(description="Prompt version name.")
+    hash: str = Field("", description="Content hash of the template.")
+
+
+class GradingPromptVersion(PromptVersion):
+    style: GradingStyle = Field(description="How grader replies are parsed.")
+
+
 # run.json ---------------------------------------------------------------------------------
 class CatalogSkill(_Artifact):
     name: str = Field(description="Skill name (the key used in records).")
@@ -41,21 +59,17 @@ class CatalogSkill(_Artifact):
     example: str = Field(description="Example shown to students and graders.")
 
 
-class RunCatalog(_Artifact):
-    source: str | None = Field(None, description="Where the catalog was loaded from.")
-    hash: str = Field("", description="Content hash of skills and topics.")
+class RunCatalog(_CatalogSource):
     skills: list[CatalogSkill] = Field(description="Every skill of the catalog, in order.")
     topics: list[str] = Field(description="Every topic of the catalog, in order.")
 
 
-class PromptTemplateJson(_Artifact):
-    name: str = Field(description="Prompt version name.")
-    hash: str = Field("", description="Content hash of the template turns.")
+class PromptTemplateJson(PromptVersion):
     turns: list[str] = Field(description="The template's user turns.")
 
 
-class GradingTemplateJson(PromptTemplateJson):
-    style: GradingStyle = Field(description="How grader replies are parsed.")
+class GradingTemplateJson(GradingPromptVersion):
+    turns: list[str] = Field(description="The template's user turns.")
 
 
 class RunPrompts(_Artifact):
@@ -63,10 +77,9 @@ class RunPrompts(_Artifact):
     grading: GradingTemplateJson = Field(description="The grader prompt template.")
 
 
-class EvaluationRun(_Artifact):
+class EvaluationRun(_Versioned):
     """``run.json`` of an evaluation: everything a task needs, no secrets."""
 
-    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
     kind: Literal["evaluation"] = Field("evaluation", description="Run kind (discriminator).")
     run_id: str = Field(description="Experiment name plus a hash of every result setting.")
     created_at: str | None = Field(None, description="UTC time the run was first started.")
@@ -77,10 +90,9 @@ class EvaluationRun(_Artifact):
     prompts: RunPrompts = Field(description="The prompt templates.")
 
 
-class ReferenceImportRun(_Artifact):
+class ReferenceImportRun(_Versioned):
     """``run.json`` of a folder written by ``skillmix import-reference``."""
 
-    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
     kind: Literal["reference-import"] = Field(
         "reference-import", description="Run kind (discriminator)."
     )
@@ -123,20 +135,9 @@ RUN_JSON_ADAPTER: TypeAdapter[EvaluationRun | ReferenceImportRun] = TypeAdapter(
 
 
 # report/summary.json ----------------------------------------------------------------------
-class SummaryCatalog(_Artifact):
-    source: str | None = Field(None, description="Where the catalog was loaded from.")
-    hash: str = Field(description="Content hash of skills and topics.")
+class SummaryCatalog(_CatalogSource):
     skills: int = Field(description="Number of skills.")
     topics: int = Field(description="Number of topics.")
-
-
-class PromptVersion(_Artifact):
-    name: str = Field(description="Prompt version name.")
-    hash: str = Field(description="Content hash of the template.")
-
-
-class GradingPromptVersion(PromptVersion):
-    style: GradingStyle = Field(description="How grader replies are parsed.")
 
 
 class PromptVersions(_Artifact):
@@ -185,18 +186,18 @@ class UsageRow(_Artifact):
     )
 
 
-class FailedGeneration(_Artifact):
+class _Generated(_Artifact):
     student: str = Field(description="Student name.")
     k: int = Field(description="Number of skills.")
     generation_round: int = Field(description="Generation round.")
+
+
+class FailedGeneration(_Generated):
     index: int = Field(description="Combination index.")
     reason: str | None = Field(description="The error.")
 
 
-class FailedGrade(_Artifact):
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
-    generation_round: int = Field(description="Generation round.")
+class FailedGrade(_Generated):
     grading_round: int = Field(description="Grading round.")
     index: int = Field(description="Combination index.")
     status: str = Field(description="failed or unparsed.")
@@ -212,10 +213,9 @@ class Failures(_Artifact):
     grading: list[FailedGrade] = Field(description="Failed or unparsed verdicts (capped).")
 
 
-class Summary(_Artifact):
+class Summary(_Versioned):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
 
-    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
     run_id: str = Field(description="The run id.")
     run: str = Field(description="The run folder (URI).")
     created_at: str | None = Field(description="UTC time the run was first started.")
@@ -271,10 +271,9 @@ class UnitRef(_Artifact):
     round: int = Field(description="Generation round.")
 
 
-class LaunchRecord(_Artifact):
+class LaunchRecord(_Versioned):
     """An audit record of one launch attempt; its values hold Secret names only."""
 
-    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
     attempt: int = Field(description="Launch attempt (1-based).")
     launched_at: str = Field("", description="UTC time of the launch.")
     plan: LaunchPlanRecord | None = Field(None, description="What the attempt planned.")

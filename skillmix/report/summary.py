@@ -112,27 +112,14 @@ def usage_rows(
 def failure_lists(
     generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
 ) -> Failures:
+    # the models keep the fields they describe, in their order, from each record
     gen_failed = [
-        FailedGeneration(
-            student=g.student,
-            k=g.k,
-            generation_round=g.generation_round,
-            index=g.index,
-            reason=g.error,
-        )
+        FailedGeneration.model_validate({**g.model_dump(), "reason": g.error})
         for g in generations
         if g.status == "failed"
     ]
     grade_failed = [
-        FailedGrade(
-            student=r.student,
-            k=r.k,
-            generation_round=r.generation_round,
-            grading_round=r.grading_round,
-            index=r.index,
-            status=r.status,
-            reason=r.error or r.parse_detail,
-        )
+        FailedGrade.model_validate({**r.model_dump(), "reason": r.error or r.parse_detail})
         for r in grades
         if r.status != "ok"
     ]

@@ -180,3 +180,41 @@ def test_cache_value_keeps_its_keys() -> None:
         "finish_reasons": ["stop"],
     }
     assert list(value) == ["texts", "prompt_tokens", "completion_tokens", "finish_reasons"]
+
+
+def test_failure_lists_keep_their_keys_and_order() -> None:
+    from skillmix.records import GenerationRecord, GradeRecord
+    from skillmix.report.summary import failure_lists
+
+    gen = GenerationRecord(
+        student="s1", k=2, generation_round=1, index=3, topic="t", skills=["a", "b"],
+        prompt_version="v", answer=None, status="failed", error="boom: x",
+    )  # fmt: skip
+    grade = GradeRecord(
+        student="s1", grader="g", k=2, generation_round=1, grading_round=2, index=4, topic="t",
+        skills=["a", "b"], answer="x", prompt_version="v", style="table", status="unparsed",
+        parse_detail="no table", attempts=2,
+    )  # fmt: skip
+    data = failure_lists([gen], [grade]).model_dump(mode="json")
+    assert json.dumps(data) == json.dumps(
+        {
+            "generation_failed": 1,
+            "grading_failed": 0,
+            "grading_unparsed": 1,
+            "grading_retried": 1,
+            "generation": [
+                {"student": "s1", "k": 2, "generation_round": 1, "index": 3, "reason": "boom: x"}
+            ],
+            "grading": [
+                {
+                    "student": "s1",
+                    "k": 2,
+                    "generation_round": 1,
+                    "grading_round": 2,
+                    "index": 4,
+                    "status": "unparsed",
+                    "reason": "no table",
+                }
+            ],
+        }
+    )
