@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from skillmix import __version__
@@ -93,17 +93,18 @@ def usage_rows(
         spec = specs.get(model)
         price = price_for(spec.backend, spec.model, overrides) if spec else None
         out.append(
-            UsageRow(
-                model=model,
-                model_id=spec.model if spec else model,
-                role=row.role,
-                phase=row.phase,
-                records=row.records,
-                cached_records=row.cached,
-                prompt_tokens=row.prompt_tokens,
-                completion_tokens=row.completion_tokens,
-                cost_usd=cost_usd(row.billed_prompt_tokens, row.billed_completion_tokens, price),
-                cost_usd_including_cached=cost_usd(row.prompt_tokens, row.completion_tokens, price),
+            UsageRow.model_validate(
+                {
+                    **asdict(row),  # the billed counts stay here; the model keeps its fields
+                    "model_id": spec.model if spec else model,
+                    "cached_records": row.cached,
+                    "cost_usd": cost_usd(
+                        row.billed_prompt_tokens, row.billed_completion_tokens, price
+                    ),
+                    "cost_usd_including_cached": cost_usd(
+                        row.prompt_tokens, row.completion_tokens, price
+                    ),
+                }
             )
         )
     return out

@@ -15,18 +15,9 @@ import pytest
 import yaml
 
 from tests.helpers import CliResult, run_cli
+from tests.integration.test_bad_input import tiny
 
 pytestmark = pytest.mark.timeout(120)
-
-EXPERIMENT = {
-    "name": "tiny",
-    "seed": 1,
-    "ks": [2],
-    "combinations": 2,
-    "students": [{"name": "s1", "backend": "mock", "model": "mock-s1", "quality": 0.8}],
-    "grader": {"name": "g", "backend": "mock", "model": "mock-g", "rounds": 1},
-    "metrics": {"bootstrap_samples": 10},
-}
 
 DAMAGE = {
     "partial": (b'{"run_id": "x"}', "missing field"),
@@ -42,7 +33,7 @@ DAMAGE = {
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished local run (built once; each test works on a copy)."""
     root = tmp_path_factory.mktemp("finished")
-    (root / "exp.yaml").write_text(yaml.safe_dump(EXPERIMENT, sort_keys=False))
+    (root / "exp.yaml").write_text(yaml.safe_dump(tiny(), sort_keys=False))
     result = run_cli(
         "evaluate", "-f", str(root / "exp.yaml"), "--store", str(root / "store"), "--no-progress"
     )
