@@ -199,7 +199,7 @@ def report_files(
     files = {
         "summary.json": json.dumps(data, indent=2, ensure_ascii=False).encode() + b"\n",
         "metrics.csv": metrics.to_csv().encode(),
-        "report.md": render_markdown(data).encode(),
+        "report.md": render_markdown(summary).encode(),
         "report.html": page.encode(),
     }
     for image in images:
