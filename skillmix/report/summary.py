@@ -194,10 +194,12 @@ def report_files(
     plots as PNG files (the same images are embedded in report.html)."""
     from skillmix.report.html_report import render_html
 
-    data = summary.model_dump(mode="json")
-    page, images = render_html(data, dpi=dpi)
+    page, images = render_html(summary, dpi=dpi)
     files = {
-        "summary.json": json.dumps(data, indent=2, ensure_ascii=False).encode() + b"\n",
+        "summary.json": json.dumps(
+            summary.model_dump(mode="json"), indent=2, ensure_ascii=False
+        ).encode()
+        + b"\n",
         "metrics.csv": metrics.to_csv().encode(),
         "report.md": render_markdown(summary).encode(),
         "report.html": page.encode(),
