@@ -13,11 +13,12 @@ import io
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skillmix import __version__
+from skillmix.artifacts import ReferenceImportRun
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle
@@ -50,27 +51,22 @@ class ImportSummary:
     graders: list[str] = field(default_factory=list)
     generation_rounds: list[int] = field(default_factory=list)
     grading_rounds: list[int] = field(default_factory=list)
-    generation_versions: list[str] = field(default_factory=list)
-    grading_versions: list[str] = field(default_factory=list)
+    generation_prompt_versions: list[str] = field(default_factory=list)
+    grading_prompt_versions: list[str] = field(default_factory=list)
     generations: int = 0
     grades: int = 0
     issues: list[ImportIssue] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "root": self.root,
-            "seed": self.seed,
-            "ks": self.ks,
-            "students": self.students,
-            "graders": self.graders,
-            "generation_rounds": self.generation_rounds,
-            "grading_rounds": self.grading_rounds,
-            "generation_prompt_versions": self.generation_versions,
-            "grading_prompt_versions": self.grading_versions,
-            "generations": self.generations,
-            "grades": self.grades,
-            "issues": [str(i) for i in self.issues],
-        }
+    def to_run(self) -> ReferenceImportRun:
+        """The imported folder's run.json."""
+        return ReferenceImportRun.model_validate(
+            {
+                **asdict(self),
+                "issues": [str(i) for i in self.issues],
+                "created_at": utc_now(),
+                "skillmix_version": __version__,
+            }
+        )
 
 
 def read_reference_csv(path: Path) -> list[dict[str, str]]:
@@ -286,7 +282,9 @@ def import_reference(
     """Read the tree at ``root`` and write generations and grades into ``run``."""
     root = Path(root)
     runs, seed, versions = select_runs(root, seed)
-    summary = ImportSummary(root=str(root.resolve()), seed=seed, generation_versions=versions)
+    summary = ImportSummary(
+        root=str(root.resolve()), seed=seed, generation_prompt_versions=versions
+    )
     wanted = set(students)
     seen_students: set[str] = set()
     graders: set[str] = set()
@@ -371,16 +369,8 @@ def import_reference(
     summary.graders = sorted(graders)
     summary.generation_rounds = sorted(all_g)
     summary.grading_rounds = sorted(grading_rounds)
-    summary.grading_versions = sorted(grading_versions)
-    run.write_run_json(
-        {
-            "kind": "reference-import",
-            "created_at": utc_now(),
-            "skillmix_version": __version__,
-            **summary.as_dict(),
-        },
-        overwrite=True,
-    )
+    summary.grading_prompt_versions = sorted(grading_versions)
+    run.write_run(summary.to_run(), overwrite=True)
     return summary
 
 

@@ -6,7 +6,7 @@ client in ``client.py``), so a test can run generation and grading against an in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from skillmix.errors import RunFailedError
@@ -35,12 +35,8 @@ class ChatResult:
     finish_reasons: list[str] = field(default_factory=list)
 
     def as_cache_value(self) -> dict[str, Any]:
-        return {
-            "texts": self.texts,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reasons": self.finish_reasons,
-        }
+        """What the response cache keeps (not whether it came from there, nor the attempts)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("cached", "attempts")}
 
     @classmethod
     def from_cache_value(cls, value: dict[str, Any]) -> ChatResult:

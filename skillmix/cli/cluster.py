@@ -148,11 +148,14 @@ def launch_cmd(
 
     name, profile, ctx, run = prepare_launch(load_experiment(file), cluster)
     lp = plan_launch(ctx, profile, name, run)
-    done = lp.finished_units == lp.total_units and run.store.exists("report/summary.json")
+    from skillmix.store.runs import SUMMARY_JSON
+
+    done = lp.finished_units == lp.total_units and run.store.exists(SUMMARY_JSON)
     # json: one document; when metrics follow (--wait, or a finished run) they join the plan
-    plan = lp.as_dict() if fmt == "json" and (done or (wait and not dry_run)) else None
+    record = lp.record().model_dump(mode="json")
+    plan = record if fmt == "json" and (done or (wait and not dry_run)) else None
     if fmt == "json" and plan is None:
-        echo_json(lp.as_dict())
+        echo_json(record)
     elif fmt != "json":
         stdout_console().print(plan_table(lp))
     info(f"run id: {lp.run_id}")
@@ -197,17 +200,20 @@ def _wait(kube: Any, run_id: str, timeout: float) -> None:
 
 
 def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -> None:
-    import json
-
+    from skillmix.errors import RunFailedError
+    from skillmix.store.runs import SUMMARY_JSON, RunStore
     from skillmix.store.uri import open_store
 
-    summary = json.loads(open_store(run_uri).read_bytes("report/summary.json"))
+    summary = RunStore(open_store(run_uri)).read_summary()
+    if summary is None:
+        raise RunFailedError(f"{run_uri}/{SUMMARY_JSON}: not found")
+    metrics = summary.metrics.model_dump(mode="json")
     if fmt == "json":
-        echo_json(summary["metrics"] if plan is None else {**plan, "metrics": summary["metrics"]})
+        echo_json(metrics if plan is None else {**plan, "metrics": metrics})
         return
     from skillmix.cli.results import metrics_table
 
-    stdout_console().print(metrics_table(summary["metrics"]))
+    stdout_console().print(metrics_table(metrics))
 
 
 def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:

@@ -199,7 +199,9 @@ def import_reference_cmd(
         store.delete_prefix("")
     summary = import_reference(root, run, students=students, grader=grader, seed=seed)
     if fmt == "json":
-        echo_json(summary.as_dict())
+        # the run.json of the import, less what only the file needs
+        skip = {"schema_version", "kind", "created_at", "skillmix_version"}
+        echo_json(summary.to_run().model_dump(mode="json", exclude=skip))
     else:
         info(
             f"imported {summary.generations} generations and {summary.grades} grades "

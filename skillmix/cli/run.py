@@ -315,18 +315,18 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(data)
     if fmt == "json":
-        echo_json(summary)
+        echo_json(summary.model_dump(mode="json"))
     else:
         stdout_console().print(
             metrics_table(
                 metrics.as_dict(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
             )
         )
-    if summary.get("status") == "partial":
-        counts = summary["counts"]
+    if summary.status == "partial":
+        counts = summary.counts
         warn(
-            f"partial run: {counts['grades']} of {counts['planned_grades']} grading verdicts and "
-            f"{counts['generations']} of {counts['planned_generations']} generations finished"
+            f"partial run: {counts.grades} of {counts.planned_grades} grading verdicts and "
+            f"{counts.generations} of {counts.planned_generations} generations finished"
         )
     folder = (out or run.uri.rstrip("/") + "/report").rstrip("/")
     info(f"report: {folder}/report.html (also report.md, summary.json, metrics.csv)")

@@ -246,7 +246,7 @@ def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     if wait_timeout > 0:
         _wait(run, ctx, "grade", plan_tasks(ctx.experiment).units, wait_timeout, 10.0, attempt)
     summary, _metrics = run_aggregate_task(run, ctx)
-    rows = summary["metrics"]["rows"]
+    rows = summary.metrics.rows
     click.echo(f"aggregated {len(rows)} rows into {run.uri.rstrip('/')}/report/", err=True)
 
 
@@ -302,20 +302,14 @@ def wait_task(
 
 def relaunched_units(run: Any, phase: Phase, attempt: int) -> list[Unit]:
     """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
-    import json
-
     from skillmix.pipeline.plan import Unit
-    from skillmix.store.base import KeyNotFound
 
     if attempt <= 0:
         return []
-    try:
-        record = json.loads(run.store.read_bytes(f"launches/attempt-{attempt:03d}.json"))
-    except KeyNotFound:
-        raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}") from None
-    key = "generation" if phase == "generate" else "grading"
-    entries = record["values"].get(key, [])
-    return [Unit(u["student"], int(u["k"]), int(u["round"])) for u in entries]
+    record = run.read_launch_record(attempt)
+    if record is None:
+        raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}")
+    return [Unit(*u) for u in record.units(phase)]
 
 
 def _wait(

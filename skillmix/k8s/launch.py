@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
@@ -22,10 +23,9 @@ from skillmix.method.prompts import render_generation_prompts, render_grading_pr
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import Unit, plan_tasks
 from skillmix.pipeline.tasks import unit_complete
-from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.runs import LAUNCHES, RunStore, launch_record_key, utc_now
 from skillmix.store.uri import open_store
 
-LAUNCHES = "launches"
 # Assumptions behind the estimates (printed with them).
 MODEL_LOAD_SECONDS = 600
 DECODE_TOKENS_PER_SECOND = 40.0
@@ -62,23 +62,19 @@ class LaunchPlan:
     def gpus(self) -> int:
         return sum(j.pods * j.gpus_per_pod for j in self.jobs)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "run": self.run_uri,
-            "cluster": self.cluster,
-            "namespace": self.namespace,
-            "release": self.release,
-            "attempt": self.attempt,
-            "jobs": [j.__dict__ for j in self.jobs],
-            "gpus": self.gpus,
-            "estimated_gpu_hours": round(self.gpu_hours, 2),
-            "estimated_api_cost_usd": None
-            if self.api_cost_usd is None
-            else round(self.api_cost_usd, 2),
-            "finished_units": self.finished_units,
-            "total_units": self.total_units,
-        }
+    def record(self) -> LaunchPlanRecord:
+        """What ``launch --format json`` prints and the launch record keeps."""
+        return LaunchPlanRecord.model_validate(
+            {
+                **asdict(self),  # values, rendered and the unrounded estimates are left out
+                "run": self.run_uri,
+                "gpus": self.gpus,
+                "estimated_gpu_hours": round(self.gpu_hours, 2),
+                "estimated_api_cost_usd": None
+                if self.api_cost_usd is None
+                else round(self.api_cost_usd, 2),
+            }
+        )
 
 
 def prepare_launch(
@@ -97,10 +93,14 @@ def prepare_launch(
         root.check()
     run = RunStore(root.child(ctx.run_id))
     if check_store:
-        existing = run.read_run_json()
-        if existing is not None and existing.get("run_id") != ctx.run_id:
-            raise SkillmixError(f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}")
-        if existing is not None and not existing.get("sharded", False):
+        existing = run.read_run()
+        if existing is not None and not isinstance(existing, EvaluationRun):
+            raise SkillmixError(
+                f"{run.uri}/run.json: not an evaluation run (kind={existing.kind!r})"
+            )
+        if existing is not None and existing.run_id != ctx.run_id:
+            raise SkillmixError(f"{run.uri}/run.json belongs to run {existing.run_id!r}")
+        if existing is not None and not existing.sharded:
             raise SkillmixError(
                 f"run {ctx.run_id} was started by the local executor",
                 hint="resume it with `skillmix evaluate --resume`",
@@ -230,17 +230,14 @@ def _add_cost(
 def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
     """run.json (first launch only) and an audit record of this attempt; the values hold
     Secret names only, never secret values."""
-    if run.read_run_json() is None:
-        run.write_run_json(ctx.to_run_json())
-    record = {
-        "attempt": lp.attempt,
-        "launched_at": utc_now(),
-        "plan": lp.as_dict(),
-        "values": lp.values,
-    }
+    if run.read_run() is None:
+        run.write_run(ctx.to_run())
+    record = LaunchRecord(
+        attempt=lp.attempt, launched_at=utc_now(), plan=lp.record(), values=lp.values
+    )
     run.store.write_bytes(
-        f"{LAUNCHES}/attempt-{lp.attempt:03d}.json",
-        json.dumps(record, indent=2).encode(),
+        launch_record_key(lp.attempt),
+        json.dumps(record.model_dump(mode="json"), indent=2).encode(),
         if_absent=True,
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 from skillmix.k8s.cluster import STUDENT_LABEL, KubeClient
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import run_uri_for
-from skillmix.store.runs import RunStore
+from skillmix.store.runs import SUMMARY_JSON, RunStore
 from skillmix.store.uri import open_store
 
 
@@ -71,7 +71,7 @@ def store_progress(run_uri: str) -> dict[str, Any]:
     from skillmix.store.runs import grade_prefix
 
     run = RunStore(open_store(run_uri))
-    data = run.read_run_json()
+    data = run.read_run()
     empty = {
         "units": 0,
         "generation_units_done": 0,
@@ -81,7 +81,7 @@ def store_progress(run_uri: str) -> dict[str, Any]:
     }
     if data is None:
         return empty
-    ctx = RunContext.from_run_json(data)
+    ctx = RunContext.from_run(data, f"{run_uri.rstrip('/')}/run.json")
     units = plan_tasks(ctx.experiment).units
     detail: dict[str, str] = {}
     gen_done = grade_done = 0
@@ -113,6 +113,6 @@ def store_progress(run_uri: str) -> dict[str, Any]:
         "units": len(units),
         "generation_units_done": gen_done,
         "grading_units_done": grade_done,
-        "report": run.store.exists("report/summary.json"),
+        "report": run.store.exists(SUMMARY_JSON),
         "units_detail": detail,
     }

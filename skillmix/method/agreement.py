@@ -34,16 +34,6 @@ class Agreement:
     expected: float | None
     kappa: float | None
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "subjects": self.subjects,
-            "ratings": self.ratings,
-            "percent": self.percent,
-            "unanimous": self.unanimous,
-            "expected": self.expected,
-            "kappa": self.kappa,
-        }
-
 
 def count_table(ratings: Iterable[Sequence[Hashable]]) -> list[list[int]]:
     """Per subject, the number of ratings in each category (categories in sorted order when

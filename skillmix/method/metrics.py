@@ -12,7 +12,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -55,15 +55,7 @@ class MetricOptions:
         return cls(**base)  # type: ignore[arg-type]
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "mode": self.mode,
-            "generation_agg": self.generation_agg,
-            "vote": self.vote,
-            "filter_explicit_name": self.filter_explicit_name,
-            "filter_skills": list(self.filter_skills),
-            "bootstrap_samples": self.bootstrap_samples,
-            "bootstrap_seed": self.bootstrap_seed,
-        }
+        return {**asdict(self), "filter_skills": list(self.filter_skills)}
 
 
 @dataclass(frozen=True)

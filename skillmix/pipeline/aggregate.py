@@ -84,7 +84,7 @@ def aggregate_records(
 
 def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = False) -> RunMetrics:
     """Metrics from every finished grading unit of the run."""
-    if run.read_run_json() is None and run.is_empty():
+    if run.read_run() is None and run.is_empty():  # reading checks a run.json that exists
         raise SkillmixError(
             f"{run.uri}: no run found here", hint="pass a run folder (it holds run.json)"
         )

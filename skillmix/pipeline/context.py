@@ -12,6 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from skillmix import __version__
+from skillmix.artifacts import (
+    RUN_JSON_ADAPTER,
+    CatalogSkill,
+    EvaluationRun,
+    GradingPromptVersion,
+    GradingTemplateJson,
+    PromptTemplateJson,
+    PromptVersion,
+    PromptVersions,
+    ReferenceImportRun,
+    RunCatalog,
+    RunPrompts,
+    validate_artifact,
+)
 from skillmix.catalog import Catalog, Skill, load_catalog
 from skillmix.config import Experiment, ModelSpec, config_hash
 from skillmix.errors import SkillmixError
@@ -21,8 +35,6 @@ from skillmix.promptset import load_prompt_version
 from skillmix.store.base import ArtifactStore, join_key
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
-
-RUN_SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -62,87 +74,90 @@ class RunContext:
     def skills(self, names: list[str] | tuple[str, ...]) -> list[Skill]:
         return [self.catalog.skill(n) for n in names]
 
-    def prompt_versions(self) -> dict[str, dict[str, str]]:
+    def prompt_versions(self) -> PromptVersions:
         """Names and content hashes of the prompt versions (what reports and comparisons show)."""
-        return {
-            "generation": {
-                "name": self.generation_prompt.name,
-                "hash": self.generation_prompt.content_hash(),
-            },
-            "grading": {
-                "name": self.grading_prompt.name,
-                "hash": self.grading_prompt.content_hash(),
-                "style": self.grading_style,
-            },
-        }
+        return PromptVersions(
+            generation=PromptVersion(
+                name=self.generation_prompt.name, hash=self.generation_prompt.content_hash()
+            ),
+            grading=GradingPromptVersion(
+                name=self.grading_prompt.name,
+                hash=self.grading_prompt.content_hash(),
+                style=self.grading_style,
+            ),
+        )
 
     def model_specs(self) -> list[ModelSpec]:
         return [*self.experiment.students, self.experiment.grader]
 
     # run.json ------------------------------------------------------------------------------
-    def to_run_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": RUN_SCHEMA_VERSION,
-            "kind": "evaluation",
-            "run_id": self.run_id,
-            "created_at": self.created_at,
-            "skillmix_version": __version__,
-            "sharded": self.sharded,
-            "experiment": self.experiment.model_dump(mode="json"),
-            "catalog": {
-                "source": self.catalog.source,
-                "hash": self.catalog.content_hash(),
-                "skills": [
-                    {
-                        "name": s.name,
-                        "category": s.category,
-                        "definition": s.definition,
-                        "example": s.example,
-                    }
+    def to_run(self) -> EvaluationRun:
+        return EvaluationRun(
+            run_id=self.run_id,
+            created_at=self.created_at,
+            skillmix_version=__version__,
+            sharded=self.sharded,
+            experiment=self.experiment.model_dump(mode="json"),
+            catalog=RunCatalog(
+                source=self.catalog.source,
+                hash=self.catalog.content_hash(),
+                skills=[
+                    CatalogSkill(
+                        name=s.name, category=s.category, definition=s.definition, example=s.example
+                    )
                     for s in self.catalog.skills
                 ],
-                "topics": list(self.catalog.topics),
-            },
-            "prompts": {
-                "generation": _template_json(self.generation_prompt),
-                "grading": {**_template_json(self.grading_prompt), "style": self.grading_style},
-            },
-        }
+                topics=list(self.catalog.topics),
+            ),
+            prompts=RunPrompts(
+                generation=_template_json(self.generation_prompt),
+                grading=GradingTemplateJson(
+                    **_template_json(self.grading_prompt).model_dump(), style=self.grading_style
+                ),
+            ),
+        )
+
+    def to_run_json(self) -> dict[str, Any]:
+        return self.to_run().model_dump(mode="json")
 
     @classmethod
-    def from_run_json(cls, data: dict[str, Any], source: str = "run.json") -> RunContext:
+    def from_run(
+        cls, data: EvaluationRun | ReferenceImportRun, source: str = "run.json"
+    ) -> RunContext:
         from skillmix.config import parse_experiment
 
-        if data.get("kind") != "evaluation":
-            raise SkillmixError(f"{source}: not an evaluation run (kind={data.get('kind')!r})")
-        experiment = parse_experiment(data["experiment"], source)
-        cat = data["catalog"]
+        if not isinstance(data, EvaluationRun):
+            raise SkillmixError(f"{source}: not an evaluation run (kind={data.kind!r})")
+        experiment = parse_experiment(data.experiment, source)
+        cat = data.catalog
         catalog = Catalog(
-            skills=tuple(
-                Skill(s["name"], s["definition"], s["example"], s.get("category", ""))
-                for s in cat["skills"]
-            ),
-            topics=tuple(cat["topics"]),
-            source=cat.get("source", source),
+            skills=tuple(Skill(s.name, s.definition, s.example, s.category) for s in cat.skills),
+            topics=tuple(cat.topics),
+            source=cat.source if cat.source is not None else source,
         )
-        prompts = data["prompts"]
+        prompts = data.prompts
         return cls(
             experiment=experiment,
             catalog=catalog,
             generation_prompt=make_template(
-                prompts["generation"]["name"], "generation", prompts["generation"]["turns"], source
+                prompts.generation.name, "generation", prompts.generation.turns, source
             ),
             grading_prompt=make_template(
-                prompts["grading"]["name"], "grading", prompts["grading"]["turns"], source
+                prompts.grading.name, "grading", prompts.grading.turns, source
             ),
-            run_id=data["run_id"],
-            created_at=data.get("created_at", utc_now()),
-            sharded=bool(data.get("sharded", False)),
+            run_id=data.run_id,
+            created_at=data.created_at or utc_now(),
+            sharded=data.sharded,
         )
 
+    @classmethod
+    def from_run_json(cls, data: dict[str, Any], source: str = "run.json") -> RunContext:
+        """From run.json's parsed content (a damaged or partial one is a SkillmixError)."""
+        return cls.from_run(validate_artifact(RUN_JSON_ADAPTER, data, source), source)
 
-def _template_json(t: PromptTemplate) -> dict[str, Any]:
-    return {"name": t.name, "hash": t.content_hash(), "turns": list(t.turns)}
+
+def _template_json(t: PromptTemplate) -> PromptTemplateJson:
+    return PromptTemplateJson(name=t.name, hash=t.content_hash(), turns=list(t.turns))
 
 
 def resolve_context(experiment: Experiment) -> RunContext:
@@ -190,12 +205,12 @@ def parent_store(run_uri: str) -> ArtifactStore:
 def open_run(uri: str) -> tuple[RunStore, RunContext]:
     """A run folder by URI, with its context from run.json."""
     run = RunStore(open_store(uri))
-    data = run.read_run_json()
+    data = run.read_run()
     if data is None:
         raise SkillmixError(
             f"{uri}: no run.json here",
             hint="pass a run folder created by `skillmix evaluate`/`launch`",
         )
-    return run, RunContext.from_run_json(
+    return run, RunContext.from_run(
         data, join_key(uri, "run.json") if "://" in uri else f"{uri}/run.json"
     )

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillmix.artifacts import EvaluationRun, Summary
 from skillmix.backends.client import (
     ChatClient,
     ClientStats,
@@ -48,7 +49,7 @@ class RunOutcome:
     run_id: str
     run_uri: str
     metrics: RunMetrics | None = None
-    summary: dict[str, Any] | None = None
+    summary: Summary | None = None
     units: list[UnitResult] = field(default_factory=list)
     stats: dict[str, ClientStats] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
@@ -174,24 +175,26 @@ def prepare_run(
     root = open_store(store_uri or experiment.store)
     root.check()
     run = RunStore(root.child(ctx.run_id))
-    existing = run.read_run_json()
-    exists = existing is not None or not run.is_empty()
+    exists = not run.is_empty()
     if exists and not (resume or overwrite):
         raise SkillmixError(
             f"run {ctx.run_id} already exists in {root.uri}",
             hint="pass --resume to continue it or --overwrite to start over",
         )
-    if existing is not None and resume and existing.get("run_id") != ctx.run_id:
+    existing = run.read_run() if resume else None
+    if existing is not None and not isinstance(existing, EvaluationRun):
+        raise SkillmixError(f"{run.uri}/run.json: not an evaluation run (kind={existing.kind!r})")
+    if existing is not None and existing.run_id != ctx.run_id:
         raise SkillmixError(
-            f"{run.uri}/run.json belongs to run {existing.get('run_id')!r}, not {ctx.run_id!r}"
+            f"{run.uri}/run.json belongs to run {existing.run_id!r}, not {ctx.run_id!r}"
         )
-    if existing is not None and resume and existing.get("sharded", False):
+    if existing is not None and existing.sharded:
         raise SkillmixError(
             f"run {ctx.run_id} was launched on Kubernetes (its units are sharded Jobs)",
             hint="resume it with `skillmix launch` on its cluster, or start over with --overwrite",
         )
-    if existing is not None and resume and existing.get("created_at"):
-        ctx.created_at = str(existing["created_at"])  # a resumed run keeps its creation time
+    if existing is not None and existing.created_at:
+        ctx.created_at = existing.created_at  # a resumed run keeps its creation time
     return ctx, root, run, exists
 
 
@@ -276,7 +279,7 @@ def evaluate(
         asyncio.run(check_endpoints(ctx.model_specs(), mock_url))
         if exists and overwrite:
             run.store.delete_prefix("")
-        run.write_run_json(ctx.to_run_json(), overwrite=exists and resume)
+        run.write_run(ctx.to_run(), overwrite=exists and resume)
         return asyncio.run(
             execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from skillmix.method.agreement import agreement
@@ -87,7 +87,7 @@ def agreement_section(grades: Iterable[GradeRecord]) -> dict[str, Any]:
     rows = []
     for scope in sorted(scopes, key=order):
         grader, student, k_text = scope
-        items = {g: agreement(values).as_dict() for g, values in scopes[scope].items()}
+        items = {g: asdict(agreement(values)) for g, values in scopes[scope].items()}
         k_value: int | str = int(k_text) if k_text != "all" else "all"
         rows.append({"grader": grader, "student": student, "k": k_value, "items": items})
     return {

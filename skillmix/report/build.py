@@ -4,8 +4,7 @@ the executors call it, and it reads runs through pipeline/ and store/."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from skillmix.artifacts import Summary
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records
@@ -16,7 +15,7 @@ from skillmix.store.runs import RunStore
 
 def build_report(
     run: RunStore, ctx: RunContext, options: MetricOptions | None = None, *, dpi: int | None = None
-) -> tuple[dict[str, Any], dict[str, bytes], RunMetrics]:
+) -> tuple[Summary, dict[str, bytes], RunMetrics]:
     """Metrics + summary + report files for an evaluation run (nothing written).
 
     Files: summary.json, metrics.csv, report.md, report.html (self-contained) and the plots
@@ -37,7 +36,7 @@ def build_report(
     return summary, files, metrics
 
 
-def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[dict[str, Any], RunMetrics]:
+def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[Summary, RunMetrics]:
     """The aggregation task: compute everything and write ``report/`` in the run folder
     (summary.json last, so a reader that sees it finds the whole report)."""
     summary, files, metrics = build_report(run, ctx)

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+from skillmix.artifacts import (
+    MetricSettings,
+    PromptVersions,
+    ReferenceImportRun,
+    Summary,
+)
+from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import entries_from_rows, leaderboard
-from skillmix.store.base import KeyNotFound
-from skillmix.store.runs import RunStore, utc_now
+from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
 
 SETTING_LABELS = {
@@ -35,97 +42,90 @@ SETTING_LABELS = {
     "seed": "seed",
     "metrics": "metric options",
 }
-REFERENCE_IMPORT = "reference-import"
 
 
-@dataclass
-class RunData:
-    """One run as the comparison sees it."""
+class RunData(BaseModel):
+    """One run as the comparison sees it (its JSON form leaves the rows out)."""
 
-    index: int
-    uri: str
-    run_id: str
-    kind: str
-    source: str
-    created_at: str
-    settings: dict[str, str]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "run": self.uri,
-            "run_id": self.run_id,
-            "kind": self.kind,
-            "source": self.source,
-            "created_at": self.created_at,
-            "settings": self.settings,
-        }
+    index: int = Field(description="1-based position on the command line.")
+    run: str = Field(description="The run folder (URI).")
+    run_id: str = Field(description="The run id.")
+    kind: str = Field(description="evaluation or reference-import.")
+    source: str = Field(description="Where the numbers come from.")
+    created_at: str = Field(description="UTC time the run was created.")
+    settings: dict[str, str] = Field(description="The settings that change the numbers.")
+    rows: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
 
 
-def metric_settings(settings: Mapping[str, Any]) -> str:
-    skills = ",".join(settings.get("filter_skills") or []) or "none"
+def metric_settings(settings: MetricSettings) -> str:
+    skills = ",".join(settings.filter_skills) or "none"
     return (
-        f"mode={settings['mode']} vote={settings['vote']} "
-        f"generation-agg={settings['generation_agg']} "
-        f"explicit-name={settings['filter_explicit_name']} filter-skills={skills}"
+        f"mode={settings.mode} vote={settings.vote} "
+        f"generation-agg={settings.generation_agg} "
+        f"explicit-name={settings.filter_explicit_name} filter-skills={skills}"
     )
 
 
-def summary_settings(summary: Mapping[str, Any]) -> dict[str, str]:
-    """The comparable settings of an evaluation run, from its summary (or the same shape)."""
-    e = summary["experiment"]
-    g = e["grader"]
-    p = summary["prompts"]
-    grader = str(g["model"])
-    if g.get("backend") == "mock" and g.get("quality") is not None:
-        grader += f" (mock quality {g['quality']})"
+def options_settings(options: MetricOptions) -> MetricSettings:
+    return MetricSettings.model_validate(options.as_dict())
+
+
+def evaluation_settings(
+    e: Experiment, catalog_hash: str, p: PromptVersions, metrics: MetricSettings
+) -> dict[str, str]:
+    """The comparable settings of an evaluation run (from its summary or its run.json)."""
+    g = e.grader
+    grader = str(g.model)
+    if g.backend == "mock" and g.quality is not None:
+        grader += f" (mock quality {g.quality})"
     return {
-        "catalog": str(summary["catalog"]["hash"]),
-        "generation_prompt": f"{p['generation']['name']} ({p['generation']['hash']})",
-        "grading_prompt": f"{p['grading']['name']} ({p['grading']['hash']})",
+        "catalog": catalog_hash,
+        "generation_prompt": f"{p.generation.name} ({p.generation.hash})",
+        "grading_prompt": f"{p.grading.name} ({p.grading.hash})",
         "grader": grader,
-        "grading_rounds": str(g["rounds"]),
-        "generation_rounds": str(e["generation_rounds"]),
-        "combinations": str(e["combinations"]),
-        "ks": ",".join(str(k) for k in e["ks"]),
-        "sampling": f"{e['sampling']} (order seed {e['order_seed']})",
-        "seed": str(e["seed"]),
-        "metrics": metric_settings(summary["metrics"]["settings"]),
+        "grading_rounds": str(g.rounds),
+        "generation_rounds": str(e.generation_rounds),
+        "combinations": str(e.combinations),
+        "ks": ",".join(str(k) for k in e.ks),
+        "sampling": f"{e.sampling} (order seed {e.order_seed})",
+        "seed": str(e.seed),
+        "metrics": metric_settings(metrics),
     }
+
+
+def summary_settings(summary: Summary, source: str = "summary.json") -> dict[str, str]:
+    """The comparable settings of an evaluation run, from its summary."""
+    from skillmix.config import parse_experiment
+
+    return evaluation_settings(
+        parse_experiment(summary.experiment, source),
+        summary.catalog.hash,
+        summary.prompts,
+        summary.metrics.settings,
+    )
 
 
 def reference_settings(
-    data: Mapping[str, Any], combinations: int, options: MetricOptions
+    data: ReferenceImportRun, combinations: int, options: MetricOptions
 ) -> dict[str, str]:
     """Comparable settings of an imported reference run (what the import could discover)."""
 
-    def versions(key: str) -> str:
-        return ",".join(data.get(key) or []) or "unknown"
+    def versions(values: list[str]) -> str:
+        return ",".join(values) or "unknown"
 
     return {
         "catalog": "unknown (reference import)",
-        "generation_prompt": f"{versions('generation_prompt_versions')} (reference)",
-        "grading_prompt": f"{versions('grading_prompt_versions')} (reference)",
-        "grader": ",".join(data.get("graders") or []) or "unknown",
-        "grading_rounds": str(len(data.get("grading_rounds") or [])),
-        "generation_rounds": str(len(data.get("generation_rounds") or [])),
+        "generation_prompt": f"{versions(data.generation_prompt_versions)} (reference)",
+        "grading_prompt": f"{versions(data.grading_prompt_versions)} (reference)",
+        "grader": ",".join(data.graders) or "unknown",
+        "grading_rounds": str(len(data.grading_rounds)),
+        "generation_rounds": str(len(data.generation_rounds)),
         "combinations": str(combinations),
-        "ks": ",".join(str(k) for k in data.get("ks") or []),
+        "ks": ",".join(str(k) for k in data.ks),
         "sampling": "reference (order seed unknown)",
-        "seed": str(data.get("seed")),
-        "metrics": metric_settings(options.as_dict()),
+        "seed": str(data.seed),
+        "metrics": metric_settings(options_settings(options)),
     }
-
-
-def _read_json(run: RunStore, key: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(run.store.read_bytes(key))
-    except KeyNotFound:
-        return None
-    except json.JSONDecodeError as exc:
-        raise SkillmixError(f"{run.uri}/{key}: corrupt JSON: {exc.msg}") from None
-    return data if isinstance(data, dict) else None
 
 
 def load_run(uri: str, index: int) -> RunData:
@@ -133,19 +133,17 @@ def load_run(uri: str, index: int) -> RunData:
     from skillmix.pipeline.aggregate import aggregate_run
 
     run = RunStore(open_store(uri))
-    data = run.read_run_json()
-    summary = _read_json(run, "report/summary.json")
+    data = run.read_run()
+    summary = run.read_summary()
     if data is None and summary is None:
-        summary = _read_json(run, "summary.json")  # a folder written by `report --out`
+        summary = run.read_summary("summary.json")  # a folder written by `report --out`
     if data is None and summary is None:
         what = "no run found here" if run.is_empty() else "no run.json or report/summary.json here"
         raise SkillmixError(
             f"{uri}: {what}",
             hint="pass run folders made by `skillmix evaluate` or `skillmix import-reference`",
         )
-    kind = str((data or {}).get("kind", "evaluation"))
-    if kind == REFERENCE_IMPORT:
-        assert data is not None
+    if isinstance(data, ReferenceImportRun):
         options = MetricOptions.reference()
         metrics = aggregate_run(run, options)
         per_unit: dict[tuple[str, int, int], set[int]] = {}
@@ -154,46 +152,43 @@ def load_run(uri: str, index: int) -> RunData:
         combinations = max((len(v) for v in per_unit.values()), default=0)
         return RunData(
             index=index,
-            uri=run.uri,
+            run=run.uri,
             run_id=uri.rstrip("/").rsplit("/", 1)[-1] or uri,
-            kind=kind,
+            kind=data.kind,
             source="computed (reference options)",
-            created_at=str(data.get("created_at", "")),
+            created_at=data.created_at,
             settings=reference_settings(data, combinations, options),
             rows=metrics.as_dict()["rows"],
         )
-    if kind != "evaluation":
-        raise SkillmixError(f"{uri}: cannot compare a run of kind {kind!r}")
     if summary is not None:
         return RunData(
             index=index,
-            uri=run.uri,
-            run_id=str(summary["run_id"]),
-            kind=kind,
-            source="report/summary.json",
-            created_at=str(summary.get("created_at", "")),
-            settings=summary_settings(summary),
-            rows=list(summary["metrics"]["rows"]),
+            run=run.uri,
+            run_id=summary.run_id,
+            kind="evaluation",
+            source=SUMMARY_JSON,
+            created_at=summary.created_at or "",
+            settings=summary_settings(summary, f"{uri}/report/summary.json"),
+            rows=list(summary.metrics.rows),
         )
     from skillmix.pipeline.context import RunContext
 
     assert data is not None
-    ctx = RunContext.from_run_json(data, f"{uri}/run.json")
+    ctx = RunContext.from_run(data, f"{uri}/run.json")
     metrics = aggregate_run(run, ctx.experiment.metrics.options())
-    shape = {
-        "experiment": ctx.experiment.model_dump(mode="json"),
-        "catalog": {"hash": ctx.catalog.content_hash()},
-        "prompts": ctx.prompt_versions(),
-        "metrics": {"settings": metrics.settings()},
-    }
     return RunData(
         index=index,
-        uri=run.uri,
+        run=run.uri,
         run_id=ctx.run_id,
-        kind=kind,
+        kind="evaluation",
         source="computed (run's metric options)",
         created_at=ctx.created_at,
-        settings=summary_settings(shape),
+        settings=evaluation_settings(
+            ctx.experiment,
+            ctx.catalog.content_hash(),
+            ctx.prompt_versions(),
+            MetricSettings.model_validate(metrics.settings()),
+        ),
         rows=metrics.as_dict()["rows"],
     )
 
@@ -271,7 +266,7 @@ def compare_runs(
             for key, values in diff.items()
         },
         "setting_labels": SETTING_LABELS,
-        "runs": [r.as_dict() for r in runs],
+        "runs": [r.model_dump() for r in runs],
         "leaderboards": [leaderboard(entries, metric) for metric in order],
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from skillmix.artifacts import FailedGeneration, FailedGrade, Summary, UsageRow
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import (
@@ -156,20 +157,20 @@ def metric_images(
 
 
 # sections ---------------------------------------------------------------------------------
-def settings_section(summary: Mapping[str, Any]) -> Safe:
-    e = summary["experiment"]
+def settings_section(summary: Summary) -> Safe:
+    e = summary.experiment  # the experiment's own (config) schema
     g = e["grader"]
-    prompts = summary["prompts"]
-    settings = summary["metrics"]["settings"]
-    cat = summary["catalog"]
+    prompts = summary.prompts
+    settings = summary.metrics.settings
+    cat = summary.catalog
     run = kv_table(
         {
-            "run id": el("code", summary["run_id"]),
-            "run folder": el("code", summary["run"]),
-            "status": summary.get("status", "complete"),
-            "created": summary["created_at"],
-            "reported": summary["reported_at"],
-            "skillmix": summary["skillmix_version"],
+            "run id": el("code", summary.run_id),
+            "run folder": el("code", summary.run),
+            "status": summary.status,
+            "created": summary.created_at,
+            "reported": summary.reported_at,
+            "skillmix": summary.skillmix_version,
         }
     )
     design = kv_table(
@@ -186,29 +187,29 @@ def settings_section(summary: Mapping[str, Any]) -> Safe:
         {
             "catalog": el(
                 "span",
-                f"{cat['source']} ({cat['skills']} skills, {cat['topics']} topics) ",
-                el("code", cat["hash"]),
+                f"{cat.source} ({cat.skills} skills, {cat.topics} topics) ",
+                el("code", cat.hash),
             ),
             "generation prompt": el(
                 "span",
-                f"{prompts['generation']['name']} ",
-                el("code", prompts["generation"]["hash"]),
+                f"{prompts.generation.name} ",
+                el("code", prompts.generation.hash),
             ),
             "grading prompt": el(
                 "span",
-                f"{prompts['grading']['name']} ({prompts['grading']['style']}) ",
-                el("code", prompts["grading"]["hash"]),
+                f"{prompts.grading.name} ({prompts.grading.style}) ",
+                el("code", prompts.grading.hash),
             ),
         }
     )
     metric = kv_table(
         {
-            "mode": settings["mode"],
-            "grading rounds combined by": settings["vote"],
-            "generation rounds combined by": settings["generation_agg"],
-            "explicit-name filter": settings["filter_explicit_name"],
-            "skills filtered out": ", ".join(settings["filter_skills"]) or "none",
-            "bootstrap": f"{settings['bootstrap_samples']} resamples (seed {settings['bootstrap_seed']})",
+            "mode": settings.mode,
+            "grading rounds combined by": settings.vote,
+            "generation rounds combined by": settings.generation_agg,
+            "explicit-name filter": settings.filter_explicit_name,
+            "skills filtered out": ", ".join(settings.filter_skills) or "none",
+            "bootstrap": f"{settings.bootstrap_samples} resamples (seed {settings.bootstrap_seed})",
         }
     )
     students = table(
@@ -232,7 +233,7 @@ def settings_section(summary: Mapping[str, Any]) -> Safe:
             "backend / model": f"{g['backend']} / {g['model']}"
             + (f" (quality {g['quality']})" if g.get("quality") is not None else ""),
             "rounds": g["rounds"],
-            "style": f"{g['style']} → {prompts['grading']['style']}",
+            "style": f"{g['style']} → {prompts.grading.style}",
             "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
             "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
         }
@@ -262,7 +263,7 @@ def _opt(x: object) -> str:
     return "default" if x is None else str(x)
 
 
-def leaderboards_section(summary: Mapping[str, Any]) -> Safe:
+def leaderboards_section(summary: Summary) -> Safe:
     parts: list[Any] = [
         el("h2", "Leaderboards"),
         el(
@@ -272,11 +273,11 @@ def leaderboards_section(summary: Mapping[str, Any]) -> Safe:
             class_="note",
         ),
     ]
-    graders = {r["grader"] for b in summary["leaderboards"] for r in b["rows"]}
+    graders = {r["grader"] for b in summary.leaderboards for r in b["rows"]}
     labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
         el("div", el("h3", board["title"]), leaderboard_table(board, labels))
-        for board in summary["leaderboards"]
+        for board in summary.leaderboards
     ]
     if len(graders) == 1:
         parts.append(el("p", f"Grader: {next(iter(graders))}.", class_="note"))
@@ -410,11 +411,11 @@ def agreement_section(agreement: Mapping[str, Any]) -> Safe:
     )
 
 
-def failures_section(summary: Mapping[str, Any]) -> Safe:
-    f = summary["failures"]
-    rows = [[q["student"], q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]] for q in summary["quality"]]
+def failures_section(summary: Summary) -> Safe:
+    f = summary.failures
+    rows = [[q["student"], q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]] for q in summary.quality]
     header = ["student", "k", *[t for _, t in QUALITY_COLUMNS]]
-    listed = f["generation"] + f["grading"]
+    listed: list[FailedGeneration | FailedGrade] = [*f.generation, *f.grading]
     reasons = (
         el(
             "details",
@@ -423,12 +424,12 @@ def failures_section(summary: Mapping[str, Any]) -> Safe:
                 ["student", "k", "generation round", "grading round", "combination", "reason"],
                 [
                     [
-                        x["student"],
-                        x["k"],
-                        x["generation_round"],
-                        x.get("grading_round", "—"),
-                        x["index"],
-                        x.get("reason") or x.get("status", ""),
+                        x.student,
+                        x.k,
+                        x.generation_round,
+                        getattr(x, "grading_round", "—"),
+                        x.index,
+                        x.reason or getattr(x, "status", ""),
                     ]
                     for x in listed
                 ],
@@ -442,9 +443,9 @@ def failures_section(summary: Mapping[str, Any]) -> Safe:
         el("h2", "Parse failures and retries"),
         el(
             "p",
-            f"Generations failed: {f['generation_failed']}. Grading verdicts failed: "
-            f"{f['grading_failed']}; unreadable after re-asks: {f['grading_unparsed']}; "
-            f"re-asked at least once: {f['grading_retried']}.",
+            f"Generations failed: {f.generation_failed}. Grading verdicts failed: "
+            f"{f.grading_failed}; unreadable after re-asks: {f.grading_unparsed}; "
+            f"re-asked at least once: {f.grading_retried}.",
             class_="note",
         ),
         table(header, rows, numeric=range(1, len(header))),
@@ -453,32 +454,32 @@ def failures_section(summary: Mapping[str, Any]) -> Safe:
     )
 
 
-def usage_section(usage: Sequence[Mapping[str, Any]]) -> Safe:
+def usage_section(usage: Sequence[UsageRow]) -> Safe:
     rows: list[list[Any]] = [
         [
-            u["model"],
-            u["model_id"],
-            u["role"],
-            u["phase"],
-            u["records"],
-            u["cached_records"],
-            f"{u['prompt_tokens']:,}",
-            f"{u['completion_tokens']:,}",
-            fmt(u["cost_usd"], 4) if u["cost_usd"] is not None else "unknown price",
+            u.model,
+            u.model_id,
+            u.role,
+            u.phase,
+            u.records,
+            u.cached_records,
+            f"{u.prompt_tokens:,}",
+            f"{u.completion_tokens:,}",
+            fmt(u.cost_usd, 4) if u.cost_usd is not None else "unknown price",
         ]
         for u in usage
     ]
-    known = [u["cost_usd"] for u in usage if u["cost_usd"] is not None]
+    known = [u.cost_usd for u in usage if u.cost_usd is not None]
     rows.append(
         [
             el("td", el("strong", "total")),
             "",
             "",
             "",
-            sum(u["records"] for u in usage),
-            sum(u["cached_records"] for u in usage),
-            f"{sum(u['prompt_tokens'] for u in usage):,}",
-            f"{sum(u['completion_tokens'] for u in usage):,}",
+            sum(u.records for u in usage),
+            sum(u.cached_records for u in usage),
+            f"{sum(u.prompt_tokens for u in usage):,}",
+            f"{sum(u.completion_tokens for u in usage):,}",
             fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
         ]
     )
@@ -603,13 +604,13 @@ def gallery_section(gallery: Sequence[Mapping[str, Any]]) -> Safe:
     return el("section", *parts, id="gallery")
 
 
-def render_html(summary: Mapping[str, Any], *, dpi: int = DEFAULT_DPI) -> tuple[str, list[Image]]:
+def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[Image]]:
     """The page and the images embedded in it."""
-    boards = summary["leaderboards"]
+    boards = summary.leaderboards
     metric_imgs = metric_images(boards, lambda row: _entry_label(row, boards), dpi)
     skills_img = rates_image(
         "skills-heatmap",
-        summary["skill_rates"],
+        summary.skill_rates,
         "skill",
         "Per-skill success across models",
         "mean voted skill point",
@@ -617,30 +618,30 @@ def render_html(summary: Mapping[str, Any], *, dpi: int = DEFAULT_DPI) -> tuple[
     )
     topics_img = rates_image(
         "topics-heatmap",
-        summary["topic_rates"],
+        summary.topic_rates,
         "topic",
         "Per-topic Ratio of Full Marks across models",
         "Ratio of Full Marks",
         dpi,
     )
-    counts = summary["counts"]
+    counts = summary.counts
     banner = None
-    if summary.get("status") == "partial":
+    if summary.status == "partial":
         banner = el(
             "div",
             el("strong", "Partial run: "),
-            f"{counts['generations']} of {counts['planned_generations']} generations and "
-            f"{counts['grades']} of {counts['planned_grades']} grading verdicts are finished; "
+            f"{counts.generations} of {counts.planned_generations} generations and "
+            f"{counts.grades} of {counts.planned_grades} grading verdicts are finished; "
             "numbers cover the finished part only.",
             class_="banner",
         )
-    e = summary["experiment"]
+    e = summary.experiment
     subtitle = el(
         "div",
-        el("code", summary["run_id"]),
+        el("code", summary.run_id),
         f" · {len(e['students'])} students · k = {', '.join(map(str, e['ks']))} · "
         f"M = {e['combinations']} · G = {e['generation_rounds']} · R = {e['grader']['rounds']} · "
-        f"grader {e['grader']['model']} · reported {summary['reported_at']}",
+        f"grader {e['grader']['model']} · reported {summary.reported_at}",
         banner,
     )
     body = [
@@ -653,27 +654,27 @@ def render_html(summary: Mapping[str, Any], *, dpi: int = DEFAULT_DPI) -> tuple[
             "Mean voted point of each skill per model, pooled over k (the metrics' per-skill "
             "rates, per k, are in summary.json).",
             skills_img,
-            rates_details(summary["skill_rates"], "skill", extra=["category"]),
+            rates_details(summary.skill_rates, "skill", extra=["category"]),
         ),
         rates_section(
             "topics",
             "Per-topic Ratio of Full Marks",
             "Share of combinations with full marks per topic and model, pooled over k.",
             topics_img,
-            rates_details(summary["topic_rates"], "topic"),
+            rates_details(summary.topic_rates, "topic"),
         ),
-        agreement_section(summary["agreement"]),
+        agreement_section(summary.agreement),
         failures_section(summary),
-        usage_section(summary["usage"]),
-        gallery_section(summary["gallery"]),
+        usage_section(summary.usage),
+        gallery_section(summary.gallery),
     ]
     footer = el(
         "span",
-        f"skillmix {summary['skillmix_version']} · run created {summary['created_at']} · "
-        f"report built {summary['reported_at']} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
+        f"skillmix {summary.skillmix_version} · run created {summary.created_at} · "
+        f"report built {summary.reported_at} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
     )
     images = [*metric_imgs, *[i for i in (skills_img, topics_img) if i is not None]]
-    title = f"SKILL-MIX report: {summary['run_id']}"
+    title = f"SKILL-MIX report: {summary.run_id}"
     return page(title, subtitle, NAV, body, footer), images
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from skillmix.artifacts import Summary
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import fmt, pct
@@ -78,7 +79,7 @@ def leaderboard_markdown(
     return md_table(header, rows, numeric=[0, *range(len(label_columns) + 1, len(header))])
 
 
-def metrics_markdown(summary: Mapping[str, Any]) -> list[str]:
+def metrics_markdown(summary: Summary) -> list[str]:
     header = ["student", "grader", "k", "n", *[METRIC_TITLES[m] for m in METRIC_NAMES], "unparsed"]
     rows = [
         [
@@ -89,7 +90,7 @@ def metrics_markdown(summary: Mapping[str, Any]) -> list[str]:
             *[metric_cell(row[m]) for m in METRIC_NAMES],
             row["unparsed"],
         ]
-        for row in summary["metrics"]["rows"]
+        for row in summary.metrics.rows
     ]
     return md_table(header, rows, numeric=[2, 3, 4, 5, 6, 7])
 
@@ -159,51 +160,52 @@ def example_markdown(item: Mapping[str, Any]) -> list[str]:
     return [*lines, *md_table(header, rows, numeric=range(1, len(header))), ""]
 
 
-def settings_lines(summary: Mapping[str, Any]) -> list[str]:
-    e = summary["experiment"]
-    settings = summary["metrics"]["settings"]
+def settings_lines(summary: Summary) -> list[str]:
+    e = summary.experiment  # the experiment's own (config) schema
+    settings = summary.metrics.settings
     g = e["grader"]
-    prompts = summary["prompts"]
+    prompts = summary.prompts
+    catalog = summary.catalog
     return [
-        f"- run: {md_escape(summary['run'])} (status: {summary.get('status', 'complete')})",
-        f"- created {summary['created_at']}; reported {summary['reported_at']}; skillmix {summary['skillmix_version']}",
+        f"- run: {md_escape(summary.run)} (status: {summary.status})",
+        f"- created {summary.created_at}; reported {summary.reported_at}; skillmix {summary.skillmix_version}",
         "- students: "
         + ", ".join(
             f"{md_escape(s['name'])} ({md_escape(s['backend'])}: {md_escape(s['model'])})"
             for s in e["students"]
         ),
         f"- grader: {md_escape(g['name'])} ({md_escape(g['backend'])}: {md_escape(g['model'])}), "
-        f"R = {g['rounds']} grading rounds, prompt {md_escape(prompts['grading']['name'])} "
-        f"({prompts['grading']['style']}, hash {prompts['grading']['hash']})",
+        f"R = {g['rounds']} grading rounds, prompt {md_escape(prompts.grading.name)} "
+        f"({prompts.grading.style}, hash {prompts.grading.hash})",
         f"- k = {', '.join(map(str, e['ks']))}; M = {e['combinations']} combinations per k; "
         f"G = {e['generation_rounds']} generation rounds; seed {e['seed']}; order seed "
         f"{md_escape(e['order_seed'])}; sampling {e['sampling']}",
-        f"- catalog: {md_escape(summary['catalog']['source'])} ({summary['catalog']['skills']} skills, "
-        f"{summary['catalog']['topics']} topics, hash {summary['catalog']['hash']}); generation prompt "
-        f"{md_escape(prompts['generation']['name'])} (hash {prompts['generation']['hash']})",
-        f"- metrics: mode {settings['mode']}, vote {settings['vote']}, generation rounds "
-        f"{settings['generation_agg']}, explicit-name filter {settings['filter_explicit_name']}"
+        f"- catalog: {md_escape(catalog.source)} ({catalog.skills} skills, "
+        f"{catalog.topics} topics, hash {catalog.hash}); generation prompt "
+        f"{md_escape(prompts.generation.name)} (hash {prompts.generation.hash})",
+        f"- metrics: mode {settings.mode}, vote {settings.vote}, generation rounds "
+        f"{settings.generation_agg}, explicit-name filter {settings.filter_explicit_name}"
         + (
-            f", skills filtered out: {', '.join(md_escape(s) for s in settings['filter_skills'])}"
-            if settings["filter_skills"]
+            f", skills filtered out: {', '.join(md_escape(s) for s in settings.filter_skills)}"
+            if settings.filter_skills
             else ""
         )
-        + f", bootstrap {settings['bootstrap_samples']} resamples",
+        + f", bootstrap {settings.bootstrap_samples} resamples",
     ]
 
 
-def render_markdown(summary: Mapping[str, Any]) -> str:
-    counts = summary["counts"]
-    lines = [f"# SKILL-MIX report: {md_escape(summary['run_id'])}", ""]
-    if summary.get("status") == "partial":
+def render_markdown(summary: Summary) -> str:
+    counts = summary.counts
+    lines = [f"# SKILL-MIX report: {md_escape(summary.run_id)}", ""]
+    if summary.status == "partial":
         lines += [
-            f"> **Partial run**: {counts['generations']} of {counts['planned_generations']} "
-            f"generations and {counts['grades']} of {counts['planned_grades']} grading verdicts "
+            f"> **Partial run**: {counts.generations} of {counts.planned_generations} "
+            f"generations and {counts.grades} of {counts.planned_grades} grading verdicts "
             "are finished; numbers cover the finished part only.",
             "",
         ]
     lines += [*settings_lines(summary), "", "## Leaderboards", ""]
-    for board in summary["leaderboards"]:
+    for board in summary.leaderboards:
         ks = ", ".join(map(str, board["ranked_over_ks"]))
         lines += [
             f"### {board['title']}",
@@ -222,11 +224,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "",
         "## Grader agreement across grading rounds",
         "",
-        f"{summary['agreement']['grading_rounds']} grading rounds; "
-        + md_escape(summary["agreement"]["note"])
+        f"{summary.agreement['grading_rounds']} grading rounds; "
+        + md_escape(summary.agreement["note"])
         + ".",
         "",
-        *agreement_markdown(summary["agreement"]),
+        *agreement_markdown(summary.agreement),
         "",
         "## Parse failures and retries",
         "",
@@ -234,7 +236,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             ["student", "k", *[t for _, t in QUALITY_COLUMNS]],
             [
                 [md_escape(q["student"]), q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]]
-                for q in summary["quality"]
+                for q in summary.quality
             ],
             numeric=range(1, 2 + len(QUALITY_COLUMNS)),
         ),
@@ -254,42 +256,42 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             ],
             [
                 [
-                    md_escape(u["model"]),
-                    u["role"],
-                    u["phase"],
-                    u["records"],
-                    u["cached_records"],
-                    u["prompt_tokens"],
-                    u["completion_tokens"],
-                    fmt(u["cost_usd"], 4),
+                    md_escape(u.model),
+                    u.role,
+                    u.phase,
+                    u.records,
+                    u.cached_records,
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    fmt(u.cost_usd, 4),
                 ]
-                for u in summary["usage"]
+                for u in summary.usage
             ],
             numeric=range(3, 8),
         ),
         "",
     ]
-    f = summary["failures"]
+    f = summary.failures
     lines += [
-        f"- generations failed: {f['generation_failed']}",
-        f"- grading verdicts failed: {f['grading_failed']}; unparsed after re-asks: "
-        f"{f['grading_unparsed']}; re-asked at least once: {f['grading_retried']}",
+        f"- generations failed: {f.generation_failed}",
+        f"- grading verdicts failed: {f.grading_failed}; unparsed after re-asks: "
+        f"{f.grading_unparsed}; re-asked at least once: {f.grading_retried}",
         "",
         "## Per-skill success (pooled over k)",
         "",
         "Mean voted point of each skill (number of graded answers in parentheses), hardest first.",
         "",
-        *rates_markdown(summary["skill_rates"], "skill", extra=["category"]),
+        *rates_markdown(summary.skill_rates, "skill", extra=["category"]),
         "",
         "## Per-topic full marks (pooled over k)",
         "",
-        *rates_markdown(summary["topic_rates"], "topic"),
+        *rates_markdown(summary.topic_rates, "topic"),
         "",
         "## Example answers",
         "",
     ]
     current = None
-    for item in summary["gallery"]:
+    for item in summary.gallery:
         key = (item["student"], item["grader"], item["k"])
         if key != current:
             current = key

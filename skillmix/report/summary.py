@@ -9,12 +9,21 @@ the same data, so they never disagree.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from skillmix import __version__
+from skillmix.artifacts import (
+    Counts,
+    FailedGeneration,
+    FailedGrade,
+    Failures,
+    MetricsSection,
+    Summary,
+    SummaryCatalog,
+    UsageRow,
+)
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext
@@ -45,7 +54,7 @@ MAX_LISTED_FAILURES = 200
 
 
 @dataclass
-class UsageRow:
+class _UsageTotals:
     model: str
     role: str
     phase: str
@@ -59,11 +68,11 @@ class UsageRow:
 
 def usage_rows(
     ctx: RunContext, generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
-) -> list[dict[str, Any]]:
-    rows: dict[tuple[str, str], UsageRow] = {}
+) -> list[UsageRow]:
+    rows: dict[tuple[str, str], _UsageTotals] = {}
 
     def add(model: str, role: str, phase: str, usage: Any) -> None:
-        row = rows.setdefault((model, phase), UsageRow(model, role, phase))
+        row = rows.setdefault((model, phase), _UsageTotals(model, role, phase))
         row.records += 1
         row.prompt_tokens += usage.prompt_tokens
         row.completion_tokens += usage.completion_tokens
@@ -84,62 +93,45 @@ def usage_rows(
         spec = specs.get(model)
         price = price_for(spec.backend, spec.model, overrides) if spec else None
         out.append(
-            {
-                "model": model,
-                "model_id": spec.model if spec else model,
-                "role": row.role,
-                "phase": row.phase,
-                "records": row.records,
-                "cached_records": row.cached,
-                "prompt_tokens": row.prompt_tokens,
-                "completion_tokens": row.completion_tokens,
-                "cost_usd": cost_usd(row.billed_prompt_tokens, row.billed_completion_tokens, price),
-                "cost_usd_including_cached": cost_usd(
-                    row.prompt_tokens, row.completion_tokens, price
-                ),
-            }
+            UsageRow.model_validate(
+                {
+                    **asdict(row),  # the billed counts stay here; the model keeps its fields
+                    "model_id": spec.model if spec else model,
+                    "cached_records": row.cached,
+                    "cost_usd": cost_usd(
+                        row.billed_prompt_tokens, row.billed_completion_tokens, price
+                    ),
+                    "cost_usd_including_cached": cost_usd(
+                        row.prompt_tokens, row.completion_tokens, price
+                    ),
+                }
+            )
         )
     return out
 
 
 def failure_lists(
     generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
-) -> dict[str, Any]:
+) -> Failures:
+    # the models keep the fields they describe, in their order, from each record
     gen_failed = [
-        {
-            "student": g.student,
-            "k": g.k,
-            "generation_round": g.generation_round,
-            "index": g.index,
-            "reason": g.error,
-        }
+        FailedGeneration.model_validate({**g.model_dump(), "reason": g.error})
         for g in generations
         if g.status == "failed"
     ]
     grade_failed = [
-        {
-            "student": r.student,
-            "k": r.k,
-            "generation_round": r.generation_round,
-            "grading_round": r.grading_round,
-            "index": r.index,
-            "status": r.status,
-            "reason": r.error or r.parse_detail,
-        }
+        FailedGrade.model_validate({**r.model_dump(), "reason": r.error or r.parse_detail})
         for r in grades
         if r.status != "ok"
     ]
-    reasons: dict[str, int] = defaultdict(int)
-    for item in gen_failed + grade_failed:
-        reasons[str(item["reason"]).split(":")[0][:80]] += 1
-    return {
-        "generation_failed": len(gen_failed),
-        "grading_failed": sum(1 for r in grades if r.status == "failed"),
-        "grading_unparsed": sum(1 for r in grades if r.status == "unparsed"),
-        "grading_retried": sum(1 for r in grades if r.attempts > 1),
-        "generation": gen_failed[:MAX_LISTED_FAILURES],
-        "grading": grade_failed[:MAX_LISTED_FAILURES],
-    }
+    return Failures(
+        generation_failed=len(gen_failed),
+        grading_failed=sum(1 for r in grades if r.status == "failed"),
+        grading_unparsed=sum(1 for r in grades if r.status == "unparsed"),
+        grading_retried=sum(1 for r in grades if r.attempts > 1),
+        generation=gen_failed[:MAX_LISTED_FAILURES],
+        grading=grade_failed[:MAX_LISTED_FAILURES],
+    )
 
 
 def build_summary(
@@ -149,7 +141,7 @@ def build_summary(
     grades: list[GradeRecord],
     *,
     run_uri: str,
-) -> dict[str, Any]:
+) -> Summary:
     e = ctx.experiment
     planned_generations = len(e.students) * len(e.ks) * e.generation_rounds * e.combinations
     planned_grades = sum(1 for g in generations if g.status == "ok") * e.grader.rounds
@@ -162,42 +154,41 @@ def build_summary(
     categories = {s.name: s.category for s in ctx.catalog.skills}
     for row in skills["rows"]:
         row["category"] = categories.get(row["skill"], "")
-    return {
-        "schema_version": 1,
-        "run_id": ctx.run_id,
-        "run": run_uri,
-        "created_at": ctx.created_at,
-        "reported_at": utc_now(),
-        "skillmix_version": __version__,
-        "experiment": e.model_dump(mode="json"),
-        "catalog": {
-            "source": ctx.catalog.source,
-            "hash": ctx.catalog.content_hash(),
-            "skills": len(ctx.catalog.skills),
-            "topics": len(ctx.catalog.topics),
-        },
-        "prompts": ctx.prompt_versions(),
-        "counts": {
-            "planned_generations": planned_generations,
-            "generations": len(generations),
-            "planned_grades": planned_grades,
-            "grades": len(grades),
-        },
-        "status": "complete" if complete else "partial",
-        "metrics": metric_rows,
-        "leaderboards": boards,
-        "usage": usage_rows(ctx, generations, grades),
-        "failures": failure_lists(generations, grades),
-        "quality": quality_rows(generations, grades),
-        "agreement": agreement_section(grades),
-        "skill_rates": skills,
-        "topic_rates": topic_rates(metrics.rows, order),
-        "gallery": select_examples(units, metrics.options, order),
-    }
+    return Summary(
+        run_id=ctx.run_id,
+        run=run_uri,
+        created_at=ctx.created_at,
+        reported_at=utc_now(),
+        skillmix_version=__version__,
+        experiment=e.model_dump(mode="json"),
+        catalog=SummaryCatalog(
+            source=ctx.catalog.source,
+            hash=ctx.catalog.content_hash(),
+            skills=len(ctx.catalog.skills),
+            topics=len(ctx.catalog.topics),
+        ),
+        prompts=ctx.prompt_versions(),
+        counts=Counts(
+            planned_generations=planned_generations,
+            generations=len(generations),
+            planned_grades=planned_grades,
+            grades=len(grades),
+        ),
+        status="complete" if complete else "partial",
+        metrics=MetricsSection.model_validate(metric_rows),
+        leaderboards=boards,
+        usage=usage_rows(ctx, generations, grades),
+        failures=failure_lists(generations, grades),
+        quality=quality_rows(generations, grades),
+        agreement=agreement_section(grades),
+        skill_rates=skills,
+        topic_rates=topic_rates(metrics.rows, order),
+        gallery=select_examples(units, metrics.options, order),
+    )
 
 
 def report_files(
-    summary: dict[str, Any], metrics: RunMetrics, *, dpi: int = DEFAULT_DPI
+    summary: Summary, metrics: RunMetrics, *, dpi: int = DEFAULT_DPI
 ) -> dict[str, bytes]:
     """Every file of ``report/``: summary.json, metrics.csv, report.md, report.html and the
     plots as PNG files (the same images are embedded in report.html)."""
@@ -205,7 +196,10 @@ def report_files(
 
     page, images = render_html(summary, dpi=dpi)
     files = {
-        "summary.json": json.dumps(summary, indent=2, ensure_ascii=False).encode() + b"\n",
+        "summary.json": json.dumps(
+            summary.model_dump(mode="json"), indent=2, ensure_ascii=False
+        ).encode()
+        + b"\n",
         "metrics.csv": metrics.to_csv().encode(),
         "report.md": render_markdown(summary).encode(),
         "report.html": page.encode(),

@@ -19,6 +19,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillmix.artifacts import (
+    RUN_JSON_ADAPTER,
+    EvaluationRun,
+    LaunchRecord,
+    ReferenceImportRun,
+    Summary,
+    parse_artifact,
+)
 from skillmix.errors import RunFailedError
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.base import ArtifactStore, KeyExists, KeyNotFound, join_key
@@ -29,8 +37,11 @@ PART_PREFIX = "part-"
 GENERATIONS = "generations"
 GRADES = "grades"
 REPORT = "report"
+LAUNCHES = "launches"
+SUMMARY_JSON = f"{REPORT}/summary.json"
 
 R = TypeVar("R", bound=BaseModel)
+A = TypeVar("A", bound=BaseModel)
 
 
 def generation_prefix(student: str, k: int, generation_round: int) -> str:
@@ -41,6 +52,10 @@ def grade_prefix(
     grader: str, student: str, k: int, generation_round: int, grading_round: int
 ) -> str:
     return f"{GRADES}/{grader}/{student}/k{k}/r{generation_round}/g{grading_round}"
+
+
+def launch_record_key(attempt: int) -> str:
+    return f"{LAUNCHES}/attempt-{attempt:03d}.json"
 
 
 def utc_now() -> str:
@@ -184,9 +199,38 @@ class RunStore:
             raise RunFailedError(f"{self.uri}/{RUN_JSON}: expected a JSON object")
         return data
 
+    def read_run(self) -> EvaluationRun | ReferenceImportRun | None:
+        """The typed run.json (None when absent); a damaged or partial file, or an unknown
+        schema version, is one SkillmixError line."""
+        try:
+            raw = self.store.read_bytes(RUN_JSON)
+        except KeyNotFound:
+            return None
+        return parse_artifact(RUN_JSON_ADAPTER, raw, f"{self.uri.rstrip('/')}/{RUN_JSON}")
+
+    def write_run(
+        self, run: EvaluationRun | ReferenceImportRun, *, overwrite: bool = False
+    ) -> None:
+        self.write_run_json(run.model_dump(mode="json"), overwrite=overwrite)
+
     def write_run_json(self, data: dict[str, Any], *, overwrite: bool = False) -> None:
         blob = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
         self.store.write_bytes(RUN_JSON, blob, if_absent=not overwrite)
+
+    def read_launch_record(self, attempt: int) -> LaunchRecord | None:
+        """The record of Kubernetes launch ``attempt`` (None when there is none)."""
+        return self._read_artifact(LaunchRecord, launch_record_key(attempt))
+
+    def read_summary(self, key: str = SUMMARY_JSON) -> Summary | None:
+        """The report's summary.json (None when there is none)."""
+        return self._read_artifact(Summary, key)
+
+    def _read_artifact(self, model: type[A], key: str) -> A | None:
+        try:
+            raw = self.store.read_bytes(key)
+        except KeyNotFound:
+            return None
+        return parse_artifact(model, raw, f"{self.uri.rstrip('/')}/{key}")
 
     def is_empty(self) -> bool:
         return not self.store.list_keys()

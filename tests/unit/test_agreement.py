@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from fractions import Fraction
 
 import pytest
@@ -104,6 +105,6 @@ def test_count_table_orders_categories() -> None:
 
 
 def test_as_dict_is_json_ready() -> None:
-    data = agreement([[1, 1], [0, 1]]).as_dict()
+    data = asdict(agreement([[1, 1], [0, 1]]))
     assert set(data) == {"subjects", "ratings", "percent", "unanimous", "expected", "kappa"}
     assert data["subjects"] == 2 and data["ratings"] == 4

@@ -97,7 +97,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("skillmix.report", "skillmix.legacy", "skillmix.api"),
     ("skillmix.pipeline",),  # context, plan, tasks, aggregation
     ("skillmix.backends", "skillmix.store"),
-    ("skillmix.records", "skillmix.config", "skillmix.promptset"),
+    ("skillmix.records", "skillmix.artifacts", "skillmix.config", "skillmix.promptset"),
     ("skillmix.method",),
     ("skillmix.catalog",),
     ("skillmix.errors", "skillmix"),

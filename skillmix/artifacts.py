@@ -1,0 +1,338 @@
+"""The run's JSON artifacts as versioned models: ``run.json``, ``report/summary.json`` and the
+Kubernetes launch records (``launches/attempt-NNN.json``).
+
+Like inspect_ai's ``EvalLog``, every artifact carries a ``schema_version``; readers refuse a
+version they do not know and turn a damaged or partial file into one :class:`SkillmixError`
+line naming the file and what is wrong (never a traceback). ``run.json`` is a union on its
+``kind``: an evaluation run or a reference import; files written before ``kind`` existed get
+it inferred from their keys. Writers build the JSON through ``model_dump(mode="json")``, so the
+field order here is the key order on disk.
+
+The experiment embedded in ``run.json`` and ``summary.json`` is kept as a mapping here: it has
+its own strict schema (:class:`skillmix.config.Experiment`), checked where it is used.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from skillmix.errors import SkillmixError
+from skillmix.method.prompts import GradingStyle
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
+
+M = TypeVar("M")
+
+
+class _Artifact(BaseModel):
+    # unknown keys are ignored so that files written by older versions still read
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Versioned(_Artifact):
+    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
+
+
+class _CatalogSource(_Artifact):
+    source: str | None = Field(None, description="Where the catalog was loaded from.")
+    hash: str = Field("", description="Content hash of skills and topics.")
+
+
+class PromptVersion(_Artifact):
+    name: str = Field(description="Prompt version name.")
+    hash: str = Field("", description="Content hash of the template.")
+
+
+class GradingPromptVersion(PromptVersion):
+    style: GradingStyle = Field(description="How grader replies are parsed.")
+
+
+# run.json ---------------------------------------------------------------------------------
+class CatalogSkill(_Artifact):
+    name: str = Field(description="Skill name (the key used in records).")
+    category: str = Field("", description="Skill category from the catalog.")
+    definition: str = Field(description="Definition shown to students and graders.")
+    example: str = Field(description="Example shown to students and graders.")
+
+
+class RunCatalog(_CatalogSource):
+    skills: list[CatalogSkill] = Field(description="Every skill of the catalog, in order.")
+    topics: list[str] = Field(description="Every topic of the catalog, in order.")
+
+
+class PromptTemplateJson(PromptVersion):
+    turns: list[str] = Field(description="The template's user turns.")
+
+
+class GradingTemplateJson(GradingPromptVersion):
+    turns: list[str] = Field(description="The template's user turns.")
+
+
+class RunPrompts(_Artifact):
+    generation: PromptTemplateJson = Field(description="The student prompt template.")
+    grading: GradingTemplateJson = Field(description="The grader prompt template.")
+
+
+class EvaluationRun(_Versioned):
+    """``run.json`` of an evaluation: everything a task needs, no secrets."""
+
+    kind: Literal["evaluation"] = Field("evaluation", description="Run kind (discriminator).")
+    run_id: str = Field(description="Experiment name plus a hash of every result setting.")
+    created_at: str | None = Field(None, description="UTC time the run was first started.")
+    skillmix_version: str = Field("", description="skillmix version that wrote the file.")
+    sharded: bool = Field(False, description="True for Kubernetes runs (sharded generation).")
+    experiment: dict[str, Any] = Field(description="The resolved experiment (config schema).")
+    catalog: RunCatalog = Field(description="The catalog's skills and topics.")
+    prompts: RunPrompts = Field(description="The prompt templates.")
+
+
+class ReferenceImportRun(_Versioned):
+    """``run.json`` of a folder written by ``skillmix import-reference``."""
+
+    kind: Literal["reference-import"] = Field(
+        "reference-import", description="Run kind (discriminator)."
+    )
+    created_at: str = Field("", description="UTC time of the import.")
+    skillmix_version: str = Field("", description="skillmix version that wrote the file.")
+    root: str = Field(description="The imported reference tree (absolute path).")
+    seed: int = Field(description="The imported seed.")
+    ks: list[int] = Field(default_factory=list, description="k values found.")
+    students: list[str] = Field(default_factory=list, description="Students imported.")
+    graders: list[str] = Field(default_factory=list, description="Graders imported.")
+    generation_rounds: list[int] = Field(
+        default_factory=list, description="Generation rounds found."
+    )
+    grading_rounds: list[int] = Field(default_factory=list, description="Grading rounds found.")
+    generation_prompt_versions: list[str] = Field(
+        default_factory=list, description="Generation prompt versions (folder names)."
+    )
+    grading_prompt_versions: list[str] = Field(
+        default_factory=list, description="Grading prompt versions (folder names)."
+    )
+    generations: int = Field(0, description="Generation records written.")
+    grades: int = Field(0, description="Grade records written.")
+    issues: list[str] = Field(default_factory=list, description="Problems found in the tree.")
+
+
+def _infer_kind(data: Any) -> Any:
+    """Files written before ``kind`` existed: a reference import has ``root``, else evaluation."""
+    if isinstance(data, dict) and "kind" not in data:
+        kind = "reference-import" if "root" in data and "experiment" not in data else "evaluation"
+        return {**data, "kind": kind}
+    return data
+
+
+RunJson = Annotated[
+    EvaluationRun | ReferenceImportRun,
+    Field(discriminator="kind"),
+    BeforeValidator(_infer_kind),
+]
+RUN_JSON_ADAPTER: TypeAdapter[EvaluationRun | ReferenceImportRun] = TypeAdapter(RunJson)
+
+
+# report/summary.json ----------------------------------------------------------------------
+class SummaryCatalog(_CatalogSource):
+    skills: int = Field(description="Number of skills.")
+    topics: int = Field(description="Number of topics.")
+
+
+class PromptVersions(_Artifact):
+    generation: PromptVersion = Field(description="The student prompt version.")
+    grading: GradingPromptVersion = Field(description="The grader prompt version.")
+
+
+class Counts(_Artifact):
+    planned_generations: int = Field(description="Generations the plan asks for.")
+    generations: int = Field(description="Generation records found.")
+    planned_grades: int = Field(description="Verdicts due for the successful generations.")
+    grades: int = Field(description="Grade records found.")
+
+
+class MetricSettings(_Artifact):
+    mode: str = Field(description="Metric mode: strict or reference.")
+    generation_agg: str = Field(description="How generation rounds combine (max, mean).")
+    vote: str = Field(description="How grading rounds combine (majority, mean).")
+    filter_explicit_name: str = Field(description="Explicit skill-name filter rule.")
+    filter_skills: list[str] = Field(description="Skills left out of the metrics.")
+    bootstrap_samples: int = Field(description="Bootstrap resamples for the CIs.")
+    bootstrap_seed: int = Field(description="Bootstrap seed.")
+    reparse: bool = Field(False, description="Points re-read from the raw grader replies.")
+    run: str = Field("", description="The run folder the metrics come from.")
+
+
+class MetricsSection(_Artifact):
+    rows: list[dict[str, Any]] = Field(
+        description="One row per (student, grader, k): n, unparsed, the three metrics."
+    )
+    settings: MetricSettings = Field(description="The options that produced the rows.")
+
+
+class UsageRow(_Artifact):
+    model: str = Field(description="Model name from the experiment.")
+    model_id: str = Field(description="Model id sent to the backend.")
+    role: str = Field(description="student or grader.")
+    phase: str = Field(description="generate or grade.")
+    records: int = Field(description="Records of this model in this phase.")
+    cached_records: int = Field(description="Records answered from the response cache.")
+    prompt_tokens: int = Field(description="Prompt tokens, cached replies included.")
+    completion_tokens: int = Field(description="Completion tokens, cached replies included.")
+    cost_usd: float | None = Field(description="Billed cost; None without a price.")
+    cost_usd_including_cached: float | None = Field(
+        description="Cost had no reply come from the cache."
+    )
+
+
+class _Generated(_Artifact):
+    student: str = Field(description="Student name.")
+    k: int = Field(description="Number of skills.")
+    generation_round: int = Field(description="Generation round.")
+
+
+class FailedGeneration(_Generated):
+    index: int = Field(description="Combination index.")
+    reason: str | None = Field(description="The error.")
+
+
+class FailedGrade(_Generated):
+    grading_round: int = Field(description="Grading round.")
+    index: int = Field(description="Combination index.")
+    status: str = Field(description="failed or unparsed.")
+    reason: str | None = Field(description="The error or the parse problem.")
+
+
+class Failures(_Artifact):
+    generation_failed: int = Field(description="Generations that failed after retries.")
+    grading_failed: int = Field(description="Verdicts that failed after retries.")
+    grading_unparsed: int = Field(description="Verdicts without usable points.")
+    grading_retried: int = Field(description="Verdicts that needed a re-ask.")
+    generation: list[FailedGeneration] = Field(description="Failed generations (capped).")
+    grading: list[FailedGrade] = Field(description="Failed or unparsed verdicts (capped).")
+
+
+class Summary(_Versioned):
+    """``report/summary.json``: the machine-readable report every other report file comes from."""
+
+    run_id: str = Field(description="The run id.")
+    run: str = Field(description="The run folder (URI).")
+    created_at: str | None = Field(description="UTC time the run was first started.")
+    reported_at: str = Field(description="UTC time the report was built.")
+    skillmix_version: str = Field(description="skillmix version that built the report.")
+    experiment: dict[str, Any] = Field(description="The resolved experiment (config schema).")
+    catalog: SummaryCatalog = Field(description="Catalog provenance.")
+    prompts: PromptVersions = Field(description="Prompt versions and hashes.")
+    counts: Counts = Field(description="Planned and found records.")
+    status: Literal["complete", "partial"] = Field(description="Whether every record is in.")
+    metrics: MetricsSection = Field(description="Metric rows and their settings.")
+    leaderboards: list[dict[str, Any]] = Field(description="One ranking per metric.")
+    usage: list[UsageRow] = Field(description="Tokens and cost per model and phase.")
+    failures: Failures = Field(description="Failed and unparsed records.")
+    quality: list[dict[str, Any]] = Field(description="Answer quality per student and k.")
+    agreement: dict[str, Any] = Field(description="Agreement between grading rounds.")
+    skill_rates: dict[str, Any] = Field(description="Per-skill success rates.")
+    topic_rates: dict[str, Any] = Field(description="Per-topic success rates.")
+    gallery: Any = Field(description="Example answers with their verdicts.")
+
+
+# launches/attempt-NNN.json ----------------------------------------------------------------
+class JobRecord(_Artifact):
+    phase: str = Field(description="generate, grade or aggregate.")
+    student: str = Field(description="Student name ('-' for aggregate).")
+    k: int | None = Field(description="Number of skills (None for aggregate).")
+    round: int | None = Field(description="Generation round (None for aggregate).")
+    pods: int = Field(description="Pods of the Job.")
+    gpus_per_pod: int = Field(description="GPUs each pod requests.")
+    backend: str = Field(description="Backend of the model the Job calls.")
+
+
+class LaunchPlanRecord(_Artifact):
+    run_id: str = Field(description="The run id.")
+    run: str = Field(description="The run folder (s3:// URI).")
+    cluster: str = Field(description="Cluster profile name.")
+    namespace: str = Field(description="Kubernetes namespace.")
+    release: str = Field(description="Helm release name.")
+    attempt: int = Field(description="Launch attempt (1-based).")
+    jobs: list[JobRecord] = Field(description="Jobs this attempt creates.")
+    gpus: int = Field(description="GPUs requested by all pods together.")
+    estimated_gpu_hours: float = Field(description="Rough GPU-hours (upper bound).")
+    estimated_api_cost_usd: float | None = Field(
+        description="Rough API cost (upper bound); None without a price."
+    )
+    finished_units: int = Field(description="Units already finished before this attempt.")
+    total_units: int = Field(description="Units of the whole plan.")
+
+
+class UnitRef(_Artifact):
+    student: str = Field(description="Student name.")
+    k: int = Field(description="Number of skills.")
+    round: int = Field(description="Generation round.")
+
+
+class LaunchRecord(_Versioned):
+    """An audit record of one launch attempt; its values hold Secret names only."""
+
+    attempt: int = Field(description="Launch attempt (1-based).")
+    launched_at: str = Field("", description="UTC time of the launch.")
+    plan: LaunchPlanRecord | None = Field(None, description="What the attempt planned.")
+    values: dict[str, Any] = Field(description="The Helm values the release was rendered from.")
+
+    def units(self, phase: str) -> list[tuple[str, int, int]]:
+        """The (student, k, round) units this attempt (re)does in ``phase``."""
+        key = "generation" if phase == "generate" else "grading"
+        refs = TypeAdapter(list[UnitRef]).validate_python(self.values.get(key) or [])
+        return [(u.student, u.k, u.round) for u in refs]
+
+
+# reading ----------------------------------------------------------------------------------
+def _problem(exc: ValidationError, *, tagged: bool) -> str:
+    errors = exc.errors()
+    err = errors[0]
+    loc = err["loc"][1:] if tagged else err["loc"]  # a union's errors start with the tag
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "union_tag_invalid":
+        text = f"unknown kind {err['input'].get('kind')!r}"
+    elif err["type"] == "missing":
+        text = f"missing field {path!r}"
+    else:
+        text = f"{path}: {err['msg']}"
+    return text + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
+def parse_artifact(model: type[M] | TypeAdapter[M], raw: bytes, source: str) -> M:
+    """Validate the bytes of one artifact; any problem is one SkillmixError naming ``source``."""
+    if b"\x00" in raw:
+        raise SkillmixError(f"{source}: damaged file (it contains a NUL byte)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SkillmixError(f"{source}: damaged file (not UTF-8 at byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SkillmixError(
+            f"{source}: damaged file (invalid JSON at line {exc.lineno}: {exc.msg})"
+        ) from None
+    return validate_artifact(model, data, source)
+
+
+def validate_artifact(model: type[M] | TypeAdapter[M], data: object, source: str) -> M:
+    """Validate an artifact's parsed JSON (see :func:`parse_artifact`)."""
+    if not isinstance(data, dict):
+        raise SkillmixError(f"{source}: damaged file (expected a JSON object)")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
+        raise SkillmixError(
+            f"{source}: unknown schema_version {version!r} "
+            f"(this skillmix reads {', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})",
+            hint="upgrade skillmix to read it",
+        )
+    adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        raise SkillmixError(
+            f"{source}: damaged or partial file: {_problem(exc, tagged=model is RUN_JSON_ADAPTER)}"
+        ) from None

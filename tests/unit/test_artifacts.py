@@ -1,0 +1,220 @@
+"""The versioned artifact models: run.json's kinds, version checks, one-line errors, and the
+JSON they write (same keys and order as before the models)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from skillmix import artifacts
+from skillmix.artifacts import (
+    RUN_JSON_ADAPTER,
+    EvaluationRun,
+    LaunchRecord,
+    ReferenceImportRun,
+    Summary,
+    parse_artifact,
+)
+from skillmix.errors import SkillmixError
+from skillmix.k8s.launch import JobPlan, LaunchPlan
+from skillmix.legacy import ImportIssue, ImportSummary
+from skillmix.method.agreement import agreement
+from skillmix.method.metrics import MetricOptions
+
+RUN = {
+    "schema_version": 1,
+    "kind": "evaluation",
+    "run_id": "r-1",
+    "created_at": "2026-01-01T00:00:00.000000Z",
+    "skillmix_version": "0.1.0",
+    "sharded": False,
+    "experiment": {"name": "r"},
+    "catalog": {
+        "source": "builtin",
+        "hash": "h",
+        "skills": [{"name": "a", "category": "c", "definition": "d", "example": "e"}],
+        "topics": ["t"],
+    },
+    "prompts": {
+        "generation": {"name": "g1", "hash": "x", "turns": ["u"]},
+        "grading": {"name": "r1", "hash": "y", "turns": ["v"], "style": "table"},
+    },
+}
+
+
+def models() -> list[type[BaseModel]]:
+    return [
+        m
+        for m in vars(artifacts).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == artifacts.__name__
+    ]
+
+
+@pytest.mark.parametrize("model", models(), ids=lambda m: m.__name__)
+def test_every_field_is_described(model: type[BaseModel]) -> None:
+    missing = [n for n, f in model.model_fields.items() if not f.description]
+    assert not missing, f"{model.__name__}: {missing}"
+
+
+def test_evaluation_run_round_trips_key_for_key() -> None:
+    run = RUN_JSON_ADAPTER.validate_python(RUN)
+    assert isinstance(run, EvaluationRun)
+    assert run.model_dump(mode="json") == RUN
+    assert list(run.model_dump(mode="json")) == list(RUN)
+
+
+def test_kind_is_inferred_for_old_files() -> None:
+    old = {k: v for k, v in RUN.items() if k not in ("kind", "schema_version")}
+    assert isinstance(RUN_JSON_ADAPTER.validate_python(old), EvaluationRun)
+    imported = RUN_JSON_ADAPTER.validate_python({"root": "/ref", "seed": 3, "ks": [2]})
+    assert isinstance(imported, ReferenceImportRun)
+    assert imported.kind == "reference-import" and imported.ks == [2]
+
+
+@pytest.mark.parametrize(
+    ("raw", "needles"),
+    [
+        (b'{"run_id": "x"}', ["missing field 'experiment'", "more"]),
+        (b'{"kind": "other", "run_id": "x"}', ["unknown kind 'other'"]),
+        (b'{"schema_version": 2}', ["unknown schema_version 2", "upgrade"]),
+        (b"\xff\xfe{}", ["not UTF-8 at byte 0"]),
+        (b'{"a": 1}\x00', ["NUL byte"]),
+        (b"[1, 2]", ["expected a JSON object"]),
+        (b'{"run_id": ', ["invalid JSON at line 1"]),
+        (json.dumps({**RUN, "sharded": "maybe"}).encode(), ["sharded:"]),
+    ],
+)
+def test_damage_is_one_error_line_naming_the_file(raw: bytes, needles: list[str]) -> None:
+    with pytest.raises(SkillmixError) as info:
+        parse_artifact(RUN_JSON_ADAPTER, raw, "runs/r-1/run.json")
+    line = info.value.one_line()
+    assert type(info.value) is SkillmixError and info.value.exit_code == 2
+    assert line.startswith("runs/r-1/run.json: ") and "\n" not in line
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_summary_rejects_partial_file() -> None:
+    with pytest.raises(SkillmixError, match="summary.json: damaged or partial file: missing"):
+        parse_artifact(Summary, b'{"run_id": "x"}', "r/report/summary.json")
+
+
+def test_launch_plan_record_is_the_old_as_dict() -> None:
+    lp = LaunchPlan("r-1", "s3://b/r-1", "kind", "ns", "rel", 2, values={"x": 1}, rendered="y")
+    lp.jobs = [
+        JobPlan("generate", "s1", 2, 1, 2, 1, "vllm"),
+        JobPlan("aggregate", "-", None, None, 1, 0, "-"),
+    ]
+    lp.gpu_hours, lp.api_cost_usd = 1.23456, None
+    lp.finished_units, lp.total_units = 1, 3
+    assert lp.record().model_dump(mode="json") == {
+        "run_id": "r-1",
+        "run": "s3://b/r-1",
+        "cluster": "kind",
+        "namespace": "ns",
+        "release": "rel",
+        "attempt": 2,
+        "jobs": [
+            {"phase": "generate", "student": "s1", "k": 2, "round": 1, "pods": 2, "gpus_per_pod": 1, "backend": "vllm"},
+            {"phase": "aggregate", "student": "-", "k": None, "round": None, "pods": 1, "gpus_per_pod": 0, "backend": "-"},
+        ],
+        "gpus": 2,
+        "estimated_gpu_hours": 1.23,
+        "estimated_api_cost_usd": None,
+        "finished_units": 1,
+        "total_units": 3,
+    }  # fmt: skip
+
+
+def test_launch_record_units_and_older_records() -> None:
+    values = {"generation": [{"student": "s1", "k": "2", "round": 1}], "grading": []}
+    record = parse_artifact(
+        LaunchRecord, json.dumps({"attempt": 2, "values": values}).encode(), "a.json"
+    )
+    assert record.schema_version == 1 and record.plan is None
+    assert record.units("generate") == [("s1", 2, 1)] and record.units("grade") == []
+
+
+def test_reference_import_run_json() -> None:
+    summary = ImportSummary(root="/ref", seed=1, ks=[2], generation_prompt_versions=["v1"])
+    summary.issues.append(ImportIssue("a.csv", "short file"))
+    run = summary.to_run()
+    data = run.model_dump(mode="json")
+    assert data["kind"] == "reference-import" and data["issues"] == ["a.csv: short file"]
+    assert data["generation_prompt_versions"] == ["v1"] and data["seed"] == 1
+
+
+def test_as_dict_replacements_keep_their_output() -> None:
+    assert MetricOptions(filter_skills=("a",)).as_dict() == {
+        "mode": "strict",
+        "generation_agg": "max",
+        "vote": "majority",
+        "filter_explicit_name": "word",
+        "filter_skills": ["a"],
+        "bootstrap_samples": 2000,
+        "bootstrap_seed": 0,
+    }
+    from dataclasses import asdict
+
+    assert list(asdict(agreement([[1, 1], [0, 1]]))) == [
+        "subjects",
+        "ratings",
+        "percent",
+        "unanimous",
+        "expected",
+        "kappa",
+    ]
+
+
+def test_cache_value_keeps_its_keys() -> None:
+    from skillmix.backends.client import ChatResult
+
+    result = ChatResult(["a"], 3, 4, cached=True, attempts=2, finish_reasons=["stop"])
+    value = result.as_cache_value()
+    assert value == {
+        "texts": ["a"],
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "finish_reasons": ["stop"],
+    }
+    assert list(value) == ["texts", "prompt_tokens", "completion_tokens", "finish_reasons"]
+
+
+def test_failure_lists_keep_their_keys_and_order() -> None:
+    from skillmix.records import GenerationRecord, GradeRecord
+    from skillmix.report.summary import failure_lists
+
+    gen = GenerationRecord(
+        student="s1", k=2, generation_round=1, index=3, topic="t", skills=["a", "b"],
+        prompt_version="v", answer=None, status="failed", error="boom: x",
+    )  # fmt: skip
+    grade = GradeRecord(
+        student="s1", grader="g", k=2, generation_round=1, grading_round=2, index=4, topic="t",
+        skills=["a", "b"], answer="x", prompt_version="v", style="table", status="unparsed",
+        parse_detail="no table", attempts=2,
+    )  # fmt: skip
+    data = failure_lists([gen], [grade]).model_dump(mode="json")
+    assert json.dumps(data) == json.dumps(
+        {
+            "generation_failed": 1,
+            "grading_failed": 0,
+            "grading_unparsed": 1,
+            "grading_retried": 1,
+            "generation": [
+                {"student": "s1", "k": 2, "generation_round": 1, "index": 3, "reason": "boom: x"}
+            ],
+            "grading": [
+                {
+                    "student": "s1",
+                    "k": 2,
+                    "generation_round": 1,
+                    "grading_round": 2,
+                    "index": 4,
+                    "status": "unparsed",
+                    "reason": "no table",
+                }
+            ],
+        }
+    )
