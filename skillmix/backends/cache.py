@@ -13,8 +13,9 @@ import json
 from typing import Any
 
 from skillmix.store.base import ArtifactStore, KeyNotFound, StoreError
+from skillmix.store.layout import RunLayout
 
-CACHE_PREFIX = "_cache"
+CACHE_PREFIX = RunLayout.CACHE
 
 
 def cache_key(payload: dict[str, Any]) -> str:

@@ -23,7 +23,8 @@ from skillmix.method.prompts import render_generation_prompts, render_grading_pr
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import Unit, plan_tasks
 from skillmix.pipeline.tasks import unit_complete
-from skillmix.store.runs import LAUNCHES, RunStore, launch_record_key, utc_now
+from skillmix.store.layout import RunLayout
+from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
 
 # Assumptions behind the estimates (printed with them).
@@ -124,7 +125,9 @@ def plan_launch(
         # units finished with failed records are redone; redone generations are regraded
         gen_todo = [u for u in units if not unit_complete(run, ctx, "generate", *u)]
         grade_todo = [u for u in units if u in gen_todo or not unit_complete(run, ctx, "grade", *u)]
-        attempt = 1 + len([k for k in run.store.list_keys(LAUNCHES) if k.endswith(".json")])
+        attempt = 1 + len(
+            [k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json")]
+        )
     else:
         gen_todo, grade_todo, attempt = list(units), list(units), 1
     values = build_values(
@@ -236,7 +239,7 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
         attempt=lp.attempt, launched_at=utc_now(), plan=lp.record(), values=lp.values
     )
     run.store.write_bytes(
-        launch_record_key(lp.attempt),
+        RunLayout.launch_record(lp.attempt),
         json.dumps(record.model_dump(mode="json"), indent=2).encode(),
         if_absent=True,
     )

@@ -8,7 +8,6 @@ no secrets: backends name the environment variables that hold their keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from skillmix import __version__
@@ -33,6 +32,7 @@ from skillmix.method.prompts import GradingStyle, PromptTemplate, infer_grading_
 from skillmix.method.sampling import Combination, check_k, sample_combinations
 from skillmix.promptset import load_prompt_version
 from skillmix.store.base import ArtifactStore, join_key
+from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
 
@@ -193,13 +193,7 @@ def resolve_context(experiment: Experiment) -> RunContext:
 
 def parent_store(run_uri: str) -> ArtifactStore:
     """The store that holds a run folder (where the shared response cache lives)."""
-    trimmed = run_uri.rstrip("/")
-    if trimmed.startswith("s3://"):
-        if "/" not in trimmed.removeprefix("s3://"):
-            return open_store(trimmed)  # a bucket root
-        return open_store(trimmed.rsplit("/", 1)[0])
-    # a local folder: its parent, also for a bare name given from inside the store folder
-    return open_store(str(Path(trimmed.removeprefix("file://")).resolve().parent))
+    return open_store(RunLayout.cache_root(run_uri))
 
 
 def open_run(uri: str) -> tuple[RunStore, RunContext]:

@@ -10,6 +10,7 @@ from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records
 from skillmix.pipeline.context import RunContext
 from skillmix.report.summary import build_summary, report_files
+from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 
 
@@ -40,6 +41,6 @@ def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[Summary, RunMetr
     """The aggregation task: compute everything and write ``report/`` in the run folder
     (summary.json last, so a reader that sees it finds the whole report)."""
     summary, files, metrics = build_report(run, ctx)
-    for name in sorted(files, key=lambda n: n == "summary.json"):
+    for name in sorted(files, key=lambda n: n == RunLayout.SUMMARY):
         run.write_report_file(name, files[name])
     return summary, metrics

@@ -26,6 +26,7 @@ from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import entries_from_rows, leaderboard
+from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
 
@@ -136,7 +137,7 @@ def load_run(uri: str, index: int) -> RunData:
     data = run.read_run()
     summary = run.read_summary()
     if data is None and summary is None:
-        summary = run.read_summary("summary.json")  # a folder written by `report --out`
+        summary = run.read_summary(RunLayout.SUMMARY)  # a folder written by `report --out`
     if data is None and summary is None:
         what = "no run found here" if run.is_empty() else "no run.json or report/summary.json here"
         raise SkillmixError(

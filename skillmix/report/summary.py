@@ -39,6 +39,7 @@ from skillmix.report.analysis import (
 from skillmix.report.leaderboard import leaderboards
 from skillmix.report.markdown import md_escape, render_markdown
 from skillmix.report.plots import DEFAULT_DPI
+from skillmix.store.layout import RunLayout
 from skillmix.store.runs import utc_now
 
 __all__ = [
@@ -196,14 +197,14 @@ def report_files(
 
     page, images = render_html(summary, dpi=dpi)
     files = {
-        "summary.json": json.dumps(
+        RunLayout.SUMMARY: json.dumps(
             summary.model_dump(mode="json"), indent=2, ensure_ascii=False
         ).encode()
         + b"\n",
-        "metrics.csv": metrics.to_csv().encode(),
-        "report.md": render_markdown(summary).encode(),
-        "report.html": page.encode(),
+        RunLayout.METRICS_CSV: metrics.to_csv().encode(),
+        RunLayout.REPORT_MD: render_markdown(summary).encode(),
+        RunLayout.REPORT_HTML: page.encode(),
     }
     for image in images:
-        files[f"plots/{image.name}.png"] = image.png
+        files[RunLayout.plot(image.name)] = image.png
     return files

@@ -30,32 +30,23 @@ from skillmix.artifacts import (
 from skillmix.errors import RunFailedError
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.base import ArtifactStore, KeyExists, KeyNotFound, join_key
+from skillmix.store.layout import RunLayout
 
-RUN_JSON = "run.json"
-MANIFEST = "_SUCCESS"
-PART_PREFIX = "part-"
-GENERATIONS = "generations"
-GRADES = "grades"
-REPORT = "report"
-LAUNCHES = "launches"
-SUMMARY_JSON = f"{REPORT}/summary.json"
+# the layout's names, for the readers and writers below (store/layout.py owns them)
+RUN_JSON = RunLayout.RUN_JSON
+MANIFEST = RunLayout.MANIFEST
+PART_PREFIX = RunLayout.PART_PREFIX
+GENERATIONS = RunLayout.GENERATIONS
+GRADES = RunLayout.GRADES
+REPORT = RunLayout.REPORT
+LAUNCHES = RunLayout.LAUNCHES
+SUMMARY_JSON = RunLayout.summary_key()
+generation_prefix = RunLayout.generation_prefix
+grade_prefix = RunLayout.grade_prefix
+launch_record_key = RunLayout.launch_record
 
 R = TypeVar("R", bound=BaseModel)
 A = TypeVar("A", bound=BaseModel)
-
-
-def generation_prefix(student: str, k: int, generation_round: int) -> str:
-    return f"{GENERATIONS}/{student}/k{k}/r{generation_round}"
-
-
-def grade_prefix(
-    grader: str, student: str, k: int, generation_round: int, grading_round: int
-) -> str:
-    return f"{GRADES}/{grader}/{student}/k{k}/r{generation_round}/g{grading_round}"
-
-
-def launch_record_key(attempt: int) -> str:
-    return f"{LAUNCHES}/attempt-{attempt:03d}.json"
 
 
 def utc_now() -> str:

@@ -1,0 +1,75 @@
+"""Where everything of a run lives: one place for the run-folder layout.
+
+A store root holds run folders (one per run id) and, beside them, the response cache that runs
+share. Inside a run folder::
+
+    run.json                                   what the run is (artifacts.RunJson)
+    generations/{student}/k{k}/r{g}/           part-*.jsonl, then _SUCCESS (the manifest)
+    grades/{grader}/{student}/k{k}/r{g}/g{r}/  the same, per grading round
+    launches/attempt-NNN.json                  Kubernetes launch records (artifacts.LaunchRecord)
+    report/                                    summary.json, metrics.csv, report.md,
+                                               report.html, plots/*.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+
+class RunLayout:
+    """Names and paths of a run folder (relative keys), and where its cache is."""
+
+    RUN_JSON: ClassVar[str] = "run.json"
+    MANIFEST: ClassVar[str] = "_SUCCESS"
+    PART_PREFIX: ClassVar[str] = "part-"
+    GENERATIONS: ClassVar[str] = "generations"
+    GRADES: ClassVar[str] = "grades"
+    LAUNCHES: ClassVar[str] = "launches"
+    REPORT: ClassVar[str] = "report"
+    SUMMARY: ClassVar[str] = "summary.json"
+    METRICS_CSV: ClassVar[str] = "metrics.csv"
+    REPORT_MD: ClassVar[str] = "report.md"
+    REPORT_HTML: ClassVar[str] = "report.html"
+    PLOTS: ClassVar[str] = "plots"
+    CACHE: ClassVar[str] = "_cache"  # in the store root, beside the run folders
+
+    @classmethod
+    def generation_prefix(cls, student: str, k: int, generation_round: int) -> str:
+        return f"{cls.GENERATIONS}/{student}/k{k}/r{generation_round}"
+
+    @classmethod
+    def grade_prefix(
+        cls, grader: str, student: str, k: int, generation_round: int, grading_round: int
+    ) -> str:
+        return f"{cls.GRADES}/{grader}/{student}/k{k}/r{generation_round}/g{grading_round}"
+
+    @classmethod
+    def launch_record(cls, attempt: int) -> str:
+        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.json"
+
+    @classmethod
+    def report_file(cls, name: str) -> str:
+        """``report/NAME`` (NAME relative to the report folder, e.g. ``plots/x.png``)."""
+        return f"{cls.REPORT}/{name}"
+
+    @classmethod
+    def plot(cls, name: str) -> str:
+        """A plot's name inside the report folder."""
+        return f"{cls.PLOTS}/{name}.png"
+
+    @classmethod
+    def summary_key(cls) -> str:
+        return cls.report_file(cls.SUMMARY)
+
+    @staticmethod
+    def cache_root(run_uri: str) -> str:
+        """The store that holds a run folder, where the shared response cache lives: the
+        parent of the run folder (a bucket root stays itself; a local folder is resolved, so a
+        bare name given from inside the store folder finds the store)."""
+        trimmed = run_uri.rstrip("/")
+        if trimmed.startswith("s3://"):
+            if "/" not in trimmed.removeprefix("s3://"):
+                return trimmed
+            return trimmed.rsplit("/", 1)[0]
+        return str(Path(trimmed.removeprefix("file://")).resolve().parent)
