@@ -20,7 +20,7 @@ def test_keys_of_a_run_folder() -> None:
 
 def test_the_store_module_uses_the_layout() -> None:
     assert runs.generation_prefix("s", 2, 1) == RunLayout.generation_prefix("s", 2, 1)
-    assert runs.SUMMARY_JSON == RunLayout.summary_key()
+    assert RunLayout.summary_key() == runs.SUMMARY_JSON
     assert runs.MANIFEST == RunLayout.MANIFEST
 
 
