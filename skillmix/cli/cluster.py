@@ -5,13 +5,19 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from skillmix.k8s.cluster import KubeClient
+    from skillmix.k8s.launch import LaunchPlan
 
 cluster_option = click.option(
     "--cluster",
@@ -66,7 +72,7 @@ def clusters_cmd(fmt: str) -> None:
     stdout_console().print(table)
 
 
-def plan_table(lp: Any) -> Any:
+def plan_table(lp: LaunchPlan) -> Table:
     from rich.table import Table
 
     table = Table(title=f"run {lp.run_id}: attempt {lp.attempt} on {lp.cluster}/{lp.namespace}")
@@ -181,7 +187,7 @@ def launch_cmd(
         _print_metrics(lp.run_uri, fmt, plan)
 
 
-def _wait(kube: Any, run_id: str, timeout: float) -> None:
+def _wait(kube: KubeClient, run_id: str, timeout: float) -> None:
     from skillmix.k8s.cluster import wait_for_run
 
     last: dict[str, int] = {}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _cell(cell: dict[str, Any] | None) -> str:
@@ -20,7 +23,7 @@ def _cell(cell: dict[str, Any] | None) -> str:
     )
 
 
-def compare_table(doc: dict[str, Any]) -> Any:
+def compare_table(doc: dict[str, Any]) -> Table:
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_TITLES

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def metric_options(f):
@@ -83,7 +86,9 @@ def build_metric_options(
     )
 
 
-def metrics_table(metrics: dict[str, Any], title: str = "SKILL-MIX metrics (mean ± stderr)") -> Any:
+def metrics_table(
+    metrics: dict[str, Any], title: str = "SKILL-MIX metrics (mean ± stderr)"
+) -> Table:
     """The reference's ``mean ± stderr`` per metric, from the JSON form of the metrics
     (``RunMetrics.as_dict()`` or the ``metrics`` of a summary.json)."""
     from rich.table import Table

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
+
+if TYPE_CHECKING:
+    from skillmix.config import Experiment
 
 
 def _experiment_from_flags(
@@ -155,7 +158,7 @@ def experiment_options(f: Any) -> Any:
     return f
 
 
-def load_experiment_for(kwargs: dict[str, Any]) -> Any:
+def load_experiment_for(kwargs: dict[str, Any]) -> Experiment:
     from skillmix.config import load_experiment
 
     if kwargs["file"]:

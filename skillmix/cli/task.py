@@ -18,7 +18,11 @@ from skillmix.errors import RunFailedError, SkillmixError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from skillmix.backends.client import ChatClient
+    from skillmix.config import ModelSpec
+    from skillmix.pipeline.context import RunContext
     from skillmix.pipeline.plan import Phase, Unit
+    from skillmix.store.runs import RunStore
 
 run_option = click.option(
     "--run",
@@ -79,7 +83,9 @@ def task() -> None:
     """Run one unit of a run (container entrypoints). Exit 2 = bad input, 1 = failed."""
 
 
-def _client(spec: Any, base_url: str | None, run_uri: str, seed: int, share: int) -> Any:
+def _client(
+    spec: ModelSpec, base_url: str | None, run_uri: str, seed: int, share: int
+) -> ChatClient:
     """This pod's client: the spec's budgets divided by the ``share`` pods that use them."""
     from skillmix.backends.factory import make_client
     from skillmix.pipeline.context import parent_store
@@ -201,7 +207,9 @@ def grade_task(
     _check_unit(ctx, k, g)
     ctx.experiment.student(student)
     if wait_timeout > 0:
-        _wait(run, ctx, "generate", [(student, k, g)], wait_timeout, 5.0, attempt)
+        from skillmix.pipeline.plan import Unit
+
+        _wait(run, ctx, "generate", [Unit(student, k, g)], wait_timeout, 5.0, attempt)
 
     async def main() -> Any:
         client = _client(
@@ -300,7 +308,7 @@ def wait_task(
     _wait(run, ctx, phase, units, timeout, interval, attempt)
 
 
-def relaunched_units(run: Any, phase: Phase, attempt: int) -> list[Unit]:
+def relaunched_units(run: RunStore, phase: Phase, attempt: int) -> list[Unit]:
     """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
     from skillmix.pipeline.plan import Unit
 
@@ -313,10 +321,10 @@ def relaunched_units(run: Any, phase: Phase, attempt: int) -> list[Unit]:
 
 
 def _wait(
-    run: Any,
-    ctx: Any,
+    run: RunStore,
+    ctx: RunContext,
     phase: Phase,
-    units: Sequence[tuple[str, int, int]],
+    units: Sequence[Unit],
     timeout: float,
     interval: float,
     attempt: int = 0,
@@ -340,7 +348,7 @@ def _wait(
     click.echo(f"{phase} finished for {len(units)} units", err=True)
 
 
-def _check_unit(ctx: Any, k: int, g: int) -> None:
+def _check_unit(ctx: RunContext, k: int, g: int) -> None:
     e = ctx.experiment
     if k not in e.ks:
         raise SkillmixError(f"k={k} is not in this run (ks: {e.ks})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from skillmix.errors import SkillmixError
@@ -25,7 +25,6 @@ class RunMetrics:
     run: str = ""
     records: int = 0
     failed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         return {**self.options.as_dict(), "reparse": self.reparse, "run": self.run}

@@ -24,6 +24,7 @@ from skillmix.method.prompts import (
 from skillmix.method.sampling import Combination
 from skillmix.method.text import extract_answer
 from skillmix.pipeline.context import RunContext
+from skillmix.pipeline.plan import Phase, Unit
 from skillmix.records import GenerationRecord, GradeRecord, Turn, Usage
 from skillmix.store.runs import (
     GENERATIONS,
@@ -560,12 +561,12 @@ def unit_complete(run: RunStore, ctx: RunContext, phase: str, student: str, k: i
 def pending_units(
     run: RunStore,
     ctx: RunContext,
-    phase: str,
-    units: Iterable[tuple[str, int, int]],
+    phase: Phase,
+    units: Iterable[Unit],
     *,
-    relaunched: Iterable[tuple[str, int, int]] = (),
+    relaunched: Iterable[Unit] = (),
     attempt: int = 0,
-) -> list[tuple[str, int, int]]:
+) -> list[Unit]:
     """Units still to wait for; those ``relaunched`` in ``attempt`` need a manifest from it."""
     again = set(relaunched)
     return [
