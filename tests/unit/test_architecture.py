@@ -100,7 +100,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("skillmix.records", "skillmix.artifacts", "skillmix.config", "skillmix.promptset"),
     ("skillmix.method",),
     ("skillmix.catalog",),
-    ("skillmix.errors", "skillmix"),
+    ("skillmix.errors", "skillmix.settings", "skillmix"),
 ]
 
 
