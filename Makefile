@@ -17,7 +17,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
 	@echo "make benchmarks  run benchmarks/ and print their JSON"
-	@echo "make cluster-test the Kubernetes tests on a real control plane (part of make test)"
+	@echo "make cluster-test the Kubernetes tests on a real control plane (make test runs it last)"
 	@echo "make cluster-up  start that control plane for you (kubeconfig + profile printed)"
 	@echo "make cluster-down stop it"
 	@echo "make kind-test   end-to-end on a local kind cluster (needs Docker)"
@@ -38,7 +38,8 @@ test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks
 	$(BIN)/ruff format --check skillmix tests benchmarks
 	$(BIN)/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/cluster
+	$(MAKE) --no-print-directory cluster-test
 
 lint: install
 	$(BIN)/ruff check skillmix tests benchmarks
