@@ -132,3 +132,53 @@ def _pids_under(workdir: Path) -> list[str]:
         if str(workdir) in cmdline:
             out.append(proc.name)
     return out
+
+
+@needs_binaries
+def test_cluster_up_gives_a_cluster_people_can_drive_and_down_stops_it(tmp_path: Path) -> None:
+    workdir = tmp_path / "c"
+    up = subprocess.run(
+        [sys.executable, "-m", "tests.cluster", "up", "--dir", str(workdir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"kubeconfig: {workdir / 'kubeconfig'}" in up.stdout
+        assert f"source {workdir / 'env'}" in up.stdout
+        kubectl = [
+            str(REPO_ROOT / ".tools" / "bin" / "kubectl"),
+            "--kubeconfig",
+            str(workdir / "kubeconfig"),
+        ]
+
+        def run(*args: str) -> str:
+            done = subprocess.run([*kubectl, *args], capture_output=True, text=True, timeout=60)
+            return done.stdout.strip() + done.stderr.strip()
+
+        assert (
+            run("--context", "launcher", "-n", "skillmix", "auth", "can-i", "create", "jobs")
+            == "yes"
+        )
+        assert run(
+            "--context", "launcher", "-n", "skillmix", "auth", "can-i", "get", "secrets"
+        ).startswith("no")
+        nodes = run("--context", "admin", "get", "nodes", "-o", "name")
+        assert sorted(nodes.split()) == ["node/cpu-node", "node/gpu-node"]
+        labels = run(
+            "--context", "admin", "get", "ns", "skillmix", "-o", "jsonpath={.metadata.labels}"
+        )
+        assert '"pod-security.kubernetes.io/enforce":"restricted"' in labels
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "tests.cluster", "down", "--dir", str(workdir)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert _descendants_alive([int(p) for p in _pids_under(workdir)]) == []
+    assert not workdir.exists()
