@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 TOKEN = "fake-token-0b6f"  # the bearer token kubeconfig() writes and the server requires
 START_TIMEOUT = 10.0
@@ -472,7 +473,7 @@ class FakeKube:
         return app
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         record = Request(request.method, request.path, dict(request.query))
         with self._lock:
             self.requests.append(record)

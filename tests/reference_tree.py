@@ -66,7 +66,8 @@ def write_tree(
     for k in ks:
         run = root / f"k{k}_s{seed}_vdefault_r1"
         for student in students:
-            generations, gradeds = [], {r: [] for r in range(1, grading_rounds + 1)}
+            generations: list[dict[str, str]] = []
+            gradeds: dict[int, list[dict[str, str]]] = {r: [] for r in range(1, grading_rounds + 1)}
             for i in range(rows):
                 skills = [SKILLS[(i + j) % len(SKILLS)] for j in range(k)]
                 topic = TOPICS[i % len(TOPICS)]

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, cast
 
 from skillmix.method.text import length_point
 
@@ -107,7 +107,7 @@ class MetricRow:
     per_combination: list[dict[str, object]] = field(default_factory=list)
 
     def metric(self, name: str) -> MetricValue:
-        return getattr(self, name)
+        return cast(MetricValue, getattr(self, name))
 
     def as_dict(self, *, details: bool = False) -> dict[str, object]:
         out: dict[str, object] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import kubernetes_validate
@@ -50,15 +50,16 @@ COMMON_LABELS = {
 
 
 def pod(job: dict[str, Any]) -> dict[str, Any]:
-    return job["spec"]["template"]["spec"]
+    return cast(dict[str, Any], job["spec"]["template"]["spec"])
 
 
 def init_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return pod(job).get("initContainers", [])
+    return cast(list[dict[str, Any]], pod(job).get("initContainers", []))
 
 
 def all_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return init_containers(job) + pod(job)["containers"]
+    containers: list[dict[str, Any]] = pod(job)["containers"]
+    return init_containers(job) + containers
 
 
 def container(job: dict[str, Any], name: str) -> dict[str, Any]:
@@ -111,11 +112,11 @@ def grading_entry(student: str, k: int, round: int, run_uri: str) -> dict[str, A
 
 
 def values_defaults() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())
+    return cast(dict[str, Any], yaml.safe_load((CHART / "values.yaml").read_text()))
 
 
 def schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    return cast(dict[str, Any], json.loads((CHART / "values.schema.json").read_text()))
 
 
 # ----------------------------------------------------------------------------- lint
@@ -558,7 +559,7 @@ def test_args_are_placed_as_given(render: RenderFn) -> None:
     uri = "s3://elsewhere/run"
     gen, grade = generation_entry("weak", 2, 1, uri), grading_entry("weak", 2, 1, uri)
     aggregate = AggregateTask()
-    extra = {
+    extra: dict[str, Any] = {
         "generation": [gen],
         "grading": [grade],
         "aggregation": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import click
@@ -58,7 +58,7 @@ def containers(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def env_value(container: dict[str, Any], name: str) -> str | None:
     for e in container.get("env", []):
         if e["name"] == name:
-            return e.get("value")
+            return cast(str | None, e.get("value"))
     return None
 
 
@@ -67,10 +67,13 @@ def check_job(job: dict[str, Any]) -> list[str]:
     labels = job["metadata"]["labels"]
     component = labels["app.kubernetes.io/component"]
     attempt = int(labels["skillmix.io/attempt"])
-    unit = None
+    unit: tuple[str, int, int] | None = None
     if component != "aggregation":
-        unit = (labels["skillmix.io/student"], int(labels["skillmix.io/k"]))
-        unit += (int(labels["skillmix.io/round"]),)
+        unit = (
+            labels["skillmix.io/student"],
+            int(labels["skillmix.io/k"]),
+            int(labels["skillmix.io/round"]),
+        )
     checked = []
     for c in containers(job):
         if c["command"] == VLLM_COMMAND:

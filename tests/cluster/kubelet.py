@@ -530,6 +530,7 @@ class PodWorker(threading.Thread):
             return True, ""
         http = probe.get("httpGet") or {}
         port = http.get("port")
+        assert port is not None, f"{c.name}: startupProbe.httpGet needs a port"
         if isinstance(port, str) and not port.isdigit():
             port = next(
                 int(p["containerPort"]) for p in c.spec.get("ports") or [] if p.get("name") == port

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from skillmix.backends import client as client_module
+from skillmix.backends.base import BackendError, ChatResult
 from skillmix.backends.cache import ResponseCache
-from skillmix.backends.client import BackendError, ChatClient, ChatResult, preflight
+from skillmix.backends.client import ChatClient, preflight
 from skillmix.backends.mock_server import MockServer, MockServerConfig, RateLimiter
 from skillmix.backends.retry import backoff_delay
 from skillmix.config import ModelSpec

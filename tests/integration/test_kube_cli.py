@@ -197,8 +197,8 @@ def run_units(
     aggregate: bool = False,
 ) -> None:
     """What the pods do: the task functions for these units, into the run's store."""
+    from skillmix.backends.factory import make_clients
     from skillmix.pipeline.context import open_run, parent_store
-    from skillmix.pipeline.local import make_clients
     from skillmix.pipeline.tasks import run_generate, run_grade
     from skillmix.report.build import run_aggregate_task
 

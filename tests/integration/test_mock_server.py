@@ -14,10 +14,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.catalog import builtin_catalog
@@ -32,15 +34,15 @@ CATALOG = builtin_catalog()
 SKILLS = [CATALOG.skill("red herring"), CATALOG.skill("metaphor"), CATALOG.skill("simile")]
 TOPIC = "Beekeeping"
 PROMPT = render_generation_prompts(load_prompt_version("generation", "two-turn-v1"), SKILLS, TOPIC)
-MESSAGES = [{"role": "user", "content": PROMPT[0]}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT[0]}]
 
 
 def client(srv: MockServer, **kwargs: object) -> OpenAI:
-    options: dict = {"api_key": "x", "max_retries": 0, "timeout": 10.0, **kwargs}
+    options: dict[str, Any] = {"api_key": "x", "max_retries": 0, "timeout": 10.0, **kwargs}
     return OpenAI(base_url=srv.base_url, **options)
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -48,7 +50,7 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def http_post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, dict]:
+def http_post(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )

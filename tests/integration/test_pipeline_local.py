@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -34,7 +34,9 @@ SECRET_ENV = "SKILLMIX_TEST_STUDENT_KEY"
 SECRET = "sk-test-do-not-leak-8c41f0"
 
 
-def experiment_data(store: str | Path, name: str = "tiny", base_url: str | None = None) -> dict:
+def experiment_data(
+    store: str | Path, name: str = "tiny", base_url: str | None = None
+) -> dict[str, Any]:
     students = []
     for student, (model, quality) in STUDENTS.items():
         spec: dict[str, Any] = {
@@ -68,7 +70,7 @@ def experiment_data(store: str | Path, name: str = "tiny", base_url: str | None 
     }
 
 
-def write_experiment(path: Path, data: dict) -> Path:
+def write_experiment(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -91,15 +93,16 @@ def cli_ok(*args: str) -> Any:
     return result
 
 
-def summary_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "report" / "summary.json").read_text(encoding="utf-8"))
+def summary_of(run_dir: Path) -> dict[str, Any]:
+    text = (run_dir / "report" / "summary.json").read_text(encoding="utf-8")
+    return cast(dict[str, Any], json.loads(text))
 
 
-def metric_rows(run_dir: Path) -> list[dict]:
-    return summary_of(run_dir)["metrics"]["rows"]
+def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], summary_of(run_dir)["metrics"]["rows"])
 
 
-def without_details(rows: list[dict]) -> list[dict]:
+def without_details(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in ("per_skill", "per_topic")} for row in rows]
 
 

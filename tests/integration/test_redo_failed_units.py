@@ -7,13 +7,14 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from skillmix.backends.factory import make_clients
 from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.config import parse_experiment
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.local import make_clients
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.pipeline.tasks import (
     pending_units,
@@ -29,7 +30,7 @@ from tests.helpers import run_cli
 MODELS = {"stu": 0.8, "grader-m": 0.95}
 
 
-def experiment(base_url: str, store: Path) -> dict:
+def experiment(base_url: str, store: Path) -> dict[str, Any]:
     model = {"backend": "mock", "base_url": base_url, "max_retries": 0, "timeout": 5}
     return {
         "name": "redo",

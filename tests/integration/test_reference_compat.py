@@ -9,6 +9,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -31,6 +32,13 @@ SPEC_GPT4_SEED10 = {  # SPEC 7: Full Marks / All Skills / Skill Fraction
 }
 
 
+def run_dir(name: str) -> re.Match[str]:
+    """The parts of a reference run folder's name (every folder under runs/ has them)."""
+    m = RUN_DIR.match(name)
+    assert m is not None, name
+    return m
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     csv.field_size_limit(2**31 - 1)
     with path.open(encoding="utf-8", newline="") as fh:
@@ -39,7 +47,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def generation_files(reference: Path):
     for d in sorted((reference / "runs").iterdir()):
-        m = RUN_DIR.match(d.name)
+        m = run_dir(d.name)
         for student in sorted(p for p in d.iterdir() if p.is_dir()):
             yield int(m[1]), int(m[2]), int(m[4]), student
 
@@ -178,7 +186,7 @@ def oracle(
     the CSV files: an independent check of our importer + aggregator."""
     runs = reference / "runs"
     gs = sorted(
-        int(RUN_DIR.match(d.name)[4]) for d in runs.iterdir() if d.name.startswith(f"k{k}_s{seed}_")
+        int(run_dir(d.name)[4]) for d in runs.iterdir() if d.name.startswith(f"k{k}_s{seed}_")
     )
     scores = []
     valid: list[int] = []
@@ -242,13 +250,13 @@ def imported(reference, tmp_path_factory):
     return runs
 
 
-def aggregate_json(run: Path, *args: str) -> dict:
+def aggregate_json(run: Path, *args: str) -> dict[str, Any]:
     result = run_cli("aggregate", str(run), "--format", "json", "--bootstrap", "0", *args)
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    return cast(dict[str, Any], json.loads(result.stdout))
 
 
-def printed(metric: dict) -> str:
+def printed(metric: dict[str, Any]) -> str:
     """The reference's print format; JSON null stands for NaN (e.g. stderr of one combination)."""
     mean = "nan" if metric["mean"] is None else f"{metric['mean']:.2f}"
     stderr = "nan" if metric["stderr"] is None else f"{metric['stderr']:.3f}"

@@ -169,7 +169,7 @@ def test_as_dict_replacements_keep_their_output() -> None:
 
 
 def test_cache_value_keeps_its_keys() -> None:
-    from skillmix.backends.client import ChatResult
+    from skillmix.backends.base import ChatResult
 
     result = ChatResult(["a"], 3, 4, cached=True, attempts=2, finish_reasons=["stop"])
     value = result.as_cache_value()

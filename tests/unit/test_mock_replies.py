@@ -17,6 +17,7 @@ from skillmix.backends.mock_replies import (
     CUE_WORDS,
     GenerationTask,
     GradingTask,
+    MockReply,
     ReplyParams,
     classify,
     estimate_tokens,
@@ -38,7 +39,7 @@ from skillmix.backends.mock_server import (
     format_reset,
     parse_model_spec,
 )
-from skillmix.catalog import builtin_catalog
+from skillmix.catalog import Skill, builtin_catalog
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import (
@@ -58,16 +59,16 @@ GRADERS = {
 }
 
 
-def combos(count: int, k: int, seed: int = 0) -> list[tuple[list, str]]:
+def combos(count: int, k: int, seed: int = 0) -> list[tuple[list[Skill], str]]:
     rng = random.Random(seed)
     return [(rng.sample(list(CATALOG.skills), k), rng.choice(CATALOG.topics)) for _ in range(count)]
 
 
-def first_turn(skills: list, topic: str) -> list[tuple[str, str]]:
+def first_turn(skills: list[Skill], topic: str) -> list[tuple[str, str]]:
     return [("user", render_generation_prompts(GENERATION, skills, topic)[0])]
 
 
-def student_answer(skills: list, topic: str, quality: float, seed: int = 0) -> str:
+def student_answer(skills: list[Skill], topic: str, quality: float, seed: int = 0) -> str:
     """Both turns of the built-in generation prompt; the extracted answer of the last one."""
     turns = render_generation_prompts(GENERATION, skills, topic)
     params = ReplyParams(seed=seed, model="student", quality=quality)
@@ -77,8 +78,16 @@ def student_answer(skills: list, topic: str, quality: float, seed: int = 0) -> s
     return extract_answer(mock_reply(messages, params).text)
 
 
-def grading_messages(skills: list, topic: str, answer: str, style: GradingStyle):
+def grading_messages(
+    skills: list[Skill], topic: str, answer: str, style: GradingStyle
+) -> list[tuple[str, str]]:
     return [("user", render_grading_prompt(GRADERS[style], skills, topic, answer))]
+
+
+def awarded(reply: MockReply) -> tuple[int, ...]:
+    """A grading reply's points (grading replies always carry them)."""
+    assert reply.points is not None
+    return reply.points
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -109,7 +118,11 @@ def test_other_prompt_layouts_are_parsed() -> None:
 
 def test_grading_prompt_is_parsed_in_both_styles() -> None:
     skills = [CATALOG.skill("red herring"), CATALOG.skill("apostrophe (figure of speech)")]
-    for style, verb in (("table", "Correctly illustrates"), ("points", "Contains")):
+    styles: tuple[tuple[GradingStyle, str], ...] = (
+        ("table", "Correctly illustrates"),
+        ("points", "Contains"),
+    )
+    for style, verb in styles:
         messages = grading_messages(skills, "Ancient Rome", "Rome was loud. It was big.", style)
         assert classify(messages) == "grading"
         task = parse_grading_task(messages)
@@ -311,7 +324,7 @@ def test_perfect_grader_awards_the_true_verdicts() -> None:
     cue = skill_cue("metaphor")
     answer = f"In Pottery, the wheel spins like a {cue}. Clay is patient."
     task = parse_grading_task(grading_messages(skills, "Pottery", answer, "points"))
-    points = {grading_reply(task, 1.0, random.Random(s)).points for s in range(50)}
+    points = {awarded(grading_reply(task, 1.0, random.Random(s))) for s in range(50)}
     red, simile = skill_cue("red herring"), skill_cue("simile")
     expected_skills = (int(red == cue), 1, int(simile == cue))
     assert {p[:3] for p in points} == {expected_skills}

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from skillmix.backends import ratelimit
 from skillmix.backends.ratelimit import Bucket, Pacer
 
 
@@ -262,7 +261,7 @@ def fake_sleep(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeClock], list[fl
             clock.advance(seconds)
             return await real_sleep(0, result)
 
-        monkeypatch.setattr(ratelimit.asyncio, "sleep", sleep)
+        monkeypatch.setattr(asyncio, "sleep", sleep)  # the asyncio module the pacer sleeps through
         return sleeps
 
     return install

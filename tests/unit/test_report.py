@@ -359,9 +359,9 @@ def test_pooled_rates_match_the_metrics_per_k() -> None:
     for i, (topic, pts) in enumerate(
         [("Bees", [1, 0, 1, 1, 1]), ("Bees", [1, 1, 1, 1, 1]), ("Jazz", [0, 1, 1, 1, 1])]
     ):
-        skills = ("metaphor", "red herring") if i < 2 else ("red herring", "irony")
+        names = ("metaphor", "red herring") if i < 2 else ("red herring", "irony")
         for r in (1, 2, 3):
-            records.append(grade([float(p) for p in pts], index=i, r=r, topic=topic, skills=skills))
+            records.append(grade([float(p) for p in pts], index=i, r=r, topic=topic, skills=names))
     (row,) = aggregate([r.to_graded_answer() for r in records], opts)
     skills = skill_rates(voted_units(records, opts))
     assert {r["skill"]: r["values"][0] for r in skills["rows"]} == pytest.approx(row.per_skill)

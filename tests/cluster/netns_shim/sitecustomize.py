@@ -12,6 +12,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from _typeshed import ReadableBuffer
+
+    Address: TypeAlias = tuple[Any, ...] | str | ReadableBuffer  # what socket methods take
 
 _MAP = {}
 for _pair in filter(None, os.environ.get("SKILLMIX_POD_PORTS", "").split(",")):
@@ -21,7 +29,7 @@ for _pair in filter(None, os.environ.get("SKILLMIX_POD_PORTS", "").split(",")):
 _LOCAL = {"", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1"}
 
 
-def _translate(address: object) -> object:
+def _translate(address: Address) -> Address:
     if isinstance(address, tuple) and len(address) >= 2 and address[0] in _LOCAL:
         port = address[1]
         if port in _MAP:
@@ -35,13 +43,13 @@ if _MAP:
     _connect = socket.socket.connect
     _connect_ex = socket.socket.connect_ex
 
-    def bind(self: socket.socket, address: object) -> None:
+    def bind(self: socket.SocketType, address: Address) -> None:
         return _bind(self, _translate(address))
 
-    def connect(self: socket.socket, address: object) -> None:
+    def connect(self: socket.SocketType, address: Address) -> None:
         return _connect(self, _translate(address))
 
-    def connect_ex(self: socket.socket, address: object) -> int:
+    def connect_ex(self: socket.SocketType, address: Address) -> int:
         return _connect_ex(self, _translate(address))
 
     socket.socket.bind = bind  # type: ignore[method-assign]
