@@ -30,7 +30,7 @@ def _experiment_from_flags(
     generation_rounds: int,
     grading_rounds: int,
     seed: int,
-) -> Any:
+) -> Experiment:
     from skillmix.config import apply_backend_args, apply_sampling_params, parse_experiment
 
     if not models:
