@@ -15,9 +15,18 @@ its own strict schema (:class:`skillmix.config.Experiment`), checked where it is
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from skillmix.errors import SkillmixError
 from skillmix.method.prompts import GradingStyle
@@ -31,6 +40,21 @@ M = TypeVar("M")
 class _Artifact(BaseModel):
     # unknown keys are ignored so that files written by older versions still read
     model_config = ConfigDict(extra="ignore")
+
+
+class _OmitsAbsent(_Artifact):
+    """A part whose optional keys are left out of the JSON when unset (None), as the dicts it
+    replaces never had them."""
+
+    _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in self._OMITTED_WHEN_NONE:
+            if data.get(key, 0) is None:
+                del data[key]
+        return data
 
 
 class _Versioned(_Artifact):
@@ -164,8 +188,44 @@ class MetricSettings(_Artifact):
     run: str = Field("", description="The run folder the metrics come from.")
 
 
+class MetricValueJson(_Artifact):
+    """One metric of one row (``MetricValue.as_dict()``); NaN is written as null."""
+
+    mean: float | None = Field(description="Mean over combinations; None when undefined.")
+    stderr: float | None = Field(description="Standard error of the mean; None when undefined.")
+    ci95: list[float | None] | None = Field(
+        description="95% percentile bootstrap interval [low, high]; None without one."
+    )
+
+
+class MetricRowJson(_OmitsAbsent):
+    """One metric row (``MetricRow.as_dict()``): the rates only with ``details``."""
+
+    _OMITTED_WHEN_NONE = ("per_skill", "per_topic")
+
+    student: str = Field(description="Student name.")
+    grader: str = Field(description="Grader name.")
+    k: int = Field(description="Number of skills.")
+    n: int = Field(description="Combinations with at least one usable verdict.")
+    unparsed: int = Field(description="Verdicts left out (strict mode) for unusable points.")
+    full_marks: MetricValueJson = Field(description="Ratio of Full Marks.")
+    all_skills: MetricValueJson = Field(description="Ratio of All Skills.")
+    skill_fraction: MetricValueJson = Field(description="Skill Fraction.")
+    per_skill: dict[str, float | None] | None = Field(
+        None, description="Mean voted point per skill (details only)."
+    )
+    per_topic: dict[str, float | None] | None = Field(
+        None, description="Ratio of Full Marks per topic (details only)."
+    )
+
+    def metric(self, name: str) -> MetricValueJson:
+        """One of the three metrics by name (``METRIC_NAMES``)."""
+        value: MetricValueJson = getattr(self, name)
+        return value
+
+
 class MetricsSection(_Artifact):
-    rows: list[dict[str, Any]] = Field(
+    rows: list[MetricRowJson] = Field(
         description="One row per (student, grader, k): n, unparsed, the three metrics."
     )
     settings: MetricSettings = Field(description="The options that produced the rows.")
@@ -213,6 +273,148 @@ class Failures(_Artifact):
     grading: list[FailedGrade] = Field(description="Failed or unparsed verdicts (capped).")
 
 
+class LeaderboardCell(MetricValueJson):
+    """A metric row's value for one k, with the row's counts."""
+
+    n: int = Field(description="Combinations with at least one usable verdict.")
+    unparsed: int = Field(description="Verdicts left out for unusable points.")
+
+
+class LeaderboardRow(_OmitsAbsent):
+    """One ranked model; the run keys only in ``skillmix compare``."""
+
+    _OMITTED_WHEN_NONE = ("run", "run_id", "run_label", "model")
+
+    rank: int | None = Field(description="Competition rank; None without a score.")
+    student: str = Field(description="Student name.")
+    grader: str = Field(description="Grader name.")
+    ks: list[int] = Field(description="k values the model has rows for.")
+    run: int | None = Field(None, description="1-based run position (compare only).")
+    run_id: str | None = Field(None, description="The run id (compare only).")
+    run_label: str | None = Field(None, description="'#position run id' (compare only).")
+    model: str | None = Field(
+        None, description="Student name, with its run when names clash (compare only)."
+    )
+    score: float | None = Field(description="Mean of the per-k means over the ranked ks.")
+    cells: dict[str, LeaderboardCell | None] = Field(
+        description="The metric per k (as text); None where the model has no row."
+    )
+
+
+class Leaderboard(_Artifact):
+    metric: str = Field(description="Metric name (full_marks, all_skills, skill_fraction).")
+    title: str = Field(description="Metric title.")
+    ranked_over_ks: list[int] = Field(description="k values every entry has (the ranking's).")
+    ks: list[int] = Field(description="Every k value shown.")
+    rows: list[LeaderboardRow] = Field(description="Entries in rank order.")
+
+
+class QualityRow(_Artifact):
+    student: str = Field(description="Student name.")
+    k: int = Field(description="Number of skills.")
+    generations: int = Field(description="Generation records.")
+    generation_failed: int = Field(description="Failed generations.")
+    grades: int = Field(description="Grade records.")
+    grades_ok: int = Field(description="Verdicts with usable points.")
+    grades_unparsed: int = Field(description="Verdicts without usable points.")
+    grades_failed: int = Field(description="Verdicts that failed after retries.")
+    wrong_count: int = Field(description="Verdicts with the wrong number of points.")
+    empty: int = Field(description="Verdicts where no points were found.")
+    retried: int = Field(description="Verdicts that needed a re-ask.")
+    extra_requests: int = Field(description="Extra grader requests the re-asks cost.")
+
+
+class AgreementItem(_Artifact):
+    """``method.agreement.Agreement`` of one rubric item group."""
+
+    subjects: int = Field(description="Items rated in at least two rounds.")
+    ratings: int = Field(description="Ratings of those items.")
+    percent: float | None = Field(description="Mean share of agreeing pairs of rounds.")
+    unanimous: float | None = Field(description="Share of items rated the same in every round.")
+    expected: float | None = Field(description="Chance agreement.")
+    kappa: float | None = Field(description="Fleiss' kappa; None when undefined.")
+
+
+class AgreementRow(_Artifact):
+    grader: str = Field(description="Grader name.")
+    student: str = Field(description="Student name, or 'all'.")
+    k: int | str = Field(description="Number of skills, or 'all'.")
+    items: dict[str, AgreementItem] = Field(description="Agreement per rubric item group.")
+
+
+class AgreementSection(_Artifact):
+    grading_rounds: int = Field(description="Grading rounds seen.")
+    groups: list[str] = Field(description="Rubric item groups, in order.")
+    rows: list[AgreementRow] = Field(description="Per (grader, k), grader, (grader, student).")
+    note: str = Field(description="How to read the numbers.")
+
+
+class ModelRef(_Artifact):
+    student: str = Field(description="Student name.")
+    grader: str = Field(description="Grader name.")
+
+
+class SkillRateRow(_Artifact):
+    skill: str = Field(description="Skill name.")
+    values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
+    n: list[int] = Field(description="Graded items per model column.")
+    mean: float | None = Field(description="Mean of the rates present.")
+    category: str = Field("", description="Skill category from the catalog.")
+
+
+class TopicRateRow(_Artifact):
+    topic: str = Field(description="Topic.")
+    values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
+    n: list[int] = Field(description="Graded items per model column.")
+    mean: float | None = Field(description="Mean of the rates present.")
+
+
+class _RateTable(_Artifact):
+    columns: list[str] = Field(description="Model column labels.")
+    models: list[ModelRef] = Field(description="The (student, grader) of each column.")
+
+
+class SkillRates(_RateTable):
+    rows: list[SkillRateRow] = Field(description="One row per skill, hardest first.")
+
+
+class TopicRates(_RateTable):
+    rows: list[TopicRateRow] = Field(description="One row per topic, hardest first.")
+
+
+class ItemScores(_Artifact):
+    full_marks: float = Field(description="1 with every point, else 0.")
+    all_skills: float = Field(description="1 with every skill point and 2 others, else 0.")
+    skill_fraction: float = Field(description="Share of skill points (0 unless all 3 others).")
+
+
+class GalleryRound(_Artifact):
+    grading_round: int = Field(description="Grading round.")
+    points: list[float] | None = Field(description="Points as the grader gave them.")
+    status: str = Field(description="ok, unparsed or failed.")
+    parse_status: str = Field(description="How the reply was read.")
+    attempts: int = Field(description="Grader requests for this verdict.")
+
+
+class GalleryExample(_Artifact):
+    kind: str = Field(description="best, worst or explicit_name.")
+    student: str = Field(description="Student name.")
+    grader: str = Field(description="Grader name.")
+    k: int = Field(description="Number of skills.")
+    generation_round: int = Field(description="Generation round.")
+    index: int = Field(description="Combination index.")
+    topic: str = Field(description="Topic.")
+    skills: list[str] = Field(description="Skills of the combination.")
+    answer: str = Field(description="The answer (clipped).")
+    rubric: list[str] = Field(description="Rubric item labels.")
+    rounds: list[GalleryRound] = Field(description="Each grading round's verdict.")
+    points: list[float] | None = Field(description="Voted points; None without a usable verdict.")
+    scores: ItemScores | None = Field(description="The metric items of the voted points.")
+    named_skills: list[str] = Field(description="Skills the answer names outright.")
+    named_filtered: bool = Field(description="Whether those points were set to 0.")
+    grader_reply: str = Field(description="First grading round's reply (clipped).")
+
+
 class Summary(_Versioned):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
 
@@ -227,14 +429,14 @@ class Summary(_Versioned):
     counts: Counts = Field(description="Planned and found records.")
     status: Literal["complete", "partial"] = Field(description="Whether every record is in.")
     metrics: MetricsSection = Field(description="Metric rows and their settings.")
-    leaderboards: list[dict[str, Any]] = Field(description="One ranking per metric.")
+    leaderboards: list[Leaderboard] = Field(description="One ranking per metric.")
     usage: list[UsageRow] = Field(description="Tokens and cost per model and phase.")
     failures: Failures = Field(description="Failed and unparsed records.")
-    quality: list[dict[str, Any]] = Field(description="Answer quality per student and k.")
-    agreement: dict[str, Any] = Field(description="Agreement between grading rounds.")
-    skill_rates: dict[str, Any] = Field(description="Per-skill success rates.")
-    topic_rates: dict[str, Any] = Field(description="Per-topic success rates.")
-    gallery: Any = Field(description="Example answers with their verdicts.")
+    quality: list[QualityRow] = Field(description="Answer quality per student and k.")
+    agreement: AgreementSection = Field(description="Agreement between grading rounds.")
+    skill_rates: SkillRates = Field(description="Per-skill success rates.")
+    topic_rates: TopicRates = Field(description="Per-topic success rates.")
+    gallery: list[GalleryExample] = Field(description="Example answers with their verdicts.")
 
 
 # launches/attempt-NNN.json ----------------------------------------------------------------

@@ -213,13 +213,13 @@ def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -
     summary = RunStore(open_store(run_uri)).read_summary()
     if summary is None:
         raise RunFailedError(f"{run_uri}/{SUMMARY_JSON}: not found")
-    metrics = summary.metrics.model_dump(mode="json")
     if fmt == "json":
+        metrics = summary.metrics.model_dump(mode="json")
         echo_json(metrics if plan is None else {**plan, "metrics": metrics})
         return
     from skillmix.cli.results import metrics_table
 
-    stdout_console().print(metrics_table(metrics))
+    stdout_console().print(metrics_table(summary.metrics))
 
 
 def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:

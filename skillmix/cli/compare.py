@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,48 +12,46 @@ from skillmix.cli._output import echo_json, format_option, info, stdout_console,
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from skillmix.artifacts import MetricValueJson
+    from skillmix.report.compare import Comparison
 
-def _cell(cell: dict[str, Any] | None) -> str:
-    if not cell or cell.get("mean") is None:
+
+def _cell(cell: MetricValueJson | None) -> str:
+    if cell is None or cell.mean is None:
         return "—"
-    return (
-        f"{cell['mean']:.2f} ± {cell['stderr']:.3f}"
-        if cell.get("stderr") is not None
-        else f"{cell['mean']:.2f}"
-    )
+    return f"{cell.mean:.2f} ± {cell.stderr:.3f}" if cell.stderr is not None else f"{cell.mean:.2f}"
 
 
-def compare_table(doc: dict[str, Any]) -> Table:
+def compare_table(doc: Comparison) -> Table:
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_TITLES
 
-    primary, *others = doc["leaderboards"]
+    primary, *others = doc.leaderboards
     others_by_entry = [
-        {(r["run"], r["student"], r["grader"]): r["score"] for r in board["rows"]}
-        for board in others
+        {(r.run, r.student, r.grader): r.score for r in board.rows} for board in others
     ]
-    table = Table(title=f"SKILL-MIX leaderboard: {primary['title']} (mean ± stderr)")
+    table = Table(title=f"SKILL-MIX leaderboard: {primary.title} (mean ± stderr)")
     for column in ("rank", "model", "run", "grader"):
         table.add_column(column, justify="right" if column == "rank" else "left")
-    for k in primary["ks"]:
+    for k in primary.ks:
         table.add_column(f"k={k}", justify="right")
     table.add_column("mean over k", justify="right")
     for board in others:
-        table.add_column(f"{METRIC_TITLES[board['metric']]} (mean)", justify="right")
-    for row in primary["rows"]:
-        key = (row["run"], row["student"], row["grader"])
+        table.add_column(f"{METRIC_TITLES[board.metric]} (mean)", justify="right")
+    for row in primary.rows:
+        key = (row.run, row.student, row.grader)
         extra = [scores.get(key) for scores in others_by_entry]
         table.add_row(
-            str(row["rank"]) if row["rank"] is not None else "—",
-            row["model"],
-            row["run_label"],
-            row["grader"],
-            *[_cell(row["cells"].get(str(k))) for k in primary["ks"]],
-            f"{row['score']:.3f}" if row["score"] is not None else "—",
+            str(row.rank) if row.rank is not None else "—",
+            row.model,
+            row.run_label,
+            row.grader,
+            *[_cell(row.cells.get(str(k))) for k in primary.ks],
+            f"{row.score:.3f}" if row.score is not None else "—",
             *[f"{x:.3f}" if x is not None else "—" for x in extra],
         )
-    ks = ", ".join(map(str, primary["ranked_over_ks"])) or "none in common"
+    ks = ", ".join(map(str, primary.ranked_over_ks)) or "none in common"
     table.caption = f"ranked by the mean over k = {ks}; equal scores share a rank"
     return table
 
@@ -99,10 +97,10 @@ def compare_cmd(
     )
 
     doc = compare_runs(runs, allow_mixed=allow_mixed, rank_by=rank_by)
-    if doc["mixed"]:
+    if doc.mixed:
         warn(
             "mixed settings ranked anyway: "
-            + ", ".join(SETTING_LABELS[k] for k in doc["settings_differ"])
+            + ", ".join(SETTING_LABELS[k] for k in doc.settings_differ)
         )
     if out:
         target = Path(out)
@@ -110,7 +108,7 @@ def compare_cmd(
         for name, data in compare_files(doc, dpi=dpi).items():
             (target / name).write_bytes(data)
     if fmt == "json":
-        echo_json(doc)
+        echo_json(doc.model_dump(mode="json"))
     elif fmt == "md":
         click.echo(compare_markdown(doc), nl=False)
     else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +12,8 @@ from skillmix.errors import SkillmixError
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from skillmix.artifacts import MetricsSection, MetricValueJson
 
 
 def metric_options(f):
@@ -87,16 +89,16 @@ def build_metric_options(
 
 
 def metrics_table(
-    metrics: dict[str, Any], title: str = "SKILL-MIX metrics (mean ± stderr)"
+    metrics: MetricsSection, title: str = "SKILL-MIX metrics (mean ± stderr)"
 ) -> Table:
     """The reference's ``mean ± stderr`` per metric, from the JSON form of the metrics
-    (``RunMetrics.as_dict()`` or the ``metrics`` of a summary.json)."""
+    (``RunMetrics.section()`` or the ``metrics`` of a summary.json)."""
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 
-    def cell(value: dict[str, Any]) -> str:
-        mean, stderr = value["mean"], value["stderr"]  # None stands for NaN in JSON
+    def cell(value: MetricValueJson) -> str:
+        mean, stderr = value.mean, value.stderr  # None stands for NaN in JSON
         return f"{'nan' if mean is None else f'{mean:.2f}'} ± {'nan' if stderr is None else f'{stderr:.3f}'}"
 
     table = Table(title=title)
@@ -105,25 +107,21 @@ def metrics_table(
     for name in METRIC_NAMES:
         table.add_column(METRIC_TITLES[name], justify="right")
     table.add_column("unparsed", justify="right")
-    for row in metrics["rows"]:
+    for row in metrics.rows:
         table.add_row(
-            row["student"],
-            row["grader"],
-            str(row["k"]),
-            str(row["n"]),
-            *[cell(row[name]) for name in METRIC_NAMES],
-            str(row.get("unparsed", 0)),
+            row.student,
+            row.grader,
+            str(row.k),
+            str(row.n),
+            *[cell(row.metric(name)) for name in METRIC_NAMES],
+            str(row.unparsed),
         )
-    settings = metrics["settings"]
+    settings = metrics.settings
     table.caption = (
-        f"mode={settings['mode']} vote={settings['vote']} generation-agg={settings['generation_agg']} "
-        f"filter-explicit-name={settings['filter_explicit_name']}"
-        + (
-            f" filter-skills={','.join(settings['filter_skills'])}"
-            if settings["filter_skills"]
-            else ""
-        )
-        + (" reparse" if settings.get("reparse") else "")
+        f"mode={settings.mode} vote={settings.vote} generation-agg={settings.generation_agg} "
+        f"filter-explicit-name={settings.filter_explicit_name}"
+        + (f" filter-skills={','.join(settings.filter_skills)}" if settings.filter_skills else "")
+        + (" reparse" if settings.reparse else "")
     )
     return table
 
@@ -160,7 +158,7 @@ def aggregate_cmd(
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
-        stdout_console().print(metrics_table(result.as_dict()))
+        stdout_console().print(metrics_table(result.section()))
         unparsed = sum(r.unparsed for r in result.rows)
         if unparsed:
             warn(

@@ -208,7 +208,7 @@ def print_outcome(outcome: Any, fmt: str) -> None:
         else:
             stdout_console().print(
                 metrics_table(
-                    outcome.metrics.as_dict(),
+                    outcome.metrics.section(),
                     title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)",
                 )
             )
@@ -322,7 +322,7 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     else:
         stdout_console().print(
             metrics_table(
-                metrics.as_dict(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
+                metrics.section(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
             )
         )
     if summary.status == "partial":

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from skillmix.artifacts import MetricsSection
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
@@ -34,6 +35,10 @@ class RunMetrics:
             "rows": [r.as_dict(details=details) for r in self.rows],
             "settings": self.settings(),
         }
+
+    def section(self, *, details: bool = False) -> MetricsSection:
+        """The JSON form as the model of summary.json's ``metrics``."""
+        return MetricsSection.model_validate(self.as_dict(details=details))
 
     def to_json(self, *, details: bool = False) -> str:
         return json.dumps(self.as_dict(details=details), indent=2, ensure_ascii=False)

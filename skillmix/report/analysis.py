@@ -9,10 +9,23 @@ prepared and voted exactly as the metrics do), so the report never disagrees wit
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from skillmix.artifacts import (
+    AgreementItem,
+    AgreementRow,
+    AgreementSection,
+    GalleryExample,
+    GalleryRound,
+    ItemScores,
+    ModelRef,
+    QualityRow,
+    SkillRateRow,
+    SkillRates,
+    TopicRateRow,
+    TopicRates,
+)
 from skillmix.method.agreement import agreement
 from skillmix.method.metrics import (
     MetricOptions,
@@ -25,7 +38,7 @@ from skillmix.method.metrics import (
 from skillmix.records import GenerationRecord, GradeRecord
 
 ITEM_GROUPS = ("skills", "topic", "sense", "length")
-# The parse-failure and retry table: (key in summary["quality"] rows, column title).
+# The parse-failure and retry table: (QualityRow field, column title).
 QUALITY_COLUMNS = (
     ("generations", "generations"),
     ("generation_failed", "failed"),
@@ -55,7 +68,7 @@ def rubric_labels(skills: Sequence[str], k: int) -> list[str]:
 
 
 # grader agreement -------------------------------------------------------------------------
-def agreement_section(grades: Iterable[GradeRecord]) -> dict[str, Any]:
+def agreement_section(grades: Iterable[GradeRecord]) -> AgreementSection:
     """Percent agreement and Fleiss' kappa between grading rounds, per rubric item group:
     per (grader, k) over all students, per grader over everything, and per (grader, student).
 
@@ -87,19 +100,21 @@ def agreement_section(grades: Iterable[GradeRecord]) -> dict[str, Any]:
     rows = []
     for scope in sorted(scopes, key=order):
         grader, student, k_text = scope
-        items = {g: asdict(agreement(values)) for g, values in scopes[scope].items()}
+        items = {
+            g: AgreementItem(**asdict(agreement(values))) for g, values in scopes[scope].items()
+        }
         k_value: int | str = int(k_text) if k_text != "all" else "all"
-        rows.append({"grader": grader, "student": student, "k": k_value, "items": items})
-    return {
-        "grading_rounds": len(rounds_seen),
-        "groups": list(ITEM_GROUPS),
-        "rows": rows,
-        "note": (
+        rows.append(AgreementRow(grader=grader, student=student, k=k_value, items=items))
+    return AgreementSection(
+        grading_rounds=len(rounds_seen),
+        groups=list(ITEM_GROUPS),
+        rows=rows,
+        note=(
             "percent = mean share of agreeing pairs of grading rounds; kappa = Fleiss' kappa "
             "(undefined when every verdict is the same); length = the grader's own verdict "
             "(the metrics use the computed sentence count instead)"
         ),
-    }
+    )
 
 
 # voted units (one per student, grader, k, generation round, combination) -----------------
@@ -177,9 +192,14 @@ def _columns(
     return first + sorted(present - set(first))
 
 
-def skill_rates(units: Sequence[Unit], order: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+def skill_rates(
+    units: Sequence[Unit],
+    order: Sequence[tuple[str, str]] = (),
+    categories: Mapping[str, str] | None = None,
+) -> SkillRates:
     """Per skill and model (pooled over k): the mean voted point of the skill, as the
-    metrics' per-skill rates are computed per k. Columns follow ``order`` (student, grader)."""
+    metrics' per-skill rates are computed per k. Columns follow ``order`` (student, grader);
+    ``categories`` maps skills to their catalog category."""
     graders = len({u.grader for u in units})
     columns = _columns({u.column for u in units}, order)
     sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -188,10 +208,21 @@ def skill_rates(units: Sequence[Unit], order: Sequence[tuple[str, str]] = ()) ->
             continue
         for j, skill in enumerate(u.skills[: u.k]):
             sums[skill][u.column].append(u.voted[j])
-    return _rate_table(sums, columns, graders, "skill")
+    labels, rows = _rate_table(sums, columns, graders)
+    cats = categories or {}
+    return SkillRates(
+        columns=labels,
+        models=_model_refs(columns),
+        rows=[
+            SkillRateRow(
+                skill=name, values=values, n=counts, mean=mean, category=cats.get(name, "")
+            )
+            for name, values, counts, mean in rows
+        ],
+    )
 
 
-def topic_rates(rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+def topic_rates(rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = ()) -> TopicRates:
     """Per topic and model (pooled over k): the share of combinations with full marks (after
     combining generation rounds), as the metrics' per-topic rates are computed per k."""
     graders = len({r.grader for r in rows})
@@ -202,41 +233,45 @@ def topic_rates(rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = ()
             value = combo["full_marks"]
             assert isinstance(value, float | int)
             sums[str(combo["topic"])][(row.student, row.grader)].append(float(value))
-    return _rate_table(sums, columns, graders, "topic")
+    labels, table = _rate_table(sums, columns, graders)
+    return TopicRates(
+        columns=labels,
+        models=_model_refs(columns),
+        rows=[
+            TopicRateRow(topic=name, values=values, n=counts, mean=mean)
+            for name, values, counts, mean in table
+        ],
+    )
+
+
+def _model_refs(columns: Sequence[tuple[str, str]]) -> list[ModelRef]:
+    return [ModelRef(student=s, grader=g) for s, g in columns]
+
+
+_Rates = tuple[str, list[float | None], list[int], float | None]  # name, values, n, mean
 
 
 def _rate_table(
     sums: dict[str, dict[tuple[str, str], list[float]]],
     columns: list[tuple[str, str]],
     graders: int,
-    what: str,
-) -> dict[str, Any]:
+) -> tuple[list[str], list[_Rates]]:
+    """Column labels and (name, values, n, mean) rows, hardest (lowest mean) first."""
     labels = [column_label(s, g, graders) for s, g in columns]
-    rows = []
+    rows: list[_Rates] = []
     for name in sorted(sums):
         values = [(sum(v) / len(v)) if (v := sums[name].get(col)) else None for col in columns]
         counts = [len(sums[name].get(col, [])) for col in columns]
         present = [v for v in values if v is not None]
-        rows.append(
-            {
-                what: name,
-                "values": values,
-                "n": counts,
-                "mean": sum(present) / len(present) if present else None,
-            }
-        )
-    rows.sort(key=lambda r: (r["mean"] if r["mean"] is not None else 2.0, r[what]))
-    return {
-        "columns": labels,
-        "models": [{"student": s, "grader": g} for s, g in columns],
-        "rows": rows,
-    }
+        rows.append((name, values, counts, sum(present) / len(present) if present else None))
+    rows.sort(key=lambda r: (r[3] if r[3] is not None else 2.0, r[0]))
+    return labels, rows
 
 
 # parse failures and retries ---------------------------------------------------------------
 def quality_rows(
     generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
-) -> list[dict[str, Any]]:
+) -> list[QualityRow]:
     """Per (student, k): failed generations, grading verdicts by status and parse status,
     verdicts that needed re-asks and how many extra grader requests they cost."""
     rows: dict[tuple[str, int], dict[str, int]] = defaultdict(
@@ -265,7 +300,7 @@ def quality_rows(
             row[r.parse_status] += 1
         row["retried"] += r.attempts > 1
         row["extra_requests"] += max(0, r.attempts - 1)
-    return [{"student": s, "k": k, **rows[(s, k)]} for s, k in sorted(rows)]
+    return [QualityRow(student=s, k=k, **rows[(s, k)]) for s, k in sorted(rows)]
 
 
 # gallery ----------------------------------------------------------------------------------
@@ -275,42 +310,41 @@ def _clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def example(unit: Unit, kind: str, options: MetricOptions) -> dict[str, Any]:
-    rounds = []
-    for number, rec in sorted(unit.rounds.items()):
-        rounds.append(
-            {
-                "grading_round": number,
-                "points": list(rec.points) if rec.points is not None else None,
-                "status": rec.status,
-                "parse_status": rec.parse_status,
-                "attempts": rec.attempts,
-            }
+def example(unit: Unit, kind: str, options: MetricOptions) -> GalleryExample:
+    rounds = [
+        GalleryRound(
+            grading_round=number,
+            points=list(rec.points) if rec.points is not None else None,
+            status=rec.status,
+            parse_status=rec.parse_status,
+            attempts=rec.attempts,
         )
+        for number, rec in sorted(unit.rounds.items())
+    ]
     first = unit.rounds[min(unit.rounds)]
-    return {
-        "kind": kind,
-        "student": unit.student,
-        "grader": unit.grader,
-        "k": unit.k,
-        "generation_round": unit.generation_round,
-        "index": unit.index,
-        "topic": unit.topic,
-        "skills": list(unit.skills),
-        "answer": _clip(unit.answer, MAX_ANSWER_CHARS),
-        "rubric": rubric_labels(unit.skills, unit.k),
-        "rounds": rounds,
-        "points": unit.voted,
-        "scores": unit.scores,
-        "named_skills": list(unit.named),
-        "named_filtered": bool(unit.named) and options.filter_explicit_name != "off",
-        "grader_reply": _clip(first.raw, MAX_GRADER_REPLY_CHARS),
-    }
+    return GalleryExample(
+        kind=kind,
+        student=unit.student,
+        grader=unit.grader,
+        k=unit.k,
+        generation_round=unit.generation_round,
+        index=unit.index,
+        topic=unit.topic,
+        skills=list(unit.skills),
+        answer=_clip(unit.answer, MAX_ANSWER_CHARS),
+        rubric=rubric_labels(unit.skills, unit.k),
+        rounds=rounds,
+        points=unit.voted,
+        scores=ItemScores(**unit.scores) if unit.scores is not None else None,
+        named_skills=list(unit.named),
+        named_filtered=bool(unit.named) and options.filter_explicit_name != "off",
+        grader_reply=_clip(first.raw, MAX_GRADER_REPLY_CHARS),
+    )
 
 
 def select_examples(
     units: Sequence[Unit], options: MetricOptions, order: Sequence[tuple[str, str]] = ()
-) -> list[dict[str, Any]]:
+) -> list[GalleryExample]:
     """Per (student, grader, k): the best and the worst graded answer, then up to two answers
     that name one of their skills (explicit-name hits, from different combinations). Ties go
     to the lowest combination index, then generation round, so the choice is deterministic.
@@ -319,7 +353,7 @@ def select_examples(
     for u in units:
         groups[(u.student, u.grader, u.k)].append(u)
     rank = {c: i for i, c in enumerate(_columns({(s, g) for s, g, _ in groups}, order))}
-    out: list[dict[str, Any]] = []
+    out: list[GalleryExample] = []
     for key in sorted(groups, key=lambda key: (rank[(key[0], key[1])], key[2])):
         members = sorted(groups[key], key=lambda u: (u.index, u.generation_round))
         scored = [u for u in members if u.scores is not None]

@@ -17,6 +17,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from skillmix.artifacts import (
+    Leaderboard,
+    LeaderboardRow,
+    MetricRowJson,
     MetricSettings,
     PromptVersions,
     ReferenceImportRun,
@@ -25,7 +28,7 @@ from skillmix.artifacts import (
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
-from skillmix.report.leaderboard import entries_from_rows, leaderboard
+from skillmix.report.leaderboard import Entry, entries_from_rows, leaderboard
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -55,7 +58,31 @@ class RunData(BaseModel):
     source: str = Field(description="Where the numbers come from.")
     created_at: str = Field(description="UTC time the run was created.")
     settings: dict[str, str] = Field(description="The settings that change the numbers.")
-    rows: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    rows: list[MetricRowJson] = Field(
+        default_factory=list, exclude=True, description="The run's metric rows."
+    )
+
+
+class SettingValue(BaseModel):
+    value: str = Field(description="One value of a setting.")
+    runs: list[int] = Field(description="The runs (1-based) with that value.")
+
+
+class Comparison(BaseModel):
+    """``compare.json``: the comparison document every other compare file comes from."""
+
+    schema_version: int = Field(1, description="Version of this file's format.")
+    compared_at: str = Field(description="UTC time of the comparison.")
+    rank_by: str = Field(description="Metric of the main leaderboard.")
+    mixed: bool = Field(description="Whether runs with differing settings were ranked.")
+    settings_differ: dict[str, list[SettingValue]] = Field(
+        description="Per setting that differs: each value and its runs."
+    )
+    setting_labels: dict[str, str] = Field(description="Title of each compared setting.")
+    runs: list[RunData] = Field(description="The runs, in command-line order.")
+    leaderboards: list[Leaderboard] = Field(
+        description="One ranking per metric, ``rank_by`` first."
+    )
 
 
 def metric_settings(settings: MetricSettings) -> str:
@@ -159,7 +186,7 @@ def load_run(uri: str, index: int) -> RunData:
             source="computed (reference options)",
             created_at=data.created_at,
             settings=reference_settings(data, combinations, options),
-            rows=metrics.as_dict()["rows"],
+            rows=metrics.section().rows,
         )
     if summary is not None:
         return RunData(
@@ -190,7 +217,7 @@ def load_run(uri: str, index: int) -> RunData:
             ctx.prompt_versions(),
             MetricSettings.model_validate(metrics.settings()),
         ),
-        rows=metrics.as_dict()["rows"],
+        rows=metrics.section().rows,
     )
 
 
@@ -216,19 +243,25 @@ def describe_differences(diff: Mapping[str, Mapping[str, list[int]]]) -> str:
     return "; ".join(parts)
 
 
-def entry_label(entry: Mapping[str, Any], runs: Sequence[RunData], clashes: set[str]) -> str:
-    if entry["student"] not in clashes:
-        return str(entry["student"])
-    run = runs[entry["run"] - 1]
+def entry_label(entry: Entry, runs: Sequence[RunData], clashes: set[str]) -> str:
+    if entry.student not in clashes:
+        return entry.student
+    run = runs[run_of(entry) - 1]
     same_id = sum(1 for r in runs if r.run_id == run.run_id) > 1
     where = f"#{run.index} {run.run_id}" if same_id else run.run_id
-    return f"{entry['student']} ({where})"
+    return f"{entry.student} ({where})"
+
+
+def run_of(item: Entry | LeaderboardRow) -> int:
+    """The 1-based run of a compared entry or leaderboard row."""
+    assert item.run is not None, "a compared entry always has its run"
+    return item.run
 
 
 def compare_runs(
     uris: Sequence[str], *, allow_mixed: bool = False, rank_by: str = "full_marks"
-) -> dict[str, Any]:
-    """The comparison as one JSON-ready document; raises SkillmixError on mixed settings
+) -> Comparison:
+    """The comparison as one document (``compare.json``); raises SkillmixError on mixed settings
     unless ``allow_mixed``."""
     if not uris:
         raise SkillmixError("give at least one run folder to compare")
@@ -243,44 +276,43 @@ def compare_runs(
             f"runs differ in settings, so their numbers are not comparable: {describe_differences(diff)}",
             hint="pass --allow-mixed to rank them anyway",
         )
-    entries: list[dict[str, Any]] = []
+    entries: list[Entry] = []
     for run in runs:
         for entry in entries_from_rows(run.rows):
-            entry["run"] = run.index
-            entry["run_id"] = run.run_id
-            entry["run_label"] = f"#{run.index} {run.run_id}"
+            entry.run = run.index
+            entry.run_id = run.run_id
+            entry.run_label = f"#{run.index} {run.run_id}"
             entries.append(entry)
     students: dict[str, set[int]] = {}
     for entry in entries:
-        students.setdefault(entry["student"], set()).add(entry["run"])
+        students.setdefault(entry.student, set()).add(run_of(entry))
     clashes = {s for s, where in students.items() if len(where) > 1}
     for entry in entries:
-        entry["model"] = entry_label(entry, runs, clashes)
+        entry.model = entry_label(entry, runs, clashes)
     order = [rank_by, *[m for m in METRIC_NAMES if m != rank_by]]
-    return {
-        "schema_version": 1,
-        "compared_at": utc_now(),
-        "rank_by": rank_by,
-        "mixed": bool(diff),
-        "settings_differ": {
-            key: [{"value": value, "runs": r} for value, r in values.items()]
+    return Comparison(
+        compared_at=utc_now(),
+        rank_by=rank_by,
+        mixed=bool(diff),
+        settings_differ={
+            key: [SettingValue(value=value, runs=r) for value, r in values.items()]
             for key, values in diff.items()
         },
-        "setting_labels": SETTING_LABELS,
-        "runs": [r.model_dump() for r in runs],
-        "leaderboards": [leaderboard(entries, metric) for metric in order],
-    }
+        setting_labels=SETTING_LABELS,
+        runs=runs,
+        leaderboards=[leaderboard(entries, metric) for metric in order],
+    )
 
 
 # rendering --------------------------------------------------------------------------------
-def compare_markdown(doc: Mapping[str, Any]) -> str:
+def compare_markdown(doc: Comparison) -> str:
     from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table
 
     lines = ["# SKILL-MIX comparison", ""]
-    if doc["mixed"]:
+    if doc.mixed:
         lines += [
             "> **Mixed settings**: these runs differ in "
-            + ", ".join(SETTING_LABELS[k] for k in doc["settings_differ"])
+            + ", ".join(SETTING_LABELS[k] for k in doc.settings_differ)
             + "; their numbers are not directly comparable.",
             "",
         ]
@@ -291,23 +323,23 @@ def compare_markdown(doc: Mapping[str, Any]) -> str:
             ["#", "run id", "kind", "numbers from", "created", "folder"],
             [
                 [
-                    r["index"],
-                    md_escape(r["run_id"]),
-                    r["kind"],
-                    r["source"],
-                    r["created_at"],
-                    md_escape(r["run"]),
+                    r.index,
+                    md_escape(r.run_id),
+                    r.kind,
+                    r.source,
+                    r.created_at,
+                    md_escape(r.run),
                 ]
-                for r in doc["runs"]
+                for r in doc.runs
             ],
             numeric=[0],
         ),
         "",
     ]
-    for board in doc["leaderboards"]:
-        ks = ", ".join(map(str, board["ranked_over_ks"])) or "none in common"
+    for board in doc.leaderboards:
+        ks = ", ".join(map(str, board.ranked_over_ks)) or "none in common"
         lines += [
-            f"## {board['title']}",
+            f"## {board.title}",
             "",
             f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% bootstrap interval].",
             "",
@@ -322,12 +354,12 @@ def compare_markdown(doc: Mapping[str, Any]) -> str:
         "## Settings",
         "",
         *md_table(
-            ["setting", *[f"run {r['index']}" for r in doc["runs"]], "same?"],
+            ["setting", *[f"run {r.index}" for r in doc.runs], "same?"],
             [
                 [
                     SETTING_LABELS[k],
-                    *[md_escape(r["settings"].get(k, "unknown")) for r in doc["runs"]],
-                    "no" if k in doc["settings_differ"] else "yes",
+                    *[md_escape(r.settings.get(k, "unknown")) for r in doc.runs],
+                    "no" if k in doc.settings_differ else "yes",
                 ]
                 for k in keys
             ],
@@ -337,21 +369,21 @@ def compare_markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
+def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
     from skillmix.report.html_report import leaderboard_table, metric_images
     from skillmix.report.markup import el, figure, page, table
     from skillmix.report.plots import DEFAULT_DPI
 
-    boards = doc["leaderboards"]
-    images = metric_images(boards, lambda row: row["model"], dpi or DEFAULT_DPI, prefix="compare")
+    boards = doc.leaderboards
+    images = metric_images(boards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     parts: list[Any] = []
-    if doc["mixed"]:
+    if doc.mixed:
         parts.append(
             el(
                 "div",
                 el("strong", "Mixed settings: "),
                 "these runs differ in "
-                + ", ".join(SETTING_LABELS[k] for k in doc["settings_differ"])
+                + ", ".join(SETTING_LABELS[k] for k in doc.settings_differ)
                 + "; their numbers are not directly comparable.",
                 class_="banner",
             )
@@ -364,14 +396,14 @@ def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
                 ["#", "run id", "kind", "numbers from", "created", "folder"],
                 [
                     [
-                        r["index"],
-                        el("code", r["run_id"]),
-                        r["kind"],
-                        r["source"],
-                        r["created_at"],
-                        el("code", r["run"]),
+                        r.index,
+                        el("code", r.run_id),
+                        r.kind,
+                        r.source,
+                        r.created_at,
+                        el("code", r.run),
                     ]
-                    for r in doc["runs"]
+                    for r in doc.runs
                 ],
                 numeric=[0],
             ),
@@ -389,7 +421,7 @@ def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
     ]
     for board in boards:
         board_parts += [
-            el("h3", board["title"]),
+            el("h3", board.title),
             leaderboard_table(
                 board, [("model", "model"), ("run_label", "run"), ("grader", "grader")]
             ),
@@ -405,12 +437,12 @@ def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
     )
     rows = []
     for key, label in SETTING_LABELS.items():
-        differs = key in doc["settings_differ"]
+        differs = key in doc.settings_differ
         rows.append(
             el(
                 "tr",
                 el("th", label),
-                *[el("td", r["settings"].get(key, "unknown")) for r in doc["runs"]],
+                *[el("td", r.settings.get(key, "unknown")) for r in doc.runs],
                 el("td", "differs" if differs else "same"),
                 class_="diff" if differs else None,
             )
@@ -418,7 +450,7 @@ def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
     head = el(
         "tr",
         el("th", "setting"),
-        *[el("th", f"run {r['index']}") for r in doc["runs"]],
+        *[el("th", f"run {r.index}") for r in doc.runs],
         el("th", ""),
     )
     parts.append(
@@ -437,14 +469,20 @@ def compare_html(doc: Mapping[str, Any], *, dpi: int | None = None) -> str:
     ]
     subtitle = el(
         "div",
-        f"{len(doc['runs'])} runs · ranked by {METRIC_TITLES[doc['rank_by']]} · compared {doc['compared_at']}",
+        f"{len(doc.runs)} runs · ranked by {METRIC_TITLES[doc.rank_by]} · compared {doc.compared_at}",
     )
     return page("SKILL-MIX comparison", subtitle, nav, parts, el("span", "skillmix compare"))
 
 
-def compare_files(doc: Mapping[str, Any], *, dpi: int | None = None) -> dict[str, bytes]:
+def model_label(row: LeaderboardRow) -> str:
+    """A compared row's label: its student, with the run when names clash."""
+    return row.model or row.student
+
+
+def compare_files(doc: Comparison, *, dpi: int | None = None) -> dict[str, bytes]:
+    text = json.dumps(doc.model_dump(mode="json"), indent=2, ensure_ascii=False)
     return {
-        "compare.json": json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n",
+        "compare.json": text.encode() + b"\n",
         "compare.md": compare_markdown(doc).encode(),
         "compare.html": compare_html(doc, dpi=dpi).encode(),
     }

@@ -7,10 +7,22 @@ rounded for reading.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from skillmix.artifacts import FailedGeneration, FailedGrade, Summary, UsageRow
+from skillmix.artifacts import (
+    AgreementSection,
+    FailedGeneration,
+    FailedGrade,
+    GalleryExample,
+    Leaderboard,
+    LeaderboardCell,
+    LeaderboardRow,
+    SkillRates,
+    Summary,
+    TopicRates,
+    UsageRow,
+)
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import (
@@ -47,55 +59,55 @@ NAV = (
 )
 
 
-def metric_td(cell: Mapping[str, Any] | None, **attrs: object) -> Safe:
+def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
     """A leaderboard cell: rounded text, exact numbers in data attributes."""
-    if not cell:
+    if cell is None:
         return el("td", "—", class_="num", data_value="null", **attrs)
-    ci = cell.get("ci95") or [None, None]
+    ci = cell.ci95 or [None, None]
     return el(
         "td",
-        fmt(cell.get("mean")),
-        el("span", f" ± {fmt(cell.get('stderr'), 3)}", class_="se"),
+        fmt(cell.mean),
+        el("span", f" ± {fmt(cell.stderr, 3)}", class_="se"),
         el("span", f"[{fmt(ci[0])}, {fmt(ci[1])}]", class_="ci") if ci[0] is not None else None,
         class_="num",
-        title=f"n = {cell.get('n')} combinations; {cell.get('unparsed', 0)} verdicts unparsed",
-        data_value=number(cell.get("mean")),
-        data_stderr=number(cell.get("stderr")),
+        title=f"n = {cell.n} combinations; {cell.unparsed} verdicts unparsed",
+        data_value=number(cell.mean),
+        data_stderr=number(cell.stderr),
         data_ci_low=number(ci[0]),
         data_ci_high=number(ci[1]),
-        data_n=cell.get("n"),
+        data_n=cell.n,
         **attrs,
     )
 
 
 def leaderboard_table(
-    board: Mapping[str, Any], label_columns: Sequence[tuple[str, str]], **table_attrs: object
+    board: Leaderboard, label_columns: Sequence[tuple[str, str]], **table_attrs: object
 ) -> Safe:
-    """``label_columns``: (entry key, header) pairs shown before the k columns."""
-    ks = board["ks"]
+    """``label_columns``: (row field, header) pairs shown before the k columns."""
+    ks = board.ks
     header = ["rank", *[h for _, h in label_columns], *[f"k = {k}" for k in ks], "mean over k"]
     rows = []
-    for row in board["rows"]:
+    for row in board.rows:
         ident = {
-            "data_metric": board["metric"],
-            "data_student": row.get("student"),
-            "data_grader": row.get("grader"),
-            "data_run": row.get("run"),
+            "data_metric": board.metric,
+            "data_student": row.student,
+            "data_grader": row.grader,
+            "data_run": row.run,
         }
         rows.append(
             el(
                 "tr",
-                el("td", row["rank"] if row["rank"] is not None else "—", class_="num"),
-                *[el("td", row.get(key, "")) for key, _ in label_columns],
-                *[metric_td(row["cells"].get(str(k)), data_k=k, **ident) for k in ks],
+                el("td", row.rank if row.rank is not None else "—", class_="num"),
+                *[el("td", _or_empty(getattr(row, key))) for key, _ in label_columns],
+                *[metric_td(row.cells.get(str(k)), data_k=k, **ident) for k in ks],
                 el(
                     "td",
-                    fmt(row["score"], 3),
+                    fmt(row.score, 3),
                     class_="num",
-                    data_score=number(row["score"]),
+                    data_score=number(row.score),
                     **ident,
                 ),
-                class_="first" if row["rank"] == 1 else None,
+                class_="first" if row.rank == 1 else None,
             )
         )
     head = el(
@@ -110,44 +122,51 @@ def leaderboard_table(
         el("thead", head),
         el("tbody", *rows),
         class_="leaderboard",
-        data_metric=board["metric"],
+        data_metric=board.metric,
         **table_attrs,
     )
 
 
-def metric_series(board: Mapping[str, Any], label: Any, styles: Mapping[str, int]) -> list[Series]:
+def _or_empty(value: str | int | None) -> str | int:
+    return "" if value is None else value
+
+
+RowLabel = Callable[[LeaderboardRow], str]
+
+
+def metric_series(board: Leaderboard, label: RowLabel, styles: Mapping[str, int]) -> list[Series]:
     """Plot series of one leaderboard (one per row, in rank order); ``styles`` maps labels to
     style indexes so that a model looks the same in every plot."""
     out = []
-    for row in board["rows"]:
+    for row in board.rows:
         points = []
-        for k in board["ks"]:
-            cell = row["cells"].get(str(k))
-            if not cell or cell.get("mean") is None:
+        for k in board.ks:
+            cell = row.cells.get(str(k))
+            if cell is None or cell.mean is None:
                 continue
-            ci = cell.get("ci95") or [None, None]
-            points.append(Point(k, cell["mean"], ci[0], ci[1]))
+            ci = cell.ci95 or [None, None]
+            points.append(Point(k, cell.mean, ci[0], ci[1]))
         name = label(row)
         out.append(Series(name, tuple(points), styles.get(name)))
     return out
 
 
 def metric_images(
-    boards: Sequence[Mapping[str, Any]], label: Any, dpi: int, prefix: str = "metric"
+    boards: Sequence[Leaderboard], label: RowLabel, dpi: int, prefix: str = "metric"
 ) -> list[Image]:
     """One plot per leaderboard; styles follow the first board's order."""
     styles: dict[str, int] = {}
     for board in boards[:1]:
-        for row in board["rows"]:
+        for row in board.rows:
             styles.setdefault(label(row), len(styles))
     return [
         metric_plot(
-            f"{prefix}-{board['metric']}",
+            f"{prefix}-{board.metric}",
             metric_series(board, label, styles),
-            ylabel=METRIC_TITLES[board["metric"]],
-            title=f"{METRIC_TITLES[board['metric']]} vs k",
+            ylabel=METRIC_TITLES[board.metric],
+            title=f"{METRIC_TITLES[board.metric]} vs k",
             caption=(
-                f"{METRIC_TITLES[board['metric']]} per model and k: mean over combinations; "
+                f"{METRIC_TITLES[board.metric]} per model and k: mean over combinations; "
                 "error bars: 95% bootstrap interval."
             ),
             dpi=dpi,
@@ -273,10 +292,10 @@ def leaderboards_section(summary: Summary) -> Safe:
             class_="note",
         ),
     ]
-    graders = {r["grader"] for b in summary.leaderboards for r in b["rows"]}
+    graders = {r.grader for b in summary.leaderboards for r in b.rows}
     labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
-        el("div", el("h3", board["title"]), leaderboard_table(board, labels))
+        el("div", el("h3", board.title), leaderboard_table(board, labels))
         for board in summary.leaderboards
     ]
     if len(graders) == 1:
@@ -294,19 +313,22 @@ def plots_section(images: Sequence[Image]) -> Safe:
     )
 
 
-def rates_details(table_data: Mapping[str, Any], what: str, extra: Sequence[str] = ()) -> Safe:
-    columns = table_data["columns"]
+def rates_details(
+    table_data: SkillRates | TopicRates, what: str, extra: Sequence[str] = ()
+) -> Safe:
+    """``what``: the row's name field (skill, topic); ``extra``: more fields shown."""
+    columns = table_data.columns
     rows = []
-    for row in table_data["rows"]:
+    for row in table_data.rows:
         rows.append(
             [
-                row[what],
-                *[row.get(x, "") for x in extra],
+                getattr(row, what),
+                *[getattr(row, x) for x in extra],
                 *[
                     f"{fmt(v)} ({n})" if v is not None else "—"
-                    for v, n in zip(row["values"], row["n"], strict=True)
+                    for v, n in zip(row.values, row.n, strict=True)
                 ],
-                fmt(row["mean"]),
+                fmt(row.mean),
             ]
         )
     header = [what, *extra, *columns, "mean"]
@@ -331,17 +353,22 @@ def rates_section(anchor: str, title: str, note: str, image: Image | None, detai
 
 
 def rates_image(
-    name: str, table_data: Mapping[str, Any], what: str, title: str, colorbar: str, dpi: int
+    name: str,
+    table_data: SkillRates | TopicRates,
+    what: str,
+    title: str,
+    colorbar: str,
+    dpi: int,
 ) -> Image | None:
-    if not table_data["rows"] or not table_data["columns"]:
+    if not table_data.rows or not table_data.columns:
         return None
-    rows = table_data["rows"]
+    rows = table_data.rows
     shown = "" if len(rows) <= MAX_HEATMAP_ROWS else f" ({MAX_HEATMAP_ROWS} of {len(rows)} shown)"
     return heatmap(
         name,
-        [r[what] for r in rows],
-        table_data["columns"],
-        [r["values"] for r in rows],
+        [getattr(r, what) for r in rows],
+        table_data.columns,
+        [r.values for r in rows],
         title=title,
         colorbar=colorbar,
         caption=f"Sorted hardest first (by the mean over models){shown}; grey: not sampled.",
@@ -349,8 +376,8 @@ def rates_image(
     )
 
 
-def agreement_section(agreement: Mapping[str, Any]) -> Safe:
-    groups = agreement["groups"]
+def agreement_section(agreement: AgreementSection) -> Safe:
+    groups = agreement.groups
     head1 = el(
         "tr",
         el("th", "grader", rowspan=2),
@@ -360,37 +387,37 @@ def agreement_section(agreement: Mapping[str, Any]) -> Safe:
     )
     head2 = el("tr", *[el("th", x, class_="num") for _ in groups for x in ("agreement", "κ")])
     rows = []
-    for row in agreement["rows"]:
+    for row in agreement.rows:
         cells = [
-            el("td", row["grader"]),
-            el("td", row["student"]),
-            el("td", row["k"], class_="num"),
+            el("td", row.grader),
+            el("td", row.student),
+            el("td", row.k, class_="num"),
         ]
         for g in groups:
-            item = row["items"][g]
+            item = row.items[g]
             cells += [
                 el(
                     "td",
-                    pct(item["percent"]),
+                    pct(item.percent),
                     class_="num",
-                    title=f"{item['subjects']} items; unanimous {pct(item['unanimous'])}",
-                    data_value=number(item["percent"]),
+                    title=f"{item.subjects} items; unanimous {pct(item.unanimous)}",
+                    data_value=number(item.percent),
                 ),
                 el(
                     "td",
-                    fmt(item["kappa"]) if item["kappa"] is not None else "—",
+                    fmt(item.kappa) if item.kappa is not None else "—",
                     class_="num",
                     title=(
-                        f"chance agreement {pct(item['expected'])}"
-                        if item["kappa"] is not None
+                        f"chance agreement {pct(item.expected)}"
+                        if item.kappa is not None
                         else "undefined: every verdict identical, or no item with 2 rounds"
                     ),
-                    data_value=number(item["kappa"]),
+                    data_value=number(item.kappa),
                 ),
             ]
         rows.append(el("tr", *cells))
     body: Any
-    if agreement["grading_rounds"] < 2:
+    if agreement.grading_rounds < 2:
         body = el("p", "Agreement needs at least two grading rounds.", class_="note")
     else:
         body = el("table", el("thead", head1, head2), el("tbody", *rows), class_="agreement")
@@ -399,7 +426,7 @@ def agreement_section(agreement: Mapping[str, Any]) -> Safe:
         el("h2", "Grader agreement across grading rounds"),
         el(
             "p",
-            f"{agreement['grading_rounds']} grading rounds. Agreement: mean share of agreeing "
+            f"{agreement.grading_rounds} grading rounds. Agreement: mean share of agreeing "
             "pairs of rounds per rubric item; κ: Fleiss' kappa (agreement beyond chance; "
             "undefined when every verdict is identical). Skill items are pooled as "
             "“skills”; “length (grader)” is the grader's own verdict (the metrics compute "
@@ -413,7 +440,7 @@ def agreement_section(agreement: Mapping[str, Any]) -> Safe:
 
 def failures_section(summary: Summary) -> Safe:
     f = summary.failures
-    rows = [[q["student"], q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]] for q in summary.quality]
+    rows = [[q.student, q.k, *[getattr(q, c) for c, _ in QUALITY_COLUMNS]] for q in summary.quality]
     header = ["student", "k", *[t for _, t in QUALITY_COLUMNS]]
     listed: list[FailedGeneration | FailedGrade] = [*f.generation, *f.grading]
     reasons = (
@@ -508,16 +535,16 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
     )
 
 
-def example_card(item: Mapping[str, Any]) -> Safe:
-    scores = item.get("scores") or {}
-    named = set(item.get("named_skills") or [])
-    rounds = item["rounds"]
-    voted = item.get("points")
+def example_card(item: GalleryExample) -> Safe:
+    scores = item.scores
+    named = set(item.named_skills)
+    rounds = item.rounds
+    voted = item.points
     rubric_rows = []
-    for j, label in enumerate(item["rubric"]):
-        cells = [el("td", label, class_="hit" if label in named and j < item["k"] else None)]
+    for j, label in enumerate(item.rubric):
+        cells = [el("td", label, class_="hit" if label in named and j < item.k else None)]
         for r in rounds:
-            pts = r["points"]
+            pts = r.points
             cells.append(
                 el("td", fmt(pts[j], 0) if pts is not None and j < len(pts) else "—", class_="num")
             )
@@ -532,7 +559,7 @@ def example_card(item: Mapping[str, Any]) -> Safe:
     head = el(
         "tr",
         el("th", "rubric item"),
-        *[el("th", f"r{r['grading_round']}", class_="num") for r in rounds],
+        *[el("th", f"r{r.grading_round}", class_="num") for r in rounds],
         el("th", "voted", class_="num"),
     )
     note = None
@@ -543,7 +570,7 @@ def example_card(item: Mapping[str, Any]) -> Safe:
             + ", ".join(sorted(named))
             + (
                 " — point set to 0 by the explicit-name filter."
-                if item.get("named_filtered")
+                if item.named_filtered
                 else " — not filtered."
             ),
             class_="note",
@@ -552,37 +579,36 @@ def example_card(item: Mapping[str, Any]) -> Safe:
         "div",
         el(
             "h4",
-            el("span", KIND_TITLES.get(item["kind"], item["kind"]), class_=f"badge {item['kind']}"),
-            f"{item['topic']}",
+            el("span", KIND_TITLES.get(item.kind, item.kind), class_=f"badge {item.kind}"),
+            f"{item.topic}",
         ),
         el(
             "div",
-            f"skills: {', '.join(item['skills'])} · generation round {item['generation_round']} · "
-            f"combination {item['index']} · full marks {fmt(scores.get('full_marks'), 0)} · "
-            f"skill fraction {fmt(scores.get('skill_fraction'))}",
+            f"skills: {', '.join(item.skills)} · generation round {item.generation_round} · "
+            f"combination {item.index} · full marks "
+            f"{fmt(scores.full_marks if scores else None, 0)} · "
+            f"skill fraction {fmt(scores.skill_fraction if scores else None)}",
             class_="note",
         ),
-        el("blockquote", item["answer"]),
+        el("blockquote", item.answer),
         el("table", el("thead", head), el("tbody", *rubric_rows)),
         note,
         el(
             "details",
             el("summary", "grader's reply (round 1)"),
-            el("pre", item.get("grader_reply") or ""),
+            el("pre", item.grader_reply),
         ),
         class_="card",
-        data_kind=item["kind"],
-        data_student=item["student"],
-        data_k=item["k"],
+        data_kind=item.kind,
+        data_student=item.student,
+        data_k=item.k,
     )
 
 
-def gallery_section(gallery: Sequence[Mapping[str, Any]]) -> Safe:
-    groups: dict[tuple[str, str], dict[int, list[Mapping[str, Any]]]] = {}
+def gallery_section(gallery: Sequence[GalleryExample]) -> Safe:
+    groups: dict[tuple[str, str], dict[int, list[GalleryExample]]] = {}
     for item in gallery:
-        groups.setdefault((item["student"], item["grader"]), {}).setdefault(item["k"], []).append(
-            item
-        )
+        groups.setdefault((item.student, item.grader), {}).setdefault(item.k, []).append(item)
     graders = {g for _, g in groups}
     parts: list[Any] = [
         el("h2", "Example answers"),
@@ -678,6 +704,6 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
     return page(title, subtitle, NAV, body, footer), images
 
 
-def _entry_label(row: Mapping[str, Any], boards: Sequence[Mapping[str, Any]]) -> str:
-    graders = {r["grader"] for b in boards for r in b["rows"]}
-    return row["student"] if len(graders) <= 1 else f"{row['student']} / {row['grader']}"
+def _entry_label(row: LeaderboardRow, boards: Sequence[Leaderboard]) -> str:
+    graders = {r.grader for b in boards for r in b.rows}
+    return row.student if len(graders) <= 1 else f"{row.student} / {row.grader}"

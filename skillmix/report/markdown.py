@@ -7,10 +7,17 @@ a table or inject markup.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-from skillmix.artifacts import Summary
+from skillmix.artifacts import (
+    AgreementSection,
+    GalleryExample,
+    Leaderboard,
+    MetricValueJson,
+    SkillRates,
+    Summary,
+    TopicRates,
+)
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.markup import fmt, pct
@@ -50,110 +57,118 @@ def md_table(
     return lines
 
 
-def metric_cell(cell: Mapping[str, Any] | None) -> str:
+def metric_cell(cell: MetricValueJson | None) -> str:
     """``mean ± stderr [low, high]`` (the reference's printed form plus the 95% interval)."""
-    if not cell:
+    if cell is None:
         return "—"
-    ci = cell.get("ci95")
+    ci = cell.ci95
     interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else ""
-    return f"{fmt(cell.get('mean'))} ± {fmt(cell.get('stderr'), 3)}{interval}"
+    return f"{fmt(cell.mean)} ± {fmt(cell.stderr, 3)}{interval}"
 
 
 def leaderboard_markdown(
-    board: Mapping[str, Any], *, label_columns: Sequence[tuple[str, str]]
+    board: Leaderboard, *, label_columns: Sequence[tuple[str, str]]
 ) -> list[str]:
-    """One leaderboard; ``label_columns``: (entry key, header) pairs shown before the k
+    """One leaderboard; ``label_columns``: (row field, header) pairs shown before the k
     columns."""
-    ks = board["ks"]
+    ks = board.ks
     header = ["rank", *[h for _, h in label_columns], *[f"k={k}" for k in ks], "mean over k"]
     rows = []
-    for row in board["rows"]:
+    for row in board.rows:
         rows.append(
             [
-                row["rank"] if row["rank"] is not None else "—",
-                *[md_escape(row.get(c, "")) for c, _ in label_columns],
-                *[metric_cell(row["cells"].get(str(k))) for k in ks],
-                fmt(row["score"], 3),
+                row.rank if row.rank is not None else "—",
+                *[md_escape(_or_empty(getattr(row, c))) for c, _ in label_columns],
+                *[metric_cell(row.cells.get(str(k))) for k in ks],
+                fmt(row.score, 3),
             ]
         )
     return md_table(header, rows, numeric=[0, *range(len(label_columns) + 1, len(header))])
+
+
+def _or_empty(value: object) -> object:
+    return "" if value is None else value
 
 
 def metrics_markdown(summary: Summary) -> list[str]:
     header = ["student", "grader", "k", "n", *[METRIC_TITLES[m] for m in METRIC_NAMES], "unparsed"]
     rows = [
         [
-            md_escape(row["student"]),
-            md_escape(row["grader"]),
-            row["k"],
-            row["n"],
-            *[metric_cell(row[m]) for m in METRIC_NAMES],
-            row["unparsed"],
+            md_escape(row.student),
+            md_escape(row.grader),
+            row.k,
+            row.n,
+            *[metric_cell(row.metric(m)) for m in METRIC_NAMES],
+            row.unparsed,
         ]
         for row in summary.metrics.rows
     ]
     return md_table(header, rows, numeric=[2, 3, 4, 5, 6, 7])
 
 
-def agreement_markdown(agreement: Mapping[str, Any]) -> list[str]:
-    groups = agreement["groups"]
+def agreement_markdown(agreement: AgreementSection) -> list[str]:
+    groups = agreement.groups
     header = ["grader", "student", "k"]
     for g in groups:
         header += [f"{GROUP_TITLES[g]} agree", f"{GROUP_TITLES[g]} κ"]
     rows = []
-    for row in agreement["rows"]:
-        cells: list[object] = [md_escape(row["grader"]), md_escape(row["student"]), row["k"]]
+    for row in agreement.rows:
+        cells: list[object] = [md_escape(row.grader), md_escape(row.student), row.k]
         for g in groups:
-            item = row["items"][g]
-            cells += [pct(item["percent"]), fmt(item["kappa"])]
+            item = row.items[g]
+            cells += [pct(item.percent), fmt(item.kappa)]
         rows.append(cells)
     return md_table(header, rows, numeric=range(2, len(header)))
 
 
-def rates_markdown(table: Mapping[str, Any], what: str, extra: Sequence[str] = ()) -> list[str]:
-    header = [what, *extra, *[md_escape(c) for c in table["columns"]], "mean"]
+def rates_markdown(
+    table: SkillRates | TopicRates, what: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """``what``: the row's name field (skill, topic); ``extra``: more fields shown."""
+    header = [what, *extra, *[md_escape(c) for c in table.columns], "mean"]
     rows = []
-    for row in table["rows"]:
+    for row in table.rows:
         rows.append(
             [
-                md_escape(row[what]),
-                *[md_escape(row.get(x, "")) for x in extra],
+                md_escape(getattr(row, what)),
+                *[md_escape(getattr(row, x)) for x in extra],
                 *[
                     f"{fmt(v)} ({n})" if v is not None else "—"
-                    for v, n in zip(row["values"], row["n"], strict=True)
+                    for v, n in zip(row.values, row.n, strict=True)
                 ],
-                fmt(row["mean"]),
+                fmt(row.mean),
             ]
         )
     return md_table(header, rows, numeric=range(1 + len(extra), len(header)))
 
 
-def example_markdown(item: Mapping[str, Any]) -> list[str]:
-    scores = item.get("scores") or {}
-    named = item.get("named_skills") or []
+def example_markdown(item: GalleryExample) -> list[str]:
+    scores = item.scores
+    named = item.named_skills
     lines = [
-        f"**{KIND_TITLES.get(item['kind'], item['kind'])}**: topic {md_escape(item['topic'])}; "
-        f"skills {', '.join(md_escape(s) for s in item['skills'])} "
-        f"(generation round {item['generation_round']}, combination {item['index']}); "
-        f"full marks {fmt(scores.get('full_marks'), 0)}, skill fraction {fmt(scores.get('skill_fraction'))}"
+        f"**{KIND_TITLES.get(item.kind, item.kind)}**: topic {md_escape(item.topic)}; "
+        f"skills {', '.join(md_escape(s) for s in item.skills)} "
+        f"(generation round {item.generation_round}, combination {item.index}); "
+        f"full marks {fmt(scores.full_marks if scores else None, 0)}, "
+        f"skill fraction {fmt(scores.skill_fraction if scores else None)}"
         + (
             f"; names {', '.join(md_escape(s) for s in named)}"
-            + (" (point set to 0)" if item.get("named_filtered") else " (not filtered)")
+            + (" (point set to 0)" if item.named_filtered else " (not filtered)")
             if named
             else ""
         ),
         "",
-        f"> {md_escape(item['answer'])}",
+        f"> {md_escape(item.answer)}",
         "",
     ]
-    rounds = item["rounds"]
-    header = ["rubric item", *[f"round {r['grading_round']}" for r in rounds], "voted"]
+    rounds = item.rounds
+    header = ["rubric item", *[f"round {r.grading_round}" for r in rounds], "voted"]
     rows = []
-    voted = item.get("points")
-    for j, label in enumerate(item["rubric"]):
+    voted = item.points
+    for j, label in enumerate(item.rubric):
         cells: list[object] = [md_escape(label)]
         for r in rounds:
-            pts = r["points"]
+            pts = r.points
             cells.append(fmt(pts[j], 0) if pts is not None and j < len(pts) else "—")
         cells.append(fmt(voted[j], 2 if voted[j] % 1 else 0) if voted is not None else "—")
         rows.append(cells)
@@ -206,9 +221,9 @@ def render_markdown(summary: Summary) -> str:
         ]
     lines += [*settings_lines(summary), "", "## Leaderboards", ""]
     for board in summary.leaderboards:
-        ks = ", ".join(map(str, board["ranked_over_ks"]))
+        ks = ", ".join(map(str, board.ranked_over_ks))
         lines += [
-            f"### {board['title']}",
+            f"### {board.title}",
             "",
             f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% bootstrap interval].",
             "",
@@ -224,8 +239,8 @@ def render_markdown(summary: Summary) -> str:
         "",
         "## Grader agreement across grading rounds",
         "",
-        f"{summary.agreement['grading_rounds']} grading rounds; "
-        + md_escape(summary.agreement["note"])
+        f"{summary.agreement.grading_rounds} grading rounds; "
+        + md_escape(summary.agreement.note)
         + ".",
         "",
         *agreement_markdown(summary.agreement),
@@ -235,7 +250,7 @@ def render_markdown(summary: Summary) -> str:
         *md_table(
             ["student", "k", *[t for _, t in QUALITY_COLUMNS]],
             [
-                [md_escape(q["student"]), q["k"], *[q[c] for c, _ in QUALITY_COLUMNS]]
+                [md_escape(q.student), q.k, *[getattr(q, c) for c, _ in QUALITY_COLUMNS]]
                 for q in summary.quality
             ],
             numeric=range(1, 2 + len(QUALITY_COLUMNS)),
@@ -292,9 +307,9 @@ def render_markdown(summary: Summary) -> str:
     ]
     current = None
     for item in summary.gallery:
-        key = (item["student"], item["grader"], item["k"])
+        key = (item.student, item.grader, item.k)
         if key != current:
             current = key
-            lines += [f"### {md_escape(item['student'])}, k = {item['k']}", ""]
+            lines += [f"### {md_escape(item.student)}, k = {item.k}", ""]
         lines += example_markdown(item)
     return "\n".join(lines).rstrip() + "\n"

@@ -19,7 +19,6 @@ from skillmix.artifacts import (
     FailedGeneration,
     FailedGrade,
     Failures,
-    MetricsSection,
     Summary,
     SummaryCatalog,
     UsageRow,
@@ -147,14 +146,11 @@ def build_summary(
     planned_generations = len(e.students) * len(e.ks) * e.generation_rounds * e.combinations
     planned_grades = sum(1 for g in generations if g.status == "ok") * e.grader.rounds
     complete = len(generations) >= planned_generations and len(grades) >= planned_grades
-    metric_rows = metrics.as_dict(details=True)
-    boards = leaderboards(metric_rows["rows"])
-    order = [(r["student"], r["grader"]) for r in boards[0]["rows"]]  # by Full Marks
+    section = metrics.section(details=True)
+    boards = leaderboards(section.rows)
+    order = [(r.student, r.grader) for r in boards[0].rows]  # by Full Marks
     units = voted_units(grades, metrics.options)
-    skills = skill_rates(units, order)
     categories = {s.name: s.category for s in ctx.catalog.skills}
-    for row in skills["rows"]:
-        row["category"] = categories.get(row["skill"], "")
     return Summary(
         run_id=ctx.run_id,
         run=run_uri,
@@ -176,13 +172,13 @@ def build_summary(
             grades=len(grades),
         ),
         status="complete" if complete else "partial",
-        metrics=MetricsSection.model_validate(metric_rows),
+        metrics=section,
         leaderboards=boards,
         usage=usage_rows(ctx, generations, grades),
         failures=failure_lists(generations, grades),
         quality=quality_rows(generations, grades),
         agreement=agreement_section(grades),
-        skill_rates=skills,
+        skill_rates=skill_rates(units, order, categories),
         topic_rates=topic_rates(metrics.rows, order),
         gallery=select_examples(units, metrics.options, order),
     )

@@ -218,3 +218,45 @@ def test_failure_lists_keep_their_keys_and_order() -> None:
             ],
         }
     )
+
+
+def test_metric_rows_keep_the_json_of_metric_row_as_dict() -> None:
+    """Rows of summary.json (details) and of `aggregate --format json` (no details): the same
+    keys in the same order, NaN as null, the rates only with details."""
+    from skillmix.artifacts import MetricRowJson
+    from skillmix.method.metrics import GradedAnswer, aggregate
+
+    answers = [
+        GradedAnswer("s", "g", 2, 1, r, 0, "t", ("a", "b"), "One. Two.", p)
+        for r, p in ((1, (1.0, 1.0, 1.0, 1.0, 1.0)), (2, None))
+    ]
+    (row,) = aggregate(answers, MetricOptions(bootstrap_samples=10))
+    for details in (False, True):
+        data = json.loads(json.dumps(row.as_dict(details=details)))
+        dumped = MetricRowJson.model_validate(data).model_dump(mode="json")
+        assert dumped == data and list(dumped) == list(data)
+    assert "per_skill" not in MetricRowJson.model_validate(row.as_dict()).model_dump()
+    full_marks = row.as_dict()["full_marks"]
+    assert isinstance(full_marks, dict) and full_marks["stderr"] is None  # n = 1: NaN -> null
+    assert full_marks["ci95"] is None and row.unparsed == 1
+
+
+def test_leaderboard_rows_write_run_keys_only_when_compared() -> None:
+    from skillmix.artifacts import LeaderboardRow
+
+    base = {"rank": 1, "student": "s", "grader": "g", "ks": [2], "score": 0.5, "cells": {"2": None}}
+    assert list(LeaderboardRow.model_validate(base).model_dump(mode="json")) == list(base)
+    compared = {
+        "rank": 1,
+        "student": "s",
+        "grader": "g",
+        "ks": [2],
+        "run": 1,
+        "run_id": "r",
+        "run_label": "#1 r",
+        "model": "s",
+        "score": None,
+        "cells": {"2": None},
+    }
+    assert LeaderboardRow.model_validate(compared).model_dump(mode="json") == compared
+    assert list(LeaderboardRow.model_validate(compared).model_dump(mode="json")) == list(compared)

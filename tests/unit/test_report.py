@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
+from skillmix.artifacts import LeaderboardCell, MetricValueJson
 from skillmix.config import parse_experiment
 from skillmix.method.metrics import MetricOptions, aggregate
 from skillmix.pipeline.context import resolve_context
 from skillmix.records import GenerationRecord, GradeRecord, Turn
 from skillmix.report.analysis import select_examples, skill_rates, topic_rates, voted_units
-from skillmix.report.leaderboard import competition_ranks, leaderboard, mean_over_k
+from skillmix.report.leaderboard import Entry, competition_ranks, leaderboard, mean_over_k
 from skillmix.report.markdown import md_escape
 from skillmix.report.markup import Safe, el, fmt, pct
 from skillmix.report.plots import heatmap_size, metric_plot_size
@@ -273,26 +274,26 @@ def test_competition_ranks_share_ties() -> None:
 
 
 def test_leaderboard_ranks_by_mean_over_common_ks() -> None:
-    def cell(mean: float) -> dict[str, Any]:
-        return {"mean": mean, "stderr": 0.1, "ci95": [0.0, 1.0]}
+    def cell(mean: float) -> LeaderboardCell:
+        return LeaderboardCell(mean=mean, stderr=0.1, ci95=[0.0, 1.0], n=1, unparsed=0)
 
     entries = [
-        {
-            "student": "a",
-            "grader": "g",
-            "ks": [2, 3],
-            "metrics": {"full_marks": {"2": cell(0.9), "3": cell(0.1)}},
-        },
-        {"student": "b", "grader": "g", "ks": [2], "metrics": {"full_marks": {"2": cell(0.5)}}},
+        Entry(
+            student="a",
+            grader="g",
+            ks=[2, 3],
+            metrics={"full_marks": {"2": cell(0.9), "3": cell(0.1)}},
+        ),
+        Entry(student="b", grader="g", ks=[2], metrics={"full_marks": {"2": cell(0.5)}}),
     ]
     board = leaderboard(entries, "full_marks")
-    assert board["ranked_over_ks"] == [2] and board["ks"] == [2, 3]
-    assert [(r["student"], r["rank"], r["score"]) for r in board["rows"]] == [
+    assert board.ranked_over_ks == [2] and board.ks == [2, 3]
+    assert [(r.student, r.rank, r.score) for r in board.rows] == [
         ("a", 1, 0.9),
         ("b", 2, 0.5),
     ]
-    assert board["rows"][1]["cells"]["3"] is None
-    assert mean_over_k({"2": {"mean": 0.5}}, [2, 3]) is None
+    assert board.rows[1].cells["3"] is None
+    assert mean_over_k({"2": MetricValueJson(mean=0.5, stderr=None, ci95=None)}, [2, 3]) is None
 
 
 def test_md_escape() -> None:
@@ -331,26 +332,26 @@ def test_gallery_selection_rules() -> None:
     units = voted_units(records, opts)
     assert [u.index for u in units if u.scores is None] == [2]
     chosen = select_examples(units, opts)
-    assert [(c["kind"], c["index"], c["generation_round"]) for c in chosen] == [
+    assert [(c.kind, c.index, c.generation_round) for c in chosen] == [
         ("best", 0, 1),
         ("worst", 3, 1),
         ("explicit_name", 4, 1),  # round 2 of the same combination is not repeated
         ("explicit_name", 5, 1),
     ]
-    assert chosen[2]["named_skills"] == ["red herring"]
+    assert chosen[2].named_skills == ["red herring"]
     # With the filter off, names are still reported, but as not filtered.
     off = select_examples(
         voted_units(records, MetricOptions(filter_explicit_name="off")),
         MetricOptions(filter_explicit_name="off"),
     )
-    hits = [c for c in off if c["kind"] == "explicit_name"]
-    assert hits and not any(c["named_filtered"] for c in hits)
+    hits = [c for c in off if c.kind == "explicit_name"]
+    assert hits and not any(c.named_filtered for c in hits)
 
 
 def test_one_unit_is_shown_once() -> None:
     opts = MetricOptions()
     units = voted_units([grade([1, 1, 1, 1, 1], r=r) for r in (1, 2)], opts)
-    assert [c["kind"] for c in select_examples(units, opts)] == ["best"]
+    assert [c.kind for c in select_examples(units, opts)] == ["best"]
 
 
 def test_pooled_rates_match_the_metrics_per_k() -> None:
@@ -364,7 +365,9 @@ def test_pooled_rates_match_the_metrics_per_k() -> None:
             records.append(grade([float(p) for p in pts], index=i, r=r, topic=topic, skills=names))
     (row,) = aggregate([r.to_graded_answer() for r in records], opts)
     skills = skill_rates(voted_units(records, opts))
-    assert {r["skill"]: r["values"][0] for r in skills["rows"]} == pytest.approx(row.per_skill)
+    assert {r.skill: r.values[0] for r in skills.rows} == pytest.approx(row.per_skill)
     topics = topic_rates([row])
-    assert {r["topic"]: r["values"][0] for r in topics["rows"]} == pytest.approx(row.per_topic)
-    assert skills["rows"][0]["mean"] <= skills["rows"][-1]["mean"]  # hardest first
+    assert {r.topic: r.values[0] for r in topics.rows} == pytest.approx(row.per_topic)
+    first, last = skills.rows[0].mean, skills.rows[-1].mean
+    assert first is not None and last is not None
+    assert first <= last  # hardest first
