@@ -86,6 +86,13 @@ S3_ENDPOINT_URL = EnvVar(
     "SKILLMIX_S3_ENDPOINT_URL > AWS_ENDPOINT_URL_S3 > AWS_ENDPOINT_URL > AWS; in pods the chart"
     " sets it from the profile's s3.endpoint_url",
 )
+LOCK_SECONDS = EnvVar(
+    "SKILLMIX_LOCK_SECONDS",
+    "the lease of the run lock (one writer per run), in seconds: the holder renews it every"
+    " third of that; a lease not renewed for that long (a killed process) is taken over",
+    "60",
+    "SKILLMIX_LOCK_SECONDS > 60",
+)
 
 # --- other variables skillmix reads itself ----------------------------------------------------
 
@@ -173,6 +180,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     MOCK_API_KEY,
     DUMMY_API_KEY,
     S3_ENDPOINT_URL,
+    LOCK_SECONDS,
     XDG_CONFIG_HOME,
     OPENAI_API_KEY,
     JOB_COMPLETION_INDEX,
@@ -244,3 +252,15 @@ def aws_max_attempts(default: int) -> int:
         return int(os.environ.get(AWS_MAX_ATTEMPTS.name, default))
     except ValueError:
         return default
+
+
+def lock_seconds(default: float) -> float:
+    """``$SKILLMIX_LOCK_SECONDS`` (``default`` when unset or empty); ValueError when it is not
+    a positive number."""
+    raw = (LOCK_SECONDS.raw() or "").strip()
+    if not raw:
+        return default
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value

@@ -76,6 +76,17 @@ def _safe_name(text: str) -> str:
     return cleaned[:63] or "model"
 
 
+wait_for_lock_option = click.option(
+    "--wait-for-lock",
+    "wait_for_lock",
+    type=click.FloatRange(0, 7 * 24 * 3600),
+    default=None,
+    metavar="SECONDS",
+    help="If another process is writing the run, wait up to SECONDS for it to finish "
+    "(default: stop at once with exit 2, naming it).",
+)
+
+
 def experiment_options(f: Any) -> Any:
     options = [
         click.option(
@@ -94,6 +105,7 @@ def experiment_options(f: Any) -> Any:
             is_flag=True,
             help="Delete an existing run with the same id and start over.",
         ),
+        wait_for_lock_option,
         click.option("--name", default=None, help="Quick form: run name."),
         click.option(
             "--model", "models", multiple=True, help="Quick form: student model id (repeatable)."
@@ -247,6 +259,7 @@ def evaluate_cmd(fmt: str, **kwargs: Any) -> None:
         resume=kwargs["resume"],
         overwrite=kwargs["overwrite"],
         progress=kwargs["progress"],
+        wait_for_lock=kwargs["wait_for_lock"],
     )
     print_outcome(outcome, fmt)
 
@@ -265,6 +278,7 @@ def generate_cmd(**kwargs: Any) -> None:
         overwrite=kwargs["overwrite"],
         phases=("generate",),
         progress=kwargs["progress"],
+        wait_for_lock=kwargs["wait_for_lock"],
     )
     print_outcome(outcome, "table")
     click.echo(outcome.run_uri)
@@ -273,12 +287,13 @@ def generate_cmd(**kwargs: Any) -> None:
 @click.command("score")
 @click.argument("run_uri")
 @click.option("--progress/--no-progress", default=None)
+@wait_for_lock_option
 @format_option(("table", "json"))
-def score_cmd(run_uri: str, progress: bool | None, fmt: str) -> None:
+def score_cmd(run_uri: str, progress: bool | None, wait_for_lock: float | None, fmt: str) -> None:
     """Grade and aggregate the saved generations of a run (resumes finished grading)."""
     from skillmix.pipeline.local import continue_run
 
-    outcome = continue_run(run_uri, progress=progress)
+    outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)
     print_outcome(outcome, fmt)
 
 

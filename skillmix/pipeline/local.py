@@ -38,6 +38,8 @@ from skillmix.pipeline.tasks import (
 )
 from skillmix.report.build import run_aggregate_task
 from skillmix.store.base import ArtifactStore
+from skillmix.store.layout import RunLayout
+from skillmix.store.lock import hold_run
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
 
@@ -272,29 +274,53 @@ def evaluate(
     overwrite: bool = False,
     phases: tuple[str, ...] = PHASES,
     progress: bool | None = None,
+    wait_for_lock: float | None = None,
 ) -> RunOutcome:
-    """``skillmix evaluate``: check everything, then run the whole plan locally."""
+    """``skillmix evaluate``: check everything, then run the whole plan locally, holding the
+    run's lock (another process holding it: one line naming it, or wait ``wait_for_lock`` s)."""
     ctx, root, run, exists = prepare_run(experiment, store_uri, resume=resume, overwrite=overwrite)
     with mock_backend(experiment) as mock_url:
         asyncio.run(check_endpoints(ctx.model_specs(), mock_url))
-        if exists and overwrite:
-            run.store.delete_prefix("")
-        run.write_run(ctx.to_run(), overwrite=exists and resume)
-        return asyncio.run(
-            execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
-        )
+        with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
+            # The run may have changed before we held it (another writer finished it): look again.
+            ctx, root, run, exists = prepare_run(
+                experiment, store_uri, resume=resume, overwrite=overwrite
+            )
+            if exists and overwrite:
+                delete_run_content(run)
+            run.write_run(ctx.to_run(), overwrite=exists and resume)
+            outcome = asyncio.run(
+                execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
+            )
+            lock.check()
+            return outcome
+
+
+def delete_run_content(run: RunStore) -> None:
+    """``--overwrite``: delete everything in the run folder but the lock this process holds."""
+    tops = {key.split("/", 1)[0] for key in run.store.list_keys()} - {RunLayout.LOCK}
+    for top in sorted(tops):
+        run.store.delete_prefix(top)
 
 
 def continue_run(
-    run_uri: str, *, phases: tuple[str, ...] = ("grade", "aggregate"), progress: bool | None = None
+    run_uri: str,
+    *,
+    phases: tuple[str, ...] = ("grade", "aggregate"),
+    progress: bool | None = None,
+    wait_for_lock: float | None = None,
 ) -> RunOutcome:
-    """``skillmix score RUN``: grade (and aggregate) the saved generations of a run."""
+    """``skillmix score RUN``: grade (and aggregate) the saved generations of a run, holding
+    the run's lock."""
     from skillmix.pipeline.context import open_run, parent_store
 
     run, ctx = open_run(run_uri)
     root = parent_store(run_uri)
     with mock_backend(ctx.experiment) as mock_url:
         asyncio.run(check_endpoints([ctx.experiment.grader], mock_url))
-        return asyncio.run(
-            execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
-        )
+        with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
+            outcome = asyncio.run(
+                execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
+            )
+            lock.check()
+            return outcome

@@ -7,6 +7,8 @@ share. Inside a run folder::
     generations/{student}/k{k}/r{g}/           part-*.jsonl, then _SUCCESS (the manifest)
     grades/{grader}/{student}/k{k}/r{g}/g{r}/  the same, per grading round
     launches/attempt-NNN.json                  Kubernetes launch records (artifacts.LaunchRecord)
+    _lock/lease-NNNNNNNNN.json                 the run lock while a process writes the run
+                                               (store/lock.py; gone once it is released)
     report/                                    summary.json, metrics.csv, report.md,
                                                report.html, plots/*.png
 """
@@ -33,6 +35,7 @@ class RunLayout:
     REPORT_HTML: ClassVar[str] = "report.html"
     PLOTS: ClassVar[str] = "plots"
     CACHE: ClassVar[str] = "_cache"  # in the store root, beside the run folders
+    LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
 
     @classmethod
     def generation_prefix(cls, student: str, k: int, generation_round: int) -> str:
@@ -47,6 +50,11 @@ class RunLayout:
     @classmethod
     def launch_record(cls, attempt: int) -> str:
         return f"{cls.LAUNCHES}/attempt-{attempt:03d}.json"
+
+    @classmethod
+    def lease_key(cls, epoch: int) -> str:
+        """The run lock's lease number ``epoch`` (the highest number is the current one)."""
+        return f"{cls.LOCK}/lease-{epoch:09d}.json"
 
     @classmethod
     def report_file(cls, name: str) -> str:

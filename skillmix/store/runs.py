@@ -224,7 +224,9 @@ class RunStore:
         return parse_artifact(model, raw, f"{self.uri.rstrip('/')}/{key}")
 
     def is_empty(self) -> bool:
-        return not self.store.list_keys()
+        """No run content (the run lock of a process taking the run is not content)."""
+        lock = RunLayout.LOCK + "/"
+        return not [k for k in self.store.list_keys() if not k.startswith(lock)]
 
     # manifests ----------------------------------------------------------------------------
     def manifest(self, prefix: str) -> Manifest | None:
