@@ -88,6 +88,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_SEC
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+@pytest.fixture(autouse=True)
+def short_run_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed holder's lease expires within 2 s (inherited by the evaluate processes)."""
+    monkeypatch.setenv("SKILLMIX_LOCK_SECONDS", "2")
+
+
 @pytest.fixture
 def mock_process(tmp_path: Path) -> Iterator[MockProcess]:
     port_file = tmp_path / "mock.port"
@@ -217,7 +223,9 @@ def crash_and_resume(
     wait_for(lambda: server.stats()["in_flight"] == 0, "in-flight requests to end", 10)
     before = server.log_lines()
 
-    second = evaluate_process(exp, store, "--resume", "--format", "json")
+    # The killed process's run lock lives on until its lease expires (SKILLMIX_LOCK_SECONDS,
+    # set short by the fixture): the resume waits for it.
+    second = evaluate_process(exp, store, "--resume", "--wait-for-lock", "60", "--format", "json")
     try:
         out, err = second.communicate(timeout=WAIT_SECONDS)
     finally:
