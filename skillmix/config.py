@@ -405,9 +405,36 @@ def parse_experiment(data: object, source: str = "<experiment>") -> Experiment:
         raise SkillmixError(format_validation_error(exc, source)) from None
 
 
-def load_experiment(path: str | Path) -> Experiment:
+MAX_YAML_DEPTH = 100  # nesting of mappings and sequences; our files need fewer than 10
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML (safe), refusing malformed files and absurd nesting with one line."""
     import yaml
 
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    line = event.start_mark.line + 1 if event.start_mark else 0
+                    raise SkillmixError(
+                        f"{source}:{line}: YAML nested deeper than {MAX_YAML_DEPTH} levels"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SkillmixError(f"{where}: malformed YAML: {problem}") from None
+    except RecursionError:  # aliases can nest without nesting the text
+        raise SkillmixError(f"{source}: YAML nested too deeply") from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -415,13 +442,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SkillmixError(f"{p}: experiment file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SkillmixError(f"{p}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark else str(p)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SkillmixError(f"{where}: malformed YAML: {problem}") from None
+    data = load_yaml(text, str(p))
     experiment = parse_experiment(data, str(p))
     return resolve_relative_paths(experiment, p.parent)
 

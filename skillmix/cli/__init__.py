@@ -1,7 +1,8 @@
 """The ``skillmix`` command line. Commands live in one module per group and load lazily,
 so ``skillmix --help`` does not import the heavy layers.
 
-Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted.
+Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (Ctrl-C), 143
+(SIGTERM), 129 (SIGHUP); the README has the table.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "cluster:cancel_cmd",
 }
 
-EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted."
+EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (143 SIGTERM, 129 SIGHUP)."
 
 
 class LazyGroup(click.Group):
@@ -69,34 +70,105 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or settings.debug()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: runs the CLI and turns errors into one line and an exit code."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, turned into an exception so that cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_received: list[int] = []  # the signal that interrupted the command (asyncio may re-raise
+# a plain KeyboardInterrupt in place of ours)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end the command like Ctrl-C: one line, exit 128 + the signal.
+    Handlers someone else set (a test harness, a parent) are left alone."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _raise_interrupted)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush
+    cannot fail again (which would print a warning and exit 120)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _exit_code(argv: list[str]) -> int:
+    """Run the CLI; return its exit code. Every error becomes one line on stderr (with
+    --debug, the traceback before it); the code does not depend on --debug."""
     from skillmix.errors import SkillmixError
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+
+    def fail(message: str, code: int) -> int:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(message, err=True)
+        return code
+
     try:
-        cli.main(args=args, prog_name="skillmix", standalone_mode=False)
+        cli.main(args=argv, prog_name="skillmix", standalone_mode=False)
     except SkillmixError as exc:
-        if _debug_requested(args):
-            raise
-        click.echo(f"error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
+        return fail(f"error: {exc.one_line()}", exc.exit_code)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # bare `skillmix`, `skillmix catalog`: the help, as click prints it
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_help())
+        return 0
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "skillmix"
         message = " ".join(exc.format_message().split()).rstrip(".")
-        click.echo(f"error: {message}; see '{where} --help'", err=True)
-        sys.exit(2)
+        return fail(f"error: {message}; see '{where} --help'", 2)
     except click.ClickException as exc:
-        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        return fail(f"error: {' '.join(exc.format_message().split())}", exc.exit_code)
+    except (click.Abort, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else (_received or [0])[0]
+        return fail("interrupted", 128 + signum if signum else 130)
     except BrokenPipeError:
-        sys.exit(0)
-    sys.exit(0)
+        _quiet_stdout()
+        return 0
+    except SystemExit:
+        # click met a closed pipe (EPIPE): it wrapped stdout in PacifyFlushWrapper and exits 1
+        if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            _quiet_stdout()
+            return 0
+        raise
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the CLI and turns errors into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _install_signal_handlers()
+    code = _exit_code(args)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError):
+        pass
+    sys.exit(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -32,7 +33,13 @@ def echo_json(data: Any) -> None:
 def stdout_console() -> Console:
     from rich.console import Console
 
-    return Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 here; a closed pipe (`skillmix ... | head`) is not a failure:
+            # the CLI boundary ends quietly with 0
+            raise BrokenPipeError
+
+    return _Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None)
 
 
 def stderr_console() -> Console:
@@ -47,3 +54,19 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     click.echo(message, err=True)
+
+
+def write_files(folder: str | Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (relative names) under a folder the user named (``--out``); a place
+    that cannot be written is bad input: one line, exit 2."""
+    from skillmix.errors import SkillmixError
+
+    target = Path(folder)
+    for name, data in files.items():
+        path = target / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        except OSError as exc:
+            where = exc.filename or path
+            raise SkillmixError(f"{where}: cannot write: {exc.strerror or exc}") from None

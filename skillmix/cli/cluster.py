@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from skillmix import settings
-from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.errors import SkillmixError
 
 if TYPE_CHECKING:
@@ -121,11 +121,11 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
         click.echo(lp.rendered, nl=False)
         return
     target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "values.yaml").write_text(
-        yaml.safe_dump(lp.values, sort_keys=False), encoding="utf-8"
+    values = yaml.safe_dump(lp.values, sort_keys=False)
+    write_files(
+        target,
+        {"values.yaml": values.encode("utf-8"), "manifests.yaml": lp.rendered.encode("utf-8")},
     )
-    (target / "manifests.yaml").write_text(lp.rendered, encoding="utf-8")
     stdout_console().print(plan_table(lp))
     info(f"run id: {lp.run_id}")
     info(f"wrote {target / 'values.yaml'} and {target / 'manifests.yaml'}")

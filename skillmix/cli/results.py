@@ -96,10 +96,11 @@ def metrics_table(
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+    from skillmix.report.markup import fmt, fmt_stderr
 
-    def cell(value: MetricValueJson) -> str:
-        mean, stderr = value.mean, value.stderr  # None stands for NaN in JSON
-        return f"{'nan' if mean is None else f'{mean:.2f}'} ± {'nan' if stderr is None else f'{stderr:.3f}'}"
+    def cell(value: MetricValueJson, n: int) -> str:
+        # None stands for NaN in JSON: a value that cannot be computed says so, never "nan"
+        return f"{fmt(value.mean)} ± {fmt_stderr(value.stderr, n)}"
 
     table = Table(title=title)
     for column in ("student", "grader", "k", "n"):
@@ -113,7 +114,7 @@ def metrics_table(
             row.grader,
             str(row.k),
             str(row.n),
-            *[cell(row.metric(name)) for name in METRIC_NAMES],
+            *[cell(row.metric(name), row.n) for name in METRIC_NAMES],
             str(row.unparsed),
         )
     settings = metrics.settings
@@ -152,7 +153,9 @@ def aggregate_cmd(
     options = build_metric_options(
         mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
     )
-    result = aggregate_run(RunStore(open_store(run_dir)), options, reparse=reparse)
+    store = open_store(run_dir)
+    store.check()  # an unusable store is reported as by `evaluate` (same line, same code)
+    result = aggregate_run(RunStore(store), options, reparse=reparse)
     if fmt == "json":
         click.echo(result.to_json(details=details))
     elif fmt == "csv":

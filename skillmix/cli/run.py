@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
-from skillmix.errors import SkillmixError
+from skillmix.cli._output import (
+    echo_json,
+    format_option,
+    info,
+    stdout_console,
+    warn,
+    write_files,
+)
+from skillmix.errors import RunFailedError, SkillmixError
 
 if TYPE_CHECKING:
     from skillmix.config import Experiment
@@ -226,9 +233,17 @@ def print_outcome(outcome: Any, fmt: str) -> None:
             )
     failures = sum(u.failed for u in outcome.units)
     if failures:
-        warn(
-            f"{failures} records failed after retries; they are listed in {outcome.report_uri}/summary.json"
+        where = (
+            f"they are listed in {outcome.report_uri}/summary.json"
+            if outcome.summary is not None
+            else f"their reasons are in the records under {outcome.run_uri}"
         )
+        warn(f"{failures} records failed after retries; {where}")
+        for (phase, model), n in sorted(outcome.failures_by_model().items()):
+            warn(f"  {phase} {model}: {n} failed")
+        common = outcome.common_error()
+        if common is not None:
+            warn(f"  most common error ({common[1]}x): {common[0]}")
     if outcome.missing:
         warn(f"not graded (generations unfinished): {', '.join(outcome.missing)}")
     info(f"run {outcome.run_id} finished in {outcome.seconds:.1f}s")
@@ -240,10 +255,28 @@ def print_outcome(outcome: Any, fmt: str) -> None:
         info(f"run folder: {outcome.run_uri}")
 
 
+def allow_failures_option(f: Any) -> Any:
+    return click.option(
+        "--allow-failures",
+        is_flag=True,
+        help="Exit 0 even when some records failed for good (default: exit 1, listing them).",
+    )(f)
+
+
+def check_failures(outcome: Any, allow_failures: bool, retry: str) -> None:
+    """A run with records that failed for good is a failed run (exit 1), unless allowed."""
+    if outcome.failed_records and not allow_failures:
+        raise RunFailedError(
+            f"run {outcome.run_id}: {outcome.failure_line()}",
+            hint=f"retry them with {retry}, or pass --allow-failures to accept a partial run",
+        )
+
+
 @click.command("evaluate")
 @experiment_options
+@allow_failures_option
 @format_option(("table", "json"))
-def evaluate_cmd(fmt: str, **kwargs: Any) -> None:
+def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
     """Run an evaluation locally: generate, grade, aggregate, report.
 
     Either -f EXPERIMENT.yaml, or the quick form: --model NAME --backend openai|vllm|mock
@@ -262,11 +295,13 @@ def evaluate_cmd(fmt: str, **kwargs: Any) -> None:
         wait_for_lock=kwargs["wait_for_lock"],
     )
     print_outcome(outcome, fmt)
+    check_failures(outcome, allow_failures, "`skillmix evaluate ... --resume`")
 
 
 @click.command("generate")
 @experiment_options
-def generate_cmd(**kwargs: Any) -> None:
+@allow_failures_option
+def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     """Only the generation phase (grade later with `skillmix score RUN`)."""
     from skillmix.pipeline.local import evaluate
 
@@ -282,19 +317,24 @@ def generate_cmd(**kwargs: Any) -> None:
     )
     print_outcome(outcome, "table")
     click.echo(outcome.run_uri)
+    check_failures(outcome, allow_failures, "`skillmix generate ... --resume`")
 
 
 @click.command("score")
 @click.argument("run_uri")
 @click.option("--progress/--no-progress", default=None)
 @wait_for_lock_option
+@allow_failures_option
 @format_option(("table", "json"))
-def score_cmd(run_uri: str, progress: bool | None, wait_for_lock: float | None, fmt: str) -> None:
+def score_cmd(
+    run_uri: str, progress: bool | None, wait_for_lock: float | None, allow_failures: bool, fmt: str
+) -> None:
     """Grade and aggregate the saved generations of a run (resumes finished grading)."""
     from skillmix.pipeline.local import continue_run
 
     outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)
     print_outcome(outcome, fmt)
+    check_failures(outcome, allow_failures, f"`skillmix score {run_uri}` again")
 
 
 @click.command("report")
@@ -317,8 +357,6 @@ def score_cmd(run_uri: str, progress: bool | None, wait_for_lock: float | None, 
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     """(Re)build a run's report in RUN/report/: report.html (self-contained: plots embedded,
     no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
-    from pathlib import Path
-
     from skillmix.cli.results import metrics_table
     from skillmix.pipeline.context import open_run
     from skillmix.report.build import build_report
@@ -328,10 +366,7 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     for name, data in files.items():
         run.write_report_file(name, data)
     if out:
-        target = Path(out)
-        for name, data in files.items():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(data)
+        write_files(out, files)
     if fmt == "json":
         echo_json(summary.model_dump(mode="json"))
     else:

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from skillmix.artifacts import MetricsSection
+from skillmix.artifacts import EvaluationRun, MetricsSection
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
@@ -86,6 +86,14 @@ def aggregate_records(
     )
 
 
+def resume_hint(run: RunStore) -> str:
+    """How to finish grading: cluster commands only for a run launched on Kubernetes."""
+    info = run.read_run()
+    if isinstance(info, EvaluationRun) and info.sharded:
+        return "grading has not completed for any unit; see `skillmix status RUN_ID` or relaunch"
+    return "grading has not completed for any unit; resume the run (`skillmix evaluate --resume`)"
+
+
 def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = False) -> RunMetrics:
     """Metrics from every finished grading unit of the run."""
     if run.read_run() is None and run.is_empty():  # reading checks a run.json that exists
@@ -94,8 +102,5 @@ def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = Fals
         )
     records = run.grade_records()
     if not records:
-        raise SkillmixError(
-            f"{run.uri}: no finished grades yet",
-            hint="grading has not completed for any unit; see `skillmix status` or resume the run",
-        )
+        raise SkillmixError(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     return aggregate_records(records, options, reparse=reparse, run=run.uri)

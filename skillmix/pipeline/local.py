@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,7 @@ from skillmix.backends.client import (
 )
 from skillmix.backends.factory import make_clients
 from skillmix.config import Experiment, ModelSpec
-from skillmix.errors import SkillmixError
+from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
@@ -36,7 +38,7 @@ from skillmix.pipeline.tasks import (
     run_grade,
     unit_finished,
 )
-from skillmix.report.build import run_aggregate_task
+from skillmix.report.build import NoFinishedGrades, run_aggregate_task
 from skillmix.store.base import ArtifactStore
 from skillmix.store.layout import RunLayout
 from skillmix.store.lock import hold_run
@@ -64,6 +66,47 @@ class RunOutcome:
     @property
     def report_uri(self) -> str:
         return f"{self.run_uri.rstrip('/')}/report"
+
+    @property
+    def total_records(self) -> int:
+        return sum(u.records for u in self.units)
+
+    def failures_by_model(self) -> dict[tuple[str, str], int]:
+        """Records that failed for good, per (phase, model): generation per student,
+        grading per grader and student."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for unit in self.units:
+            if not unit.failed:
+                continue
+            parts = unit.prefix.split("/")
+            if parts[0] == RunLayout.GRADES and len(parts) > 2:
+                counts[("grading", f"{parts[1]} on {parts[2]}")] += unit.failed
+            else:
+                counts[("generation", parts[1] if len(parts) > 1 else unit.prefix)] += unit.failed
+        return dict(counts)
+
+    def common_error(self) -> tuple[str, int] | None:
+        """The most frequent reason of the failed records, and how often it occurred."""
+        reasons = Counter(
+            _RECORD_LABEL.sub("", error, count=1) for u in self.units for error in u.errors
+        )
+        return reasons.most_common(1)[0] if reasons else None
+
+    def failure_line(self) -> str:
+        """One line: how many records failed, where, and the most common reason."""
+        where = "; ".join(
+            f"{phase} {model}: {n}"
+            for (phase, model), n in sorted(self.failures_by_model().items())
+        )
+        line = f"{self.failed_records} of {self.total_records} records failed for good ({where})"
+        common = self.common_error()
+        if common is not None:
+            line += f"; most common error ({common[1]}x): {common[0]}"
+        return line
+
+
+# "k=2 r1 g1 #3: " before a record's error in UnitResult.errors
+_RECORD_LABEL = re.compile(r"^k=\d+ r\d+(?: g\d+)? #\d+: ")
 
 
 class RichProgress:
@@ -261,7 +304,16 @@ async def execute(
             await client.close()
     outcome.stats = {name: c.stats for name, c in clients.items()}
     if "aggregate" in phases:
-        outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
+        try:
+            outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
+        except NoFinishedGrades:
+            if not outcome.failed_records:
+                raise
+            # nothing to report because the requests failed: say why (not "no grades yet")
+            raise RunFailedError(
+                f"run {ctx.run_id}: nothing was graded: {outcome.failure_line()}",
+                hint="fix the cause, then retry the failed records with --resume",
+            ) from None
     outcome.seconds = time.monotonic() - started
     return outcome
 

@@ -7,11 +7,15 @@ from __future__ import annotations
 from skillmix.artifacts import Summary
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import MetricOptions
-from skillmix.pipeline.aggregate import RunMetrics, aggregate_records
+from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.summary import build_summary, report_files
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
+
+
+class NoFinishedGrades(SkillmixError):
+    """No grading unit of the run has finished: there is nothing to report."""
 
 
 def build_report(
@@ -25,10 +29,7 @@ def build_report(
     generations = run.generation_records()
     grades = run.grade_records()
     if not grades:
-        raise SkillmixError(
-            f"{run.uri}: no finished grades yet",
-            hint="grading has not completed for any unit; see `skillmix status` or resume the run",
-        )
+        raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
     files = (

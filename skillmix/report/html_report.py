@@ -31,6 +31,7 @@ from skillmix.report.markup import (
     el,
     figure,
     fmt,
+    fmt_stderr,
     kv_table,
     number,
     page,
@@ -67,7 +68,7 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
     return el(
         "td",
         fmt(cell.mean),
-        el("span", f" ± {fmt(cell.stderr, 3)}", class_="se"),
+        el("span", f" ± {fmt_stderr(cell.stderr, cell.n)}", class_="se"),
         el("span", f"[{fmt(ci[0])}, {fmt(ci[1])}]", class_="ci") if ci[0] is not None else None,
         class_="num",
         title=f"n = {cell.n} combinations; {cell.unparsed} verdicts unparsed",

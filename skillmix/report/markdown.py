@@ -20,7 +20,7 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
-from skillmix.report.markup import fmt, pct
+from skillmix.report.markup import fmt, fmt_stderr, pct
 
 GROUP_TITLES = {"skills": "skills", "topic": "topic", "sense": "sense", "length": "length"}
 KIND_TITLES = {
@@ -57,13 +57,15 @@ def md_table(
     return lines
 
 
-def metric_cell(cell: MetricValueJson | None) -> str:
-    """``mean ± stderr [low, high]`` (the reference's printed form plus the 95% interval)."""
+def metric_cell(cell: MetricValueJson | None, n: int | None = None) -> str:
+    """``mean ± stderr [low, high]`` (the reference's printed form plus the 95% interval);
+    ``n``: the row's combinations (a leaderboard cell carries its own)."""
     if cell is None:
         return "—"
+    n = getattr(cell, "n", n)
     ci = cell.ci95
-    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and ci[0] is not None else ""
-    return f"{fmt(cell.mean)} ± {fmt(cell.stderr, 3)}{interval}"
+    interval = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else ""
+    return f"{fmt(cell.mean)} ± {fmt_stderr(cell.stderr, n)}{interval}"
 
 
 def leaderboard_markdown(
@@ -98,7 +100,7 @@ def metrics_markdown(summary: Summary) -> list[str]:
             md_escape(row.grader),
             row.k,
             row.n,
-            *[metric_cell(row.metric(m)) for m in METRIC_NAMES],
+            *[metric_cell(row.metric(m), row.n) for m in METRIC_NAMES],
             row.unparsed,
         ]
         for row in summary.metrics.rows

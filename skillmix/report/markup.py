@@ -112,11 +112,20 @@ def number(x: float | None) -> str:
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
-    """Rounded for reading (never "-0.00")."""
-    if x is None:
+    """Rounded for reading (never "-0.00"; never "nan": a value that cannot be computed is
+    "n/a")."""
+    if x is None or x != x or x in (float("inf"), float("-inf")):
         return "n/a"
     text = f"{x:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def fmt_stderr(x: float | None, n: int | None) -> str:
+    """A standard error for reading; without one, why: "n/a (n<2)" for a single combination."""
+    text = fmt(x, 3)
+    if text == "n/a" and n is not None and n < 2:
+        return "n/a (n<2)"
+    return text
 
 
 def pct(x: float | None) -> str:

@@ -16,6 +16,22 @@ class StoreError(RunFailedError):
     """The store could not be read or written (network, permissions); a retry may help."""
 
 
+class StoreNotWritable(StoreError):
+    """The store refuses writes (permissions, a read-only file system): the user must pick
+    another store, so this is bad input (exit code 2), not a failed run."""
+
+    exit_code = 2
+
+
+def store_os_error(path: object, action: str, exc: OSError) -> StoreError:
+    """One line for an OSError of a local store; permission problems are bad input."""
+    import errno
+
+    cls = StoreNotWritable if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else StoreError
+    where = exc.filename if exc.filename else path
+    return cls(f"{where}: cannot {action}: {exc.strerror or exc}")
+
+
 class KeyNotFound(StoreError):
     pass
 

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key
+from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key, store_os_error
 
 
 class LocalStore:
@@ -60,7 +60,7 @@ class LocalStore:
         except KeyExists:
             raise
         except OSError as exc:
-            raise StoreError(f"{path}: cannot write: {exc.strerror}") from None
+            raise store_os_error(path, "write", exc) from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -81,12 +81,18 @@ class LocalStore:
     def delete_prefix(self, prefix: str) -> int:
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
-            base.unlink()
+            try:
+                base.unlink()
+            except OSError as exc:
+                raise store_os_error(base, "delete", exc) from None
             return 1
         if not base.is_dir():
             return 0
         count = len(self.list_keys(prefix))
-        shutil.rmtree(base)
+        try:
+            shutil.rmtree(base)
+        except OSError as exc:
+            raise store_os_error(base, "delete", exc) from None
         return count
 
     def check(self) -> None:

@@ -183,7 +183,12 @@ def test_failures_without_retries_are_accounted_for(tmp_path: Path) -> None:
         exp["grader"]["max_parse_retries"] = 0
         result, elapsed = run_evaluate(exp, tmp_path)
         stats = server.stats()
-    assert result.exit_code == 0, result.stderr
+    # records failed for good: the run failed (exit 1) and says what failed and how to retry
+    assert result.exit_code == 1, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: run faults-") and "records failed for good" in error, error
+    assert "most common error" in error and "--resume" in error and "--allow-failures" in error
+    assert "skillmix status" not in result.stderr  # a cluster-only command
     assert elapsed < RUN_BUDGET_SECONDS, f"the run took {elapsed:.1f}s"
     assert stats["failed"] > 0 and stats["dropped"] > 0 and stats["malformed"] > 0, stats
 
@@ -209,7 +214,7 @@ def test_resume_retries_records_that_failed_for_good(tmp_path: Path) -> None:
         exp["students"] = exp["students"][:1]
         exp["generation_rounds"] = 1
         result, _ = run_evaluate(exp, tmp_path)
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # records failed for good
     (run_dir,) = [p for p in store.iterdir() if p.name != "_cache"]
     first = json.loads((run_dir / "report" / "summary.json").read_text())["failures"]
     assert first["generation_failed"] + first["grading_failed"] > 0

@@ -662,3 +662,18 @@ def launcher_rules() -> set[tuple[str, str, str]]:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
+
+
+@needs_chart
+def test_render_out_to_an_unwritable_place_is_one_line(
+    fake: FakeKube, exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = kubeconfig(fake, tmp_path / "kubeconfig", "fake")
+    write_profiles(tmp_path, monkeypatch, {"fake": profile(config, "s3://b/r")})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run_cli("render", "-f", str(exp), "--cluster", "fake", "--out", str(blocker / "o"))
+    assert result.exit_code == 2, result
+    line = one_line_error(result)
+    assert str(blocker) in line and "cannot write" in line
+    assert "Traceback" not in result.stderr

@@ -49,7 +49,7 @@ def test_relaunch_waits_for_fresh_manifests_and_redo_clears_failures(tmp_path: P
         data = experiment(server.base_url, store)
         (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
         result = run_cli("evaluate", "-f", str(tmp_path / "exp.yaml"), "--no-progress")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr  # records failed for good: the run failed
     (run_dir,) = [p for p in store.iterdir() if p.name != "_cache"]
     run = RunStore(open_store(str(run_dir)))
     ctx = RunContext.from_run_json(run.read_run_json() or {})
