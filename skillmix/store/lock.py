@@ -259,8 +259,10 @@ class RunLock:
                 hint="its work is kept; resume the run once that process has finished",
             )
 
-    def release(self) -> None:
-        """Stop renewing and give the run back (the lock folder goes when the lease is ours)."""
+    def release(self, *, quiet: bool = False) -> None:
+        """Stop renewing and give the run back (the lock folder goes when the lease is ours).
+        ``quiet``: an error is already on its way out, so a failed release (the lease then
+        expires on its own) is not reported on top of it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -277,6 +279,8 @@ class RunLock:
             ):
                 self.store.delete_prefix(RunLayout.LOCK)
         except StoreError as exc:  # the lease then expires on its own
+            if quiet:
+                return
             log.warning("run %s: cannot release the run lock: %s", self.run_name, exc)
 
     def __enter__(self) -> RunLock:
@@ -296,5 +300,7 @@ def hold_run(
     lock.acquire(wait)
     try:
         yield lock
-    finally:
-        lock.release()
+    except BaseException:
+        lock.release(quiet=True)
+        raise
+    lock.release()
