@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skillmix import settings
-from skillmix.config import format_validation_error
+from skillmix.config import format_validation_error, load_yaml
 from skillmix.errors import SkillmixError
 
 PROFILE_FILE = "skillmix.yaml"
@@ -160,19 +160,10 @@ def profile_paths() -> list[Path]:
 
 
 def load_profiles(path: Path | None = None) -> tuple[ProfileFile, Path | None]:
-    import yaml
-
     candidates = [path] if path else profile_paths()
     for candidate in candidates:
         if candidate.is_file():
-            try:
-                data = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{candidate}:{mark.line + 1}" if mark else str(candidate)
-                raise SkillmixError(
-                    f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}"
-                ) from None
+            data = load_yaml(candidate.read_text(encoding="utf-8"), str(candidate)) or {}
             try:
                 return ProfileFile.model_validate(data), candidate
             except ValidationError as exc:
