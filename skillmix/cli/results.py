@@ -152,7 +152,9 @@ def aggregate_cmd(
     options = build_metric_options(
         mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
     )
-    result = aggregate_run(RunStore(open_store(run_dir)), options, reparse=reparse)
+    result = aggregate_run(
+        RunStore(open_store(run_dir)), options, reparse=reparse, check_filter=True
+    )
     if fmt == "json":
         click.echo(result.to_json(details=details))
     elif fmt == "csv":
