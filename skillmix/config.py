@@ -35,6 +35,7 @@ SAMPLING_KEYS = frozenset(
 )
 DEFAULT_BASE_URLS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+MAX_COMBINATIONS = 100_000  # M per k: a run's limit, and `skillmix sample --n`'s
 
 
 # Numbers in an experiment file are numbers: `true` or '3' where one belongs is an error, never
@@ -321,7 +322,7 @@ class Experiment(_Strict):
         "test", description="Seed of the skill order within a combination (reference: test)."
     )
     ks: list[SInt] = Field(min_length=1, description="The k values: skills per combination.")
-    combinations: SInt = Field(100, ge=1, le=100000, description="M: combinations per k.")
+    combinations: SInt = Field(100, ge=1, le=MAX_COMBINATIONS, description="M: combinations per k.")
     generation_rounds: SInt = Field(
         1, ge=1, le=20, description="G: generation rounds per combination."
     )
