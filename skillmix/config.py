@@ -36,6 +36,9 @@ SAMPLING_KEYS = frozenset(
 DEFAULT_BASE_URLS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 MAX_COMBINATIONS = 100_000  # M per k: a run's limit, and `skillmix sample --n`'s
+# The longest system prompt, and the longest rendered user turn (with the system prompt), in
+# characters: checked before a run writes anything, rather than met as HTTP 413 mid-run.
+MAX_PROMPT_CHARS = 100_000
 
 
 # Numbers in an experiment file are numbers: `true` or '3' where one belongs is an error, never
@@ -116,7 +119,12 @@ class ModelSpec(_Strict):
         ),
     )
     system_prompt: str | None = Field(
-        DEFAULT_SYSTEM_PROMPT, description="System message of every conversation (empty: none)."
+        DEFAULT_SYSTEM_PROMPT,
+        max_length=MAX_PROMPT_CHARS,
+        description=(
+            "System message of every conversation (empty: none); at most "
+            f"{MAX_PROMPT_CHARS} characters, with each rendered prompt."
+        ),
     )
     sampling: SamplingParams = Field(
         default_factory=SamplingParams, description="Decoding settings sent with every request."

@@ -726,3 +726,50 @@ def test_quick_form_still_reads_numbers_from_text(tmp_path: Path) -> None:
     exp = load_experiment_for(kwargs)
     assert exp.ks == [2, 3] and exp.students[0].concurrency == 4
     assert exp.students[0].sampling.temperature == 0.5 and exp.grader.rpm == 60
+
+
+# ---- prompt sizes: checked before anything is written --------------------------------------
+
+
+def test_system_prompt_over_the_limit_is_an_error() -> None:
+    from skillmix.config import MAX_PROMPT_CHARS
+
+    big = "x" * (MAX_PROMPT_CHARS + 1)
+    message = error_of(minimal(students=[{"name": "s", "model": "m", "system_prompt": big}]))
+    assert message.startswith("exp.yaml: students.0.system_prompt: String should have at most")
+    parse_experiment(minimal(grader={"model": "j", "system_prompt": "x" * MAX_PROMPT_CHARS}))
+
+
+def test_rendered_prompt_over_the_limit_is_an_error(tmp_path: Path) -> None:
+    from skillmix.config import MAX_PROMPT_CHARS
+    from skillmix.pipeline.context import resolve_context
+    from tests.helpers import skill_row, skills_csv
+
+    skills = tmp_path / "skills.csv"
+    rows = [skill_row(f"s{i}") for i in range(4)]
+    rows.append(skill_row("huge", definition="d" * (MAX_PROMPT_CHARS // 2)))
+    skills.write_text(skills_csv(rows), encoding="utf-8")
+    system = "y" * (MAX_PROMPT_CHARS // 2)
+    data = minimal(
+        catalog={"skills": str(skills)},
+        students=[{"name": "s", "model": "m", "system_prompt": system}],
+    )
+    with pytest.raises(SkillmixError) as info:
+        resolve_context(parse_experiment(data))
+    assert info.value.message.startswith("prompts.generation: a k=2 generation prompt can reach")
+    assert f"over the limit of {MAX_PROMPT_CHARS}" in info.value.message
+    # the same catalog with a short system prompt fits
+    resolve_context(parse_experiment(minimal(catalog={"skills": str(skills)})))
+
+
+def test_huge_system_prompt_writes_nothing(tmp_path: Path) -> None:
+    big = "z" * 20_000_000
+    store = tmp_path / "runs"
+    result = run_cli(
+        "evaluate", "--model", "m", "--k", "2", "-n", "1", "--store", str(store),
+        "--backend-args", f"system_prompt={big}",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "students.0.system_prompt: String should have at most" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 500
+    assert not store.exists()
