@@ -10,9 +10,17 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from skillmix.errors import SkillmixError
 
@@ -27,6 +35,17 @@ SAMPLING_KEYS = frozenset(
 )
 DEFAULT_BASE_URLS: dict[str, str] = {"openai": "https://api.openai.com/v1"}
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+MAX_COMBINATIONS = 100_000  # M per k: a run's limit, and `skillmix sample --n`'s
+# The longest system prompt, and the longest rendered user turn (with the system prompt), in
+# characters: checked before a run writes anything, rather than met as HTTP 413 mid-run.
+MAX_PROMPT_CHARS = 100_000
+
+
+# Numbers in an experiment file are numbers: `true` or '3' where one belongs is an error, never
+# read as 1 or 3 (a float field still takes an integer: `quality: 1`). The quick form's flags are
+# text by nature and are validated with strict=False (see parse_experiment).
+SInt = Annotated[int, Strict()]
+SFloat = Annotated[float, Strict()]
 
 
 class _Strict(BaseModel):
@@ -36,20 +55,20 @@ class _Strict(BaseModel):
 class SamplingParams(_Strict):
     """Decoding settings sent with every request (unset ones are left to the backend)."""
 
-    temperature: float | None = Field(
+    temperature: SFloat | None = Field(
         None, ge=0, le=2, description="Sampling temperature (unset: the backend's default)."
     )
-    top_p: float | None = Field(
+    top_p: SFloat | None = Field(
         None, gt=0, le=1, description="Nucleus sampling mass (unset: the backend's default)."
     )
-    max_tokens: int | None = Field(512, ge=1, description="Most tokens per reply.")
-    seed: int | None = Field(
+    max_tokens: SInt | None = Field(512, ge=1, description="Most tokens per reply.")
+    seed: SInt | None = Field(
         None, description="Sampling seed sent to the backend, if it takes one."
     )
-    presence_penalty: float | None = Field(
+    presence_penalty: SFloat | None = Field(
         None, ge=-2, le=2, description="OpenAI presence penalty (unset: the backend's default)."
     )
-    frequency_penalty: float | None = Field(
+    frequency_penalty: SFloat | None = Field(
         None, ge=-2, le=2, description="OpenAI frequency penalty (unset: the backend's default)."
     )
     stop: list[str] | None = Field(None, description="Stop sequences (unset: none).")
@@ -65,10 +84,10 @@ class VllmSpec(_Strict):
         None,
         description="Hugging Face id or path passed to --model (default: the student's model).",
     )
-    tensor_parallel_size: int = Field(
+    tensor_parallel_size: SInt = Field(
         1, ge=1, description="vLLM --tensor-parallel-size: GPUs one model is split across."
     )
-    gpus: int | None = Field(
+    gpus: SInt | None = Field(
         None, ge=1, description="GPUs per pod (default: tensor_parallel_size)."
     )
     args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
@@ -100,12 +119,17 @@ class ModelSpec(_Strict):
         ),
     )
     system_prompt: str | None = Field(
-        DEFAULT_SYSTEM_PROMPT, description="System message of every conversation (empty: none)."
+        DEFAULT_SYSTEM_PROMPT,
+        max_length=MAX_PROMPT_CHARS,
+        description=(
+            "System message of every conversation (empty: none); at most "
+            f"{MAX_PROMPT_CHARS} characters, with each rendered prompt."
+        ),
     )
     sampling: SamplingParams = Field(
         default_factory=SamplingParams, description="Decoding settings sent with every request."
     )
-    concurrency: int = Field(
+    concurrency: SInt = Field(
         16,
         ge=1,
         le=4096,
@@ -117,7 +141,7 @@ class ModelSpec(_Strict):
             " grading Jobs (the task's --budget-share N)."
         ),
     )
-    rpm: int = Field(
+    rpm: SInt = Field(
         0,
         ge=0,
         description=(
@@ -128,7 +152,7 @@ class ModelSpec(_Strict):
             " grading Jobs (the task's --budget-share N)."
         ),
     )
-    tpm: int = Field(
+    tpm: SInt = Field(
         0,
         ge=0,
         description=(
@@ -139,14 +163,14 @@ class ModelSpec(_Strict):
             " grading Jobs (the task's --budget-share N)."
         ),
     )
-    timeout: float = Field(120.0, gt=0, description="Seconds per request.")
-    max_retries: int = Field(
+    timeout: SFloat = Field(120.0, gt=0, description="Seconds per request.")
+    max_retries: SInt = Field(
         8,
         ge=0,
         le=100,
         description="HTTP retries per request (connection errors, timeouts, 408/409/429/5xx).",
     )
-    quality: float | None = Field(
+    quality: SFloat | None = Field(
         None,
         ge=0,
         le=1,
@@ -159,7 +183,7 @@ class ModelSpec(_Strict):
         default_factory=VllmSpec,
         description="Kubernetes: how a vllm student is served (ignored locally).",
     )
-    replicas: int = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
+    replicas: SInt = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
 
     @model_validator(mode="after")
     def _backend_rules(self) -> ModelSpec:
@@ -195,7 +219,7 @@ class GraderSpec(ModelSpec):
     name: str = Field(
         "grader", pattern=NAME_PATTERN, description="Path-safe id used in run folders and labels."
     )
-    rounds: int = Field(3, ge=1, le=20, description="Independent grading rounds R.")
+    rounds: SInt = Field(3, ge=1, le=20, description="Independent grading rounds R.")
     style: Literal["auto", "table", "points"] = Field(
         "auto",
         description="How grader replies are read: table, points or auto (from the grading prompt).",
@@ -203,8 +227,10 @@ class GraderSpec(ModelSpec):
     use_n: Literal["auto", "always", "never"] = Field(
         "auto", description="Ask for all rounds as n choices of one request (prompt paid once)."
     )
-    max_parse_retries: int = Field(2, ge=0, le=10, description="Re-asks after an unreadable reply.")
-    concurrency: int = Field(
+    max_parse_retries: SInt = Field(
+        2, ge=0, le=10, description="Re-asks after an unreadable reply."
+    )
+    concurrency: SInt = Field(
         32,
         ge=1,
         le=4096,
@@ -270,7 +296,7 @@ class MetricSpec(_Strict):
     filter_skills: list[str] = Field(
         default_factory=list, description="Leave out combinations that contain any of these skills."
     )
-    bootstrap_samples: int = Field(
+    bootstrap_samples: SInt = Field(
         2000, ge=0, le=100000, description="Bootstrap resamples for the 95% intervals."
     )
 
@@ -289,8 +315,8 @@ class MetricSpec(_Strict):
 
 
 class Price(_Strict):
-    prompt: float = Field(ge=0, description="USD per 1M prompt tokens.")
-    completion: float = Field(ge=0, description="USD per 1M completion tokens.")
+    prompt: SFloat = Field(ge=0, description="USD per 1M prompt tokens.")
+    completion: SFloat = Field(ge=0, description="USD per 1M completion tokens.")
 
 
 class Experiment(_Strict):
@@ -299,13 +325,13 @@ class Experiment(_Strict):
     name: str = Field(
         pattern=EXPERIMENT_NAME_PATTERN, description="Readable run name (<= 54 chars)."
     )
-    seed: int = Field(10, description="Seed that draws the skills and topics (reference: 10).")
+    seed: SInt = Field(10, description="Seed that draws the skills and topics (reference: 10).")
     order_seed: str = Field(
         "test", description="Seed of the skill order within a combination (reference: test)."
     )
-    ks: list[int] = Field(min_length=1, description="The k values: skills per combination.")
-    combinations: int = Field(100, ge=1, le=100000, description="M: combinations per k.")
-    generation_rounds: int = Field(
+    ks: list[SInt] = Field(min_length=1, description="The k values: skills per combination.")
+    combinations: SInt = Field(100, ge=1, le=MAX_COMBINATIONS, description="M: combinations per k.")
+    generation_rounds: SInt = Field(
         1, ge=1, le=20, description="G: generation rounds per combination."
     )
     sampling: Literal["reference", "distinct"] = Field(
@@ -323,6 +349,13 @@ class Experiment(_Strict):
         default_factory=dict, description="Overrides of the built-in price table."
     )
     store: str = Field("runs", description="Where runs live: a folder or s3://bucket/prefix.")
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, store: str) -> str:
+        if not store.strip():
+            raise ValueError("must not be empty; leave the key out for runs/, or name a folder")
+        return store
 
     @field_validator("ks")
     @classmethod
@@ -396,11 +429,14 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {path}: {message}{more}"
 
 
-def parse_experiment(data: object, source: str = "<experiment>") -> Experiment:
+def parse_experiment(
+    data: object, source: str = "<experiment>", *, strict: bool | None = None
+) -> Experiment:
+    """``strict=False`` only for the quick form, whose numbers arrive as text."""
     if not isinstance(data, dict):
         raise SkillmixError(f"{source}: expected a mapping at the top level")
     try:
-        return Experiment.model_validate(data)
+        return Experiment.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise SkillmixError(format_validation_error(exc, source)) from None
 
@@ -409,9 +445,34 @@ MAX_YAML_DEPTH = 100  # nesting of mappings and sequences; our files need fewer 
 
 
 def load_yaml(text: str, source: str) -> Any:
-    """Parse YAML (safe), refusing malformed files and absurd nesting with one line."""
+    """``yaml.safe_load`` with one-line errors: malformed files, absurd nesting, and a key
+    repeated in one mapping (PyYAML keeps the last value silently; merge keys ``<<`` may still
+    be overridden)."""
     import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.setdefault(key, line)
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if first != line:
+                raise SkillmixError(
+                    f"{source}:{line}: duplicate key {key!r} (first on line {first})",
+                    hint="a key may appear once per mapping; keep one of them",
+                )
+        loader.flatten_mapping(node)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
     try:
         depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
@@ -424,7 +485,7 @@ def load_yaml(text: str, source: str) -> Any:
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -442,8 +503,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SkillmixError(f"{p}: experiment file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SkillmixError(f"{p}: cannot read: {exc}") from None
-    data = load_yaml(text, str(p))
-    experiment = parse_experiment(data, str(p))
+    experiment = parse_experiment(load_yaml(text, str(p)), str(p))
     return resolve_relative_paths(experiment, p.parent)
 
 
@@ -478,8 +538,25 @@ def parse_kv_pairs(text: str, option: str) -> dict[str, str]:
         if "=" not in item:
             raise SkillmixError(f"{option}: expected key=value, got {item.strip()!r}")
         key, value = item.split("=", 1)
+        if key.strip() in out:
+            raise SkillmixError(
+                f"{option}: key {key.strip()!r} given twice", hint="give each key once"
+            )
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_int_list(text: str, option: str, example: str) -> list[int]:
+    """``2,3`` into [2, 3]; an empty item (``2,,3``, ``2,``) or a non-integer is an error."""
+    items = [item.strip() for item in text.split(",")]
+    for item in items:
+        if not re.fullmatch(r"[+-]?[0-9]+", item):
+            what = "an empty item" if not item else repr(item)
+            raise SkillmixError(
+                f"{option}: expected comma-separated integers, got {what} in {text!r}",
+                hint=f"e.g. {option} {example}",
+            )
+    return [int(item) for item in items]
 
 
 BACKEND_ARG_KEYS = frozenset(
@@ -497,12 +574,14 @@ BACKEND_ARG_KEYS = frozenset(
 )
 
 
-def apply_backend_args(spec: dict[str, Any], text: str) -> dict[str, Any]:
-    pairs = parse_kv_pairs(text, "--backend-args")
+def apply_backend_args(
+    spec: dict[str, Any], text: str, option: str = "--backend-args"
+) -> dict[str, Any]:
+    pairs = parse_kv_pairs(text, option)
     unknown = sorted(set(pairs) - BACKEND_ARG_KEYS)
     if unknown:
         raise SkillmixError(
-            f"--backend-args: unknown key {unknown[0]!r}",
+            f"{option}: unknown key {unknown[0]!r}",
             hint=f"allowed: {', '.join(sorted(BACKEND_ARG_KEYS))}",
         )
     return {**spec, **pairs}

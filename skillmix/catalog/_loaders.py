@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from skillmix.catalog._model import Catalog, Skill
 from skillmix.errors import SkillmixError
 
 INACTIVE_STATUSES = frozenset({"remove", "in review", "maybe"})
+# Every `status` a row may have (compared case-insensitively, spaces around ignored); an empty
+# cell is active. Anything else is a typo that would silently decide whether a skill is used.
+ACTIVE_STATUSES = frozenset({"", "keep"})
+KNOWN_STATUSES = ACTIVE_STATUSES | INACTIVE_STATUSES
 REQUIRED_COLUMNS = ("skill", "definition", "example")
 BUILTIN_NAME = "builtin"
 
@@ -22,7 +28,8 @@ BUILTIN_NAME = "builtin"
 def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
     """Active skills in CSV order; names verbatim. Raises SkillmixError naming file and line."""
     csv.field_size_limit(2**31 - 1)
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # strict: a quote that is never closed ends in an error, not in rows swallowed by one cell
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     header = reader.fieldnames or []
     if not header:
         raise SkillmixError(f"{source}:1: empty skills file", hint="expected a CSV header")
@@ -39,13 +46,26 @@ def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
         for row in reader:
             start = line + 1
             line = reader.line_num
-            status = (row.get("status") or "").strip().lower()
+            _check_swallowed_rows(row, header, start, source)
+            raw_status = row.get("status") or ""
+            status = raw_status.strip().lower()
+            if status not in KNOWN_STATUSES:
+                raise SkillmixError(
+                    f"{source}:{start}: unknown status {raw_status!r}",
+                    hint="use keep (or leave it empty) for an active skill, or one of "
+                    "remove, in review, maybe to leave it out",
+                )
             if status in INACTIVE_STATUSES:
                 continue
             name = row.get("skill")
             if name is None or not name.strip():
                 raise SkillmixError(
                     f"{source}:{start}: empty skill name", hint="fill the `skill` cell"
+                )
+            if name != name.strip():
+                raise SkillmixError(
+                    f"{source}:{start}: skill name {name!r} has leading or trailing spaces",
+                    hint="remove them (names are keys, compared verbatim)",
                 )
             if name in first_line:
                 raise SkillmixError(
@@ -62,7 +82,13 @@ def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
                 )
             )
     except csv.Error as exc:
-        raise SkillmixError(f"{source}:{reader.line_num}: malformed CSV: {exc}") from None
+        if "expected after" in str(exc) or "unexpected end of data" in str(exc):
+            raise SkillmixError(
+                f"{source}:{line + 1}: a quoted cell of this row is not closed where the row "
+                "ends (the rows after it would be read into that cell)",
+                hint='close the quote (a " inside a quoted cell is written "")',
+            ) from None
+        raise SkillmixError(f"{source}:{line + 1}: malformed CSV: {exc}") from None
     if not skills:
         raise SkillmixError(
             f"{source}: no active skills",
@@ -71,10 +97,43 @@ def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
     return skills
 
 
+def _check_swallowed_rows(
+    row: dict[str | Any, Any], header: Sequence[str], start: int, source: str
+) -> None:
+    """A cell whose quote is never closed runs on into the next lines, and the rows there vanish
+    into it. Catch it: a multi-line cell holding a line that parses as a whole row of its own."""
+    line = start
+    for column in header:
+        value = row.get(column)
+        if not isinstance(value, str):
+            continue
+        inner = value.split("\n")
+        for offset, text in enumerate(inner[1:], start=1):
+            fields = next(csv.reader([text]), [])
+            if len(fields) >= len(header):
+                raise SkillmixError(
+                    f"{source}:{start}: the {column!r} cell opens a quote that is not closed "
+                    f"where the row ends: line {line + offset} became part of it",
+                    hint='close the quote (a " inside a quoted cell is written "")',
+                )
+        line += len(inner) - 1
+
+
 def parse_topics(text: str, source: str = "<topics>") -> list[str]:
     """Topics in file order; empty lines ignored, text otherwise verbatim (minus line ends)."""
-    topics = [line.rstrip("\r") for line in text.split("\n")]
-    topics = [t for t in topics if t.strip()]
+    topics: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        topic = line.rstrip("\r")
+        if not topic.strip():
+            continue
+        if topic in first_line:
+            raise SkillmixError(
+                f"{source}:{number}: duplicate topic {topic!r} (first on line {first_line[topic]})",
+                hint="each topic may appear once; delete the repeated line",
+            )
+        first_line[topic] = number
+        topics.append(topic)
     if not topics:
         raise SkillmixError(f"{source}: no topics", hint="write one topic per line")
     return topics

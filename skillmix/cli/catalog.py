@@ -121,7 +121,13 @@ def validate_cmd(paths: tuple[str, ...]) -> None:
 @click.command()
 @with_catalog_files
 @click.option("--k", "k", type=int, required=True, help="Skills per combination.")
-@click.option("--n", "n", type=int, required=True, help="Number of combinations (M).")
+@click.option(
+    "--n",
+    "n",
+    type=int,
+    required=True,
+    help="Number of combinations (M), 1 to 100000 (a run's limit).",
+)
 @click.option("--seed", type=int, default=10, show_default=True)
 @click.option(
     "--order-seed",
@@ -149,8 +155,15 @@ def sample(
 ) -> None:
     """Draw (topic, skills) combinations exactly as a run would."""
     from skillmix.catalog import load_catalog
+    from skillmix.config import MAX_COMBINATIONS
     from skillmix.method.sampling import sample_combinations
 
+    if not 1 <= n <= MAX_COMBINATIONS:
+        raise SkillmixError(
+            f"--n: {n} is out of range",
+            hint=f"give 1 to {MAX_COMBINATIONS} combinations (a run's limit); "
+            "draw larger sets with several --seed values",
+        )
     cat = load_catalog(skills_path, topics_path)
     combos = sample_combinations(
         cat.skill_names,

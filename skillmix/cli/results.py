@@ -155,7 +155,7 @@ def aggregate_cmd(
     )
     store = open_store(run_dir)
     store.check()  # an unusable store is reported as by `evaluate` (same line, same code)
-    result = aggregate_run(RunStore(store), options, reparse=reparse)
+    result = aggregate_run(RunStore(store), options, reparse=reparse, check_filter=True)
     if fmt == "json":
         click.echo(result.to_json(details=details))
     elif fmt == "csv":

@@ -38,16 +38,18 @@ def _experiment_from_flags(
     grading_rounds: int,
     seed: int,
 ) -> Experiment:
-    from skillmix.config import apply_backend_args, apply_sampling_params, parse_experiment
+    from skillmix.config import (
+        apply_backend_args,
+        apply_sampling_params,
+        parse_experiment,
+        parse_int_list,
+    )
 
     if not models:
         raise SkillmixError("give an experiment file with -f, or at least one --model")
     if not ks:
         raise SkillmixError("--k is required without -f (e.g. --k 2,3)")
-    try:
-        k_values = [int(k) for k in ks.split(",") if k.strip()]
-    except ValueError:
-        raise SkillmixError(f"--k: expected comma-separated integers, got {ks!r}") from None
+    k_values = parse_int_list(ks, "--k", example="2,3")
     students = []
     for model in models:
         spec: dict[str, Any] = {"name": _safe_name(model), "backend": backend, "model": model}
@@ -63,7 +65,7 @@ def _experiment_from_flags(
     }
     if grader_base_url:
         grader_spec["base_url"] = grader_base_url
-    grader_spec = apply_backend_args(grader_spec, grader_args)
+    grader_spec = apply_backend_args(grader_spec, grader_args, "--grader-args")
     data = {
         "name": name
         or _safe_name("-".join(s["name"] for s in students))[:40].rstrip("-.")
@@ -75,7 +77,8 @@ def _experiment_from_flags(
         "students": students,
         "grader": grader_spec,
     }
-    return parse_experiment(data, "command line")
+    # the flags' values are text: "0.7" is read as a number here, unlike in a file
+    return parse_experiment(data, "command line", strict=False)
 
 
 def _safe_name(text: str) -> str:
@@ -180,6 +183,10 @@ def experiment_options(f: Any) -> Any:
 def load_experiment_for(kwargs: dict[str, Any]) -> Experiment:
     from skillmix.config import load_experiment
 
+    if kwargs.get("store") is not None and not kwargs["store"].strip():
+        raise SkillmixError(
+            "--store: must not be empty", hint="leave it out for the default, or name a folder"
+        )
     if kwargs["file"]:
         flag_names = {
             "models": "--model",

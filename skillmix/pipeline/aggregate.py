@@ -94,8 +94,11 @@ def resume_hint(run: RunStore) -> str:
     return "grading has not completed for any unit; resume the run (`skillmix evaluate --resume`)"
 
 
-def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = False) -> RunMetrics:
-    """Metrics from every finished grading unit of the run."""
+def aggregate_run(
+    run: RunStore, options: MetricOptions, *, reparse: bool = False, check_filter: bool = False
+) -> RunMetrics:
+    """Metrics from every finished grading unit of the run. ``check_filter``: a filtered skill
+    that no graded combination contains is an error (a typo on the command line, not a no-op)."""
     if run.read_run() is None and run.is_empty():  # reading checks a run.json that exists
         raise SkillmixError(
             f"{run.uri}: no run found here", hint="pass a run folder (it holds run.json)"
@@ -103,4 +106,13 @@ def aggregate_run(run: RunStore, options: MetricOptions, *, reparse: bool = Fals
     records = run.grade_records()
     if not records:
         raise SkillmixError(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
+    known = {skill for record in records for skill in record.skills}
+    for name in options.filter_skills if check_filter else ():
+        if name not in known:
+            raise SkillmixError(
+                f"--filter-skills: unknown skill {name!r}: no graded combination of {run.uri} "
+                "contains it",
+                hint="names must match the catalog's `skill` column exactly "
+                "(see `skillmix catalog list`)",
+            )
     return aggregate_records(records, options, reparse=reparse, run=run.uri)

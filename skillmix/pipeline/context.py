@@ -26,9 +26,16 @@ from skillmix.artifacts import (
     validate_artifact,
 )
 from skillmix.catalog import Catalog, Skill, load_catalog
-from skillmix.config import Experiment, ModelSpec, config_hash
+from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec, config_hash
 from skillmix.errors import SkillmixError
-from skillmix.method.prompts import GradingStyle, PromptTemplate, infer_grading_style, make_template
+from skillmix.method.prompts import (
+    GradingStyle,
+    PromptTemplate,
+    infer_grading_style,
+    make_template,
+    render_generation_prompts,
+    render_grading_prompt,
+)
 from skillmix.method.sampling import Combination, check_k, sample_combinations
 from skillmix.promptset import load_prompt_version
 from skillmix.store.base import ArtifactStore, join_key
@@ -174,6 +181,7 @@ def resolve_context(experiment: Experiment) -> RunContext:
     grading = load_prompt_version("grading", p.grading, p.dir, encoding=p.template_encoding)
     for name in experiment.metrics.filter_skills:
         catalog.skill(name)
+    check_prompt_sizes(experiment, catalog, generation, grading)
     if experiment.sampling == "distinct":
         for k in experiment.ks:  # fail now rather than in a task
             sample_combinations(
@@ -189,6 +197,39 @@ def resolve_context(experiment: Experiment) -> RunContext:
         f"{experiment.name}-{config_hash(experiment.result_config(catalog.content_hash(), hashes))}"
     )
     return RunContext(experiment, catalog, generation, grading, run_id)
+
+
+def check_prompt_sizes(
+    experiment: Experiment, catalog: Catalog, generation: PromptTemplate, grading: PromptTemplate
+) -> None:
+    """The longest prompt any combination can render (the k longest skills, the longest topic;
+    grading without the answer) plus the system prompt stays within ``MAX_PROMPT_CHARS``."""
+    skills = sorted(
+        catalog.skills,
+        key=lambda s: len(s.name) + len(s.definition) + len(s.example),
+        reverse=True,
+    )
+    topic = max(catalog.topics, key=len)
+    checks: list[tuple[str, PromptTemplate, list[ModelSpec]]] = [
+        ("generation", generation, list(experiment.students)),
+        ("grading", grading, [experiment.grader]),
+    ]
+    for kind, template, specs in checks:
+        system = max(len(s.system_prompt or "") for s in specs)
+        for k in experiment.ks:
+            longest = skills[:k]
+            if kind == "generation":
+                turns = render_generation_prompts(template, longest, topic)
+            else:
+                turns = [render_grading_prompt(template, longest, topic, "")]
+            size = system + max(len(t) for t in turns)
+            if size > MAX_PROMPT_CHARS:
+                raise SkillmixError(
+                    f"prompts.{kind}: a k={k} {kind} prompt can reach {size} characters "
+                    f"(system prompt included), over the limit of {MAX_PROMPT_CHARS}",
+                    hint="shorten the system prompt, the prompt template or the longest skill "
+                    "definitions and examples of the catalog",
+                )
 
 
 def parent_store(run_uri: str) -> ArtifactStore:

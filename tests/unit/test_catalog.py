@@ -150,3 +150,76 @@ def test_cli_validate_builtin_data_files() -> None:
     data = resources.files("skillmix.catalog") / "data"
     result = run_cli("catalog", "validate", str(data / "skills.csv"), str(data / "topics.txt"))
     assert result.exit_code == 0, result.stderr
+
+
+def _unclosed_quote_csv() -> str:
+    """Row "b" opens a quote in its definition and never closes it; rows c and d follow."""
+    lines = skills_csv([skill_row("a")]).splitlines()
+    lines.append('literary,b,"Definition of b.,Example of b.,,,')
+    lines.append("literary,c,Definition of c.,Example of c.,,,")
+    lines.append('literary,d,"Definition, of d.",Example of d.,,,')
+    return "\n".join(lines) + "\n"
+
+
+def test_unclosed_quote_names_the_row_that_opens_it() -> None:
+    with pytest.raises(SkillmixError) as info:
+        parse_skills_csv(_unclosed_quote_csv(), "s.csv")
+    assert info.value.message.startswith("s.csv:3: a quoted cell of this row is not closed")
+    assert "close the quote" in (info.value.hint or "")
+
+
+def test_unclosed_quote_at_end_of_file_is_an_error() -> None:
+    text = skills_csv([skill_row("a")]) + 'literary,b,"Definition of b.,x,,,\nliterary,c,d,e,,,\n'
+    with pytest.raises(SkillmixError, match=r"^s\.csv:3: a quoted cell"):
+        parse_skills_csv(text, "s.csv")
+
+
+def test_a_whole_row_inside_a_multiline_cell_is_an_error() -> None:
+    # the quote closes further down, so the CSV is well-formed, but a row vanished into a cell
+    swallowed = "literary,c,Definition of c.,Example of c.,,keep,me"
+    text = skills_csv([skill_row("a"), skill_row("b", definition=f"Def b.\n{swallowed}")])
+    with pytest.raises(SkillmixError) as info:
+        parse_skills_csv(text, "s.csv")
+    assert info.value.message.startswith("s.csv:3: the 'definition' cell opens a quote")
+    assert "line 4 became part of it" in info.value.message
+
+
+def test_multiline_cell_with_commas_is_still_fine() -> None:
+    text = skills_csv([skill_row("a", definition="one, two\nthree, four, five")])
+    assert parse_skills_csv(text, "s.csv")[0].definition == "one, two\nthree, four, five"
+
+
+@pytest.mark.parametrize("name", [" lead", "trail ", " both ", "tab\t"])
+def test_skill_names_with_outer_spaces_are_errors(name: str) -> None:
+    with pytest.raises(SkillmixError) as info:
+        parse_skills_csv(skills_csv([skill_row("a"), skill_row(name)]), "s.csv")
+    assert info.value.message == f"s.csv:3: skill name {name!r} has leading or trailing spaces"
+
+
+@pytest.mark.parametrize("status", ["kep", "removed", "active", "yes"])
+def test_unknown_status_is_an_error(status: str) -> None:
+    with pytest.raises(SkillmixError) as info:
+        parse_skills_csv(skills_csv([skill_row("a"), skill_row("b", status=status)]), "s.csv")
+    assert info.value.message == f"s.csv:3: unknown status {status!r}"
+    assert "remove, in review, maybe" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("status", ["", "keep", "KEEP", " Keep ", "Remove", "in review", "maybe"])
+def test_known_statuses_are_accepted(status: str) -> None:
+    parse_skills_csv(skills_csv([skill_row("a"), skill_row("b", status=status)]), "s.csv")
+
+
+def test_duplicate_topics_are_errors() -> None:
+    with pytest.raises(SkillmixError) as info:
+        parse_topics("Sewing\n\nDueling\nSewing\n", "t.txt")
+    assert info.value.message == "t.txt:4: duplicate topic 'Sewing' (first on line 1)"
+
+
+def test_cli_validate_unclosed_quote_fails_with_one_line(tmp_path) -> None:
+    path = tmp_path / "skills.csv"
+    path.write_text(_unclosed_quote_csv(), encoding="utf-8")
+    result = run_cli("catalog", "validate", str(path))
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith(f"error: {path}:3: a quoted cell")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "ok" not in result.stdout

@@ -24,6 +24,7 @@ from skillmix.config import (
     format_validation_error,
     load_experiment,
     parse_experiment,
+    parse_int_list,
     parse_kv_pairs,
 )
 from skillmix.errors import SkillmixError
@@ -448,7 +449,7 @@ def test_apply_backend_args() -> None:
     out = apply_backend_args(spec, "rpm=500,concurrency=4,base_url=http://127.0.0.1:8000/v1")
     assert out == {**spec, "rpm": "500", "concurrency": "4", "base_url": "http://127.0.0.1:8000/v1"}
     assert spec == {"name": "s", "backend": "openai", "model": "m"}  # not mutated
-    validated = ModelSpec.model_validate(out)
+    validated = ModelSpec.model_validate(out, strict=False)  # as the quick form validates
     assert validated.rpm == 500 and validated.concurrency == 4
 
 
@@ -487,7 +488,7 @@ def test_apply_sampling_params() -> None:
         "seed": "3",
     }
     assert spec["sampling"] == {"max_tokens": 100}
-    params = ModelSpec.model_validate(out).sampling.request_params()
+    params = ModelSpec.model_validate(out, strict=False).sampling.request_params()
     assert params == {"max_tokens": 100, "temperature": 0.5, "stop": ["END", "###"], "seed": 3}
 
 
@@ -567,3 +568,208 @@ def test_relative_catalog_paths_are_relative_to_the_experiment_file(tmp_path, mo
     assert experiment.catalog.skills == str(folder / "skills.csv")
     assert experiment.prompts.dir == str(folder / "prompts")
     assert experiment.catalog.topics is None
+
+
+# ---- strict inputs: nothing is silently changed --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"combinations": True}, "combinations"),
+        ({"combinations": "100"}, "combinations"),
+        ({"ks": ["2", "3"]}, "ks.0"),
+        ({"ks": [True]}, "ks.0"),
+        ({"seed": "10"}, "seed"),
+        ({"generation_rounds": 2.0}, "generation_rounds"),
+        ({"students": [{"name": "s", "model": "m", "concurrency": "4"}]}, "students.0.concurrency"),
+        ({"students": [{"name": "s", "model": "m", "quality": True}]}, "students.0.quality"),
+        ({"grader": {"model": "j", "rounds": "3"}}, "grader.rounds"),
+        (
+            {"grader": {"model": "j", "sampling": {"temperature": "0.7"}}},
+            "grader.sampling.temperature",
+        ),
+        ({"metrics": {"bootstrap_samples": False}}, "metrics.bootstrap_samples"),
+        ({"prices": {"m": {"prompt": "1", "completion": 2}}}, "prices.m.prompt"),
+    ],
+)
+def test_numbers_must_be_numbers(overrides: dict[str, Any], path: str) -> None:
+    assert error_of(minimal(**overrides)).startswith(f"exp.yaml: {path}: Input should be a valid")
+
+
+def test_integers_where_floats_belong_still_work() -> None:
+    data = minimal(
+        students=[{"name": "s", "model": "m", "quality": 1, "timeout": 30}],
+        grader={"model": "j", "sampling": {"temperature": 1, "top_p": 1}},
+        prices={"m": {"prompt": 1, "completion": 2}},
+    )
+    exp = parse_experiment(data, "exp.yaml")
+    assert exp.students[0].quality == 1.0 and exp.students[0].timeout == 30.0
+    assert exp.grader.sampling.temperature == 1.0
+
+
+def test_stored_experiment_parses_again() -> None:
+    exp = parse_experiment(minimal(), "exp.yaml")
+    again = parse_experiment(json.loads(exp.model_dump_json()), "run.json")
+    assert again == exp
+
+
+@pytest.mark.parametrize("store", ["", "   "])
+def test_empty_store_is_an_error(store: str) -> None:
+    assert error_of(minimal(store=store)).startswith("exp.yaml: store: must not be empty")
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: exp\nks: [2]\ncombinations: 10\nstudents:\n  - name: s\n    model: m\n"
+        "    model: other\ngrader: {model: j}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SkillmixError) as info:
+        load_experiment(path)
+    assert info.value.message == f"{path}:7: duplicate key 'model' (first on line 6)"
+
+
+def test_duplicate_top_level_yaml_key_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: exp\nks: [2]\ncombinations: 10\nstudents: [{name: s, model: m}]\n"
+        "grader: {model: j}\ncombinations: 20\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SkillmixError) as info:
+        load_experiment(path)
+    assert info.value.message == f"{path}:6: duplicate key 'combinations' (first on line 3)"
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: exp\nks: [2]\nbase: &b {name: s, model: m, concurrency: 2}\n"
+        "students:\n  - <<: *b\n    concurrency: 3\ngrader: {model: j}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(SkillmixError, match="unknown key 'base'"):
+        load_experiment(path)  # the anchor's key is unknown, but the merge itself is accepted
+    path.write_text(
+        "name: exp\nks: [2]\nstudents:\n  - &b {name: s, model: m, concurrency: 2}\n"
+        "  - <<: *b\n    name: t\n    concurrency: 3\ngrader: {model: j}\n",
+        encoding="utf-8",
+    )
+    exp = load_experiment(path)
+    assert [(s.name, s.concurrency) for s in exp.students] == [("s", 2), ("t", 3)]
+
+
+@pytest.mark.parametrize("text", ["temperature=0.5,temperature=0.9", "seed=1, seed =1"])
+def test_repeated_sampling_param_is_an_error(text: str) -> None:
+    with pytest.raises(SkillmixError) as info:
+        apply_sampling_params({"name": "s", "model": "m"}, text)
+    assert info.value.message.startswith("--sampling-params: key ")
+    assert "given twice" in info.value.message
+
+
+def test_repeated_backend_arg_is_an_error() -> None:
+    with pytest.raises(SkillmixError, match=r"^--backend-args: key 'rpm' given twice"):
+        apply_backend_args({"name": "s", "model": "m"}, "rpm=1,rpm=2")
+
+
+@pytest.mark.parametrize("text", ["2,,3", "2,", ",2", "2,x", "2.5", ""])
+def test_int_list_rejects_empty_and_non_integer_items(text: str) -> None:
+    with pytest.raises(SkillmixError, match=r"^--k: expected comma-separated integers"):
+        parse_int_list(text, "--k", example="2,3")
+
+
+def test_int_list_reads_integers() -> None:
+    assert parse_int_list(" 2, 3 ", "--k", example="2,3") == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--k", "2,,3"], "--k: expected comma-separated integers, got an empty item"),
+        (["--k", "2", "--sampling-params", "seed=1,seed=2"], "--sampling-params: key 'seed'"),
+        (["--k", "2", "--grader-args", "rpm=1,rpm=2"], "--grader-args: key 'rpm'"),
+    ],
+)
+def test_quick_form_cli_rejects_ambiguous_flags(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = run_cli(
+        "evaluate", "--model", "m", "-n", "1", *args, "--store", str(tmp_path / "runs")
+    )
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"error: {needle}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_quick_form_cli_rejects_empty_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the old code ran the evaluation into ./runs
+    result = run_cli("evaluate", "--model", "m", "--k", "2", "-n", "1", "--store", "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --store: must not be empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quick_form_still_reads_numbers_from_text(tmp_path: Path) -> None:
+    from skillmix.cli.run import load_experiment_for
+
+    kwargs: dict[str, Any] = dict(
+        file=None, store=None, name=None, models=("m",), backend="mock", base_url=None,
+        ks="3,2", grader=None, grader_backend=None, grader_base_url=None,
+        backend_args="concurrency=4,quality=1", sampling_params="temperature=0.5,seed=3",
+        grader_args="rpm=60", combinations=5, generation_rounds=1, grading_rounds=3, seed=10,
+    )  # fmt: skip
+    exp = load_experiment_for(kwargs)
+    assert exp.ks == [2, 3] and exp.students[0].concurrency == 4
+    assert exp.students[0].sampling.temperature == 0.5 and exp.grader.rpm == 60
+
+
+# ---- prompt sizes: checked before anything is written --------------------------------------
+
+
+def test_system_prompt_over_the_limit_is_an_error() -> None:
+    from skillmix.config import MAX_PROMPT_CHARS
+
+    big = "x" * (MAX_PROMPT_CHARS + 1)
+    message = error_of(minimal(students=[{"name": "s", "model": "m", "system_prompt": big}]))
+    assert message.startswith("exp.yaml: students.0.system_prompt: String should have at most")
+    parse_experiment(minimal(grader={"model": "j", "system_prompt": "x" * MAX_PROMPT_CHARS}))
+
+
+def test_rendered_prompt_over_the_limit_is_an_error(tmp_path: Path) -> None:
+    from skillmix.config import MAX_PROMPT_CHARS
+    from skillmix.pipeline.context import resolve_context
+    from tests.helpers import skill_row, skills_csv
+
+    skills = tmp_path / "skills.csv"
+    rows = [skill_row(f"s{i}") for i in range(4)]
+    rows.append(skill_row("huge", definition="d" * (MAX_PROMPT_CHARS // 2)))
+    skills.write_text(skills_csv(rows), encoding="utf-8")
+    system = "y" * (MAX_PROMPT_CHARS // 2)
+    data = minimal(
+        catalog={"skills": str(skills)},
+        students=[{"name": "s", "model": "m", "system_prompt": system}],
+    )
+    with pytest.raises(SkillmixError) as info:
+        resolve_context(parse_experiment(data))
+    assert info.value.message.startswith("prompts.generation: a k=2 generation prompt can reach")
+    assert f"over the limit of {MAX_PROMPT_CHARS}" in info.value.message
+    # the same catalog with a short system prompt fits
+    resolve_context(parse_experiment(minimal(catalog={"skills": str(skills)})))
+
+
+def test_huge_system_prompt_writes_nothing(tmp_path: Path) -> None:
+    big = "z" * 20_000_000
+    store = tmp_path / "runs"
+    result = run_cli(
+        "evaluate", "--model", "m", "--k", "2", "-n", "1", "--store", str(store),
+        "--backend-args", f"system_prompt={big}",
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "students.0.system_prompt: String should have at most" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 500
+    assert not store.exists()

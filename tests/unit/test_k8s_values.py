@@ -829,3 +829,13 @@ def test_budgets_are_divided_only_among_pods_that_share_an_endpoint() -> None:
     (grade, *_) = v["grading"]
     share = grade["args"][grade["args"].index("--budget-share") + 1]
     assert share == "1"  # a mock grader sidecar in every grading pod
+
+
+def test_profile_file_with_a_repeated_key_is_an_error(tmp_path: Any) -> None:
+    from skillmix.k8s.profiles import load_profiles
+
+    path = tmp_path / "skillmix.yaml"
+    path.write_text("clusters:\n  a:\n    namespace: one\n    namespace: two\n", encoding="utf-8")
+    with pytest.raises(SkillmixError) as info:
+        load_profiles(path)
+    assert info.value.message == f"{path}:4: duplicate key 'namespace' (first on line 3)"

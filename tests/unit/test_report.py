@@ -371,3 +371,15 @@ def test_pooled_rates_match_the_metrics_per_k() -> None:
     first, last = skills.rows[0].mean, skills.rows[-1].mean
     assert first is not None and last is not None
     assert first <= last  # hardest first
+
+
+def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:
+    run_dir, ctx = make_crafted_run(tmp_path)
+    result = run_cli("aggregate", str(run_dir), "--filter-skills", "nosuch")
+    assert result.exit_code == 2, result.stdout
+    assert result.stderr.startswith("error: --filter-skills: unknown skill 'nosuch'")
+    assert len(result.stderr.strip().splitlines()) == 1
+    known = ctx.combinations(2)[0].skills[0]
+    result = run_cli("aggregate", str(run_dir), "--filter-skills", known, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["filter_skills"] == [known]

@@ -108,3 +108,21 @@ def test_cli_sample_json_and_errors(tmp_path) -> None:
     assert bad.exit_code == 2
     assert bad.stderr.count("\n") == 1 and "k=500" in bad.stderr
     assert bad.stdout == ""
+
+
+@pytest.mark.parametrize("n", ["100000000", "100001", "0", "-3"])
+def test_cli_sample_caps_n_at_a_runs_limit(n: str) -> None:
+    from skillmix.config import MAX_COMBINATIONS
+
+    result = run_cli("sample", "--k", "2", "--n", n)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --n: {n} is out of range")
+    assert f"1 to {MAX_COMBINATIONS}" in result.stderr and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_cli_sample_help_states_the_cap() -> None:
+    from skillmix.config import MAX_COMBINATIONS
+
+    help_text = " ".join(run_cli("sample", "--help").stdout.split())
+    assert f"1 to {MAX_COMBINATIONS}" in help_text
