@@ -212,6 +212,8 @@ def print_outcome(outcome: Any, fmt: str) -> None:
                     title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)",
                 )
             )
+    for note in (n for u in outcome.units for n in u.repaired):
+        warn(f"repaired: {note}")
     failures = sum(u.failed for u in outcome.units)
     if failures:
         warn(
