@@ -291,7 +291,7 @@ def score_cmd(run_uri: str, progress: bool | None, fmt: str) -> None:
     "out",
     default=None,
     type=click.Path(file_okay=False),
-    help="Also write the report files into this folder.",
+    help="Write the report files into this folder instead of RUN/report/ (RUN is only read).",
 )
 @click.option(
     "--dpi",
@@ -302,7 +302,7 @@ def score_cmd(run_uri: str, progress: bool | None, fmt: str) -> None:
 )
 @format_option(("table", "json"))
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
-    """(Re)build a run's report in RUN/report/: report.html (self-contained: plots embedded,
+    """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,
     no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
     from pathlib import Path
 
@@ -312,13 +312,14 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
 
     run, ctx = open_run(run_uri)
     summary, files, metrics = build_report(run, ctx, dpi=dpi)
-    for name, data in files.items():
-        run.write_report_file(name, data)
-    if out:
+    if out:  # only into --out: the run folder may be read-only (someone else's, an archive)
         target = Path(out)
         for name, data in files.items():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(data)
+    else:
+        for name, data in files.items():
+            run.write_report_file(name, data)
     if fmt == "json":
         echo_json(summary.model_dump(mode="json"))
     else:
