@@ -2,8 +2,9 @@
 
 Write protocol: records go into small JSONL parts with unique keys as work progresses (a crash
 loses at most the unflushed part); when a unit of work is complete its manifest ``_SUCCESS``
-is written last, listing the parts. Readers of finished work trust only manifests; a task
-resuming its own unfinished work lists the parts it finds.
+is written last, listing the parts with their sha256. Readers of finished work trust only
+manifests and check each part against it (a mismatch is ``DamagedUnit``); a task resuming its
+own unfinished work lists the parts it finds, after ``repair_unit`` has set damaged files aside.
 """
 
 from __future__ import annotations
