@@ -193,3 +193,22 @@ def test_resume_repairs_damaged_units(work: Work, phase: str, damage: str) -> No
     assert work.metrics() == before
     again = work.resume()  # nothing left to repair
     assert again.exit_code == 0 and "repaired" not in again.stderr, again.stderr
+
+
+def test_a_task_pod_repairs_its_unit_and_says_so(work: Work) -> None:
+    """The same repair in `skillmix task generate` (a Kubernetes pod): its log names it."""
+    folder = unit(work.run_dir, "generations")
+    part = parts(folder)[0]
+    flip_a_letter(part)
+    student, k, g = folder.relative_to(work.run_dir / "generations").parts
+    asked = completions(work.srv)
+    result = run_cli(
+        "task", "generate", "--run", str(work.run_dir), "--student", student,
+        "--k", k.removeprefix("k"), "--round", g.removeprefix("r"), "--base-url", work.srv.base_url,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert completions(work.srv) == asked
+    assert f"repaired: {work.run_dir}/{folder.relative_to(work.run_dir)}: damaged unit" in (
+        result.stderr
+    )
+    assert part.name in result.stderr and "generated 4 records, 0 failed" in result.stderr
