@@ -271,6 +271,14 @@ def _grade_records(
     return out
 
 
+@dataclass
+class ReferenceImport:
+    """What a reference tree holds, read and checked: the summary and each unit's records."""
+
+    summary: ImportSummary
+    units: list[tuple[str, list[Any]]] = field(default_factory=list)
+
+
 def import_reference(
     root: str | Path,
     run: RunStore,
@@ -280,11 +288,34 @@ def import_reference(
     seed: int | None = None,
 ) -> ImportSummary:
     """Read the tree at ``root`` and write generations and grades into ``run``."""
+    imported = read_reference(root, students=students, grader=grader, seed=seed)
+    return write_reference(run, imported)
+
+
+def write_reference(run: RunStore, imported: ReferenceImport) -> ImportSummary:
+    """Write what :func:`read_reference` found: every unit, then run.json."""
+    for prefix, records in imported.units:
+        _write_unit(run, prefix, records)
+    run.write_run(imported.summary.to_run(), overwrite=True)
+    return imported.summary
+
+
+def read_reference(
+    root: str | Path,
+    *,
+    students: Sequence[str] = (),
+    grader: str | None = None,
+    seed: int | None = None,
+) -> ReferenceImport:
+    """Read the tree at ``root`` (nothing written). A tree with nothing to import (no
+    generation or grade record, e.g. every student filtered out or without records.csv) is
+    a SkillmixError."""
     root = Path(root)
     runs, seed, versions = select_runs(root, seed)
     summary = ImportSummary(
         root=str(root.resolve()), seed=seed, generation_prompt_versions=versions
     )
+    units: list[tuple[str, list[Any]]] = []
     wanted = set(students)
     seen_students: set[str] = set()
     graders: set[str] = set()
@@ -306,7 +337,7 @@ def import_reference(
             seen_students.add(student)
             gen_rows = read_reference_csv(gen_csv)
             generations = _generation_records(gen_rows, d, student, summary, where)
-            _write_unit(run, generation_prefix(student, d.k, d.g), generations)
+            units.append((generation_prefix(student, d.k, d.g), generations))
             summary.generations += len(generations)
             graded_dir = student_dir / "graded"
             for gdir in sorted(graded_dir.iterdir()) if graded_dir.is_dir() else []:
@@ -340,7 +371,7 @@ def import_reference(
                     summary=summary,
                     where=gwhere,
                 )
-                _write_unit(run, grade_prefix(match["grader"], student, d.k, d.g, r), grades)
+                units.append((grade_prefix(match["grader"], student, d.k, d.g, r), grades))
                 summary.grades += len(grades)
                 graders.add(match["grader"])
                 grading_rounds.add(r)
@@ -370,8 +401,13 @@ def import_reference(
     summary.generation_rounds = sorted(all_g)
     summary.grading_rounds = sorted(grading_rounds)
     summary.grading_prompt_versions = sorted(grading_versions)
-    run.write_run(summary.to_run(), overwrite=True)
-    return summary
+    if summary.generations == 0 and summary.grades == 0:
+        found = "; ".join(str(issue) for issue in summary.issues[:3]) or "no records"
+        raise SkillmixError(
+            f"{root}: nothing to import ({found})",
+            hint="check the tree, --student and --grader (nothing was written)",
+        )
+    return ReferenceImport(summary, units)
 
 
 def _write_unit(run: RunStore, prefix: str, records: Sequence[Any]) -> None:

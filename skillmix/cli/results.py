@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -189,11 +188,12 @@ def import_reference_cmd(
     fmt: str,
 ) -> None:
     """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
-    from skillmix.legacy import import_reference, select_runs
+    from skillmix.legacy import read_reference, write_reference
     from skillmix.store.runs import RunStore
     from skillmix.store.uri import open_store
 
-    select_runs(Path(root), seed)  # fail on a wrong root or seed before touching --out
+    # read and check the whole tree before touching --out (nothing importable: an error)
+    imported = read_reference(root, students=students, grader=grader, seed=seed)
     store = open_store(out)
     store.check()
     run = RunStore(store)
@@ -203,7 +203,7 @@ def import_reference_cmd(
                 f"{out}: already holds files", hint="choose a new --out or pass --overwrite"
             )
         store.delete_prefix("")
-    summary = import_reference(root, run, students=students, grader=grader, seed=seed)
+    summary = write_reference(run, imported)
     if fmt == "json":
         # the run.json of the import, less what only the file needs
         skip = {"schema_version", "kind", "created_at", "skillmix_version"}

@@ -238,6 +238,8 @@ def print_outcome(outcome: Any, fmt: str) -> None:
                     title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)",
                 )
             )
+    for note in (n for u in outcome.units for n in u.repaired):
+        warn(f"repaired: {note}")
     failures = sum(u.failed for u in outcome.units)
     if failures:
         where = (
@@ -351,7 +353,7 @@ def score_cmd(
     "out",
     default=None,
     type=click.Path(file_okay=False),
-    help="Also write the report files into this folder.",
+    help="Write the report files into this folder instead of RUN/report/ (RUN is only read).",
 )
 @click.option(
     "--dpi",
@@ -362,7 +364,7 @@ def score_cmd(
 )
 @format_option(("table", "json"))
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
-    """(Re)build a run's report in RUN/report/: report.html (self-contained: plots embedded,
+    """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,
     no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
     from skillmix.cli.results import metrics_table
     from skillmix.pipeline.context import open_run
@@ -370,10 +372,11 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
 
     run, ctx = open_run(run_uri)
     summary, files, metrics = build_report(run, ctx, dpi=dpi)
-    for name, data in files.items():
-        run.write_report_file(name, data)
-    if out:
+    if out:  # only into --out: the run folder may be read-only (someone else's, an archive)
         write_files(out, files)
+    else:
+        for name, data in files.items():
+            run.write_report_file(name, data)
     if fmt == "json":
         echo_json(summary.model_dump(mode="json"))
     else:

@@ -357,6 +357,8 @@ def _check_unit(ctx: RunContext, k: int, g: int) -> None:
 
 
 def _report(result: Any, verb: str) -> None:
+    for note in result.repaired:
+        click.echo(f"repaired: {note}", err=True)
     if result.skipped:
         click.echo(f"{result.prefix}: already finished, nothing to do", err=True)
         return

@@ -226,7 +226,12 @@ def prepare_run(
             f"run {ctx.run_id} already exists in {root.uri}",
             hint="pass --resume to continue it or --overwrite to start over",
         )
-    existing = run.read_run() if resume else None
+    try:
+        existing = run.read_run() if resume else None
+    except SkillmixError as exc:  # a damaged run.json: only starting over gets past it
+        raise SkillmixError(
+            exc.message, hint=exc.hint or "start over with --overwrite (cached answers are reused)"
+        ) from None
     if existing is not None and not isinstance(existing, EvaluationRun):
         raise SkillmixError(f"{run.uri}/run.json: not an evaluation run (kind={existing.kind!r})")
     if existing is not None and existing.run_id != ctx.run_id:

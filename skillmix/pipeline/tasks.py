@@ -61,6 +61,7 @@ class UnitResult:
     records: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)  # damaged files set aside, then redone
 
 
 def shard_prefix(student: str, k: int, g: int, shard: int, shards: int) -> str:
@@ -132,6 +133,7 @@ async def run_generate(
     progress = progress or NullProgress()
     prefix = shard_prefix(student, k, g, shard, shards)
     combos = [c for c in ctx.combinations(k) if c.index % shards == shard]
+    repaired = await asyncio.to_thread(run.repair_unit, prefix, GenerationRecord)
     manifest = await asyncio.to_thread(run.manifest, prefix)
     if manifest is not None and manifest.failed == 0:
         progress.add_total("generate", len(combos))
@@ -173,7 +175,9 @@ async def run_generate(
     )
     final = _final_by_index(results, key=lambda r: r.index)
     errors = [f"k={k} r{g} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
-    return UnitResult(prefix, records=len(final), failed=len(errors), errors=errors)
+    return UnitResult(
+        prefix, records=len(final), failed=len(errors), errors=errors, repaired=repaired
+    )
 
 
 async def generate_one(
@@ -284,6 +288,11 @@ async def run_grade(
     gradable = [gen for gen in generations if gen.status == "ok" and gen.answer is not None]
     total = len(gradable) * rounds
     progress.add_total("grade", total)
+    repaired = [
+        note
+        for p in prefixes.values()
+        for note in await asyncio.to_thread(run.repair_unit, p, GradeRecord)
+    ]
     manifests = {r: await asyncio.to_thread(run.manifest, p) for r, p in prefixes.items()}
     complete = {r: _grading_round_complete(m, len(gradable)) for r, m in manifests.items()}
     if all(complete.values()):
@@ -316,7 +325,8 @@ async def run_grade(
         missing = [r for r in range(1, rounds + 1) if (gen.index, r) not in done]
         if not missing:
             return
-        for record in await grade_one(ctx, client, gen, missing, use_n=use_n):
+        graded = await grade_one(ctx, client, gen, missing, use_n=use_n, all_rounds=rounds)
+        for record in graded:
             await writers[record.grading_round].add_async(record)
             results[record.grading_round].append(record)
             progress.advance("grade")
@@ -345,7 +355,7 @@ async def run_grade(
             if rec.status == "failed":
                 failed += 1
                 errors.append(f"k={k} r{g} g{r} #{rec.index}: {rec.error}")
-    return UnitResult(prefixes[1], records=total, failed=failed, errors=errors)
+    return UnitResult(prefixes[1], records=total, failed=failed, errors=errors, repaired=repaired)
 
 
 def _grading_round_complete(manifest: Any, gradable: int) -> bool:
@@ -398,14 +408,25 @@ class _RoundReplies:
 
 
 async def grade_one(
-    ctx: RunContext, client: ChatBackend, gen: GenerationRecord, rounds: list[int], *, use_n: bool
+    ctx: RunContext,
+    client: ChatBackend,
+    gen: GenerationRecord,
+    rounds: list[int],
+    *,
+    use_n: bool,
+    all_rounds: int | None = None,
 ) -> list[GradeRecord]:
     """Grade one answer for the given rounds: one request with n choices when allowed (the
-    prompt is paid once), then a bounded number of re-asks for unreadable replies."""
+    prompt is paid once), then a bounded number of re-asks for unreadable replies.
+
+    With ``all_rounds`` (the unit's R) the n-choice request always asks for every round, the
+    same request as the first time, so a round redone later (a damaged unit repaired, an
+    interrupted part) is answered by the response cache."""
     ask = _grading_ask(ctx, gen)
     replies = {r: _RoundReplies() for r in rounds}
-    if use_n and len(rounds) > 1:
-        await _ask_rounds_at_once(client, ask, rounds, replies)
+    asked = list(range(1, all_rounds + 1)) if all_rounds else rounds
+    if use_n and len(asked) > 1:
+        await _ask_rounds_at_once(client, ask, asked, replies)
     retries = ctx.experiment.grader.max_parse_retries
     for r in rounds:
         await _ask_until_readable(client, ask, r, replies[r], retries=retries)
@@ -455,7 +476,8 @@ async def _ask_rounds_at_once(
     prompt_split = _split(result.prompt_tokens, n)
     completion_split = _split(result.completion_tokens, n)
     for j, (r, text) in enumerate(zip(rounds, result.texts, strict=False)):
-        replies[r].add(text, prompt_split[j], completion_split[j], result.cached)
+        if r in replies:  # the rounds wanted (the request may ask for all of them)
+            replies[r].add(text, prompt_split[j], completion_split[j], result.cached)
 
 
 def _readable(ask: _GradingAsk, text: str) -> bool:

@@ -134,6 +134,26 @@ def failure_lists(
     )
 
 
+def _verdict_key(r: GradeRecord) -> tuple[str, str, int, int, int, int]:
+    return (r.grader, r.student, r.k, r.generation_round, r.index, r.grading_round)
+
+
+def _verdicts_due(
+    ctx: RunContext, generations: list[GenerationRecord]
+) -> set[tuple[str, str, int, int, int, int]]:
+    """One verdict per grading round for every answer the grading task grades (a successful
+    generation with an answer): the planned and the found count both count these keys, so
+    grades of an unfinished generation unit or of rounds outside the plan never make the found
+    count exceed the planned one."""
+    grader = ctx.experiment.grader
+    return {
+        (grader.name, g.student, g.k, g.generation_round, g.index, r)
+        for g in generations
+        if g.status == "ok" and g.answer is not None
+        for r in range(1, grader.rounds + 1)
+    }
+
+
 def build_summary(
     ctx: RunContext,
     metrics: RunMetrics,
@@ -144,8 +164,10 @@ def build_summary(
 ) -> Summary:
     e = ctx.experiment
     planned_generations = len(e.students) * len(e.ks) * e.generation_rounds * e.combinations
-    planned_grades = sum(1 for g in generations if g.status == "ok") * e.grader.rounds
-    complete = len(generations) >= planned_generations and len(grades) >= planned_grades
+    due = _verdicts_due(ctx, generations)
+    found = len(due & {_verdict_key(r) for r in grades})
+    planned_grades = len(due)
+    complete = len(generations) >= planned_generations and found >= planned_grades
     section = metrics.section(details=True)
     boards = leaderboards(section.rows)
     order = [(r.student, r.grader) for r in boards[0].rows]  # by Full Marks
@@ -169,7 +191,7 @@ def build_summary(
             planned_generations=planned_generations,
             generations=len(generations),
             planned_grades=planned_grades,
-            grades=len(grades),
+            grades=found,
         ),
         status="complete" if complete else "partial",
         metrics=section,

@@ -2,8 +2,9 @@
 
 Write protocol: records go into small JSONL parts with unique keys as work progresses (a crash
 loses at most the unflushed part); when a unit of work is complete its manifest ``_SUCCESS``
-is written last, listing the parts. Readers of finished work trust only manifests; a task
-resuming its own unfinished work lists the parts it finds.
+is written last, listing the parts with their sha256. Readers of finished work trust only
+manifests and check each part against it (a mismatch is ``DamagedUnit``); a task resuming its
+own unfinished work lists the parts it finds, after ``repair_unit`` has set damaged files aside.
 """
 
 from __future__ import annotations
@@ -70,6 +71,22 @@ class Manifest(BaseModel):
     failed: int = Field(0, description="Records in the parts whose status is 'failed'.")
     attempt: int = Field(0, description="Launch attempt that wrote it (0: the local executor).")
     created_at: str = Field(default_factory=utc_now)
+
+
+RESUME_HINT = (
+    "run `skillmix evaluate --resume` (or `skillmix launch` again, for a Kubernetes run) to redo it"
+)
+DAMAGED = "_damaged"  # a unit's subfolder where a repair sets damaged files aside
+
+
+class DamagedUnit(RunFailedError):
+    """A unit of work whose files no longer match: a corrupt manifest, a part it lists that is
+    missing, altered (sha256) or unreadable. Readers name it; a resume repairs it."""
+
+    def __init__(self, uri: str, prefix: str, detail: str, *, part: str | None = None) -> None:
+        super().__init__(f"{uri.rstrip('/')}/{prefix}: damaged unit: {detail}", hint=RESUME_HINT)
+        self.prefix = prefix
+        self.part = part
 
 
 def _dump_records(records: Iterable[BaseModel]) -> bytes:
@@ -238,8 +255,8 @@ class RunStore:
         try:
             return Manifest.model_validate_json(raw)
         except ValidationError as exc:
-            raise RunFailedError(
-                f"{self.uri}/{key}: corrupt manifest: {exc.errors()[0]['msg']}"
+            raise DamagedUnit(
+                self.uri, prefix, f"{MANIFEST} is not a valid manifest ({exc.errors()[0]['msg']})"
             ) from None
 
     def write_manifest(
@@ -306,11 +323,88 @@ class RunStore:
         return [r for name in names for r in self._read_part(prefix, name, model)]
 
     def finished_records(self, prefix: str, model: type[R]) -> list[R] | None:
-        """Records of a finished unit (None when it has no manifest yet)."""
+        """Records of a finished unit (None when it has no manifest yet), each part checked
+        against its manifest (present, same sha256, readable): a mismatch is DamagedUnit."""
         manifest = self.manifest(prefix)
         if manifest is None:
             return None
-        return self.read_parts(prefix, [p.key for p in manifest.parts], model)
+        records: list[R] = []
+        for info in manifest.parts:
+            records.extend(self._checked_part(prefix, info, model))
+        return records
+
+    def _checked_part(self, prefix: str, info: PartInfo, model: type[R]) -> list[R]:
+        key = join_key(prefix, info.key)
+        try:
+            data = self.store.read_bytes(key)
+        except KeyNotFound:
+            raise DamagedUnit(
+                self.uri, prefix, f"part {info.key} listed in {MANIFEST} is missing", part=info.key
+            ) from None
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            raise DamagedUnit(
+                self.uri,
+                prefix,
+                f"part {info.key} does not match the sha256 in {MANIFEST} (changed after the unit finished)",
+                part=info.key,
+            )
+        try:
+            return list(self._parse_part(key, data, model))
+        except RunFailedError as exc:
+            raise DamagedUnit(self.uri, prefix, exc.message, part=info.key) from None
+
+    def repair_unit(self, prefix: str, model: type[BaseModel]) -> list[str]:
+        """What a resume does before taking up a unit: set aside (into ``_damaged/``) a manifest
+        that is corrupt or lists a part that is missing, altered or unreadable, and every part
+        that is unreadable (truncated, garbage, another record schema). The unit is then
+        unfinished and resumes from the parts left; what the set-aside parts held is redone
+        (from the response cache when it was answered before). Returns one line per repair."""
+        notes: list[str] = []
+        try:
+            manifest = self.manifest(prefix)
+        except DamagedUnit as exc:
+            manifest = None
+            notes.append(f"{exc.message}: set it aside, the unit is redone")
+            self._set_aside(prefix, MANIFEST)
+        if manifest is not None:
+            damaged: list[DamagedUnit] = []
+            for info in manifest.parts:
+                try:
+                    self._checked_part(prefix, info, model)
+                except DamagedUnit as exc:
+                    damaged.append(exc)
+            if not damaged:
+                return notes  # a sound finished unit: nothing to repair
+            for bad in damaged:
+                notes.append(f"{bad.message}: set it aside with {MANIFEST}, its records are redone")
+                if bad.part is not None:
+                    self._set_aside(prefix, bad.part)
+            self._set_aside(prefix, MANIFEST)
+        for name in self._part_names(prefix):
+            key = join_key(prefix, name)
+            try:
+                data = self.store.read_bytes(key)
+            except KeyNotFound:
+                continue
+            try:
+                for _record in self._parse_part(key, data, model):
+                    pass
+            except RunFailedError as exc:
+                notes.append(f"{exc.message}: set aside, its records are redone")
+                self._set_aside(prefix, name)
+        return notes
+
+    def _set_aside(self, prefix: str, name: str) -> None:
+        """Move ``prefix/name`` to ``prefix/_damaged/name.<time>`` (kept for inspection, out of
+        every reader's way: readers list only the unit's own parts and manifest)."""
+        key = join_key(prefix, name)
+        try:
+            data = self.store.read_bytes(key)
+        except KeyNotFound:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        self.store.write_bytes(join_key(prefix, DAMAGED, f"{name}.{stamp}"), data)
+        self.store.delete_prefix(key)
 
     def unfinished_records(self, prefix: str, model: type[R]) -> list[R]:
         """Records a crashed writer left in parts (no manifest yet)."""

@@ -107,3 +107,28 @@ def test_old_run_json_without_kind_still_reports(work: tuple[Path, Path]) -> Non
     assert (run_dir / "report" / "metrics.csv").read_bytes() == before
     resumed = run_cli(*command("evaluate --resume", exp, run_dir))
     assert resumed.exit_code == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_overwrite_starts_over_from_a_damaged_run_json(
+    work: tuple[Path, Path], damage: str
+) -> None:
+    exp, run_dir = work
+    (run_dir / "run.json").write_bytes(DAMAGE[damage][0])
+    (run_dir / "stray.txt").write_text("left from the damaged run")
+    store = str(run_dir.parent)
+    result = run_cli("evaluate", "-f", str(exp), "--store", store, "--no-progress", "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == run_dir.name
+    assert not (run_dir / "stray.txt").exists()
+    assert (run_dir / "report" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["partial", "invalid-json"])
+def test_resume_of_a_damaged_run_json_names_overwrite(work: tuple[Path, Path], damage: str) -> None:
+    exp, run_dir = work
+    blob, problem = DAMAGE[damage]
+    (run_dir / "run.json").write_bytes(blob)
+    result = run_cli(*command("evaluate --resume", exp, run_dir))
+    assert_one_error_line(result, "run.json", problem, "--overwrite")
+    assert (run_dir / "run.json").read_bytes() == blob

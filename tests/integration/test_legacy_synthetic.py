@@ -64,3 +64,43 @@ def test_an_empty_folder_is_one_line(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _no_generation_records(tree: Tree) -> None:
+    for records in tree.root.glob("k*/*/records.csv"):
+        records.unlink()
+
+
+def _empty_generation_records(tree: Tree) -> None:
+    for records in tree.root.glob("k*/*/records.csv"):
+        records.write_text(records.read_text(encoding="utf-8").splitlines()[0] + "\n")
+
+
+@pytest.mark.parametrize(
+    "damage, extra",
+    [
+        ("no records.csv", ()),
+        ("header only", ()),
+        ("students filtered out", ("--student", "nobody")),
+    ],
+)
+def test_nothing_importable_is_an_error_and_writes_nothing(
+    tree: Tree, tmp_path: Path, damage: str, extra: tuple[str, ...]
+) -> None:
+    if damage == "no records.csv":
+        _no_generation_records(tree)
+    elif damage == "header only":
+        _empty_generation_records(tree)
+    out = tmp_path / "imported"
+    result = run_cli("import-reference", str(tree.root), "--out", str(out), *extra)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "nothing to import" in lines[0]
+    assert not out.exists()
+    # an existing --out is left as it was, even with --overwrite
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier import")
+    again = run_cli("import-reference", str(tree.root), "--out", str(out), "--overwrite", *extra)
+    assert again.exit_code == 2, again.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]

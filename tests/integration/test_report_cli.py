@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,26 @@ def test_compare_reference_imports(runs: dict[str, Any], tmp_path: Path) -> None
     assert mixed.exit_code == 2
     for label in ("catalog hash", "grader model", "metric options", "grading prompt"):
         assert label in mixed.stderr
+
+
+def test_report_out_reads_the_run_only(runs: dict[str, Any], tmp_path: Path) -> None:
+    """Defect fixed: `report RUN --out DIR` also rewrote RUN/report/, so it failed on a
+    read-only run folder (an archive, someone else's run)."""
+    run_dir = tmp_path / runs["single"].name
+    shutil.copytree(runs["single"], run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    folders = [run_dir, *(p for p in run_dir.rglob("*") if p.is_dir())]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        out = tmp_path / "out"
+        result = run_cli("report", str(run_dir), "--out", str(out))
+        assert result.exit_code == 0, result.stderr
+        assert (out / "report.html").is_file() and (out / "summary.json").is_file()
+        # where chmod binds (not root) a write would have failed the command; where it does not,
+        # the unchanged folder shows that nothing was written
+        assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+        assert os.access(out / "report.html", os.R_OK)
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)

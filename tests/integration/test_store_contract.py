@@ -25,7 +25,7 @@ from skillmix.store.base import (
     join_key,
 )
 from skillmix.store.local import LocalStore
-from skillmix.store.runs import MANIFEST, RunStore, generation_prefix
+from skillmix.store.runs import MANIFEST, DamagedUnit, RunStore, generation_prefix
 from skillmix.store.s3 import S3Store
 from skillmix.store.uri import open_store
 from tests.fixtures_s3 import S3_TEST_ACCESS_KEY, S3_TEST_SECRET, create_bucket, s3_test_env
@@ -286,6 +286,41 @@ def test_run_store_protocol(store: ArtifactStore) -> None:
     recording.write_bytes(stray, record(99).model_dump_json().encode() + b"\n")
     assert run.finished_records(prefix, GenerationRecord) == records
     assert len(run.unfinished_records(prefix, GenerationRecord)) == 8
+
+
+def test_run_store_checks_parts_and_repairs_a_damaged_unit(store: ArtifactStore) -> None:
+    run = RunStore(store.child("run-2"))
+    prefix = generation_prefix("tiny", 2, 1)
+    writer = run.writer(prefix, part_size=2, flush_seconds=3600)
+    for i in range(4):
+        writer.add(record(i))
+    good, bad = writer.written
+    run.write_manifest(prefix, writer.written)
+    assert run.repair_unit(prefix, GenerationRecord) == []  # sound: nothing to do
+    key = join_key(prefix, bad.key)
+    store.child("run-2").write_bytes(key, record(2).model_dump_json().encode() + b"\n")
+    with pytest.raises(DamagedUnit, match=f"{prefix}: damaged unit: part {bad.key} .*sha256"):
+        run.finished_records(prefix, GenerationRecord)
+    with pytest.raises(DamagedUnit, match="evaluate --resume"):
+        run.generation_records()
+
+    notes = run.repair_unit(prefix, GenerationRecord)
+    assert len(notes) == 1 and bad.key in notes[0]
+    assert run.manifest(prefix) is None  # unfinished again: resumes from the good part
+    assert [p.key for p in run.part_infos(prefix)] == [good.key]
+    aside = run.store.list_keys(join_key(prefix, "_damaged"))
+    assert sorted(k.rsplit("/", 1)[1].split(".")[0] for k in aside) == sorted(
+        [bad.key.split(".")[0], MANIFEST]
+    )
+    assert run.unfinished_records(prefix, GenerationRecord) == [record(0), record(1)]
+
+    # unreadable parts of an unfinished unit are set aside too; a garbage manifest as well
+    store.child("run-2").write_bytes(join_key(prefix, "part-9-cut.jsonl"), b'{"schema_ver')
+    store.child("run-2").write_bytes(join_key(prefix, MANIFEST), b"")
+    notes = run.repair_unit(prefix, GenerationRecord)
+    assert len(notes) == 2 and "not a valid manifest" in notes[0] and "part-9-cut" in notes[1]
+    assert [p.key for p in run.part_infos(prefix)] == [good.key]
+    assert run.repair_unit(prefix, GenerationRecord) == []
 
 
 def test_run_store_part_keys_unique_across_writers(store: ArtifactStore) -> None:

@@ -175,8 +175,8 @@ def test_html_is_well_formed_and_self_contained(crafted: dict[str, Any]) -> None
         assert f'id="{anchor}"' in crafted["html"]
     for anchor in ("failures", "usage", "gallery"):
         assert f'href="#{anchor}"' in crafted["html"]
-    # the same file sits in the run's own report folder
-    assert (crafted["run"] / "report" / "report.html").is_file()
+    # written into --out only: the run folder is only read
+    assert not (crafted["run"] / "report").exists()
     assert "report.html" in crafted["stderr"].strip().splitlines()[-1]
 
 
@@ -265,6 +265,18 @@ def test_partially_graded_run_reports_what_is_finished(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert summary["status"] == "partial"
     assert "**Partial run**" in (run_dir / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def test_partial_run_never_counts_more_verdicts_than_planned(tmp_path: Path) -> None:
+    """Defect fixed: grades of a generation unit without a manifest (unfinished, or its
+    manifest lost) were counted but not planned: "partial run: 18 of 9 grading verdicts"."""
+    run_dir, _ = make_crafted_run(tmp_path)
+    (run_dir / generation_prefix("plain", 2, 1) / "_SUCCESS").unlink()
+    result = run_cli("report", str(run_dir))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: partial run: 9 of 9 grading verdicts and 3 of 6 generations" in result.stderr
+    counts = json.loads((run_dir / "report" / "summary.json").read_text())["counts"]
+    assert counts["grades"] <= counts["planned_grades"]
 
 
 # pure pieces ---------------------------------------------------------------------------------
