@@ -8,6 +8,7 @@ usage, and consult the response cache before every request.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import random
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from skillmix import settings
 from skillmix.backends.base import BackendError, ChatResult
 from skillmix.backends.cache import ResponseCache, cache_key
+from skillmix.backends.mock_replies import ATTEMPT_HEADER, SAMPLE_HEADER
 from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
 from skillmix.config import DEFAULT_BASE_URLS, ModelSpec
@@ -168,16 +170,17 @@ class ChatClient:
                 self.stats.cached += 1
                 return ChatResult.from_cache_value(hit)
         async with self._semaphore:
-            result = await self._request(messages, n)
+            result = await self._request(messages, n, sample)
             # cache before releasing the slot: at most `concurrency` answers are ever uncached
             if self.cache is not None:
                 await self.cache.put(key, result.as_cache_value())
         return result
 
-    async def _request(self, messages: list[dict[str, str]], n: int) -> ChatResult:
+    async def _request(self, messages: list[dict[str, str]], n: int, sample: str) -> ChatResult:
         params = self._params
         estimate = estimate_tokens(messages, params.get("max_tokens"), n)
         attempt = 0
+        tried = 0  # tries the mock injected into: its faults are a function of this number
         while True:
             if self.fatal is not None:
                 raise self.fatal
@@ -193,6 +196,7 @@ class ChatClient:
                     "/chat/completions",
                     cast_to=_raw_response_type(),
                     body={"model": self.spec.model, "messages": messages, "n": n, **params},
+                    options=self._mock_headers(sample, tried),
                 )
                 try:
                     body = raw.json()
@@ -206,6 +210,8 @@ class ChatClient:
                     raise self._final_error(exc, attempt) from None
                 if decision.kind == "rate_limit":
                     self.stats.rate_limited += 1
+                if getattr(exc, "status_code", None) not in (429, 503):
+                    tried += 1
                 delay = backoff_delay(attempt, decision, rng=self._rng)
                 if decision.kind == "rate_limit":
                     self.pacer.pause(delay)
@@ -219,6 +225,15 @@ class ChatClient:
             self.stats.completion_tokens += completion.completion_tokens
             completion.attempts = attempt + 1
             return completion
+
+    def _mock_headers(self, sample: str, tried: int) -> Any:
+        """The mock backend draws a request's faults from its name for it and the try number,
+        so identical runs see the same faults (other backends get no extra headers)."""
+        if self.spec.backend != "mock":
+            return {}
+        if not sample.isascii():
+            sample = hashlib.sha256(sample.encode()).hexdigest()
+        return {"headers": {SAMPLE_HEADER: sample, ATTEMPT_HEADER: str(tried)}}
 
     def _final_error(self, exc: Exception, attempt: int) -> BackendError:
         import openai

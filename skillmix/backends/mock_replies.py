@@ -20,6 +20,9 @@ The mock understands two kinds of request:
   probability ``1 - a``. Replies follow the table or points style of the prompt and parse
   cleanly with :func:`skillmix.method.grading.parse_grader_output`; the malformed variants
   (:func:`malformed_grading_reply`) do not.
+
+The server's fault injection is pure too: :func:`injection_for` draws a request's faults from
+the seed, the request and its try number.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from skillmix.method.text import count_sentences, extract_answer, sentence_limit
@@ -46,6 +49,11 @@ IMPROVEMENT_FACTOR = 0.3
 SENSE_RATE = 0.95
 MALFORMED_VARIANTS = 3
 FALLBACK_TOPIC = "the topic"
+SAMPLE_HEADER = "X-Skillmix-Sample"
+"""Sent by skillmix's client to the mock: its name for a logical request (round, index, re-ask)."""
+ATTEMPT_HEADER = "X-Skillmix-Attempt"
+"""Sent with it: the try number of that request (tries answered 429 or 503 are not counted:
+the mock answers those before injecting anything)."""
 
 CUE_WORDS: tuple[str, ...] = (
     "lantern", "saffron", "compass", "harbor", "violin", "glacier", "teapot", "saddle",
@@ -287,6 +295,52 @@ def request_digest(messages: Sequence[Message], params: ReplyParams) -> str:
 def choice_rng(digest: str, choice: int, stream: str = "reply") -> random.Random:
     """The RNG of one choice (each choice index and stream is independent)."""
     return rng_from({"digest": digest, "choice": choice, "stream": stream})
+
+
+@dataclass(frozen=True)
+class Injection:
+    """The faults the mock server injects into one request (see :func:`injection_for`)."""
+
+    drop: bool = False
+    fail: bool = False
+    stall: bool = False
+    jitter: float = 0.0
+    """A uniform draw in [0, 1): the share of ``jitter_ms`` added to the latency."""
+    malformed: Mapping[int, int] = field(default_factory=dict)
+    """Choice index -> malformed variant (grading replies only)."""
+
+
+@dataclass(frozen=True)
+class InjectionRates:
+    drop: float = 0.0
+    fail: float = 0.0
+    stall: float = 0.0
+    malformed: float = 0.0
+
+
+def injection_for(
+    seed: int, request: str, attempt: int, n: int, rates: InjectionRates
+) -> Injection:
+    """The faults of one try of one request: a pure function of the server seed, the request
+    (``request``: a digest of the request and of the client's name for it) and the try number.
+
+    The same (seed, request, attempt) always gets the same faults, so identical runs see the
+    same sequence, while the next try of a request draws afresh and can succeed.
+    """
+    rng = rng_from({"v": 1, "stream": "inject", "seed": seed, "request": request, "try": attempt})
+    u_drop, u_fail, u_stall, jitter = (rng.random() for _ in range(4))
+    malformed: dict[int, int] = {}
+    for index in range(n):
+        u_bad, variant = rng.random(), rng.randrange(MALFORMED_VARIANTS)
+        if u_bad < rates.malformed:
+            malformed[index] = variant
+    return Injection(
+        drop=u_drop < rates.drop,
+        fail=u_fail < rates.fail,
+        stall=u_stall < rates.stall,
+        jitter=jitter,
+        malformed=malformed,
+    )
 
 
 def _article(word: str) -> str:

@@ -4,8 +4,12 @@ Endpoints: ``GET /health`` (503 during ``startup_delay``, then 200 ``{}``), ``GE
 ``POST /v1/chat/completions``, ``POST /v1/completions`` and ``GET /stats`` (our counters).
 Replies come from the pure functions of :mod:`skillmix.backends.mock_replies`; latency, failures
 (500, dropped connections, long stalls, malformed grader replies) and RPM/TPM limits are
-injected here. Failure decisions use their own seeded RNG stream advanced once per request, so
-a request that failed once can succeed when retried.
+injected here. Every injection is a pure function of the seed, the request and its try number
+(:func:`skillmix.backends.mock_replies.injection_for`): two runs that send the same requests see
+the same faults, and the next try of a request draws afresh, so a retry can succeed. The try
+number comes from the client when it sends :data:`ATTEMPT_HEADER` (skillmix's client does, with
+:data:`SAMPLE_HEADER` naming the logical request), else from the server's count of identical
+requests it has seen. Only the RPM/TPM limits depend on time.
 
 Use :class:`MockServer` in tests and benchmarks (a background thread with its own event loop on
 a real socket) and :func:`run_forever` from the CLI.
@@ -20,7 +24,6 @@ import hmac
 import json
 import math
 import os
-import random
 import socket
 import sys
 import threading
@@ -35,10 +38,13 @@ from typing import IO, Any, Literal
 from aiohttp import web
 
 from skillmix.backends.mock_replies import (
-    MALFORMED_VARIANTS,
+    ATTEMPT_HEADER,
+    SAMPLE_HEADER,
+    InjectionRates,
     Message,
     ReplyParams,
     estimate_tokens,
+    injection_for,
     mock_replies,
     normalize_messages,
 )
@@ -418,8 +424,14 @@ class MockService:
     def __init__(self, config: MockServerConfig) -> None:
         self.config = config
         self.limiter = RateLimiter(config.rpm, config.tpm)
-        seed_blob = json.dumps({"seed": config.seed, "stream": "inject"}).encode()
-        self._inject = random.Random(int.from_bytes(hashlib.sha256(seed_blob).digest()[:8], "big"))
+        self._rates = InjectionRates(
+            drop=config.drop_rate,
+            fail=config.fail_rate,
+            stall=config.timeout_rate,
+            malformed=config.malformed_rate,
+        )
+        self._tries: dict[str, int] = {}
+        """Requests without ATTEMPT_HEADER: how many identical ones reached injection."""
         self.counters = _new_counters()
         self.ready_at: float | None = None
         self._log: IO[str] | None = None
@@ -463,6 +475,20 @@ class MockService:
         counters["requests"] += 1
         by_path = counters["by_path"]
         by_path[path] = by_path.get(path, 0) + 1
+
+    def _try_of(self, request: web.Request, data: Any) -> tuple[str, int]:
+        """The request's identity for injection (a digest of its body, with the client's name
+        for it) and its try number: the client's ATTEMPT_HEADER, else the count of identical
+        requests this server has seen before."""
+        sample = request.headers.get(SAMPLE_HEADER, "")
+        body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(f"{sample}\n{body}".encode()).hexdigest()
+        header = request.headers.get(ATTEMPT_HEADER, "")
+        if header.isascii() and header.isdigit():
+            return digest, int(header)
+        attempt = self._tries.get(digest, 0)
+        self._tries[digest] = attempt + 1
+        return digest, attempt
 
     def _authorized(self, request: web.Request) -> bool:
         key = self.config.api_key
@@ -611,23 +637,18 @@ class MockService:
                     headers=headers,
                 )  # fmt: skip
 
-        # Failure injection: one draw per decision, in arrival order, independent of content.
-        inject = self._inject
-        u_drop, u_fail, u_timeout, u_jitter = (inject.random() for _ in range(4))
-        bad: dict[int, int] = {}
-        for index in range(parsed.n):
-            u_bad, variant = inject.random(), inject.randrange(MALFORMED_VARIANTS)
-            if u_bad < config.malformed_rate:
-                bad[index] = variant
-        delay = (config.latency_ms + u_jitter * config.jitter_ms) / 1000.0
-        if u_drop < config.drop_rate:
+        # Failure injection: a pure function of the seed, the request and its try number.
+        request_id, attempt = self._try_of(request, data)
+        inject = injection_for(config.seed, request_id, attempt, parsed.n, self._rates)
+        delay = (config.latency_ms + inject.jitter * config.jitter_ms) / 1000.0
+        if inject.drop:
             await _sleep(received + delay - time.monotonic())
             counters["dropped"] += 1
             transport = request.transport
             if transport is not None:
                 transport.abort()
             return None
-        if u_fail < config.fail_rate:
+        if inject.fail:
             await _sleep(received + delay - time.monotonic())
             counters["failed"] += 1
             return _error_response(
@@ -643,10 +664,10 @@ class MockService:
             max_tokens=parsed.max_tokens,
             request_seed=parsed.seed,
         )
-        replies = mock_replies(parsed.messages, params, parsed.n, malformed=bad)
+        replies = mock_replies(parsed.messages, params, parsed.n, malformed=inject.malformed)
         completion_tokens = sum(estimate_tokens(r.text) for r in replies)
         counters["malformed"] += sum(1 for r in replies if r.malformed)
-        if u_timeout < config.timeout_rate:
+        if inject.stall:
             counters["timeouts"] += 1
             await _sleep(config.timeout_seconds)
         latency = delay + config.per_token_ms * completion_tokens / 1000.0

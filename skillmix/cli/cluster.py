@@ -135,7 +135,9 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
 @file_option
 @cluster_option
 @click.option(
-    "--dry-run", is_flag=True, help="Plan and render only: create nothing, write nothing."
+    "--dry-run",
+    is_flag=True,
+    help="Plan and render only, as a first launch: no network call (store, Kubernetes API).",
 )
 @click.option(
     "--wait", is_flag=True, help="Watch until the aggregation Job ends, then print the metrics."
@@ -152,11 +154,14 @@ def launch_cmd(
     from skillmix.k8s.cluster import KubeClient
     from skillmix.k8s.launch import plan_launch, prepare_launch, record_launch, rendered_manifests
 
-    name, profile, ctx, run = prepare_launch(load_experiment(file), cluster)
-    lp = plan_launch(ctx, profile, name, run)
+    # a dry run makes no network call: neither the store nor the Kubernetes API is read
+    name, profile, ctx, run = prepare_launch(
+        load_experiment(file), cluster, check_store=not dry_run
+    )
+    lp = plan_launch(ctx, profile, name, None if dry_run else run)
     from skillmix.store.runs import SUMMARY_JSON
 
-    done = lp.finished_units == lp.total_units and run.store.exists(SUMMARY_JSON)
+    done = not dry_run and lp.finished_units == lp.total_units and run.store.exists(SUMMARY_JSON)
     # json: one document; when metrics follow (--wait, or a finished run) they join the plan
     record = lp.record().model_dump(mode="json")
     plan = record if fmt == "json" and (done or (wait and not dry_run)) else None
@@ -170,7 +175,10 @@ def launch_cmd(
         _print_metrics(lp.run_uri, fmt, plan)
         return
     if dry_run:
-        info("dry run: nothing created (see `skillmix render` for the manifests)")
+        info(
+            "dry run: nothing created; the store was not read, so this is the plan of a first "
+            "launch (see `skillmix render` for the manifests)"
+        )
         return
     kube = KubeClient(profile)
     docs = rendered_manifests(lp)

@@ -17,7 +17,11 @@ from skillmix import settings
     help="Port to listen on (0 = pick a free one).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of every reply and injection."
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of every reply and injection (each a function of seed, request and try).",
 )
 @click.option(
     "--model",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -472,6 +473,43 @@ def test_render_to_stdout(
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert sum(d["kind"] == "Job" for d in docs) == ALL_JOBS
     assert all(d["metadata"]["labels"][RUN_LABEL] == run_id for d in docs)
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_launch_dry_run_makes_no_network_call(
+    exp: Path, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """Offline, with the store's endpoint and the API server on closed ports: a dry run plans a
+    first launch without trying either, and says so."""
+    config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    store = {"endpoint_url": closed_port_url(), "credentials_secret": "s3-credentials"}
+    write_profiles(tmp_path, monkeypatch, {"fake": profile(config, "s3://nowhere/runs", s3=store)})
+    monkeypatch.setenv("SKILLMIX_S3_ENDPOINT_URL", store["endpoint_url"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "none")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "none")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    tried: list[object] = []
+
+    def no_connect(sock: socket.socket, address: object) -> None:
+        tried.append(address)
+        raise ConnectionRefusedError(111, "the test allows no network call")
+
+    monkeypatch.setattr(socket.socket, "connect", no_connect)
+    started = time.monotonic()
+    result = launch(exp, "--dry-run", "--format", fmt)
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started < 30
+    assert tried == []
+    assert "the store was not read, so this is the plan of a first launch" in flat(result.stderr)
+    assert f"run id: {run_id}" in result.stderr
+    if fmt == "json":
+        plan = json.loads(result.stdout)
+        assert plan["run_id"] == run_id and plan["attempt"] == 1
+        assert plan["finished_units"] == 0 and len(plan["jobs"]) == ALL_JOBS
+    else:
+        assert str(ALL_JOBS) + " Jobs" in flat(result.stdout)
 
 
 # ---------------------------------------------------------------------------------------------

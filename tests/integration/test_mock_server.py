@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from skillmix.backends.mock_replies import ATTEMPT_HEADER, SAMPLE_HEADER
 from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.catalog import builtin_catalog
 from skillmix.method.grading import parse_grader_output
@@ -207,7 +209,7 @@ def test_injected_failures() -> None:
 
 
 def test_partial_failure_rate_lets_retries_succeed() -> None:
-    """Injection decisions do not depend on the request, so retrying the same one succeeds."""
+    """Each try of a request draws its faults afresh, so retrying the same one succeeds."""
     with MockServer(fail_rate=0.5, seed=1) as srv:
         api = client(srv)
         texts = set()
@@ -222,6 +224,70 @@ def test_partial_failure_rate_lets_retries_succeed() -> None:
         stats = srv.stats()
         assert stats["ok"] == 4 and stats["failed"] > 0
         assert len(texts) == 1  # the same request gets the same reply
+
+
+def _grading_messages(answer: str) -> list[ChatCompletionMessageParam]:
+    prompt = render_grading_prompt(
+        load_prompt_version("grading", "table-v1"), SKILLS, TOPIC, answer
+    )
+    return [{"role": "user", "content": prompt}]
+
+
+Outcomes = dict[int, list[tuple[int, tuple[str, ...]]]]
+
+
+def _outcomes(srv: MockServer, order: list[int], headers: dict[str, str] | None = None) -> Outcomes:
+    """Request i (a grading request, n=2) is sent once per occurrence in ``order``; per request,
+    the sequence of (status, replies) it got."""
+    api = client(srv, default_headers=headers or {})
+    seen: Outcomes = {}
+    for i in order:
+        try:
+            response = api.chat.completions.create(
+                model="g", messages=_grading_messages(f"Bees hum {i} times."), n=2
+            )
+            got = (200, tuple(c.message.content or "" for c in response.choices))
+        except openai.InternalServerError as exc:
+            got = (exc.status_code, ())
+        seen.setdefault(i, []).append(got)
+    return seen
+
+
+INJECTING = MockServerConfig(seed=5, fail_rate=0.3, malformed_rate=0.5)
+
+
+def test_injections_are_a_function_of_the_seed_and_the_request() -> None:
+    """Two servers with the same seed answer each request with the same sequence of faults and
+    replies, whatever other requests arrive in between (and in whichever order)."""
+    order = [0, 1, 2, 3, 4, 5] * 3
+    with MockServer(INJECTING) as srv:
+        first = _outcomes(srv, order)
+    with MockServer(INJECTING) as srv:
+        second = _outcomes(srv, list(reversed(order)))
+        assert srv.stats()["failed"] > 0 and srv.stats()["malformed"] > 0
+    assert first == second
+    # a request's tries differ from one another: a retry can succeed
+    assert any(len(set(tries)) > 1 for tries in first.values())
+    with MockServer(replace(INJECTING, seed=6)) as srv:
+        assert _outcomes(srv, order) != first
+
+
+def test_the_clients_try_number_makes_injection_stateless() -> None:
+    """With the client's try number in ATTEMPT_HEADER the server keeps no count: the same try
+    of the same request gets the same answer every time, on one server or another."""
+    with MockServer(INJECTING) as srv:
+        tries = [
+            _outcomes(srv, [0, 1, 2, 3] * 2, {ATTEMPT_HEADER: str(t), SAMPLE_HEADER: "s"})
+            for t in range(4)
+        ]
+    for outcome in tries:
+        assert all(len(set(seq)) == 1 for seq in outcome.values())  # repeats agree
+    assert len({json.dumps(sorted(t.items())) for t in tries}) > 1  # tries differ
+    with MockServer(INJECTING) as srv:
+        again = _outcomes(srv, [3, 2, 1, 0], {ATTEMPT_HEADER: "2", SAMPLE_HEADER: "s"})
+        other = _outcomes(srv, [3, 2, 1, 0], {ATTEMPT_HEADER: "2", SAMPLE_HEADER: "t"})
+    assert again == {i: seq[:1] for i, seq in tries[2].items()}
+    assert other != again  # the sample names a different logical request
 
 
 def test_timeouts_stall_the_request() -> None:

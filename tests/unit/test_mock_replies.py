@@ -17,6 +17,8 @@ from skillmix.backends.mock_replies import (
     CUE_WORDS,
     GenerationTask,
     GradingTask,
+    Injection,
+    InjectionRates,
     MockReply,
     ReplyParams,
     classify,
@@ -25,6 +27,7 @@ from skillmix.backends.mock_replies import (
     generation_reply,
     grading_reply,
     improved_quality,
+    injection_for,
     malformed_grading_reply,
     mock_replies,
     mock_reply,
@@ -443,3 +446,19 @@ def test_model_specs_and_config_validation() -> None:
     ):
         with pytest.raises(SkillmixError):
             bad_config.validate()
+
+
+def test_injection_is_a_pure_function_of_seed_request_and_try() -> None:
+    rates = InjectionRates(drop=0.2, fail=0.3, stall=0.1, malformed=0.5)
+    draws = [injection_for(7, "req", t, 4, rates) for t in range(40)]
+    assert draws == [injection_for(7, "req", t, 4, rates) for t in range(40)]
+    # later tries draw afresh (a retry can succeed), and other seeds or requests differ
+    assert len({(d.fail, d.drop, d.stall, tuple(d.malformed.items())) for d in draws}) > 1
+    assert any(not (d.fail or d.drop or d.stall) for d in draws)
+    assert draws != [injection_for(8, "req", t, 4, rates) for t in range(40)]
+    assert draws != [injection_for(7, "other", t, 4, rates) for t in range(40)]
+    assert all(set(d.malformed) <= set(range(4)) for d in draws)
+    everything = injection_for(1, "r", 0, 3, InjectionRates(1.0, 1.0, 1.0, 1.0))
+    assert everything.drop and everything.fail and everything.stall
+    assert set(everything.malformed) == {0, 1, 2}
+    assert injection_for(1, "r", 0, 3, InjectionRates()) == Injection(jitter=everything.jitter)
