@@ -100,6 +100,21 @@ def resolve_api_key(spec: ModelSpec) -> str:
     return value
 
 
+def sdk_client(base_url: str, api_key: str, timeout: float) -> Any:
+    """The SDK client a ChatClient sends through. Its aiohttp transport costs less CPU per
+    request than the default (httpx); at hundreds of requests per second the client's CPU is
+    what bounds throughput."""
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=timeout,
+        http_client=DefaultAioHttpClient(timeout=timeout),
+    )
+
+
 class ChatClient:
     """Chat completions for one model spec, shared by every task that uses it (a
     ``ChatBackend``). ``rpm``, ``tpm`` and ``concurrency`` override the spec's budgets (a pod's
@@ -116,9 +131,10 @@ class ChatClient:
         tpm: float | None = None,
         concurrency: int | None = None,
         seed: int = 0,
+        sdk: Any = None,
     ) -> None:
-        from openai import AsyncOpenAI, DefaultAioHttpClient
-
+        """``sdk``: an SDK client to share with other ChatClients of the same endpoint and key
+        (one connection pool instead of one per model; see ``sdk_client``)."""
         self.spec = spec
         self.base_url = base_url
         self.cache = cache
@@ -128,20 +144,13 @@ class ChatClient:
             spec.concurrency if concurrency is None else concurrency
         )
         self._rng = random.Random(seed)
-        # The SDK's aiohttp transport costs less CPU per request than its default (httpx); at
-        # hundreds of requests per second the client's CPU is what bounds throughput.
-        self._client = AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=0,
-            timeout=spec.timeout,
-            http_client=DefaultAioHttpClient(timeout=spec.timeout),
-        )
+        self._client = sdk if sdk is not None else sdk_client(base_url, api_key, spec.timeout)
         self._params = spec.sampling.request_params()  # fixed for the client's lifetime
         self.fatal: BackendError | None = None
 
     async def close(self) -> None:
-        await self._client.close()
+        if not self._client.is_closed():  # a shared SDK client closes once
+            await self._client.close()
 
     def key_for(self, messages: list[dict[str, str]], n: int, sample: str) -> str:
         return cache_key(
@@ -288,32 +297,43 @@ def _error_message(exc: Any) -> str:
 async def preflight(spec: ModelSpec, base_url: str, api_key: str, timeout: float = 10.0) -> None:
     """Fail fast (exit 2, nothing written) on an unreachable endpoint, a rejected key or an
     unknown model, before a run starts."""
+    await preflight_endpoint([spec], base_url, api_key, timeout)
+
+
+async def preflight_endpoint(
+    specs: list[ModelSpec], base_url: str, api_key: str, timeout: float = 10.0
+) -> None:
+    """:func:`preflight` for every spec served by one endpoint with one key: one request
+    (``GET /models``) however many models the endpoint serves."""
     import openai
 
+    first = specs[0]
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=timeout)
     try:
         models = await client.models.list()
         ids = [m.id async for m in models]
     except openai.AuthenticationError:
-        env = spec.resolved_api_key_env() or "the API key"
+        env = first.resolved_api_key_env() or "the API key"
         raise SkillmixError(
-            f"{spec.name}: {base_url} rejected the API key", hint=f"check {env}"
+            f"{first.name}: {base_url} rejected the API key", hint=f"check {env}"
         ) from None
     except openai.APIConnectionError:
         raise SkillmixError(
-            f"{spec.name}: cannot reach {base_url}",
+            f"{first.name}: cannot reach {base_url}",
             hint="check base_url and that the server is running",
         ) from None
     except openai.APIStatusError as exc:
         if exc.status_code == 404:
             return  # some compatible servers do not list models; requests will tell
         raise SkillmixError(
-            f"{spec.name}: {base_url} answered HTTP {exc.status_code} to GET /models"
+            f"{first.name}: {base_url} answered HTTP {exc.status_code} to GET /models"
         ) from None
     finally:
         await client.close()
-    if spec.backend in ("vllm", "mock") and ids and spec.model not in ids:
-        raise SkillmixError(
-            f"{spec.name}: {base_url} does not serve model {spec.model!r}",
-            hint=f"served: {', '.join(ids[:5])}",
-        )
+    served = set(ids)
+    for spec in specs:
+        if spec.backend in ("vllm", "mock") and ids and spec.model not in served:
+            raise SkillmixError(
+                f"{spec.name}: {base_url} does not serve model {spec.model!r}",
+                hint=f"served: {', '.join(ids[:5])}",
+            )

@@ -10,7 +10,7 @@ the budget divided by the number of pods that share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skillmix.backends.cache import ResponseCache
 from skillmix.config import ModelSpec
@@ -49,6 +49,7 @@ def make_client(
     seed: int = 0,
     budget_share: int = 1,
     cache: ResponseCache | None = None,
+    sdk: Any = None,
 ) -> ChatClient:
     """A client for ``spec`` with its share of the budget, caching replies under ``root``.
 
@@ -66,6 +67,7 @@ def make_client(
         tpm=budget.tpm,
         concurrency=budget.concurrency,
         seed=seed,
+        sdk=sdk,
     )
 
 
@@ -77,14 +79,28 @@ def make_clients(
     seed: int = 0,
     budget_share: int = 1,
 ) -> dict[str, ChatClient]:
-    """One client per model spec (by name), sharing the store's response cache."""
+    """One client per model spec (by name), sharing the store's response cache, and one SDK
+    client (connection pool) per endpoint, key and timeout: thousands of students on one
+    server cost one pool, not thousands."""
+    from skillmix.backends.client import resolve_api_key, resolve_endpoint, sdk_client
+
     cache = ResponseCache(root)
-    return {
-        spec.name: make_client(
-            spec, root, mock_url=mock_url, seed=seed, budget_share=budget_share, cache=cache
+    sdks: dict[tuple[str, str, float], Any] = {}
+    clients = {}
+    for spec in specs:
+        key = (resolve_endpoint(spec, mock_url), resolve_api_key(spec), spec.timeout)
+        if key not in sdks:
+            sdks[key] = sdk_client(*key)
+        clients[spec.name] = make_client(
+            spec,
+            root,
+            mock_url=mock_url,
+            seed=seed,
+            budget_share=budget_share,
+            cache=cache,
+            sdk=sdks[key],
         )
-        for spec in specs
-    }
+    return clients
 
 
 __all__ = ["Budget", "budget_share_of", "make_client", "make_clients"]

@@ -21,7 +21,7 @@ from skillmix.artifacts import EvaluationRun, Summary
 from skillmix.backends.client import (
     ChatClient,
     ClientStats,
-    preflight,
+    preflight_endpoint,
     resolve_api_key,
     resolve_endpoint,
 )
@@ -110,7 +110,11 @@ _RECORD_LABEL = re.compile(r"^k=\d+ r\d+(?: g\d+)? #\d+: ")
 
 
 class RichProgress:
-    """Per-phase bars on stderr: done/total, rate, ETA, tokens, retries."""
+    """Per-phase bars on stderr: done/total, rate, ETA, tokens, retries. When stderr is not a
+    terminal (CI, a log file, a pod), a bar cannot redraw: a plain line every
+    ``PLAIN_EVERY`` seconds says the same, from the start."""
+
+    PLAIN_EVERY = 10.0
 
     def __init__(self, clients: dict[str, ChatClient], *, enabled: bool = True) -> None:
         from rich.console import Console
@@ -125,6 +129,11 @@ class RichProgress:
 
         self.clients = clients
         self.console = Console(stderr=True)
+        self.plain = enabled and not self.console.is_terminal
+        self.done: dict[str, int] = {"generate": 0, "grade": 0}
+        self.totals: dict[str, int] = {"generate": 0, "grade": 0}
+        self.started = time.monotonic()
+        self.last_line = 0.0
         self.progress = Progress(
             TextColumn("[bold]{task.description:<9}"),
             BarColumn(),
@@ -135,7 +144,7 @@ class RichProgress:
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}"),
             console=self.console,
-            disable=not enabled,
+            disable=not enabled or self.plain,
             transient=False,
             refresh_per_second=4,
         )
@@ -148,9 +157,25 @@ class RichProgress:
     def add_total(self, phase: str, n: int) -> None:
         task = self.progress.tasks[self.tasks[phase]]
         self.progress.update(self.tasks[phase], total=(task.total or 0) + n)
+        self.totals[phase] += n
+        self._plain_line()
 
     def advance(self, phase: str, n: int = 1) -> None:
         self.progress.advance(self.tasks[phase], n)
+        self.done[phase] += n
+        self._plain_line()
+
+    def _plain_line(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.plain or (not force and now - self.last_line < self.PLAIN_EVERY):
+            return
+        self.last_line = now
+        counts = ", ".join(
+            f"{phase} {self.done[phase]}/{self.totals[phase]}"
+            for phase in ("generate", "grade")
+            if self.totals[phase]
+        )
+        self.console.print(f"progress: {counts or 'starting'} ({now - self.started:.0f}s)")
 
     def refresh_stats(self) -> None:
         for phase, names in self.roles.items():
@@ -170,8 +195,10 @@ class RichProgress:
     @contextlib.contextmanager
     def running(self) -> Iterator[RichProgress]:
         with self.progress:
+            self._plain_line(force=True)
             yield self
             self.refresh_stats()
+            self._plain_line(force=True)
 
 
 @contextlib.contextmanager
@@ -199,14 +226,20 @@ def mock_backend(experiment: Experiment) -> Iterator[str | None]:
 
 
 async def check_endpoints(specs: list[ModelSpec], mock_url: str | None) -> None:
-    seen = set()
+    """One ``GET /models`` per endpoint and key (not per model: an experiment may have
+    thousands of students on one server), a few endpoints at a time."""
+    groups: dict[tuple[str, str], list[ModelSpec]] = {}
     for spec in specs:
-        url = resolve_endpoint(spec, mock_url)
-        key = resolve_api_key(spec)
-        if (url, spec.model, key) in seen:
-            continue
-        seen.add((url, spec.model, key))
-        await preflight(spec, url, key)
+        groups.setdefault((resolve_endpoint(spec, mock_url), resolve_api_key(spec)), []).append(
+            spec
+        )
+    limit = asyncio.Semaphore(8)
+
+    async def check(url: str, key: str, group: list[ModelSpec]) -> None:
+        async with limit:
+            await preflight_endpoint(group, url, key)
+
+    await gather_or_cancel([check(url, key, group) for (url, key), group in groups.items()])
 
 
 def prepare_run(
