@@ -139,3 +139,52 @@ def test_a_fresh_mock_with_the_same_seed_gives_the_same_records(tmp_path: Path) 
     assert (gens, grades) == records_of(runs[1])
     assert any(r["status"] == "failed" for r in gens + grades)
     assert any(r["status"] == "unparsed" for r in grades)
+
+
+def test_a_run_killed_and_resumed_gives_the_same_records(tmp_path: Path) -> None:
+    """SIGKILL a run mid-generation and resume it: the faults replayed after the kill are the
+    ones the uninterrupted run met, so the records are the same."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = replace(ALL_INJECTIONS, rpm=0, latency_ms=40)
+    with MockServer(config) as server:
+        whole = evaluate(server.base_url, tmp_path, "whole", max_retries=8)
+        exp_file = tmp_path / "killed.yaml"
+        evaluate_file = tmp_path / "whole.yaml"
+        exp_file.write_text(
+            evaluate_file.read_text().replace(str(tmp_path / "whole"), str(tmp_path / "killed"))
+        )
+        env = {**os.environ, "SKILLMIX_LOCK_SECONDS": "2"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "skillmix", "evaluate", "-f", str(exp_file), "--no-progress"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not list((tmp_path / "killed").glob("*/generations/*/*/*/part-*.jsonl")):
+                assert proc.poll() is None, "the run ended before it could be killed"
+                assert time.monotonic() < deadline, "no generation part written in 60 s"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        resumed = run_cli(
+            "evaluate", "-f", str(exp_file), "--resume", "--wait-for-lock", "30",
+            "--no-progress", "--allow-failures",
+        )  # fmt: skip
+        assert resumed.exit_code == 0, resumed.stderr
+    (killed,) = [p for p in (tmp_path / "killed").iterdir() if p.name != "_cache"]
+
+    def uncached(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # a resumed run answers what it had asked before the kill from its cache
+        return [{**r, "usage": {**r["usage"], "cached": False}} for r in records]
+
+    (gens, grades), (want_gens, want_grades) = records_of(killed), records_of(whole)
+    assert uncached(gens) == uncached(want_gens)
+    assert uncached(grades) == uncached(want_grades)
