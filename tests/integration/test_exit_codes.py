@@ -64,6 +64,45 @@ NAN = re.compile(r"±\s*nan|>\s*nan\s*<|\|\s*nan\s*\||\bnan ±")
 # ---- runs whose requests fail -----------------------------------------------------------------
 
 
+def test_a_request_the_server_refuses_names_the_status_and_the_servers_message(
+    tmp_path: Path,
+) -> None:
+    """A server that answers every completion with 413 and an OpenAI-style error body."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    async def models(_request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "stu", "object": "model"}]})
+
+    async def completions(_request: web.Request) -> web.Response:
+        body = {"error": {"message": "prompt too large", "type": "invalid_request_error"}}
+        return web.json_response(body, status=413)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", completions)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        result = quick(f"http://127.0.0.1:{port}/v1", tmp_path / "store")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+    assert result.exit_code == 1, result.stderr
+    line = last_line(result)
+    assert "HTTP 413" in line and "prompt too large" in line, line
+
+
 def test_every_request_failing_is_a_failed_run_that_says_why(tmp_path: Path) -> None:
     with MockServer(replace(SERVER, fail_rate=1.0)) as server:
         result = quick(server.base_url, tmp_path / "store")
