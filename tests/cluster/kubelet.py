@@ -376,7 +376,8 @@ class PodWorker(threading.Thread):
         self.report()
         if not self._pull_images():
             return self._on_stop()
-        self._make_volumes()
+        if not self._make_volumes():
+            return self._on_stop()
         for c in self.containers.values():
             for port in c.spec.get("ports") or []:
                 self.ports.setdefault(int(port["containerPort"]), self.kubelet.host_port())
@@ -462,13 +463,88 @@ class PodWorker(threading.Thread):
             self.stopping.wait(min(5.0 * attempt, 30.0))
         return False
 
-    def _make_volumes(self) -> None:
+    def _make_volumes(self) -> bool:
+        """emptyDir: a folder of the pod; secret and configMap: their keys as files;
+        persistentVolumeClaim: a folder per claim, shared by the pods that mount it. A volume
+        that cannot be set up keeps the pod waiting (FailedMount), as on a node."""
         for volume in self.spec.get("volumes") or []:
-            path = self.root / "volumes" / volume["name"]
+            name = volume["name"]
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                path = self.kubelet.workdir / "claims" / self.namespace / claim
+            else:
+                path = self.root / "volumes" / name
             path.mkdir(parents=True, exist_ok=True)
-            if "emptyDir" not in volume:
-                self.event("FailedMount", f"volume {volume['name']}: only emptyDir is supported")
-            self.volumes[volume["name"]] = path
+            while not self.stopping.is_set():
+                problem = self._fill_volume(volume, path)
+                if problem is None:
+                    break
+                self.event(
+                    "FailedMount", f"MountVolume.SetUp failed for volume {name!r}: {problem}"
+                )
+                if self.stopping.wait(5.0):
+                    return False
+            self.volumes[name] = path
+        return not self.stopping.is_set()
+
+    def _fill_volume(self, volume: dict[str, Any], path: Path) -> str | None:
+        """None when the volume is ready, else why not."""
+        if "emptyDir" in volume or "persistentVolumeClaim" in volume:
+            return None
+        for kind, read in (("secret", self.kubelet.secret), ("configMap", self.kubelet.config_map)):
+            if kind in volume:
+                source = volume[kind]
+                ref = source.get("secretName") or source.get("name") or ""
+                try:
+                    data = read(self.namespace, ref)
+                except ConfigError as exc:
+                    return str(exc)
+                if data is None:
+                    return f'{kind.lower()} "{ref}" not found'
+                for key, value in data.items():
+                    (path / key).write_text(value, encoding="utf-8")
+                return None
+        if "projected" in volume:  # e.g. the API access volume ServiceAccount admission adds
+            for source in volume["projected"].get("sources") or []:
+                problem = self._project(source, path)
+                if problem is not None:
+                    return problem
+            return None
+        return f"volume type {sorted(k for k in volume if k != 'name')} is not supported here"
+
+    def _project(self, source: dict[str, Any], path: Path) -> str | None:
+        if "serviceAccountToken" in source:
+            spec = source["serviceAccountToken"]
+            try:
+                token = self.kubelet.token(
+                    self.namespace,
+                    self.spec.get("serviceAccountName") or "default",
+                    int(spec.get("expirationSeconds", 3607)),
+                    spec.get("audience"),
+                )
+            except ConfigError as exc:
+                return str(exc)
+            (path / spec["path"]).write_text(token, encoding="utf-8")
+            return None
+        if "configMap" in source:
+            ref = source["configMap"]
+            try:
+                data = self.kubelet.config_map(self.namespace, ref["name"])
+            except ConfigError as exc:
+                return str(exc)
+            if data is None:
+                return None if ref.get("optional") else f'configmap "{ref["name"]}" not found'
+            for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+                if item["key"] in data:
+                    (path / item["path"]).write_text(data[item["key"]], encoding="utf-8")
+            return None
+        if "downwardAPI" in source:
+            for item in source["downwardAPI"].get("items") or []:
+                if "fieldRef" in item:
+                    value = self._field(item["fieldRef"]["fieldPath"])
+                    (path / item["path"]).write_text(value, encoding="utf-8")
+            return None
+        return f"projected source {sorted(source)} is not supported here"
 
     # ---- init containers and sidecars --------------------------------------------------------
     def _run_init(self, c: Container) -> bool:
@@ -855,6 +931,24 @@ class Kubelet:
 
     def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         return self._data(self.core.read_namespaced_config_map, namespace, name, False)
+
+    def token(self, namespace: str, account: str, seconds: int, audience: str | None) -> str:
+        """A bound service-account token for a pod (the TokenRequest API, as the kubelet)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[audience] if audience else [], expiration_seconds=seconds
+            )
+        )
+        try:
+            answer = self.core.create_namespaced_service_account_token(account, namespace, request)
+        except ApiException as exc:
+            raise ConfigError(
+                f"cannot get a token for {namespace}/{account}: {exc.reason}"
+            ) from None
+        return str(answer.status.token)
 
     def host_port(self) -> int:
         with socket.socket() as s:

@@ -296,3 +296,72 @@ def test_an_image_the_node_cannot_pull_waits_in_err_image_pull(
         if e.involved_object.name == pod.metadata.name and e.reason == "Failed"
     ]
     assert any("registry.invalid/someone/else:1.0" in e.message for e in events)
+
+
+def _volume_job(name: str, secret: str) -> dict[str, Any]:
+    """A Job whose container prints a key of a Secret mounted as a volume."""
+    code = "import os; print(open(os.environ['SECRET_DIR'] + '/KEY').read())"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "labels": {"skillmix.io/run": name}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"skillmix.io/run": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "volumes": [{"name": "s", "secret": {"secretName": secret}}],
+                    "containers": [
+                        {
+                            "name": "client",
+                            "image": IMAGE,
+                            "command": ["python3", "-c", code],
+                            "env": [{"name": "SECRET_DIR", "value": "/etc/s"}],
+                            "volumeMounts": [{"name": "s", "mountPath": "/etc/s"}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_secret_volumes_are_mounted_and_a_missing_one_keeps_the_pod_waiting(
+    cluster: Cluster,
+) -> None:
+    import json
+
+    cluster.kubectl("create", "secret", "generic", "vol-secret", "--from-literal=KEY=s3cret-value")
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(_volume_job("vol-ok", "vol-secret")))
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(_volume_job("vol-missing", "nope")))
+    wait_for(
+        lambda: any(p.status.phase == "Succeeded" for p in cluster.pods("job-name=vol-ok")),
+        "the pod with the Secret volume to finish",
+        60,
+    )
+    [pod] = cluster.pods("job-name=vol-ok")
+    assert cluster.kubectl("logs", pod.metadata.name).strip() == "s3cret-value"
+
+    def failed_mount() -> Any:
+        pods = cluster.pods("job-name=vol-missing")
+        names = {p.metadata.name for p in pods}
+        return [
+            e
+            for e in cluster.core().list_namespaced_event(cluster.namespace).items
+            if e.involved_object.name in names and e.reason == "FailedMount"
+        ]
+
+    [event, *_] = wait_for(failed_mount, "FailedMount", 60)
+    assert 'secret "nope" not found' in event.message
+    [waiting] = cluster.pods("job-name=vol-missing")
+    assert waiting.status.phase == "Pending"
