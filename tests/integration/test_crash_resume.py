@@ -94,14 +94,16 @@ def short_run_lock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKILLMIX_LOCK_SECONDS", "2")
 
 
-@pytest.fixture
-def mock_process(tmp_path: Path) -> Iterator[MockProcess]:
+@contextlib.contextmanager
+def running_mock(tmp_path: Path, latency_ms: int) -> Iterator[MockProcess]:
+    """`skillmix mock-server` in its own process (so that runs can be SIGKILLed beside it),
+    serving the students and the grader, logging every request."""
     port_file = tmp_path / "mock.port"
     log = tmp_path / "requests.jsonl"
     models = [f"{model}={q}" for model, q in STUDENTS.values()] + [f"{GRADER[1]}={GRADER[2]}"]
     args = [sys.executable, "-m", "skillmix", "mock-server", "--host", "127.0.0.1"]
     args += ["--port", "0", "--port-file", str(port_file), "--request-log", str(log)]
-    args += ["--latency-ms", str(LATENCY_MS), "--seed", "1"]
+    args += ["--latency-ms", str(latency_ms), "--seed", "1"]
     for m in models:
         args += ["--model", m]
     proc = subprocess.Popen(
@@ -115,6 +117,12 @@ def mock_process(tmp_path: Path) -> Iterator[MockProcess]:
         stop(proc, signal.SIGTERM)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture
+def mock_process(tmp_path: Path) -> Iterator[MockProcess]:
+    with running_mock(tmp_path, LATENCY_MS) as mock:
+        yield mock
 
 
 def write_experiment(tmp_path: Path, base_url: str) -> Path:

@@ -23,10 +23,9 @@ from skillmix.config import load_experiment
 from skillmix.pipeline.context import RunContext, resolve_context
 from tests.integration.run_checks import check_complete_and_unique, read_manifested_records
 from tests.integration.test_crash_resume import (
-    GRADER,
-    STUDENTS,
     MockProcess,
     ok_keys,
+    running_mock,
     stop,
     store_state,
     wait_for,
@@ -41,25 +40,8 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[MockProcess]:
-    port_file = tmp_path / "mock.port"
-    log = tmp_path / "requests.jsonl"
-    models = [f"{model}={q}" for model, q in STUDENTS.values()] + [f"{GRADER[1]}={GRADER[2]}"]
-    args = [sys.executable, "-m", "skillmix", "mock-server", "--host", "127.0.0.1"]
-    args += ["--port", "0", "--port-file", str(port_file), "--request-log", str(log)]
-    args += ["--latency-ms", str(LATENCY_MS), "--seed", "1"]
-    for m in models:
-        args += ["--model", m]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        wait_for(lambda: port_file.exists() or proc.poll() is not None, "the mock server", 20)
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        yield MockProcess(proc, int(port_file.read_text()), log)
-    finally:
-        stop(proc, signal.SIGTERM)
-        if proc.stderr:
-            proc.stderr.close()
+    with running_mock(tmp_path, LATENCY_MS) as mock:
+        yield mock
 
 
 def evaluate(
