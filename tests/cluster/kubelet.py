@@ -634,8 +634,6 @@ class PodWorker(threading.Thread):
             failures += 1
             if failures >= threshold:
                 return False, f"probe failed {failures} times: {last}"
-            # poll faster than the period while the process is up (the verdict still
-            # counts failures per period, as the kubelet does)
             if self.stopping.wait(period):
                 break
         return False, "stopping"

@@ -619,28 +619,28 @@ def test_empty_store_is_an_error(store: str) -> None:
     assert error_of(minimal(store=store)).startswith("exp.yaml: store: must not be empty")
 
 
-def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "name: exp\nks: [2]\ncombinations: 10\nstudents:\n  - name: s\n    model: m\n"
+            "    model: other\ngrader: {model: j}\n",
+            "7: duplicate key 'model' (first on line 6)",
+        ),
+        (
+            "name: exp\nks: [2]\ncombinations: 10\nstudents: [{name: s, model: m}]\n"
+            "grader: {model: j}\ncombinations: 20\n",
+            "6: duplicate key 'combinations' (first on line 3)",
+        ),
+    ],
+    ids=["nested", "top-level"],
+)
+def test_duplicate_yaml_keys_name_their_line(tmp_path: Path, text: str, where: str) -> None:
     path = tmp_path / "exp.yaml"
-    path.write_text(
-        "name: exp\nks: [2]\ncombinations: 10\nstudents:\n  - name: s\n    model: m\n"
-        "    model: other\ngrader: {model: j}\n",
-        encoding="utf-8",
-    )
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(SkillmixError) as info:
         load_experiment(path)
-    assert info.value.message == f"{path}:7: duplicate key 'model' (first on line 6)"
-
-
-def test_duplicate_top_level_yaml_key_names_its_line(tmp_path: Path) -> None:
-    path = tmp_path / "exp.yaml"
-    path.write_text(
-        "name: exp\nks: [2]\ncombinations: 10\nstudents: [{name: s, model: m}]\n"
-        "grader: {model: j}\ncombinations: 20\n",
-        encoding="utf-8",
-    )
-    with pytest.raises(SkillmixError) as info:
-        load_experiment(path)
-    assert info.value.message == f"{path}:6: duplicate key 'combinations' (first on line 3)"
+    assert info.value.message == f"{path}:{where}"
 
 
 def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
