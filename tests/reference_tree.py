@@ -9,8 +9,12 @@ with the columns the reference writes.
 from __future__ import annotations
 
 import csv
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 GEN_COLUMNS = [
     "k", "skills", "topic", "system prompt",
@@ -52,6 +56,9 @@ def _write(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
+PointsCell = Callable[[int, str, int, int, int], str]  # (k, student, index, g, r) -> points_0
+
+
 def write_tree(
     root: Path,
     *,
@@ -60,11 +67,15 @@ def write_tree(
     grader: str = "gpt-4",
     rows: int = 4,
     grading_rounds: int = 2,
+    generation_rounds: int = 1,
     seed: int = 10,
+    points_cell: PointsCell | None = None,
 ) -> Tree:
+    """The tree; ``points_cell`` overrides the ``points_0`` cell of each graded row (malformed
+    lists, fractions), else every row holds :meth:`Tree.points`."""
     tree = Tree(root, ks, students, grader, rows, grading_rounds)
-    for k in ks:
-        run = root / f"k{k}_s{seed}_vdefault_r1"
+    for k, g in ((k, g) for k in ks for g in range(1, generation_rounds + 1)):
+        run = root / f"k{k}_s{seed}_vdefault_r{g}"
         for student in students:
             generations: list[dict[str, str]] = []
             gradeds: dict[int, list[dict[str, str]]] = {r: [] for r in range(1, grading_rounds + 1)}
@@ -114,7 +125,9 @@ def write_tree(
                             "model_input_0": "[]",
                             "score_0": f"{sum(points):.1f}",
                             "score_extracted_0": f"{sum(points):.1f}",
-                            "points_0": ",".join(f"{p:.1f}" for p in points),
+                            "points_0": points_cell(k, student, i, g, r)
+                            if points_cell
+                            else ",".join(f"{p:.1f}" for p in points),
                             "num_sentences_manual_in_student_answer_0": "1",
                             "true_sentence_lim_pt_0": "1.0",
                             "num_sentences_extracted_eq_num_sentences_model_0": "True",
@@ -125,3 +138,81 @@ def write_tree(
                 folder = run / student / "graded" / f"by_{grader}_on_text_1_{r}_gpt"
                 _write(folder / "records.csv", GRADE_COLUMNS, graded)
     return tree
+
+
+def reference_prints(
+    runs: Path,
+    student: str,
+    *,
+    k: int,
+    seed: int,
+    grader: str = "gpt-4",
+    generation_version: str = "default",
+    grading_version: str = "gpt",
+    generation_rounds: int,
+    grading_rounds: int,
+    vote: str = "majority",
+    gen: str = "max",
+    filter_name: bool = False,
+    filter_skills: Sequence[str] = (),
+    dtype: type[np.floating] = np.float32,
+) -> str:
+    """What the reference's aggregator prints for one (student, k): ``mean ± stderr`` of Full
+    Marks, All Skills and Skill Fraction, space-separated. Its steps, read straight from the
+    CSV files (an independent check of the importer and the aggregator): points cells as
+    strings (padded with 0, truncated), the stored length point, one array converted with
+    ``astype(np.float32)``, np.rint of the round mean, int64 0/1 items for Full Marks and All
+    Skills, a float32 Skill Fraction, ``std(ddof=1) / np.sqrt(n)``. ``dtype=np.float64``
+    gives the same steps in float64 (what the reference would print in double precision)."""
+    size = k + 3
+    score: list[list[list[object]]] = []
+    valid: list[int] = []
+    for g in range(1, generation_rounds + 1):
+        for r in range(1, grading_rounds + 1):
+            folder = (
+                runs
+                / f"k{k}_s{seed}_v{generation_version}_r{g}"
+                / student
+                / "graded"
+                / f"by_{grader}_on_text_1_{r}_{grading_version}"
+            )
+            csv.field_size_limit(2**31 - 1)
+            with (folder / "records.csv").open(encoding="utf-8", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            current: list[list[object]] = []
+            valid = []
+            for idx, row in enumerate(rows):
+                points: list[object] = list(row["points_0"].split(",")) if row["points_0"] else []
+                if len(points) != size:
+                    points = (points + [0] * size)[:size] if points else [0] * size
+                points[-1] = float(row["true_sentence_lim_pt_0"])
+                if filter_name:
+                    text = row["user_0"].split(
+                        "For reference, here are the definitions for the skills"
+                    )[0]
+                    text = text.split("The student's answer was: ")[1].strip().lower()
+                    names = [s.split("(")[0].strip().lower() for s in row["skills"].split(",")]
+                    for j, name in enumerate(names):
+                        if name in text:
+                            points[j] = 0
+                if not any(s.strip() in filter_skills for s in row["skills"].split(",")):
+                    valid.append(idx)
+                current.append(points)
+            score.append(current)
+    arr = np.array(score).astype(dtype).reshape(generation_rounds, grading_rounds, -1, size)
+    arr = np.rint(arr.mean(axis=1)) if vote == "majority" else arr.mean(axis=1)
+    s, o = arr[:, :, :k].sum(axis=2), arr[:, :, k:size].sum(axis=2)
+    metrics = [
+        np.where(arr.sum(axis=2) == size, 1, 0),
+        np.where(s == k, 1, 0) * np.where(o >= 2, 1, 0),
+        np.where(o == 3, s / k, 0),
+    ]
+    out = []
+    n = len(valid)
+    for m in metrics:
+        m = m[:, valid]
+        m = m.max(axis=0) if gen == "max" else m.mean(axis=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the reference prints nan for n = 1
+            out.append(f"{m.mean():.2f} ± {m.std(ddof=1) / np.sqrt(n):.3f}")
+    return " ".join(out)

@@ -12,7 +12,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Literal, cast
 
@@ -265,6 +265,11 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
             {"index": i, "topic": meta[i].topic, "skills": list(meta[i].skills), **scores}
         )
     values = {name: _metric_value(series[name], options) for name in METRIC_NAMES}
+    if options.mode == "reference":  # print what the reference prints: its dtypes, its steps
+        from skillmix.method.reference_numbers import reference_mean_stderr
+
+        for name, (mean, stderr) in reference_mean_stderr(answers, options).items():
+            values[name] = replace(values[name], mean=mean, stderr=stderr)
     return MetricRow(
         student=first.student,
         grader=first.grader,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from skillmix.method.reference_numbers import reference_print, summary_dtype
 from tests.helpers import run_cli
-from tests.reference_tree import Tree, write_tree
+from tests.reference_tree import Tree, reference_prints, write_tree
 
 
 @pytest.fixture
@@ -104,3 +109,100 @@ def test_nothing_importable_is_an_error_and_writes_nothing(
     again = run_cli("import-reference", str(tree.root), "--out", str(out), "--overwrite", *extra)
     assert again.exit_code == 2, again.stderr
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+# ---- reference mode prints what the reference prints ----------------------------------------
+
+METRICS = ("full_marks", "all_skills", "skill_fraction")
+
+
+def aggregate_rows(run: Path, *args: str) -> dict[tuple[str, int], dict[str, Any]]:
+    result = run_cli("aggregate", str(run), "--format", "json", "--bootstrap", "0", *args)
+    assert result.exit_code == 0, result.stderr
+    return {(r["student"], r["k"]): r for r in json.loads(result.stdout)["rows"]}
+
+
+def printed(row: dict[str, Any]) -> str:
+    return " ".join(reference_print(row[m]["mean"], row[m]["stderr"]) for m in METRICS)
+
+
+def quarter_skills(k: int, student: str, index: int, g: int, r: int) -> str:
+    """One of four skills shown (Skill Fraction 0.25) in rows 0-8, none in row 9: the mean is
+    0.225, which float32 holds as 0.22499999 (prints 0.22) and float64 as 0.2250000001 (0.23)."""
+    skills = [1.0, 0.0, 0.0, 0.0] if index < 9 else [0.0] * 4
+    return ",".join(f"{p:.1f}" for p in [*skills, 1.0, 1.0, 1.0])
+
+
+def test_reference_mode_prints_the_float32_skill_fraction(tmp_path: Path) -> None:
+    tree = write_tree(
+        tmp_path / "tree", ks=(4,), students=("gpt-4",), rows=10, points_cell=quarter_skills
+    )
+    out = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(out)).exit_code == 0
+    expected = reference_prints(
+        tree.root, "gpt-4", k=4, seed=10, generation_rounds=1, grading_rounds=2
+    )
+    assert expected.split(" ")[-3:] == ["0.22", "±", "0.025"]  # the reference's own arithmetic
+    reference = aggregate_rows(out, "--mode", "reference")[("gpt-4", 4)]
+    assert printed(reference) == expected
+    assert reference["skill_fraction"]["mean"] == float(np.float32(0.225))
+    strict = aggregate_rows(out, "--mode", "strict")[("gpt-4", 4)]
+    assert strict["skill_fraction"]["mean"] == pytest.approx(0.225, abs=1e-15)
+    assert f"{strict['skill_fraction']['mean']:.2f}" == "0.23"  # strict keeps float64
+    table = run_cli("aggregate", str(out), "--mode", "reference", "--bootstrap", "0")
+    assert table.exit_code == 0 and "0.22 ± 0.025" in table.stdout, table.stdout
+    assert summary_dtype("reference", "skill_fraction") == "float32"
+    assert {summary_dtype("reference", m) for m in METRICS[:2]} == {"float64"}
+    assert {summary_dtype("strict", m) for m in METRICS} == {"float64"}
+
+
+def malformed_points(seed: int):
+    """Random points cells: well-formed 0/1 lists, halves, short, long and empty lists."""
+    rng = random.Random(seed)
+
+    def cell(k: int, student: str, index: int, g: int, r: int) -> str:
+        size = k + 3
+        kind = rng.random()
+        if kind < 0.08:
+            return ""
+        values = [rng.choice(["1.0", "1.0", "0.0", "0.5", "1"]) for _ in range(size)]
+        if kind < 0.16:
+            values = values[: rng.randrange(1, size)]
+        elif kind < 0.22:
+            values += ["1.0"] * rng.randrange(1, 3)
+        return ",".join(values)
+
+    return cell
+
+
+def test_malformed_trees_print_what_the_reference_prints(tmp_path: Path) -> None:
+    compared = differs = 0
+    for seed in (1, 5):  # 10 rows: means on half-cent ties, where float32 and float64 differ
+        tree = write_tree(
+            tmp_path / f"tree{seed}",
+            ks=(2, 3, 4, 5),
+            rows=10,
+            grading_rounds=3,
+            generation_rounds=2,
+            points_cell=malformed_points(seed),
+        )
+        out = tmp_path / f"imported{seed}"
+        assert run_cli("import-reference", str(tree.root), "--out", str(out)).exit_code == 0
+        for vote, gen in itertools.product(("majority", "mean"), ("max", "mean")):
+            rows = aggregate_rows(
+                out, "--mode", "reference", "--vote", vote, "--generation-agg", gen
+            )
+            for (student, k), row in rows.items():
+                settings: dict[str, Any] = {
+                    "k": k, "seed": 10, "generation_rounds": 2, "grading_rounds": 3,
+                    "vote": vote, "gen": gen,
+                }  # fmt: skip
+                expected = reference_prints(tree.root, student, **settings)
+                assert printed(row) == expected, (seed, vote, gen, student, k)
+                double = reference_prints(tree.root, student, **settings, dtype=np.float64)
+                differs += sum(
+                    a != b for a, b in zip(expected.split(), double.split(), strict=True)
+                )
+                compared += 3
+    assert compared == 2 * 4 * 4 * 2 * 3
+    assert differs > 0  # the trees reach the float32 cases, not only the easy ones

@@ -7,11 +7,9 @@ import itertools
 import json
 import re
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pytest
 
 from skillmix.catalog import load_catalog
@@ -21,6 +19,7 @@ from skillmix.method.sampling import sample_combinations
 from skillmix.method.text import count_sentences, extract_answer
 from skillmix.promptset import load_prompt_version
 from tests.helpers import run_cli
+from tests.reference_tree import reference_prints
 
 RUN_DIR = re.compile(r"k(\d+)_s(\d+)_v(.+)_r(\d+)$")
 SPEC_GPT4_SEED10 = {  # SPEC 7: Full Marks / All Skills / Skill Fraction
@@ -182,53 +181,22 @@ def oracle(
     filter_name: bool,
     filter_skills: set[str],
 ) -> str:
-    """SPEC 6 in the reference's own arithmetic (float32 arrays, np.rint), read straight from
+    """SPEC 6 in the reference's own arithmetic (tests/reference_tree.py), read straight from
     the CSV files: an independent check of our importer + aggregator."""
     runs = reference / "runs"
-    gs = sorted(
-        int(run_dir(d.name)[4]) for d in runs.iterdir() if d.name.startswith(f"k{k}_s{seed}_")
+    rounds = sum(1 for d in runs.iterdir() if d.name.startswith(f"k{k}_s{seed}_"))
+    return reference_prints(
+        runs,
+        student,
+        k=k,
+        seed=seed,
+        generation_rounds=rounds,
+        grading_rounds=3,
+        vote=vote,
+        gen=gen,
+        filter_name=filter_name,
+        filter_skills=sorted(filter_skills),
     )
-    scores = []
-    valid: list[int] = []
-    for g in gs:
-        graded_root = runs / f"k{k}_s{seed}_vdefault_r{g}" / student / "graded"
-        for r in (1, 2, 3):
-            rows = read_csv(graded_root / f"by_gpt-4_on_text_1_{r}_gpt" / "records.csv")
-            current, valid = [], []
-            for idx, row in enumerate(rows):
-                pts = [float(x) for x in row["points_0"].split(",")] if row["points_0"] else []
-                pts = (pts + [0.0] * (k + 3))[: k + 3]
-                pts[-1] = float(row["true_sentence_lim_pt_0"])
-                if filter_name:
-                    text = row["user_0"].split(
-                        "For reference, here are the definitions for the skills"
-                    )[0]
-                    text = text.split("The student's answer was: ")[1].strip().lower()
-                    names = [s.split("(")[0].strip().lower() for s in row["skills"].split(",")]
-                    for j, name in enumerate(names):
-                        if name in text:
-                            pts[j] = 0.0
-                if not any(s.strip() in filter_skills for s in row["skills"].split(",")):
-                    valid.append(idx)
-                current.append(pts)
-            scores.append(current)
-    arr = np.array(scores, dtype=np.float32).reshape(len(gs), 3, -1, k + 3)
-    arr = np.rint(arr.mean(axis=1)) if vote == "majority" else arr.mean(axis=1)
-    s, o = arr[:, :, :k].sum(axis=2), arr[:, :, k:].sum(axis=2)
-    metrics = [
-        np.where(s + o == k + 3, 1, 0),
-        np.where(s == k, 1, 0) * np.where(o >= 2, 1, 0),
-        np.where(o == 3, s / k, 0),
-    ]
-    out = []
-    n = len(valid)
-    for m in metrics:
-        m = m[:, valid]
-        m = m.max(axis=0) if gen == "max" else m.mean(axis=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # the reference prints nan for n = 1
-            out.append(f"{m.mean():.2f} ± {m.std(ddof=1) / np.sqrt(n):.3f}")
-    return " ".join(out)
 
 
 @pytest.fixture(scope="module")
