@@ -9,6 +9,7 @@ reported; they never abort the import.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections import defaultdict
@@ -22,6 +23,7 @@ from skillmix.artifacts import ReferenceImportRun
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle
+from skillmix.method.reference_numbers import check_round_limit
 from skillmix.method.text import extract_answer
 from skillmix.records import GenerationRecord, GradeRecord, Turn
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix, utc_now
@@ -69,9 +71,10 @@ class ImportSummary:
         )
 
 
-def read_reference_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a reference CSV, decoded tolerantly (UTF-8, else cp1252)."""
-    data = path.read_bytes()
+def read_reference_csv(path: Path, data: bytes | None = None) -> list[dict[str, str]]:
+    """Rows of a reference CSV (``data``: its bytes, when already read), decoded tolerantly
+    (UTF-8, else cp1252)."""
+    data = path.read_bytes() if data is None else data
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -286,9 +289,18 @@ def import_reference(
     students: Sequence[str] = (),
     grader: str | None = None,
     seed: int | None = None,
+    generation_rounds: int | None = None,
+    grading_rounds: int | None = None,
 ) -> ImportSummary:
     """Read the tree at ``root`` and write generations and grades into ``run``."""
-    imported = read_reference(root, students=students, grader=grader, seed=seed)
+    imported = read_reference(
+        root,
+        students=students,
+        grader=grader,
+        seed=seed,
+        generation_rounds=generation_rounds,
+        grading_rounds=grading_rounds,
+    )
     return write_reference(run, imported)
 
 
@@ -306,12 +318,20 @@ def read_reference(
     students: Sequence[str] = (),
     grader: str | None = None,
     seed: int | None = None,
+    generation_rounds: int | None = None,
+    grading_rounds: int | None = None,
 ) -> ReferenceImport:
     """Read the tree at ``root`` (nothing written). A tree with nothing to import (no
     generation or grade record, e.g. every student filtered out or without records.csv) is
-    a SkillmixError."""
+    a SkillmixError. ``generation_rounds``/``grading_rounds`` N: only rounds 1..N, as the
+    reference's ``--num_generation_rounds``/``--num_grading_rounds`` (N beyond the rounds of
+    the tree is a SkillmixError)."""
     root = Path(root)
     runs, seed, versions = select_runs(root, seed)
+    check_round_limit("generation", generation_rounds, (d.g for d in runs), str(root))
+    check_round_limit("grading", grading_rounds, _grading_rounds(runs, grader), str(root))
+    if generation_rounds is not None:
+        runs = [d for d in runs if d.g <= generation_rounds]
     summary = ImportSummary(
         root=str(root.resolve()), seed=seed, generation_prompt_versions=versions
     )
@@ -319,10 +339,11 @@ def read_reference(
     wanted = set(students)
     seen_students: set[str] = set()
     graders: set[str] = set()
-    grading_rounds: set[int] = set()
+    found_rounds: set[int] = set()
     grading_versions: set[str] = set()
     rounds_by_k: dict[int, set[int]] = defaultdict(set)
     grade_rounds_by_unit: dict[tuple[str, str, int, int], set[int]] = defaultdict(set)
+    grade_files: dict[tuple[str, str, int, int], dict[int, str]] = defaultdict(dict)
     for d in runs:
         rounds_by_k[d.k].add(d.g)
         for student_dir in sorted(p for p in d.path.iterdir() if p.is_dir()):
@@ -346,13 +367,19 @@ def read_reference(
                     continue
                 if grader and match["grader"] != grader:
                     continue
+                if grading_rounds is not None and int(match["r"]) > grading_rounds:
+                    continue
                 grade_csv = gdir / "records.csv"
                 gwhere = str(grade_csv.relative_to(root))
                 if not grade_csv.is_file():
                     summary.issues.append(ImportIssue(gwhere, "missing grade records"))
                     continue
                 r = int(match["r"])
-                rows = read_reference_csv(grade_csv)
+                data = grade_csv.read_bytes()
+                grade_files[(match["grader"], student, d.k, d.g)][r] = hashlib.sha256(
+                    data
+                ).hexdigest()
+                rows = read_reference_csv(grade_csv, data)
                 if len(rows) < len(generations):
                     summary.issues.append(
                         ImportIssue(
@@ -374,7 +401,7 @@ def read_reference(
                 units.append((grade_prefix(match["grader"], student, d.k, d.g, r), grades))
                 summary.grades += len(grades)
                 graders.add(match["grader"])
-                grading_rounds.add(r)
+                found_rounds.add(r)
                 grading_versions.add(match["version"])
                 grade_rounds_by_unit[(match["grader"], student, d.k, d.g)].add(r)
     all_g = set().union(*rounds_by_k.values())
@@ -382,13 +409,18 @@ def read_reference(
         for g in sorted(all_g - gs):
             summary.issues.append(ImportIssue(str(root), f"k={k}: generation round {g} is missing"))
     for (grader_name, student, k, g), rs in sorted(grade_rounds_by_unit.items()):
-        for r in sorted(grading_rounds - rs):
+        for r in sorted(found_rounds - rs):
             summary.issues.append(
                 ImportIssue(
                     str(root),
                     f"{student} k={k} r{g}: grading round {r} by {grader_name} is missing",
                 )
             )
+    identical = identical_grading_units(grade_files)
+    if identical:
+        summary.issues.append(
+            ImportIssue(str(root), identical_rounds_message(identical, len(grade_files)))
+        )
     if wanted - seen_students:
         summary.issues.append(
             ImportIssue(
@@ -399,7 +431,7 @@ def read_reference(
     summary.students = sorted(seen_students)
     summary.graders = sorted(graders)
     summary.generation_rounds = sorted(all_g)
-    summary.grading_rounds = sorted(grading_rounds)
+    summary.grading_rounds = sorted(found_rounds)
     summary.grading_prompt_versions = sorted(grading_versions)
     if summary.generations == 0 and summary.grades == 0:
         found = "; ".join(str(issue) for issue in summary.issues[:3]) or "no records"
@@ -408,6 +440,44 @@ def read_reference(
             hint="check the tree, --student and --grader (nothing was written)",
         )
     return ReferenceImport(summary, units)
+
+
+def _grading_rounds(runs: Sequence[_RunDir], grader: str | None) -> set[int]:
+    """Every grading round folder of the tree (for checking ``--grading-rounds``)."""
+    rounds = set()
+    for d in runs:
+        for gdir in d.path.glob("*/graded/by_*"):
+            match = GRADED_DIR.match(gdir.name)
+            if match and gdir.is_dir() and (not grader or match["grader"] == grader):
+                rounds.add(int(match["r"]))
+    return rounds
+
+
+UnitKey = tuple[str, str, int, int]  # grader, student, k, generation round
+
+
+def identical_grading_units(
+    files: dict[UnitKey, dict[int, str]],
+) -> list[tuple[UnitKey, list[int]]]:
+    """Units whose grading round files (two or more) are byte-identical, with those rounds. The reference's ``grade.py --nruns R`` appends one record object R times, so all
+    its R files hold the last sample only: R copies of one grading, not R gradings."""
+    return [
+        (unit, sorted(digests))
+        for unit, digests in sorted(files.items())
+        if len(digests) > 1 and len(set(digests.values())) == 1
+    ]
+
+
+def identical_rounds_message(units: Sequence[tuple[UnitKey, list[int]]], total: int) -> str:
+    """One line for all units with byte-identical grading rounds."""
+    (grader, student, k, g), rounds = units[0]
+    return (
+        f"{len(units)} of {total} grading units have byte-identical grading rounds (e.g. "
+        f"{student} k={k} r{g} by {grader}: rounds {', '.join(map(str, rounds))} are the same file): the "
+        "reference's grade.py --nruns R writes one grading R times, so such rounds are one "
+        "grading; the numbers are the reference's, but agreement between these rounds means "
+        "nothing"
+    )
 
 
 def _write_unit(run: RunStore, prefix: str, records: Sequence[Any]) -> None:

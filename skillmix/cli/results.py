@@ -95,9 +95,14 @@ def metrics_table(
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+    from skillmix.method.reference_numbers import reference_print
     from skillmix.report.markup import fmt, fmt_stderr
 
+    reference = metrics.settings.mode == "reference"
+
     def cell(value: MetricValueJson, n: int) -> str:
+        if reference:  # exactly the reference's print ("nan" included)
+            return reference_print(value.mean, value.stderr)
         # None stands for NaN in JSON: a value that cannot be computed says so, never "nan"
         return f"{fmt(value.mean)} ± {fmt_stderr(value.stderr, n)}"
 
@@ -126,9 +131,24 @@ def metrics_table(
     return table
 
 
+def round_options(f):
+    """Use only the first N rounds (the reference's --num_generation_rounds/--num_grading_rounds)."""
+    for kind in ("grading", "generation"):
+        f = click.option(
+            f"--{kind}-rounds",
+            f"{kind}_rounds",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"Use only {kind} rounds 1..N (as the reference's --num_{kind}_rounds). "
+            "Default: every round.",
+        )(f)
+    return f
+
+
 @click.command("aggregate")
 @click.argument("run_dir")
 @metric_options
+@round_options
 @click.option("--reparse", is_flag=True, help="Re-read points from the stored raw grader replies.")
 @click.option("--details", is_flag=True, help="JSON: include per-skill and per-topic rates.")
 @format_option(("table", "json", "csv"))
@@ -140,6 +160,8 @@ def aggregate_cmd(
     filter_explicit_name: str | None,
     filter_skills: str,
     bootstrap_samples: int,
+    generation_rounds: int | None,
+    grading_rounds: int | None,
     reparse: bool,
     details: bool,
     fmt: str,
@@ -154,13 +176,31 @@ def aggregate_cmd(
     )
     store = open_store(run_dir)
     store.check()  # an unusable store is reported as by `evaluate` (same line, same code)
-    result = aggregate_run(RunStore(store), options, reparse=reparse, check_filter=True)
+    result = aggregate_run(
+        RunStore(store),
+        options,
+        reparse=reparse,
+        check_filter=True,
+        generation_rounds=generation_rounds,
+        grading_rounds=grading_rounds,
+    )
+    rounds = {
+        f"{kind}_rounds": limit
+        for kind, limit in (("generation", generation_rounds), ("grading", grading_rounds))
+        if limit is not None
+    }
     if fmt == "json":
-        click.echo(result.to_json(details=details))
+        data = result.as_dict(details=details)
+        data["settings"].update(rounds)  # which rounds were used, when not all
+        echo_json(data)
     elif fmt == "csv":
         click.echo(result.to_csv(), nl=False)
     else:
         stdout_console().print(metrics_table(result.section()))
+        if rounds:
+            info(
+                "rounds used: " + ", ".join(f"{k.split('_')[0]} 1..{n}" for k, n in rounds.items())
+            )
         unparsed = sum(r.unparsed for r in result.rows)
         if unparsed:
             warn(
@@ -177,6 +217,7 @@ def aggregate_cmd(
 @click.option("--grader", default=None, help="Import only grades by this grader.")
 @click.option("--seed", type=int, default=None, help="Seed to import when the tree holds several.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@round_options
 @format_option(("table", "json"))
 def import_reference_cmd(
     root: str,
@@ -185,6 +226,8 @@ def import_reference_cmd(
     grader: str | None,
     seed: int | None,
     overwrite: bool,
+    generation_rounds: int | None,
+    grading_rounds: int | None,
     fmt: str,
 ) -> None:
     """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
@@ -193,7 +236,14 @@ def import_reference_cmd(
     from skillmix.store.uri import open_store
 
     # read and check the whole tree before touching --out (nothing importable: an error)
-    imported = read_reference(root, students=students, grader=grader, seed=seed)
+    imported = read_reference(
+        root,
+        students=students,
+        grader=grader,
+        seed=seed,
+        generation_rounds=generation_rounds,
+        grading_rounds=grading_rounds,
+    )
     store = open_store(out)
     store.check()
     run = RunStore(store)

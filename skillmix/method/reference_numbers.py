@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+
+from skillmix.errors import SkillmixError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from skillmix.method.metrics import GradedAnswer, MetricMode, MetricOptions
 
 SummaryDtype = Literal["float32", "float64"]
+RoundKind = Literal["generation", "grading"]
 REFERENCE_FORMAT = "{:.2f} ± {:.3f}"  # the reference's print of one metric
 
 
@@ -140,3 +143,48 @@ def _per_combination(
         for name, values in _item_arrays(voted, k).items():
             out[name].append(values.max() if options.generation_agg == "max" else values.mean())
     return {name: np.array(values) for name, values in out.items()}
+
+
+class _Rounded(Protocol):
+    @property
+    def generation_round(self) -> int: ...
+    @property
+    def grading_round(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Rounded)
+
+
+def check_round_limit(
+    kind: RoundKind, limit: int | None, present: Iterable[int], where: str
+) -> None:
+    """``--generation-rounds N`` / ``--grading-rounds N`` keep rounds 1..N, as the reference's
+    ``--num_generation_rounds`` / ``--num_grading_rounds`` do. N must be at least 1 and at most
+    the highest round present (more would silently use fewer rounds than asked)."""
+    if limit is None:
+        return
+    rounds = sorted(set(present))
+    option = f"--{kind}-rounds"
+    if limit < 1:
+        raise SkillmixError(f"{option}: {limit} is not a round count", hint="pass N >= 1")
+    if not rounds or limit > rounds[-1]:
+        found = ", ".join(map(str, rounds)) or "none"
+        raise SkillmixError(
+            f"{option}: {limit} {kind} rounds asked, {where} has {kind} rounds {found}",
+            hint=f"pass N <= {rounds[-1]}" if rounds else "there is nothing to select",
+        )
+
+
+def limit_rounds(
+    records: Sequence[R], generation_rounds: int | None, grading_rounds: int | None, where: str
+) -> list[R]:
+    """The records of generation rounds 1..G and grading rounds 1..R (None: all), checked
+    against the rounds the records hold (:func:`check_round_limit`)."""
+    check_round_limit("generation", generation_rounds, (r.generation_round for r in records), where)
+    check_round_limit("grading", grading_rounds, (r.grading_round for r in records), where)
+    return [
+        r
+        for r in records
+        if (generation_rounds is None or r.generation_round <= generation_rounds)
+        and (grading_rounds is None or r.grading_round <= grading_rounds)
+    ]

@@ -12,6 +12,7 @@ from skillmix.artifacts import EvaluationRun, MetricsSection
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
+from skillmix.method.reference_numbers import limit_rounds
 from skillmix.records import GradeRecord
 from skillmix.store.runs import RunStore
 
@@ -95,10 +96,18 @@ def resume_hint(run: RunStore) -> str:
 
 
 def aggregate_run(
-    run: RunStore, options: MetricOptions, *, reparse: bool = False, check_filter: bool = False
+    run: RunStore,
+    options: MetricOptions,
+    *,
+    reparse: bool = False,
+    check_filter: bool = False,
+    generation_rounds: int | None = None,
+    grading_rounds: int | None = None,
 ) -> RunMetrics:
     """Metrics from every finished grading unit of the run. ``check_filter``: a filtered skill
-    that no graded combination contains is an error (a typo on the command line, not a no-op)."""
+    that no graded combination contains is an error (a typo on the command line, not a no-op).
+    ``generation_rounds``/``grading_rounds`` N: only rounds 1..N (as the reference's
+    ``--num_generation_rounds``/``--num_grading_rounds``)."""
     if run.read_run() is None and run.is_empty():  # reading checks a run.json that exists
         raise SkillmixError(
             f"{run.uri}: no run found here", hint="pass a run folder (it holds run.json)"
@@ -115,4 +124,6 @@ def aggregate_run(
                 hint="names must match the catalog's `skill` column exactly "
                 "(see `skillmix catalog list`)",
             )
+    if generation_rounds is not None or grading_rounds is not None:
+        records = limit_rounds(records, generation_rounds, grading_rounds, run.uri)
     return aggregate_records(records, options, reparse=reparse, run=run.uri)
