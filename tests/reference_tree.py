@@ -70,9 +70,11 @@ def write_tree(
     generation_rounds: int = 1,
     seed: int = 10,
     points_cell: PointsCell | None = None,
+    identical_rounds: bool = False,
 ) -> Tree:
     """The tree; ``points_cell`` overrides the ``points_0`` cell of each graded row (malformed
-    lists, fractions), else every row holds :meth:`Tree.points`."""
+    lists, fractions), else every row holds :meth:`Tree.points`. The grading rounds' replies
+    differ, unless ``identical_rounds`` (as the reference's ``grade.py --nruns`` writes them)."""
     tree = Tree(root, ks, students, grader, rows, grading_rounds)
     for k, g in ((k, g) for k in ks for g in range(1, generation_rounds + 1)):
         run = root / f"k{k}_s{seed}_vdefault_r{g}"
@@ -121,7 +123,7 @@ def write_tree(
                             "topic": topic,
                             "system prompt": "You are a helpful assistant.",
                             "user_0": f"Please grade the student's answer about {topic}.",
-                            "assistant_0": f"Here's the grading table:\n\n{table}",
+                            "assistant_0": f"Here's the grading table{'' if identical_rounds else f' (sample {r})'}:\n\n{table}",
                             "model_input_0": "[]",
                             "score_0": f"{sum(points):.1f}",
                             "score_extracted_0": f"{sum(points):.1f}",

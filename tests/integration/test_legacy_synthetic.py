@@ -206,3 +206,120 @@ def test_malformed_trees_print_what_the_reference_prints(tmp_path: Path) -> None
                 compared += 3
     assert compared == 2 * 4 * 4 * 2 * 3
     assert differs > 0  # the trees reach the float32 cases, not only the easy ones
+
+
+# ---- a subset of rounds ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_by_three(tmp_path: Path) -> Tree:
+    """Three generation and three grading rounds with malformed points."""
+    return write_tree(
+        tmp_path / "tree",
+        ks=(3, 4),
+        rows=10,
+        grading_rounds=3,
+        generation_rounds=3,
+        points_cell=malformed_points(7),
+    )
+
+
+@pytest.mark.parametrize(("g", "r"), [(1, 1), (2, 3), (3, 2)])
+def test_aggregate_uses_the_first_rounds_as_the_reference(
+    three_by_three: Tree, tmp_path: Path, g: int, r: int
+) -> None:
+    out = tmp_path / "imported"
+    assert run_cli("import-reference", str(three_by_three.root), "--out", str(out)).exit_code == 0
+    rounds = ("--generation-rounds", str(g), "--grading-rounds", str(r))
+    result = run_cli("aggregate", str(out), "--format", "json", "--mode", "reference", *rounds)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["settings"]["generation_rounds"] == g and data["settings"]["grading_rounds"] == r
+    rows = {(row["student"], row["k"]): row for row in data["rows"]}
+    full = aggregate_rows(out, "--mode", "reference")
+    for (student, k), row in rows.items():
+        expected = reference_prints(
+            three_by_three.root, student, k=k, seed=10, generation_rounds=g, grading_rounds=r
+        )
+        assert printed(row) == expected, (student, k)
+    # the full grid differs from at least one subset: the flags are not ignored
+    assert any(printed(rows[key]) != printed(full[key]) for key in rows) or (g, r) == (3, 3)
+    # importing only those rounds gives the same numbers
+    sub = tmp_path / "subset"
+    imported = run_cli(
+        "import-reference", str(three_by_three.root), "--out", str(sub), "--format", "json", *rounds
+    )
+    assert imported.exit_code == 0, imported.stderr
+    summary = json.loads(imported.stdout)
+    assert summary["generation_rounds"] == list(range(1, g + 1))
+    assert summary["grading_rounds"] == list(range(1, r + 1))
+    assert summary["grades"] == g * r * len(three_by_three.ks) * 2 * three_by_three.rows
+    assert {key: printed(v) for key, v in aggregate_rows(sub, "--mode", "reference").items()} == {
+        key: printed(v) for key, v in rows.items()
+    }
+
+
+@pytest.mark.parametrize("command", ["aggregate", "import-reference"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--generation-rounds", "4", "--generation-rounds: 4 generation rounds asked"),
+        ("--grading-rounds", "5", "--grading-rounds: 5 grading rounds asked"),
+        ("--generation-rounds", "0", "Invalid value for '--generation-rounds'"),
+        ("--grading-rounds", "-1", "Invalid value for '--grading-rounds'"),
+        ("--grading-rounds", "two", "Invalid value for '--grading-rounds'"),
+    ],
+)
+def test_a_bad_round_count_is_one_line_and_writes_nothing(
+    three_by_three: Tree, tmp_path: Path, command: str, flag: str, value: str, message: str
+) -> None:
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(three_by_three.root), "--out", str(run)).exit_code == 0
+    out = tmp_path / "new"
+    args = (
+        ["aggregate", str(run)]
+        if command == "aggregate"
+        else ["import-reference", str(three_by_three.root), "--out", str(out)]
+    )
+    result = run_cli(*args, flag, value)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not out.exists()
+
+
+# ---- byte-identical grading rounds -------------------------------------------------------------
+
+
+def test_identical_grading_rounds_are_named_once(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree", grading_rounds=3, identical_rounds=True)
+    out = tmp_path / "imported"
+    result = run_cli("import-reference", str(tree.root), "--out", str(out), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    issues = json.loads(result.stdout)["issues"]
+    units = len(tree.ks) * len(tree.students)
+    assert len(issues) == 1 and f"{units} of {units} grading units" in issues[0]
+    assert "byte-identical" in issues[0] and "rounds 1, 2, 3 are the same file" in issues[0]
+    assert "grade.py --nruns" in issues[0]
+    assert result.stderr.count("warning:") == 1
+    # the numbers are the reference's all the same
+    rows = aggregate_rows(out, "--mode", "reference")
+    for (student, k), row in rows.items():
+        expected = reference_prints(
+            tree.root, student, k=k, seed=10, generation_rounds=1, grading_rounds=3
+        )
+        assert printed(row) == expected
+    # one unit whose rounds differ is not named
+    graded = next(tree.root.glob(f"k2_*/{tree.students[0]}/graded/*_2_gpt/records.csv"))
+    graded.write_text(
+        graded.read_text(encoding="utf-8").replace("grading table", "table"), encoding="utf-8"
+    )
+    again = run_cli(
+        "import-reference", str(tree.root), "--out", str(out), "--overwrite", "--format", "json"
+    )
+    assert f"{units - 1} of {units} grading units" in json.loads(again.stdout)["issues"][0]
+
+
+def test_distinct_grading_rounds_raise_no_warning(tree: Tree, tmp_path: Path) -> None:
+    result = run_cli("import-reference", str(tree.root), "--out", str(tmp_path / "imported"))
+    assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
