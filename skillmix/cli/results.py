@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from skillmix.artifacts import MetricsSection, MetricValueJson
+    from skillmix.pipeline.context import RunContext
+    from skillmix.store.runs import RunStore
 
 
 def metric_options(f):
@@ -266,3 +268,23 @@ def import_reference_cmd(
         )
     for issue in summary.issues:
         warn(str(issue))
+
+
+def open_report_run(run_uri: str) -> tuple[RunStore, RunContext]:
+    """The run folder and context ``skillmix report`` reads: an evaluation run's own, or for a
+    reference import one made from the import (legacy.reference_context), whose byte-identical
+    grading rounds are named again (its agreement view compares copies)."""
+    from skillmix.artifacts import ReferenceImportRun
+    from skillmix.legacy import reference_context
+    from skillmix.pipeline.context import open_run
+    from skillmix.store.runs import RunStore
+    from skillmix.store.uri import open_store
+
+    run = RunStore(open_store(run_uri))
+    info = run.read_run()
+    if not isinstance(info, ReferenceImportRun):
+        return open_run(run_uri)
+    for issue in info.issues:
+        if "byte-identical grading rounds" in issue:
+            warn(issue)
+    return run, reference_context(info, run, run_uri)

@@ -366,11 +366,10 @@ def score_cmd(
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,
     no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
-    from skillmix.cli.results import metrics_table
-    from skillmix.pipeline.context import open_run
+    from skillmix.cli.results import metrics_table, open_report_run
     from skillmix.report.build import build_report
 
-    run, ctx = open_run(run_uri)
+    run, ctx = open_report_run(run_uri)  # a reference import too
     summary, files, metrics = build_report(run, ctx, dpi=dpi)
     if out:  # only into --out: the run folder may be read-only (someone else's, an archive)
         write_files(out, files)
