@@ -14,7 +14,7 @@ import pytest
 
 from skillmix.method.reference_numbers import reference_print, summary_dtype
 from tests.helpers import run_cli
-from tests.reference_tree import Tree, reference_prints, write_tree
+from tests.reference_tree import SKILLS, TOPICS, Tree, reference_prints, write_tree
 
 
 @pytest.fixture
@@ -323,3 +323,68 @@ def test_identical_grading_rounds_are_named_once(tmp_path: Path) -> None:
 def test_distinct_grading_rounds_raise_no_warning(tree: Tree, tmp_path: Path) -> None:
     result = run_cli("import-reference", str(tree.root), "--out", str(tmp_path / "imported"))
     assert result.exit_code == 0 and "warning" not in result.stderr, result.stderr
+
+
+# ---- reports of an imported tree -------------------------------------------------------------
+
+
+def test_report_of_an_import_has_every_view(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree", grading_rounds=3, generation_rounds=2, rows=6)
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(run)).exit_code == 0
+    result = run_cli("report", str(run), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr  # rounds differ: nothing to say
+    summary = json.loads((run / "report" / "summary.json").read_text(encoding="utf-8"))
+    assert json.loads(result.stdout)["run_id"] == summary["run_id"] == "imported"
+    assert summary["status"] == "complete"
+    counts = summary["counts"]
+    planned = len(tree.ks) * len(tree.students) * 2 * tree.rows
+    assert counts["generations"] == counts["planned_generations"] == planned
+    assert counts["grades"] == counts["planned_grades"] == planned * 3
+    assert summary["metrics"]["settings"]["mode"] == "reference"
+    # the headline numbers are aggregate --mode reference's
+    rows = aggregate_rows(run, "--mode", "reference")
+    for row in summary["metrics"]["rows"]:
+        assert printed(row) == printed(rows[(row["student"], row["k"])])
+    # per-skill, per-topic, examples and agreement views, from the imported data
+    assert {r["skill"] for r in summary["skill_rates"]["rows"]} == set(SKILLS)
+    assert {r["topic"] for r in summary["topic_rates"]["rows"]} == set(TOPICS)
+    assert summary["gallery"] and all(
+        "answer" in e and e["student"] in tree.students for e in summary["gallery"]
+    )
+    assert summary["agreement"]["grading_rounds"] == 3 and summary["agreement"]["rows"]
+    page = (run / "report" / "report.html").read_text(encoding="utf-8")
+    assert "Sewing answer 0 of gpt-4." in page and "red herring" in page
+    assert (run / "report" / "report.md").is_file() and (run / "report" / "metrics.csv").is_file()
+
+
+def test_report_of_an_import_names_identical_rounds(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "tree", grading_rounds=2, identical_rounds=True)
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(run)).exit_code == 0
+    out = tmp_path / "report-elsewhere"
+    result = run_cli("report", str(run), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "byte-identical grading rounds" in warnings[0]
+    assert (out / "report.html").is_file() and not (run / "report").exists()
+    # the table prints the reference's cells
+    assert "1.00 ± 0.000" in result.stdout
+
+
+def test_report_of_an_import_with_two_graders_is_one_line(tmp_path: Path) -> None:
+    write_tree(tmp_path / "tree", grader="gpt-4")
+    tree = write_tree(tmp_path / "tree", grader="claude")
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(run)).exit_code == 0
+    result = run_cli("report", str(run))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a report needs one grader" in lines[0] and "--grader" in lines[0]
+    assert not (run / "report").exists()
+    one = tmp_path / "one"
+    assert (
+        run_cli("import-reference", str(tree.root), "--out", str(one), "--grader", "claude")
+    ).exit_code == 0
+    assert run_cli("report", str(one)).exit_code == 0

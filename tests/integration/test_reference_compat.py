@@ -410,3 +410,31 @@ def test_a_subset_of_rounds_matches_the_reference_arithmetic(reference, imported
             grading_rounds=r,
         )  # fmt: skip
         assert ours == expected, (row["student"], row["k"])
+
+
+def test_report_of_the_reference_runs(reference, imported, tmp_path) -> None:
+    out = tmp_path / "report"
+    result = run_cli("report", str(imported[10]), "--out", str(out), "--dpi", "50")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("byte-identical grading rounds") == 1
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["status"] == "complete"
+    assert summary["counts"]["generations"] == 150 and summary["counts"]["grades"] == 450
+    got = {
+        r["k"]: tuple(f"{r[m]['mean']:.2f}" for m in ("full_marks", "all_skills", "skill_fraction"))
+        for r in summary["metrics"]["rows"]
+        if r["student"] == "gpt-4"
+    }
+    assert got == SPEC_GPT4_SEED10
+    # the catalog and prompts beside runs/ give categories and the prompt versions' hashes
+    catalog = load_catalog(reference / "skills.csv", reference / "topics.txt")
+    categories = {r["category"] for r in summary["skill_rates"]["rows"]}
+    assert "" not in categories and len(categories) > 1
+    generation = load_prompt_version("generation", "default", reference / "prompts")
+    assert summary["prompts"]["generation"]["hash"] == generation.content_hash()
+    assert summary["prompts"]["grading"]["name"] == "gpt"
+    assert summary["catalog"]["skills"] == len(catalog.skills)
+    topics = {r["topic"] for r in summary["topic_rates"]["rows"]}
+    assert topics and topics <= set(catalog.topics)
+    assert summary["gallery"] and {e["topic"] for e in summary["gallery"]} <= topics
+    assert summary["agreement"]["rows"]
