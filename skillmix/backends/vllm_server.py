@@ -123,9 +123,13 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+# no proxy: the server is on loopback, whatever HTTP_PROXY says
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _healthy(url: str, timeout: float) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
+        with _OPENER.open(url, timeout=timeout) as response:  # loopback only
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -177,6 +181,10 @@ class VllmServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches every child
         )
+        # should skillmix itself be killed (SIGKILL), this says which group to end by hand
+        pid = self.process.pid
+        self._log.write(f"# skillmix: pid {pid}; stop it with: kill -- -{pid}\n".encode())
+        self._log.flush()
 
     def wait_healthy(self, *, poll: float = 0.5) -> None:
         """Until ``GET /health`` answers 200; the process exiting or the bound passing is a
@@ -257,11 +265,15 @@ def _stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
     pgid = process.pid
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        process.poll()  # reap the leader: a zombie still counts as a member of the group
-        if process.returncode is not None and not _group_alive(pgid):
-            return
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            process.poll()  # reap the leader: a zombie still counts as a member of the group
+            if process.returncode is not None and not _group_alive(pgid):
+                return
+            time.sleep(0.05)
+    except BaseException:  # a second Ctrl-C during the grace: no more waiting
+        _signal_group(pgid, signal.SIGKILL)
+        raise
     _signal_group(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)

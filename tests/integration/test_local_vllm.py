@@ -208,6 +208,8 @@ def test_quick_form_serves_the_model_and_matches_a_mock_run(
     run = run_dir(vllm_store)
     log = (run / "logs" / "vllm-org-tiny.log").read_text(encoding="utf-8")
     assert f"--port {argv[argv.index('--port') + 1]}" in log.splitlines()[0]
+    pid = state["pid"]
+    assert f"# skillmix: pid {pid}; stop it with: kill -- -{pid}" in log.splitlines()
     assert "Loading safetensors checkpoint shards" in log
     assert "Application startup complete" in log and "Shutting down" in log
     ours, theirs = answers(run), answers(run_dir(mock_store))
@@ -335,8 +337,17 @@ def test_health_wait_raises_with_the_log_tail(
     assert failure.value.exit_code == 1
 
 
-@pytest.mark.parametrize("when", ["loading", "generating"])
-def test_ctrl_c_stops_the_server(tmp_path: Path, fake_vllm: FakeVllm, when: str) -> None:
+@pytest.mark.parametrize(
+    ("when", "sig", "code"),
+    [
+        ("loading", signal.SIGINT, 130),
+        ("generating", signal.SIGINT, 130),
+        ("loading", signal.SIGTERM, 143),
+    ],
+)
+def test_ctrl_c_stops_the_server(
+    tmp_path: Path, fake_vllm: FakeVllm, when: str, sig: int, code: int
+) -> None:
     env = dict(os.environ)
     if when == "loading":
         env["FAKE_VLLM_LOAD_SECONDS"] = "60"
@@ -367,12 +378,12 @@ def test_ctrl_c_stops_the_server(tmp_path: Path, fake_vllm: FakeVllm, when: str)
             time.sleep(1.0)  # the health wait is over and requests are in flight
         pids = fake_vllm.pids()
         assert all(alive(p) for p in pids)
-        proc.send_signal(signal.SIGINT)  # to skillmix only, as a terminal's Ctrl-C would
+        proc.send_signal(sig)  # to skillmix only (the server has a session of its own)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert err.strip().splitlines()[-1] == "interrupted", err
     assert_gone(pids)
