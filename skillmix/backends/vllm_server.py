@@ -54,14 +54,18 @@ def served_model(spec: ModelSpec) -> str:
     return spec.vllm.model or spec.model
 
 
-def vllm_options(spec: ModelSpec) -> list[str]:
-    """The options both executors pass after the model and address: the served model name
-    (what requests ask for), tensor parallelism, then ``vllm.args`` verbatim."""
+def vllm_options(spec: ModelSpec, *, host: str, port: int) -> list[str]:
+    """What both executors pass after the model: the served model name (what requests ask
+    for), tensor parallelism, the address, then ``vllm.args`` verbatim."""
     return [
         "--served-model-name",
         spec.model,
         "--tensor-parallel-size",
         str(spec.vllm.tensor_parallel_size),
+        "--host",
+        host,
+        "--port",
+        str(port),
         *spec.vllm.args,
     ]
 
@@ -69,24 +73,14 @@ def vllm_options(spec: ModelSpec) -> list[str]:
 def vllm_serve_argv(
     spec: ModelSpec, *, port: int, host: str = LOOPBACK, executable: str = "vllm"
 ) -> list[str]:
-    """``vllm serve MODEL --host H --port P ...``: the local executor's command."""
-    return [
-        executable,
-        "serve",
-        served_model(spec),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *vllm_options(spec),
-    ]
+    """``vllm serve MODEL --served-model-name NAME ...``: the local executor's command."""
+    return [executable, "serve", served_model(spec), *vllm_options(spec, host=host, port=port)]
 
 
 def vllm_api_server_args(spec: ModelSpec, *, port: int, host: str = "0.0.0.0") -> list[str]:
     """The arguments of ``python3 -m vllm.entrypoints.openai.api_server`` (the Kubernetes
     sidecar): the same options as :func:`vllm_serve_argv`, the model as ``--model``."""
-    address = ["--host", host, "--port", str(port)]
-    return ["--model", served_model(spec), *address, *vllm_options(spec)]
+    return ["--model", served_model(spec), *vllm_options(spec, host=host, port=port)]
 
 
 def check_local_args(spec: ModelSpec, where: str) -> None:
