@@ -44,9 +44,11 @@ from skillmix.pipeline.tasks import (
     gather_or_cancel,
     run_generate,
     run_grade,
+    shard_prefix,
     unit_complete,
     unit_finished,
 )
+from skillmix.records import GenerationRecord
 from skillmix.report.build import NoFinishedGrades, run_aggregate_task
 from skillmix.store.base import ArtifactStore
 from skillmix.store.layout import RunLayout
@@ -527,8 +529,15 @@ UNUSED_ENDPOINT = "http://127.0.0.1:9/v1"
 
 
 def _generations_complete(run: RunStore, ctx: RunContext, student: str) -> bool:
-    units = [t for t in plan_tasks(ctx.experiment).generate if t.student == student]
-    return all(unit_complete(run, ctx, "generate", student, t.k, t.round) for t in units)
+    """All of the student's generation units finished with nothing to redo. Damaged units are
+    repaired first (as run_generate would), so that one needing a redo is not counted."""
+    for t in plan_tasks(ctx.experiment).generate:
+        if t.student != student:
+            continue
+        run.repair_unit(shard_prefix(student, t.k, t.round, t.shard, t.shards), GenerationRecord)
+        if not unit_complete(run, ctx, "generate", student, t.k, t.round):
+            return False
+    return True
 
 
 def _upload_log(run: RunStore, log_path: Path, student: str) -> None:

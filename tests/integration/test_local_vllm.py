@@ -261,6 +261,14 @@ def test_experiment_students_are_served_one_at_a_time_and_resume_needs_no_server
     assert again.exit_code == 0, again.stderr
     assert not fake_vllm.state.exists(), "a finished student's server was started again"
 
+    # a damaged part is set aside and redone: that student's server is needed again
+    (part, *_) = sorted((gens / "tiny2").rglob("part-*.jsonl"))
+    part.write_text(part.read_text().replace('"answer"', '"answer" ', 1))  # altered bytes
+    repaired = run_cli("evaluate", "-f", str(path), "--no-progress", "--resume")
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "tiny-chat-2" in fake_vllm.read_state()["argv"]
+    assert_gone(fake_vllm.pids(), timeout=1.0)
+
 
 def test_server_that_dies_while_loading_shows_its_log_and_exits_1(
     tmp_path: Path, fake_vllm: FakeVllm, monkeypatch: pytest.MonkeyPatch
