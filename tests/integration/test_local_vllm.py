@@ -223,7 +223,8 @@ def test_experiment_students_are_served_one_at_a_time_and_resume_needs_no_server
     tmp_path: Path, fake_vllm: FakeVllm
 ) -> None:
     """Two local vLLM students and a mock one: each vLLM student gets its own server with its
-    `vllm:` settings, one after the other; a resume of the finished run starts none."""
+    `vllm:` settings, one after the other; a resume of the finished run starts none, and one
+    after a generation part was damaged starts that student's again."""
     second = {**student(tensor_parallel_size=2, args=["--seed", "10"]), "name": "tiny2"}
     second["model"] = "tiny-chat-2"
     students = [
