@@ -78,7 +78,8 @@ class SamplingParams(_Strict):
 
 
 class VllmSpec(_Strict):
-    """How the Kubernetes executor serves a vLLM student (ignored by the local executor)."""
+    """How a vLLM student is served: by the Kubernetes executor's sidecar, and locally by the
+    `vllm serve` skillmix starts when the student has no base_url."""
 
     model: str | None = Field(
         None,
@@ -181,7 +182,10 @@ class ModelSpec(_Strict):
     )
     vllm: VllmSpec = Field(
         default_factory=VllmSpec,
-        description="Kubernetes: how a vllm student is served (ignored locally).",
+        description=(
+            "How a vllm student is served: its Kubernetes sidecar, or locally (no base_url)"
+            " the `vllm serve` skillmix starts."
+        ),
     )
     replicas: SInt = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
 

@@ -93,6 +93,13 @@ LOCK_SECONDS = EnvVar(
     "60",
     "SKILLMIX_LOCK_SECONDS > 60",
 )
+VLLM_HEALTH_TIMEOUT = EnvVar(
+    "SKILLMIX_VLLM_HEALTH_TIMEOUT",
+    "seconds a local `vllm serve` (backend vllm without base_url) may take to answer /health"
+    " (download and load the model) before the run fails with its log's last lines",
+    "1200",
+    "--vllm-health-timeout > SKILLMIX_VLLM_HEALTH_TIMEOUT > 1200",
+)
 
 # --- other variables skillmix reads itself ----------------------------------------------------
 
@@ -181,6 +188,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     DUMMY_API_KEY,
     S3_ENDPOINT_URL,
     LOCK_SECONDS,
+    VLLM_HEALTH_TIMEOUT,
     XDG_CONFIG_HOME,
     OPENAI_API_KEY,
     JOB_COMPLETION_INDEX,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -97,6 +99,38 @@ wait_for_lock_option = click.option(
 )
 
 
+def vllm_health_timeout_option(f: Any) -> Any:
+    from skillmix import settings
+
+    return click.option(
+        "--vllm-health-timeout",
+        "vllm_health_timeout",
+        type=click.FloatRange(1, 7 * 24 * 3600),
+        default=1200.0,
+        envvar=settings.VLLM_HEALTH_TIMEOUT.name,
+        show_default=True,
+        metavar="SECONDS",
+        help="Backend vllm without a base_url: skillmix runs `vllm serve` itself and waits up "
+        "to SECONDS for /health (download and load) before the run fails "
+        f"(env {settings.VLLM_HEALTH_TIMEOUT.name}).",
+    )(f)
+
+
+@contextlib.contextmanager
+def showing_server_logs() -> Iterator[None]:
+    """A local vLLM server that failed: its log's last lines on stderr, before the error."""
+    from skillmix.backends.vllm_server import VllmServerFailed
+
+    try:
+        yield
+    except VllmServerFailed as exc:
+        if exc.log_tail:
+            info("last lines of the vLLM log:")
+            for line in exc.log_tail:
+                info(f"  | {line}")
+        raise
+
+
 def experiment_options(f: Any) -> Any:
     options = [
         click.option(
@@ -130,7 +164,8 @@ def experiment_options(f: Any) -> Any:
         click.option(
             "--base-url",
             default=None,
-            help="Quick form: student endpoint (vLLM: http://host:8000/v1).",
+            help="Quick form: student endpoint (vLLM: http://host:8000/v1; without it, "
+            "--backend vllm starts `vllm serve MODEL` itself).",
         ),
         click.option(
             "--k", "ks", default=None, help="Quick form: comma-separated k values, e.g. 2,3."
@@ -283,6 +318,7 @@ def check_failures(outcome: Any, allow_failures: bool, retry: str) -> None:
 
 @click.command("evaluate")
 @experiment_options
+@vllm_health_timeout_option
 @allow_failures_option
 @format_option(("table", "json"))
 def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
@@ -290,40 +326,46 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
 
     Either -f EXPERIMENT.yaml, or the quick form: --model NAME --backend openai|vllm|mock
     [--base-url URL] --k 2,3 [--grader NAME]. Re-running a finished request never calls the
-    model again (responses are cached in the store).
+    model again (responses are cached in the store). A vllm student without a base URL is
+    served by `vllm serve`, which skillmix starts and stops (pip install 'skillmix[vllm]').
     """
     from skillmix.pipeline.local import evaluate
 
     experiment = load_experiment_for(kwargs)
-    outcome = evaluate(
-        experiment,
-        store_uri=kwargs["store"],
-        resume=kwargs["resume"],
-        overwrite=kwargs["overwrite"],
-        progress=kwargs["progress"],
-        wait_for_lock=kwargs["wait_for_lock"],
-    )
+    with showing_server_logs():
+        outcome = evaluate(
+            experiment,
+            store_uri=kwargs["store"],
+            resume=kwargs["resume"],
+            overwrite=kwargs["overwrite"],
+            progress=kwargs["progress"],
+            wait_for_lock=kwargs["wait_for_lock"],
+            vllm_health_timeout=kwargs["vllm_health_timeout"],
+        )
     print_outcome(outcome, fmt)
     check_failures(outcome, allow_failures, "`skillmix evaluate ... --resume`")
 
 
 @click.command("generate")
 @experiment_options
+@vllm_health_timeout_option
 @allow_failures_option
 def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     """Only the generation phase (grade later with `skillmix score RUN`)."""
     from skillmix.pipeline.local import evaluate
 
     experiment = load_experiment_for(kwargs)
-    outcome = evaluate(
-        experiment,
-        store_uri=kwargs["store"],
-        resume=kwargs["resume"],
-        overwrite=kwargs["overwrite"],
-        phases=("generate",),
-        progress=kwargs["progress"],
-        wait_for_lock=kwargs["wait_for_lock"],
-    )
+    with showing_server_logs():
+        outcome = evaluate(
+            experiment,
+            store_uri=kwargs["store"],
+            resume=kwargs["resume"],
+            overwrite=kwargs["overwrite"],
+            phases=("generate",),
+            progress=kwargs["progress"],
+            wait_for_lock=kwargs["wait_for_lock"],
+            vllm_health_timeout=kwargs["vllm_health_timeout"],
+        )
     print_outcome(outcome, "table")
     click.echo(outcome.run_uri)
     check_failures(outcome, allow_failures, "`skillmix generate ... --resume`")

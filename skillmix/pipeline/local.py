@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from skillmix.artifacts import EvaluationRun, Summary
@@ -26,7 +28,13 @@ from skillmix.backends.client import (
     resolve_endpoint,
 )
 from skillmix.backends.factory import make_clients
-from skillmix.config import Experiment, ModelSpec
+from skillmix.backends.vllm_server import (
+    DEFAULT_HEALTH_TIMEOUT,
+    check_local_args,
+    find_vllm,
+    serving,
+)
+from skillmix.config import Experiment, ModelSpec, StudentSpec
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, resolve_context
@@ -36,11 +44,15 @@ from skillmix.pipeline.tasks import (
     gather_or_cancel,
     run_generate,
     run_grade,
+    shard_prefix,
+    unit_complete,
     unit_finished,
 )
+from skillmix.records import GenerationRecord
 from skillmix.report.build import NoFinishedGrades, run_aggregate_task
 from skillmix.store.base import ArtifactStore
 from skillmix.store.layout import RunLayout
+from skillmix.store.local import LocalStore
 from skillmix.store.lock import hold_run
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
@@ -289,13 +301,24 @@ async def execute(
     phases: tuple[str, ...] = PHASES,
     progress_enabled: bool | None = None,
     mock_url: str | None = None,
+    students: set[str] | None = None,
+    endpoints: dict[str, str] | None = None,
 ) -> RunOutcome:
-    """Run the plan's tasks; the caller has already written run.json and checked endpoints."""
+    """Run the plan's tasks; the caller has already written run.json and checked endpoints.
+    ``students`` limits the units to those students (default: all); ``endpoints`` gives
+    models an endpoint by name (a local vLLM server), in place of their spec's."""
     started = time.monotonic()
     plan = plan_tasks(ctx.experiment)
+    tasks = [t for t in plan.generate if students is None or t.student in students]
+    chosen = [s for s in ctx.experiment.students if students is None or s.name in students]
     specs = [
-        *(ctx.experiment.students if "generate" in phases else []),
+        *(chosen if "generate" in phases else []),
         *([ctx.experiment.grader] if "grade" in phases else []),
+    ]
+    endpoints = endpoints or {}
+    specs = [
+        s.model_copy(update={"base_url": endpoints[s.name]}) if s.name in endpoints else s
+        for s in specs
     ]
     # one client per model: locally each model's whole budget (concurrency, rpm, tpm) is its own
     clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed)
@@ -303,7 +326,7 @@ async def execute(
     enabled = sys.stderr.isatty() if progress_enabled is None else progress_enabled
     progress = RichProgress(clients, enabled=enabled)
     progress.roles = {
-        "generate": [s.name for s in ctx.experiment.students],
+        "generate": [s.name for s in chosen],
         "grade": [ctx.experiment.grader.name],
     }
 
@@ -334,7 +357,7 @@ async def execute(
         with progress.running():
             tick = asyncio.create_task(ticker())
             try:
-                await gather_or_cancel([unit(t) for t in plan.generate])
+                await gather_or_cancel([unit(t) for t in tasks])
             finally:
                 tick.cancel()
     finally:
@@ -365,12 +388,20 @@ def evaluate(
     phases: tuple[str, ...] = PHASES,
     progress: bool | None = None,
     wait_for_lock: float | None = None,
+    vllm_health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
 ) -> RunOutcome:
     """``skillmix evaluate``: check everything, then run the whole plan locally, holding the
-    run's lock (another process holding it: one line naming it, or wait ``wait_for_lock`` s)."""
+    run's lock (another process holding it: one line naming it, or wait ``wait_for_lock`` s).
+    ``vllm`` students without a base_url are served by a ``vllm serve`` this process starts
+    (see :func:`run_with_local_vllm`), each waited for up to ``vllm_health_timeout`` s."""
     ctx, root, run, exists = prepare_run(experiment, store_uri, resume=resume, overwrite=overwrite)
+    local = local_vllm_students(experiment, phases)
+    executable = find_vllm() if local else ""
     with mock_backend(experiment) as mock_url:
-        asyncio.run(check_endpoints(ctx.model_specs(), mock_url))
+        served_here = {s.name for s in local}
+        asyncio.run(
+            check_endpoints([s for s in ctx.model_specs() if s.name not in served_here], mock_url)
+        )
         with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
             # The run may have changed before we held it (another writer finished it): look again.
             ctx, root, run, exists = prepare_run(
@@ -379,11 +410,141 @@ def evaluate(
             if exists and overwrite:
                 delete_run_content(run)
             run.write_run(ctx.to_run(), overwrite=exists and resume)
-            outcome = asyncio.run(
-                execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
-            )
+            if local:
+                outcome = run_with_local_vllm(
+                    ctx,
+                    root,
+                    run,
+                    local,
+                    phases=phases,
+                    progress=progress,
+                    mock_url=mock_url,
+                    executable=executable,
+                    health_timeout=vllm_health_timeout,
+                )
+            else:
+                outcome = asyncio.run(
+                    execute(
+                        ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url
+                    )
+                )
             lock.check()
             return outcome
+
+
+def local_vllm_students(experiment: Experiment, phases: tuple[str, ...]) -> list[StudentSpec]:
+    """The students this process serves with ``vllm serve``: backend vllm, no base_url
+    (checked: their ``vllm.args`` must not set the address or names skillmix sets)."""
+    if "generate" not in phases:
+        return []
+    local = [s for s in experiment.students if s.backend == "vllm" and not s.base_url]
+    for spec in local:
+        check_local_args(spec, f"students.{spec.name}")
+    return local
+
+
+def vllm_log_path(run: RunStore, student: str) -> tuple[Path, bool]:
+    """Where a local vLLM server logs: ``logs/vllm-{student}.log`` in a local run folder; for
+    another store a local file that is copied there when the server stops (True)."""
+    name = f"{RunLayout.LOGS}/vllm-{student}.log"
+    if isinstance(run.store, LocalStore):
+        return run.store.root / name, False
+    return Path(tempfile.mkdtemp(prefix="skillmix-vllm-")) / f"vllm-{student}.log", True
+
+
+def run_with_local_vllm(
+    ctx: RunContext,
+    root: ArtifactStore,
+    run: RunStore,
+    local: list[StudentSpec],
+    *,
+    phases: tuple[str, ...],
+    progress: bool | None,
+    mock_url: str | None,
+    executable: str,
+    health_timeout: float,
+) -> RunOutcome:
+    """The run with local vLLM students served one at a time (one server at a time fits one
+    GPU): first the other students, then per local student: start ``vllm serve``, wait for
+    /health, generate and grade its units, stop it. A student whose generations are all
+    finished (a resume) needs no server. Aggregation comes last."""
+    started = time.monotonic()
+    served = {s.name for s in local}
+    others = {s.name for s in ctx.experiment.students} - served
+    groups: list[tuple[set[str], StudentSpec | None]] = [(others, None)] if others else []
+    groups += [({s.name}, s) for s in local]
+    total = RunOutcome(ctx.run_id, run.uri)
+    for i, (names, spec) in enumerate(groups):
+        last = i == len(groups) - 1
+        group_phases = phases if last else tuple(p for p in phases if p != "aggregate")
+
+        def run_group(
+            endpoints: dict[str, str],
+            names: set[str] = names,
+            phases: tuple[str, ...] = group_phases,
+        ) -> RunOutcome:
+            return asyncio.run(
+                execute(
+                    ctx,
+                    root,
+                    run,
+                    phases=phases,
+                    progress_enabled=progress,
+                    mock_url=mock_url,
+                    students=names,
+                    endpoints=endpoints,
+                )
+            )
+
+        if spec is None or _generations_complete(run, ctx, spec.name):
+            # finished generations are read from the store: the endpoint is never asked
+            part = run_group({spec.name: UNUSED_ENDPOINT} if spec else {})
+        else:
+            log_path, upload = vllm_log_path(run, spec.name)
+            try:
+                with serving(
+                    spec, log_path=log_path, health_timeout=health_timeout, executable=executable
+                ) as server:
+                    endpoint = {spec.name: server.base_url}
+                    asyncio.run(
+                        check_endpoints(
+                            [spec.model_copy(update={"base_url": server.base_url})], None
+                        )
+                    )
+                    part = run_group(endpoint)
+            finally:
+                if upload:
+                    _upload_log(run, log_path, spec.name)
+        total.units += part.units
+        total.stats.update(part.stats)
+        total.missing += part.missing
+        total.summary, total.metrics = part.summary, part.metrics
+    total.seconds = time.monotonic() - started
+    return total
+
+
+# the endpoint of a local vLLM student whose generations are all stored: a client is built,
+# never asked (port 9 is discard; nothing listens there)
+UNUSED_ENDPOINT = "http://127.0.0.1:9/v1"
+
+
+def _generations_complete(run: RunStore, ctx: RunContext, student: str) -> bool:
+    """All of the student's generation units finished with nothing to redo. Damaged units are
+    repaired first (as run_generate would), so that one needing a redo is not counted."""
+    for t in plan_tasks(ctx.experiment).generate:
+        if t.student != student:
+            continue
+        run.repair_unit(shard_prefix(student, t.k, t.round, t.shard, t.shards), GenerationRecord)
+        if not unit_complete(run, ctx, "generate", student, t.k, t.round):
+            return False
+    return True
+
+
+def _upload_log(run: RunStore, log_path: Path, student: str) -> None:
+    """Copy a server log into a remote run folder (best effort: the run's outcome matters
+    more than its server log)."""
+    with contextlib.suppress(OSError, SkillmixError):
+        run.store.write_bytes(f"{RunLayout.LOGS}/vllm-{student}.log", log_path.read_bytes())
 
 
 def delete_run_content(run: RunStore) -> None:

@@ -9,6 +9,7 @@ share. Inside a run folder::
     launches/attempt-NNN.json                  Kubernetes launch records (artifacts.LaunchRecord)
     _lock/lease-NNNNNNNNN.json                 the run lock while a process writes the run
                                                (store/lock.py; gone once it is released)
+    logs/vllm-{student}.log                    a local `vllm serve`'s output (pipeline/local.py)
     report/                                    summary.json, metrics.csv, report.md,
                                                report.html, plots/*.png
 """
@@ -35,6 +36,7 @@ class RunLayout:
     REPORT_HTML: ClassVar[str] = "report.html"
     PLOTS: ClassVar[str] = "plots"
     CACHE: ClassVar[str] = "_cache"  # in the store root, beside the run folders
+    LOGS: ClassVar[str] = "logs"  # local vLLM server logs (pipeline/local.py)
     LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
 
     @classmethod
