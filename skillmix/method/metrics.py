@@ -13,8 +13,8 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal, cast
 
 from skillmix.method.stats import exact_sum, wilson_interval
@@ -33,6 +33,23 @@ METRIC_TITLES = {
     "full_marks": "Ratio of Full Marks",
     "all_skills": "Ratio of All Skills",
     "skill_fraction": "Skill Fraction",
+}
+
+METRIC_DEFINITIONS = {
+    "full_marks": "Ratio of Full Marks: the share of combinations whose answer earns all k + 3 "
+    "rubric points (each of the k skills, on topic, makes sense, within the sentence limit).",
+    "all_skills": "Ratio of All Skills: the share of combinations whose answer shows all k "
+    "skills and earns at least 2 of the 3 other points.",
+    "skill_fraction": "Skill Fraction: the share of the k skills shown, counted only when all 3 "
+    "other points are earned (else 0), averaged over combinations. So an answer can show "
+    "every skill (All Skills 1) and still score Skill Fraction 0 when it misses one of the "
+    "other points, e.g. goes over the sentence limit: the two are not contradictory.",
+    "voted": "Voted: a rubric point after combining the grading rounds (majority: the mean of "
+    "the rounds' points rounded half to even; mean: the mean itself), with the length point "
+    "computed from the sentence count and, with the explicit-name filter, a skill's point set "
+    "to 0 when the answer names the skill.",
+    "combination": "Per combination the generation rounds are combined (best of G by default, "
+    "or their mean) before averaging over combinations; n counts combinations.",
 }
 
 
@@ -299,7 +316,8 @@ def _combine(
         return out
     np.add.at(out, groups, values)
     counts = np.bincount(groups, minlength=size).astype(float)
-    return out / counts.reshape((size,) + (1,) * (values.ndim - 1))
+    mean: npt.NDArray[np.float64] = out / counts.reshape((size,) + (1,) * (values.ndim - 1))
+    return mean
 
 
 def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> MetricRow:
@@ -325,7 +343,7 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
             continue
         if a.index not in meta:
             meta[a.index] = a
-        pts = a.points
+        pts: Sequence[float] | None = a.points
         if pts is None or len(pts) != size:
             if strict:
                 unparsed += 1
@@ -339,10 +357,7 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
         points.append(pts)
         owner.append(u)
     units = len(unit_answers)
-    if points:
-        table = np.asarray(points, dtype=float)
-    else:
-        table = np.zeros((0, size))
+    table = np.asarray(points, dtype=float) if points else np.zeros((0, size))
     who = np.asarray(owner, dtype=np.intp)
     length, keep = _unit_marks(unit_answers, k, options.filter_explicit_name)
     table[:, -1] = length[who]

@@ -86,9 +86,18 @@ def sign_test_p(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     low = min(wins, losses)
-    # P(X <= low) for X ~ Binomial(n, 1/2), doubled; exact in integers, then one division
-    tail = sum(math.comb(n, i) for i in range(low + 1))
-    return min(1.0, 2 * tail / 2**n)
+    if 2 * low >= n:
+        return 1.0
+    if n <= 1000:  # P(X <= low) for X ~ Binomial(n, 1/2), doubled; exact in integers
+        tail = sum(math.comb(n, i) for i in range(low + 1))
+        return float(min(1.0, 2 * tail / 2**n))
+    # large n: the same sum in logs (terms grow with i, so the last one leads)
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+        for i in range(low + 1)
+    ]
+    top = logs[-1]
+    return float(min(1.0, 2 * math.exp(top) * sum(math.exp(x - top) for x in logs)))
 
 
 @dataclass(frozen=True)

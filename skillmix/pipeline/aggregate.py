@@ -12,6 +12,7 @@ from skillmix.artifacts import EvaluationRun, MetricsSection
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
+from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
 from skillmix.records import GradeRecord
 from skillmix.store.runs import RunStore
 
@@ -28,7 +29,13 @@ class RunMetrics:
     failed: int = 0
 
     def settings(self) -> dict[str, Any]:
-        return {**self.options.as_dict(), "reparse": self.reparse, "run": self.run}
+        return {
+            **self.options.as_dict(),
+            "reparse": self.reparse,
+            "run": self.run,
+            "interval_method": INTERVAL_METHOD,
+            "paired_method": PAIRED_METHOD,
+        }
 
     def as_dict(self, *, details: bool = False) -> dict[str, Any]:
         return {
