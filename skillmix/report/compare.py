@@ -186,7 +186,7 @@ def load_run(uri: str, index: int) -> RunData:
             source="computed (reference options)",
             created_at=data.created_at,
             settings=reference_settings(data, combinations, options),
-            rows=metrics.section().rows,
+            rows=metrics.section(details=True).rows,
         )
     if summary is not None:
         return RunData(
@@ -217,7 +217,7 @@ def load_run(uri: str, index: int) -> RunData:
             ctx.prompt_versions(),
             MetricSettings.model_validate(metrics.settings()),
         ),
-        rows=metrics.section().rows,
+        rows=metrics.section(details=True).rows,
     )
 
 
@@ -282,6 +282,10 @@ def compare_runs(
             entry.run = run.index
             entry.run_id = run.run_id
             entry.run_label = f"#{run.index} {run.run_id}"
+            # paired tests pair (k, combination) only between runs drawing the same ones
+            entry.design = "|".join(
+                run.settings.get(key, "") for key in ("catalog", "seed", "sampling")
+            )
             entries.append(entry)
     students: dict[str, set[int]] = {}
     for entry in entries:

@@ -84,6 +84,7 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
         data_stderr=number(cell.stderr),
         data_ci_low=number(ci[0]),
         data_ci_high=number(ci[1]),
+        data_exact=cell.exact,
         data_n=cell.n,
         **attrs,
     )
