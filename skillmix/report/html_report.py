@@ -27,6 +27,7 @@ from skillmix.artifacts import (
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.leaderboard import (
+    READING_NOTE,
     board_note,
     model_text,
     pair_below,
@@ -78,6 +79,7 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
         fmt(cell.mean),
         el("span", f" ± {fmt_stderr(cell.stderr, cell.n)}", class_="se"),
         el("span", f"[{fmt(ci[0])}, {fmt(ci[1])}]", class_="ci") if ci[0] is not None else None,
+        el("span", f" n={cell.n}", class_="n"),
         class_="num",
         title=f"n = {cell.n} combinations; {cell.unparsed} verdicts unparsed",
         data_value=number(cell.mean),
@@ -348,7 +350,7 @@ def leaderboards_section(summary: Summary) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             f"standard error, with the 95% interval below ({settings.interval_method}) "
-            "Hover a cell for n.",
+            f"Hover a cell for n. {READING_NOTE}",
             class_="note",
         )
     )

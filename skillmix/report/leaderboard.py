@@ -319,13 +319,16 @@ def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
     return {i: p for i, p in zip(ranked, board.pairwise, strict=False)}
 
 
+READING_NOTE = (
+    "Equal scores (compared as exact fractions) share a rank. "
+    f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is not "
+    "significant at p < 0.05; tied rows form one group). 'vs next': the paired difference to "
+    "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
+    "pairs won:lost."
+)
+
+
 def board_note(board: Leaderboard) -> str:
-    """How to read a leaderboard's ranks, ties and verdicts."""
-    text = (
-        f"Ranked by the {board.score_label}; equal scores (exact fractions) share a rank. "
-        f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is "
-        "not significant at p < 0.05, and tied rows form one group). 'vs next': the paired "
-        "difference to the row below, its 95% paired bootstrap interval, the exact sign-test "
-        "p-value and the pairs won:lost."
-    )
+    """What a leaderboard's score is (its k values), and why when some models have more."""
+    text = f"Ranked by the {board.score_label}."
     return f"{text} {board.ranking_note}" if board.ranking_note else text

@@ -22,6 +22,7 @@ from skillmix.artifacts import (
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.leaderboard import (
+    READING_NOTE,
     board_note,
     model_text,
     pair_below,
@@ -248,13 +249,18 @@ def leaderboards_markdown(summary: Summary) -> list[str]:
     if summary.metric_definitions:
         lines += [f"- {md_escape(text)}" for text in summary.metric_definitions.values()]
         lines += [""]
+    lines += [
+        "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
+        + md_escape(summary.metrics.settings.interval_method)
+        + " "
+        + md_escape(READING_NOTE),
+        "",
+    ]
     for board in summary.leaderboards:
         lines += [
             f"### {board.title}",
             "",
-            md_escape(board_note(board))
-            + " Cells: mean ± stderr [95% interval] n = combinations; "
-            + md_escape(summary.metrics.settings.interval_method),
+            md_escape(board_note(board)),
             "",
             *leaderboard_markdown(
                 board, label_columns=[("student", "student"), ("grader", "grader")]

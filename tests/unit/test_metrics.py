@@ -184,8 +184,7 @@ def test_intervals_never_collapse_at_0_or_1(hits: int, n: int) -> None:
     """0/30 and 5/5 get an interval of honest width that contains the mean (the percentile
     bootstrap gave [0, 0] and [1, 1])."""
     answers = [
-        answer([1, 1, 1, 1, 1] if i < hits else [0, 0, 0, 0, 1], i=i, text=SHORT)
-        for i in range(n)
+        answer([1, 1, 1, 1, 1] if i < hits else [0, 0, 0, 0, 1], i=i, text=SHORT) for i in range(n)
     ]
     row = only_row(answers)
     for name in ("full_marks", "all_skills", "skill_fraction"):
@@ -194,7 +193,7 @@ def test_intervals_never_collapse_at_0_or_1(hits: int, n: int) -> None:
         low, high = value.ci95
         assert low <= value.mean <= high
         assert high - low > 0.1, (name, value)
-        assert 0.0 <= low and high <= 1.0
+        assert low >= 0.0 and high <= 1.0
     if (hits, n) == (0, 30):
         assert row.full_marks.ci95 == pytest.approx((0.0, 0.1135), abs=1e-4)
     if (hits, n) == (5, 5):

@@ -419,14 +419,12 @@ def test_hardest_first_ignores_cells_below_min_n() -> None:
 
 
 def test_self_grading_is_warned() -> None:
-    experiment = {
-        "students": [{"name": "a", "model": "gpt-4o"}, {"name": "b", "model": "gpt-4o-mini"}],
-        "grader": {"name": "judge", "backend": "openai", "model": "gpt-4o"},
-    }
-    (line,) = self_grading_warnings(experiment)
+    students = [{"name": "a", "model": "gpt-4o"}, {"name": "b", "model": "gpt-4o-mini"}]
+    grader = {"name": "judge", "backend": "openai", "model": "gpt-4o"}
+    (line,) = self_grading_warnings({"students": students, "grader": grader})
     assert "student 'a'" in line and "gpt-4o" in line
-    experiment["grader"]["model"] = "other"
-    assert self_grading_warnings(experiment) == []
+    other = {**grader, "model": "other"}
+    assert self_grading_warnings({"students": students, "grader": other}) == []
 
 
 def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:
@@ -439,3 +437,25 @@ def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:
     result = run_cli("aggregate", str(run_dir), "--filter-skills", known, "--format", "json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["settings"]["filter_skills"] == [known]
+
+
+def test_self_grading_warns_on_stderr_and_in_the_report(tmp_path: Path) -> None:
+    result = run_cli(
+        "evaluate", "--model", "judge", "--grader", "judge", "--k", "2", "-n", "3",
+        "--grading-rounds", "1", "--store", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "warning: self-grading: student 'judge'" in result.stderr
+    (report,) = tmp_path.glob("*/report")
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["warnings"] and "self-grading" in summary["warnings"][0]
+    assert "self-grading" in (report / "report.md").read_text()
+    assert "self-grading" in (report / "report.html").read_text()
+    board = summary["leaderboards"][0]
+    assert board["score_label"] == "mean over k = 2"
+    row = board["rows"][0]
+    assert (row["model_id"], row["backend"], row["tie_group"]) == ("judge", "mock", 1)
+    assert summary["metrics"]["settings"]["interval_method"].startswith("95% Wilson")
+    assert summary["category_rates"]["rows"]
+    rebuilt = run_cli("report", str(report.parent))
+    assert rebuilt.exit_code == 0 and "warning: self-grading" in rebuilt.stderr
