@@ -182,7 +182,9 @@ class MetricSettings(_Artifact):
     vote: str = Field(description="How grading rounds combine (majority, mean).")
     filter_explicit_name: str = Field(description="Explicit skill-name filter rule.")
     filter_skills: list[str] = Field(description="Skills left out of the metrics.")
-    bootstrap_samples: int = Field(description="Bootstrap resamples for the CIs.")
+    bootstrap_samples: int = Field(
+        description="Bootstrap resamples for the paired-difference intervals."
+    )
     bootstrap_seed: int = Field(description="Bootstrap seed.")
     reparse: bool = Field(False, description="Points re-read from the raw grader replies.")
     run: str = Field("", description="The run folder the metrics come from.")

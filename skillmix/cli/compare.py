@@ -36,7 +36,7 @@ def compare_table(doc: Comparison) -> Table:
         table.add_column(column, justify="right" if column == "rank" else "left")
     for k in primary.ks:
         table.add_column(f"k={k}", justify="right")
-    table.add_column("mean over k", justify="right")
+    table.add_column(primary.score_label, justify="right")
     for board in others:
         table.add_column(f"{METRIC_TITLES[board.metric]} (mean)", justify="right")
     for row in primary.rows:
