@@ -345,7 +345,7 @@ def compare_markdown(doc: Comparison) -> str:
         lines += [
             f"## {board.title}",
             "",
-            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% bootstrap interval].",
+            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval].",
             "",
             *leaderboard_markdown(
                 board,
@@ -419,7 +419,7 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         el(
             "p",
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
-            "mean ± standard error, with the 95% bootstrap interval below. Equal scores share a rank.",
+            "mean ± standard error, with the 95% Wilson score interval below. Equal scores share a rank.",
             class_="note",
         ),
     ]
