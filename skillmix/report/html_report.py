@@ -349,8 +349,8 @@ def leaderboards_section(summary: Summary) -> Safe:
         el(
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
-            f"standard error, with the 95% interval below ({settings.interval_method}) "
-            f"Hover a cell for n. {READING_NOTE}",
+            "standard error, the 95% interval below it and n (combinations). Intervals: "
+            f"{settings.interval_method} {READING_NOTE}",
             class_="note",
         )
     )
