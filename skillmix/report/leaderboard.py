@@ -142,7 +142,7 @@ def compare_pair(
         result.diff,
         list(result.ci95) if result.ci95 else None,
         result.p_value,
-        result.significant,
+        result.significant and result.diff > 0,  # a win only in the ranking's direction
         result.pairs,
         result.wins,
         result.losses,
@@ -322,7 +322,7 @@ def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
 READING_NOTE = (
     "Equal scores (compared as exact fractions) share a rank. "
     f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is not "
-    "significant at p < 0.05; tied rows form one group). 'vs next': the paired difference to "
+    "significant: p ≥ 0.05 or the interval includes 0; tied rows form one group). 'vs next': the paired difference to "
     "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
     "pairs won:lost."
 )

@@ -188,3 +188,15 @@ def test_score_label_and_own_score_name_their_ks() -> None:
     # the model's own score does not change when a model with fewer ks is added
     alone = leaderboards(rows[:2])[0]
     assert alone.rows[0].score == a.own_score and alone.ranking_note == ""
+
+
+def test_many_small_wins_do_not_beat_equal_means() -> None:
+    """The sign test alone would call 20 wins : 5 losses significant; the means are equal
+    (20 x +0.25 against 5 x -1.0), so the interval includes 0 and there is no win."""
+    idx = np.arange(25, dtype=np.int64)
+    a = np.concatenate([np.full(20, 0.75), np.zeros(5)])
+    b = np.concatenate([np.full(20, 0.5), np.ones(5)])
+    result = paired_test({2: (idx, a)}, {2: (idx, b)}, [2], samples=2000)
+    assert (result.wins, result.losses) == (20, 5) and result.p_value is not None
+    assert result.p_value < 0.01
+    assert result.diff == pytest.approx(0.0) and not result.significant
