@@ -237,7 +237,9 @@ class MetricRowJson(_OmitsAbsent):
     all_skills: MetricValueJson = Field(description="Ratio of All Skills.")
     skill_fraction: MetricValueJson = Field(description="Skill Fraction.")
     per_skill: dict[str, float | None] | None = Field(
-        None, description="Mean voted point per skill (details only)."
+        None,
+        description="Per skill: its voted point per combination, generation rounds combined "
+        "as the metrics combine them, averaged over combinations (details only).",
     )
     per_topic: dict[str, float | None] | None = Field(
         None, description="Ratio of Full Marks per topic (details only)."
