@@ -81,6 +81,9 @@ def test_ties_share_a_rank_despite_float_noise() -> None:
             "full_marks",
         )
         assert [(r.student, r.rank) for r in board.rows] == [("a", 1), ("b", 2), ("c", 2)]
+        # rows without per-combination values (older files) are not tested, and say so
+        assert {p.method for p in board.pairwise} == {"not tested: per-combination values missing"}
+        assert all(r.tied for r in board.rows)
 
 
 def row(student: str, hits: list[int], k: int = 2) -> MetricRowJson:
