@@ -241,70 +241,6 @@ def settings_lines(summary: Summary) -> list[str]:
     ]
 
 
-def leaderboards_markdown(summary: Summary) -> list[str]:
-    """The leaderboards, with the warnings and the metrics defined in words above them."""
-    lines = ["## Leaderboards", ""]
-    for warning in summary.warnings:
-        lines += [f"> **Warning**: {md_escape(warning)}", ""]
-    if summary.metric_definitions:
-        lines += [f"- {md_escape(text)}" for text in summary.metric_definitions.values()]
-        lines += [""]
-    lines += [
-        "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
-        + md_escape(summary.metrics.settings.interval_method)
-        + " "
-        + md_escape(READING_NOTE),
-        "",
-    ]
-    for board in summary.leaderboards:
-        lines += [
-            f"### {board.title}",
-            "",
-            md_escape(board_note(board)),
-            "",
-            *leaderboard_markdown(
-                board, label_columns=[("student", "student"), ("grader", "grader")]
-            ),
-            "",
-        ]
-    return lines
-
-
-def rates_sections_markdown(summary: Summary) -> list[str]:
-    """Per-category, per-skill and per-topic tables, each saying its unit and sort order."""
-
-    def note(table: SkillRates | TopicRates | CategoryRates) -> str:
-        return md_escape(
-            f"Rate: {table.unit}. Hardest first, by the mean over the cells with n ≥ "
-            f"{table.min_n} combinations (rows without such a cell last)."
-        )
-
-    lines: list[str] = []
-    if summary.category_rates is not None:
-        lines += [
-            "## Per-category success (pooled over k)",
-            "",
-            note(summary.category_rates),
-            "",
-            *rates_markdown(summary.category_rates, "category", extra=["skills"]),
-            "",
-        ]
-    lines += [
-        "## Per-skill success (pooled over k)",
-        "",
-        note(summary.skill_rates),
-        "",
-        *rates_markdown(summary.skill_rates, "skill", extra=["category"]),
-        "",
-        "## Per-topic full marks (pooled over k)",
-        "",
-        note(summary.topic_rates),
-        "",
-        *rates_markdown(summary.topic_rates, "topic"),
-    ]
-    return lines
-
-
 def render_markdown(summary: Summary) -> str:
     counts = summary.counts
     lines = [f"# SKILL-MIX report: {md_escape(summary.run_id)}", ""]
@@ -391,3 +327,67 @@ def render_markdown(summary: Summary) -> str:
             lines += [f"### {md_escape(item.student)}, k = {item.k}", ""]
         lines += example_markdown(item)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def leaderboards_markdown(summary: Summary) -> list[str]:
+    """The leaderboards, with the warnings and the metrics defined in words above them."""
+    lines = ["## Leaderboards", ""]
+    for warning in summary.warnings:
+        lines += [f"> **Warning**: {md_escape(warning)}", ""]
+    if summary.metric_definitions:
+        lines += [f"- {md_escape(text)}" for text in summary.metric_definitions.values()]
+        lines += [""]
+    lines += [
+        "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
+        + md_escape(summary.metrics.settings.interval_method)
+        + " "
+        + md_escape(READING_NOTE),
+        "",
+    ]
+    for board in summary.leaderboards:
+        lines += [
+            f"### {board.title}",
+            "",
+            md_escape(board_note(board)),
+            "",
+            *leaderboard_markdown(
+                board, label_columns=[("student", "student"), ("grader", "grader")]
+            ),
+            "",
+        ]
+    return lines
+
+
+def rates_sections_markdown(summary: Summary) -> list[str]:
+    """Per-category, per-skill and per-topic tables, each saying its unit and sort order."""
+
+    def note(table: SkillRates | TopicRates | CategoryRates) -> str:
+        return md_escape(
+            f"Rate: {table.unit}. Hardest first, by the mean over the cells with n ≥ "
+            f"{table.min_n} combinations (rows without such a cell last)."
+        )
+
+    lines: list[str] = []
+    if summary.category_rates is not None:
+        lines += [
+            "## Per-category success (pooled over k)",
+            "",
+            note(summary.category_rates),
+            "",
+            *rates_markdown(summary.category_rates, "category", extra=["skills"]),
+            "",
+        ]
+    lines += [
+        "## Per-skill success (pooled over k)",
+        "",
+        note(summary.skill_rates),
+        "",
+        *rates_markdown(summary.skill_rates, "skill", extra=["category"]),
+        "",
+        "## Per-topic full marks (pooled over k)",
+        "",
+        note(summary.topic_rates),
+        "",
+        *rates_markdown(summary.topic_rates, "topic"),
+    ]
+    return lines
