@@ -4,8 +4,11 @@ Synthesises ``GradedAnswer`` records for S students x K values of k x G generati
 R grading rounds x M combinations (default 5 x 5 x 3 x 3 x 4,445 = 1,000,125): built-in
 catalog skills and topics, a short answer per (student, k, round, combination) shared by its R
 grading verdicts, random points from a seeded RNG (about 1 % unreadable). Then times
-``aggregate(records, MetricOptions(bootstrap_samples=2000))``. Building the records is timed
-separately and not counted.
+``aggregate(records, MetricOptions(bootstrap_samples=2000))`` followed by the three
+leaderboards of the report (``leaderboards`` on the JSON rows with their per-combination
+values: exact ranks, the paired test with 2,000 bootstrap resamples of every adjacent pair,
+tie groups), as ``skillmix aggregate`` plus the report's statistics do. Building the records
+is timed separately and not counted.
 
     .venv/bin/python benchmarks/bench_aggregate.py [--records 1000000]
 """
@@ -22,8 +25,10 @@ from typing import Any
 
 from _common import CpuMeter, emit, log, machine_info
 
+from skillmix.artifacts import MetricRowJson
 from skillmix.catalog import builtin_catalog
 from skillmix.method.metrics import GradedAnswer, MetricOptions, aggregate
+from skillmix.report.leaderboard import leaderboards
 
 SENTENCES = (
     "The lantern by the harbor flickered while {topic} filled the evening talk.",
@@ -111,9 +116,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"aggregating (bootstrap_samples={args.bootstrap_samples})")
     meter = CpuMeter()
     meter.start()
+    began = time.perf_counter()
     rows = aggregate(records, options)
+    aggregate_seconds = time.perf_counter() - began
+    boards = leaderboards(
+        [MetricRowJson.model_validate(r.as_dict(details=True)) for r in rows],
+        samples=args.bootstrap_samples,
+        seed=options.bootstrap_seed,
+    )
     reading = meter.stop()
     seconds, cpu = reading.seconds, reading.own_cpu
+    pairs = sum(len(b.pairwise) for b in boards)
     n = len(records)
     return {
         "benchmark": "aggregate",
@@ -125,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "R": args.grading_rounds,
         "bootstrap_samples": args.bootstrap_samples,
         "rows": len(rows),
+        "paired_tests": pairs,
+        "aggregate_seconds": round(aggregate_seconds, 2),
+        "leaderboard_seconds": round(seconds - aggregate_seconds, 2),
         "build_seconds": round(build_seconds, 2),
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu, 2),

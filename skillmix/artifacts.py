@@ -182,10 +182,19 @@ class MetricSettings(_Artifact):
     vote: str = Field(description="How grading rounds combine (majority, mean).")
     filter_explicit_name: str = Field(description="Explicit skill-name filter rule.")
     filter_skills: list[str] = Field(description="Skills left out of the metrics.")
-    bootstrap_samples: int = Field(description="Bootstrap resamples for the CIs.")
+    bootstrap_samples: int = Field(
+        description="Bootstrap resamples for the paired-difference intervals."
+    )
     bootstrap_seed: int = Field(description="Bootstrap seed.")
     reparse: bool = Field(False, description="Points re-read from the raw grader replies.")
     run: str = Field("", description="The run folder the metrics come from.")
+    interval_method: str = Field(
+        "95% percentile bootstrap interval over combinations",  # what files before it used
+        description="How ci95 is computed, in one sentence.",
+    )
+    paired_method: str = Field(
+        "", description="How adjacent leaderboard rows are compared, in one sentence."
+    )
 
 
 class MetricValueJson(_Artifact):
@@ -194,14 +203,30 @@ class MetricValueJson(_Artifact):
     mean: float | None = Field(description="Mean over combinations; None when undefined.")
     stderr: float | None = Field(description="Standard error of the mean; None when undefined.")
     ci95: list[float | None] | None = Field(
-        description="95% percentile bootstrap interval [low, high]; None without one."
+        description="95% interval [low, high] (settings.interval_method); None without data."
     )
+    exact: str | None = Field(
+        None, description="The mean as an exact fraction 'p/q'; ranks compare these."
+    )
+
+
+class CombinationScores(_Artifact):
+    """Per-combination values of a row (generation rounds combined): what paired tests pair."""
+
+    index: list[int] = Field(description="Combination indices.")
+    full_marks: list[float] = Field(description="Full Marks per combination.")
+    all_skills: list[float] = Field(description="All Skills per combination.")
+    skill_fraction: list[float] = Field(description="Skill Fraction per combination.")
+
+    def values(self, name: str) -> list[float]:
+        out: list[float] = getattr(self, name)
+        return out
 
 
 class MetricRowJson(_OmitsAbsent):
     """One metric row (``MetricRow.as_dict()``): the rates only with ``details``."""
 
-    _OMITTED_WHEN_NONE = ("per_skill", "per_topic")
+    _OMITTED_WHEN_NONE = ("per_skill", "per_topic", "combinations")
 
     student: str = Field(description="Student name.")
     grader: str = Field(description="Grader name.")
@@ -212,10 +237,15 @@ class MetricRowJson(_OmitsAbsent):
     all_skills: MetricValueJson = Field(description="Ratio of All Skills.")
     skill_fraction: MetricValueJson = Field(description="Skill Fraction.")
     per_skill: dict[str, float | None] | None = Field(
-        None, description="Mean voted point per skill (details only)."
+        None,
+        description="Per skill: its voted point per combination, generation rounds combined "
+        "as the metrics combine them, averaged over combinations (details only).",
     )
     per_topic: dict[str, float | None] | None = Field(
         None, description="Ratio of Full Marks per topic (details only)."
+    )
+    combinations: CombinationScores | None = Field(
+        None, description="Per-combination values (details only)."
     )
 
     def metric(self, name: str) -> MetricValueJson:
@@ -283,7 +313,7 @@ class LeaderboardCell(MetricValueJson):
 class LeaderboardRow(_OmitsAbsent):
     """One ranked model; the run keys only in ``skillmix compare``."""
 
-    _OMITTED_WHEN_NONE = ("run", "run_id", "run_label", "model")
+    _OMITTED_WHEN_NONE = ("run", "run_id", "run_label", "model", "own_score")
 
     rank: int | None = Field(description="Competition rank; None without a score.")
     student: str = Field(description="Student name.")
@@ -296,9 +326,44 @@ class LeaderboardRow(_OmitsAbsent):
         None, description="Student name, with its run when names clash (compare only)."
     )
     score: float | None = Field(description="Mean of the per-k means over the ranked ks.")
+    exact_score: str | None = Field(
+        None, description="The score as an exact fraction 'p/q' (what ranks compare)."
+    )
+    own_score: float | None = Field(
+        None,
+        description="Mean over the model's own ks, when they differ from the ranked ks (a "
+        "score that no other run changes).",
+    )
+    tie_group: int | None = Field(
+        None,
+        description="Rows with the same group are statistically tied (no adjacent pair "
+        "significantly different); None without a score.",
+    )
+    tied: bool = Field(False, description="Whether another row shares the tie group.")
+    model_id: str | None = Field(None, description="Student model id sent to the backend.")
+    backend: str | None = Field(None, description="Student backend.")
+    sampling: dict[str, Any] | None = Field(None, description="Student sampling settings.")
+    grader_model_id: str | None = Field(None, description="Grader model id.")
     cells: dict[str, LeaderboardCell | None] = Field(
         description="The metric per k (as text); None where the model has no row."
     )
+
+
+class PairwiseResult(_Artifact):
+    """A paired comparison of two adjacent leaderboard rows (a ranked above b)."""
+
+    a: str = Field(description="The upper row's model label.")
+    b: str = Field(description="The lower row's model label.")
+    a_rank: int | None = Field(description="Rank of a.")
+    b_rank: int | None = Field(description="Rank of b.")
+    diff: float | None = Field(description="score(a) - score(b) over the shared pairs.")
+    ci95: list[float] | None = Field(description="95% paired bootstrap interval of diff.")
+    p_value: float | None = Field(description="Exact two-sided sign test; None: not tested.")
+    significant: bool = Field(description="Whether a is significantly better (p < 0.05).")
+    pairs: int = Field(description="Shared (k, combination) pairs.")
+    wins: int = Field(description="Pairs where a scores higher.")
+    losses: int = Field(description="Pairs where b scores higher.")
+    method: str = Field(description="The test, in words (or why there is none).")
 
 
 class Leaderboard(_Artifact):
@@ -306,7 +371,14 @@ class Leaderboard(_Artifact):
     title: str = Field(description="Metric title.")
     ranked_over_ks: list[int] = Field(description="k values every entry has (the ranking's).")
     ks: list[int] = Field(description="Every k value shown.")
+    score_label: str = Field("mean over k", description="What the score is, naming its k values.")
+    ranking_note: str = Field(
+        "", description="Why scores are over fewer ks than some models have (else empty)."
+    )
     rows: list[LeaderboardRow] = Field(description="Entries in rank order.")
+    pairwise: list[PairwiseResult] = Field(
+        default_factory=list, description="Paired tests of adjacent rows, top down."
+    )
 
 
 class QualityRow(_Artifact):
@@ -357,7 +429,7 @@ class ModelRef(_Artifact):
 class SkillRateRow(_Artifact):
     skill: str = Field(description="Skill name.")
     values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
-    n: list[int] = Field(description="Graded items per model column.")
+    n: list[int] = Field(description="Combinations per model column.")
     mean: float | None = Field(description="Mean of the rates present.")
     category: str = Field("", description="Skill category from the catalog.")
 
@@ -365,13 +437,25 @@ class SkillRateRow(_Artifact):
 class TopicRateRow(_Artifact):
     topic: str = Field(description="Topic.")
     values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
-    n: list[int] = Field(description="Graded items per model column.")
+    n: list[int] = Field(description="Combinations per model column.")
+    mean: float | None = Field(description="Mean of the rates present.")
+
+
+class CategoryRateRow(_Artifact):
+    category: str = Field(description="Skill category from the catalog.")
+    skills: int = Field(description="Skills of the category that were sampled.")
+    values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
+    n: list[int] = Field(description="(combination, skill) pairs per model column.")
     mean: float | None = Field(description="Mean of the rates present.")
 
 
 class _RateTable(_Artifact):
     columns: list[str] = Field(description="Model column labels.")
     models: list[ModelRef] = Field(description="The (student, grader) of each column.")
+    unit: str = Field("", description="What a rate is, in words.")
+    min_n: int = Field(
+        0, description="Cells with fewer combinations do not count for the sort order."
+    )
 
 
 class SkillRates(_RateTable):
@@ -380,6 +464,10 @@ class SkillRates(_RateTable):
 
 class TopicRates(_RateTable):
     rows: list[TopicRateRow] = Field(description="One row per topic, hardest first.")
+
+
+class CategoryRates(_RateTable):
+    rows: list[CategoryRateRow] = Field(description="One row per skill category, hardest first.")
 
 
 class ItemScores(_Artifact):
@@ -436,7 +524,16 @@ class Summary(_Versioned):
     agreement: AgreementSection = Field(description="Agreement between grading rounds.")
     skill_rates: SkillRates = Field(description="Per-skill success rates.")
     topic_rates: TopicRates = Field(description="Per-topic success rates.")
+    category_rates: CategoryRates | None = Field(
+        None, description="Per-skill-category success rates."
+    )
     gallery: list[GalleryExample] = Field(description="Example answers with their verdicts.")
+    metric_definitions: dict[str, str] = Field(
+        default_factory=dict, description="The metrics (and 'voted') defined in words."
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="What a reader must know (e.g. self-grading)."
+    )
 
 
 # launches/attempt-NNN.json ----------------------------------------------------------------

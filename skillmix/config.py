@@ -301,7 +301,11 @@ class MetricSpec(_Strict):
         default_factory=list, description="Leave out combinations that contain any of these skills."
     )
     bootstrap_samples: SInt = Field(
-        2000, ge=0, le=100000, description="Bootstrap resamples for the 95% intervals."
+        2000,
+        ge=0,
+        le=100000,
+        description="Bootstrap resamples for the 95% interval of paired differences between "
+        "leaderboard rows (metric intervals are Wilson score intervals).",
     )
 
     def options(self):

@@ -142,6 +142,7 @@ def leaderboard_numbers(
             "mean": json.loads(cell["data-value"]),
             "stderr": json.loads(cell["data-stderr"]),
             "ci95": None if ci == [None, None] else ci,
+            "exact": cell.get("data-exact"),
             "n": int(cell["data-n"]),
         }
     return out

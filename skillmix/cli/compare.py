@@ -26,6 +26,7 @@ def compare_table(doc: Comparison) -> Table:
     from rich.table import Table
 
     from skillmix.method.metrics import METRIC_TITLES
+    from skillmix.report.leaderboard import rank_text
 
     primary, *others = doc.leaderboards
     others_by_entry = [
@@ -36,14 +37,14 @@ def compare_table(doc: Comparison) -> Table:
         table.add_column(column, justify="right" if column == "rank" else "left")
     for k in primary.ks:
         table.add_column(f"k={k}", justify="right")
-    table.add_column("mean over k", justify="right")
+    table.add_column(primary.score_label, justify="right")
     for board in others:
         table.add_column(f"{METRIC_TITLES[board.metric]} (mean)", justify="right")
     for row in primary.rows:
         key = (row.run, row.student, row.grader)
         extra = [scores.get(key) for scores in others_by_entry]
         table.add_row(
-            str(row.rank) if row.rank is not None else "—",
+            rank_text(row),
             row.model,
             row.run_label,
             row.grader,
@@ -52,7 +53,11 @@ def compare_table(doc: Comparison) -> Table:
             *[f"{x:.3f}" if x is not None else "—" for x in extra],
         )
     ks = ", ".join(map(str, primary.ranked_over_ks)) or "none in common"
-    table.caption = f"ranked by the mean over k = {ks}; equal scores share a rank"
+    table.caption = (
+        f"ranked by the mean over k = {ks}; equal scores share a rank; "
+        "≈: statistically tied with a neighbour (paired test)"
+        + (f"\n{primary.ranking_note}" if primary.ranking_note else "")
+    )
     return table
 
 

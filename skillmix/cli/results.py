@@ -58,7 +58,8 @@ def metric_options(f):
             type=click.IntRange(0, 100000),
             default=2000,
             show_default=True,
-            help="Bootstrap resamples for 95% intervals (0 disables).",
+            help="Bootstrap resamples for the paired-difference intervals of the report (0 disables; "
+            "metric intervals are Wilson score intervals).",
         ),
     ]
     for option in reversed(options):

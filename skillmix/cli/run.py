@@ -275,6 +275,8 @@ def print_outcome(outcome: Any, fmt: str) -> None:
             )
     for note in (n for u in outcome.units for n in u.repaired):
         warn(f"repaired: {note}")
+    for line in outcome.summary.warnings if outcome.summary is not None else ():
+        warn(line)
     failures = sum(u.failed for u in outcome.units)
     if failures:
         where = (
@@ -426,6 +428,8 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
                 metrics.section(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
             )
         )
+    for line in summary.warnings:
+        warn(line)
     if summary.status == "partial":
         counts = summary.counts
         warn(

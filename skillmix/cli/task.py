@@ -254,6 +254,8 @@ def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     if wait_timeout > 0:
         _wait(run, ctx, "grade", plan_tasks(ctx.experiment).units, wait_timeout, 10.0, attempt)
     summary, _metrics = run_aggregate_task(run, ctx)
+    for line in summary.warnings:
+        click.echo(f"warning: {line}", err=True)
     rows = summary.metrics.rows
     click.echo(f"aggregated {len(rows)} rows into {run.uri.rstrip('/')}/report/", err=True)
 

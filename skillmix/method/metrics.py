@@ -13,10 +13,16 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
 from functools import lru_cache
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
+from skillmix.method.stats import exact_sum, wilson_interval
 from skillmix.method.text import length_point
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 MetricMode = Literal["reference", "strict"]
 GenerationAgg = Literal["max", "mean"]
@@ -27,6 +33,23 @@ METRIC_TITLES = {
     "full_marks": "Ratio of Full Marks",
     "all_skills": "Ratio of All Skills",
     "skill_fraction": "Skill Fraction",
+}
+
+METRIC_DEFINITIONS = {
+    "full_marks": "Ratio of Full Marks: the share of combinations whose answer earns all k + 3 "
+    "rubric points (each of the k skills, on topic, makes sense, within the sentence limit).",
+    "all_skills": "Ratio of All Skills: the share of combinations whose answer shows all k "
+    "skills and earns at least 2 of the 3 other points.",
+    "skill_fraction": "Skill Fraction: the share of the k skills shown, counted only when all 3 "
+    "other points are earned (else 0), averaged over combinations. So an answer can show "
+    "every skill (All Skills 1) and still score Skill Fraction 0 when it misses one of the "
+    "other points, e.g. goes over the sentence limit: the two are not contradictory.",
+    "voted": "Voted: a rubric point after combining the grading rounds (majority: the mean of "
+    "the rounds' points rounded half to even; mean: the mean itself), with the length point "
+    "computed from the sentence count and, with the explicit-name filter, a skill's point set "
+    "to 0 when the answer names the skill.",
+    "combination": "Per combination the generation rounds are combined (best of G by default, "
+    "or their mean) before averaging over combinations; n counts combinations.",
 }
 
 
@@ -76,20 +99,44 @@ class GradedAnswer:
 
 @dataclass(frozen=True)
 class MetricValue:
+    """One metric of one row. ``ci95``: the Wilson score interval (method/stats.py says why);
+    ``exact``: the mean as an exact fraction, which ranks compare (42/90 ties 42/90)."""
+
     mean: float
     stderr: float
     ci95: tuple[float, float] | None
+    exact: Fraction | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "mean": _json_float(self.mean),
             "stderr": _json_float(self.stderr),
             "ci95": [_json_float(x) for x in self.ci95] if self.ci95 else None,
+            "exact": f"{self.exact.numerator}/{self.exact.denominator}"
+            if self.exact is not None
+            else None,
         }
 
     def reference_str(self) -> str:
         """The reference's printed form, ``mean ± stderr``."""
         return f"{self.mean:.2f} ± {self.stderr:.3f}"
+
+
+@dataclass
+class Combinations:
+    """Per-combination values of one row (generation rounds combined, the headline unit):
+    ``scores[metric][c]`` and ``skill_points[c]`` (one combined point per skill) for the
+    combination ``index[c]``; paired tests and per-skill, per-topic and per-category rates
+    are built from these."""
+
+    index: list[int] = field(default_factory=list)
+    topic: list[str] = field(default_factory=list)
+    skills: list[tuple[str, ...]] = field(default_factory=list)
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    skill_points: list[list[float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"index": self.index, **{name: self.scores[name] for name in METRIC_NAMES}}
 
 
 @dataclass
@@ -104,10 +151,24 @@ class MetricRow:
     unparsed: int = 0
     per_skill: dict[str, float] = field(default_factory=dict)
     per_topic: dict[str, float] = field(default_factory=dict)
-    per_combination: list[dict[str, object]] = field(default_factory=list)
+    combinations: Combinations = field(default_factory=Combinations)
 
     def metric(self, name: str) -> MetricValue:
         return cast(MetricValue, getattr(self, name))
+
+    @property
+    def per_combination(self) -> list[dict[str, object]]:
+        """The combinations as one dict each (index, topic, skills, the three scores)."""
+        c = self.combinations
+        return [
+            {
+                "index": i,
+                "topic": c.topic[j],
+                "skills": list(c.skills[j]),
+                **{name: c.scores[name][j] for name in METRIC_NAMES},
+            }
+            for j, i in enumerate(c.index)
+        ]
 
     def as_dict(self, *, details: bool = False) -> dict[str, object]:
         out: dict[str, object] = {
@@ -122,6 +183,7 @@ class MetricRow:
         if details:
             out["per_skill"] = {k: _json_float(v) for k, v in self.per_skill.items()}
             out["per_topic"] = {k: _json_float(v) for k, v in self.per_topic.items()}
+            out["combinations"] = self.combinations.as_dict()
         return out
 
 
@@ -135,23 +197,30 @@ def names_skill(answer: str, skill: str, rule: ExplicitNameFilter) -> bool:
     ``substring`` is the reference rule (so "accident" matches "accidentally"); ``word`` needs
     whole words and accepts spaces or hyphens between them.
     """
+    return _names_lowered(answer.lower(), skill, rule)
+
+
+def _names_lowered(text: str, skill: str, rule: ExplicitNameFilter) -> bool:
+    """``names_skill`` on an already lower-cased answer (lower-case once per answer)."""
     if rule == "off":
         return False
-    name, pattern = _name_pattern(skill)
+    name, first, pattern = _name_pattern(skill)
     if not name:
         return False
-    text = answer.lower()
     if rule == "substring":
         return name in text
-    return pattern.search(text) is not None
+    # a whole-word match contains the first word: the cheap test rules most skills out
+    return first in text and pattern.search(text) is not None
 
 
 @lru_cache(maxsize=4096)
-def _name_pattern(skill: str) -> tuple[str, re.Pattern[str]]:
-    """The cut, lower-cased name and its whole-word pattern (compiled once per skill)."""
+def _name_pattern(skill: str) -> tuple[str, str, re.Pattern[str]]:
+    """The cut, lower-cased name, its first word and its whole-word pattern (compiled once)."""
     name = skill.split("(")[0].strip().lower()
-    words = [re.escape(w) for w in re.split(r"[\s-]+", name) if w]
-    return name, re.compile(r"(?<!\w)" + r"[\s-]+".join(words) + r"(?!\w)")
+    raw = [w for w in re.split(r"[\s-]+", name) if w]
+    words = [re.escape(w) for w in raw]
+    pattern = re.compile(r"(?<!\w)" + r"[\s-]+".join(words) + r"(?!\w)")
+    return name, raw[0] if raw else "", pattern
 
 
 def prepare_points(answer: GradedAnswer, options: MetricOptions) -> list[float] | None:
@@ -202,69 +271,139 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var) / math.sqrt(n)
 
 
-def bootstrap_ci95(values: Sequence[float], samples: int, seed: int) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean; deterministic for a given seed."""
-    if len(values) < 2 or samples <= 0:
-        return None
+def metric_value(values: npt.NDArray[np.float64]) -> MetricValue:
+    """Mean ± stderr (the reference's numbers), the Wilson interval and the exact mean of
+    per-combination values."""
+    mean, stderr = mean_stderr(values.tolist())
+    n = int(values.size)
+    exact = exact_sum(values) / n if n else None
+    return MetricValue(mean, stderr, wilson_interval(float(values.sum()), n), exact)
+
+
+def _unit_marks(
+    unit_answers: Sequence[GradedAnswer], k: int, rule: ExplicitNameFilter
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per answer (unit): the computed length point, and 0/1 keep-masks of its k skill points
+    (0 where the explicit-name filter zeroes the point). Computed once per answer, not once per
+    grading round."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    data = np.asarray(values, dtype=float)
-    # resample in chunks so memory stays small for large n (the stream, hence the result, is
-    # the same as drawing all indices at once)
-    chunk = max(1, min(samples, 2_000_000 // len(data)))
-    means = np.empty(samples)
-    for start in range(0, samples, chunk):
-        size = min(chunk, samples - start)
-        idx = rng.integers(0, len(data), size=(size, len(data)))
-        means[start : start + size] = data[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    length = np.empty(len(unit_answers))
+    keep = np.ones((len(unit_answers), k))
+    for u, a in enumerate(unit_answers):
+        length[u] = length_point(a.answer, k)
+        if rule != "off":
+            text = a.answer.lower()
+            for j, skill in enumerate(a.skills[:k]):
+                if _names_lowered(text, skill, rule):
+                    keep[u, j] = 0.0
+    return length, keep
 
 
-def _metric_value(values: Sequence[float], options: MetricOptions) -> MetricValue:
-    mean, stderr = mean_stderr(values)
-    return MetricValue(
-        mean, stderr, bootstrap_ci95(values, options.bootstrap_samples, options.bootstrap_seed)
-    )
+def _combine(
+    values: npt.NDArray[np.float64],
+    groups: npt.NDArray[np.intp],
+    size: int,
+    how: GenerationAgg,
+) -> npt.NDArray[np.float64]:
+    """Combine generation rounds per combination (rows of ``values`` grouped by ``groups``):
+    best of G (max) or the mean, with the rounds in generation-round order."""
+    import numpy as np
+
+    out = np.full((size, *values.shape[1:]), -np.inf if how == "max" else 0.0)
+    if how == "max":
+        np.maximum.at(out, groups, values)
+        return out
+    np.add.at(out, groups, values)
+    counts = np.bincount(groups, minlength=size).astype(float)
+    mean: npt.NDArray[np.float64] = out / counts.reshape((size,) + (1,) * (values.ndim - 1))
+    return mean
 
 
 def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> MetricRow:
+    """One (student, grader, k): vote the grading rounds of each answer, score it, combine the
+    generation rounds per combination and summarise. Vectorised with numpy; the arithmetic is
+    done in the order the per-answer functions (``vote``, ``item_scores``) use, so the numbers
+    are the same floats."""
+    import numpy as np
+
     first = answers[0]
     k = first.k
+    size = k + 3
     excluded = set(options.filter_skills)
-    by_gi: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
+    strict = options.mode == "strict"
+    unit_of: dict[tuple[int, int], int] = {}
+    unit_answers: list[GradedAnswer] = []
     meta: dict[int, GradedAnswer] = {}
+    points: list[Sequence[float]] = []
+    owner: list[int] = []
     unparsed = 0
     for a in answers:
         if excluded and excluded.intersection(a.skills):
             continue
-        meta.setdefault(a.index, a)
-        points = prepare_points(a, options)
-        if points is None:
-            unparsed += 1
-            continue
-        by_gi[(a.generation_round, a.index)].append(points)
-    per_index: dict[int, list[dict[str, float]]] = defaultdict(list)
+        if a.index not in meta:
+            meta[a.index] = a
+        pts: Sequence[float] | None = a.points
+        if pts is None or len(pts) != size:
+            if strict:
+                unparsed += 1
+                continue
+            pts = (list(pts or []) + [0.0] * size)[:size]
+        key = (a.generation_round, a.index)
+        u = unit_of.get(key)
+        if u is None:
+            u = unit_of[key] = len(unit_answers)
+            unit_answers.append(a)
+        points.append(pts)
+        owner.append(u)
+    units = len(unit_answers)
+    table = np.asarray(points, dtype=float) if points else np.zeros((0, size))
+    who = np.asarray(owner, dtype=np.intp)
+    length, keep = _unit_marks(unit_answers, k, options.filter_explicit_name)
+    table[:, -1] = length[who]
+    table[:, :k] *= keep[who]
+    # vote: per-column sums in record order (as Python's sum over the rounds), then the mean
+    counts = np.bincount(who, minlength=units).astype(float)
+    sums = np.stack(
+        [np.bincount(who, weights=table[:, j], minlength=units) for j in range(size)], axis=1
+    )
+    voted = sums / counts[:, None] if units else np.zeros((0, size))
+    if options.vote == "majority":
+        voted = np.round(voted)  # round half to even, as Python's round
+    s = np.zeros(units)
+    for j in range(k):
+        s = s + voted[:, j]
+    o = np.zeros(units)
+    for j in range(k, size):
+        o = o + voted[:, j]
+    unit_scores = np.stack(
+        [
+            (s + o == k + 3).astype(float),
+            ((s == k) & (o >= 2)).astype(float),
+            np.where(o == 3, s / k, 0.0),
+        ],
+        axis=1,
+    )
+    # combinations in index order; generation rounds in round order within each
+    keys = np.asarray(list(unit_of), dtype=np.int64).reshape(-1, 2)
+    order = np.lexsort((keys[:, 0], keys[:, 1])) if units else np.zeros(0, dtype=np.intp)
+    index_of_unit = keys[order, 1]
+    combos, groups = np.unique(index_of_unit, return_inverse=True)
+    combined = _combine(unit_scores[order], groups, combos.size, options.generation_agg)
+    skill_points = _combine(voted[order, :k], groups, combos.size, options.generation_agg)
+    series = {name: combined[:, m] for m, name in enumerate(METRIC_NAMES)}
+    values = {name: metric_value(series[name]) for name in METRIC_NAMES}
+    indices = [int(i) for i in combos]
+    topics = [meta[i].topic for i in indices]
+    skills = [tuple(meta[i].skills) for i in indices]
     skill_hits: dict[str, list[float]] = defaultdict(list)
-    for (_g, i), rounds in sorted(by_gi.items()):
-        voted = vote(rounds, options.vote)
-        per_index[i].append(item_scores(voted, k))
-        for j, skill in enumerate(meta[i].skills[:k]):
-            skill_hits[skill].append(voted[j])
-    combine = max if options.generation_agg == "max" else (lambda xs: sum(xs) / len(xs))
-    per_combination: list[dict[str, object]] = []
-    series: dict[str, list[float]] = {name: [] for name in METRIC_NAMES}
     topic_hits: dict[str, list[float]] = defaultdict(list)
-    for i in sorted(per_index):
-        scores = {name: float(combine([s[name] for s in per_index[i]])) for name in METRIC_NAMES}
-        for name in METRIC_NAMES:
-            series[name].append(scores[name])
-        topic_hits[meta[i].topic].append(scores["full_marks"])
-        per_combination.append(
-            {"index": i, "topic": meta[i].topic, "skills": list(meta[i].skills), **scores}
-        )
-    values = {name: _metric_value(series[name], options) for name in METRIC_NAMES}
+    points_list = skill_points.tolist()
+    full = series["full_marks"].tolist()
+    for c, names in enumerate(skills):
+        for j, skill in enumerate(names[:k]):
+            skill_hits[skill].append(points_list[c][j])
+        topic_hits[topics[c]].append(full[c])
     if options.mode == "reference":  # print what the reference prints: its dtypes, its steps
         from skillmix.method.reference_numbers import reference_mean_stderr
 
@@ -274,14 +413,20 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
         student=first.student,
         grader=first.grader,
         k=k,
-        n=len(per_index),
+        n=len(indices),
         full_marks=values["full_marks"],
         all_skills=values["all_skills"],
         skill_fraction=values["skill_fraction"],
         unparsed=unparsed,
         per_skill={s: sum(v) / len(v) for s, v in sorted(skill_hits.items())},
         per_topic={t: sum(v) / len(v) for t, v in sorted(topic_hits.items())},
-        per_combination=per_combination,
+        combinations=Combinations(
+            index=indices,
+            topic=topics,
+            skills=skills,
+            scores={name: series[name].tolist() for name in METRIC_NAMES},
+            skill_points=points_list,
+        ),
     )
 
 

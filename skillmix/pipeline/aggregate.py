@@ -13,6 +13,7 @@ from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
 from skillmix.method.reference_numbers import limit_rounds
+from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
 from skillmix.records import GradeRecord
 from skillmix.store.runs import RunStore
 
@@ -29,7 +30,13 @@ class RunMetrics:
     failed: int = 0
 
     def settings(self) -> dict[str, Any]:
-        return {**self.options.as_dict(), "reparse": self.reparse, "run": self.run}
+        return {
+            **self.options.as_dict(),
+            "reparse": self.reparse,
+            "run": self.run,
+            "interval_method": INTERVAL_METHOD,
+            "paired_method": PAIRED_METHOD,
+        }
 
     def as_dict(self, *, details: bool = False) -> dict[str, Any]:
         return {

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from skillmix.artifacts import (
     AgreementItem,
     AgreementRow,
     AgreementSection,
+    CategoryRateRow,
+    CategoryRates,
     GalleryExample,
     GalleryRound,
     ItemScores,
@@ -192,51 +195,108 @@ def _columns(
     return first + sorted(present - set(first))
 
 
+MIN_N = 5  # cells with fewer combinations do not decide the "hardest first" order
+SKILL_UNIT = (
+    "per combination, the skill's voted point with generation rounds combined as the metrics "
+    "combine them (best of G by default), averaged over the combinations that contain the "
+    "skill, pooled over k"
+)
+TOPIC_UNIT = (
+    "per combination, Full Marks with generation rounds combined (best of G by default), "
+    "averaged over the combinations of the topic, pooled over k"
+)
+CATEGORY_UNIT = (
+    "the per-skill unit pooled over every (combination, skill) pair whose skill is in the "
+    "category, pooled over k"
+)
+
+
 def skill_rates(
-    units: Sequence[Unit],
+    rows: Sequence[MetricRow],
     order: Sequence[tuple[str, str]] = (),
     categories: Mapping[str, str] | None = None,
+    min_n: int = MIN_N,
 ) -> SkillRates:
-    """Per skill and model (pooled over k): the mean voted point of the skill, as the
-    metrics' per-skill rates are computed per k. Columns follow ``order`` (student, grader);
-    ``categories`` maps skills to their catalog category."""
-    graders = len({u.grader for u in units})
-    columns = _columns({u.column for u in units}, order)
+    """Per skill and model (pooled over k), in the headline unit: per combination the skill's
+    point after voting and combining generation rounds, averaged over combinations. Columns
+    follow ``order`` (student, grader); ``categories`` maps skills to their catalog category."""
+    graders = len({r.grader for r in rows})
+    columns = _columns({(r.student, r.grader) for r in rows}, order)
     sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    for u in units:
-        if u.voted is None:
-            continue
-        for j, skill in enumerate(u.skills[: u.k]):
-            sums[skill][u.column].append(u.voted[j])
-    labels, rows = _rate_table(sums, columns, graders)
+    for row in rows:
+        c = row.combinations
+        for skills, points in zip(c.skills, c.skill_points, strict=True):
+            for skill, point in zip(skills[: row.k], points, strict=False):
+                sums[skill][(row.student, row.grader)].append(point)
+    labels, table = _rate_table(sums, columns, graders, min_n)
     cats = categories or {}
     return SkillRates(
         columns=labels,
         models=_model_refs(columns),
+        unit=SKILL_UNIT,
+        min_n=min_n,
         rows=[
             SkillRateRow(
                 skill=name, values=values, n=counts, mean=mean, category=cats.get(name, "")
             )
-            for name, values, counts, mean in rows
+            for name, values, counts, mean in table
         ],
     )
 
 
-def topic_rates(rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = ()) -> TopicRates:
+def category_rates(
+    rows: Sequence[MetricRow],
+    categories: Mapping[str, str],
+    order: Sequence[tuple[str, str]] = (),
+    min_n: int = MIN_N,
+) -> CategoryRates:
+    """Per skill category and model (pooled over k): the per-skill unit over every
+    (combination, skill) pair of the category (n counts those pairs). Skills without a
+    category are grouped as "uncategorised"."""
+    graders = len({r.grader for r in rows})
+    columns = _columns({(r.student, r.grader) for r in rows}, order)
+    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    members: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        c = row.combinations
+        for skills, points in zip(c.skills, c.skill_points, strict=True):
+            for skill, point in zip(skills[: row.k], points, strict=False):
+                category = categories.get(skill) or "uncategorised"
+                members[category].add(skill)
+                sums[category][(row.student, row.grader)].append(point)
+    labels, table = _rate_table(sums, columns, graders, min_n)
+    return CategoryRates(
+        columns=labels,
+        models=_model_refs(columns),
+        unit=CATEGORY_UNIT,
+        min_n=min_n,
+        rows=[
+            CategoryRateRow(
+                category=name, skills=len(members[name]), values=values, n=counts, mean=mean
+            )
+            for name, values, counts, mean in table
+        ],
+    )
+
+
+def topic_rates(
+    rows: Sequence[MetricRow], order: Sequence[tuple[str, str]] = (), min_n: int = MIN_N
+) -> TopicRates:
     """Per topic and model (pooled over k): the share of combinations with full marks (after
     combining generation rounds), as the metrics' per-topic rates are computed per k."""
     graders = len({r.grader for r in rows})
     columns = _columns({(r.student, r.grader) for r in rows}, order)
     sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        for combo in row.per_combination:
-            value = combo["full_marks"]
-            assert isinstance(value, float | int)
-            sums[str(combo["topic"])][(row.student, row.grader)].append(float(value))
-    labels, table = _rate_table(sums, columns, graders)
+        c = row.combinations
+        for topic, value in zip(c.topic, c.scores["full_marks"], strict=True):
+            sums[topic][(row.student, row.grader)].append(float(value))
+    labels, table = _rate_table(sums, columns, graders, min_n)
     return TopicRates(
         columns=labels,
         models=_model_refs(columns),
+        unit=TOPIC_UNIT,
+        min_n=min_n,
         rows=[
             TopicRateRow(topic=name, values=values, n=counts, mean=mean)
             for name, values, counts, mean in table
@@ -255,17 +315,37 @@ def _rate_table(
     sums: dict[str, dict[tuple[str, str], list[float]]],
     columns: list[tuple[str, str]],
     graders: int,
+    min_n: int = MIN_N,
 ) -> tuple[list[str], list[_Rates]]:
-    """Column labels and (name, values, n, mean) rows, hardest (lowest mean) first."""
+    """Column labels and (name, values, n, mean) rows, hardest first: sorted by the mean of
+    the cells with at least ``min_n`` combinations (rows with none such come last, by name);
+    the shown mean is over every cell present."""
     labels = [column_label(s, g, graders) for s, g in columns]
-    rows: list[_Rates] = []
+    rows: list[tuple[_Rates, float | None]] = []
     for name in sorted(sums):
         values = [(sum(v) / len(v)) if (v := sums[name].get(col)) else None for col in columns]
         counts = [len(sums[name].get(col, [])) for col in columns]
         present = [v for v in values if v is not None]
-        rows.append((name, values, counts, sum(present) / len(present) if present else None))
-    rows.sort(key=lambda r: (r[3] if r[3] is not None else 2.0, r[0]))
-    return labels, rows
+        sure = [v for v, n in zip(values, counts, strict=True) if v is not None and n >= min_n]
+        key = sum(sure) / len(sure) if sure else None
+        rows.append(((name, values, counts, sum(present) / len(present) if present else None), key))
+    rows.sort(key=lambda r: (r[1] is None, r[1] if r[1] is not None else 0.0, r[0][0]))
+    return labels, [r for r, _ in rows]
+
+
+def self_grading_warnings(experiment: Mapping[str, Any]) -> list[str]:
+    """One line per student whose model id is also the grader's: a model grading its own
+    answers may favour them."""
+    grader = experiment.get("grader") or {}
+    out = []
+    for student in experiment.get("students") or []:
+        if student.get("model") == grader.get("model"):
+            out.append(
+                f"self-grading: student {student.get('name')!r} is graded by the same model "
+                f"({grader.get('backend')}: {grader.get('model')}); a model grading its own "
+                "answers may favour them, so read its scores with care"
+            )
+    return out
 
 
 # parse failures and retries ---------------------------------------------------------------

@@ -186,7 +186,7 @@ def load_run(uri: str, index: int) -> RunData:
             source="computed (reference options)",
             created_at=data.created_at,
             settings=reference_settings(data, combinations, options),
-            rows=metrics.section().rows,
+            rows=metrics.section(details=True).rows,
         )
     if summary is not None:
         return RunData(
@@ -217,7 +217,7 @@ def load_run(uri: str, index: int) -> RunData:
             ctx.prompt_versions(),
             MetricSettings.model_validate(metrics.settings()),
         ),
-        rows=metrics.section().rows,
+        rows=metrics.section(details=True).rows,
     )
 
 
@@ -282,6 +282,10 @@ def compare_runs(
             entry.run = run.index
             entry.run_id = run.run_id
             entry.run_label = f"#{run.index} {run.run_id}"
+            # paired tests pair (k, combination) only between runs drawing the same ones
+            entry.design = "|".join(
+                run.settings.get(key, "") for key in ("catalog", "seed", "sampling")
+            )
             entries.append(entry)
     students: dict[str, set[int]] = {}
     for entry in entries:
@@ -341,7 +345,7 @@ def compare_markdown(doc: Comparison) -> str:
         lines += [
             f"## {board.title}",
             "",
-            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% bootstrap interval].",
+            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval].",
             "",
             *leaderboard_markdown(
                 board,
@@ -415,7 +419,7 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         el(
             "p",
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
-            "mean ± standard error, with the 95% bootstrap interval below. Equal scores share a rank.",
+            "mean ± standard error, with the 95% Wilson score interval below. Equal scores share a rank.",
             class_="note",
         ),
     ]

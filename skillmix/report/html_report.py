@@ -12,6 +12,7 @@ from typing import Any
 
 from skillmix.artifacts import (
     AgreementSection,
+    CategoryRates,
     FailedGeneration,
     FailedGrade,
     GalleryExample,
@@ -25,6 +26,14 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.leaderboard import (
+    READING_NOTE,
+    board_note,
+    model_text,
+    pair_below,
+    rank_text,
+    verdict_text,
+)
 from skillmix.report.markup import (
     Image,
     Safe,
@@ -70,12 +79,14 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
         fmt(cell.mean),
         el("span", f" ± {fmt_stderr(cell.stderr, cell.n)}", class_="se"),
         el("span", f"[{fmt(ci[0])}, {fmt(ci[1])}]", class_="ci") if ci[0] is not None else None,
+        el("span", f" n={cell.n}", class_="n"),
         class_="num",
         title=f"n = {cell.n} combinations; {cell.unparsed} verdicts unparsed",
         data_value=number(cell.mean),
         data_stderr=number(cell.stderr),
         data_ci_low=number(ci[0]),
         data_ci_high=number(ci[1]),
+        data_exact=cell.exact,
         data_n=cell.n,
         **attrs,
     )
@@ -84,42 +95,88 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
 def leaderboard_table(
     board: Leaderboard, label_columns: Sequence[tuple[str, str]], **table_attrs: object
 ) -> Safe:
-    """``label_columns``: (row field, header) pairs shown before the k columns."""
+    """``label_columns``: (row field, header) pairs shown before the k columns. The rank
+    carries the tie mark; 'vs next' is the paired test against the row below."""
     ks = board.ks
-    header = ["rank", *[h for _, h in label_columns], *[f"k = {k}" for k in ks], "mean over k"]
+    own = any(r.own_score is not None for r in board.rows)
+    header = [
+        "rank",
+        *[h for _, h in label_columns],
+        "model (backend: id, sampling)",
+        *[f"k = {k}" for k in ks],
+        board.score_label,
+        *(["mean over own k"] if own else []),
+        "vs next",
+    ]
+    below = pair_below(board)
     rows = []
-    for row in board.rows:
+    for position, row in enumerate(board.rows):
         ident = {
             "data_metric": board.metric,
             "data_student": row.student,
             "data_grader": row.grader,
             "data_run": row.run,
         }
+        pair = below.get(position)
         rows.append(
             el(
                 "tr",
-                el("td", row.rank if row.rank is not None else "—", class_="num"),
+                el(
+                    "td",
+                    rank_text(row),
+                    class_="num",
+                    title=f"tie group {row.tie_group}" if row.tied else None,
+                    data_tie_group=row.tie_group,
+                ),
                 *[el("td", _or_empty(getattr(row, key))) for key, _ in label_columns],
+                el("td", model_text(row), class_="model"),
                 *[metric_td(row.cells.get(str(k)), data_k=k, **ident) for k in ks],
                 el(
                     "td",
                     fmt(row.score, 3),
                     class_="num",
+                    title=f"exactly {row.exact_score}" if row.exact_score else None,
                     data_score=number(row.score),
                     **ident,
+                ),
+                *(
+                    [
+                        el(
+                            "td",
+                            fmt(row.own_score, 3) if row.own_score is not None else "",
+                            class_="num",
+                            title=f"mean over k = {', '.join(map(str, sorted(row.ks)))}",
+                        )
+                    ]
+                    if own
+                    else []
+                ),
+                el(
+                    "td",
+                    verdict_text(pair),
+                    class_="verdict",
+                    data_significant=str(pair.significant).lower() if pair else None,
+                    data_p=number(pair.p_value) if pair else None,
                 ),
                 class_="first" if row.rank == 1 else None,
             )
         )
+    first_metric = 2 + len(label_columns)
     head = el(
         "tr",
         *[
-            el("th", h, class_="num" if i == 0 or i > len(label_columns) else None)
+            el(
+                "th",
+                h,
+                class_="num" if i == 0 or first_metric <= i < len(header) - 1 else None,
+                scope="col",
+            )
             for i, h in enumerate(header)
         ],
     )
     return el(
         "table",
+        el("caption", f"{board.title}, {board.score_label}"),
         el("thead", head),
         el("tbody", *rows),
         class_="leaderboard",
@@ -168,7 +225,7 @@ def metric_images(
             title=f"{METRIC_TITLES[board.metric]} vs k",
             caption=(
                 f"{METRIC_TITLES[board.metric]} per model and k: mean over combinations; "
-                "error bars: 95% bootstrap interval."
+                "error bars: 95% Wilson score interval."
             ),
             dpi=dpi,
         )
@@ -284,24 +341,42 @@ def _opt(x: object) -> str:
 
 
 def leaderboards_section(summary: Summary) -> Safe:
-    parts: list[Any] = [
-        el("h2", "Leaderboards"),
+    settings = summary.metrics.settings
+    parts: list[Any] = [el("h2", "Leaderboards")]
+    for warning in summary.warnings:
+        parts.append(el("div", el("strong", "Warning: "), warning, class_="banner"))
+    parts.append(
         el(
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
-            "standard error, with the 95% bootstrap interval below. Equal scores share a rank.",
+            "standard error, the 95% interval below it and n (combinations). Intervals: "
+            f"{settings.interval_method} {READING_NOTE}",
             class_="note",
-        ),
-    ]
+        )
+    )
+    if summary.metric_definitions:
+        parts.append(
+            el(
+                "details",
+                el("summary", "What the metrics mean"),
+                el("ul", *[el("li", text) for text in summary.metric_definitions.values()]),
+                open=True,
+            )
+        )
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
     labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
-        el("div", el("h3", board.title), leaderboard_table(board, labels))
+        el(
+            "div",
+            el("h3", board.title),
+            el("p", board_note(board), class_="note"),
+            leaderboard_table(board, labels),
+        )
         for board in summary.leaderboards
     ]
     if len(graders) == 1:
         parts.append(el("p", f"Grader: {next(iter(graders))}.", class_="note"))
-    parts.append(el("div", *boards, class_="grid"))
+    parts.append(el("div", *boards))
     return el("section", *parts, id="leaderboards")
 
 
@@ -315,9 +390,14 @@ def plots_section(images: Sequence[Image]) -> Safe:
 
 
 def rates_details(
-    table_data: SkillRates | TopicRates, what: str, extra: Sequence[str] = ()
+    table_data: SkillRates | TopicRates | CategoryRates,
+    what: str,
+    extra: Sequence[str] = (),
+    *,
+    open_: bool = False,
 ) -> Safe:
-    """``what``: the row's name field (skill, topic); ``extra``: more fields shown."""
+    """``what``: the row's name field (skill, topic, category); ``extra``: more fields shown.
+    Every cell shows its rate and n."""
     columns = table_data.columns
     rows = []
     for row in table_data.rows:
@@ -326,7 +406,7 @@ def rates_details(
                 getattr(row, what),
                 *[getattr(row, x) for x in extra],
                 *[
-                    f"{fmt(v)} ({n})" if v is not None else "—"
+                    f"{fmt(v)} (n={n})" if v is not None else "—"
                     for v, n in zip(row.values, row.n, strict=True)
                 ],
                 fmt(row.mean),
@@ -335,10 +415,19 @@ def rates_details(
     header = [what, *extra, *columns, "mean"]
     return el(
         "details",
-        el(
-            "summary", f"All {len(rows)} {what}s as a table (rate, with the number of graded items)"
-        ),
+        el("summary", f"All {len(rows)} {what} rows as a table (rate, n = combinations)"),
+        el("p", rates_note(table_data), class_="note"),
         table(header, rows, numeric=range(1 + len(extra), len(header))),
+        open=open_,
+    )
+
+
+def rates_note(table_data: SkillRates | TopicRates | CategoryRates) -> str:
+    """What a rate is and how rows are sorted (from the table itself)."""
+    unit = f"Rate: {table_data.unit}. " if table_data.unit else ""
+    return (
+        f"{unit}Hardest first, by the mean over the cells with n ≥ {table_data.min_n} "
+        "combinations (rows without such a cell last)."
     )
 
 
@@ -372,7 +461,10 @@ def rates_image(
         [r.values for r in rows],
         title=title,
         colorbar=colorbar,
-        caption=f"Sorted hardest first (by the mean over models){shown}; grey: not sampled.",
+        caption=(
+            f"Sorted hardest first (by the mean over models, counting cells with n ≥ "
+            f"{table_data.min_n}){shown}; grey: not sampled."
+        ),
         dpi=dpi,
     )
 
@@ -678,15 +770,24 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
         rates_section(
             "skills",
             "Per-skill success",
-            "Mean voted point of each skill per model, pooled over k (the metrics' per-skill "
-            "rates, per k, are in summary.json).",
+            "Per skill and model, pooled over k: the skill's voted point per combination with "
+            "generation rounds combined as the headline metrics combine them, averaged over "
+            "combinations (n = combinations). Per category: the same over every skill of the "
+            "category.",
             skills_img,
-            rates_details(summary.skill_rates, "skill", extra=["category"]),
+            el(
+                "div",
+                rates_details(summary.category_rates, "category", extra=["skills"], open_=True)
+                if summary.category_rates is not None
+                else None,
+                rates_details(summary.skill_rates, "skill", extra=["category"]),
+            ),
         ),
         rates_section(
             "topics",
             "Per-topic Ratio of Full Marks",
-            "Share of combinations with full marks per topic and model, pooled over k.",
+            "Share of combinations with full marks (generation rounds combined) per topic and "
+            "model, pooled over k (n = combinations).",
             topics_img,
             rates_details(summary.topic_rates, "topic"),
         ),

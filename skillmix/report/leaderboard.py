@@ -1,14 +1,19 @@
-"""Leaderboards: models ranked per metric by the mean of their per-k means.
+"""Leaderboards: models ranked per metric by the mean of their per-k means, with paired tests
+of adjacent rows and groups of statistically tied models.
 
-Shared by the run report and ``skillmix compare``. Ranks are competition ranks ("1, 1, 3"):
-equal scores share a rank, so a run compared with itself ranks equally. Metric values are
-copied from the metric rows untouched; only the ranking score is new.
+Shared by the run report and ``skillmix compare``. Ranks are competition ranks ("1, 1, 3")
+over exact fractions: equal scores (42/90 and 42/90) share a rank whatever the float noise,
+so a run compared with itself ranks equally. Metric values are copied from the metric rows
+untouched; only the ranking score, the tests and the tie groups are new.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 from skillmix.artifacts import (
     Leaderboard,
@@ -16,14 +21,24 @@ from skillmix.artifacts import (
     LeaderboardRow,
     MetricRowJson,
     MetricValueJson,
+    PairwiseResult,
 )
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+from skillmix.method.stats import PAIRED_METHOD, exact_fraction, paired_test, tie_groups
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Sample = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
 
 @dataclass
 class Entry:
-    """One model (student, grader) of one run: its metric cells per metric and k (as text).
-    The run fields are set by ``skillmix compare`` only."""
+    """One model (student, grader) of one run: its metric cells per metric and k (as text),
+    and, when the rows carry them, its per-combination values per metric and k (for paired
+    tests). The run fields are set by ``skillmix compare`` only; ``design`` names the
+    combinations (entries are paired only when it is equal)."""
 
     student: str
     grader: str
@@ -33,10 +48,17 @@ class Entry:
     run_id: str | None = None
     run_label: str | None = None
     model: str | None = None
+    samples: dict[str, dict[int, Sample]] = field(default_factory=dict)
+    design: str | None = None
+    model_id: str | None = None
+    backend: str | None = None
+    sampling: dict[str, Any] | None = None
+    grader_model_id: str | None = None
 
 
-def competition_ranks(scores: Sequence[float | None]) -> list[int | None]:
-    """1 + the number of strictly better scores; None for a missing score."""
+def competition_ranks(scores: Sequence[Fraction | float | None]) -> list[int | None]:
+    """1 + the number of strictly better scores; None for a missing score. Pass fractions
+    (``exact_mean_over_k``) so that equal scores compare equal."""
     present = [s for s in scores if s is not None]
     return [None if s is None else 1 + sum(1 for o in present if o > s) for s in scores]
 
@@ -50,8 +72,30 @@ def mean_over_k(cells: Mapping[str, MetricValueJson], ks: Sequence[int]) -> floa
     return sum(present) / len(present)
 
 
+def cell_fraction(cell: MetricValueJson) -> Fraction | None:
+    """The cell's mean as an exact fraction (from ``exact``, or recovered from the float of
+    files written before it existed)."""
+    if cell.exact:
+        return Fraction(cell.exact)
+    return None if cell.mean is None else exact_fraction(cell.mean)
+
+
+def exact_mean_over_k(cells: Mapping[str, MetricValueJson], ks: Sequence[int]) -> Fraction | None:
+    """``mean_over_k`` in exact fractions (what ranks compare)."""
+    values = [cell_fraction(cell) if (cell := cells.get(str(k))) else None for k in ks]
+    if not values or any(v is None for v in values):
+        return None
+    return sum((v for v in values if v is not None), Fraction(0)) / len(values)
+
+
+def score_label(ks: Sequence[int]) -> str:
+    return f"mean over k = {', '.join(map(str, ks))}" if ks else "mean over k (no k in common)"
+
+
 def entries_from_rows(rows: Sequence[MetricRowJson]) -> list[Entry]:
     """Metric rows (``RunMetrics.section().rows``) grouped per (student, grader)."""
+    import numpy as np
+
     entries: dict[tuple[str, str], Entry] = {}
     for row in rows:
         key = (row.student, row.grader)
@@ -60,6 +104,11 @@ def entries_from_rows(rows: Sequence[MetricRowJson]) -> list[Entry]:
         for name in METRIC_NAMES:
             cell = LeaderboardCell(**row.metric(name).model_dump(), n=row.n, unparsed=row.unparsed)
             entry.metrics.setdefault(name, {})[str(row.k)] = cell
+            if row.combinations is not None:
+                entry.samples.setdefault(name, {})[row.k] = (
+                    np.asarray(row.combinations.index, dtype=np.int64),
+                    np.asarray(row.combinations.values(name), dtype=float),
+                )
     return [entries[key] for key in sorted(entries)]
 
 
@@ -68,14 +117,54 @@ def common_ks(entries: Sequence[Entry]) -> list[int]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def leaderboard(entries: Sequence[Entry], metric: str) -> Leaderboard:
-    """Entries ranked by ``metric`` averaged over the k values every entry has."""
+def entry_label(entry: Entry, graders: int) -> str:
+    if entry.model:
+        return entry.model
+    return entry.student if graders <= 1 else f"{entry.student} / {entry.grader}"
+
+
+def compare_pair(
+    a: Entry, b: Entry, metric: str, ks: Sequence[int], *, samples: int, seed: int
+) -> tuple[float | None, list[float] | None, float | None, bool, int, int, int, str]:
+    """The paired test of a against b (diff, ci95, p, significant, pairs, wins, losses,
+    method); an untested pair says why."""
+    sa, sb = a.samples.get(metric, {}), b.samples.get(metric, {})
+    if not ks:
+        return None, None, None, False, 0, 0, 0, "not tested: no k in common"
+    if any(k not in sa or k not in sb for k in ks):
+        return None, None, None, False, 0, 0, 0, "not tested: per-combination values missing"
+    if a.design != b.design:
+        return None, None, None, False, 0, 0, 0, "not tested: the runs used other combinations"
+    result = paired_test(sa, sb, ks, samples=samples, seed=seed)
+    if not result.pairs:
+        return None, None, None, False, 0, 0, 0, "not tested: no shared combinations"
+    return (
+        result.diff,
+        list(result.ci95) if result.ci95 else None,
+        result.p_value,
+        result.significant and result.diff > 0,  # a win only in the ranking's direction
+        result.pairs,
+        result.wins,
+        result.losses,
+        PAIRED_METHOD,
+    )
+
+
+def leaderboard(
+    entries: Sequence[Entry], metric: str, *, samples: int = 2000, seed: int = 0
+) -> Leaderboard:
+    """Entries ranked by ``metric`` averaged over the k values every entry has, adjacent rows
+    compared by a paired test (``samples`` bootstrap resamples for the difference's interval),
+    and statistically tied rows grouped."""
     ks = common_ks(entries)
     all_ks = sorted({k for e in entries for k in e.ks})
-    scores = [mean_over_k(e.metrics.get(metric, {}), ks) for e in entries]
-    ranks = competition_ranks(scores)
+    graders = len({e.grader for e in entries})
+    exact = [exact_mean_over_k(e.metrics.get(metric, {}), ks) for e in entries]
+    ranks = competition_ranks(exact)
+    partial = [e for e in entries if sorted(e.ks) != ks]
+    partial_ids = {id(e) for e in partial}
     rows = []
-    for entry, score, rank in zip(entries, scores, ranks, strict=True):
+    for entry, value, rank in zip(entries, exact, ranks, strict=True):
         cells = entry.metrics.get(metric, {})
         rows.append(
             LeaderboardRow(
@@ -87,20 +176,159 @@ def leaderboard(entries: Sequence[Entry], metric: str) -> Leaderboard:
                 run_id=entry.run_id,
                 run_label=entry.run_label,
                 model=entry.model,
-                score=score,
+                score=mean_over_k(cells, ks),
+                exact_score=f"{value.numerator}/{value.denominator}" if value is not None else None,
+                own_score=mean_over_k(cells, sorted(entry.ks))
+                if id(entry) in partial_ids
+                else None,
+                model_id=entry.model_id,
+                backend=entry.backend,
+                sampling=entry.sampling,
+                grader_model_id=entry.grader_model_id,
                 cells={str(k): cells.get(str(k)) for k in all_ks},
             )
         )
     order = sorted(range(len(rows)), key=lambda i: (rows[i].rank is None, rows[i].rank or 0, i))
+    ranked = [i for i in order if rows[i].rank is not None]
+    pairwise = []
+    for upper, lower in itertools.pairwise(ranked):
+        diff, ci, p, significant, pairs, wins, losses, method = compare_pair(
+            entries[upper], entries[lower], metric, ks, samples=samples, seed=seed
+        )
+        pairwise.append(
+            PairwiseResult(
+                a=entry_label(entries[upper], graders),
+                b=entry_label(entries[lower], graders),
+                a_rank=rows[upper].rank,
+                b_rank=rows[lower].rank,
+                diff=diff,
+                ci95=ci,
+                p_value=p,
+                significant=significant,
+                pairs=pairs,
+                wins=wins,
+                losses=losses,
+                method=method,
+            )
+        )
+    groups = tie_groups([p.significant for p in pairwise])
+    sizes: dict[int, int] = {}
+    for i, group in zip(ranked, groups, strict=False):
+        rows[i].tie_group = group
+        sizes[group] = sizes.get(group, 0) + 1
+    for i in ranked:
+        tie = rows[i].tie_group
+        rows[i].tied = tie is not None and sizes[tie] > 1
+    note = ""
+    if partial and ks:
+        note = (
+            f"Ranked over k = {', '.join(map(str, ks))}, the k values all {len(entries)} "
+            f"models have; {len(partial)} model(s) also have other k values, and their mean "
+            "over their own k values is shown separately (it does not change when runs are "
+            "added)."
+        )
+    elif partial:
+        note = "The models share no k value, so they are not ranked."
     return Leaderboard(
         metric=metric,
         title=METRIC_TITLES[metric],
         ranked_over_ks=ks,
         ks=all_ks,
+        score_label=score_label(ks),
+        ranking_note=note,
         rows=[rows[i] for i in order],
+        pairwise=pairwise,
     )
 
 
-def leaderboards(rows: Sequence[MetricRowJson]) -> list[Leaderboard]:
+def leaderboards(
+    rows: Sequence[MetricRowJson],
+    *,
+    samples: int = 2000,
+    seed: int = 0,
+    students: Mapping[str, Mapping[str, Any]] | None = None,
+    graders: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Leaderboard]:
+    """The run report's three leaderboards; ``students`` and ``graders`` map names to their
+    experiment specs (model id, backend, sampling), shown on each row."""
     entries = entries_from_rows(rows)
-    return [leaderboard(entries, name) for name in METRIC_NAMES]
+    for entry in entries:
+        describe_entry(entry, students or {}, graders or {})
+    return [leaderboard(entries, name, samples=samples, seed=seed) for name in METRIC_NAMES]
+
+
+def describe_entry(
+    entry: Entry,
+    students: Mapping[str, Mapping[str, Any]],
+    graders: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """Copy the student's model id, backend and sampling (and the grader's model id) from the
+    experiment's specs onto the entry."""
+    student = students.get(entry.student)
+    if student is not None:
+        entry.model_id = student.get("model")
+        entry.backend = student.get("backend")
+        entry.sampling = dict(student.get("sampling") or {})
+    grader = graders.get(entry.grader)
+    if grader is not None:
+        entry.grader_model_id = grader.get("model")
+
+
+# text shared by the HTML and Markdown tables -----------------------------------------------
+TIE_MARK = "≈"
+
+
+def rank_text(row: LeaderboardRow) -> str:
+    """The rank, with the tie mark when the row is statistically tied with a neighbour."""
+    if row.rank is None:
+        return "—"
+    return f"{row.rank}{TIE_MARK}" if row.tied else str(row.rank)
+
+
+def sampling_text(sampling: Mapping[str, Any] | None) -> str:
+    """Sampling settings in one short line ("temperature 0.7, top_p 1, max_tokens 512");
+    unset values are the backend's defaults."""
+    if not sampling:
+        return "defaults"
+    shown = [f"{k} {v}" for k, v in sampling.items() if v is not None]
+    return ", ".join(shown) if shown else "defaults"
+
+
+def model_text(row: LeaderboardRow) -> str:
+    """Backend, model id and sampling of a row's student, in one line."""
+    if row.model_id is None and row.backend is None:
+        return "—"
+    return f"{row.backend}: {row.model_id} ({sampling_text(row.sampling)})"
+
+
+def verdict_text(pair: PairwiseResult | None) -> str:
+    """The paired test of a row against the row below, for reading."""
+    if pair is None:
+        return ""
+    if pair.p_value is None or pair.diff is None:
+        return pair.method
+    ci = f" [{pair.ci95[0]:+.3f}, {pair.ci95[1]:+.3f}]" if pair.ci95 else ""
+    p = f"p = {pair.p_value:.3g}" if pair.p_value >= 0.001 else "p < 0.001"
+    word = "better" if pair.significant else "tied"
+    return f"{word}: {pair.diff:+.3f}{ci}, {p} ({pair.wins}:{pair.losses} of {pair.pairs})"
+
+
+def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
+    """Row position -> the paired test of that row against the next ranked row."""
+    ranked = [i for i, r in enumerate(board.rows) if r.rank is not None]
+    return {i: p for i, p in zip(ranked, board.pairwise, strict=False)}
+
+
+READING_NOTE = (
+    "Equal scores (compared as exact fractions) share a rank. "
+    f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is not "
+    "significant: p ≥ 0.05 or the interval includes 0; tied rows form one group). 'vs next': the paired difference to "
+    "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
+    "pairs won:lost."
+)
+
+
+def board_note(board: Leaderboard) -> str:
+    """What a leaderboard's score is (its k values), and why when some models have more."""
+    text = f"Ranked by the {board.score_label}."
+    return f"{text} {board.ranking_note}" if board.ranking_note else text

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from skillmix.artifacts import (
     AgreementSection,
+    CategoryRates,
     GalleryExample,
     Leaderboard,
     MetricValueJson,
@@ -20,6 +21,14 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.leaderboard import (
+    READING_NOTE,
+    board_note,
+    model_text,
+    pair_below,
+    rank_text,
+    verdict_text,
+)
 from skillmix.report.markup import fmt, fmt_stderr, pct
 
 GROUP_TITLES = {"skills": "skills", "topic": "topic", "sense": "sense", "length": "length"}
@@ -58,34 +67,52 @@ def md_table(
 
 
 def metric_cell(cell: MetricValueJson | None, n: int | None = None) -> str:
-    """``mean ± stderr [low, high]`` (the reference's printed form plus the 95% interval);
-    ``n``: the row's combinations (a leaderboard cell carries its own)."""
+    """``mean ± stderr [low, high] n=N`` (the reference's printed form plus the 95% interval
+    and the combinations); ``n``: the row's combinations (a leaderboard cell carries its
+    own)."""
     if cell is None:
         return "—"
-    n = getattr(cell, "n", n)
+    own = getattr(cell, "n", None)  # leaderboard cells carry n; metric rows have a column
+    n = own if own is not None else n
     ci = cell.ci95
     interval = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else ""
-    return f"{fmt(cell.mean)} ± {fmt_stderr(cell.stderr, n)}{interval}"
+    count = f" n={own}" if own is not None else ""
+    return f"{fmt(cell.mean)} ± {fmt_stderr(cell.stderr, n)}{interval}{count}"
 
 
 def leaderboard_markdown(
     board: Leaderboard, *, label_columns: Sequence[tuple[str, str]]
 ) -> list[str]:
     """One leaderboard; ``label_columns``: (row field, header) pairs shown before the k
-    columns."""
+    columns. The rank carries the tie mark; 'vs next' is the paired test against the row
+    below."""
     ks = board.ks
-    header = ["rank", *[h for _, h in label_columns], *[f"k={k}" for k in ks], "mean over k"]
+    own = any(r.own_score is not None for r in board.rows)
+    header = [
+        "rank",
+        *[h for _, h in label_columns],
+        "model (backend: id, sampling)",
+        *[f"k={k}" for k in ks],
+        md_escape(board.score_label),
+        *(["mean over own k"] if own else []),
+        "vs next",
+    ]
+    below = pair_below(board)
     rows = []
-    for row in board.rows:
+    for position, row in enumerate(board.rows):
         rows.append(
             [
-                row.rank if row.rank is not None else "—",
+                rank_text(row),
                 *[md_escape(_or_empty(getattr(row, c))) for c, _ in label_columns],
+                md_escape(model_text(row)),
                 *[metric_cell(row.cells.get(str(k))) for k in ks],
                 fmt(row.score, 3),
+                *([fmt(row.own_score, 3) if row.own_score is not None else ""] if own else []),
+                md_escape(verdict_text(below.get(position))),
             ]
         )
-    return md_table(header, rows, numeric=[0, *range(len(label_columns) + 1, len(header))])
+    first = len(label_columns) + 2
+    return md_table(header, rows, numeric=[0, *range(first, len(header) - 1)])
 
 
 def _or_empty(value: object) -> object:
@@ -124,9 +151,10 @@ def agreement_markdown(agreement: AgreementSection) -> list[str]:
 
 
 def rates_markdown(
-    table: SkillRates | TopicRates, what: str, extra: Sequence[str] = ()
+    table: SkillRates | TopicRates | CategoryRates, what: str, extra: Sequence[str] = ()
 ) -> list[str]:
-    """``what``: the row's name field (skill, topic); ``extra``: more fields shown."""
+    """``what``: the row's name field (skill, topic, category); ``extra``: more fields shown.
+    Every cell shows its rate and n."""
     header = [what, *extra, *[md_escape(c) for c in table.columns], "mean"]
     rows = []
     for row in table.rows:
@@ -135,7 +163,7 @@ def rates_markdown(
                 md_escape(getattr(row, what)),
                 *[md_escape(getattr(row, x)) for x in extra],
                 *[
-                    f"{fmt(v)} ({n})" if v is not None else "—"
+                    f"{fmt(v)} (n={n})" if v is not None else "—"
                     for v, n in zip(row.values, row.n, strict=True)
                 ],
                 fmt(row.mean),
@@ -207,7 +235,9 @@ def settings_lines(summary: Summary) -> list[str]:
             if settings.filter_skills
             else ""
         )
-        + f", bootstrap {settings.bootstrap_samples} resamples",
+        + f", bootstrap {settings.bootstrap_samples} resamples (paired tests)",
+        f"- intervals: {md_escape(settings.interval_method)}",
+        f"- paired tests: {md_escape(settings.paired_method or 'none')}",
     ]
 
 
@@ -221,21 +251,11 @@ def render_markdown(summary: Summary) -> str:
             "are finished; numbers cover the finished part only.",
             "",
         ]
-    lines += [*settings_lines(summary), "", "## Leaderboards", ""]
-    for board in summary.leaderboards:
-        ks = ", ".join(map(str, board.ranked_over_ks))
-        lines += [
-            f"### {board.title}",
-            "",
-            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% bootstrap interval].",
-            "",
-            *leaderboard_markdown(
-                board, label_columns=[("student", "student"), ("grader", "grader")]
-            ),
-            "",
-        ]
+    lines += [*settings_lines(summary), "", *leaderboards_markdown(summary)]
     lines += [
-        "## Metrics (mean ± stderr [95% bootstrap CI])",
+        "## Metrics (mean ± stderr [95% interval] n)",
+        "",
+        md_escape(summary.metrics.settings.interval_method),
         "",
         *metrics_markdown(summary),
         "",
@@ -294,15 +314,7 @@ def render_markdown(summary: Summary) -> str:
         f"- grading verdicts failed: {f.grading_failed}; unparsed after re-asks: "
         f"{f.grading_unparsed}; re-asked at least once: {f.grading_retried}",
         "",
-        "## Per-skill success (pooled over k)",
-        "",
-        "Mean voted point of each skill (number of graded answers in parentheses), hardest first.",
-        "",
-        *rates_markdown(summary.skill_rates, "skill", extra=["category"]),
-        "",
-        "## Per-topic full marks (pooled over k)",
-        "",
-        *rates_markdown(summary.topic_rates, "topic"),
+        *rates_sections_markdown(summary),
         "",
         "## Example answers",
         "",
@@ -315,3 +327,67 @@ def render_markdown(summary: Summary) -> str:
             lines += [f"### {md_escape(item.student)}, k = {item.k}", ""]
         lines += example_markdown(item)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def leaderboards_markdown(summary: Summary) -> list[str]:
+    """The leaderboards, with the warnings and the metrics defined in words above them."""
+    lines = ["## Leaderboards", ""]
+    for warning in summary.warnings:
+        lines += [f"> **Warning**: {md_escape(warning)}", ""]
+    if summary.metric_definitions:
+        lines += [f"- {md_escape(text)}" for text in summary.metric_definitions.values()]
+        lines += [""]
+    lines += [
+        "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
+        + md_escape(summary.metrics.settings.interval_method)
+        + " "
+        + md_escape(READING_NOTE),
+        "",
+    ]
+    for board in summary.leaderboards:
+        lines += [
+            f"### {board.title}",
+            "",
+            md_escape(board_note(board)),
+            "",
+            *leaderboard_markdown(
+                board, label_columns=[("student", "student"), ("grader", "grader")]
+            ),
+            "",
+        ]
+    return lines
+
+
+def rates_sections_markdown(summary: Summary) -> list[str]:
+    """Per-category, per-skill and per-topic tables, each saying its unit and sort order."""
+
+    def note(table: SkillRates | TopicRates | CategoryRates) -> str:
+        return md_escape(
+            f"Rate: {table.unit}. Hardest first, by the mean over the cells with n ≥ "
+            f"{table.min_n} combinations (rows without such a cell last)."
+        )
+
+    lines: list[str] = []
+    if summary.category_rates is not None:
+        lines += [
+            "## Per-category success (pooled over k)",
+            "",
+            note(summary.category_rates),
+            "",
+            *rates_markdown(summary.category_rates, "category", extra=["skills"]),
+            "",
+        ]
+    lines += [
+        "## Per-skill success (pooled over k)",
+        "",
+        note(summary.skill_rates),
+        "",
+        *rates_markdown(summary.skill_rates, "skill", extra=["category"]),
+        "",
+        "## Per-topic full marks (pooled over k)",
+        "",
+        note(summary.topic_rates),
+        "",
+        *rates_markdown(summary.topic_rates, "topic"),
+    ]
+    return lines

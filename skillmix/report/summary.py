@@ -24,13 +24,16 @@ from skillmix.artifacts import (
     UsageRow,
 )
 from skillmix.backends.pricing import cost_usd, price_for
+from skillmix.method.metrics import METRIC_DEFINITIONS
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.report.analysis import (
     agreement_section,
+    category_rates,
     quality_rows,
     select_examples,
+    self_grading_warnings,
     skill_rates,
     topic_rates,
     voted_units,
@@ -169,7 +172,15 @@ def build_summary(
     planned_grades = len(due)
     complete = len(generations) >= planned_generations and found >= planned_grades
     section = metrics.section(details=True)
-    boards = leaderboards(section.rows)
+    experiment = e.model_dump(mode="json")
+    grader = experiment["grader"]
+    boards = leaderboards(
+        section.rows,
+        samples=metrics.options.bootstrap_samples,
+        seed=metrics.options.bootstrap_seed,
+        students={s["name"]: s for s in experiment["students"]},
+        graders={grader["name"]: grader},
+    )
     order = [(r.student, r.grader) for r in boards[0].rows]  # by Full Marks
     units = voted_units(grades, metrics.options)
     categories = {s.name: s.category for s in ctx.catalog.skills}
@@ -179,7 +190,7 @@ def build_summary(
         created_at=ctx.created_at,
         reported_at=utc_now(),
         skillmix_version=__version__,
-        experiment=e.model_dump(mode="json"),
+        experiment=experiment,
         catalog=SummaryCatalog(
             source=ctx.catalog.source,
             hash=ctx.catalog.content_hash(),
@@ -200,9 +211,12 @@ def build_summary(
         failures=failure_lists(generations, grades),
         quality=quality_rows(generations, grades),
         agreement=agreement_section(grades),
-        skill_rates=skill_rates(units, order, categories),
+        skill_rates=skill_rates(metrics.rows, order, categories),
         topic_rates=topic_rates(metrics.rows, order),
+        category_rates=category_rates(metrics.rows, categories, order),
         gallery=select_examples(units, metrics.options, order),
+        metric_definitions=dict(METRIC_DEFINITIONS),
+        warnings=self_grading_warnings(experiment),
     )
 
 

@@ -103,7 +103,8 @@ def metric_rows(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def without_details(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k not in ("per_skill", "per_topic")} for row in rows]
+    details = ("per_skill", "per_topic", "combinations")
+    return [{k: v for k, v in row.items() if k not in details} for row in rows]
 
 
 def the_run(store: Path) -> Path:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 
@@ -8,7 +9,6 @@ from skillmix.method.metrics import (
     GradedAnswer,
     MetricOptions,
     aggregate,
-    bootstrap_ci95,
     item_scores,
     mean_stderr,
     names_skill,
@@ -179,15 +179,46 @@ def test_mean_stderr_edge_cases() -> None:
     assert mean == 1.0 and math.isnan(se)
 
 
-def test_bootstrap_is_deterministic_and_brackets_the_mean() -> None:
-    values = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
-    a = bootstrap_ci95(values, 2000, 0)
-    assert a == bootstrap_ci95(values, 2000, 0)
-    assert a is not None and a[0] <= sum(values) / len(values) <= a[1]
-    assert a[0] < a[1]
-    assert bootstrap_ci95([1.0], 2000, 0) is None
-    assert bootstrap_ci95(values, 0, 0) is None
-    assert bootstrap_ci95([1.0] * 10, 500, 1) == (1.0, 1.0)
+@pytest.mark.parametrize(("hits", "n"), [(0, 30), (5, 5), (1, 1)])
+def test_intervals_never_collapse_at_0_or_1(hits: int, n: int) -> None:
+    """0/30 and 5/5 get an interval of honest width that contains the mean (the percentile
+    bootstrap gave [0, 0] and [1, 1])."""
+    answers = [
+        answer([1, 1, 1, 1, 1] if i < hits else [0, 0, 0, 0, 1], i=i, text=SHORT) for i in range(n)
+    ]
+    row = only_row(answers)
+    for name in ("full_marks", "all_skills", "skill_fraction"):
+        value = row.metric(name)
+        assert value.ci95 is not None
+        low, high = value.ci95
+        assert low <= value.mean <= high
+        assert high - low > 0.1, (name, value)
+        assert low >= 0.0 and high <= 1.0
+    if (hits, n) == (0, 30):
+        assert row.full_marks.ci95 == pytest.approx((0.0, 0.1135), abs=1e-4)
+    if (hits, n) == (5, 5):
+        assert row.full_marks.ci95 == pytest.approx((0.5655, 1.0), abs=1e-4)
+
+
+def test_exact_mean_is_a_fraction_of_combinations() -> None:
+    answers = [answer([1, 1, 1, 1, 1] if i < 42 else [0, 1, 1, 1, 1], i=i) for i in range(90)]
+    row = only_row(answers)
+    assert row.full_marks.exact == Fraction(42, 90)
+    assert row.skill_fraction.exact == Fraction(42 + 48 * Fraction(1, 2), 90)
+    assert row.full_marks.as_dict()["exact"] == "7/15"
+
+
+def test_per_skill_uses_the_headline_unit_best_of_g() -> None:
+    """A skill shown in one of two generation rounds counts 1 for that combination (best of
+    G), as Full Marks does, not 1/2; n is per combination."""
+    answers = [
+        answer([1, 0, 1, 1, 1], g=1, skills=("a", "b")),
+        answer([0, 0, 1, 1, 1], g=2, skills=("a", "b")),
+    ]
+    row = only_row(answers)
+    assert row.per_skill == {"a": 1.0, "b": 0.0}
+    assert only_row(answers, generation_agg="mean").per_skill == {"a": 0.5, "b": 0.0}
+    assert row.combinations.skill_points == [[1.0, 0.0]]
 
 
 def test_reference_options() -> None:

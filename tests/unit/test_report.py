@@ -18,7 +18,14 @@ from skillmix.config import parse_experiment
 from skillmix.method.metrics import MetricOptions, aggregate
 from skillmix.pipeline.context import resolve_context
 from skillmix.records import GenerationRecord, GradeRecord, Turn
-from skillmix.report.analysis import select_examples, skill_rates, topic_rates, voted_units
+from skillmix.report.analysis import (
+    category_rates,
+    select_examples,
+    self_grading_warnings,
+    skill_rates,
+    topic_rates,
+    voted_units,
+)
 from skillmix.report.leaderboard import Entry, competition_ranks, leaderboard, mean_over_k
 from skillmix.report.markdown import md_escape
 from skillmix.report.markup import Safe, el, fmt, pct
@@ -376,13 +383,48 @@ def test_pooled_rates_match_the_metrics_per_k() -> None:
         for r in (1, 2, 3):
             records.append(grade([float(p) for p in pts], index=i, r=r, topic=topic, skills=names))
     (row,) = aggregate([r.to_graded_answer() for r in records], opts)
-    skills = skill_rates(voted_units(records, opts))
+    skills = skill_rates([row], min_n=1)
     assert {r.skill: r.values[0] for r in skills.rows} == pytest.approx(row.per_skill)
-    topics = topic_rates([row])
+    assert {r.skill: r.n[0] for r in skills.rows} == {"metaphor": 2, "red herring": 3, "irony": 1}
+    topics = topic_rates([row], min_n=1)
     assert {r.topic: r.values[0] for r in topics.rows} == pytest.approx(row.per_topic)
+    assert {r.topic: r.n[0] for r in topics.rows} == {"Bees": 2, "Jazz": 1}
     first, last = skills.rows[0].mean, skills.rows[-1].mean
     assert first is not None and last is not None
     assert first <= last  # hardest first
+
+
+def test_hardest_first_ignores_cells_below_min_n() -> None:
+    """A skill seen once and failed must not top the "hardest" list over a skill failed in
+    most of many combinations; it sorts last, and its n is shown."""
+    opts = MetricOptions(bootstrap_samples=0)
+    records = [
+        grade([0.0, 1, 1, 1, 1], index=0, skills=("rare", "x")),
+        *[
+            grade([0.0 if i % 4 else 1.0, 1, 1, 1, 1], index=i, skills=("common", "y"))
+            for i in range(1, 13)
+        ],
+    ]
+    (row,) = aggregate([r.to_graded_answer() for r in records], opts)
+    table = skill_rates([row], categories={"rare": "c1", "common": "c2"}, min_n=5)
+    names = [r.skill for r in table.rows]
+    assert names.index("common") < names.index("rare")
+    rare = next(r for r in table.rows if r.skill == "rare")
+    assert rare.values == [0.0] and rare.n == [1] and table.min_n == 5
+    cats = category_rates([row], {"rare": "c1", "common": "c2", "x": "c1", "y": "c2"}, min_n=5)
+    by_name = {r.category: r for r in cats.rows}
+    assert by_name["c2"].n == [24] and by_name["c2"].skills == 2
+    assert by_name["c2"].values[0] == pytest.approx((3 + 12) / 24)
+    assert by_name["c1"].n == [2] and [r.category for r in cats.rows] == ["c2", "c1"]
+
+
+def test_self_grading_is_warned() -> None:
+    students = [{"name": "a", "model": "gpt-4o"}, {"name": "b", "model": "gpt-4o-mini"}]
+    grader = {"name": "judge", "backend": "openai", "model": "gpt-4o"}
+    (line,) = self_grading_warnings({"students": students, "grader": grader})
+    assert "student 'a'" in line and "gpt-4o" in line
+    other = {**grader, "model": "other"}
+    assert self_grading_warnings({"students": students, "grader": other}) == []
 
 
 def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:
@@ -395,3 +437,25 @@ def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:
     result = run_cli("aggregate", str(run_dir), "--filter-skills", known, "--format", "json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["settings"]["filter_skills"] == [known]
+
+
+def test_self_grading_warns_on_stderr_and_in_the_report(tmp_path: Path) -> None:
+    result = run_cli(
+        "evaluate", "--model", "judge", "--grader", "judge", "--k", "2", "-n", "3",
+        "--grading-rounds", "1", "--store", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "warning: self-grading: student 'judge'" in result.stderr
+    (report,) = tmp_path.glob("*/report")
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["warnings"] and "self-grading" in summary["warnings"][0]
+    assert "self-grading" in (report / "report.md").read_text()
+    assert "self-grading" in (report / "report.html").read_text()
+    board = summary["leaderboards"][0]
+    assert board["score_label"] == "mean over k = 2"
+    row = board["rows"][0]
+    assert (row["model_id"], row["backend"], row["tie_group"]) == ("judge", "mock", 1)
+    assert summary["metrics"]["settings"]["interval_method"].startswith("95% Wilson")
+    assert summary["category_rates"]["rows"]
+    rebuilt = run_cli("report", str(report.parent))
+    assert rebuilt.exit_code == 0 and "warning: self-grading" in rebuilt.stderr
