@@ -8,6 +8,7 @@ rounded for reading.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from skillmix.artifacts import (
@@ -25,6 +26,7 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.answers import AnswerSet, browser_payload
 from skillmix.report.markup import (
     Image,
     Safe,
@@ -38,7 +40,15 @@ from skillmix.report.markup import (
     pct,
     table,
 )
-from skillmix.report.plots import DEFAULT_DPI, MAX_HEATMAP_ROWS, Point, Series, heatmap, metric_plot
+from skillmix.report.plots import (
+    DEFAULT_DPI,
+    MAX_HEATMAP_ROWS,
+    Point,
+    Series,
+    heatmap,
+    metric_plot,
+    scatter_plot,
+)
 
 KIND_TITLES = {"best": "best", "worst": "worst", "explicit_name": "names a skill"}
 GROUP_TITLES = {
@@ -56,7 +66,30 @@ NAV = (
     ("agreement", "Grader agreement"),
     ("failures", "Failures & retries"),
     ("usage", "Usage & cost"),
+    ("cost", "Score vs cost"),
     ("gallery", "Example answers"),
+    ("answers", "All answers"),
+)
+# The answer browser's columns: (header, sort key or None, numeric).
+ANSWER_COLUMNS = (
+    ("", None, False),
+    ("model", "model", False),
+    ("k", "k", True),
+    ("comb.", "combination", True),
+    ("round", "round", True),
+    ("topic", "topic", False),
+    ("skills", None, False),
+    ("full marks", "score", True),
+    ("skill fraction", "score", True),
+    ("points", "score", True),
+)
+SORT_OPTIONS = (
+    ("model", "model"),
+    ("k", "k"),
+    ("combination", "combination"),
+    ("round", "generation round"),
+    ("topic", "topic"),
+    ("score", "score"),
 )
 
 
@@ -631,8 +664,11 @@ def gallery_section(gallery: Sequence[GalleryExample]) -> Safe:
     return el("section", *parts, id="gallery")
 
 
-def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[Image]]:
-    """The page and the images embedded in it."""
+def render_html(
+    summary: Summary, *, dpi: int = DEFAULT_DPI, answers: AnswerSet | None = None
+) -> tuple[str, list[Image]]:
+    """The page and the images embedded in it; ``answers``: every answer of the run for the
+    answer browser (left out without)."""
     boards = summary.leaderboards
     metric_imgs = metric_images(boards, lambda row: _entry_label(row, boards), dpi)
     skills_img = rates_image(
@@ -651,17 +687,8 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
         "Ratio of Full Marks",
         dpi,
     )
-    counts = summary.counts
-    banner = None
-    if summary.status == "partial":
-        banner = el(
-            "div",
-            el("strong", "Partial run: "),
-            f"{counts.generations} of {counts.planned_generations} generations and "
-            f"{counts.grades} of {counts.planned_grades} grading verdicts are finished; "
-            "numbers cover the finished part only.",
-            class_="banner",
-        )
+    cost_img = cost_image(summary, dpi)
+    banner = partial_banner(summary)
     e = summary.experiment
     subtitle = el(
         "div",
@@ -693,18 +720,255 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
         agreement_section(summary.agreement),
         failures_section(summary),
         usage_section(summary.usage),
+        cost_section(summary, cost_img),
         gallery_section(summary.gallery),
+        answers_section(answers) if answers is not None else None,
     ]
     footer = el(
         "span",
         f"skillmix {summary.skillmix_version} · run created {summary.created_at} · "
         f"report built {summary.reported_at} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
     )
-    images = [*metric_imgs, *[i for i in (skills_img, topics_img) if i is not None]]
+    images = [*metric_imgs, *[i for i in (skills_img, topics_img, cost_img) if i is not None]]
     title = f"SKILL-MIX report: {summary.run_id}"
-    return page(title, subtitle, NAV, body, footer), images
+    nav = [item for item in NAV if answers is not None or item[0] != "answers"]
+    return page(title, subtitle, nav, body, footer), images
 
 
 def _entry_label(row: LeaderboardRow, boards: Sequence[Leaderboard]) -> str:
     graders = {r.grader for b in boards for r in b.rows}
     return row.student if len(graders) <= 1 else f"{row.student} / {row.grader}"
+
+
+# the answer browser -----------------------------------------------------------------------
+def _select(ident: str, label: str, options: Sequence[tuple[str, str]]) -> Safe:
+    return el(
+        "label",
+        label,
+        el("select", *[el("option", text, value=value) for value, text in options], id=ident),
+    )
+
+
+def answers_section(data: AnswerSet) -> Safe:
+    """Every answer, filterable and sortable; opening one shows its conversation, each grading
+    round's reply and points, the vote and the grading prompt. The data are embedded
+    compressed (:func:`skillmix.report.answers.browser_payload`) and rows are built by the
+    page's script a page at a time, so a large run stays a fast page."""
+    answers = data.answers
+    students = list(dict.fromkeys(a.unit.student for a in answers))
+    ks = sorted({a.unit.k for a in answers})
+    rounds = sorted({a.unit.generation_round for a in answers})
+    filters = el(
+        "div",
+        _select("ab-model", "model", [("", "all"), *[(x, x) for x in students]]),
+        _select("ab-k", "k", [("", "all"), *[(str(k), str(k)) for k in ks]]),
+        _select("ab-round", "generation round", [("", "all"), *[(str(r), str(r)) for r in rounds]]),
+        el("label", "skill contains", el("input", type="search", id="ab-skill", size=16)),
+        el("label", "topic contains", el("input", type="search", id="ab-topic", size=16)),
+        _select(
+            "ab-score",
+            "score",
+            [
+                ("", "all"),
+                ("full", "full marks"),
+                ("not-full", "not full marks"),
+                ("all-skills", "all skills shown"),
+                ("unscored", "no usable verdict"),
+            ],
+        ),
+        _select("ab-sort", "sort by", SORT_OPTIONS),
+        el("label", el("input", type="checkbox", id="ab-desc"), "descending", class_="inline"),
+        id="ab-filters",
+        class_="filters",
+        hidden=True,
+    )
+    head = el(
+        "tr",
+        *[
+            el(
+                "th",
+                title,
+                scope="col",
+                class_="num" if numeric else None,
+                data_sort=key,
+            )
+            for title, key, numeric in ANSWER_COLUMNS
+        ],
+    )
+    grid = el(
+        "table",
+        el(
+            "caption",
+            "Answers matching the filters; ▸ opens the conversation, the verdicts and the "
+            "grading prompt.",
+        ),
+        el("thead", head),
+        el("tbody"),
+        id="ab-table",
+    )
+    return el(
+        "section",
+        el("h2", "All answers"),
+        el(
+            "p",
+            f"{len(answers)} graded answers (one per model, k, generation round and "
+            "combination). Full marks, skill fraction and points are the answer's voted "
+            "points, as the metrics count them (before generation rounds are combined). "
+            "The same numbers, without the texts, are in answers.jsonl and scores.csv next "
+            "to this page.",
+            class_="note",
+        ),
+        filters,
+        el("p", f"Loading {len(answers)} answers…", id="ab-status", aria_live="polite"),
+        grid,
+        el("button", "Show more", type="button", id="ab-more", hidden=True),
+        el(
+            "noscript",
+            el("p", "The answer browser needs JavaScript; every answer is in answers.jsonl."),
+        ),
+        el(
+            "script",
+            Safe(browser_payload(data)),
+            type="application/octet-stream",
+            id="ab-data",
+            data_count=len(answers),
+        ),
+        id="answers",
+    )
+
+
+# partial runs -----------------------------------------------------------------------------
+def ungraded_models(summary: Summary) -> list[str]:
+    """The experiment's students with no finished grade yet (so no leaderboard row)."""
+    ranked = {r.student for b in summary.leaderboards for r in b.rows}
+    return [s["name"] for s in summary.experiment["students"] if s["name"] not in ranked]
+
+
+def partial_banner(summary: Summary) -> Safe | None:
+    if summary.status != "partial":
+        return None
+    counts = summary.counts
+    missing = ungraded_models(summary)
+    return el(
+        "div",
+        el("strong", "Partial run: "),
+        f"{counts.generations} of {counts.planned_generations} generations and "
+        f"{counts.grades} of {counts.planned_grades} grading verdicts are finished; "
+        "numbers cover the finished part only.",
+        el(
+            "span",
+            f" Not graded yet, so not ranked: {', '.join(missing)}.",
+            class_="ungraded",
+        )
+        if missing
+        else None,
+        class_="banner",
+    )
+
+
+# score against cost -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostPoint:
+    student: str
+    score: float
+    tokens: int
+    cost_usd: float | None
+
+
+def cost_points(summary: Summary) -> list[CostPoint]:
+    """Per student: the headline score (first leaderboard, mean over k) and what generating
+    its answers took (tokens, and the cost when the price is known)."""
+    if not summary.leaderboards:
+        return []
+    board = summary.leaderboards[0]
+    usage: dict[str, list[UsageRow]] = {}
+    for u in summary.usage:
+        if u.role == "student":
+            usage.setdefault(u.model, []).append(u)
+    out = []
+    for row in board.rows:
+        rows = usage.get(row.student)
+        if row.score is None or not rows:
+            continue
+        costs = [u.cost_usd for u in rows]
+        out.append(
+            CostPoint(
+                row.student,
+                row.score,
+                sum(u.prompt_tokens + u.completion_tokens for u in rows),
+                None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+            )
+        )
+    return out
+
+
+def cost_image(summary: Summary, dpi: int) -> Image | None:
+    points = cost_points(summary)
+    if not points:
+        return None
+    priced = all(p.cost_usd is not None for p in points)
+    title = METRIC_TITLES[summary.leaderboards[0].metric]
+    return scatter_plot(
+        "score-vs-cost",
+        [
+            (
+                p.student,
+                float(p.cost_usd if priced and p.cost_usd is not None else p.tokens),
+                p.score,
+            )
+            for p in points
+        ],
+        xlabel="generation cost (USD)" if priced else "generation tokens (prompt + completion)",
+        ylabel=f"{title} (mean over k)",
+        title=f"{title} against {'cost' if priced else 'tokens'}",
+        caption=(
+            "Each point: a model's headline score against what its answers cost to generate"
+            + ("" if priced else " (in tokens: some prices are unknown)")
+            + "; up and to the left is better."
+        ),
+        dpi=dpi,
+    )
+
+
+def cost_section(summary: Summary, image: Image | None) -> Safe:
+    points = cost_points(summary)
+    rows = [
+        [
+            p.student,
+            el("td", fmt(p.score, 3), class_="num", data_value=number(p.score)),
+            el("td", f"{p.tokens:,}", class_="num", data_value=p.tokens),
+            el(
+                "td",
+                fmt(p.cost_usd, 4) if p.cost_usd is not None else "unknown price",
+                class_="num",
+                data_value=number(p.cost_usd),
+            ),
+            el(
+                "td",
+                fmt(1000 * p.score / p.tokens, 4) if p.tokens else "n/a",
+                class_="num",
+                data_value=number(1000 * p.score / p.tokens if p.tokens else None),
+            ),
+        ]
+        for p in points
+    ]
+    metric = METRIC_TITLES[summary.leaderboards[0].metric] if summary.leaderboards else "score"
+    return el(
+        "section",
+        el("h2", "Score against cost"),
+        figure(image) if image else el("p", "Nothing graded yet.", class_="note"),
+        table(
+            [
+                "student",
+                f"{metric} (mean over k)",
+                "generation tokens",
+                "cost (USD)",
+                "score per 1,000 tokens",
+            ],
+            rows,
+            numeric=range(1, 5),
+            caption="Headline score and generation usage per model (grading costs are in Usage).",
+            class_="sortable",
+        ),
+        id="cost",
+    )
