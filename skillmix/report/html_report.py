@@ -39,6 +39,7 @@ from skillmix.report.markup import (
     page,
     pct,
     table,
+    with_caption,
 )
 from skillmix.report.plots import (
     DEFAULT_DPI,
@@ -147,7 +148,7 @@ def leaderboard_table(
     head = el(
         "tr",
         *[
-            el("th", h, class_="num" if i == 0 or i > len(label_columns) else None)
+            el("th", h, class_="num" if i == 0 or i > len(label_columns) else None, scope="col")
             for i, h in enumerate(header)
         ],
     )
@@ -279,6 +280,7 @@ def settings_section(summary: Summary) -> Safe:
             ]
             for s in e["students"]
         ],
+        caption="Each student's backend, model id and sampling settings",
     )
     grader = kv_table(
         {
@@ -329,7 +331,11 @@ def leaderboards_section(summary: Summary) -> Safe:
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
     labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
-        el("div", el("h3", board.title), leaderboard_table(board, labels))
+        el(
+            "div",
+            el("h3", board.title),
+            with_caption(leaderboard_table(board, labels), leaderboard_caption(board)),
+        )
         for board in summary.leaderboards
     ]
     if len(graders) == 1:
@@ -371,7 +377,12 @@ def rates_details(
         el(
             "summary", f"All {len(rows)} {what}s as a table (rate, with the number of graded items)"
         ),
-        table(header, rows, numeric=range(1 + len(extra), len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(1 + len(extra), len(header)),
+            caption=f"Per {what} and model: rate (n graded items)",
+        ),
     )
 
 
@@ -414,12 +425,15 @@ def agreement_section(agreement: AgreementSection) -> Safe:
     groups = agreement.groups
     head1 = el(
         "tr",
-        el("th", "grader", rowspan=2),
-        el("th", "student", rowspan=2),
-        el("th", "k", rowspan=2),
-        *[el("th", GROUP_TITLES[g], colspan=2) for g in groups],
+        el("th", "grader", rowspan=2, scope="col"),
+        el("th", "student", rowspan=2, scope="col"),
+        el("th", "k", rowspan=2, scope="col"),
+        *[el("th", GROUP_TITLES[g], colspan=2, scope="colgroup") for g in groups],
     )
-    head2 = el("tr", *[el("th", x, class_="num") for _ in groups for x in ("agreement", "κ")])
+    head2 = el(
+        "tr",
+        *[el("th", x, class_="num", scope="col") for _ in groups for x in ("agreement", "κ")],
+    )
     rows = []
     for row in agreement.rows:
         cells = [
@@ -454,7 +468,13 @@ def agreement_section(agreement: AgreementSection) -> Safe:
     if agreement.grading_rounds < 2:
         body = el("p", "Agreement needs at least two grading rounds.", class_="note")
     else:
-        body = el("table", el("thead", head1, head2), el("tbody", *rows), class_="agreement")
+        body = el(
+            "table",
+            el("caption", "Agreement between grading rounds per rubric item group"),
+            el("thead", head1, head2),
+            el("tbody", *rows),
+            class_="agreement",
+        )
     return el(
         "section",
         el("h2", "Grader agreement across grading rounds"),
@@ -494,6 +514,7 @@ def failures_section(summary: Summary) -> Safe:
                     ]
                     for x in listed
                 ],
+                caption="Failed generations and failed or unreadable grading verdicts",
             ),
         )
         if listed
@@ -509,7 +530,12 @@ def failures_section(summary: Summary) -> Safe:
             f"re-asked at least once: {f.grading_retried}.",
             class_="note",
         ),
-        table(header, rows, numeric=range(1, len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(1, len(header)),
+            caption="Records per student and k, by outcome",
+        ),
         reasons,
         id="failures",
     )
@@ -531,7 +557,7 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
         for u in usage
     ]
     known = [u.cost_usd for u in usage if u.cost_usd is not None]
-    rows.append(
+    total: list[list[Any]] = [
         [
             el("td", el("strong", "total")),
             "",
@@ -543,7 +569,7 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
             f"{sum(u.completion_tokens for u in usage):,}",
             fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
         ]
-    )
+    ]
     header = [
         "model",
         "model id",
@@ -564,7 +590,13 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
             "experiment's prices); cached replies cost nothing again.",
             class_="note",
         ),
-        table(header, rows, numeric=range(4, len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(4, len(header)),
+            caption="Tokens and estimated cost per model and phase",
+            foot=total,
+        ),
         id="usage",
     )
 
@@ -592,9 +624,9 @@ def example_card(item: GalleryExample) -> Safe:
         rubric_rows.append(el("tr", *cells))
     head = el(
         "tr",
-        el("th", "rubric item"),
-        *[el("th", f"r{r.grading_round}", class_="num") for r in rounds],
-        el("th", "voted", class_="num"),
+        el("th", "rubric item", scope="col"),
+        *[el("th", f"r{r.grading_round}", class_="num", scope="col") for r in rounds],
+        el("th", "voted", class_="num", scope="col"),
     )
     note = None
     if named:
@@ -625,7 +657,12 @@ def example_card(item: GalleryExample) -> Safe:
             class_="note",
         ),
         el("blockquote", item.answer),
-        el("table", el("thead", head), el("tbody", *rubric_rows)),
+        el(
+            "table",
+            el("caption", "Points per rubric item and grading round, and the vote"),
+            el("thead", head),
+            el("tbody", *rubric_rows),
+        ),
         note,
         el(
             "details",
@@ -971,4 +1008,13 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
             class_="sortable",
         ),
         id="cost",
+    )
+
+
+def leaderboard_caption(board: Leaderboard) -> str:
+    """What a leaderboard table shows (its ``<caption>``)."""
+    ks = ", ".join(map(str, board.ranked_over_ks)) or "none"
+    return (
+        f"{board.title} per model and k (mean ± standard error, 95% interval below, n = "
+        f"combinations); ranked by the mean over k = {ks}"
     )

@@ -24,6 +24,9 @@ from importlib import resources
 VOID = frozenset({"meta", "img", "br", "hr", "link", "wbr", "col", "input", "source"})
 
 
+WIDE_FIGURE = 880  # CSS pixels: a figure this wide (small multiples) takes a whole row
+
+
 @cache
 def page_script() -> str:
     """The page's one inline script (sortable tables, the answer browser)."""
@@ -111,6 +114,7 @@ figure { margin: 8px 0 18px; max-width: 100%; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(560px, 100%), 1fr));
          gap: 4px 28px; }
 .plots figure img { width: 100%; height: auto; }
+.plots figure.wide { grid-column: 1 / -1; max-width: 1100px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 13px; }
 .banner { margin: 14px 0 0; padding: 8px 12px; border-left: 4px solid var(--bad);
@@ -257,6 +261,7 @@ def figure(image: Image) -> Safe:
         ),
         el("figcaption", image.caption) if image.caption else None,
         id=f"fig-{image.name}",
+        class_="wide" if width >= WIDE_FIGURE else None,
     )
 
 

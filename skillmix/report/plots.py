@@ -158,7 +158,7 @@ def small_multiples(
             if other is not s:
                 _errorbars(ax, other, 0.0, {}, thin=True)
         _errorbars(ax, s, 0.0, style(i if s.style is None else s.style))
-        ax.set_title(_short(s.label, 28), fontsize=10)
+        ax.set_title(_short(s.label, 24), fontsize=10)
         ax.set_xticks(ks)
         if ks:
             ax.set_xlim(min(ks) - 0.4, max(ks) + 0.4)
