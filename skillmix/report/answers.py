@@ -71,13 +71,21 @@ def collect_answers(
     generations: Iterable[GenerationRecord],
     grades: Iterable[GradeRecord],
     options: MetricOptions,
+    order: Sequence[tuple[str, str]] = (),
 ) -> AnswerSet:
-    """Join each graded answer with the generation record that produced it."""
+    """Join each graded answer with the generation record that produced it. Answers follow
+    ``order`` ((student, grader) pairs, e.g. the leaderboard's), then k, generation round and
+    combination."""
     by_key: dict[tuple[str, int, int, int], GenerationRecord] = {}
     for g in generations:
         by_key[(g.student, g.k, g.generation_round, g.index)] = g
+    rank = {pair: i for i, pair in enumerate(order)}
+    units = sorted(
+        voted_units(grades, options),
+        key=lambda u: (rank.get((u.student, u.grader), len(rank)), u.student, u.grader),
+    )  # stable: k, round and combination stay in order within a model
     out = []
-    for unit in voted_units(grades, options):
+    for unit in units:
         gen = by_key.get((unit.student, unit.k, unit.generation_round, unit.index))
         out.append(Answer(unit, gen, gen.model if gen is not None and gen.model else ""))
     return AnswerSet(run_id, out)

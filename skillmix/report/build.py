@@ -37,7 +37,8 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
-    answers = collect_answers(ctx.run_id, generations, grades, options)
+    order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
+    answers = collect_answers(ctx.run_id, generations, grades, options, order)
     files = (
         report_files(summary, metrics, answers=answers)
         if dpi is None

@@ -1014,7 +1014,15 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
 def leaderboard_caption(board: Leaderboard) -> str:
     """What a leaderboard table shows (its ``<caption>``)."""
     ks = ", ".join(map(str, board.ranked_over_ks)) or "none"
+    counts = {c.n for r in board.rows for c in r.cells.values() if c is not None}
+    n = (
+        f"n = {counts.pop()} combinations in every cell"
+        if len(counts) == 1
+        else f"n = {min(counts)} to {max(counts)} combinations per cell"
+        if counts
+        else "no cells"
+    )
     return (
-        f"{board.title} per model and k (mean ± standard error, 95% interval below, n = "
-        f"combinations); ranked by the mean over k = {ks}"
+        f"{board.title} per model and k: mean ± standard error, 95% interval below; {n}. "
+        f"Ranked by the mean over k = {ks}."
     )

@@ -84,7 +84,11 @@ def test_answer_browser_carries_every_answer_with_its_story(crafted: dict[str, A
     assert first[8] is not None and first[9] is not None  # voted points, metric items
     # each answer's rubric labels: its k skills, then topic, sense and length
     assert [strings[x] for x in first[15]][2:] == ["on topic", "makes sense", "length (computed)"]
-    # the model filter offers each student; the count is visible without the script
+    # the model filter offers each student, in leaderboard order, and so do the answers
+    ranked = [r["student"] for r in crafted["summary"]["leaderboards"][0]["rows"]]
+    select = re.search(r'<select id="ab-model">(.*?)</select>', html, re.S)
+    assert select and re.findall(r'<option value="([^"]*)">', select.group(1)) == ["", *ranked]
+    assert list(dict.fromkeys(strings[a[0]] for a in answers)) == ranked
     assert page.scripts and "Loading 6 answers" in html
 
 
@@ -164,7 +168,8 @@ def test_every_data_table_has_a_caption_and_scoped_headers(crafted: dict[str, An
             assert all("scope=" in th for th in re.findall(r"<th[^>]*>", head.group(1))), t[:200]
         else:
             assert all('scope="row"' in th for th in re.findall(r"<th[^>]*>", t)), t[:200]
-    # n visible without hovering in the per-skill table: "rate (n)"
+    # n visible without hovering: in each leaderboard's caption, and per-skill "rate (n)"
+    assert html.count("n = 3 combinations in every cell") == 3
     assert re.search(r"<td class=\"num\">\d\.\d\d \(\d+\)</td>", html)
 
 
