@@ -67,7 +67,37 @@ def style(i: int) -> dict[str, Any]:
 
 
 def _short(label: str, limit: int = MAX_LABEL) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+    """At most ``limit`` characters, cut in the middle: model names that share a long prefix
+    (``org/model-...-v1``, ``org/model-...-v2``) stay tellable apart by their ends."""
+    if len(label) <= limit:
+        return label
+    keep = limit - 1
+    head = (keep + 1) // 2
+    return label[:head] + "…" + label[len(label) - (keep - head) :]
+
+
+SEPARATORS = "-_/ .:"
+
+
+def _common_prefix(items: Sequence[str]) -> str:
+    first, last = min(items), max(items)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def distinct_labels(labels: Sequence[str], limit: int) -> list[str]:
+    """Labels of at most ``limit`` characters that stay tellable apart: when some are too
+    long, the part every label shares at the start (up to a separator) becomes "…", then
+    each is cut in the middle if still too long. The tables carry the full names."""
+    out = list(labels)
+    if len(set(out)) > 1 and any(len(x) > limit for x in out):
+        prefix = _common_prefix(out)
+        cut = max((prefix.rfind(c) for c in SEPARATORS), default=-1) + 1
+        if cut > 1:
+            out = ["…" + x[cut:] for x in out]
+    return [_short(x, limit) for x in out]
 
 
 def _pixels(inches: float, dpi: int) -> int:
@@ -122,7 +152,13 @@ def metric_plot_size(series: int, dpi: int = DEFAULT_DPI) -> tuple[int, int]:
 
 
 def _errorbars(
-    ax: Any, s: Series, offset: float, st: dict[str, Any], *, thin: bool = False
+    ax: Any,
+    s: Series,
+    offset: float,
+    st: dict[str, Any],
+    *,
+    thin: bool = False,
+    label: str | None = None,
 ) -> None:
     pts = [p for p in s.points if p.mean is not None]
     xs = [p.k + offset for p in pts]
@@ -133,7 +169,7 @@ def _errorbars(
         xs,
         ys,
         yerr=None if thin else [lower, upper],
-        label=_short(s.label),
+        label=_short(s.label) if label is None else label,
         color="#c7ccd1" if thin else st["color"],
         marker=None if thin else st["marker"],
         linestyle="-" if thin else st["linestyle"],
@@ -161,6 +197,7 @@ def small_multiples(
     rows = math.ceil(len(series) / PANEL_COLUMNS)
     axes = fig.subplots(rows, PANEL_COLUMNS, sharex=True, sharey=True, squeeze=False)
     ks = sorted({p.k for s in series for p in s.points})
+    titles = distinct_labels([s.label for s in series], 24)
     for i, ax in enumerate(axes.flat):
         if i >= len(series):
             ax.set_visible(False)
@@ -170,7 +207,7 @@ def small_multiples(
             if other is not s:
                 _errorbars(ax, other, 0.0, {}, thin=True)
         _errorbars(ax, s, 0.0, style(i if s.style is None else s.style))
-        ax.set_title(_short(s.label, 24), fontsize=10)
+        ax.set_title(titles[i], fontsize=10)
         ax.set_xticks(ks)
         if ks:
             ax.set_xlim(min(ks) - 0.4, max(ks) + 0.4)
@@ -206,9 +243,10 @@ def metric_plot(
     ks = sorted({p.k for s in series for p in s.points})
     spread = 0.22 if len(ks) > 1 else 0.12
     n = len(series)
+    labels = distinct_labels([s.label for s in series], MAX_LABEL)
     for i, s in enumerate(series):
         offset = 0.0 if n == 1 else spread * (i / (n - 1) - 0.5)
-        _errorbars(ax, s, offset, style(i if s.style is None else s.style))
+        _errorbars(ax, s, offset, style(i if s.style is None else s.style), label=labels[i])
     ax.set_xticks(ks)
     if ks:
         ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
@@ -290,9 +328,9 @@ def heatmap(
     ax.xaxis.tick_top()  # model names above the columns, rotated to read upwards when long
     ax.set_xticks(
         range(len(column_labels)),
-        [_short(c, 24) for c in column_labels],
+        distinct_labels(column_labels, 30),
         fontsize=9,
-        rotation=30 if rotate else 0,
+        rotation=40 if rotate else 0,
         ha="left" if rotate else "center",
         rotation_mode="anchor",
     )

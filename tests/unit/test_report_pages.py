@@ -361,3 +361,15 @@ def test_a_whole_report_is_readable_by_others(umask: Any, tmp_path: Path) -> Non
     files = [p for p in (run_dir / "report").rglob("*") if p.is_file()]
     assert len(files) >= 10
     assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {oct(0o644)}
+
+
+def test_plot_labels_stay_tellable_apart() -> None:
+    from skillmix.report.plots import distinct_labels
+
+    names = [f"organisation-model-name-v{i}-instruct-2025" for i in range(10)]
+    short = distinct_labels(names, 30)
+    assert len(set(short)) == 10 and all(len(x) <= 30 for x in short)
+    assert short[3] == "…v3-instruct-2025"
+    assert distinct_labels(["alpha", "bravo"], 30) == ["alpha", "bravo"]  # short: unchanged
+    cut = distinct_labels(["x" * 50, "y" * 50], 20)
+    assert [len(c) for c in cut] == [20, 20] and cut[0] != cut[1]
