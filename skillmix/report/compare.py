@@ -68,6 +68,9 @@ class RunData(BaseModel):
     categories: dict[str, str] = Field(
         default_factory=dict, exclude=True, description="Skill name -> catalog category."
     )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Per student: backend, model id and sampling."
+    )
 
 
 class SettingValue(BaseModel):
@@ -208,6 +211,7 @@ def reference_settings(
 def load_run(uri: str, index: int) -> RunData:
     """A run folder (or a report folder holding summary.json) for comparison."""
     from skillmix.pipeline.aggregate import aggregate_run
+    from skillmix.report.html_report import model_descriptions
 
     run = RunStore(open_store(uri))
     data = run.read_run()
@@ -250,6 +254,7 @@ def load_run(uri: str, index: int) -> RunData:
             settings=summary_settings(summary, f"{uri}/report/summary.json"),
             rows=list(summary.metrics.rows),
             categories={r.skill: r.category for r in summary.skill_rates.rows if r.category},
+            models=model_descriptions(summary.experiment),
             report=report_link(run.uri),
         )
     from skillmix.pipeline.context import RunContext
@@ -272,6 +277,7 @@ def load_run(uri: str, index: int) -> RunData:
         ),
         rows=metrics.section(details=True).rows,
         categories={s.name: s.category for s in ctx.catalog.skills},
+        models=model_descriptions(ctx.experiment.model_dump(mode="json")),
         report=report_link(run.uri),
     )
 
@@ -811,7 +817,13 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
             if also
             else None,
         )
-        rows.append(row.model_copy(update={"run_label": Safe(label)}))
+        desc = run.models.get(row.student)
+        model = el(
+            "span",
+            row.model or row.student,
+            el("span", desc, class_="model-desc") if desc else None,
+        )
+        rows.append(row.model_copy(update={"run_label": Safe(label), "model": model}))
     return board.model_copy(update={"rows": rows})
 
 

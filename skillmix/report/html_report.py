@@ -329,12 +329,16 @@ def leaderboards_section(summary: Summary) -> Safe:
         ),
     ]
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
-    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    labels = [("model", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    specs = model_descriptions(summary.experiment)
     boards = [
         el(
             "div",
             el("h3", board.title),
-            with_caption(leaderboard_table(board, labels), leaderboard_caption(board)),
+            with_caption(
+                leaderboard_table(described_board(board, specs), labels),
+                leaderboard_caption(board),
+            ),
         )
         for board in summary.leaderboards
     ]
@@ -1026,3 +1030,31 @@ def leaderboard_caption(board: Leaderboard) -> str:
         f"{board.title} per model and k: mean ± standard error, 95% interval below; {n}. "
         f"Ranked by the mean over k = {ks}."
     )
+
+
+def model_descriptions(experiment: Mapping[str, Any]) -> dict[str, str]:
+    """Per student: backend, model id and sampling settings, in one short line."""
+    out = {}
+    for spec in experiment.get("students", []):
+        sampling = spec.get("sampling") or {}
+        parts = [
+            f"{name} {sampling[key]}"
+            for key, name in (("temperature", "T"), ("top_p", "top_p"), ("max_tokens", "max"))
+            if sampling.get(key) is not None
+        ]
+        out[spec["name"]] = f"{spec['backend']} · {spec['model']} · " + (
+            ", ".join(parts) or "default sampling"
+        )
+    return out
+
+
+def described_board(board: Leaderboard, descriptions: Mapping[str, str]) -> Leaderboard:
+    """The board with each row's model cell showing the model's backend, id and sampling
+    under its name (``model`` is markup here; the row's data attributes keep the name)."""
+    rows = []
+    for row in board.rows:
+        name = row.model or row.student
+        desc = descriptions.get(row.student)
+        label = el("span", name, el("span", desc, class_="model-desc") if desc else None)
+        rows.append(row.model_copy(update={"model": label}))
+    return board.model_copy(update={"rows": rows})

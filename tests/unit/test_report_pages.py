@@ -373,3 +373,16 @@ def test_plot_labels_stay_tellable_apart() -> None:
     assert distinct_labels(["alpha", "bravo"], 30) == ["alpha", "bravo"]  # short: unchanged
     cut = distinct_labels(["x" * 50, "y" * 50], 20)
     assert [len(c) for c in cut] == [20, 20] and cut[0] != cut[1]
+
+
+def test_leaderboard_rows_show_backend_model_id_and_sampling(
+    crafted: dict[str, Any], compared: dict[str, Any]
+) -> None:
+    for html in (crafted["html"], compared["html"]):
+        board = re.search(r'<table class="leaderboard".*?</table>', html, re.S)
+        assert board
+        rows = re.findall(r"<tr[^>]*>(.*?)</tr>", board.group(0), re.S)[1:]
+        assert rows and all('<span class="model-desc">mock · ' in r for r in rows)
+        assert "mock · plain-model · max 512" in board.group(0)  # the default max_tokens
+    # the cell's data attributes keep the plain student name
+    assert 'data-student="plain"' in crafted["html"]
