@@ -73,6 +73,7 @@ CONTRAST_PAIRS = (
     ("bg", "muted"),
     ("bad", "bg"),
     ("bad", "soft"),
+    ("good", "bg"),
 )
 
 CSS = (
@@ -95,7 +96,8 @@ h3 { font-size: 16px; margin: 18px 0 6px; }
 p.note, .note { color: var(--muted); font-size: 13px; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 14px; display: block;
         max-width: 100%; overflow-x: auto; overflow-wrap: normal; }
-caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px; }
+caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px;
+          max-width: calc(100vw - 32px); }
 th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
 th { background: var(--soft); text-align: left; font-weight: 600; }
 th.sortable { cursor: pointer; }
@@ -129,6 +131,8 @@ figcaption { color: var(--muted); font-size: 13px; }
          font-weight: 600; color: #fff; background: var(--muted); margin-right: 6px; }
 .badge.best { background: var(--good); } .badge.worst { background: var(--bad); }
 .badge.explicit_name { background: var(--pink); }
+.badge.same { margin: 0 0 0 6px; }
+main a { color: var(--accent); }
 blockquote { margin: 6px 0; padding: 6px 10px; border-left: 3px solid var(--accent);
              background: var(--soft); white-space: pre-wrap; word-wrap: break-word; }
 pre { white-space: pre-wrap; word-wrap: break-word; background: var(--soft); padding: 8px;
