@@ -947,7 +947,8 @@ def cost_image(summary: Summary, dpi: int) -> Image | None:
     points = cost_points(summary)
     if not points:
         return None
-    priced = all(p.cost_usd is not None for p in points)
+    # by cost when every price is known and something cost money (mock runs are free)
+    priced = all(p.cost_usd is not None for p in points) and any(p.cost_usd for p in points)
     title = METRIC_TITLES[summary.leaderboards[0].metric]
     return scatter_plot(
         "score-vs-cost",
@@ -964,7 +965,7 @@ def cost_image(summary: Summary, dpi: int) -> Image | None:
         title=f"{title} against {'cost' if priced else 'tokens'}",
         caption=(
             "Each point: a model's headline score against what its answers cost to generate"
-            + ("" if priced else " (in tokens: some prices are unknown)")
+            + ("" if priced else " (in tokens: some prices are unknown, or nothing was billed)")
             + "; up and to the left is better."
         ),
         dpi=dpi,

@@ -227,13 +227,17 @@ def settings_lines(summary: Summary) -> list[str]:
     ]
 
 
-def plot_lines(plots: Sequence[str]) -> list[str]:
-    """The report's plots as images (``plots/NAME.png`` next to report.md)."""
-    return [f"![{name}](plots/{name}.png)" for name in plots] + ([""] if plots else [])
+def plot_lines(plots: Sequence[tuple[str, str]]) -> list[str]:
+    """The report's plots as images (``plots/NAME.png`` next to report.md), one paragraph
+    each; ``plots``: (name, title) pairs."""
+    lines = []
+    for name, title in plots:
+        lines += [f"![{md_escape(title)}](plots/{name}.png)", ""]
+    return lines
 
 
-def render_markdown(summary: Summary, plots: Sequence[str] = ()) -> str:
-    """``plots``: names of the plots written next to the file (shown as images)."""
+def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> str:
+    """``plots``: (name, title) of the plots written next to the file (shown as images)."""
     from skillmix.report.html_report import ungraded_models
 
     counts = summary.counts

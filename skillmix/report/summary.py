@@ -221,7 +221,7 @@ def report_files(
         ).encode()
         + b"\n",
         RunLayout.METRICS_CSV: metrics.to_csv().encode(),
-        RunLayout.REPORT_MD: render_markdown(summary, [i.name for i in images]).encode(),
+        RunLayout.REPORT_MD: render_markdown(summary, [(i.name, i.title) for i in images]).encode(),
         RunLayout.REPORT_HTML: page.encode(),
     }
     for image in images:

@@ -240,8 +240,12 @@ def test_partial_run_lists_the_models_not_graded_yet(tmp_path: Path) -> None:
 def test_markdown_shows_plots_and_keeps_line_breaks(crafted: dict[str, Any]) -> None:
     md = crafted["md"]
     markdown_table_rows_ok(md)
-    for name in ("metric-full_marks", "skills-heatmap", "score-vs-cost"):
-        assert f"![{name}](plots/{name}.png)" in md
+    for name, title in (
+        ("metric-full_marks", "Ratio of Full Marks vs k"),
+        ("skills-heatmap", "Per-skill success across models"),
+        ("score-vs-cost", "Ratio of Full Marks against tokens"),
+    ):
+        assert f"\n![{title}](plots/{name}.png)\n\n" in md
         assert (crafted["report"] / "plots" / f"{name}.png").is_file()
     from skillmix.report.markdown import md_block
 
