@@ -390,3 +390,29 @@ def test_leaderboard_rows_show_backend_model_id_and_sampling(
         assert "mock · plain-model · max 512" in board.group(0)  # the default max_tokens
     # the cell's data attributes keep the plain student name
     assert 'data-student="plain"' in crafted["html"]
+
+
+def test_cost_view_uses_dollars_when_every_price_is_known(crafted: dict[str, Any]) -> None:
+    from skillmix.artifacts import Summary
+    from skillmix.report.html_report import cost_image, cost_points
+
+    summary = Summary.model_validate(crafted["summary"])
+    students = [u for u in summary.usage if u.role == "student"]
+    assert students
+    priced = summary.model_copy(
+        update={
+            "usage": [
+                u.model_copy(update={"cost_usd": 0.5 * (i + 1)}) if u.role == "student" else u
+                for i, u in enumerate(summary.usage)
+            ]
+        }
+    )
+    points = cost_points(priced)
+    board = summary.leaderboards[0]
+    assert [p.student for p in points] == [r.student for r in board.rows]
+    assert [p.score for p in points] == [r.score for r in board.rows]
+    assert all(p.cost_usd is not None and p.cost_usd > 0 for p in points)
+    image = cost_image(priced, 100)
+    assert image is not None and image.title.endswith("against cost")
+    unpriced = cost_image(summary, 100)  # the mock bills nothing: tokens instead
+    assert unpriced is not None and unpriced.title.endswith("against tokens")
