@@ -96,8 +96,7 @@ h3 { font-size: 16px; margin: 18px 0 6px; }
 p.note, .note { color: var(--muted); font-size: 13px; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 14px; display: block;
         max-width: 100%; overflow-x: auto; overflow-wrap: normal; }
-caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px;
-          max-width: calc(100vw - 32px); }
+caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px; }
 th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
 th { background: var(--soft); text-align: left; font-weight: 600; }
 th.sortable { cursor: pointer; }
@@ -157,6 +156,7 @@ footer { padding: 14px 32px; color: var(--muted); font-size: 12px; border-top: 1
   header, nav, footer { padding-left: 12px; padding-right: 12px; }
   main { padding: 4px 12px 28px; }
   header h1 { font-size: 19px; }
+  caption { max-width: calc(100vw - 24px); }  /* readable without scrolling a wide table */
 }
 """
 )
