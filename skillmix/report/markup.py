@@ -96,7 +96,8 @@ h3 { font-size: 16px; margin: 18px 0 6px; }
 p.note, .note { color: var(--muted); font-size: 13px; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 14px; display: block;
         max-width: 100%; overflow-x: auto; overflow-wrap: normal; }
-caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px; }
+caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px;
+          contain: inline-size; }  /* as wide as its table, never wider */
 th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
 th { background: var(--soft); text-align: left; font-weight: 600; }
 th.sortable { cursor: pointer; }
