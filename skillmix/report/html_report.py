@@ -1,4 +1,5 @@
-"""``report.html``: one self-contained page for a run (built from ``summary.json`` alone).
+"""``report.html``: one self-contained page for a run, built from ``summary.json`` plus, for
+the answer browser, every answer of the run (:mod:`skillmix.report.answers`).
 
 Leaderboard cells carry the exact numbers in ``data-*`` attributes (JSON numbers, so they
 parse back to the very floats of ``skillmix aggregate --format json``); the visible text is

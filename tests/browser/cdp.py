@@ -25,6 +25,7 @@ FLAGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
