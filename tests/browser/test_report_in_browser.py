@@ -84,6 +84,19 @@ async def inspect_report(binary: str, report: Path, skill: str) -> dict[str, Any
                 "Array.from(document.querySelectorAll('#ab-table tbody tr.ab-row'), "
                 "r => r.cells[6].textContent)"
             )
+            out["by_round_and_score"] = await tab.js(
+                "(() => { const set = (id, v) => { const e = document.getElementById(id); "
+                "e.value = v; e.dispatchEvent(new Event(e.type === 'search' ? 'input' : "
+                "'change')); }; set('ab-skill', ''); set('ab-round', '2'); set('ab-sort', 'score'); "
+                "const d = document.getElementById('ab-desc'); d.checked = true; "
+                "d.dispatchEvent(new Event('change')); "
+                "const rows = Array.from(document.querySelectorAll('#ab-table tbody tr.ab-row')); "
+                "const out = rows.map(r => [+r.cells[4].textContent, r.cells[8].textContent]); "
+                "set('ab-round', ''); d.checked = false; d.dispatchEvent(new Event('change')); "
+                "set('ab-sort', 'model'); set('ab-skill', "
+                + json.dumps(skill)
+                + "); return out; })()"
+            )
             await tab.js("document.querySelector('#ab-table .ab-open').click()")
             out["detail"] = await tab.js(
                 "document.querySelector('#ab-table tr.ab-detail').innerText"
@@ -165,6 +178,16 @@ def test_answer_browser_lists_every_answer_and_filters_by_skill(pages: dict[str,
     assert 0 < report["rows_skill"] == len(expected) < len(answers)
     assert all(skill in text for text in report["row_skills"])
     assert report["status"].startswith(f"{len(answers)} of {len(answers)} answers match")
+
+
+def test_answer_browser_filters_by_round_and_sorts_by_score(pages: dict[str, Any]) -> None:
+    rows = pages["report"]["by_round_and_score"]
+    second = [a for a in pages["answers"] if a["generation_round"] == 2]
+    assert len(rows) == len(second) and {r[0] for r in rows} == {2}
+    fractions = [float(r[1]) if r[1] != "\u2014" else -1.0 for r in rows]
+    assert fractions[0] >= fractions[-1] and len(set(fractions)) > 1
+    best = max(a["skill_fraction"] for a in second if a["skill_fraction"] is not None)
+    assert fractions[0] == pytest.approx(best, abs=0.005)
 
 
 def test_an_opened_answer_shows_the_whole_story(pages: dict[str, Any]) -> None:
