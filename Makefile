@@ -8,11 +8,12 @@ export PATH := $(CURDIR)/.tools/bin:$(BIN):$(PATH)
 SKILLMIX_REFERENCE_DIR ?= $(wildcard $(CURDIR)/../shared/reference)
 export SKILLMIX_REFERENCE_DIR
 
-.PHONY: install tools test lint format demo benchmarks kind-test cluster-test cluster-up cluster-down clean help
+.PHONY: install tools browser test lint format demo benchmarks kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
 	@echo "make tools       install helm and kubectl into .tools/bin"
+	@echo "make browser     Debian's chromium + chromium-driver for tests/browser (apt-get, as root)"
 	@echo "make test        ruff, mypy and the whole test suite"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
@@ -33,6 +34,9 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	PYTHON=$(PY) ./scripts/install-tools.sh
 	./scripts/install-control-plane.sh
+
+browser:
+	./scripts/install-browser.sh
 
 test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks

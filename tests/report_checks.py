@@ -5,10 +5,12 @@ that leaderboard cells carry."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
@@ -21,6 +23,7 @@ class PageImage:
     width: int
     height: int
     png: bytes
+    scale: int = 1  # PNG pixels per CSS pixel
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Page:
     tags: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    scripts: list[tuple[dict[str, str], str]] = field(default_factory=list)  # (attrs, text)
 
     def metric_cells(self) -> list[dict[str, str]]:
         return [c for c in self.cells if "data-k" in c]
@@ -41,10 +45,14 @@ class _Parser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.page = page
         self.stack: list[str] = []
+        self.script: dict[str, str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         self.page.tags.append(tag)
+        if tag == "script":
+            self.script = a
+            self.page.scripts.append((a, ""))
         if tag not in VOID:
             self.stack.append(tag)
         for key in ("src", "href", "action", "srcset"):
@@ -62,6 +70,7 @@ class _Parser(HTMLParser):
                     int(a["width"]),
                     int(a["height"]),
                     base64.b64decode(src[len(prefix) :], validate=True),
+                    int(a.get("data-scale", "1")),
                 )
             )
         if tag == "td" and "data-metric" in a:
@@ -81,6 +90,10 @@ class _Parser(HTMLParser):
         self.stack.pop()
 
     def handle_data(self, data: str) -> None:
+        if self.stack and self.stack[-1] == "script" and self.script is not None:
+            attrs, text = self.page.scripts[-1]
+            self.page.scripts[-1] = (attrs, text + data)
+            return
         self.page.text.append(data)
 
     def close(self) -> None:
@@ -89,7 +102,7 @@ class _Parser(HTMLParser):
             self.page.errors.append(f"unclosed tags: {self.stack}")
 
 
-def parse_page(html: str) -> Page:
+def parse_page(html: str, *, links: bool = False) -> Page:
     """Parse and check structure; assert the page is well formed and self-contained."""
     page = Page()
     parser = _Parser(page)
@@ -97,13 +110,34 @@ def parse_page(html: str) -> Page:
     parser.close()
     assert html.startswith("<!DOCTYPE html>")
     assert not page.errors, page.errors[:5]
-    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
-    assert not re.search(r"<script", html, re.IGNORECASE), "a <script appears in the page"
+    assert "link" not in page.tags and "iframe" not in page.tags
+    check_scripts(html, page)
     for url in page.urls:
-        assert url.startswith(("#", "data:")), f"external reference: {url[:60]}"
+        allowed = ("#", "data:", "file://") if links else ("#", "data:")
+        assert url.startswith(allowed), f"external reference: {url[:60]}"
     assert "@import" not in html and "url(" not in html
     assert "Content-Security-Policy" in html
     return page
+
+
+def check_scripts(html: str, page: Page) -> None:
+    """The only scripts: the page's own (allowed by its hash in the CSP, nothing else may
+    run) and inert base64 data blocks; none loads anything."""
+    from skillmix.report.markup import page_script
+
+    digest = base64.b64encode(hashlib.sha256(page_script().encode()).digest()).decode()
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', html)
+    assert found
+    policy = unescape(found.group(1))
+    assert f"script-src 'sha256-{digest}'" in policy
+    assert "unsafe-inline" not in policy.split("script-src", 1)[1]
+    assert len(re.findall(r"<script", html, re.IGNORECASE)) == len(page.scripts)
+    for attrs, text in page.scripts:
+        assert "src" not in attrs, attrs
+        if attrs.get("type") == "application/octet-stream":
+            assert re.fullmatch(r"[A-Za-z0-9+/=]*", text), "a data block that is not base64"
+        else:
+            assert text == page_script(), "an inline script that is not the page's own"
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -112,17 +146,20 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def check_images(page: Page, *, decode: bool = True) -> dict[str, tuple[int, int]]:
-    """Every image decodes to a PNG of its announced size; returns sizes by name."""
+    """Every image decodes to a PNG of its announced size (times its scale: plots are drawn
+    at twice their CSS size); returns the CSS sizes by name."""
     import matplotlib.image
 
     sizes = {}
     for image in page.images:
         width, height = png_size(image.png)
-        assert (width, height) == (image.width, image.height), image.name
+        assert (width, height) == (image.width * image.scale, image.height * image.scale), (
+            image.name
+        )
         if decode:
             pixels = matplotlib.image.imread(io.BytesIO(image.png), format="png")
             assert pixels.shape[:2] == (height, width), image.name
-        sizes[image.name] = (width, height)
+        sizes[image.name] = (image.width, image.height)
     return sizes
 
 

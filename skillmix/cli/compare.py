@@ -81,10 +81,24 @@ def compare_table(doc: Comparison) -> Table:
     show_default=True,
     help="Metric of the main leaderboard.",
 )
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="NAME",
+    help="Show every model's differences from this one (per k, per skill, per skill category): "
+    "a student name, or NAME@RUN (RUN: its 1-based position on the command line) when it is "
+    "in several runs. Default: the leader.",
+)
 @click.option("--dpi", type=click.IntRange(50, 400), default=100, show_default=True)
 @format_option(("table", "json", "md"))
 def compare_cmd(
-    runs: tuple[str, ...], out: str | None, allow_mixed: bool, rank_by: str, dpi: int, fmt: str
+    runs: tuple[str, ...],
+    out: str | None,
+    allow_mixed: bool,
+    rank_by: str,
+    baseline: str | None,
+    dpi: int,
+    fmt: str,
 ) -> None:
     """Rank the models of several runs in one leaderboard.
 
@@ -101,7 +115,7 @@ def compare_cmd(
         compare_runs,
     )
 
-    doc = compare_runs(runs, allow_mixed=allow_mixed, rank_by=rank_by)
+    doc = compare_runs(runs, allow_mixed=allow_mixed, rank_by=rank_by, baseline=baseline)
     if doc.mixed:
         warn(
             "mixed settings ranked anyway: "

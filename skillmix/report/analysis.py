@@ -426,7 +426,8 @@ def select_examples(
     units: Sequence[Unit], options: MetricOptions, order: Sequence[tuple[str, str]] = ()
 ) -> list[GalleryExample]:
     """Per (student, grader, k): the best and the worst graded answer, then up to two answers
-    that name one of their skills (explicit-name hits, from different combinations). Ties go
+    that name one of their skills (explicit-name hits); each combination at most once (its
+    other generation rounds are in the answer browser). Ties go
     to the lowest combination index, then generation round, so the choice is deterministic.
     Unreadable verdicts are never chosen as best or worst. Models follow ``order``."""
     groups: dict[tuple[str, str, int], list[Unit]] = defaultdict(list)
@@ -440,15 +441,16 @@ def select_examples(
         chosen: list[tuple[Unit, str]] = []
         if scored:
             best = max(scored, key=lambda u: u.rank_key())  # max keeps the first of ties
-            worst = min(scored, key=lambda u: u.rank_key())
+            # one card per combination: another generation round of the best one is skipped
+            others = [u for u in scored if u.index != best.index]
+            worst = min(others, key=lambda u: u.rank_key()) if others else best
             chosen.append((best, "best"))
-            if worst is not best:
+            if worst is not best and worst.rank_key() < best.rank_key():
                 chosen.append((worst, "worst"))
-        taken = {id(u) for u, _ in chosen}
-        seen: set[int] = set()
+        seen = {u.index for u, _ in chosen}
         hits = []
         for u in members:
-            if u.named and id(u) not in taken and u.index not in seen:
+            if u.named and u.index not in seen:
                 seen.add(u.index)
                 hits.append(u)
         chosen += [(u, "explicit_name") for u in hits[:EXPLICIT_NAME_EXAMPLES]]

@@ -9,9 +9,13 @@ from skillmix.errors import SkillmixError
 from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
+from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
 from skillmix.report.summary import build_summary, report_files
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
+
+ANSWERS_JSONL = "answers.jsonl"
+SCORES_CSV = "scores.csv"
 
 
 class NoFinishedGrades(SkillmixError):
@@ -23,8 +27,9 @@ def build_report(
 ) -> tuple[Summary, dict[str, bytes], RunMetrics]:
     """Metrics + summary + report files for an evaluation run (nothing written).
 
-    Files: summary.json, metrics.csv, report.md, report.html (self-contained) and the plots
-    as plots/*.png. Raises SkillmixError when the run has no finished grading unit yet."""
+    Files: summary.json, metrics.csv, report.md, report.html (self-contained, with the answer
+    browser), the plots as plots/*.png, and every answer's scores as answers.jsonl and
+    scores.csv. Raises SkillmixError when the run has no finished grading unit yet."""
     options = options or ctx.experiment.metrics.options()
     generations = run.generation_records()
     grades = run.grade_records()
@@ -32,9 +37,15 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
+    answers = collect_answers(ctx.run_id, generations, grades, options, order)
     files = (
-        report_files(summary, metrics) if dpi is None else report_files(summary, metrics, dpi=dpi)
+        report_files(summary, metrics, answers=answers)
+        if dpi is None
+        else report_files(summary, metrics, dpi=dpi, answers=answers)
     )
+    files[ANSWERS_JSONL] = answers_jsonl(answers).encode()
+    files[SCORES_CSV] = scores_csv(answers).encode()
     return summary, files, metrics
 
 

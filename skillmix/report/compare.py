@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -58,14 +59,64 @@ class RunData(BaseModel):
     source: str = Field(description="Where the numbers come from.")
     created_at: str = Field(description="UTC time the run was created.")
     settings: dict[str, str] = Field(description="The settings that change the numbers.")
+    report: str | None = Field(
+        None, description="file:// URI of the run's report.html, when there is one to open."
+    )
     rows: list[MetricRowJson] = Field(
         default_factory=list, exclude=True, description="The run's metric rows."
+    )
+    categories: dict[str, str] = Field(
+        default_factory=dict, exclude=True, description="Skill name -> catalog category."
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Per student: backend, model id and sampling."
     )
 
 
 class SettingValue(BaseModel):
     value: str = Field(description="One value of a setting.")
     runs: list[int] = Field(description="The runs (1-based) with that value.")
+
+
+class DifferenceRow(BaseModel):
+    """One entry's differences from the baseline: per k and over the shared k values."""
+
+    model: str = Field(description="The entry's label (student, with its run when names clash).")
+    run: int = Field(description="1-based run of the entry.")
+    per_k: dict[str, float | None] = Field(
+        description="Per k: the entry's mean minus the baseline's (None where either is missing)."
+    )
+    mean: float | None = Field(description="Difference of the means over the ranked k values.")
+
+
+class MetricDifferences(BaseModel):
+    metric: str = Field(description="Metric name.")
+    rows: list[DifferenceRow] = Field(description="Every entry but the baseline, in rank order.")
+
+
+class BreakdownRow(BaseModel):
+    name: str = Field(description="Skill or category name.")
+    category: str = Field("", description="The skill's catalog category (skills only).")
+    baseline: float | None = Field(description="The baseline's rate.")
+    differences: list[float | None] = Field(
+        description="Per entry (``Baseline.columns``): its rate minus the baseline's."
+    )
+
+
+class Baseline(BaseModel):
+    """Differences from one baseline model: per metric and k, per skill, per category."""
+
+    model: str = Field(description="The baseline entry's label.")
+    run: int = Field(description="1-based run of the baseline entry.")
+    chosen: str = Field(description="'--baseline' or 'leader' (the top of the main ranking).")
+    columns: list[str] = Field(description="The other entries' labels, in rank order.")
+    metrics: list[MetricDifferences] = Field(description="Per metric: differences per k.")
+    skills: list[BreakdownRow] = Field(
+        description="Per skill: mean over k of the per-k skill rate, minus the baseline's."
+    )
+    categories: list[BreakdownRow] = Field(
+        description="Per skill category: mean of its skills' rates, minus the baseline's."
+    )
 
 
 class Comparison(BaseModel):
@@ -83,6 +134,7 @@ class Comparison(BaseModel):
     leaderboards: list[Leaderboard] = Field(
         description="One ranking per metric, ``rank_by`` first."
     )
+    baseline: Baseline | None = Field(None, description="Differences from a baseline model.")
 
 
 def metric_settings(settings: MetricSettings) -> str:
@@ -159,6 +211,7 @@ def reference_settings(
 def load_run(uri: str, index: int) -> RunData:
     """A run folder (or a report folder holding summary.json) for comparison."""
     from skillmix.pipeline.aggregate import aggregate_run
+    from skillmix.report.html_report import model_descriptions
 
     run = RunStore(open_store(uri))
     data = run.read_run()
@@ -187,6 +240,8 @@ def load_run(uri: str, index: int) -> RunData:
             created_at=data.created_at,
             settings=reference_settings(data, combinations, options),
             rows=metrics.section(details=True).rows,
+            categories=builtin_categories(),
+            report=report_link(run.uri),
         )
     if summary is not None:
         return RunData(
@@ -198,6 +253,9 @@ def load_run(uri: str, index: int) -> RunData:
             created_at=summary.created_at or "",
             settings=summary_settings(summary, f"{uri}/report/summary.json"),
             rows=list(summary.metrics.rows),
+            categories={r.skill: r.category for r in summary.skill_rates.rows if r.category},
+            models=model_descriptions(summary.experiment),
+            report=report_link(run.uri),
         )
     from skillmix.pipeline.context import RunContext
 
@@ -218,7 +276,32 @@ def load_run(uri: str, index: int) -> RunData:
             MetricSettings.model_validate(metrics.settings()),
         ),
         rows=metrics.section(details=True).rows,
+        categories={s.name: s.category for s in ctx.catalog.skills},
+        models=model_descriptions(ctx.experiment.model_dump(mode="json")),
+        report=report_link(run.uri),
     )
+
+
+def builtin_categories() -> dict[str, str]:
+    """Skill categories of the built-in catalog (for runs that carry no catalog)."""
+    from skillmix.catalog import builtin_catalog
+
+    return {s.name: s.category for s in builtin_catalog().skills}
+
+
+def report_link(run_uri: str) -> str | None:
+    """A local run's report.html as a file:// URI (in RUN/report/, or RUN itself for a
+    folder written by ``report --out``); None for object stores or a run without one."""
+    if run_uri.startswith("s3://"):
+        return None
+    base = Path(run_uri.removeprefix("file://"))
+    for candidate in (
+        base / RunLayout.REPORT / RunLayout.REPORT_HTML,
+        base / RunLayout.REPORT_HTML,
+    ):
+        if candidate.is_file():
+            return candidate.resolve().as_uri()
+    return None
 
 
 def differing_settings(runs: Sequence[RunData]) -> dict[str, dict[str, list[int]]]:
@@ -259,10 +342,15 @@ def run_of(item: Entry | LeaderboardRow) -> int:
 
 
 def compare_runs(
-    uris: Sequence[str], *, allow_mixed: bool = False, rank_by: str = "full_marks"
+    uris: Sequence[str],
+    *,
+    allow_mixed: bool = False,
+    rank_by: str = "full_marks",
+    baseline: str | None = None,
 ) -> Comparison:
     """The comparison as one document (``compare.json``); raises SkillmixError on mixed settings
-    unless ``allow_mixed``."""
+    unless ``allow_mixed``. ``baseline``: the model the differences are taken from (a student
+    name, or its label with the run when it is in several runs); default: the leader."""
     if not uris:
         raise SkillmixError("give at least one run folder to compare")
     if rank_by not in METRIC_NAMES:
@@ -294,7 +382,9 @@ def compare_runs(
     for entry in entries:
         entry.model = entry_label(entry, runs, clashes)
     order = [rank_by, *[m for m in METRIC_NAMES if m != rank_by]]
+    boards = [leaderboard(entries, metric) for metric in order]
     return Comparison(
+        baseline=baseline_view(boards, runs, baseline),
         compared_at=utc_now(),
         rank_by=rank_by,
         mixed=bool(diff),
@@ -304,7 +394,138 @@ def compare_runs(
         },
         setting_labels=SETTING_LABELS,
         runs=runs,
-        leaderboards=[leaderboard(entries, metric) for metric in order],
+        leaderboards=boards,
+    )
+
+
+_EntryKey = tuple[int, str, str]  # run, student, grader
+
+
+def _entry_key(row: LeaderboardRow) -> _EntryKey:
+    return (run_of(row), row.student, row.grader)
+
+
+def choose_baseline(board: Leaderboard, name: str | None) -> LeaderboardRow | None:
+    """The baseline row of the main leaderboard: ``name`` (a label, else a student name
+    that is in one run only), or the leader. Bad names are one line, exit 2."""
+    if not board.rows:
+        return None
+    if name is None:
+        return board.rows[0]
+    student, _, run = name.rpartition("@")
+    matches = [r for r in board.rows if r.model == name] or [
+        r for r in board.rows if r.student == name
+    ]
+    if not matches and student and run.isdigit():  # NAME@RUN: the student of run RUN
+        matches = [r for r in board.rows if r.student == student and r.run == int(run)]
+    labels = ", ".join(repr(r.model or r.student) for r in board.rows)
+    if not matches:
+        raise SkillmixError(
+            f"--baseline {name!r}: no such model here", hint=f"choose from {labels}"
+        )
+    if len(matches) > 1:
+        raise SkillmixError(
+            f"--baseline {name!r} is in {len(matches)} runs (or graded by several graders)",
+            hint="name one entry as NAME@RUN: "
+            + ", ".join(f"{r.student}@{r.run}" for r in matches),
+        )
+    return matches[0]
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _breakdown(
+    per_k: Mapping[_EntryKey, Mapping[int, Mapping[str, float]]],
+    base: _EntryKey,
+    others: Sequence[_EntryKey],
+    names: Sequence[str],
+    categories: Mapping[str, str],
+) -> list[BreakdownRow]:
+    """Per name: the baseline's mean over k, and each entry's mean over the k values both
+    have of (entry rate - baseline rate)."""
+    rows = []
+    for name in names:
+        b_by_k = {k: v[name] for k, v in per_k.get(base, {}).items() if name in v}
+        diffs: list[float | None] = []
+        for other in others:
+            mine = per_k.get(other, {})
+            shared = [
+                mine[k][name] - b_by_k[k] for k in sorted(mine) if name in mine[k] and k in b_by_k
+            ]
+            diffs.append(_mean(shared))
+        rows.append(
+            BreakdownRow(
+                name=name,
+                category=categories.get(name, ""),
+                baseline=_mean(list(b_by_k.values())),
+                differences=diffs,
+            )
+        )
+    return rows
+
+
+def baseline_view(
+    boards: Sequence[Leaderboard], runs: Sequence[RunData], name: str | None
+) -> Baseline | None:
+    """Differences of every entry from the baseline: per metric and k (means over
+    combinations), per skill (mean voted skill point) and per skill category (mean of its
+    skills' rates), each a mean over the k values both entries have."""
+    base = choose_baseline(boards[0], name)
+    if base is None:
+        return None
+    base_key = _entry_key(base)
+    ordered = [r for r in boards[0].rows if _entry_key(r) != base_key]
+    others = [_entry_key(r) for r in ordered]
+    metrics = []
+    for board in boards:
+        by_key = {_entry_key(r): r for r in board.rows}
+        b = by_key[base_key]
+        rows = []
+        for key in others:
+            x = by_key[key]
+            per_k = {}
+            for k in board.ks:
+                xc, bc = x.cells.get(str(k)), b.cells.get(str(k))
+                per_k[str(k)] = _minus(xc.mean if xc else None, bc.mean if bc else None)
+            rows.append(
+                DifferenceRow(
+                    model=x.model or x.student,
+                    run=run_of(x),
+                    per_k=per_k,
+                    mean=_minus(x.score, b.score),
+                )
+            )
+        metrics.append(MetricDifferences(metric=board.metric, rows=rows))
+    categories: dict[str, str] = {}
+    for run in runs:
+        categories.update(run.categories)
+    skill_k: dict[_EntryKey, dict[int, dict[str, float]]] = {}
+    cat_k: dict[_EntryKey, dict[int, dict[str, float]]] = {}
+    for run in runs:
+        for row in run.rows:
+            rates = {s: v for s, v in (row.per_skill or {}).items() if v is not None}
+            key = (run.index, row.student, row.grader)
+            skill_k.setdefault(key, {})[row.k] = rates
+            grouped: dict[str, list[float]] = {}
+            for skill, value in rates.items():
+                grouped.setdefault(categories.get(skill) or "uncategorised", []).append(value)
+            cat_k.setdefault(key, {})[row.k] = {c: sum(v) / len(v) for c, v in grouped.items()}
+    skills = sorted({s for by_k in skill_k.values() for rates in by_k.values() for s in rates})
+    cats = sorted({c for by_k in cat_k.values() for rates in by_k.values() for c in rates})
+    return Baseline(
+        model=base.model or base.student,
+        run=run_of(base),
+        chosen="leader" if name is None else "--baseline",
+        columns=[r.model or r.student for r in ordered],
+        metrics=metrics,
+        skills=_breakdown(skill_k, base_key, others, skills, categories),
+        categories=_breakdown(cat_k, base_key, others, cats, {}),
     )
 
 
@@ -321,6 +542,8 @@ def compare_markdown(doc: Comparison) -> str:
             "",
         ]
     lines += [
+        f"{plural(len(doc.runs), 'run')}; ranked by {METRIC_TITLES[doc.rank_by]}.",
+        "",
         "## Runs",
         "",
         *md_table(
@@ -370,12 +593,77 @@ def compare_markdown(doc: Comparison) -> str:
         ),
         "",
     ]
+    if doc.baseline is not None:
+        lines += baseline_markdown(doc.baseline)
     return "\n".join(lines)
+
+
+def _signed_text(x: float | None, digits: int = 3) -> str:
+    from skillmix.report.markup import fmt
+
+    if x is None:
+        return "—"
+    text = fmt(x, digits)
+    return "+" + text if x > 0 and text.strip("0.") else text
+
+
+def baseline_markdown(view: Baseline) -> list[str]:
+    from skillmix.report.markdown import md_escape, md_table
+    from skillmix.report.markup import fmt
+
+    lines = [
+        f"## Differences from {md_escape(view.model)} (run #{view.run})",
+        "",
+        "Every entry minus the baseline ("
+        + ("chosen with --baseline" if view.chosen == "--baseline" else "the leader")
+        + "); positive: better than the baseline. Per skill and per category: the mean over "
+        "the shared k values.",
+        "",
+    ]
+    for block in view.metrics:
+        ks = sorted({k for r in block.rows for k in r.per_k}, key=int)
+        lines += [
+            f"### {METRIC_TITLES[block.metric]}",
+            "",
+            *md_table(
+                ["model", "run", *[f"k={k}" for k in ks], "mean over k"],
+                [
+                    [
+                        md_escape(r.model),
+                        f"#{r.run}",
+                        *[_signed_text(r.per_k.get(k)) for k in ks],
+                        _signed_text(r.mean),
+                    ]
+                    for r in block.rows
+                ],
+                numeric=range(2, len(ks) + 3),
+            ),
+            "",
+        ]
+    for title, rows in (("Per skill category", view.categories), ("Per skill", view.skills)):
+        lines += [
+            f"### {title}",
+            "",
+            *md_table(
+                ["name", f"{md_escape(view.model)} (baseline)", *map(md_escape, view.columns)],
+                [
+                    [
+                        md_escape(r.name),
+                        fmt(r.baseline),
+                        *[_signed_text(d, 2) for d in r.differences],
+                    ]
+                    for r in rows
+                ],
+                numeric=range(1, len(view.columns) + 2),
+            ),
+            "",
+        ]
+    return lines
 
 
 def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
     from skillmix.report.html_report import leaderboard_table, metric_images
-    from skillmix.report.markup import el, figure, page, table
+    from skillmix.report.markup import el, figure, page, table, with_caption
     from skillmix.report.plots import DEFAULT_DPI
 
     boards = doc.leaderboards
@@ -397,7 +685,7 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
             "section",
             el("h2", "Runs"),
             table(
-                ["#", "run id", "kind", "numbers from", "created", "folder"],
+                ["#", "run id", "kind", "numbers from", "created", "folder", "report"],
                 [
                     [
                         r.index,
@@ -406,10 +694,12 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
                         r.source,
                         r.created_at,
                         el("code", r.run),
+                        report_anchor(r),
                     ]
                     for r in doc.runs
                 ],
                 numeric=[0],
+                caption=f"{plural(len(doc.runs), 'run')} in command-line order",
             ),
             id="runs",
         )
@@ -426,8 +716,13 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
     for board in boards:
         board_parts += [
             el("h3", board.title),
-            leaderboard_table(
-                board, [("model", "model"), ("run_label", "run"), ("grader", "grader")]
+            with_caption(
+                leaderboard_table(
+                    linked_board(board, doc),
+                    [("model", "model"), ("run_label", "run"), ("grader", "grader")],
+                ),
+                f"{board.title}: ranked by the mean over k = "
+                + (", ".join(map(str, board.ranked_over_ks)) or "none in common"),
             ),
         ]
     parts.append(el("section", *board_parts, id="leaderboards"))
@@ -453,29 +748,165 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         )
     head = el(
         "tr",
-        el("th", "setting"),
-        *[el("th", f"run {r.index}") for r in doc.runs],
-        el("th", ""),
+        el("th", "setting", scope="col"),
+        *[el("th", f"run {r.index}", scope="col") for r in doc.runs],
+        el("th", "same?", scope="col"),
     )
     parts.append(
         el(
             "section",
             el("h2", "Settings"),
-            el("table", el("thead", head), el("tbody", *rows), class_="settings"),
+            el(
+                "table",
+                el("caption", "The settings that change the numbers, per run"),
+                el("thead", head),
+                el("tbody", *rows),
+                class_="settings",
+            ),
             id="settings",
         )
     )
+    if doc.baseline is not None:
+        parts.append(baseline_html(doc.baseline))
     nav = [
         ("runs", "Runs"),
         ("leaderboards", "Leaderboards"),
         ("plots", "Metrics vs k"),
         ("settings", "Settings"),
+        *([("baseline", "Differences")] if doc.baseline is not None else []),
     ]
     subtitle = el(
         "div",
-        f"{len(doc.runs)} runs · ranked by {METRIC_TITLES[doc.rank_by]} · compared {doc.compared_at}",
+        f"{plural(len(doc.runs), 'run')} · ranked by {METRIC_TITLES[doc.rank_by]} · "
+        f"compared {doc.compared_at}",
     )
     return page("SKILL-MIX comparison", subtitle, nav, parts, el("span", "skillmix compare"))
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def report_anchor(run: RunData) -> Any:
+    from skillmix.report.markup import el
+
+    if run.report is None:
+        return "—"
+    return el("a", "report.html", href=run.report, class_="run-report")
+
+
+def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
+    """The board with each row's run cell as markup: a link to that run's report, and a
+    badge when the same model (student) is also in another compared run."""
+    from skillmix.report.markup import Safe, el
+
+    runs_of: dict[str, set[int]] = {}
+    for row in board.rows:
+        runs_of.setdefault(row.student, set()).add(run_of(row))
+    rows = []
+    for row in board.rows:
+        run = doc.runs[run_of(row) - 1]
+        also = sorted(runs_of[row.student] - {run_of(row)})
+        label = el(
+            "span",
+            el("a", row.run_label, href=run.report, class_="run-report")
+            if run.report
+            else row.run_label,
+            el(
+                "span",
+                "same model in run " + ", ".join(f"#{i}" for i in also),
+                class_="badge same",
+                title=f"{row.student} is also in run(s) " + ", ".join(f"#{i}" for i in also),
+            )
+            if also
+            else None,
+        )
+        desc = run.models.get(row.student)
+        model = el(
+            "span",
+            row.model or row.student,
+            el("span", desc, class_="model-desc") if desc else None,
+        )
+        rows.append(row.model_copy(update={"run_label": Safe(label), "model": model}))
+    return board.model_copy(update={"rows": rows})
+
+
+def _signed(x: float | None, digits: int = 3) -> Any:
+    from skillmix.report.markup import el, fmt, number
+
+    if x is None:
+        return el("td", "—", class_="num", data_value="null")
+    text = fmt(x, digits)
+    if not text.startswith("-") and text.strip("0.") != "":
+        text = "+" + text
+    cls = "num pos" if x > 0 else "num neg" if x < 0 else "num"
+    return el("td", text.replace("-", "−"), class_=cls, data_value=number(x))
+
+
+def baseline_html(view: Baseline) -> Any:
+    from skillmix.report.markup import el, fmt, table
+
+    intro = el(
+        "p",
+        f"Every entry minus the baseline, {view.model} (run #{view.run}; "
+        + (
+            "chosen with --baseline"
+            if view.chosen == "--baseline"
+            else "the leader; choose another with compare --baseline NAME"
+        )
+        + "). Positive: better than the baseline. Per k: difference of the means over "
+        "combinations; mean over k: difference of the leaderboard scores. Per skill: the mean "
+        "voted skill point; per category: the mean of its skills' rates; both as the mean over "
+        "the k values the two entries share.",
+        class_="note",
+    )
+    parts: list[Any] = [el("h2", f"Differences from {view.model}"), intro]
+    for block in view.metrics:
+        ks = sorted({k for r in block.rows for k in r.per_k}, key=int)
+        parts += [
+            el("h3", METRIC_TITLES[block.metric]),
+            table(
+                ["model", "run", *[f"k = {k}" for k in ks], "mean over k"],
+                [
+                    [r.model, f"#{r.run}", *[_signed(r.per_k.get(k)) for k in ks], _signed(r.mean)]
+                    for r in block.rows
+                ],
+                numeric=range(1, len(ks) + 3),
+                caption=f"{METRIC_TITLES[block.metric]}: entry minus {view.model}, per k",
+                class_="sortable",
+            ),
+        ]
+    for title, rows, extra in (
+        ("Per skill category", view.categories, False),
+        ("Per skill", view.skills, True),
+    ):
+        header = [
+            "category" if not extra else "skill",
+            *(["category"] if extra else []),
+            f"{view.model} (baseline)",
+            *view.columns,
+        ]
+        body = [
+            [
+                r.name,
+                *([r.category] if extra else []),
+                el("td", fmt(r.baseline), class_="num", data_value=json.dumps(r.baseline)),
+                *[_signed(d, 2) for d in r.differences],
+            ]
+            for r in rows
+        ]
+        grid = table(
+            header,
+            body,
+            numeric=range(2 if extra else 1, len(header)),
+            caption=f"{title}: the baseline's rate, and each entry's difference from it",
+            class_="sortable",
+        )
+        parts += [
+            el("h3", title),
+            el("details", el("summary", f"{len(rows)} skills"), grid) if extra else grid,
+        ]
+    return el("section", *parts, id="baseline")
 
 
 def model_label(row: LeaderboardRow) -> str:

@@ -1,4 +1,5 @@
-"""``report.html``: one self-contained page for a run (built from ``summary.json`` alone).
+"""``report.html``: one self-contained page for a run, built from ``summary.json`` plus, for
+the answer browser, every answer of the run (:mod:`skillmix.report.answers`).
 
 Leaderboard cells carry the exact numbers in ``data-*`` attributes (JSON numbers, so they
 parse back to the very floats of ``skillmix aggregate --format json``); the visible text is
@@ -8,6 +9,7 @@ rounded for reading.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from skillmix.artifacts import (
@@ -26,6 +28,7 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.answers import AnswerSet, browser_payload
 from skillmix.report.leaderboard import (
     READING_NOTE,
     board_note,
@@ -46,8 +49,17 @@ from skillmix.report.markup import (
     page,
     pct,
     table,
+    with_caption,
 )
-from skillmix.report.plots import DEFAULT_DPI, MAX_HEATMAP_ROWS, Point, Series, heatmap, metric_plot
+from skillmix.report.plots import (
+    DEFAULT_DPI,
+    MAX_HEATMAP_ROWS,
+    Point,
+    Series,
+    heatmap,
+    metric_plot,
+    scatter_plot,
+)
 
 KIND_TITLES = {"best": "best", "worst": "worst", "explicit_name": "names a skill"}
 GROUP_TITLES = {
@@ -65,7 +77,30 @@ NAV = (
     ("agreement", "Grader agreement"),
     ("failures", "Failures & retries"),
     ("usage", "Usage & cost"),
+    ("cost", "Score vs cost"),
     ("gallery", "Example answers"),
+    ("answers", "All answers"),
+)
+# The answer browser's columns: (header, sort key or None, numeric).
+ANSWER_COLUMNS = (
+    ("", None, False),
+    ("model", "model", False),
+    ("k", "k", True),
+    ("comb.", "combination", True),
+    ("round", "round", True),
+    ("topic", "topic", False),
+    ("skills", None, False),
+    ("full marks", "score", True),
+    ("skill fraction", "score", True),
+    ("points", "score", True),
+)
+SORT_OPTIONS = (
+    ("model", "model"),
+    ("k", "k"),
+    ("combination", "combination"),
+    ("round", "generation round"),
+    ("topic", "topic"),
+    ("score", "score"),
 )
 
 
@@ -303,6 +338,7 @@ def settings_section(summary: Summary) -> Safe:
             ]
             for s in e["students"]
         ],
+        caption="Each student's backend, model id and sampling settings",
     )
     grader = kv_table(
         {
@@ -364,13 +400,17 @@ def leaderboards_section(summary: Summary) -> Safe:
             )
         )
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
-    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    labels = [("model", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    specs = model_descriptions(summary.experiment)
     boards = [
         el(
             "div",
             el("h3", board.title),
             el("p", board_note(board), class_="note"),
-            leaderboard_table(board, labels),
+            with_caption(
+                leaderboard_table(described_board(board, specs), labels),
+                leaderboard_caption(board),
+            ),
         )
         for board in summary.leaderboards
     ]
@@ -417,7 +457,12 @@ def rates_details(
         "details",
         el("summary", f"All {len(rows)} {what} rows as a table (rate, n = combinations)"),
         el("p", rates_note(table_data), class_="note"),
-        table(header, rows, numeric=range(1 + len(extra), len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(1 + len(extra), len(header)),
+            caption=f"Per {what} and model: rate (n = combinations)",
+        ),
         open=open_,
     )
 
@@ -473,12 +518,15 @@ def agreement_section(agreement: AgreementSection) -> Safe:
     groups = agreement.groups
     head1 = el(
         "tr",
-        el("th", "grader", rowspan=2),
-        el("th", "student", rowspan=2),
-        el("th", "k", rowspan=2),
-        *[el("th", GROUP_TITLES[g], colspan=2) for g in groups],
+        el("th", "grader", rowspan=2, scope="col"),
+        el("th", "student", rowspan=2, scope="col"),
+        el("th", "k", rowspan=2, scope="col"),
+        *[el("th", GROUP_TITLES[g], colspan=2, scope="colgroup") for g in groups],
     )
-    head2 = el("tr", *[el("th", x, class_="num") for _ in groups for x in ("agreement", "κ")])
+    head2 = el(
+        "tr",
+        *[el("th", x, class_="num", scope="col") for _ in groups for x in ("agreement", "κ")],
+    )
     rows = []
     for row in agreement.rows:
         cells = [
@@ -513,7 +561,13 @@ def agreement_section(agreement: AgreementSection) -> Safe:
     if agreement.grading_rounds < 2:
         body = el("p", "Agreement needs at least two grading rounds.", class_="note")
     else:
-        body = el("table", el("thead", head1, head2), el("tbody", *rows), class_="agreement")
+        body = el(
+            "table",
+            el("caption", "Agreement between grading rounds per rubric item group"),
+            el("thead", head1, head2),
+            el("tbody", *rows),
+            class_="agreement",
+        )
     return el(
         "section",
         el("h2", "Grader agreement across grading rounds"),
@@ -553,6 +607,7 @@ def failures_section(summary: Summary) -> Safe:
                     ]
                     for x in listed
                 ],
+                caption="Failed generations and failed or unreadable grading verdicts",
             ),
         )
         if listed
@@ -568,7 +623,12 @@ def failures_section(summary: Summary) -> Safe:
             f"re-asked at least once: {f.grading_retried}.",
             class_="note",
         ),
-        table(header, rows, numeric=range(1, len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(1, len(header)),
+            caption="Records per student and k, by outcome",
+        ),
         reasons,
         id="failures",
     )
@@ -590,7 +650,7 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
         for u in usage
     ]
     known = [u.cost_usd for u in usage if u.cost_usd is not None]
-    rows.append(
+    total: list[list[Any]] = [
         [
             el("td", el("strong", "total")),
             "",
@@ -602,7 +662,7 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
             f"{sum(u.completion_tokens for u in usage):,}",
             fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
         ]
-    )
+    ]
     header = [
         "model",
         "model id",
@@ -623,7 +683,13 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
             "experiment's prices); cached replies cost nothing again.",
             class_="note",
         ),
-        table(header, rows, numeric=range(4, len(header))),
+        table(
+            header,
+            rows,
+            numeric=range(4, len(header)),
+            caption="Tokens and estimated cost per model and phase",
+            foot=total,
+        ),
         id="usage",
     )
 
@@ -651,9 +717,9 @@ def example_card(item: GalleryExample) -> Safe:
         rubric_rows.append(el("tr", *cells))
     head = el(
         "tr",
-        el("th", "rubric item"),
-        *[el("th", f"r{r.grading_round}", class_="num") for r in rounds],
-        el("th", "voted", class_="num"),
+        el("th", "rubric item", scope="col"),
+        *[el("th", f"r{r.grading_round}", class_="num", scope="col") for r in rounds],
+        el("th", "voted", class_="num", scope="col"),
     )
     note = None
     if named:
@@ -684,7 +750,12 @@ def example_card(item: GalleryExample) -> Safe:
             class_="note",
         ),
         el("blockquote", item.answer),
-        el("table", el("thead", head), el("tbody", *rubric_rows)),
+        el(
+            "table",
+            el("caption", "Points per rubric item and grading round, and the vote"),
+            el("thead", head),
+            el("tbody", *rubric_rows),
+        ),
         note,
         el(
             "details",
@@ -723,8 +794,11 @@ def gallery_section(gallery: Sequence[GalleryExample]) -> Safe:
     return el("section", *parts, id="gallery")
 
 
-def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[Image]]:
-    """The page and the images embedded in it."""
+def render_html(
+    summary: Summary, *, dpi: int = DEFAULT_DPI, answers: AnswerSet | None = None
+) -> tuple[str, list[Image]]:
+    """The page and the images embedded in it; ``answers``: every answer of the run for the
+    answer browser (left out without)."""
     boards = summary.leaderboards
     metric_imgs = metric_images(boards, lambda row: _entry_label(row, boards), dpi)
     skills_img = rates_image(
@@ -743,17 +817,8 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
         "Ratio of Full Marks",
         dpi,
     )
-    counts = summary.counts
-    banner = None
-    if summary.status == "partial":
-        banner = el(
-            "div",
-            el("strong", "Partial run: "),
-            f"{counts.generations} of {counts.planned_generations} generations and "
-            f"{counts.grades} of {counts.planned_grades} grading verdicts are finished; "
-            "numbers cover the finished part only.",
-            class_="banner",
-        )
+    cost_img = cost_image(summary, dpi)
+    banner = partial_banner(summary)
     e = summary.experiment
     subtitle = el(
         "div",
@@ -794,18 +859,301 @@ def render_html(summary: Summary, *, dpi: int = DEFAULT_DPI) -> tuple[str, list[
         agreement_section(summary.agreement),
         failures_section(summary),
         usage_section(summary.usage),
+        cost_section(summary, cost_img),
         gallery_section(summary.gallery),
+        answers_section(answers) if answers is not None else None,
     ]
     footer = el(
         "span",
         f"skillmix {summary.skillmix_version} · run created {summary.created_at} · "
         f"report built {summary.reported_at} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
     )
-    images = [*metric_imgs, *[i for i in (skills_img, topics_img) if i is not None]]
+    images = [*metric_imgs, *[i for i in (skills_img, topics_img, cost_img) if i is not None]]
     title = f"SKILL-MIX report: {summary.run_id}"
-    return page(title, subtitle, NAV, body, footer), images
+    nav = [item for item in NAV if answers is not None or item[0] != "answers"]
+    return page(title, subtitle, nav, body, footer), images
 
 
 def _entry_label(row: LeaderboardRow, boards: Sequence[Leaderboard]) -> str:
     graders = {r.grader for b in boards for r in b.rows}
     return row.student if len(graders) <= 1 else f"{row.student} / {row.grader}"
+
+
+# the answer browser -----------------------------------------------------------------------
+def _select(ident: str, label: str, options: Sequence[tuple[str, str]]) -> Safe:
+    return el(
+        "label",
+        label,
+        el("select", *[el("option", text, value=value) for value, text in options], id=ident),
+    )
+
+
+def answers_section(data: AnswerSet) -> Safe:
+    """Every answer, filterable and sortable; opening one shows its conversation, each grading
+    round's reply and points, the vote and the grading prompt. The data are embedded
+    compressed (:func:`skillmix.report.answers.browser_payload`) and rows are built by the
+    page's script a page at a time, so a large run stays a fast page."""
+    answers = data.answers
+    students = list(dict.fromkeys(a.unit.student for a in answers))
+    ks = sorted({a.unit.k for a in answers})
+    rounds = sorted({a.unit.generation_round for a in answers})
+    filters = el(
+        "div",
+        _select("ab-model", "model", [("", "all"), *[(x, x) for x in students]]),
+        _select("ab-k", "k", [("", "all"), *[(str(k), str(k)) for k in ks]]),
+        _select("ab-round", "generation round", [("", "all"), *[(str(r), str(r)) for r in rounds]]),
+        el("label", "skill contains", el("input", type="search", id="ab-skill", size=16)),
+        el("label", "topic contains", el("input", type="search", id="ab-topic", size=16)),
+        _select(
+            "ab-score",
+            "score",
+            [
+                ("", "all"),
+                ("full", "full marks"),
+                ("not-full", "not full marks"),
+                ("all-skills", "all skills shown"),
+                ("unscored", "no usable verdict"),
+            ],
+        ),
+        _select("ab-sort", "sort by", SORT_OPTIONS),
+        el("label", el("input", type="checkbox", id="ab-desc"), "descending", class_="inline"),
+        id="ab-filters",
+        class_="filters",
+        hidden=True,
+    )
+    head = el(
+        "tr",
+        *[
+            el(
+                "th",
+                title,
+                scope="col",
+                class_="num" if numeric else None,
+                data_sort=key,
+            )
+            for title, key, numeric in ANSWER_COLUMNS
+        ],
+    )
+    grid = el(
+        "table",
+        el(
+            "caption",
+            "Answers matching the filters; ▸ opens the conversation, the verdicts and the "
+            "grading prompt.",
+        ),
+        el("thead", head),
+        el("tbody"),
+        id="ab-table",
+    )
+    return el(
+        "section",
+        el("h2", "All answers"),
+        el(
+            "p",
+            f"{len(answers)} graded answers (one per model, k, generation round and "
+            "combination). Full marks, skill fraction and points are the answer's voted "
+            "points, as the metrics count them (before generation rounds are combined). "
+            "The same numbers, without the texts, are in answers.jsonl and scores.csv next "
+            "to this page.",
+            class_="note",
+        ),
+        filters,
+        el("p", f"Loading {len(answers)} answers…", id="ab-status", aria_live="polite"),
+        grid,
+        el("button", "Show more", type="button", id="ab-more", hidden=True),
+        el(
+            "noscript",
+            el("p", "The answer browser needs JavaScript; every answer is in answers.jsonl."),
+        ),
+        el(
+            "script",
+            Safe(browser_payload(data)),
+            type="application/octet-stream",
+            id="ab-data",
+            data_count=len(answers),
+        ),
+        id="answers",
+    )
+
+
+# partial runs -----------------------------------------------------------------------------
+def ungraded_models(summary: Summary) -> list[str]:
+    """The experiment's students with no finished grade yet (so no leaderboard row)."""
+    ranked = {r.student for b in summary.leaderboards for r in b.rows}
+    return [s["name"] for s in summary.experiment["students"] if s["name"] not in ranked]
+
+
+def partial_banner(summary: Summary) -> Safe | None:
+    if summary.status != "partial":
+        return None
+    counts = summary.counts
+    missing = ungraded_models(summary)
+    return el(
+        "div",
+        el("strong", "Partial run: "),
+        f"{counts.generations} of {counts.planned_generations} generations and "
+        f"{counts.grades} of {counts.planned_grades} grading verdicts are finished; "
+        "numbers cover the finished part only.",
+        el(
+            "span",
+            f" Not graded yet, so not ranked: {', '.join(missing)}.",
+            class_="ungraded",
+        )
+        if missing
+        else None,
+        class_="banner",
+    )
+
+
+# score against cost -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostPoint:
+    student: str
+    score: float
+    tokens: int
+    cost_usd: float | None
+
+
+def cost_points(summary: Summary) -> list[CostPoint]:
+    """Per student: the headline score (first leaderboard, mean over k) and what generating
+    its answers took (tokens, and the cost when the price is known)."""
+    if not summary.leaderboards:
+        return []
+    board = summary.leaderboards[0]
+    usage: dict[str, list[UsageRow]] = {}
+    for u in summary.usage:
+        if u.role == "student":
+            usage.setdefault(u.model, []).append(u)
+    out = []
+    for row in board.rows:
+        rows = usage.get(row.student)
+        if row.score is None or not rows:
+            continue
+        costs = [u.cost_usd for u in rows]
+        out.append(
+            CostPoint(
+                row.student,
+                row.score,
+                sum(u.prompt_tokens + u.completion_tokens for u in rows),
+                None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+            )
+        )
+    return out
+
+
+def cost_image(summary: Summary, dpi: int) -> Image | None:
+    points = cost_points(summary)
+    if not points:
+        return None
+    # by cost when every price is known and something cost money (mock runs are free)
+    priced = all(p.cost_usd is not None for p in points) and any(p.cost_usd for p in points)
+    title = METRIC_TITLES[summary.leaderboards[0].metric]
+    return scatter_plot(
+        "score-vs-cost",
+        [
+            (
+                p.student,
+                float(p.cost_usd if priced and p.cost_usd is not None else p.tokens),
+                p.score,
+            )
+            for p in points
+        ],
+        xlabel="generation cost (USD)" if priced else "generation tokens (prompt + completion)",
+        ylabel=f"{title} (mean over k)",
+        title=f"{title} against {'cost' if priced else 'tokens'}",
+        caption=(
+            "Each point: a model's headline score against what its answers cost to generate"
+            + ("" if priced else " (in tokens: some prices are unknown, or nothing was billed)")
+            + "; up and to the left is better."
+        ),
+        dpi=dpi,
+    )
+
+
+def cost_section(summary: Summary, image: Image | None) -> Safe:
+    points = cost_points(summary)
+    rows = [
+        [
+            p.student,
+            el("td", fmt(p.score, 3), class_="num", data_value=number(p.score)),
+            el("td", f"{p.tokens:,}", class_="num", data_value=p.tokens),
+            el(
+                "td",
+                fmt(p.cost_usd, 4) if p.cost_usd is not None else "unknown price",
+                class_="num",
+                data_value=number(p.cost_usd),
+            ),
+            el(
+                "td",
+                fmt(1000 * p.score / p.tokens, 4) if p.tokens else "n/a",
+                class_="num",
+                data_value=number(1000 * p.score / p.tokens if p.tokens else None),
+            ),
+        ]
+        for p in points
+    ]
+    metric = METRIC_TITLES[summary.leaderboards[0].metric] if summary.leaderboards else "score"
+    return el(
+        "section",
+        el("h2", "Score against cost"),
+        figure(image) if image else el("p", "Nothing graded yet.", class_="note"),
+        table(
+            [
+                "student",
+                f"{metric} (mean over k)",
+                "generation tokens",
+                "cost (USD)",
+                "score per 1,000 tokens",
+            ],
+            rows,
+            numeric=range(1, 5),
+            caption="Headline score and generation usage per model (grading costs are in Usage).",
+            class_="sortable",
+        ),
+        id="cost",
+    )
+
+
+def leaderboard_caption(board: Leaderboard) -> str:
+    """What a leaderboard table shows (its ``<caption>``)."""
+    ks = ", ".join(map(str, board.ranked_over_ks)) or "none"
+    counts = {c.n for r in board.rows for c in r.cells.values() if c is not None}
+    n = (
+        f"n = {counts.pop()} combinations in every cell"
+        if len(counts) == 1
+        else f"n = {min(counts)} to {max(counts)} combinations per cell"
+        if counts
+        else "no cells"
+    )
+    return (
+        f"{board.title} per model and k: mean ± standard error, 95% interval below; {n}. "
+        f"Ranked by the mean over k = {ks}."
+    )
+
+
+def model_descriptions(experiment: Mapping[str, Any]) -> dict[str, str]:
+    """Per student: backend, model id and sampling settings, in one short line."""
+    out = {}
+    for spec in experiment.get("students", []):
+        sampling = spec.get("sampling") or {}
+        parts = [
+            f"{name} {sampling[key]}"
+            for key, name in (("temperature", "T"), ("top_p", "top_p"), ("max_tokens", "max"))
+            if sampling.get(key) is not None
+        ]
+        out[spec["name"]] = f"{spec['backend']} · {spec['model']} · " + (
+            ", ".join(parts) or "default sampling"
+        )
+    return out
+
+
+def described_board(board: Leaderboard, descriptions: Mapping[str, str]) -> Leaderboard:
+    """The board with each row's model cell showing the model's backend, id and sampling
+    under its name (``model`` is markup here; the row's data attributes keep the name)."""
+    rows = []
+    for row in board.rows:
+        name = row.model or row.student
+        desc = descriptions.get(row.student)
+        label = el("span", name, el("span", desc, class_="model-desc") if desc else None)
+        rows.append(row.model_copy(update={"model": label}))
+    return board.model_copy(update={"rows": rows})

@@ -7,6 +7,7 @@ a table or inject markup.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from skillmix.artifacts import (
@@ -43,14 +44,29 @@ def md_escape(text: object) -> str:
     """Escape text for Markdown (table cells included): model output must not inject markup.
 
     ``&``, ``<`` and ``>`` become HTML entities (Markdown renderers show them as the
-    characters, and no raw tag survives); other Markdown specials get a backslash; line
-    breaks become spaces so a table row stays one line."""
+    characters, and no raw tag survives); the specials that can start markup anywhere in a
+    line get a backslash; ``_`` only where it could (not inside a word, as in ``mock_grader``);
+    ``#``, ``!`` and ``~`` only where they could (line start, before ``[``, doubled), so the
+    file stays readable as plain text. Line breaks become spaces so a table row stays one
+    line (:func:`md_block` keeps them)."""
     out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     out = out.replace("\\", "\\\\").replace("|", "\\|")
     out = out.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    for ch in "`*_[]#!~":
+    for ch in "`*[]":
         out = out.replace(ch, "\\" + ch)
+    out = re.sub(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])", r"\\_", out)
+    out = out.replace("!\\[", "\\!\\[").replace("~~", "\\~\\~")
+    if re.match(r"#|[-+] ", out):  # a heading or list item at a line's start
+        out = "\\" + out
+    out = re.sub(r"^(\d+)([.)]) ", r"\1\\\2 ", out)  # a numbered list item
     return out
+
+
+def md_block(text: str, prefix: str = "> ") -> list[str]:
+    """A text as Markdown lines that keep its line breaks (each line escaped and prefixed,
+    e.g. a blockquote); a blank line stays a (prefixed) blank line."""
+    lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [(prefix + md_escape(line) if line.strip() else prefix.rstrip()) for line in lines]
 
 
 def md_table(
@@ -188,7 +204,7 @@ def example_markdown(item: GalleryExample) -> list[str]:
             else ""
         ),
         "",
-        f"> {md_escape(item.answer)}",
+        *md_block(item.answer),
         "",
     ]
     rounds = item.rounds
@@ -241,18 +257,39 @@ def settings_lines(summary: Summary) -> list[str]:
     ]
 
 
-def render_markdown(summary: Summary) -> str:
+def plot_lines(plots: Sequence[tuple[str, str]]) -> list[str]:
+    """The report's plots as images (``plots/NAME.png`` next to report.md), one paragraph
+    each; ``plots``: (name, title) pairs."""
+    lines = []
+    for name, title in plots:
+        lines += [f"![{md_escape(title)}](plots/{name}.png)", ""]
+    return lines
+
+
+def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> str:
+    """``plots``: (name, title) of the plots written next to the file (shown as images)."""
+    from skillmix.report.html_report import ungraded_models
+
     counts = summary.counts
     lines = [f"# SKILL-MIX report: {md_escape(summary.run_id)}", ""]
     if summary.status == "partial":
+        missing = ungraded_models(summary)
         lines += [
             f"> **Partial run**: {counts.generations} of {counts.planned_generations} "
             f"generations and {counts.grades} of {counts.planned_grades} grading verdicts "
-            "are finished; numbers cover the finished part only.",
+            "are finished; numbers cover the finished part only."
+            + (
+                f" Not graded yet, so not ranked: {', '.join(md_escape(m) for m in missing)}."
+                if missing
+                else ""
+            ),
             "",
         ]
     lines += [*settings_lines(summary), "", *leaderboards_markdown(summary)]
     lines += [
+        "## Plots",
+        "",
+        *plot_lines(plots),
         "## Metrics (mean ± stderr [95% interval] n)",
         "",
         md_escape(summary.metrics.settings.interval_method),

@@ -1,11 +1,13 @@
 """Report figures as PNG bytes (matplotlib, Agg, no pyplot state, safe in worker threads).
 
 matplotlib is imported inside the functions only, so ``skillmix --help`` stays light. Colours
-are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies), with
-marker and line-style cycles on top so that any number of models stays tellable apart;
-heatmaps use the perceptually uniform ``viridis`` map. Figure sizes are fixed by the data's
-shape (see the ``*_size`` functions), never by a tight bounding box, so a figure's pixel size
-is known in advance.
+are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies) without
+its yellow, which vanishes on white, plus a dark wine; marker and line-style cycles on top keep
+any number of models tellable apart. Beyond :data:`SMALL_MULTIPLES_FROM` models a metric plot
+becomes small multiples (one panel per model, the others faint behind it). Heatmaps use the
+perceptually uniform ``viridis`` map. Figure sizes are fixed by the data's shape (see the
+``*_size`` functions, in CSS pixels), never by a tight bounding box, so a figure's size is known
+in advance; figures are drawn at :data:`SCALE` times that size, sharp on high-density screens.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ OKABE_ITO = (
     "#E69F00",  # orange
     "#56B4E9",  # sky blue
     "#000000",  # black
-    "#F0E442",  # yellow (last: weak on white)
+    "#882255",  # wine (Tol), in place of Okabe-Ito's yellow
 )
+SCALE = 2  # pixels per CSS pixel of every figure
+SMALL_MULTIPLES_FROM = 7  # this many series or more: one panel per series
+PANEL_COLUMNS = 4
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 DEFAULT_DPI = 100
@@ -62,7 +67,37 @@ def style(i: int) -> dict[str, Any]:
 
 
 def _short(label: str, limit: int = MAX_LABEL) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+    """At most ``limit`` characters, cut in the middle: model names that share a long prefix
+    (``org/model-...-v1``, ``org/model-...-v2``) stay tellable apart by their ends."""
+    if len(label) <= limit:
+        return label
+    keep = limit - 1
+    head = (keep + 1) // 2
+    return label[:head] + "…" + label[len(label) - (keep - head) :]
+
+
+SEPARATORS = "-_/ .:"
+
+
+def _common_prefix(items: Sequence[str]) -> str:
+    first, last = min(items), max(items)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def distinct_labels(labels: Sequence[str], limit: int) -> list[str]:
+    """Labels of at most ``limit`` characters that stay tellable apart: when some are too
+    long, the part every label shares at the start (up to a separator) becomes "…", then
+    each is cut in the middle if still too long. The tables carry the full names."""
+    out = list(labels)
+    if len(set(out)) > 1 and any(len(x) > limit for x in out):
+        prefix = _common_prefix(out)
+        cut = max((prefix.rfind(c) for c in SEPARATORS), default=-1) + 1
+        if cut > 1:
+            out = ["…" + x[cut:] for x in out]
+    return [_short(x, limit) for x in out]
 
 
 def _pixels(inches: float, dpi: int) -> int:
@@ -79,15 +114,113 @@ def _figure(width_px: int, height_px: int, dpi: int) -> Any:
 
 
 def _png(fig: Any) -> bytes:
+    """The figure as a 256-colour PNG: plots have few colours, and a palette PNG is a
+    quarter of the size of a full-colour one (pages embed every plot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image as PILImage
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    width, height = canvas.get_width_height()
+    rgb = PILImage.frombuffer("RGBA", (width, height), canvas.buffer_rgba()).convert("RGB")
+    palette = rgb.quantize(
+        colors=256, method=PILImage.Quantize.FASTOCTREE, dither=PILImage.Dither.NONE
+    )
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    palette.save(buf, format="PNG", compress_level=9)
     return buf.getvalue()
 
 
+def _scaled_figure(width_px: int, height_px: int, dpi: int) -> Any:
+    """A figure of that CSS size, drawn at :data:`SCALE` times the resolution."""
+    return _figure(width_px * SCALE, height_px * SCALE, dpi * SCALE)
+
+
+def _image(name: str, title: str, fig: Any, caption: str) -> Image:
+    png = _png(fig)
+    w, h = png_size(png)
+    return Image(name, title, png, w, h, caption, scale=SCALE)
+
+
 def metric_plot_size(series: int, dpi: int = DEFAULT_DPI) -> tuple[int, int]:
-    """(width, height) in pixels of :func:`metric_plot` for this many series."""
+    """(width, height) in CSS pixels of :func:`metric_plot` for this many series."""
+    if series >= SMALL_MULTIPLES_FROM:
+        rows = math.ceil(series / PANEL_COLUMNS)
+        return _pixels(9.0, dpi), _pixels(0.7 + 2.1 * rows, dpi)
     legend_rows = max(1, math.ceil(series / LEGEND_COLUMNS))
     return _pixels(7.5, dpi), _pixels(4.3 + 0.24 * legend_rows, dpi)
+
+
+def _errorbars(
+    ax: Any,
+    s: Series,
+    offset: float,
+    st: dict[str, Any],
+    *,
+    thin: bool = False,
+    label: str | None = None,
+) -> None:
+    pts = [p for p in s.points if p.mean is not None]
+    xs = [p.k + offset for p in pts]
+    ys = [p.mean for p in pts]
+    lower = [max(0.0, (p.mean or 0) - p.low) if p.low is not None else 0.0 for p in pts]
+    upper = [max(0.0, p.high - (p.mean or 0)) if p.high is not None else 0.0 for p in pts]
+    ax.errorbar(
+        xs,
+        ys,
+        yerr=None if thin else [lower, upper],
+        label=_short(s.label) if label is None else label,
+        color="#c7ccd1" if thin else st["color"],
+        marker=None if thin else st["marker"],
+        linestyle="-" if thin else st["linestyle"],
+        linewidth=1 if thin else 2,
+        markersize=5,
+        capsize=3,
+        elinewidth=1.2,
+        zorder=1 if thin else 3,
+    )
+
+
+def small_multiples(
+    name: str,
+    series: Sequence[Series],
+    *,
+    ylabel: str,
+    title: str,
+    caption: str = "",
+    dpi: int = DEFAULT_DPI,
+) -> Image:
+    """One panel per series (in the given order), the other series faint behind it, so that
+    many models stay readable."""
+    width, height = metric_plot_size(len(series), dpi)
+    fig = _scaled_figure(width, height, dpi)
+    rows = math.ceil(len(series) / PANEL_COLUMNS)
+    axes = fig.subplots(rows, PANEL_COLUMNS, sharex=True, sharey=True, squeeze=False)
+    ks = sorted({p.k for s in series for p in s.points})
+    titles = distinct_labels([s.label for s in series], 24)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(series):
+            ax.set_visible(False)
+            continue
+        s = series[i]
+        for other in series:
+            if other is not s:
+                _errorbars(ax, other, 0.0, {}, thin=True)
+        _errorbars(ax, s, 0.0, style(i if s.style is None else s.style))
+        ax.set_title(titles[i], fontsize=10)
+        ax.set_xticks(ks)
+        if ks:
+            ax.set_xlim(min(ks) - 0.4, max(ks) + 0.4)
+        ax.set_ylim(-0.03, 1.03)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, axis="y", color="#d0d7de", linewidth=0.6)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.supxlabel("k (skills per text)", fontsize=10)
+    fig.supylabel(ylabel, fontsize=10)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    return _image(name, title, fig, caption)
 
 
 def metric_plot(
@@ -100,34 +233,20 @@ def metric_plot(
     dpi: int = DEFAULT_DPI,
 ) -> Image:
     """One metric against k, a line per series, 95% intervals as error bars. Series are
-    dodged sideways a little so that their error bars do not hide each other."""
+    dodged sideways a little so that their error bars do not hide each other. With
+    :data:`SMALL_MULTIPLES_FROM` series or more: :func:`small_multiples`."""
+    if len(series) >= SMALL_MULTIPLES_FROM:
+        return small_multiples(name, series, ylabel=ylabel, title=title, caption=caption, dpi=dpi)
     width, height = metric_plot_size(len(series), dpi)
-    fig = _figure(width, height, dpi)
+    fig = _scaled_figure(width, height, dpi)
     ax = fig.subplots()
     ks = sorted({p.k for s in series for p in s.points})
     spread = 0.22 if len(ks) > 1 else 0.12
     n = len(series)
+    labels = distinct_labels([s.label for s in series], MAX_LABEL)
     for i, s in enumerate(series):
         offset = 0.0 if n == 1 else spread * (i / (n - 1) - 0.5)
-        pts = [p for p in s.points if p.mean is not None]
-        xs = [p.k + offset for p in pts]
-        ys = [p.mean for p in pts]
-        lower = [max(0.0, (p.mean or 0) - p.low) if p.low is not None else 0.0 for p in pts]
-        upper = [max(0.0, p.high - (p.mean or 0)) if p.high is not None else 0.0 for p in pts]
-        st = style(i if s.style is None else s.style)
-        ax.errorbar(
-            xs,
-            ys,
-            yerr=[lower, upper],
-            label=_short(s.label),
-            color=st["color"],
-            marker=st["marker"],
-            linestyle=st["linestyle"],
-            linewidth=2,
-            markersize=6,
-            capsize=4,
-            elinewidth=1.2,
-        )
+        _errorbars(ax, s, offset, style(i if s.style is None else s.style), label=labels[i])
     ax.set_xticks(ks)
     if ks:
         ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
@@ -147,9 +266,7 @@ def metric_plot(
             frameon=False,
             fontsize=10,
         )
-    png = _png(fig)
-    w, h = png_size(png)
-    return Image(name, title, png, w, h, caption)
+    return _image(name, title, fig, caption)
 
 
 def heatmap_rows(total: int) -> int:
@@ -182,7 +299,7 @@ def heatmap(
     import numpy as np
 
     width, height = heatmap_size(len(row_labels), len(column_labels), dpi)
-    fig = _figure(width, height, dpi)
+    fig = _scaled_figure(width, height, dpi)
     ax = fig.subplots()
     labels = list(row_labels)
     data = [list(r) for r in values]
@@ -211,9 +328,9 @@ def heatmap(
     ax.xaxis.tick_top()  # model names above the columns, rotated to read upwards when long
     ax.set_xticks(
         range(len(column_labels)),
-        [_short(c, 24) for c in column_labels],
+        distinct_labels(column_labels, 30),
         fontsize=9,
-        rotation=30 if rotate else 0,
+        rotation=40 if rotate else 0,
         ha="left" if rotate else "center",
         rotation_mode="anchor",
     )
@@ -235,6 +352,49 @@ def heatmap(
     ax.set_title(title, fontsize=12, fontweight="bold")
     bar = fig.colorbar(im, ax=ax, shrink=min(1.0, 6.0 / max(1, len(labels)) + 0.3), pad=0.02)
     bar.set_label(colorbar)
-    png = _png(fig)
-    w, h = png_size(png)
-    return Image(name, title, png, w, h, caption)
+    return _image(name, title, fig, caption)
+
+
+def scatter_size(dpi: int = DEFAULT_DPI) -> tuple[int, int]:
+    return _pixels(7.5, dpi), _pixels(4.8, dpi)
+
+
+def scatter_plot(
+    name: str,
+    points: Sequence[tuple[str, float, float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    caption: str = "",
+    dpi: int = DEFAULT_DPI,
+) -> Image:
+    """Labelled points (label, x, y), e.g. a model's score against its cost; x on a log scale
+    when it spans more than a factor of 20."""
+    width, height = scatter_size(dpi)
+    fig = _scaled_figure(width, height, dpi)
+    ax = fig.subplots()
+    for i, (label, x, y) in enumerate(points):
+        st = style(i)
+        ax.scatter([x], [y], color=st["color"], marker=st["marker"], s=55, zorder=3)
+        ax.annotate(
+            _short(label, 24),
+            (x, y),
+            xytext=(6, 4),
+            textcoords="offset points",
+            fontsize=9,
+            color="#1b1f24",
+        )
+    xs = [x for _, x, _ in points if x > 0]
+    if xs and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.08)
+    ax.margins(x=0.15)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=13, fontweight="bold")
+    ax.grid(True, color="#d0d7de", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return _image(name, title, fig, caption)

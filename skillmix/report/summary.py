@@ -221,20 +221,21 @@ def build_summary(
 
 
 def report_files(
-    summary: Summary, metrics: RunMetrics, *, dpi: int = DEFAULT_DPI
+    summary: Summary, metrics: RunMetrics, *, dpi: int = DEFAULT_DPI, answers: Any = None
 ) -> dict[str, bytes]:
     """Every file of ``report/``: summary.json, metrics.csv, report.md, report.html and the
-    plots as PNG files (the same images are embedded in report.html)."""
+    plots as PNG files (the same images are embedded in report.html); ``answers``
+    (report.answers.AnswerSet): every answer, for report.html's answer browser."""
     from skillmix.report.html_report import render_html
 
-    page, images = render_html(summary, dpi=dpi)
+    page, images = render_html(summary, dpi=dpi, answers=answers)
     files = {
         RunLayout.SUMMARY: json.dumps(
             summary.model_dump(mode="json"), indent=2, ensure_ascii=False
         ).encode()
         + b"\n",
         RunLayout.METRICS_CSV: metrics.to_csv().encode(),
-        RunLayout.REPORT_MD: render_markdown(summary).encode(),
+        RunLayout.REPORT_MD: render_markdown(summary, [(i.name, i.title) for i in images]).encode(),
         RunLayout.REPORT_HTML: page.encode(),
     }
     for image in images:

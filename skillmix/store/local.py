@@ -1,5 +1,6 @@
 """A store in a local directory. Atomic writes via a temporary file and rename (or link, for
-create-only writes, so two writers can never both win)."""
+create-only writes, so two writers can never both win). Files get the permissions a plain
+``open()`` would give (0644 under umask 022), not the temporary file's private 0600."""
 
 from __future__ import annotations
 
@@ -9,6 +10,21 @@ import tempfile
 from pathlib import Path
 
 from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key, store_os_error
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where it can be, so it is never changed, even for
+    a moment; else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class LocalStore:
@@ -43,6 +59,7 @@ class LocalStore:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name[-20:])
             try:
                 with os.fdopen(fd, "wb") as fh:
+                    os.fchmod(fh.fileno(), 0o666 & ~current_umask())  # mkstemp made it 0600
                     fh.write(data)
                     fh.flush()
                     os.fsync(fh.fileno())

@@ -201,7 +201,7 @@ def test_compare_allow_mixed_writes_reports(runs: dict[str, Any]) -> None:
     assert "mixed settings ranked anyway: grading rounds (R)" in result.stderr
     doc = json.loads((out / "compare.json").read_text())
     assert doc["mixed"] and list(doc["settings_differ"]) == ["grading_rounds"]
-    page = parse_page((out / "compare.html").read_text(encoding="utf-8"))
+    page = parse_page((out / "compare.html").read_text(encoding="utf-8"), links=True)
     sizes = check_images(page, decode=False)
     assert sizes["compare-full_marks"] == metric_plot_size(4)
     main = json.loads(

@@ -52,6 +52,7 @@ def test_wheel_contains_data_files(wheel: Path) -> None:
         "skillmix/builtin_prompts/grading/points-v1.json",
         "skillmix/catalog/data/skills.csv",
         "skillmix/catalog/data/topics.txt",
+        "skillmix/report/page_script.js",
         "skillmix/builtin_chart/Chart.yaml",
         "skillmix/builtin_chart/values.yaml",
         "skillmix/builtin_chart/values.schema.json",

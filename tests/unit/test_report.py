@@ -8,6 +8,7 @@ grader's model id, topics, answers and the grader's replies.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from skillmix.report.analysis import (
 )
 from skillmix.report.leaderboard import Entry, competition_ranks, leaderboard, mean_over_k
 from skillmix.report.markdown import md_escape
-from skillmix.report.markup import Safe, el, fmt, pct
-from skillmix.report.plots import heatmap_size, metric_plot_size
+from skillmix.report.markup import Safe, el, fmt, page_script, pct
+from skillmix.report.plots import heatmap_size, metric_plot_size, scatter_size
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix
 from tests.helpers import run_cli
@@ -189,8 +190,11 @@ def test_html_is_well_formed_and_self_contained(crafted: dict[str, Any]) -> None
 
 def test_run_text_is_escaped_in_html(crafted: dict[str, Any]) -> None:
     html = crafted["html"]
+    # the page's own two script elements (checked by parse_page) aside, nothing from the run
+    outside = re.sub(r"<script[^>]*>[^<]*</script>", "", html)
+    outside = outside.replace(f"<script>{page_script()}</script>", "")
     for raw in ("<script", "<b>x</b>", "<b>bold</b>", "<img src=x"):
-        assert raw not in html
+        assert raw not in outside
     assert "evil&lt;script&gt;alert(1)&lt;/script&gt;|*bold*" in html
     assert "judge&lt;b&gt;x&lt;/b&gt;" in html
     assert "Bees hum &lt;script&gt;alert(1)&lt;/script&gt;" in html
@@ -209,6 +213,7 @@ def test_images_decode_with_their_sizes(crafted: dict[str, Any]) -> None:
         "metric-skill_fraction": metric_plot_size(2),
         "skills-heatmap": heatmap_size(len(summary["skill_rates"]["rows"]), 2),
         "topics-heatmap": heatmap_size(len(summary["topic_rates"]["rows"]), 2),
+        "score-vs-cost": scatter_size(),
     }
     assert sizes == expected
     for image in page.images:  # the same PNGs are written next to the report
@@ -318,7 +323,11 @@ def test_leaderboard_ranks_by_mean_over_common_ks() -> None:
 def test_md_escape() -> None:
     assert md_escape("a|b") == "a\\|b"
     assert md_escape("line\nnext") == "line next"
-    assert md_escape("*x* _y_ `z` <s> [l] #") == "\\*x\\* \\_y\\_ \\`z\\` &lt;s&gt; \\[l\\] \\#"
+    assert md_escape("*x* _y_ `z` <s> [l] #") == "\\*x\\* \\_y\\_ \\`z\\` &lt;s&gt; \\[l\\] #"
+    # only where markup could start: no visible backslashes in ordinary names
+    assert md_escape("mock_grader #1 a-b") == "mock_grader #1 a-b"
+    assert md_escape("# x") == "\\# x" and md_escape("- x") == "\\- x"
+    assert md_escape("1. x") == "1\\. x" and md_escape("![i](u)") == "\\!\\[i\\](u)"
     assert md_escape("a & b") == "a &amp; b"
     assert md_escape("back\\slash|") == "back\\\\slash\\|"
 
