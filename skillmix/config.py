@@ -246,7 +246,8 @@ class KubernetesSpec(_Strict):
         default_factory=dict, description="Annotations of the pods."
     )
     pod_labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels of the pods (not skillmix.io/*, app.kubernetes.io/*)."
+        default_factory=dict,
+        description="Labels of the pods (not skillmix.io/*, app.kubernetes.io/*).",
     )
 
     @field_validator("resources")

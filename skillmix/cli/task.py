@@ -153,7 +153,11 @@ def generate_task(
         raise SkillmixError("give either --k and --round (one unit) or --units K:R,... (several)")
     run, ctx = open_run(run_uri)
     spec = ctx.experiment.student(student)
-    todo = [Unit(student, k, g)] if (one and k is not None and g is not None) else _parse_units(student, units or "")
+    todo = (
+        [Unit(student, k, g)]
+        if (one and k is not None and g is not None)
+        else _parse_units(student, units or "")
+    )
     for unit in todo:
         _check_unit(ctx, unit.k, unit.round)
     index = _shard(shard, shards)

@@ -10,7 +10,13 @@ from skillmix.config import StudentSpec
 from skillmix.errors import SkillmixError
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import GenerateTask, ModelGenerateTask, Unit, generation_jobs, plan_tasks
+from skillmix.pipeline.plan import (
+    GenerateTask,
+    ModelGenerateTask,
+    Unit,
+    generation_jobs,
+    plan_tasks,
+)
 
 MAX_RELEASE = 53  # Helm's limit for release names
 
@@ -62,7 +68,8 @@ def _quantity_mi(value: str) -> int:
     """A Kubernetes quantity in MiB (rounded up)."""
     from kubernetes.utils.quantity import parse_quantity
 
-    return math.ceil(parse_quantity(value) / 2**20)
+    mib: int = math.ceil(parse_quantity(value) / 2**20)
+    return mib
 
 
 def _merge_resources(*layers: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -270,9 +277,7 @@ def build_values(
         },
         "students": student_values(ctx, profile),
         "generation": [
-            unit_entry(t.unit, args=generation_args(t))
-            for t in jobs
-            if isinstance(t, GenerateTask)
+            unit_entry(t.unit, args=generation_args(t)) for t in jobs if isinstance(t, GenerateTask)
         ],
         # serving per-model: one Job per student over its units (each still a store unit)
         "modelGeneration": [

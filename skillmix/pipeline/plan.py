@@ -7,8 +7,8 @@ before it). The chart only places these lists; ``skillmix.cli.task`` parses them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from skillmix.config import Experiment
