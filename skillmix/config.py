@@ -389,10 +389,11 @@ class ModelSpec(_Strict):
 class StudentSpec(ModelSpec):
     serving: Serving | None = Field(
         None,
+        exclude=True,  # how it ran, not what: run.json and the report are the same either way
         description=(
             "Kubernetes: per-unit (a generation Job, and a model load, per k and round) or "
             "per-model (one Job whose server loads once and runs every unit in turn); default: "
-            "the experiment's serving."
+            "the experiment's serving. Recorded in the launch records, not in run.json."
         ),
     )
     kubernetes: KubernetesSpec = Field(
@@ -531,10 +532,12 @@ class Experiment(_Strict):
     students: list[StudentSpec] = Field(min_length=1, description="The models evaluated.")
     serving: Serving = Field(
         "per-unit",
+        exclude=True,  # how it ran, not what: run.json and the report are the same either way
         description=(
             "Kubernetes: per-unit (one generation Job per student, k and round: most parallel, "
             "one model load each) or per-model (one Job per student whose server loads once: "
-            "fewest GPU-hours); a student's serving overrides it."
+            "fewest GPU-hours); a student's serving overrides it. Recorded in the launch "
+            "records, not in run.json."
         ),
     )
     grader: GraderSpec = Field(description="The model that grades the students' answers.")
