@@ -107,7 +107,9 @@ def test_per_model_report_is_byte_identical_to_per_unit(
     assert len(unit_pods) == 4 * 2 + 4 and len(model_pods) == 2 + 1
     [alpha0, alpha1, beta] = model_pods
     assert alpha0[alpha0.index("--units") + 1] == "2:1,2:2,3:1,3:2"
+    assert alpha0[-2:] == ["--shard", "0"] and alpha1[-2:] == ["--shard", "1"]
     assert "--budget-share" in alpha0  # each pod has its own mock sidecar
+    assert "--shards" not in beta  # one shard: a plain Job
     # the same store layout: every part and manifest in the same place (parts are named by
     # the time they were written)
     unit_files, model_files = layout(unit_run), layout(model_run)
