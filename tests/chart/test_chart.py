@@ -260,10 +260,18 @@ def test_labels(rendered: Render) -> None:
         assert labels["skillmix.io/attempt"].isdigit()
         if component != "aggregation":
             assert labels["skillmix.io/student"]
+        per_model = labels.get("skillmix.io/serving") == "per-model"
+        if component == "grading" or (component == "generation" and not per_model):
             assert labels["skillmix.io/k"].isdigit()
             assert labels["skillmix.io/round"].isdigit()
+        if per_model:  # one Job per student
+            assert "skillmix.io/k" not in labels and "skillmix.io/round" not in labels
         pod_labels = job["spec"]["template"]["metadata"]["labels"]
-        assert pod_labels == {k: v for k, v in labels.items() if k != "kueue.x-k8s.io/queue-name"}
+        job_only = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class")
+        user = {"team"}  # a student's podLabels (per-model.yaml)
+        assert {k: v for k, v in pod_labels.items() if k not in user} == {
+            k: v for k, v in labels.items() if k not in job_only
+        }
 
 
 def test_job_names(rendered: Render, helm: Helm, request: pytest.FixtureRequest) -> None:
