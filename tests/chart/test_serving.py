@@ -114,3 +114,52 @@ def test_per_model_entries_are_checked(render: RenderFn) -> None:
     r = render("per-model.yaml", extra={"modelGeneration": [{"student": "mocky", "args": ["x"]}]})
     assert r.returncode != 0
     assert "/modelGeneration/0" in r.stderr and "units" in r.stderr
+
+
+def cache_values(**profile: Any) -> dict[str, Any]:
+    from skillmix.config import Experiment
+    from skillmix.k8s.profiles import ClusterProfile
+    from skillmix.k8s.values import cache_warm_values
+
+    e = Experiment.model_validate(
+        {
+            "name": "warm",
+            "ks": [2],
+            "students": [
+                {"name": "a", "backend": "vllm", "model": "a", "vllm": {"model": "org/A"}},
+                {"name": "b", "backend": "vllm", "model": "org/B"},
+                {"name": "a2", "backend": "vllm", "model": "a2", "vllm": {"model": "org/A"}},
+                {"name": "m", "backend": "mock", "model": "m"},
+            ],
+            "grader": {"model": "g"},
+        }
+    )
+    p = ClusterProfile.model_validate(
+        {"store": "s3://b/r", "model_cache_pvc": "hf-rwx", "secrets": {"HF_TOKEN": {"name": "hf"}}}
+        | profile
+    )
+    return cache_warm_values(e, p, "c")[1]
+
+
+def test_cache_warm_is_one_download_job_without_gpus(render: RenderFn) -> None:
+    r = render(extra=cache_values())
+    [job] = [d for d in r.docs if d["kind"] == "Job"]
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "cache-warm"
+    [c] = pod(job)["containers"]
+    assert c["args"] == ["org/A", "org/B"]  # each model once
+    assert c["command"][:2] == ["python3", "-c"] and "snapshot_download" in c["command"][2]
+    assert not any("gpu" in k for part in c["resources"].values() for k in part)
+    e = env(c)
+    assert e["HF_HOME"]["value"] == "/models/hf"
+    assert e["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "HF_TOKEN"}
+    assert c["securityContext"] == RESTRICTED
+    volumes = {v["name"]: v for v in pod(job)["volumes"]}
+    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "hf-rwx"}
+    assert {d["kind"] for d in r.docs} == {"Job", "ServiceAccount"}
+
+
+def test_cache_warm_needs_the_cache_volume(render: RenderFn) -> None:
+    values = cache_values()
+    values["modelCache"]["enabled"] = False
+    r = render(extra=values)
+    assert r.returncode != 0 and "cacheWarm.models needs modelCache.enabled" in r.stderr

@@ -228,3 +228,23 @@ def test_a_students_own_gpu_settings_reach_the_scheduler(cluster: Cluster, tmp_p
 
     condition = wait_for(unschedulable, "the scheduler's verdict on the MIG pod", 60)
     assert "Insufficient nvidia.com/mig-1g.10gb" in condition.message
+
+
+def test_cache_warm_creates_its_download_job_in_the_restricted_namespace(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`skillmix cache warm` as the launcher: the Job controller creates its pod (Pod
+    Security `restricted` admits it) with the cache PVC at HF_HOME and no GPU."""
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["model_cache_pvc"] = "hf-cache"
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = write_experiment(tmp_path, "per-model", students=[vllm_student()])
+    out = cluster.skillmix("cache", "warm", "-f", str(path), check=True)
+    assert "Qwen/Qwen2.5-0.5B-Instruct" in out.stderr
+    [job] = cluster.jobs("app.kubernetes.io/component=cache-warm")
+    pod = wait_for(lambda: cluster.pods(f"job-name={job.metadata.name}"), "the download pod")[0]
+    [c] = pod.spec.containers
+    assert c.args == ["Qwen/Qwen2.5-0.5B-Instruct"]
+    assert not any("gpu" in name for name in (c.resources.requests or {}))
+    assert c.security_context.run_as_non_root is True
+    assert pod.spec.volumes[0].persistent_volume_claim.claim_name == "hf-cache"

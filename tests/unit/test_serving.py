@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from skillmix.artifacts import LaunchRecord
 from skillmix.config import Experiment
@@ -18,6 +20,7 @@ from skillmix.pipeline.plan import (
     generation_jobs,
     plan_tasks,
 )
+from tests.helpers import run_cli
 
 GRADER = {"name": "g", "backend": "mock", "model": "mock-g", "rounds": 1}
 QWEN = {"name": "qwen", "backend": "vllm", "model": "q", "concurrency": 64}
@@ -156,3 +159,20 @@ def test_no_recommendation_when_the_modes_cost_about_the_same() -> None:
     # no vLLM student: nothing to say
     mock = context(students=[{"name": "m", "model": "mock-m"}])
     assert plan_launch(mock, profile(), "c", None).serving_lines() == []
+
+
+def test_cache_warm_needs_a_vllm_student_and_a_cache_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prof = tmp_path / "skillmix.yaml"
+    prof.write_text(yaml.safe_dump({"clusters": {"c": {"store": "s3://b/r"}}}), "utf-8")
+    monkeypatch.setenv("SKILLMIX_CONFIG", str(prof))
+    for students, needle in [
+        ([QWEN], "cluster profile 'c' has no model_cache_pvc"),
+        ([{"name": "m", "model": "mock-m"}], "has no vllm student: there is nothing to download"),
+    ]:
+        exp = tmp_path / "exp.yaml"
+        data = {"name": "w", "ks": [2], "students": students, "grader": GRADER}
+        exp.write_text(yaml.safe_dump(data), "utf-8")
+        result = run_cli("cache", "warm", "-f", str(exp), "--dry-run")
+        assert result.exit_code == 2 and needle in result.stderr, result.stderr
