@@ -152,3 +152,42 @@ def test_plan_shape_for_both_modes(serving: str, tmp_path: Path) -> None:
     )
     assert len(values["grading"]) == len(units)  # grading is per unit in both modes
     assert {s["serving"] for s in values["students"].values()} == {serving}
+
+
+def test_a_per_model_relaunch_lists_only_unfinished_units(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-model pod that died after its first unit: the relaunch's Job names only the units
+    not finished by every shard, and a shard skips what it had already finished."""
+    from skillmix.k8s.launch import plan_launch
+
+    # the plan from a local store (the chart wants an s3:// run; its rendering is not tested here)
+    monkeypatch.setattr("skillmix.k8s.launch.helm_template", lambda *a, **k: "")
+
+    e = parse_experiment(experiment("per-model", tmp_path))
+    ctx = resolve_context(e)
+    ctx.sharded = True
+    run = RunStore(open_store(str(tmp_path)).child(ctx.run_id))
+    run.write_run(ctx.to_run())
+    profile = ClusterProfile(store=str(tmp_path))
+    first = plan_launch(ctx, profile, "t", run)
+    [alpha, beta] = first.values["modelGeneration"]
+    with MockServer(MockServerConfig(models={"mock-a": 0.8, "mock-b": 0.4}, seed=SEED)) as srv:
+
+        def pod(args: list[str], units: str, shard: str) -> str:
+            args = [srv.base_url if a == SIDECAR else a for a in args]
+            args[args.index("--units") + 1] = units  # it died after these units
+            result = run_cli(*args, "--shard", shard)
+            assert result.exit_code == 0, result.stderr
+            return result.stderr
+
+        pod(alpha["args"], "2:1,2:2", "0")  # alpha's shard 0: two units, then killed
+        pod(alpha["args"], "2:1", "1")  # shard 1: one unit
+        pod(beta["args"], "2:1,2:2,3:1,3:2", "0")  # beta finished
+        # (the relaunch is attempt 1 again here: no launch record was written)
+        again = plan_launch(ctx, profile, "t", run)
+        [alpha2] = again.values["modelGeneration"]
+        assert alpha2["units"] == [{"k": 2, "round": 2}, {"k": 3, "round": 1}, {"k": 3, "round": 2}]
+        out = pod(alpha2["args"], "2:2,3:1,3:2", "0")
+        assert out.count("already finished") == 1  # 2:2 on shard 0; the others generate
+        assert len(again.values["grading"]) == 8  # nothing graded yet: every unit's grading
