@@ -209,7 +209,7 @@ class KubernetesSpec(_Strict):
             "nvidia.com/mig-1g.10gb (default: the profile's gpu.resource_name)."
         ),
     )
-    resources: dict[str, dict[str, str | SInt]] | None = Field(
+    resources: dict[str, dict[str, str | SInt | SFloat]] | None = Field(
         None,
         description=(
             "requests/limits of the vLLM container, merged over the sized defaults (CPU, "
@@ -253,8 +253,8 @@ class KubernetesSpec(_Strict):
     @field_validator("resources")
     @classmethod
     def _resources(
-        cls, value: dict[str, dict[str, str | int]] | None
-    ) -> dict[str, dict[str, str | int]] | None:
+        cls, value: dict[str, dict[str, str | int | float]] | None
+    ) -> dict[str, dict[str, str | int | float]] | None:
         for key, amounts in (value or {}).items():
             if key not in ("requests", "limits"):
                 raise ValueError(f"unknown key {key!r} (allowed: requests, limits)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillmix import settings
 from skillmix.config import format_validation_error, load_yaml
@@ -159,6 +159,14 @@ class ClusterProfile(_Strict):
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
     )
+
+    @model_validator(mode="after")
+    def _offline_needs_a_cache(self) -> ClusterProfile:
+        if self.model_cache_offline and not self.model_cache_pvc:
+            raise ValueError(
+                "model_cache_offline needs model_cache_pvc (the cache `skillmix cache warm` filled)"
+            )
+        return self
 
 
 class ProfileFile(_Strict):

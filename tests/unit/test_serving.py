@@ -176,3 +176,21 @@ def test_cache_warm_needs_a_vllm_student_and_a_cache_volume(
         exp.write_text(yaml.safe_dump(data), "utf-8")
         result = run_cli("cache", "warm", "-f", str(exp), "--dry-run")
         assert result.exit_code == 2 and needle in result.stderr, result.stderr
+
+
+def test_an_offline_cache_needs_the_cache_volume() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="model_cache_offline needs model_cache_pvc"):
+        profile(model_cache_offline=True)
+    ctx = context()
+    units = plan_tasks(ctx.experiment, sharded=True).units
+    cached = profile(model_cache_pvc="hf", model_cache_offline=True)
+    values = build_values(ctx, cached, "c", attempt=1, generation=units, grading=units)
+    assert values["modelCache"]["offline"] is True
+
+
+def test_fractional_cpu_is_a_quantity() -> None:
+    student = {**QWEN, "kubernetes": {"resources": {"requests": {"cpu": 0.5}}}}
+    [entry] = student_values(context(students=[student]), profile()).values()
+    assert entry["resources"]["requests"]["cpu"] == 0.5
