@@ -547,6 +547,12 @@ class JobRecord(_Artifact):
     backend: str = Field(description="Backend of the model the Job calls.")
 
 
+class ServingEstimateRecord(_Artifact):
+    gpu_hours: float = Field(description="Rough GPU-hours of the generation to do.")
+    load_share: float = Field(description="Share of those GPU-hours spent loading models.")
+    loads: int = Field(description="Model loads (vLLM pods started).")
+
+
 class LaunchPlanRecord(_Artifact):
     run_id: str = Field(description="The run id.")
     run: str = Field(description="The run folder (s3:// URI).")
@@ -562,6 +568,10 @@ class LaunchPlanRecord(_Artifact):
     )
     finished_units: int = Field(description="Units already finished before this attempt.")
     total_units: int = Field(description="Units of the whole plan.")
+    serving_estimates: dict[str, ServingEstimateRecord] = Field(
+        default_factory=dict,
+        description="GPU-hours of the generation to do under each serving mode (per-unit, per-model).",
+    )
 
 
 class UnitRef(_Artifact):
@@ -582,7 +592,11 @@ class LaunchRecord(_Versioned):
         """The (student, k, round) units this attempt (re)does in ``phase``."""
         key = "generation" if phase == "generate" else "grading"
         refs = TypeAdapter(list[UnitRef]).validate_python(self.values.get(key) or [])
-        return [(u.student, u.k, u.round) for u in refs]
+        units = [(u.student, u.k, u.round) for u in refs]
+        if phase == "generate":  # serving per-model: a Job per student over its units
+            for job in self.values.get("modelGeneration") or []:
+                units += [(job["student"], u["k"], u["round"]) for u in job["units"]]
+        return units
 
 
 # reading ----------------------------------------------------------------------------------

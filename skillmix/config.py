@@ -89,13 +89,188 @@ class VllmSpec(_Strict):
         1, ge=1, description="vLLM --tensor-parallel-size: GPUs one model is split across."
     )
     gpus: SInt | None = Field(
-        None, ge=1, description="GPUs per pod (default: tensor_parallel_size)."
+        None,
+        ge=1,
+        description=(
+            "GPUs per pod (default: tensor_parallel_size x pipeline_parallel_size, the latter "
+            "from --pipeline-parallel-size in args); at least that product."
+        ),
     )
     args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
     image_tag: str | None = Field(
         None,
-        description="Not used yet: the vLLM image comes from the cluster profile's vllm_image.",
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$|^sha256:[0-9a-f]{64}$",
+        description=(
+            "Kubernetes: tag (or sha256: digest) of the vLLM image for this student (default: "
+            "the tag of the cluster profile's vllm_image)."
+        ),
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Extra environment of the vLLM server (e.g. VLLM_ATTENTION_BACKEND); plain values, "
+            "never secrets (those come from the cluster profile's Secrets)."
+        ),
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name in VLLM_RESERVED_ENV:
+                raise ValueError(f"{name} is set by skillmix; leave it out of vllm.env")
+        return env
+
+    @property
+    def pipeline_parallel_size(self) -> int:
+        """--pipeline-parallel-size (or -pp) from args; 1 when absent."""
+        return _int_flag(self.args, ("--pipeline-parallel-size", "-pp")) or 1
+
+    @property
+    def min_gpus(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def gpu_count(self) -> int:
+        """GPUs per pod: ``gpus``, else tensor x pipeline parallel size."""
+        return self.gpus or self.min_gpus
+
+    @model_validator(mode="after")
+    def _enough_gpus(self) -> VllmSpec:
+        for flag in ("--tensor-parallel-size", "-tp"):
+            if _int_flag(self.args, (flag,)) is not None:
+                raise ValueError(f"set tensor_parallel_size instead of {flag} in args")
+        pp = self.pipeline_parallel_size
+        if self.gpus is not None and self.gpus < self.min_gpus:
+            raise ValueError(
+                f"gpus ({self.gpus}) must be at least tensor_parallel_size x "
+                f"pipeline_parallel_size ({self.tensor_parallel_size} x {pp} = {self.min_gpus})"
+            )
+        return self
+
+
+VLLM_RESERVED_ENV = frozenset({"HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "HOME"})
+
+
+def _int_flag(args: list[str], names: tuple[str, ...]) -> int | None:
+    """The integer value of ``--flag N`` or ``--flag=N`` in a vLLM argument list."""
+    for i, arg in enumerate(args):
+        for name in names:
+            value: str | None = None
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(name + "="):
+                value = arg.split("=", 1)[1]
+            if value is not None:
+                if not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+                    raise ValueError(f"{name} in vllm.args must be a positive integer")
+                return int(value)
+    return None
+
+
+def vllm_server_args(spec: ModelSpec, *, host: str, port: int) -> list[str]:
+    """The vLLM OpenAI server's arguments for a student (``--model ... --port ...``): the one
+    list the Kubernetes sidecar (the chart renders the same) and a local ``vllm serve`` use."""
+    v = spec.vllm
+    return [
+        *("--model", v.model or spec.model, "--served-model-name", spec.model),
+        *("--tensor-parallel-size", str(v.tensor_parallel_size)),
+        *("--host", host, "--port", str(port)),
+        *v.args,
+    ]
+
+
+Serving = Literal["per-unit", "per-model"]
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+
+class KubernetesSpec(_Strict):
+    """Kubernetes settings of one student's generation pods; each unset one falls back to the
+    cluster profile (its gpu.* block for vLLM pods). Ignored by the local executor."""
+
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the pods must match (default: the profile's gpu.*)."
+    )
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, description="Tolerations (Kubernetes syntax; default: the profile's gpu.*)."
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, description="Affinity (Kubernetes syntax; default: the profile's gpu.*)."
+    )
+    runtime_class: str | None = Field(
+        None, description="runtimeClassName (default: the profile's gpu.runtime_class)."
+    )
+    gpu_resource: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9.-]+/[A-Za-z0-9._-]+$",
+        description=(
+            "Extended resource the GPUs are requested as, e.g. a MIG profile "
+            "nvidia.com/mig-1g.10gb (default: the profile's gpu.resource_name)."
+        ),
+    )
+    resources: dict[str, dict[str, str | SInt | SFloat]] | None = Field(
+        None,
+        description=(
+            "requests/limits of the vLLM container, merged over the sized defaults (CPU, "
+            "memory, ephemeral-storage scaled with the GPU count); GPUs are added by skillmix."
+        ),
+    )
+    model_volume_size: str | None = Field(
+        None,
+        pattern=QUANTITY,
+        description=(
+            "sizeLimit of the emptyDir at HF_HOME when the profile has no model cache "
+            "(default: 50Gi per GPU)."
+        ),
+    )
+    shm_size: str | None = Field(
+        None, pattern=QUANTITY, description="Size of /dev/shm (default: the profile's shm_size)."
+    )
+    security_context: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "securityContext of the vLLM container (default: the profile's, Pod Security "
+            "restricted)."
+        ),
+    )
+    priority_class_name: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="priorityClassName."
+    )
+    kueue_priority_class: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue WorkloadPriorityClass (label kueue.x-k8s.io/priority-class).",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the pods."
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the pods (not skillmix.io/*, app.kubernetes.io/*).",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(
+        cls, value: dict[str, dict[str, str | int | float]] | None
+    ) -> dict[str, dict[str, str | int | float]] | None:
+        for key, amounts in (value or {}).items():
+            if key not in ("requests", "limits"):
+                raise ValueError(f"unknown key {key!r} (allowed: requests, limits)")
+            for name, amount in amounts.items():
+                if not re.fullmatch(QUANTITY, str(amount)):
+                    raise ValueError(f"{key}.{name}: {amount!r} is not a Kubernetes quantity")
+        return value
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name.startswith(("skillmix.io/", "app.kubernetes.io/", "kueue.x-k8s.io/")):
+                raise ValueError(f"{name} is set by skillmix (or kueue_priority_class)")
+        return value
 
 
 class ModelSpec(_Strict):
@@ -216,7 +391,19 @@ class ModelSpec(_Strict):
 
 
 class StudentSpec(ModelSpec):
-    pass
+    serving: Serving | None = Field(
+        None,
+        exclude=True,  # how it ran, not what: run.json and the report are the same either way
+        description=(
+            "Kubernetes: per-unit (a generation Job, and a model load, per k and round) or "
+            "per-model (one Job whose server loads once and runs every unit in turn); default: "
+            "the experiment's serving. Recorded in the launch records, not in run.json."
+        ),
+    )
+    kubernetes: KubernetesSpec = Field(
+        default_factory=KubernetesSpec,
+        description="Kubernetes settings of this student's generation pods (scheduling, sizing).",
+    )
 
 
 class GraderSpec(ModelSpec):
@@ -351,6 +538,16 @@ class Experiment(_Strict):
     )
     prompts: PromptSpec = Field(default_factory=PromptSpec, description="Prompt versions.")
     students: list[StudentSpec] = Field(min_length=1, description="The models evaluated.")
+    serving: Serving = Field(
+        "per-unit",
+        exclude=True,  # how it ran, not what: run.json and the report are the same either way
+        description=(
+            "Kubernetes: per-unit (one generation Job per student, k and round: most parallel, "
+            "one model load each) or per-model (one Job per student whose server loads once: "
+            "fewest GPU-hours); a student's serving overrides it. Recorded in the launch "
+            "records, not in run.json."
+        ),
+    )
     grader: GraderSpec = Field(description="The model that grades the students' answers.")
     metrics: MetricSpec = Field(default_factory=MetricSpec, description="How scores are computed.")
     prices: dict[str, Price] = Field(
@@ -381,6 +578,10 @@ class Experiment(_Strict):
         if duplicates:
             raise ValueError(f"student names must be unique (repeated: {', '.join(duplicates)})")
         return self
+
+    def serving_of(self, student: str) -> Serving:
+        """The student's serving mode (its own, else the experiment's)."""
+        return self.student(student).serving or self.serving
 
     def student(self, name: str) -> StudentSpec:
         for s in self.students:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from skillmix.config import ModelSpec
+from skillmix.config import ModelSpec, vllm_server_args
 from skillmix.errors import RunFailedError, SkillmixError
 
 VLLM_EXTRA = "skillmix[vllm]"
@@ -56,18 +56,11 @@ def served_model(spec: ModelSpec) -> str:
 
 def vllm_options(spec: ModelSpec, *, host: str, port: int) -> list[str]:
     """What both executors pass after the model: the served model name (what requests ask
-    for), tensor parallelism, the address, then ``vllm.args`` verbatim."""
-    return [
-        "--served-model-name",
-        spec.model,
-        "--tensor-parallel-size",
-        str(spec.vllm.tensor_parallel_size),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *spec.vllm.args,
-    ]
+    for), tensor parallelism, the address, then ``vllm.args`` verbatim. The list comes from
+    :func:`skillmix.config.vllm_server_args`, the one the chart's sidecar renders too."""
+    args = vllm_server_args(spec, host=host, port=port)
+    assert args[:2] == ["--model", served_model(spec)]
+    return args[2:]
 
 
 def vllm_serve_argv(

@@ -117,6 +117,8 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
 
     name, profile, ctx, _run = prepare_launch(load_experiment(file), cluster, check_store=False)
     lp = plan_launch(ctx, profile, name, None)
+    for line in lp.serving_lines():  # stderr: stdout stays the manifests
+        info(line)
     if out is None:
         click.echo(lp.rendered, nl=False)
         return
@@ -169,6 +171,9 @@ def launch_cmd(
         echo_json(record)
     elif fmt != "json":
         stdout_console().print(plan_table(lp))
+    if fmt != "json":
+        for line in lp.serving_lines():
+            info(line)
     info(f"run id: {lp.run_id}")
     if done:
         info("every unit is finished and the report exists; nothing to launch")

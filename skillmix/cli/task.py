@@ -104,7 +104,15 @@ def _shard(shard: int | None, shards: int) -> int:
 
 
 @task.command("generate")
-@unit_options
+@run_option
+@click.option("--student", required=True)
+@click.option("--k", "k", type=int, default=None, help="The unit's k (or --units).")
+@click.option("--round", "g", type=int, default=None, help="The unit's generation round.")
+@click.option(
+    "--units",
+    default=None,
+    help="Serving per-model: K:R,K:R... units of the student, run one after another.",
+)
 @click.option(
     "--shard", type=int, default=None, help="Shard index (default: $JOB_COMPLETION_INDEX or 0)."
 )
@@ -122,24 +130,36 @@ def _shard(shard: int | None, shards: int) -> int:
 def generate_task(
     run_uri: str,
     student: str,
-    k: int,
-    g: int,
+    k: int | None,
+    g: int | None,
+    units: str | None,
     shard: int | None,
     shards: int,
     base_url: str | None,
     budget_share: int | None,
     attempt: int,
 ) -> None:
-    """Generate one (student, k, round) unit, or one shard of it.
+    """Generate one (student, k, round) unit, or one shard of it; with --units, several units
+    of the student in turn (serving per-model: the model server loads once).
 
     The shards of a unit run at once and share the student's budget: each takes 1/--shards of
     its concurrency, RPM and TPM, unless --budget-share says otherwise."""
     from skillmix.pipeline.context import open_run
-    from skillmix.pipeline.tasks import run_generate
+    from skillmix.pipeline.plan import Unit
+    from skillmix.pipeline.tasks import run_generate_units
 
+    one = units is None and k is not None and g is not None
+    if not one and not (units is not None and k is None and g is None):
+        raise SkillmixError("give either --k and --round (one unit) or --units K:R,... (several)")
     run, ctx = open_run(run_uri)
     spec = ctx.experiment.student(student)
-    _check_unit(ctx, k, g)
+    todo = (
+        [Unit(student, k, g)]
+        if (one and k is not None and g is not None)
+        else _parse_units(student, units or "")
+    )
+    for unit in todo:
+        _check_unit(ctx, unit.k, unit.round)
     index = _shard(shard, shards)
     if shards != ctx.shards(student):
         raise SkillmixError(
@@ -150,25 +170,47 @@ def generate_task(
         share = shards if budget_share is None else budget_share
         client = _client(spec, base_url, run_uri, ctx.experiment.seed, share)
         try:
-            return await run_generate(
-                ctx,
-                run,
-                client,
-                student,
-                k,
-                g,
-                shard=index,
-                shards=shards,
-                attempt=attempt,
-                progress=LogProgress(f"{student} k={k} r{g} shard {index}"),
-            )
+            out = []
+            for unit in todo:
+                label = f"{student} k={unit.k} r{unit.round} shard {index}"
+                [result] = await run_generate_units(
+                    ctx,
+                    run,
+                    client,
+                    student,
+                    [unit],
+                    shard=index,
+                    shards=shards,
+                    attempt=attempt,
+                    progress=LogProgress(label),
+                )
+                _report(result, "generated")  # as each unit ends, not all at the end
+                out.append(result)
+            return out
         finally:
             await client.close()
 
     import asyncio
 
-    result = asyncio.run(main())
-    _report(result, "generated")
+    asyncio.run(main())
+
+
+def _parse_units(student: str, text: str) -> list[Unit]:
+    """``2:1,3:1`` into units of ``student``; malformed or repeated pairs are errors."""
+    import re
+
+    from skillmix.pipeline.plan import Unit
+
+    out: list[Unit] = []
+    for item in text.split(","):
+        m = re.fullmatch(r"\s*([0-9]+):([0-9]+)\s*", item)
+        if not m:
+            raise SkillmixError(f"--units: expected K:R pairs separated by commas, got {item!r}")
+        unit = Unit(student, int(m[1]), int(m[2]))
+        if unit in out:
+            raise SkillmixError(f"--units: {m[1]}:{m[2]} is given twice")
+        out.append(unit)
+    return out
 
 
 @task.command("grade")

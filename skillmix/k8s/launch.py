@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from skillmix.k8s.profiles import ClusterProfile, get_profile
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.pipeline.plan import Unit, plan_tasks
+from skillmix.pipeline.plan import GenerateTask, Unit, generation_jobs, plan_tasks
 from skillmix.pipeline.tasks import unit_complete
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
@@ -30,6 +30,18 @@ from skillmix.store.uri import open_store
 # Assumptions behind the estimates (printed with them).
 MODEL_LOAD_SECONDS = 600
 DECODE_TOKENS_PER_SECOND = 40.0
+# Recommend the other serving mode when it saves at least this share of the GPU-hours.
+RECOMMEND_SAVING = 0.25
+SERVING_MODES = ("per-unit", "per-model")
+
+
+@dataclass
+class ServingEstimate:
+    """GPU-hours of the planned generation if every vLLM student were served one way."""
+
+    gpu_hours: float
+    load_share: float  # of those GPU-hours, the share spent loading models
+    loads: int  # model loads (pods that start a vLLM server)
 
 
 @dataclass
@@ -58,6 +70,7 @@ class LaunchPlan:
     total_units: int = 0
     values: dict[str, Any] = field(default_factory=dict)
     rendered: str = ""
+    serving: dict[str, ServingEstimate] = field(default_factory=dict)
 
     @property
     def gpus(self) -> int:
@@ -74,8 +87,49 @@ class LaunchPlan:
                 "estimated_api_cost_usd": None
                 if self.api_cost_usd is None
                 else round(self.api_cost_usd, 2),
+                "serving_estimates": {
+                    mode: {
+                        "gpu_hours": round(est.gpu_hours, 2),
+                        "load_share": round(est.load_share, 3),
+                        "loads": est.loads,
+                    }
+                    for mode, est in self.serving.items()
+                },
             }
         )
+
+    def serving_lines(self) -> list[str]:
+        """What ``launch`` and ``render`` print about the serving modes' costs; a recommendation
+        when the other mode saves at least RECOMMEND_SAVING of the GPU-hours."""
+        if not self.serving or all(e.loads == 0 for e in self.serving.values()):
+            return []
+        lines = [
+            f"serving {mode}: ~{est.gpu_hours:.1f} GPU-hours, model loaded {est.loads}x "
+            f"({est.load_share:.0%} of the GPU-hours loading models)"
+            for mode, est in self.serving.items()
+        ]
+        lines[-1] += (
+            f" [assumes {MODEL_LOAD_SECONDS} s per load, {DECODE_TOKENS_PER_SECOND:g} tokens/s "
+            "per request]"
+        )
+        unit, model = self.serving["per-unit"], self.serving["per-model"]
+        cheap, cheaper, dear = (
+            ("per-model", model, unit)
+            if model.gpu_hours < unit.gpu_hours
+            else ("per-unit", unit, model)
+        )
+        saving = 1 - cheaper.gpu_hours / dear.gpu_hours if dear.gpu_hours > 0 else 0.0
+        if saving >= RECOMMEND_SAVING:
+            lines.append(
+                f"recommendation: `serving: {cheap}` needs {saving:.0%} fewer GPU-hours"
+                + (
+                    " (the model loads once per student; per-unit runs every unit at once, "
+                    "so it finishes sooner when GPUs are plentiful)"
+                    if cheap == "per-model"
+                    else ""
+                )
+            )
+        return lines
 
 
 def prepare_launch(
@@ -153,24 +207,64 @@ def plan_launch(
         finished_units=len(units) - len(grade_todo),
         total_units=len(units),
     )
-    for student, k, g in gen_todo:
-        spec = e.student(student)
-        gpus = (spec.vllm.gpus or spec.vllm.tensor_parallel_size) if spec.backend == "vllm" else 0
-        lp.jobs.append(JobPlan("generate", student, k, g, spec.replicas, gpus, spec.backend))
+    for job in generation_jobs(e, gen_todo):
+        spec = e.student(job.student)
+        gpus = spec.vllm.gpu_count if spec.backend == "vllm" else 0
+        k, g = (job.k, job.round) if isinstance(job, GenerateTask) else (None, None)
+        lp.jobs.append(JobPlan("generate", job.student, k, g, spec.replicas, gpus, spec.backend))
     for student, k, g in grade_todo:
         lp.jobs.append(JobPlan("grade", student, k, g, 1, 0, e.grader.backend))
     lp.jobs.append(JobPlan("aggregate", "-", None, None, 1, 0, "-"))
     lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
+    lp.serving = {mode: serving_estimate(ctx, gen_todo, mode) for mode in SERVING_MODES}
     return lp
+
+
+def _gpu_seconds(
+    ctx: RunContext, gen_todo: Sequence[Unit], serving: Callable[[str], str]
+) -> tuple[float, float, int]:
+    """GPU-seconds loading models and decoding, and the number of loads, of the generation
+    units to do, each vLLM student served as ``serving(student)`` says: per-unit loads the
+    model in every pod of every unit's Job, per-model once per pod of the student's Job."""
+    e = ctx.experiment
+    load = decode = 0.0
+    loads = 0
+    loaded: set[str] = set()
+    for student, k, _g in gen_todo:
+        spec = e.student(student)
+        if spec.backend != "vllm":
+            continue
+        combo = ctx.combinations(k)[0]
+        turns = render_generation_prompts(
+            ctx.generation_prompt, ctx.skills(combo.skills), combo.topic
+        )
+        max_tokens = spec.sampling.max_tokens or 512
+        requests = e.combinations * len(turns)
+        gpus = spec.vllm.gpu_count
+        waves = math.ceil(requests / max(1, min(spec.concurrency, e.combinations)))
+        decode += gpus * waves * max_tokens / DECODE_TOKENS_PER_SECOND
+        if serving(student) == "per-unit" or student not in loaded:
+            loaded.add(student)
+            load += gpus * spec.replicas * MODEL_LOAD_SECONDS
+            loads += spec.replicas
+    return load, decode, loads
+
+
+def serving_estimate(ctx: RunContext, gen_todo: Sequence[Unit], mode: str) -> ServingEstimate:
+    """The estimate with every vLLM student served ``mode`` (per-unit or per-model)."""
+    load, decode, loads = _gpu_seconds(ctx, gen_todo, lambda _student: mode)
+    total = load + decode
+    return ServingEstimate(total / 3600.0, load / total if total else 0.0, loads)
 
 
 def estimate(
     ctx: RunContext, gen_todo: Sequence[Unit], grade_todo: Sequence[Unit]
 ) -> tuple[float, float | None]:
-    """Rough GPU-hours and API cost (upper bounds: every reply uses max_tokens)."""
+    """Rough GPU-hours (each student served as the experiment says) and API cost (upper
+    bounds: every reply uses max_tokens)."""
     e = ctx.experiment
     overrides = {m: (p.prompt, p.completion) for m, p in e.prices.items()}
-    gpu_seconds = 0.0
+    load, decode, _loads = _gpu_seconds(ctx, gen_todo, e.serving_of)
     cost: float | None = 0.0
     for student, k, _g in gen_todo:
         spec = e.student(student)
@@ -181,12 +275,6 @@ def estimate(
         max_tokens = spec.sampling.max_tokens or 512
         prompt_tokens = sum(len(t) // 4 + i * max_tokens for i, t in enumerate(turns))
         requests = e.combinations * len(turns)
-        if spec.backend == "vllm":
-            gpus = spec.vllm.gpus or spec.vllm.tensor_parallel_size
-            waves = math.ceil(requests / max(1, min(spec.concurrency, e.combinations)))
-            gpu_seconds += gpus * (
-                spec.replicas * MODEL_LOAD_SECONDS + waves * max_tokens / DECODE_TOKENS_PER_SECOND
-            )
         cost = _add_cost(
             cost,
             spec.backend,
@@ -213,7 +301,7 @@ def estimate(
             e.combinations * grader.rounds * max_tokens,
             overrides,
         )
-    return gpu_seconds / 3600.0, cost
+    return (load + decode) / 3600.0, cost
 
 
 def _add_cost(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillmix import settings
 from skillmix.config import format_validation_error, load_yaml
@@ -125,6 +125,20 @@ class ClusterProfile(_Strict):
     model_cache_path: str = Field(
         "/models/hf", description="Where the model cache PVC is mounted (HF_HOME)."
     )
+    model_cache_offline: bool = Field(
+        False,
+        description=(
+            "The model cache is filled (`skillmix cache warm`): vLLM sidecars run with "
+            "HF_HUB_OFFLINE=1 and never download."
+        ),
+    )
+    vllm_security_context: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "securityContext of vLLM containers (default: Pod Security restricted, uid 1000; "
+            "a student's kubernetes.security_context overrides it)."
+        ),
+    )
     deadlines: Deadlines = Field(
         default_factory=Deadlines, description="Time limits of the run's Jobs."
     )
@@ -136,11 +150,23 @@ class ClusterProfile(_Strict):
         description="Resources of client containers (default: the chart's requests and limits).",
     )
     vllm_resources: dict[str, Any] = Field(
-        default_factory=dict, description="Resources of vLLM sidecars besides GPUs (CPU, memory)."
+        default_factory=dict,
+        description=(
+            "Resources of vLLM sidecars besides GPUs, merged over the sized defaults (4 CPUs, "
+            "32Gi memory per GPU; ephemeral storage for the model volume)."
+        ),
     )
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
     )
+
+    @model_validator(mode="after")
+    def _offline_needs_a_cache(self) -> ClusterProfile:
+        if self.model_cache_offline and not self.model_cache_pvc:
+            raise ValueError(
+                "model_cache_offline needs model_cache_pvc (the cache `skillmix cache warm` filled)"
+            )
+        return self
 
 
 class ProfileFile(_Strict):

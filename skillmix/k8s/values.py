@@ -6,10 +6,17 @@ import math
 import re
 from typing import Any
 
+from skillmix.config import Experiment, StudentSpec
 from skillmix.errors import SkillmixError
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import Unit, plan_tasks
+from skillmix.pipeline.plan import (
+    GenerateTask,
+    ModelGenerateTask,
+    Unit,
+    generation_jobs,
+    plan_tasks,
+)
 
 MAX_RELEASE = 53  # Helm's limit for release names
 
@@ -48,23 +55,104 @@ def _secret_env(profile: ClusterProfile, env: str, cluster: str, why: str) -> di
     return {"env": env, "secretName": ref.name, "key": ref.key or env}
 
 
-def student_values(ctx: RunContext) -> dict[str, dict[str, Any]]:
+# Sizing of a vLLM container per GPU it serves (the profile's vllm_resources and a student's
+# kubernetes.resources override any of these). Loading reads the weights through host memory,
+# so memory requests are large; CPU is requested but not limited (throttling stalls the server).
+VLLM_CPU_PER_GPU = 4
+VLLM_MEMORY_GI_PER_GPU = 32
+VLLM_SCRATCH_GI = 10  # logs, compile caches (Triton, torch.compile) in /tmp and the image layer
+MODEL_VOLUME_GI_PER_GPU = 50  # the HF_HOME emptyDir without a model cache volume
+
+
+def _quantity_mi(value: str) -> int:
+    """A Kubernetes quantity in MiB (rounded up)."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    mib: int = math.ceil(parse_quantity(value) / 2**20)
+    return mib
+
+
+def _merge_resources(*layers: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {"requests": {}, "limits": {}}
+    for layer in layers:
+        for key, amounts in (layer or {}).items():
+            out.setdefault(key, {}).update(amounts or {})
+    return {k: v for k, v in out.items() if v}
+
+
+def vllm_sizing(
+    spec: StudentSpec, profile: ClusterProfile, *, cache_volume: bool
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """The vLLM container's requests/limits besides GPUs (scaled with its GPU count), and the
+    sizeLimit of its HF_HOME emptyDir ("" with a model cache volume). The pod's ephemeral
+    storage covers that emptyDir: the kubelet evicts a pod whose emptyDirs and containers
+    together outgrow the containers' ephemeral-storage limits."""
+    gpus = spec.vllm.gpu_count
+    volume = ""
+    if not cache_volume:
+        volume = spec.kubernetes.model_volume_size or f"{MODEL_VOLUME_GI_PER_GPU * gpus}Gi"
+    mi = VLLM_SCRATCH_GI * 1024 + (_quantity_mi(volume) if volume else 0)
+    storage = f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"
+    memory = f"{VLLM_MEMORY_GI_PER_GPU * gpus}Gi"
+    sized = {
+        "requests": {
+            "cpu": str(VLLM_CPU_PER_GPU * gpus),
+            "memory": memory,
+            "ephemeral-storage": storage,
+        },
+        "limits": {"memory": memory, "ephemeral-storage": storage},
+    }
+    return _merge_resources(sized, profile.vllm_resources, spec.kubernetes.resources), volume
+
+
+def student_values(
+    ctx: RunContext, profile: ClusterProfile | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each student's serving and pod settings; unset Kubernetes settings fall back to the
+    chart's global ones (the profile's gpu.* for vLLM pods)."""
+    from skillmix.k8s.profiles import ClusterProfile
+
+    profile = profile or ClusterProfile(store="s3://unused")
     out: dict[str, dict[str, Any]] = {}
     for s in ctx.experiment.students:
+        kube = s.kubernetes
         entry: dict[str, Any] = {
             "backend": s.backend,
             "servedModelName": s.model,
             "replicas": s.replicas,
+            "serving": ctx.experiment.serving_of(s.name),
         }
         if s.backend == "vllm":
+            resources, volume = vllm_sizing(s, profile, cache_volume=bool(profile.model_cache_pvc))
             entry.update(
                 model=s.vllm.model or s.model,
                 tensorParallelSize=s.vllm.tensor_parallel_size,
-                gpus=s.vllm.gpus or s.vllm.tensor_parallel_size,
+                gpus=s.vllm.gpu_count,
                 extraArgs=list(s.vllm.args),
+                resources=resources,
+                modelVolumeSize=volume,
             )
+            optional = {
+                "imageTag": s.vllm.image_tag,
+                "env": dict(s.vllm.env) or None,
+                "gpuResource": kube.gpu_resource,
+                "shmSize": kube.shm_size,
+                "securityContext": kube.security_context,
+            }
+            entry.update({k: v for k, v in optional.items() if v is not None})
         elif s.backend == "mock":
             entry["quality"] = s.quality  # resolved on the spec (config.MOCK_DEFAULT_QUALITY)
+        pod = {
+            "nodeSelector": kube.node_selector,
+            "tolerations": kube.tolerations,
+            "affinity": kube.affinity,
+            "runtimeClassName": kube.runtime_class,
+            "priorityClassName": kube.priority_class_name,
+            "kueuePriorityClass": kube.kueue_priority_class,
+            "podAnnotations": dict(kube.pod_annotations) or None,
+            "podLabels": dict(kube.pod_labels) or None,
+        }
+        entry.update({k: v for k, v in pod.items() if v is not None})
         out[s.name] = entry
     return out
 
@@ -104,7 +192,7 @@ def build_values(
     uri = run_uri_for(profile, ctx.run_id)
     plan = plan_tasks(e, sharded=True)
     generation, grading = [Unit(*u) for u in generation], [Unit(*u) for u in grading]
-    generate_tasks = {t.unit: t for t in plan.generate}
+    jobs = generation_jobs(e, generation)
     grade_tasks = {t.unit: t for t in plan.grade}
     sidecar_url = f"http://localhost:{sidecar_port}/v1"
     # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
@@ -120,6 +208,10 @@ def build_values(
     def student_url(student: str) -> str:
         spec = e.student(student)
         return sidecar_url if spec.backend in ("vllm", "mock") else spec.base_url or ""
+
+    def generation_args(t: GenerateTask | ModelGenerateTask) -> list[str]:
+        url = student_url(t.student)
+        return t.container_args(uri, attempt=attempt, base_url=url, own_server=url == sidecar_url)
 
     def unit_entry(unit: Unit, **commands: list[str]) -> dict[str, Any]:
         return {"student": unit.student, "k": unit.k, "round": unit.round, **commands}
@@ -144,11 +236,17 @@ def build_values(
             },
             "shmSize": profile.shm_size,
             "resources": profile.vllm_resources,
+            **(
+                {"securityContext": profile.vllm_security_context}
+                if profile.vllm_security_context is not None
+                else {}
+            ),
         },
         "modelCache": {
             "enabled": bool(profile.model_cache_pvc) and uses_vllm,
             "claimName": profile.model_cache_pvc or "",
             "mountPath": profile.model_cache_path,
+            "offline": profile.model_cache_offline and bool(profile.model_cache_pvc),
         },
         "hfToken": {
             "secretName": hf.name if (hf and uses_vllm) else "",
@@ -177,18 +275,19 @@ def build_values(
                 "aggregation": profile.deadlines.aggregation_seconds,
             },
         },
-        "students": student_values(ctx),
+        "students": student_values(ctx, profile),
         "generation": [
-            unit_entry(
-                u,
-                args=generate_tasks[u].container_args(
-                    uri,
-                    attempt=attempt,
-                    base_url=student_url(u.student),
-                    own_server=student_url(u.student) == sidecar_url,
-                ),
-            )
-            for u in generation
+            unit_entry(t.unit, args=generation_args(t)) for t in jobs if isinstance(t, GenerateTask)
+        ],
+        # serving per-model: one Job per student over its units (each still a store unit)
+        "modelGeneration": [
+            {
+                "student": t.student,
+                "units": [{"k": u.k, "round": u.round} for u in t.units],
+                "args": generation_args(t),
+            }
+            for t in jobs
+            if isinstance(t, ModelGenerateTask)
         ],
         "grader": {
             "backend": "mock" if grader.backend == "mock" else "openai",
@@ -218,3 +317,67 @@ def build_values(
     if profile.client_resources:
         values["client"] = {"resources": profile.client_resources}
     return values
+
+
+def cache_models(experiment: Experiment) -> list[str]:
+    """The Hugging Face ids the experiment's vLLM students load (each once, in order)."""
+    models = [s.vllm.model or s.model for s in experiment.students if s.backend == "vllm"]
+    return list(dict.fromkeys(models))
+
+
+def cache_warm_values(
+    experiment: Experiment, profile: ClusterProfile, cluster: str
+) -> tuple[str, dict[str, Any]]:
+    """The release name and values of the pre-download Job (`skillmix cache warm`): the chart
+    renders that Job alone. Its name follows the models, so warming the same set twice is
+    refused by the API server while the first Job is kept."""
+    import hashlib
+
+    models = cache_models(experiment)
+    if not models:
+        raise SkillmixError(
+            f"experiment {experiment.name!r} has no vllm student: there is nothing to download"
+        )
+    if not profile.model_cache_pvc:
+        raise SkillmixError(
+            f"cluster profile {cluster!r} has no model_cache_pvc",
+            hint="create a ReadWriteMany PVC and name it as model_cache_pvc in the profile",
+        )
+    digest = hashlib.sha256("\n".join(models).encode()).hexdigest()[:8]
+    release = f"cache-{digest}"
+    vllm_repo, vllm_tag = split_image(profile.vllm_image)
+    hf = profile.secrets.get("HF_TOKEN")
+    values: dict[str, Any] = {
+        "run": {"id": release, "uri": "", "attempt": 1, "seed": experiment.seed},
+        "imagePullSecrets": list(profile.image_pull_secrets),
+        "vllm": {
+            "image": {"repository": vllm_repo, "tag": vllm_tag, "pullPolicy": "IfNotPresent"},
+            **(
+                {"securityContext": profile.vllm_security_context}
+                if profile.vllm_security_context is not None
+                else {}
+            ),
+        },
+        "modelCache": {
+            "enabled": True,
+            "claimName": profile.model_cache_pvc,
+            "mountPath": profile.model_cache_path,
+            "offline": False,
+        },
+        "cacheWarm": {"models": models},
+        "hfToken": {
+            "secretName": hf.name if hf else "",
+            "key": (hf.key if hf else None) or "HF_TOKEN",
+        },
+        "jobs": {
+            "backoffLimit": profile.backoff_limit,
+            "ttlSecondsAfterFinished": profile.deadlines.ttl_seconds,
+            "activeDeadlineSeconds": {
+                "generation": profile.deadlines.generation_seconds,
+                "grading": profile.deadlines.grading_seconds,
+                "aggregation": profile.deadlines.aggregation_seconds,
+            },
+        },
+        "aggregation": {"enabled": False, "args": [], "waitArgs": []},
+    }
+    return release, values

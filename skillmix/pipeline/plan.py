@@ -7,6 +7,7 @@ before it). The chart only places these lists; ``skillmix.cli.task`` parses them
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -73,6 +74,42 @@ class GenerateTask:
         it by ``--shards``) unless each pod has its ``own_server`` (a model sidecar)."""
         args = ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
         args += ["--attempt", str(attempt)]
+        if base_url:
+            args += ["--base-url", base_url]
+        if self.shards > 1:
+            args += ["--shards", str(self.shards)]
+            if own_server:
+                args += ["--budget-share", "1"]
+        return args
+
+
+def units_arg(units: Sequence[Unit]) -> str:
+    """``2:1,3:1``: the (k, round) pairs of one student's units, as ``--units`` takes them."""
+    return ",".join(f"{u.k}:{u.round}" for u in units)
+
+
+@dataclass(frozen=True)
+class ModelGenerateTask:
+    """Serving ``per-model``: every unit of one student in one Job, its server loaded once.
+    Each shard (pod of the Indexed Job) runs its share of every unit, one unit after another,
+    and writes each unit's manifest as soon as it is done (its grading can start then). The
+    store sees exactly what the per-unit tasks write."""
+
+    student: str
+    units: tuple[Unit, ...]
+    shards: int = 1
+
+    @property
+    def phase(self) -> Phase:
+        return "generate"
+
+    def container_args(
+        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
+    ) -> list[str]:
+        """``skillmix task generate --student S --units K:R,...``; sharding and budgets as in
+        ``GenerateTask.container_args``."""
+        args = ["task", "generate", "--run", run_uri, "--student", self.student]
+        args += ["--units", units_arg(self.units), "--attempt", str(attempt)]
         if base_url:
             args += ["--base-url", base_url]
         if self.shards > 1:
@@ -157,3 +194,23 @@ def plan_tasks(experiment: Experiment, *, sharded: bool = False) -> Plan:
                 generate.append(GenerateTask(student.name, k, g, shards=shards))
                 grade.append(GradeTask(student.name, k, g))
     return Plan(tuple(generate), tuple(grade), AggregateTask())
+
+
+def generation_jobs(
+    experiment: Experiment, units: Sequence[Unit]
+) -> list[GenerateTask | ModelGenerateTask]:
+    """The generation Jobs of ``units`` (Kubernetes, sharded): one per unit for students served
+    ``per-unit``, one per student (its units in plan order) for those served ``per-model``."""
+    out: list[GenerateTask | ModelGenerateTask] = []
+    by_student: dict[str, list[Unit]] = {}
+    for unit in units:
+        by_student.setdefault(unit.student, []).append(unit)
+    for student in experiment.students:
+        todo = by_student.get(student.name, [])
+        if not todo:
+            continue
+        if experiment.serving_of(student.name) == "per-model":
+            out.append(ModelGenerateTask(student.name, tuple(todo), shards=student.replicas))
+        else:
+            out.extend(GenerateTask(*u, shards=student.replicas) for u in todo)
+    return out

@@ -180,6 +180,40 @@ async def run_generate(
     )
 
 
+async def run_generate_units(
+    ctx: RunContext,
+    run: RunStore,
+    client: ChatBackend,
+    student: str,
+    units: Iterable[Unit],
+    *,
+    shard: int = 0,
+    shards: int = 1,
+    attempt: int = 0,
+    progress: ProgressSink | None = None,
+) -> list[UnitResult]:
+    """Serving ``per-model``: this shard's share of each unit, one unit after another, with one
+    client (one model server). Each unit is ``run_generate``'s, so resume, repair, failed
+    records and manifests (written as each unit ends) are exactly the per-unit task's."""
+    results = []
+    for unit in units:
+        results.append(
+            await run_generate(
+                ctx,
+                run,
+                client,
+                student,
+                unit.k,
+                unit.round,
+                shard=shard,
+                shards=shards,
+                attempt=attempt,
+                progress=progress,
+            )
+        )
+    return results
+
+
 async def generate_one(
     ctx: RunContext, client: ChatBackend, student: str, k: int, g: int, combo: Combination
 ) -> GenerationRecord:
@@ -608,6 +642,7 @@ __all__ = [
     "grade_one",
     "pending_units",
     "run_generate",
+    "run_generate_units",
     "run_grade",
     "unit_complete",
     "unit_finished",

@@ -260,10 +260,18 @@ def test_labels(rendered: Render) -> None:
         assert labels["skillmix.io/attempt"].isdigit()
         if component != "aggregation":
             assert labels["skillmix.io/student"]
+        per_model = labels.get("skillmix.io/serving") == "per-model"
+        if component == "grading" or (component == "generation" and not per_model):
             assert labels["skillmix.io/k"].isdigit()
             assert labels["skillmix.io/round"].isdigit()
+        if per_model:  # one Job per student
+            assert "skillmix.io/k" not in labels and "skillmix.io/round" not in labels
         pod_labels = job["spec"]["template"]["metadata"]["labels"]
-        assert pod_labels == {k: v for k, v in labels.items() if k != "kueue.x-k8s.io/queue-name"}
+        job_only = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class")
+        user = {"team"}  # a student's podLabels (per-model.yaml)
+        assert {k: v for k, v in pod_labels.items() if k not in user} == {
+            k: v for k, v in labels.items() if k not in job_only
+        }
 
 
 def test_job_names(rendered: Render, helm: Helm, request: pytest.FixtureRequest) -> None:
@@ -415,10 +423,19 @@ def test_vllm_omits_optional_settings_when_unset(render: RenderFn) -> None:
     for job in r.jobs("generation"):
         model = sidecar(job)
         assert model is not None
-        assert "env" not in model  # no HF token, no model cache
-        assert [m["name"] for m in model["volumeMounts"]] == ["dshm"]
+        env = {e["name"]: e.get("value") for e in model["env"]}
+        # no HF token, no model cache (the weights go to an emptyDir at HF_HOME), no extra env
+        assert env == {
+            "HOME": "/tmp",
+            "USER": "vllm",
+            "XDG_CACHE_HOME": "/tmp/.cache",
+            "HF_HOME": "/models/hf",
+        }
+        assert [m["name"] for m in model["volumeMounts"]] == ["dshm", "model-cache", "vllm-tmp"]
         p = pod(job)
-        assert {v["name"] for v in p["volumes"]} == {"tmp", "dshm"}
+        assert {v["name"] for v in p["volumes"]} == {"tmp", "dshm", "model-cache", "vllm-tmp"}
+        [cache] = [v for v in p["volumes"] if v["name"] == "model-cache"]
+        assert cache == {"name": "model-cache", "emptyDir": {}}  # no modelVolumeSize given
         for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
             assert key not in p
         assert model["resources"]["requests"][GPU] == 1
@@ -877,6 +894,11 @@ def _schema_keys(node: dict[str, Any], values: Any, path: str, out: list[str]) -
     props = node.get("properties")
     if props is None or not isinstance(values, dict):
         return
+    # a Kubernetes securityContext: the defaults set some of its fields, the schema knows them all
+    if path.endswith("securityContext"):
+        if not set(values) <= set(props):
+            out.append(f"{path}: values {sorted(values)} not in schema {sorted(props)}")
+        return
     if values and set(values) != set(props):
         out.append(f"{path or '.'}: values {sorted(values)} != schema {sorted(props)}")
     for key, value in values.items():
@@ -896,7 +918,7 @@ def test_schema_mirrors_values() -> None:
 
 def test_schema_closes_every_object() -> None:
     open_ok = {"requests", "limits", "nodeSelector", "nodeAffinity", "podAffinity"}
-    open_ok |= {"podAntiAffinity", "students"}
+    open_ok |= {"podAntiAffinity", "students", "env", "podAnnotations", "podLabels"}
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):

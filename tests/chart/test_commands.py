@@ -68,7 +68,8 @@ def check_job(job: dict[str, Any]) -> list[str]:
     component = labels["app.kubernetes.io/component"]
     attempt = int(labels["skillmix.io/attempt"])
     unit: tuple[str, int, int] | None = None
-    if component != "aggregation":
+    per_model = labels.get("skillmix.io/serving") == "per-model"
+    if component != "aggregation" and not per_model:
         unit = (
             labels["skillmix.io/student"],
             int(labels["skillmix.io/k"]),
@@ -107,6 +108,9 @@ def check_job(job: dict[str, Any]) -> list[str]:
         assert path == f"skillmix task {phase[component]}"
         if unit is not None:
             assert (params["student"], params["k"], params["g"]) == unit
+        if per_model:  # one Job per student: its units in --units, no --k/--round
+            assert params["student"] == labels["skillmix.io/student"]
+            assert (params["k"], params["g"]) == (None, None) and params["units"]
         if component == "generation":
             assert params["shards"] == job["spec"].get("completions", 1)
             assert params["shard"] is None  # Indexed Jobs: $JOB_COMPLETION_INDEX
@@ -155,6 +159,15 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "students": [{"name": "m", "model": "mock-m", **MOCK}],
         "grader": {"name": "g", "backend": "vllm", "model": "j", "base_url": "http://j.svc/v1"},
     },
+    "per-model": {
+        "serving": "per-model",
+        "students": [
+            {"name": "qwen", "backend": "vllm", "model": "q", "vllm": {"tensor_parallel_size": 2}},
+            {"name": "Mock.Big", "backend": "mock", "model": "mock-1", "replicas": 3},
+            {"name": "unit", "backend": "mock", "model": "mock-2", "serving": "per-unit"},
+        ],
+        "grader": {"name": "judge", "backend": "openai", "model": "gpt-4o"},
+    },
 }
 PROFILE = {
     "namespace": "evals",
@@ -188,7 +201,10 @@ def test_built_values_commands_parse(helm: Helm, name: str, attempt: int) -> Non
     )
     render = helm.template(extra=values)
     check_render(render)
-    assert len(render.jobs("generation")) == len(generation)
+    per_model = {s.name for s in e.students if e.serving_of(s.name) == "per-model"}
+    jobs = len({u[0] for u in generation if u[0] in per_model})
+    jobs += len([u for u in generation if u[0] not in per_model])
+    assert len(render.jobs("generation")) == jobs
     assert len(render.jobs("grading")) == len(grading)
 
 

@@ -125,6 +125,7 @@ def test_launch_plan_record_is_the_old_as_dict() -> None:
         "estimated_api_cost_usd": None,
         "finished_units": 1,
         "total_units": 3,
+        "serving_estimates": {},  # none computed for this plan
     }  # fmt: skip
 
 

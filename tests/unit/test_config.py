@@ -773,3 +773,100 @@ def test_huge_system_prompt_writes_nothing(tmp_path: Path) -> None:
     assert "students.0.system_prompt: String should have at most" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and len(result.stderr) < 500
     assert not store.exists()
+
+
+# ---- serving and Kubernetes settings -------------------------------------------------------
+
+
+def vllm_student(**overrides: Any) -> dict[str, Any]:
+    return {"name": "q", "backend": "vllm", "model": "q", **overrides}
+
+
+def test_serving_defaults_to_per_unit_and_a_student_overrides_it() -> None:
+    exp = parse_experiment(minimal(students=[{"name": "a", "model": "m"}, vllm_student()]))
+    assert exp.serving == "per-unit" and exp.serving_of("q") == "per-unit"
+    exp = parse_experiment(
+        minimal(serving="per-model", students=[{"name": "a", "model": "m", "serving": "per-unit"}])
+    )
+    assert exp.serving_of("a") == "per-unit"
+    # how a run is served changes neither its run id nor its run.json
+    assert "serving" not in exp.model_dump() and "serving" not in exp.model_dump()["students"][0]
+    assert run_hash(minimal(serving="per-model")) == run_hash(minimal())
+
+
+@pytest.mark.parametrize(
+    ("student", "needle"),
+    [
+        (
+            vllm_student(vllm={"tensor_parallel_size": 2, "gpus": 1}),
+            "students.0.vllm: gpus (1) must be at least tensor_parallel_size x "
+            "pipeline_parallel_size (2 x 1 = 2)",
+        ),
+        (
+            vllm_student(vllm={"gpus": 2, "args": ["--pipeline-parallel-size", "4"]}),
+            "(1 x 4 = 4)",
+        ),
+        (vllm_student(vllm={"gpus": 3, "tensor_parallel_size": 2, "args": ["-pp=2"]}), "(2 x 2"),
+        (vllm_student(vllm={"args": ["--pipeline-parallel-size", "two"]}), "positive integer"),
+        (vllm_student(vllm={"args": ["-tp", "2"]}), "set tensor_parallel_size instead of -tp"),
+        (vllm_student(vllm={"image_tag": "v1 latest"}), "students.0.vllm.image_tag"),
+        (vllm_student(vllm={"env": {"HF_HUB_OFFLINE": "0"}}), "HF_HUB_OFFLINE is set by skillmix"),
+        (vllm_student(vllm={"env": {"1X": "a"}}), "not an environment variable name"),
+        (vllm_student(serving="per-shard"), "students.0.serving"),
+        (vllm_student(kubernetes={"gpu_resource": "mig"}), "students.0.kubernetes.gpu_resource"),
+        (vllm_student(kubernetes={"shm_size": "lots"}), "students.0.kubernetes.shm_size"),
+        (
+            vllm_student(kubernetes={"resources": {"requests": {"memory": "8 GB"}}}),
+            "requests.memory: '8 GB' is not a Kubernetes quantity",
+        ),
+        (vllm_student(kubernetes={"resources": {"request": {}}}), "unknown key 'request'"),
+        (vllm_student(kubernetes={"pod_labels": {"skillmix.io/run": "x"}}), "set by skillmix"),
+        (vllm_student(kubernetes={"nodeSelector": {}}), "unknown key 'students.0.kubernetes"),
+    ],
+)
+def test_serving_settings_rejected(student: dict[str, Any], needle: str) -> None:
+    message = error_of(minimal(students=[student]))
+    assert needle in message and "\n" not in message, message
+
+
+def test_gpus_default_to_tensor_times_pipeline_parallel_size() -> None:
+    exp = parse_experiment(
+        minimal(
+            students=[
+                vllm_student(
+                    vllm={"tensor_parallel_size": 2, "args": ["--pipeline-parallel-size", "2"]}
+                )
+            ]
+        )
+    )
+    vllm = exp.students[0].vllm
+    assert (vllm.pipeline_parallel_size, vllm.gpu_count) == (2, 4)
+    assert parse_experiment(minimal(students=[vllm_student()])).students[0].vllm.gpu_count == 1
+
+
+def test_vllm_server_args_match_what_the_chart_renders() -> None:
+    from skillmix.config import vllm_server_args
+
+    exp = parse_experiment(
+        minimal(
+            students=[
+                vllm_student(vllm={"model": "org/Q-7B", "tensor_parallel_size": 2, "args": ["-x"]})
+            ]
+        )
+    )
+    assert vllm_server_args(exp.students[0], host="127.0.0.1", port=9) == [
+        *("--model", "org/Q-7B", "--served-model-name", "q", "--tensor-parallel-size", "2"),
+        *("--host", "127.0.0.1", "--port", "9", "-x"),
+    ]
+
+
+def test_a_bad_gpu_count_is_exit_2_from_the_cli(tmp_path: Path) -> None:
+    import yaml
+
+    path = tmp_path / "exp.yaml"
+    student = vllm_student(vllm={"tensor_parallel_size": 4, "gpus": 2})
+    path.write_text(yaml.safe_dump(minimal(students=[student])), encoding="utf-8")
+    result = run_cli("launch", "-f", str(path), "--dry-run")
+    assert result.exit_code == 2
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert "students.0.vllm: gpus (2) must be at least" in line

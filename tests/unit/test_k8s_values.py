@@ -190,17 +190,27 @@ def test_values_students(ctx: RunContext) -> None:
         "tensorParallelSize": 2,
         "gpus": 2,  # GPUs = tensor parallel size by default
         "extraArgs": ["--max-model-len", "4096"],
+        "serving": "per-unit",
+        # sized for serving, scaled with the 2 GPUs; the weights' emptyDir counted in the
+        # ephemeral storage (the kubelet evicts a pod whose emptyDirs outgrow its limits)
+        "resources": {
+            "requests": {"cpu": "8", "memory": "64Gi", "ephemeral-storage": "110Gi"},
+            "limits": {"memory": "64Gi", "ephemeral-storage": "110Gi"},
+        },
+        "modelVolumeSize": "100Gi",
     }
     assert students["mini"] == {
         "backend": "openai",
         "servedModelName": "gpt-4o-mini",
         "replicas": 1,
+        "serving": "per-unit",
     }
     assert students["mocky"] == {
         "backend": "mock",
         "servedModelName": "mock-1",
         "replicas": 3,
         "quality": 0.4,
+        "serving": "per-unit",
     }
 
 
@@ -282,6 +292,7 @@ def test_values_model_cache_only_with_vllm(ctx: RunContext) -> None:
         "enabled": True,
         "claimName": "hf-cache",
         "mountPath": "/models/hf",
+        "offline": False,
     }
     no_vllm = resolve_context(
         experiment(students=[{"name": "m", "backend": "mock", "model": "mock-1"}])

@@ -349,8 +349,8 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
 {{- $served := $spec.servedModelName | default $model -}}
 {{- $tp := $spec.tensorParallelSize | default 1 | int -}}
 {{- $gpus := $spec.gpus | default $tp | int -}}
-{{- $gpuName := required "gpu.resourceName is required (e.g. nvidia.com/gpu)" $root.Values.gpu.resourceName -}}
-{{- $resources := deepCopy ($root.Values.vllm.resources | default dict) -}}
+{{- $gpuName := $spec.gpuResource | default (required "gpu.resourceName is required (e.g. nvidia.com/gpu)" $root.Values.gpu.resourceName) -}}
+{{- $resources := deepCopy ($spec.resources | default $root.Values.vllm.resources | default dict) -}}
 {{- $requests := deepCopy (get $resources "requests" | default dict) -}}
 {{- $limits := deepCopy (get $resources "limits" | default dict) -}}
 {{- $_ := set $requests $gpuName $gpus -}}
@@ -361,15 +361,29 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
 {{- range $spec.extraArgs }}
 {{- $args = append $args (toString .) -}}
 {{- end -}}
+{{- $repository := required "vllm.image.repository is required (the vLLM server image)" $root.Values.vllm.image.repository -}}
+{{- $tag := $spec.imageTag | default (required "vllm.image.tag is required (pin the vLLM release)" $root.Values.vllm.image.tag) -}}
 - name: model
-  image: {{ include "skillmix.vllmImage" $root | toJson }}
+  image: {{ include "skillmix.imageRef" (dict "repository" $repository "tag" $tag) | toJson }}
   imagePullPolicy: {{ $root.Values.vllm.image.pullPolicy }}
   restartPolicy: Always
   command: ["python3", "-m", "vllm.entrypoints.openai.api_server"]
   args:
     {{- toYaml $args | nindent 4 }}
-  {{- if or $root.Values.hfToken.secretName $root.Values.modelCache.enabled }}
   env:
+    {{- /* a non-root uid has no home: caches (Triton, torch.compile, vLLM) go to /tmp */}}
+    - name: HOME
+      value: /tmp
+    - name: USER
+      value: vllm
+    - name: XDG_CACHE_HOME
+      value: /tmp/.cache
+    - name: HF_HOME
+      value: {{ $root.Values.modelCache.mountPath | toJson }}
+    {{- if and $root.Values.modelCache.enabled $root.Values.modelCache.offline }}
+    - name: HF_HUB_OFFLINE
+      value: "1"
+    {{- end }}
     {{- with $root.Values.hfToken.secretName }}
     - name: HF_TOKEN
       valueFrom:
@@ -377,11 +391,10 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
           name: {{ . | toJson }}
           key: {{ $root.Values.hfToken.key | default "HF_TOKEN" | toJson }}
     {{- end }}
-    {{- if $root.Values.modelCache.enabled }}
-    - name: HF_HOME
-      value: {{ $root.Values.modelCache.mountPath | toJson }}
+    {{- range $name, $value := $spec.env }}
+    - name: {{ $name | toJson }}
+      value: {{ $value | toString | toJson }}
     {{- end }}
-  {{- end }}
   ports:
     - name: http
       containerPort: {{ $port }}
@@ -403,14 +416,14 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
   resources:
     {{- toYaml $resources | nindent 4 }}
   securityContext:
-    allowPrivilegeEscalation: false
+    {{- toYaml ($spec.securityContext | default $root.Values.vllm.securityContext) | nindent 4 }}
   volumeMounts:
     - name: dshm
       mountPath: /dev/shm
-    {{- if $root.Values.modelCache.enabled }}
     - name: model-cache
       mountPath: {{ $root.Values.modelCache.mountPath | toJson }}
-    {{- end }}
+    - name: vllm-tmp
+      mountPath: /tmp
 {{- else if eq .backend "mock" -}}
 {{- $served := required (printf "%s.servedModelName is required for backend mock (the model name the client sends)" .key) $spec.servedModelName -}}
 {{- $model := $served -}}
@@ -532,26 +545,66 @@ securityContext:
 {{- end -}}
 
 {{/*
-skillmix.gpuScheduling: nodeSelector, tolerations, affinity and runtimeClassName of GPU pods
-(vLLM generation pods only), passed through from gpu.*.
-Usage: {{- include "skillmix.gpuScheduling" $ | nindent 6 }}
+skillmix.gpuScheduling: runtimeClassName, nodeSelector, tolerations and affinity of a student's
+generation pods: each the student's own (spec: its students entry) when set, else, for GPU
+(vLLM) pods ("gpu" true), the global gpu.* value; other pods get none.
+Usage: {{- include "skillmix.gpuScheduling" (dict "root" $ "spec" $spec "gpu" true) | nindent 6 }}
 */}}
 {{- define "skillmix.gpuScheduling" -}}
-{{- with .Values.gpu.runtimeClassName }}
+{{- $gpu := .root.Values.gpu -}}
+{{- $fallback := dict -}}
+{{- if .gpu -}}
+{{- $fallback = dict "runtimeClassName" $gpu.runtimeClassName "nodeSelector" $gpu.nodeSelector "tolerations" $gpu.tolerations "affinity" $gpu.affinity -}}
+{{- end -}}
+{{- $spec := .spec | default dict -}}
+{{- $chosen := dict -}}
+{{- range $key := list "runtimeClassName" "nodeSelector" "tolerations" "affinity" -}}
+{{- $_ := set $chosen $key (ternary (get $spec $key) (get $fallback $key) (hasKey $spec $key)) -}}
+{{- end -}}
+{{- with $chosen.runtimeClassName }}
 runtimeClassName: {{ . | toJson }}
 {{- end }}
-{{- with .Values.gpu.nodeSelector }}
+{{- with $chosen.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.gpu.tolerations }}
+{{- with $chosen.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.gpu.affinity }}
+{{- with $chosen.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/*
+skillmix.vllmVolumes: the volumes of a vLLM pod: /dev/shm (the student's shmSize, else
+vllm.shmSize), the model cache at HF_HOME (the PVC of modelCache when enabled, else an emptyDir
+limited to the student's modelVolumeSize) and the vLLM container's writable /tmp.
+Usage: {{- include "skillmix.vllmVolumes" (dict "root" $ "spec" $spec) | nindent 8 }}
+*/}}
+{{- define "skillmix.vllmVolumes" -}}
+{{- $root := .root -}}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .spec.shmSize | default $root.Values.vllm.shmSize | toString | toJson }}
+{{- if $root.Values.modelCache.enabled }}
+- name: model-cache
+  persistentVolumeClaim:
+    claimName: {{ required "modelCache.claimName is required when modelCache.enabled is true (an existing PVC)" $root.Values.modelCache.claimName | toJson }}
+{{- else }}
+- name: model-cache
+  {{- with .spec.modelVolumeSize }}
+  emptyDir:
+    sizeLimit: {{ . | toString | toJson }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
+{{- end }}
+- name: vllm-tmp
+  emptyDir: {}
 {{- end -}}
 
 {{/*
