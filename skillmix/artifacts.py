@@ -419,6 +419,10 @@ class AgreementSection(_Artifact):
     groups: list[str] = Field(description="Rubric item groups, in order.")
     rows: list[AgreementRow] = Field(description="Per (grader, k), grader, (grader, student).")
     note: str = Field(description="How to read the numbers.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why the numbers may mean nothing (e.g. byte-identical grading rounds).",
+    )
 
 
 class ModelRef(_Artifact):

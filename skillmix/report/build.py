@@ -4,7 +4,7 @@ the executors call it, and it reads runs through pipeline/ and store/."""
 
 from __future__ import annotations
 
-from skillmix.artifacts import Summary
+from skillmix.artifacts import ReferenceImportRun, Summary
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
@@ -16,6 +16,7 @@ from skillmix.store.runs import RunStore
 
 ANSWERS_JSONL = "answers.jsonl"
 SCORES_CSV = "scores.csv"
+IDENTICAL_ROUNDS = "byte-identical grading rounds"  # legacy.identical_rounds_message says it
 
 
 class NoFinishedGrades(SkillmixError):
@@ -37,6 +38,9 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    copied = identical_rounds_issues(run)
+    summary.warnings.extend(copied)
+    summary.agreement.warnings.extend(copied)
     order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
     answers = collect_answers(ctx.run_id, generations, grades, options, order)
     files = (
@@ -47,6 +51,16 @@ def build_report(
     files[ANSWERS_JSONL] = answers_jsonl(answers).encode()
     files[SCORES_CSV] = scores_csv(answers).encode()
     return summary, files, metrics
+
+
+def identical_rounds_issues(run: RunStore) -> list[str]:
+    """A reference import's byte-identical grading rounds (the reference's ``grade.py --nruns R``
+    writes one grading R times): the numbers stay faithful, but agreement between such rounds
+    compares copies, so the pages say so next to the agreement view."""
+    info = run.read_run()
+    if not isinstance(info, ReferenceImportRun):
+        return []
+    return [issue for issue in info.issues if IDENTICAL_ROUNDS in issue]
 
 
 def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[Summary, RunMetrics]:

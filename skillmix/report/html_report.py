@@ -580,6 +580,7 @@ def agreement_section(agreement: AgreementSection) -> Safe:
             "the sentence count instead).",
             class_="note",
         ),
+        *[el("div", el("strong", "Warning: "), w, class_="banner") for w in agreement.warnings],
         body,
         id="agreement",
     )

@@ -302,6 +302,11 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
         + md_escape(summary.agreement.note)
         + ".",
         "",
+        *[
+            line
+            for w in summary.agreement.warnings
+            for line in (f"> **Warning**: {md_escape(w)}", "")
+        ],
         *agreement_markdown(summary.agreement),
         "",
         "## Parse failures and retries",

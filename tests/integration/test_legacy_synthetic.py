@@ -374,6 +374,16 @@ def test_report_of_an_import_names_identical_rounds(tmp_path: Path) -> None:
     assert (out / "report.html").is_file() and not (run / "report").exists()
     # the table prints the reference's cells
     assert "1.00 ± 0.000" in result.stdout
+    # the pages say it too, next to the agreement view (whose kappa compares copies)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert any("byte-identical grading rounds" in w for w in summary["warnings"])
+    assert "byte-identical grading rounds" in " ".join(summary["agreement"]["warnings"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    agreement = page[page.index('id="agreement"') :]
+    assert "byte-identical grading rounds" in agreement[: agreement.index("</section>")]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    section = md[md.index("## Grader agreement") :]
+    assert "byte-identical grading rounds" in section[: section.index("\n## ", 3)]
 
 
 def test_report_of_an_import_with_two_graders_is_one_line(tmp_path: Path) -> None:
