@@ -29,7 +29,7 @@ from skillmix.artifacts import (
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
-from skillmix.report.leaderboard import Entry, entries_from_rows, leaderboard
+from skillmix.report.leaderboard import Entry, describe_entry, entries_from_rows, leaderboard
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -71,6 +71,12 @@ class RunData(BaseModel):
     models: dict[str, str] = Field(
         default_factory=dict, description="Per student: backend, model id and sampling."
     )
+    student_specs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, exclude=True, description="Per student: its experiment spec."
+    )
+    grader_specs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, exclude=True, description="Per grader: its experiment spec."
+    )
 
 
 class SettingValue(BaseModel):
@@ -91,6 +97,9 @@ class DifferenceRow(BaseModel):
 
 class MetricDifferences(BaseModel):
     metric: str = Field(description="Metric name.")
+    score_label: str = Field(
+        "", description="What the rows' ``mean`` differences average ('mean over k = 2, 3')."
+    )
     rows: list[DifferenceRow] = Field(description="Every entry but the baseline, in rank order.")
 
 
@@ -256,6 +265,7 @@ def load_run(uri: str, index: int) -> RunData:
             categories={r.skill: r.category for r in summary.skill_rates.rows if r.category},
             models=model_descriptions(summary.experiment),
             report=report_link(run.uri),
+            **_specs(summary.experiment),
         )
     from skillmix.pipeline.context import RunContext
 
@@ -279,7 +289,18 @@ def load_run(uri: str, index: int) -> RunData:
         categories={s.name: s.category for s in ctx.catalog.skills},
         models=model_descriptions(ctx.experiment.model_dump(mode="json")),
         report=report_link(run.uri),
+        **_specs(ctx.experiment.model_dump(mode="json")),
     )
+
+
+def _specs(experiment: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The experiment's student and grader specs by name (model id, backend, sampling), for
+    the rows of the comparison."""
+    grader = experiment.get("grader") or {}
+    return {
+        "student_specs": {s["name"]: dict(s) for s in experiment.get("students") or []},
+        "grader_specs": {grader["name"]: dict(grader)} if grader.get("name") else {},
+    }
 
 
 def builtin_categories() -> dict[str, str]:
@@ -370,6 +391,7 @@ def compare_runs(
             entry.run = run.index
             entry.run_id = run.run_id
             entry.run_label = f"#{run.index} {run.run_id}"
+            describe_entry(entry, run.student_specs, run.grader_specs)
             # paired tests pair (k, combination) only between runs drawing the same ones
             entry.design = "|".join(
                 run.settings.get(key, "") for key in ("catalog", "seed", "sampling")
@@ -501,7 +523,9 @@ def baseline_view(
                     mean=_minus(x.score, b.score),
                 )
             )
-        metrics.append(MetricDifferences(metric=board.metric, rows=rows))
+        metrics.append(
+            MetricDifferences(metric=board.metric, score_label=board.score_label, rows=rows)
+        )
     categories: dict[str, str] = {}
     for run in runs:
         categories.update(run.categories)
@@ -626,7 +650,7 @@ def baseline_markdown(view: Baseline) -> list[str]:
             f"### {METRIC_TITLES[block.metric]}",
             "",
             *md_table(
-                ["model", "run", *[f"k={k}" for k in ks], "mean over k"],
+                ["model", "run", *[f"k={k}" for k in ks], block.score_label or "mean over k"],
                 [
                     [
                         md_escape(r.model),
@@ -663,7 +687,7 @@ def baseline_markdown(view: Baseline) -> list[str]:
 
 def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
     from skillmix.report.html_report import leaderboard_table, metric_images
-    from skillmix.report.markup import el, figure, page, table, with_caption
+    from skillmix.report.markup import el, figure, page, table
     from skillmix.report.plots import DEFAULT_DPI
 
     boards = doc.leaderboards
@@ -716,13 +740,9 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
     for board in boards:
         board_parts += [
             el("h3", board.title),
-            with_caption(
-                leaderboard_table(
-                    linked_board(board, doc),
-                    [("model", "model"), ("run_label", "run"), ("grader", "grader")],
-                ),
-                f"{board.title}: ranked by the mean over k = "
-                + (", ".join(map(str, board.ranked_over_ks)) or "none in common"),
+            leaderboard_table(  # captioned with the ks its score averages
+                linked_board(board, doc),
+                [("model", "model"), ("run_label", "run"), ("grader", "grader")],
             ),
         ]
     parts.append(el("section", *board_parts, id="leaderboards"))
@@ -821,13 +841,8 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
             if also
             else None,
         )
-        desc = run.models.get(row.student)
-        model = el(
-            "span",
-            row.model or row.student,
-            el("span", desc, class_="model-desc") if desc else None,
-        )
-        rows.append(row.model_copy(update={"run_label": Safe(label), "model": model}))
+        # the student's backend, model id and sampling have their own column
+        rows.append(row.model_copy(update={"run_label": Safe(label)}))
     return board.model_copy(update={"rows": rows})
 
 
@@ -866,7 +881,7 @@ def baseline_html(view: Baseline) -> Any:
         parts += [
             el("h3", METRIC_TITLES[block.metric]),
             table(
-                ["model", "run", *[f"k = {k}" for k in ks], "mean over k"],
+                ["model", "run", *[f"k = {k}" for k in ks], block.score_label or "mean over k"],
                 [
                     [r.model, f"#{r.run}", *[_signed(r.per_k.get(k)) for k in ks], _signed(r.mean)]
                     for r in block.rows

@@ -49,7 +49,6 @@ from skillmix.report.markup import (
     page,
     pct,
     table,
-    with_caption,
 )
 from skillmix.report.plots import (
     DEFAULT_DPI,
@@ -128,10 +127,16 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
 
 
 def leaderboard_table(
-    board: Leaderboard, label_columns: Sequence[tuple[str, str]], **table_attrs: object
+    board: Leaderboard,
+    label_columns: Sequence[tuple[str, str]],
+    *,
+    caption: str | None = None,
+    **table_attrs: object,
 ) -> Safe:
-    """``label_columns``: (row field, header) pairs shown before the k columns. The rank
-    carries the tie mark; 'vs next' is the paired test against the row below."""
+    """``label_columns``: (row field, header) pairs shown before the k columns; the student's
+    backend, model id and sampling follow them in a column of their own. The rank carries the
+    tie mark; 'vs next' is the paired test against the row below. ``caption``: the table's
+    one caption (default: the metric and the ks its score averages)."""
     ks = board.ks
     own = any(r.own_score is not None for r in board.rows)
     header = [
@@ -211,7 +216,7 @@ def leaderboard_table(
     )
     return el(
         "table",
-        el("caption", f"{board.title}, {board.score_label}"),
+        el("caption", caption or f"{board.title}, {board.score_label}"),
         el("thead", head),
         el("tbody", *rows),
         class_="leaderboard",
@@ -401,16 +406,12 @@ def leaderboards_section(summary: Summary) -> Safe:
         )
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
     labels = [("model", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
-    specs = model_descriptions(summary.experiment)
     boards = [
         el(
             "div",
             el("h3", board.title),
             el("p", board_note(board), class_="note"),
-            with_caption(
-                leaderboard_table(described_board(board, specs), labels),
-                leaderboard_caption(board),
-            ),
+            leaderboard_table(board, labels, caption=leaderboard_caption(board)),
         )
         for board in summary.leaderboards
     ]
@@ -1060,7 +1061,7 @@ def cost_image(summary: Summary, dpi: int) -> Image | None:
             for p in points
         ],
         xlabel="generation cost (USD)" if priced else "generation tokens (prompt + completion)",
-        ylabel=f"{title} (mean over k)",
+        ylabel=f"{title} ({summary.leaderboards[0].score_label})",
         title=f"{title} against {'cost' if priced else 'tokens'}",
         caption=(
             "Each point: a model's headline score against what its answers cost to generate"
@@ -1093,7 +1094,11 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
         ]
         for p in points
     ]
-    metric = METRIC_TITLES[summary.leaderboards[0].metric] if summary.leaderboards else "score"
+    metric = (
+        f"{METRIC_TITLES[summary.leaderboards[0].metric]} ({summary.leaderboards[0].score_label})"
+        if summary.leaderboards
+        else "score"
+    )
     return el(
         "section",
         el("h2", "Score against cost"),
@@ -1101,7 +1106,7 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
         table(
             [
                 "student",
-                f"{metric} (mean over k)",
+                metric,
                 "generation tokens",
                 "cost (USD)",
                 "score per 1,000 tokens",
@@ -1146,15 +1151,3 @@ def model_descriptions(experiment: Mapping[str, Any]) -> dict[str, str]:
             ", ".join(parts) or "default sampling"
         )
     return out
-
-
-def described_board(board: Leaderboard, descriptions: Mapping[str, str]) -> Leaderboard:
-    """The board with each row's model cell showing the model's backend, id and sampling
-    under its name (``model`` is markup here; the row's data attributes keep the name)."""
-    rows = []
-    for row in board.rows:
-        name = row.model or row.student
-        desc = descriptions.get(row.student)
-        label = el("span", name, el("span", desc, class_="model-desc") if desc else None)
-        rows.append(row.model_copy(update={"model": label}))
-    return board.model_copy(update={"rows": rows})

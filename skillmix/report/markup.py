@@ -106,7 +106,6 @@ th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 10px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td .ci { display:block; color: var(--muted); font-size: 12px; }
 td .se, td .n { color: var(--muted); font-size: 12px; }
-.model-desc { display: block; color: var(--muted); font-size: 12px; }
 tr.first td { background: var(--first); }
 .tw { max-width: 100%; overflow-x: auto; }
 .grid { display:flex; flex-wrap: wrap; gap: 18px 40px; align-items: flex-start; }

@@ -160,6 +160,38 @@ def test_compare_a_run_with_itself_ranks_it_equally(runs: dict[str, Any]) -> Non
         assert ranks[(1, student)] == ranks[(2, student)]
     assert sorted(ranks.values()) == [1, 1, 3, 3]
     assert {r["source"] for r in doc["runs"]} == {"report/summary.json"}
+    # every row names the student's model id, backend and sampling, and the grader's model
+    for board in doc["leaderboards"]:
+        for row in board["rows"]:
+            assert row["model_id"] == f"mock-{row['student']}" and row["backend"] == "mock"
+            assert row["sampling"]["max_tokens"] == 512
+            assert row["grader_model_id"] == "mock-grader"
+
+
+def test_report_pages_name_the_ks_of_every_mean(runs: dict[str, Any]) -> None:
+    report = runs["main"] / "report"
+    page = (report / "report.html").read_text(encoding="utf-8")
+    md = (report / "report.md").read_text(encoding="utf-8")
+    for text in (page, md):
+        assert "(mean over k)" not in text and "mean over k = 2, 3" in text
+    assert "Ratio of Full Marks (mean over k = 2, 3)" in page  # the score-against-cost table
+
+
+def test_compare_pages_show_models_and_name_their_ks(runs: dict[str, Any]) -> None:
+    main = str(runs["main"])
+    out = runs["tmp"] / "self-compare"
+    result = run_cli("compare", main, main, "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    # the terminal table's other metrics name the ks they average
+    assert "(mean)" not in result.stdout and result.stdout.count("k = 2, 3") >= 3
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| mock: mock-strong (max_tokens 512) |" in md
+    assert "| mean over k |" not in md and "| mean over k = 2, 3 |" in md
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert '<td class="model">—</td>' not in page and "mock: mock-weak" in page
+    for table in page.split("<table")[1:]:
+        assert table.count("<caption") <= 1
+    assert ">mean over k<" not in page
 
 
 def test_compare_run_without_report_computes_the_same(runs: dict[str, Any]) -> None:

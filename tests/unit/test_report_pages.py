@@ -386,8 +386,11 @@ def test_leaderboard_rows_show_backend_model_id_and_sampling(
         board = re.search(r'<table class="leaderboard".*?</table>', html, re.S)
         assert board
         rows = re.findall(r"<tr[^>]*>(.*?)</tr>", board.group(0), re.S)[1:]
-        assert rows and all('<span class="model-desc">mock · ' in r for r in rows)
-        assert "mock · plain-model · max 512" in board.group(0)  # the default max_tokens
+        # once per row, in its own column (not again under the name)
+        assert rows and all(r.count('<td class="model">mock: ') == 1 for r in rows)
+        assert "model-desc" not in board.group(0)
+        assert "mock: plain-model (max_tokens 512)" in board.group(0)  # the default max_tokens
+        assert board.group(0).count("<caption") == 1
     # the cell's data attributes keep the plain student name
     assert 'data-student="plain"' in crafted["html"]
 
