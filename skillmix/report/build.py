@@ -42,7 +42,9 @@ def build_report(
     summary.warnings.extend(copied)
     summary.agreement.warnings.extend(copied)
     order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
-    answers = collect_answers(ctx.run_id, generations, grades, options, order)
+    answers = collect_answers(
+        ctx.run_id, generations, grades, options, order, grader=ctx.experiment.grader.name
+    )
     files = (
         report_files(summary, metrics, answers=answers)
         if dpi is None

@@ -915,6 +915,7 @@ def answers_section(data: AnswerSet) -> Safe:
                 ("not-full", "not full marks"),
                 ("all-skills", "all skills shown"),
                 ("unscored", "no usable verdict"),
+                *([("ungraded", "not graded yet")] if any(not a.graded for a in answers) else []),
             ],
         ),
         _select("ab-sort", "sort by", SORT_OPTIONS),

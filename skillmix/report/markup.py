@@ -94,6 +94,7 @@ section { margin-top: 26px; }
 h2 { font-size: 20px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 h3 { font-size: 16px; margin: 18px 0 6px; }
 p.note, .note { color: var(--muted); font-size: 13px; }
+td.pending { color: var(--muted); font-style: italic; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 14px; display: block;
         max-width: 100%; overflow-x: auto; overflow-wrap: normal; }
 caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px;

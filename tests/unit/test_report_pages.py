@@ -419,3 +419,32 @@ def test_cost_view_uses_dollars_when_every_price_is_known(crafted: dict[str, Any
     assert image is not None and image.title.endswith("against cost")
     unpriced = cost_image(summary, 100)  # the mock bills nothing: tokens instead
     assert unpriced is not None and unpriced.title.endswith("against tokens")
+
+
+def test_answer_browser_lists_answers_not_graded_yet(tmp_path: Path) -> None:
+    """A partial run: an answer whose grading has not finished is still in the browser, marked
+    "not graded yet"; the per-answer exports keep graded answers only."""
+    from skillmix.store.runs import grade_prefix
+    from tests.unit.test_report import GRADER
+
+    run_dir, _ = make_crafted_run(tmp_path)
+    for r in (1, 2, 3):
+        (run_dir / grade_prefix(GRADER, "plain", 2, 1, r) / "i2" / "_SUCCESS").unlink()
+    result = run_cli("report", str(run_dir))
+    assert result.exit_code == 0, result.stderr
+    html = (run_dir / "report" / "report.html").read_text(encoding="utf-8")
+    data = browser_data(html)
+    strings, answers = data["strings"], data["answers"]
+    assert len(answers) == 6 and f'data-count="{len(answers)}"' in html
+    ungraded = [a for a in answers if not a[13]]
+    assert len(ungraded) == 1
+    (a,) = ungraded
+    assert (strings[a[0]], a[4], a[8], a[9]) == ("plain", 2, None, None)
+    assert strings[a[7]].startswith("Bees hum like a")  # the answer, from its generation
+    assert a[12]  # and the conversation
+    # in the page's order: the model's answers stay together, by k, round and combination
+    plain = [x[4] for x in answers if strings[x[0]] == "plain"]
+    assert plain == [0, 1, 2]
+    assert '<option value="ungraded">not graded yet</option>' in html
+    lines = (run_dir / "report" / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 5
