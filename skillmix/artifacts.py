@@ -337,9 +337,12 @@ class LeaderboardRow(_OmitsAbsent):
     tie_group: int | None = Field(
         None,
         description="Rows with the same group are statistically tied (no adjacent pair "
-        "significantly different); None without a score.",
+        "significantly different, and none significantly below the group's top row); None "
+        "without a score.",
     )
-    tied: bool = Field(False, description="Whether another row shares the tie group.")
+    tied: bool = Field(
+        False, description="Whether the paired test with a neighbouring row is not significant."
+    )
     model_id: str | None = Field(None, description="Student model id sent to the backend.")
     backend: str | None = Field(None, description="Student backend.")
     sampling: dict[str, Any] | None = Field(None, description="Student sampling settings.")

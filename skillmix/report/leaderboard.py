@@ -211,14 +211,20 @@ def leaderboard(
                 method=method,
             )
         )
-    groups = tie_groups([p.significant for p in pairwise])
-    sizes: dict[int, int] = {}
+
+    def top_beats(top: int, j: int) -> bool:
+        # one more paired test, only down a chain of ties, between the group's top row and j
+        a, b = entries[ranked[top]], entries[ranked[j]]
+        return compare_pair(a, b, metric, ks, samples=samples, seed=seed)[3]
+
+    gaps = [p.significant for p in pairwise]
+    groups = tie_groups(gaps, top_beats)
     for i, group in zip(ranked, groups, strict=False):
         rows[i].tie_group = group
-        sizes[group] = sizes.get(group, 0) + 1
-    for i in ranked:
-        tie = rows[i].tie_group
-        rows[i].tied = tie is not None and sizes[tie] > 1
+    for position, i in enumerate(ranked):  # tied with a neighbour: a gap above or below
+        above = position > 0 and not gaps[position - 1]
+        below = position < len(gaps) and not gaps[position]
+        rows[i].tied = above or below
     note = ""
     if partial and ks:
         note = (
@@ -322,7 +328,9 @@ def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
 READING_NOTE = (
     "Equal scores (compared as exact fractions) share a rank. "
     f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is not "
-    "significant: p ≥ 0.05 or the interval includes 0; tied rows form one group). 'vs next': the paired difference to "
+    "significant: p ≥ 0.05 or the interval includes 0). A tie group holds adjacent tied rows "
+    "that are also tied with the group's top row, so small steps do not chain the best and the "
+    "worst model into one group. 'vs next': the paired difference to "
     "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
     "pairs won:lost."
 )
