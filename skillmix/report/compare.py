@@ -49,6 +49,9 @@ SETTING_LABELS = {
 }
 
 
+IMPORTED = "unknown (reference import)"  # the backend of a reference import's models
+
+
 class RunData(BaseModel):
     """One run as the comparison sees it (its JSON form leaves the rows out)."""
 
@@ -251,6 +254,9 @@ def load_run(uri: str, index: int) -> RunData:
             rows=metrics.section(details=True).rows,
             categories=builtin_categories(),
             report=report_link(run.uri),
+            # a reference tree names its models, not how they were served or sampled
+            student_specs={s: {"model": s, "backend": IMPORTED} for s in data.students},
+            grader_specs={g: {"model": g, "backend": IMPORTED} for g in data.graders},
         )
     if summary is not None:
         return RunData(

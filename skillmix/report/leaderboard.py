@@ -274,7 +274,8 @@ def describe_entry(
     if student is not None:
         entry.model_id = student.get("model")
         entry.backend = student.get("backend")
-        entry.sampling = dict(student.get("sampling") or {})
+        # no sampling in the spec: unknown (a reference import names its models only)
+        entry.sampling = dict(student["sampling"] or {}) if "sampling" in student else None
     grader = graders.get(entry.grader)
     if grader is not None:
         entry.grader_model_id = grader.get("model")
@@ -304,7 +305,8 @@ def model_text(row: LeaderboardRow) -> str:
     """Backend, model id and sampling of a row's student, in one line."""
     if row.model_id is None and row.backend is None:
         return "—"
-    return f"{row.backend}: {row.model_id} ({sampling_text(row.sampling)})"
+    sampling = "sampling unknown" if row.sampling is None else sampling_text(row.sampling)
+    return f"{row.backend}: {row.model_id} ({sampling})"
 
 
 def verdict_text(pair: PairwiseResult | None) -> str:

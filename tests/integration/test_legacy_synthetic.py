@@ -401,3 +401,18 @@ def test_report_of_an_import_with_two_graders_is_one_line(tmp_path: Path) -> Non
         run_cli("import-reference", str(tree.root), "--out", str(one), "--grader", "claude")
     ).exit_code == 0
     assert run_cli("report", str(one)).exit_code == 0
+
+
+def test_compare_rows_of_an_import_name_the_model(tmp_path: Path) -> None:
+    """A reference tree names its models but not how they were served: the compare rows say
+    so instead of a blank model column."""
+    tree = write_tree(tmp_path / "tree")
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(run)).exit_code == 0
+    result = run_cli("compare", str(run), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["leaderboards"][0]["rows"]
+    assert {r["model_id"] for r in rows} == set(tree.students)
+    assert {r["grader_model_id"] for r in rows} == {tree.grader}
+    md = run_cli("compare", str(run), "--format", "md").stdout
+    assert "| unknown (reference import): gpt-4 (sampling unknown) |" in md
