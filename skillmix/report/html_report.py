@@ -405,7 +405,7 @@ def leaderboards_section(summary: Summary) -> Safe:
             )
         )
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
-    labels = [("model", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
         el(
             "div",
