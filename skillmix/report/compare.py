@@ -29,7 +29,13 @@ from skillmix.artifacts import (
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
-from skillmix.report.leaderboard import Entry, describe_entry, entries_from_rows, leaderboard
+from skillmix.report.leaderboard import (
+    READING_NOTE,
+    Entry,
+    describe_entry,
+    entries_from_rows,
+    leaderboard,
+)
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -598,7 +604,8 @@ def compare_markdown(doc: Comparison) -> str:
         lines += [
             f"## {board.title}",
             "",
-            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval].",
+            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval]. "
+            + READING_NOTE,
             "",
             *leaderboard_markdown(
                 board,
@@ -739,7 +746,9 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         el(
             "p",
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
-            "mean ± standard error, with the 95% Wilson score interval below. Equal scores share a rank.",
+            "mean ± standard error, with the 95% Wilson score interval below. "
+            + READING_NOTE
+            + " A thick line starts each new tie group.",
             class_="note",
         ),
     ]

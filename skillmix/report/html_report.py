@@ -150,7 +150,11 @@ def leaderboard_table(
     ]
     below = pair_below(board)
     rows = []
+    previous_group: int | None = None
     for position, row in enumerate(board.rows):
+        starts = previous_group is not None and row.tie_group not in (None, previous_group)
+        previous_group = row.tie_group if row.tie_group is not None else previous_group
+        classes = " ".join(c for c, on in (("first", row.rank == 1), ("group-start", starts)) if on)
         ident = {
             "data_metric": board.metric,
             "data_student": row.student,
@@ -198,7 +202,7 @@ def leaderboard_table(
                     data_significant=str(pair.significant).lower() if pair else None,
                     data_p=number(pair.p_value) if pair else None,
                 ),
-                class_="first" if row.rank == 1 else None,
+                class_=classes or None,
             )
         )
     first_metric = 2 + len(label_columns)
@@ -391,7 +395,7 @@ def leaderboards_section(summary: Summary) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             "standard error, the 95% interval below it and n (combinations). Intervals: "
-            f"{settings.interval_method} {READING_NOTE}",
+            f"{settings.interval_method} {READING_NOTE} A thick line starts each new tie group.",
             class_="note",
         )
     )

@@ -108,6 +108,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 td .ci { display:block; color: var(--muted); font-size: 12px; }
 td .se, td .n { color: var(--muted); font-size: 12px; }
 tr.first td { background: var(--first); }
+tr.group-start td { border-top: 3px solid var(--fg); }
 .tw { max-width: 100%; overflow-x: auto; }
 .grid { display:flex; flex-wrap: wrap; gap: 18px 40px; align-items: flex-start; }
 .grid > div { max-width: 100%; min-width: 0; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -192,6 +193,9 @@ def test_compare_pages_show_models_and_name_their_ks(runs: dict[str, Any]) -> No
     for table in page.split("<table")[1:]:
         assert table.count("<caption") <= 1
     assert ">mean over k<" not in page
+    # the tie mark and 'vs next' are explained on both pages
+    for text in (md, html.unescape(page)):
+        assert "statistically tied with a neighbour" in text and "'vs next'" in text
 
 
 def test_compare_run_without_report_computes_the_same(runs: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -220,3 +221,7 @@ def test_a_ladder_of_close_models_is_not_one_tie_group() -> None:
     assert all(r.tied for r in board.rows)  # every row is tied with its neighbour above
     top = {r.student for r in board.rows if r.tie_group == 1}
     assert "m1" in top and len(top) < 8
+    # the page draws a line above each new tie group
+    page = leaderboard_table(board, [("student", "student")])
+    starts = re.findall(r'<tr class="([^"]*)"', page)
+    assert sum("group-start" in c for c in starts) == len(set(groups)) - 1
