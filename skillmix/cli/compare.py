@@ -125,6 +125,7 @@ def compare_cmd(
         target = Path(out)
         target.mkdir(parents=True, exist_ok=True)
         for name, data in compare_files(doc, dpi=dpi).items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(data)
     if fmt == "json":
         echo_json(doc.model_dump(mode="json"))

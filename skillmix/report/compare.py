@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +39,9 @@ from skillmix.report.leaderboard import (
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
+
+if TYPE_CHECKING:
+    from skillmix.report.markup import Image
 
 SETTING_LABELS = {
     "catalog": "catalog hash",
@@ -566,8 +569,9 @@ def baseline_view(
 
 
 # rendering --------------------------------------------------------------------------------
-def compare_markdown(doc: Comparison) -> str:
-    from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table
+def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> str:
+    """``plots``: (name, title) of the plots written next to the file (``plots/NAME.png``)."""
+    from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table, plot_lines
 
     lines = ["# SKILL-MIX comparison", ""]
     if doc.mixed:
@@ -613,6 +617,8 @@ def compare_markdown(doc: Comparison) -> str:
             ),
             "",
         ]
+    if plots:
+        lines += ["## Metrics vs k", "", *plot_lines(plots)]
     keys = list(SETTING_LABELS)
     lines += [
         "## Settings",
@@ -698,13 +704,17 @@ def baseline_markdown(view: Baseline) -> list[str]:
     return lines
 
 
-def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
+def compare_html(
+    doc: Comparison, *, dpi: int | None = None, images: Sequence[Image] | None = None
+) -> str:
+    """``images``: the metric plots when already drawn (else drawn here)."""
     from skillmix.report.html_report import leaderboard_table, metric_images
     from skillmix.report.markup import el, figure, page, table
     from skillmix.report.plots import DEFAULT_DPI
 
     boards = doc.leaderboards
-    images = metric_images(boards, model_label, dpi or DEFAULT_DPI, prefix="compare")
+    if images is None:
+        images = metric_images(boards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     parts: list[Any] = []
     if doc.mixed:
         parts.append(
@@ -945,9 +955,18 @@ def model_label(row: LeaderboardRow) -> str:
 
 
 def compare_files(doc: Comparison, *, dpi: int | None = None) -> dict[str, bytes]:
+    """compare.json, compare.md, compare.html and the plots as ``plots/NAME.png`` (the same
+    images are embedded in compare.html and shown by compare.md)."""
+    from skillmix.report.html_report import metric_images
+    from skillmix.report.plots import DEFAULT_DPI
+
+    images = metric_images(doc.leaderboards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     text = json.dumps(doc.model_dump(mode="json"), indent=2, ensure_ascii=False)
-    return {
+    files = {
         "compare.json": text.encode() + b"\n",
-        "compare.md": compare_markdown(doc).encode(),
-        "compare.html": compare_html(doc, dpi=dpi).encode(),
+        "compare.md": compare_markdown(doc, [(i.name, i.title) for i in images]).encode(),
+        "compare.html": compare_html(doc, dpi=dpi, images=images).encode(),
     }
+    for image in images:
+        files[f"plots/{image.name}.png"] = image.png
+    return files

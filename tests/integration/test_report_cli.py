@@ -6,6 +6,7 @@ import html
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,11 @@ def test_compare_pages_show_models_and_name_their_ks(runs: dict[str, Any]) -> No
     md = (out / "compare.md").read_text(encoding="utf-8")
     assert "| mock: mock-strong (max_tokens 512) |" in md
     assert "| mean over k |" not in md and "| mean over k = 2, 3 |" in md
+    # the plots of compare.html are in compare.md too, as files next to it
+    for metric in ("full_marks", "all_skills", "skill_fraction"):
+        png = out / "plots" / f"compare-{metric}.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and f"](plots/{png.name})" in md
+        assert stat.S_IMODE(png.stat().st_mode) == 0o644
     page = (out / "compare.html").read_text(encoding="utf-8")
     assert '<td class="model">—</td>' not in page and "mock: mock-weak" in page
     for table in page.split("<table")[1:]:
