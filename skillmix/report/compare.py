@@ -758,7 +758,7 @@ def compare_html(
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
             "mean ± standard error, with the 95% Wilson score interval below. "
             + READING_NOTE
-            + " A thick line starts each new tie group.",
+            + " A thick line separates tie groups of several rows.",
             class_="note",
         ),
     ]

@@ -8,6 +8,7 @@ rounded for reading.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -150,9 +151,15 @@ def leaderboard_table(
     ]
     below = pair_below(board)
     rows = []
+    sizes = Counter(r.tie_group for r in board.rows if r.tie_group is not None)
     previous_group: int | None = None
     for position, row in enumerate(board.rows):
-        starts = previous_group is not None and row.tie_group not in (None, previous_group)
+        # a line between tie groups, where one of them holds several rows
+        starts = (
+            previous_group is not None
+            and row.tie_group not in (None, previous_group)
+            and max(sizes[previous_group], sizes[row.tie_group]) > 1
+        )
         previous_group = row.tie_group if row.tie_group is not None else previous_group
         classes = " ".join(c for c, on in (("first", row.rank == 1), ("group-start", starts)) if on)
         ident = {
@@ -395,7 +402,7 @@ def leaderboards_section(summary: Summary) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             "standard error, the 95% interval below it and n (combinations). Intervals: "
-            f"{settings.interval_method} {READING_NOTE} A thick line starts each new tie group.",
+            f"{settings.interval_method} {READING_NOTE} A thick line separates tie groups of several rows.",
             class_="note",
         )
     )
@@ -957,8 +964,13 @@ def answers_section(data: AnswerSet) -> Safe:
         el("h2", "All answers"),
         el(
             "p",
-            f"{len(answers)} graded answers (one per model, k, generation round and "
-            "combination). Full marks, skill fraction and points are the answer's voted "
+            f"{len(answers)} answers (one per model, k, generation round and combination"
+            + (
+                f"; {waiting} not graded yet: a partial run"
+                if (waiting := sum(1 for a in answers if not a.graded))
+                else ""
+            )
+            + "). Full marks, skill fraction and points are the answer's voted "
             "points, as the metrics count them (before generation rounds are combined). "
             "The same numbers, without the texts, are in answers.jsonl and scores.csv next "
             "to this page.",

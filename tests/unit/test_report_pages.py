@@ -449,5 +449,6 @@ def test_answer_browser_lists_answers_not_graded_yet(tmp_path: Path) -> None:
     plain = [x[4] for x in answers if strings[x[0]] == "plain"]
     assert plain == [0, 1, 2]
     assert '<option value="ungraded">not graded yet</option>' in html
+    assert "6 answers (one per model, k, generation round and combination; 1 not graded yet" in html
     lines = (run_dir / "report" / "answers.jsonl").read_text().splitlines()
     assert len(lines) == 5
