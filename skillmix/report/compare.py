@@ -785,7 +785,7 @@ def compare_html(
         rows.append(
             el(
                 "tr",
-                el("th", label),
+                el("th", label, scope="row"),
                 *[el("td", r.settings.get(key, "unknown")) for r in doc.runs],
                 el("td", "differs" if differs else "same"),
                 class_="diff" if differs else None,

@@ -299,7 +299,8 @@ def settings_section(summary: Summary) -> Safe:
             "created": summary.created_at,
             "reported": summary.reported_at,
             "skillmix": summary.skillmix_version,
-        }
+        },
+        caption="The run: id, folder, status and times",
     )
     design = kv_table(
         {
@@ -309,7 +310,8 @@ def settings_section(summary: Summary) -> Safe:
             "R (grading rounds)": g["rounds"],
             "seed / order seed": f"{e['seed']} / {e['order_seed']}",
             "sampling": e["sampling"],
-        }
+        },
+        caption="The design: k values, combinations and rounds, seeds",
     )
     sources = kv_table(
         {
@@ -328,7 +330,8 @@ def settings_section(summary: Summary) -> Safe:
                 f"{prompts.grading.name} ({prompts.grading.style}) ",
                 el("code", prompts.grading.hash),
             ),
-        }
+        },
+        caption="Catalog and prompt versions, with their content hashes",
     )
     metric = kv_table(
         {
@@ -338,7 +341,8 @@ def settings_section(summary: Summary) -> Safe:
             "explicit-name filter": settings.filter_explicit_name,
             "skills filtered out": ", ".join(settings.filter_skills) or "none",
             "bootstrap": f"{settings.bootstrap_samples} resamples (seed {settings.bootstrap_seed})",
-        }
+        },
+        caption="How the metrics combine rounds and filter answers",
     )
     students = table(
         ["student", "backend", "model", "temperature", "top_p", "max tokens", "system prompt"],
@@ -365,7 +369,8 @@ def settings_section(summary: Summary) -> Safe:
             "style": f"{g['style']} → {prompts.grading.style}",
             "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
             "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
-        }
+        },
+        caption="The grader: model, rounds and sampling",
     )
     return el(
         "section",

@@ -156,7 +156,14 @@ def test_gallery_never_shows_one_combination_twice(crafted: dict[str, Any]) -> N
 
 
 # tables, colours, layout ------------------------------------------------------------------
-def test_every_data_table_has_a_caption_and_scoped_headers(crafted: dict[str, Any]) -> None:
+def test_every_data_table_has_a_caption_and_scoped_headers(
+    crafted: dict[str, Any], compared: dict[str, Any]
+) -> None:
+    # both pages: every table has one caption, and every header cell a scope
+    for page in (crafted["html"], compared["html"]):
+        for t in re.findall(r"<table[^>]*>.*?</table>", page, re.S):
+            assert t.count("<caption") == 1 and re.match(r"<table[^>]*><caption>", t), t[:120]
+            assert all("scope=" in th for th in re.findall(r"<th(?:\s[^>]*)?>", t)), t[:300]
     html = crafted["html"]
     tables = re.findall(r"<table[^>]*>.*?</table>", html, re.S)
     assert len(tables) > 8
