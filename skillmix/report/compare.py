@@ -845,13 +845,19 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
     badge when the same model (student) is also in another compared run."""
     from skillmix.report.markup import Safe, el
 
-    runs_of: dict[str, set[int]] = {}
+    def model_key(row: LeaderboardRow) -> tuple[str, str]:
+        # the same model: same backend and model id (a student's name is only a label)
+        if row.model_id is not None:
+            return (row.backend or "", row.model_id)
+        return ("", row.student)
+
+    runs_of: dict[tuple[str, str], set[int]] = {}
     for row in board.rows:
-        runs_of.setdefault(row.student, set()).add(run_of(row))
+        runs_of.setdefault(model_key(row), set()).add(run_of(row))
     rows = []
     for row in board.rows:
         run = doc.runs[run_of(row) - 1]
-        also = sorted(runs_of[row.student] - {run_of(row)})
+        also = sorted(runs_of[model_key(row)] - {run_of(row)})
         label = el(
             "span",
             el("a", row.run_label, href=run.report, class_="run-report")
@@ -861,7 +867,8 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
                 "span",
                 "same model in run " + ", ".join(f"#{i}" for i in also),
                 class_="badge same",
-                title=f"{row.student} is also in run(s) " + ", ".join(f"#{i}" for i in also),
+                title=f"{row.model_id or row.student} is also in run(s) "
+                + ", ".join(f"#{i}" for i in also),
             )
             if also
             else None,

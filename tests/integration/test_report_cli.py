@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -301,3 +302,26 @@ def test_report_out_reads_the_run_only(runs: dict[str, Any], tmp_path: Path) -> 
     finally:
         for folder in folders:
             folder.chmod(0o755)
+
+
+def test_compare_marks_the_same_model_by_its_id(runs: dict[str, Any]) -> None:
+    """Rows are "the same model" when backend and model id match, whatever the students are
+    called: a renamed student is marked, a name reused for another model is not."""
+    tmp = runs["tmp"]
+    students = [
+        {"name": "strong", "backend": "mock", "model": "mock-other", "quality": 0.9},
+        {"name": "renamed", "backend": "mock", "model": "mock-weak", "quality": 0.4},
+    ]
+    other, _ = evaluate(tmp, experiment("twins", tmp / "twins-store", students=students))
+    out = tmp / "twins-compare"
+    result = run_cli("compare", str(runs["main"]), str(other), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    board = page[page.index('<table class="leaderboard"') :]
+    board = board[: board.index("</table>")]
+    rows = {
+        re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[1]): r
+        for r in re.findall(r"<tr[^>]*>(.*?)</tr>", board)[1:]
+    }
+    marked = {name.split(" (")[0] for name, r in rows.items() if "same model in run" in r}
+    assert marked == {"weak", "renamed"}, sorted(rows)
