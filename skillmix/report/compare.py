@@ -612,7 +612,7 @@ def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> 
             + READING_NOTE,
             "",
             *leaderboard_markdown(
-                board,
+                marked_board(board),
                 label_columns=[("model", "model"), ("run_label", "run"), ("grader", "grader")],
             ),
             "",
@@ -840,13 +840,11 @@ def report_anchor(run: RunData) -> Any:
     return el("a", "report.html", href=run.report, class_="run-report")
 
 
-def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
-    """The board with each row's run cell as markup: a link to that run's report, and a
-    badge when the same model (student) is also in another compared run."""
-    from skillmix.report.markup import Safe, el
+def same_model_runs(board: Leaderboard) -> list[list[int]]:
+    """Per row: the other compared runs holding the same model (same backend and model id; a
+    student's name is only a label)."""
 
     def model_key(row: LeaderboardRow) -> tuple[str, str]:
-        # the same model: same backend and model id (a student's name is only a label)
         if row.model_id is not None:
             return (row.backend or "", row.model_id)
         return ("", row.student)
@@ -854,10 +852,34 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
     runs_of: dict[tuple[str, str], set[int]] = {}
     for row in board.rows:
         runs_of.setdefault(model_key(row), set()).add(run_of(row))
+    return [sorted(runs_of[model_key(row)] - {run_of(row)}) for row in board.rows]
+
+
+def marked_board(board: Leaderboard) -> Leaderboard:
+    """The board with "same model in run #N" after each run label where it applies (text)."""
+    rows = [
+        row.model_copy(
+            update={
+                "run_label": f"{row.run_label} (same model in run "
+                + ", ".join(f"#{i}" for i in also)
+                + ")"
+            }
+        )
+        if also
+        else row
+        for row, also in zip(board.rows, same_model_runs(board), strict=True)
+    ]
+    return board.model_copy(update={"rows": rows})
+
+
+def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
+    """The board with each row's run cell as markup: a link to that run's report, and a
+    badge when the same model is also in another compared run."""
+    from skillmix.report.markup import Safe, el
+
     rows = []
-    for row in board.rows:
+    for row, also in zip(board.rows, same_model_runs(board), strict=True):
         run = doc.runs[run_of(row) - 1]
-        also = sorted(runs_of[model_key(row)] - {run_of(row)})
         label = el(
             "span",
             el("a", row.run_label, href=run.report, class_="run-report")

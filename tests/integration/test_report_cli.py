@@ -325,3 +325,5 @@ def test_compare_marks_the_same_model_by_its_id(runs: dict[str, Any]) -> None:
     }
     marked = {name.split(" (")[0] for name, r in rows.items() if "same model in run" in r}
     assert marked == {"weak", "renamed"}, sorted(rows)
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| renamed | #2 twins-" in md and md.count("(same model in run #1) |") == 3
