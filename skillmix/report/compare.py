@@ -613,7 +613,7 @@ def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> 
             "",
             *leaderboard_markdown(
                 marked_board(board),
-                label_columns=[("model", "model"), ("run_label", "run"), ("grader", "grader")],
+                label_columns=[("model", "student"), ("run_label", "run"), ("grader", "grader")],
             ),
             "",
         ]
@@ -767,7 +767,7 @@ def compare_html(
             el("h3", board.title),
             leaderboard_table(  # captioned with the ks its score averages
                 linked_board(board, doc),
-                [("model", "model"), ("run_label", "run"), ("grader", "grader")],
+                [("model", "student"), ("run_label", "run"), ("grader", "grader")],
             ),
         ]
     parts.append(el("section", *board_parts, id="leaderboards"))
