@@ -10,6 +10,7 @@ from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
+from skillmix.report.leaderboard import imported_board
 from skillmix.report.summary import build_summary, report_files
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
@@ -38,9 +39,15 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
-    copied = identical_rounds_issues(run)
-    summary.warnings.extend(copied)
-    summary.agreement.warnings.extend(copied)
+    info = run.read_run()
+    if isinstance(info, ReferenceImportRun):
+        # byte-identical grading rounds (the reference's grade.py --nruns R writes one grading
+        # R times) are named next to the agreement view, whose kappa would compare copies; the
+        # rows do not claim a backend or sampling that the tree does not record
+        copied = [issue for issue in info.issues if IDENTICAL_ROUNDS in issue]
+        summary.warnings.extend(copied)
+        summary.agreement.warnings.extend(copied)
+        summary.leaderboards = [imported_board(b) for b in summary.leaderboards]
     order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
     answers = collect_answers(
         ctx.run_id, generations, grades, options, order, grader=ctx.experiment.grader.name
@@ -53,16 +60,6 @@ def build_report(
     files[ANSWERS_JSONL] = answers_jsonl(answers).encode()
     files[SCORES_CSV] = scores_csv(answers).encode()
     return summary, files, metrics
-
-
-def identical_rounds_issues(run: RunStore) -> list[str]:
-    """A reference import's byte-identical grading rounds (the reference's ``grade.py --nruns R``
-    writes one grading R times): the numbers stay faithful, but agreement between such rounds
-    compares copies, so the pages say so next to the agreement view."""
-    info = run.read_run()
-    if not isinstance(info, ReferenceImportRun):
-        return []
-    return [issue for issue in info.issues if IDENTICAL_ROUNDS in issue]
 
 
 def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[Summary, RunMetrics]:

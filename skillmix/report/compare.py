@@ -30,6 +30,7 @@ from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import (
+    IMPORTED_BACKEND,
     READING_NOTE,
     Entry,
     describe_entry,
@@ -56,9 +57,6 @@ SETTING_LABELS = {
     "seed": "seed",
     "metrics": "metric options",
 }
-
-
-IMPORTED = "unknown (reference import)"  # the backend of a reference import's models
 
 
 class RunData(BaseModel):
@@ -264,8 +262,8 @@ def load_run(uri: str, index: int) -> RunData:
             categories=builtin_categories(),
             report=report_link(run.uri),
             # a reference tree names its models, not how they were served or sampled
-            student_specs={s: {"model": s, "backend": IMPORTED} for s in data.students},
-            grader_specs={g: {"model": g, "backend": IMPORTED} for g in data.graders},
+            student_specs={s: {"model": s, "backend": IMPORTED_BACKEND} for s in data.students},
+            grader_specs={g: {"model": g, "backend": IMPORTED_BACKEND} for g in data.graders},
         )
     if summary is not None:
         return RunData(

@@ -281,6 +281,19 @@ def describe_entry(
         entry.grader_model_id = grader.get("model")
 
 
+# a reference import's models: the tree names them, not how they were served or sampled
+IMPORTED_BACKEND = "unknown (reference import)"
+
+
+def imported_board(board: Leaderboard) -> Leaderboard:
+    """The board of a reference import: each row's backend unknown and sampling unknown (the
+    run context's placeholders are not shown as facts)."""
+    rows = [
+        r.model_copy(update={"backend": IMPORTED_BACKEND, "sampling": None}) for r in board.rows
+    ]
+    return board.model_copy(update={"rows": rows})
+
+
 # text shared by the HTML and Markdown tables -----------------------------------------------
 TIE_MARK = "≈"
 

@@ -356,7 +356,16 @@ def test_report_of_an_import_has_every_view(tmp_path: Path) -> None:
         "answer" in e and e["student"] in tree.students for e in summary["gallery"]
     )
     assert summary["agreement"]["grading_rounds"] == 3 and summary["agreement"]["rows"]
+    # the tree names its models, not how they were served or sampled: the rows say so
+    for board in summary["leaderboards"]:
+        for row in board["rows"]:
+            assert (row["model_id"], row["backend"], row["sampling"]) == (
+                row["student"],
+                "unknown (reference import)",
+                None,
+            )
     page = (run / "report" / "report.html").read_text(encoding="utf-8")
+    assert "unknown (reference import): gpt-4 (sampling unknown)" in page
     assert "Sewing answer 0 of gpt-4." in page and "red herring" in page
     assert (run / "report" / "report.md").is_file() and (run / "report" / "metrics.csv").is_file()
 
