@@ -346,7 +346,7 @@ READING_NOTE = (
     "significant: p ≥ 0.05 or the interval includes 0). A tie group holds adjacent tied rows "
     "that are also tied with the group's top row, so small steps do not chain the best and the "
     "worst model into one group. 'vs next': the paired difference to "
-    "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
+    "the next row in rank order, its 95% paired bootstrap interval, the exact sign-test p-value and the "
     "pairs won:lost."
 )
 

@@ -109,6 +109,7 @@ td .ci { display:block; color: var(--muted); font-size: 12px; }
 td .se, td .n { color: var(--muted); font-size: 12px; }
 tr.first td { background: var(--first); }
 tr.group-start td { border-top: 3px solid var(--fg); }
+table.resorted tr.group-start td { border-top: 1px solid var(--line); }
 .tw { max-width: 100%; overflow-x: auto; }
 .grid { display:flex; flex-wrap: wrap; gap: 18px 40px; align-items: flex-start; }
 .grid > div { max-width: 100%; min-width: 0; }

@@ -39,6 +39,8 @@
           return asc ? compare(a, b) : compare(b, a);
         });
         rows.forEach(function (r) { body.appendChild(r); });
+        // tie-group lines only mean something in rank order
+        table.classList.toggle("resorted", !(col === 0 && asc));
       }
       th.addEventListener("click", go);
       th.addEventListener("keydown", function (e) {

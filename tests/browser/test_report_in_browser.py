@@ -35,7 +35,10 @@ SORT_FIRST_SCORE = """(() => {
   th.click();
   const up = read(), sortUp = th.getAttribute('aria-sort');
   th.click();
-  return {up, sortUp, down: read(), sortDown: th.getAttribute('aria-sort')};
+  const down = read(), sortDown = th.getAttribute('aria-sort');
+  const resorted = t.classList.contains('resorted');
+  t.tHead.rows[0].cells[0].click();  // back to rank order: tie-group lines mean something again
+  return {up, sortUp, down, sortDown, resorted, rankOrder: !t.classList.contains('resorted')};
 })()"""
 
 
@@ -249,6 +252,7 @@ def test_leaderboard_sorts_by_clicking_its_header(pages: dict[str, Any]) -> None
         sort = pages[which]["sort"]
         assert sort["sortUp"] == "ascending" and sort["sortDown"] == "descending"
         assert sort["up"] == sorted(sort["up"]) and sort["down"] == sorted(sort["down"])[::-1]
+        assert sort["resorted"] and sort["rankOrder"]
 
 
 def test_compare_page_in_the_browser(pages: dict[str, Any]) -> None:
