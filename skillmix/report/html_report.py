@@ -504,6 +504,17 @@ def rates_section(anchor: str, title: str, note: str, image: Image | None, detai
     )
 
 
+def rate_label(name: str, ns: Sequence[int], values: Sequence[float | None]) -> str:
+    """A heatmap row's label with its n (combinations per cell; a range when the models'
+    differ), the name shortened so that the n always shows."""
+    counts = sorted({n for n, v in zip(ns, values, strict=False) if v is not None})
+    n = "" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    suffix = f" (n={n})" if n else ""
+    room = 38 - len(suffix)
+    short = name if len(name) <= room else name[: room - 1].rstrip() + "…"
+    return short + suffix
+
+
 def rates_image(
     name: str,
     table_data: SkillRates | TopicRates,
@@ -518,7 +529,7 @@ def rates_image(
     shown = "" if len(rows) <= MAX_HEATMAP_ROWS else f" ({MAX_HEATMAP_ROWS} of {len(rows)} shown)"
     return heatmap(
         name,
-        [getattr(r, what) for r in rows],
+        [rate_label(getattr(r, what), r.n, r.values) for r in rows],
         table_data.columns,
         [r.values for r in rows],
         title=title,

@@ -459,3 +459,13 @@ def test_answer_browser_lists_answers_not_graded_yet(tmp_path: Path) -> None:
     assert "6 answers (one per model, k, generation round and combination; 1 not graded yet" in html
     lines = (run_dir / "report" / "answers.jsonl").read_text().splitlines()
     assert len(lines) == 5
+
+
+def test_heatmap_rows_name_their_n() -> None:
+    """Each heatmap row names its n (combinations), as the tables' cells do."""
+    from skillmix.report.html_report import rate_label
+
+    assert rate_label("metaphor", [6, 6, 6], [0.5, 1.0, None]) == "metaphor (n=6)"
+    assert rate_label("metaphor", [3, 6, 0], [0.5, 1.0, None]) == "metaphor (n=3–6)"
+    long = rate_label("a very long skill name that goes on and on", [12], [1.0])
+    assert long.endswith("… (n=12)") and len(long) <= 38
