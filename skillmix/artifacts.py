@@ -337,9 +337,12 @@ class LeaderboardRow(_OmitsAbsent):
     tie_group: int | None = Field(
         None,
         description="Rows with the same group are statistically tied (no adjacent pair "
-        "significantly different); None without a score.",
+        "significantly different, and none significantly below the group's top row); None "
+        "without a score.",
     )
-    tied: bool = Field(False, description="Whether another row shares the tie group.")
+    tied: bool = Field(
+        False, description="Whether the paired test with a neighbouring row is not significant."
+    )
     model_id: str | None = Field(None, description="Student model id sent to the backend.")
     backend: str | None = Field(None, description="Student backend.")
     sampling: dict[str, Any] | None = Field(None, description="Student sampling settings.")
@@ -419,6 +422,10 @@ class AgreementSection(_Artifact):
     groups: list[str] = Field(description="Rubric item groups, in order.")
     rows: list[AgreementRow] = Field(description="Per (grader, k), grader, (grader, student).")
     note: str = Field(description="How to read the numbers.")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why the numbers may mean nothing (e.g. byte-identical grading rounds).",
+    )
 
 
 class ModelRef(_Artifact):

@@ -39,7 +39,7 @@ def compare_table(doc: Comparison) -> Table:
         table.add_column(f"k={k}", justify="right")
     table.add_column(primary.score_label, justify="right")
     for board in others:
-        table.add_column(f"{METRIC_TITLES[board.metric]} (mean)", justify="right")
+        table.add_column(f"{METRIC_TITLES[board.metric]} ({board.score_label})", justify="right")
     for row in primary.rows:
         key = (row.run, row.student, row.grader)
         extra = [scores.get(key) for scores in others_by_entry]
@@ -125,6 +125,7 @@ def compare_cmd(
         target = Path(out)
         target.mkdir(parents=True, exist_ok=True)
         for name, data in compare_files(doc, dpi=dpi).items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_bytes(data)
     if fmt == "json":
         echo_json(doc.model_dump(mode="json"))

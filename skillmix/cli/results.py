@@ -273,8 +273,8 @@ def import_reference_cmd(
 
 def open_report_run(run_uri: str) -> tuple[RunStore, RunContext]:
     """The run folder and context ``skillmix report`` reads: an evaluation run's own, or for a
-    reference import one made from the import (legacy.reference_context), whose byte-identical
-    grading rounds are named again (its agreement view compares copies)."""
+    reference import one made from the import (legacy.reference_context); its byte-identical
+    grading rounds are named again by the report's warnings (report.build)."""
     from skillmix.artifacts import ReferenceImportRun
     from skillmix.legacy import reference_context
     from skillmix.pipeline.context import open_run
@@ -285,7 +285,4 @@ def open_report_run(run_uri: str) -> tuple[RunStore, RunContext]:
     info = run.read_run()
     if not isinstance(info, ReferenceImportRun):
         return open_run(run_uri)
-    for issue in info.issues:
-        if "byte-identical grading rounds" in issue:
-            warn(issue)
     return run, reference_context(info, run, run_uri)

@@ -25,7 +25,7 @@ Why these choices:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -173,11 +173,25 @@ def _bootstrap_diff(
     return float(lo), float(hi)
 
 
-def tie_groups(significant_below: Sequence[bool | None]) -> list[int]:
+def tie_groups(
+    significant_below: Sequence[bool | None],
+    top_beats: Callable[[int, int], bool | None] | None = None,
+) -> list[int]:
     """Groups of statistically tied rows in rank order: ``significant_below[i]`` says whether
     row i is significantly better than row i + 1. A new group starts below each significant
-    gap; an untested gap (None) keeps the rows together (no win is claimed)."""
+    gap; an untested gap (None) keeps the rows together (no win is claimed). With
+    ``top_beats(top, j)`` (is the group's top row significantly better than row j?), a row
+    also starts a new group when its group's top row beats it, so a ladder of small steps is
+    not one group from the best row to the worst."""
     groups = [1]
-    for gap in significant_below:
-        groups.append(groups[-1] + 1 if gap else groups[-1])
+    top = 0
+    for i, gap in enumerate(significant_below):
+        below = i + 1
+        if not gap and top_beats is not None and top != i:
+            gap = top_beats(top, below)
+        if gap:
+            groups.append(groups[-1] + 1)
+            top = below
+        else:
+            groups.append(groups[-1])
     return groups

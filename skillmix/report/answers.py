@@ -53,6 +53,11 @@ class Answer:
     model: str
 
     @property
+    def graded(self) -> bool:
+        """False for an answer whose grading has not finished yet (a partial run)."""
+        return bool(self.unit.rounds)
+
+    @property
     def key(self) -> tuple[str, str, int, int, int]:
         u = self.unit
         return (u.student, u.grader, u.k, u.generation_round, u.index)
@@ -60,7 +65,8 @@ class Answer:
 
 @dataclass(frozen=True)
 class AnswerSet:
-    """Every graded answer of a run, in (student, grader, k, round, combination) order."""
+    """Every answer of a run (graded, and not graded yet when asked for), in (student,
+    grader, k, round, combination) order."""
 
     run_id: str
     answers: list[Answer]
@@ -72,18 +78,47 @@ def collect_answers(
     grades: Iterable[GradeRecord],
     options: MetricOptions,
     order: Sequence[tuple[str, str]] = (),
+    *,
+    grader: str | None = None,
 ) -> AnswerSet:
-    """Join each graded answer with the generation record that produced it. Answers follow
-    ``order`` ((student, grader) pairs, e.g. the leaderboard's), then k, generation round and
-    combination."""
+    """Join each graded answer with the generation record that produced it. With ``grader``
+    (the run's grader), answers not graded yet (a partial run) are listed too, without
+    verdicts (``Answer.graded`` is False). Answers follow ``order`` ((student, grader)
+    pairs, e.g. the leaderboard's), then k, generation round and combination."""
     by_key: dict[tuple[str, int, int, int], GenerationRecord] = {}
     for g in generations:
         by_key[(g.student, g.k, g.generation_round, g.index)] = g
+    units = voted_units(grades, options)
+    if grader is not None:
+        graded = {(u.student, u.k, u.generation_round, u.index) for u in units}
+        units += [
+            Unit(
+                g.student,
+                grader,
+                g.k,
+                g.generation_round,
+                g.index,
+                g.topic,
+                list(g.skills),
+                g.answer,
+            )
+            for key, g in by_key.items()
+            if key not in graded
+            and g.status == "ok"
+            and g.answer is not None
+            and not set(options.filter_skills).intersection(g.skills)
+        ]
     rank = {pair: i for i, pair in enumerate(order)}
-    units = sorted(
-        voted_units(grades, options),
-        key=lambda u: (rank.get((u.student, u.grader), len(rank)), u.student, u.grader),
-    )  # stable: k, round and combination stay in order within a model
+    units.sort(
+        key=lambda u: (
+            rank.get((u.student, u.grader), len(rank)),
+            u.student,
+            u.grader,
+            u.k,
+            u.generation_round,
+            u.index,
+        )
+    )
     out = []
     for unit in units:
         gen = by_key.get((unit.student, unit.k, unit.generation_round, unit.index))
@@ -99,9 +134,12 @@ def _scores(unit: Unit) -> dict[str, float | None]:
 
 def answers_jsonl(data: AnswerSet) -> str:
     """One JSON object per answer: its identity, every grading round's points, the vote and
-    the three metric items (what the metrics average), without the long texts."""
+    the three metric items (what the metrics average), without the long texts. Graded
+    answers only."""
     lines = []
     for a in data.answers:
+        if not a.graded:
+            continue
         u = a.unit
         lines.append(
             json.dumps(

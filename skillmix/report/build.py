@@ -4,18 +4,20 @@ the executors call it, and it reads runs through pipeline/ and store/."""
 
 from __future__ import annotations
 
-from skillmix.artifacts import Summary
+from skillmix.artifacts import ReferenceImportRun, Summary
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
+from skillmix.report.leaderboard import imported_board
 from skillmix.report.summary import build_summary, report_files
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 
 ANSWERS_JSONL = "answers.jsonl"
 SCORES_CSV = "scores.csv"
+IDENTICAL_ROUNDS = "byte-identical grading rounds"  # legacy.identical_rounds_message says it
 
 
 class NoFinishedGrades(SkillmixError):
@@ -37,8 +39,19 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    info = run.read_run()
+    if isinstance(info, ReferenceImportRun):
+        # byte-identical grading rounds (the reference's grade.py --nruns R writes one grading
+        # R times) are named next to the agreement view, whose kappa would compare copies; the
+        # rows do not claim a backend or sampling that the tree does not record
+        copied = [issue for issue in info.issues if IDENTICAL_ROUNDS in issue]
+        summary.warnings.extend(copied)
+        summary.agreement.warnings.extend(copied)
+        summary.leaderboards = [imported_board(b) for b in summary.leaderboards]
     order = [(r.student, r.grader) for r in summary.leaderboards[0].rows]
-    answers = collect_answers(ctx.run_id, generations, grades, options, order)
+    answers = collect_answers(
+        ctx.run_id, generations, grades, options, order, grader=ctx.experiment.grader.name
+    )
     files = (
         report_files(summary, metrics, answers=answers)
         if dpi is None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -29,10 +29,20 @@ from skillmix.artifacts import (
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
-from skillmix.report.leaderboard import Entry, entries_from_rows, leaderboard
+from skillmix.report.leaderboard import (
+    IMPORTED_BACKEND,
+    READING_NOTE,
+    Entry,
+    describe_entry,
+    entries_from_rows,
+    leaderboard,
+)
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
+
+if TYPE_CHECKING:
+    from skillmix.report.markup import Image
 
 SETTING_LABELS = {
     "catalog": "catalog hash",
@@ -71,6 +81,12 @@ class RunData(BaseModel):
     models: dict[str, str] = Field(
         default_factory=dict, description="Per student: backend, model id and sampling."
     )
+    student_specs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, exclude=True, description="Per student: its experiment spec."
+    )
+    grader_specs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, exclude=True, description="Per grader: its experiment spec."
+    )
 
 
 class SettingValue(BaseModel):
@@ -91,6 +107,9 @@ class DifferenceRow(BaseModel):
 
 class MetricDifferences(BaseModel):
     metric: str = Field(description="Metric name.")
+    score_label: str = Field(
+        "", description="What the rows' ``mean`` differences average ('mean over k = 2, 3')."
+    )
     rows: list[DifferenceRow] = Field(description="Every entry but the baseline, in rank order.")
 
 
@@ -242,6 +261,9 @@ def load_run(uri: str, index: int) -> RunData:
             rows=metrics.section(details=True).rows,
             categories=builtin_categories(),
             report=report_link(run.uri),
+            # a reference tree names its models, not how they were served or sampled
+            student_specs={s: {"model": s, "backend": IMPORTED_BACKEND} for s in data.students},
+            grader_specs={g: {"model": g, "backend": IMPORTED_BACKEND} for g in data.graders},
         )
     if summary is not None:
         return RunData(
@@ -256,6 +278,7 @@ def load_run(uri: str, index: int) -> RunData:
             categories={r.skill: r.category for r in summary.skill_rates.rows if r.category},
             models=model_descriptions(summary.experiment),
             report=report_link(run.uri),
+            **_specs(summary.experiment),
         )
     from skillmix.pipeline.context import RunContext
 
@@ -279,7 +302,18 @@ def load_run(uri: str, index: int) -> RunData:
         categories={s.name: s.category for s in ctx.catalog.skills},
         models=model_descriptions(ctx.experiment.model_dump(mode="json")),
         report=report_link(run.uri),
+        **_specs(ctx.experiment.model_dump(mode="json")),
     )
+
+
+def _specs(experiment: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The experiment's student and grader specs by name (model id, backend, sampling), for
+    the rows of the comparison."""
+    grader = experiment.get("grader") or {}
+    return {
+        "student_specs": {s["name"]: dict(s) for s in experiment.get("students") or []},
+        "grader_specs": {grader["name"]: dict(grader)} if grader.get("name") else {},
+    }
 
 
 def builtin_categories() -> dict[str, str]:
@@ -370,6 +404,7 @@ def compare_runs(
             entry.run = run.index
             entry.run_id = run.run_id
             entry.run_label = f"#{run.index} {run.run_id}"
+            describe_entry(entry, run.student_specs, run.grader_specs)
             # paired tests pair (k, combination) only between runs drawing the same ones
             entry.design = "|".join(
                 run.settings.get(key, "") for key in ("catalog", "seed", "sampling")
@@ -501,7 +536,9 @@ def baseline_view(
                     mean=_minus(x.score, b.score),
                 )
             )
-        metrics.append(MetricDifferences(metric=board.metric, rows=rows))
+        metrics.append(
+            MetricDifferences(metric=board.metric, score_label=board.score_label, rows=rows)
+        )
     categories: dict[str, str] = {}
     for run in runs:
         categories.update(run.categories)
@@ -530,8 +567,9 @@ def baseline_view(
 
 
 # rendering --------------------------------------------------------------------------------
-def compare_markdown(doc: Comparison) -> str:
-    from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table
+def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> str:
+    """``plots``: (name, title) of the plots written next to the file (``plots/NAME.png``)."""
+    from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table, plot_lines
 
     lines = ["# SKILL-MIX comparison", ""]
     if doc.mixed:
@@ -568,14 +606,17 @@ def compare_markdown(doc: Comparison) -> str:
         lines += [
             f"## {board.title}",
             "",
-            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval].",
+            f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval]. "
+            + READING_NOTE,
             "",
             *leaderboard_markdown(
-                board,
-                label_columns=[("model", "model"), ("run_label", "run"), ("grader", "grader")],
+                marked_board(board),
+                label_columns=[("model", "student"), ("run_label", "run"), ("grader", "grader")],
             ),
             "",
         ]
+    if plots:
+        lines += ["## Metrics vs k", "", *plot_lines(plots)]
     keys = list(SETTING_LABELS)
     lines += [
         "## Settings",
@@ -626,7 +667,7 @@ def baseline_markdown(view: Baseline) -> list[str]:
             f"### {METRIC_TITLES[block.metric]}",
             "",
             *md_table(
-                ["model", "run", *[f"k={k}" for k in ks], "mean over k"],
+                ["model", "run", *[f"k={k}" for k in ks], block.score_label or "mean over k"],
                 [
                     [
                         md_escape(r.model),
@@ -661,13 +702,17 @@ def baseline_markdown(view: Baseline) -> list[str]:
     return lines
 
 
-def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
+def compare_html(
+    doc: Comparison, *, dpi: int | None = None, images: Sequence[Image] | None = None
+) -> str:
+    """``images``: the metric plots when already drawn (else drawn here)."""
     from skillmix.report.html_report import leaderboard_table, metric_images
-    from skillmix.report.markup import el, figure, page, table, with_caption
+    from skillmix.report.markup import el, figure, page, table
     from skillmix.report.plots import DEFAULT_DPI
 
     boards = doc.leaderboards
-    images = metric_images(boards, model_label, dpi or DEFAULT_DPI, prefix="compare")
+    if images is None:
+        images = metric_images(boards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     parts: list[Any] = []
     if doc.mixed:
         parts.append(
@@ -709,20 +754,18 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         el(
             "p",
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
-            "mean ± standard error, with the 95% Wilson score interval below. Equal scores share a rank.",
+            "mean ± standard error, with the 95% Wilson score interval below. "
+            + READING_NOTE
+            + " A thick line separates tie groups of several rows.",
             class_="note",
         ),
     ]
     for board in boards:
         board_parts += [
             el("h3", board.title),
-            with_caption(
-                leaderboard_table(
-                    linked_board(board, doc),
-                    [("model", "model"), ("run_label", "run"), ("grader", "grader")],
-                ),
-                f"{board.title}: ranked by the mean over k = "
-                + (", ".join(map(str, board.ranked_over_ks)) or "none in common"),
+            leaderboard_table(  # captioned with the ks its score averages
+                linked_board(board, doc),
+                [("model", "student"), ("run_label", "run"), ("grader", "grader")],
             ),
         ]
     parts.append(el("section", *board_parts, id="leaderboards"))
@@ -740,7 +783,7 @@ def compare_html(doc: Comparison, *, dpi: int | None = None) -> str:
         rows.append(
             el(
                 "tr",
-                el("th", label),
+                el("th", label, scope="row"),
                 *[el("td", r.settings.get(key, "unknown")) for r in doc.runs],
                 el("td", "differs" if differs else "same"),
                 class_="diff" if differs else None,
@@ -795,18 +838,46 @@ def report_anchor(run: RunData) -> Any:
     return el("a", "report.html", href=run.report, class_="run-report")
 
 
+def same_model_runs(board: Leaderboard) -> list[list[int]]:
+    """Per row: the other compared runs holding the same model (same backend and model id; a
+    student's name is only a label)."""
+
+    def model_key(row: LeaderboardRow) -> tuple[str, str]:
+        if row.model_id is not None:
+            return (row.backend or "", row.model_id)
+        return ("", row.student)
+
+    runs_of: dict[tuple[str, str], set[int]] = {}
+    for row in board.rows:
+        runs_of.setdefault(model_key(row), set()).add(run_of(row))
+    return [sorted(runs_of[model_key(row)] - {run_of(row)}) for row in board.rows]
+
+
+def marked_board(board: Leaderboard) -> Leaderboard:
+    """The board with "same model in run #N" after each run label where it applies (text)."""
+    rows = [
+        row.model_copy(
+            update={
+                "run_label": f"{row.run_label} (same model in run "
+                + ", ".join(f"#{i}" for i in also)
+                + ")"
+            }
+        )
+        if also
+        else row
+        for row, also in zip(board.rows, same_model_runs(board), strict=True)
+    ]
+    return board.model_copy(update={"rows": rows})
+
+
 def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
     """The board with each row's run cell as markup: a link to that run's report, and a
-    badge when the same model (student) is also in another compared run."""
+    badge when the same model is also in another compared run."""
     from skillmix.report.markup import Safe, el
 
-    runs_of: dict[str, set[int]] = {}
-    for row in board.rows:
-        runs_of.setdefault(row.student, set()).add(run_of(row))
     rows = []
-    for row in board.rows:
+    for row, also in zip(board.rows, same_model_runs(board), strict=True):
         run = doc.runs[run_of(row) - 1]
-        also = sorted(runs_of[row.student] - {run_of(row)})
         label = el(
             "span",
             el("a", row.run_label, href=run.report, class_="run-report")
@@ -816,18 +887,14 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
                 "span",
                 "same model in run " + ", ".join(f"#{i}" for i in also),
                 class_="badge same",
-                title=f"{row.student} is also in run(s) " + ", ".join(f"#{i}" for i in also),
+                title=f"{row.model_id or row.student} is also in run(s) "
+                + ", ".join(f"#{i}" for i in also),
             )
             if also
             else None,
         )
-        desc = run.models.get(row.student)
-        model = el(
-            "span",
-            row.model or row.student,
-            el("span", desc, class_="model-desc") if desc else None,
-        )
-        rows.append(row.model_copy(update={"run_label": Safe(label), "model": model}))
+        # the student's backend, model id and sampling have their own column
+        rows.append(row.model_copy(update={"run_label": Safe(label)}))
     return board.model_copy(update={"rows": rows})
 
 
@@ -866,7 +933,7 @@ def baseline_html(view: Baseline) -> Any:
         parts += [
             el("h3", METRIC_TITLES[block.metric]),
             table(
-                ["model", "run", *[f"k = {k}" for k in ks], "mean over k"],
+                ["model", "run", *[f"k = {k}" for k in ks], block.score_label or "mean over k"],
                 [
                     [r.model, f"#{r.run}", *[_signed(r.per_k.get(k)) for k in ks], _signed(r.mean)]
                     for r in block.rows
@@ -915,9 +982,18 @@ def model_label(row: LeaderboardRow) -> str:
 
 
 def compare_files(doc: Comparison, *, dpi: int | None = None) -> dict[str, bytes]:
+    """compare.json, compare.md, compare.html and the plots as ``plots/NAME.png`` (the same
+    images are embedded in compare.html and shown by compare.md)."""
+    from skillmix.report.html_report import metric_images
+    from skillmix.report.plots import DEFAULT_DPI
+
+    images = metric_images(doc.leaderboards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     text = json.dumps(doc.model_dump(mode="json"), indent=2, ensure_ascii=False)
-    return {
+    files = {
         "compare.json": text.encode() + b"\n",
-        "compare.md": compare_markdown(doc).encode(),
-        "compare.html": compare_html(doc, dpi=dpi).encode(),
+        "compare.md": compare_markdown(doc, [(i.name, i.title) for i in images]).encode(),
+        "compare.html": compare_html(doc, dpi=dpi, images=images).encode(),
     }
+    for image in images:
+        files[f"plots/{image.name}.png"] = image.png
+    return files

@@ -8,6 +8,7 @@ rounded for reading.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,6 @@ from skillmix.report.markup import (
     page,
     pct,
     table,
-    with_caption,
 )
 from skillmix.report.plots import (
     DEFAULT_DPI,
@@ -128,10 +128,16 @@ def metric_td(cell: LeaderboardCell | None, **attrs: object) -> Safe:
 
 
 def leaderboard_table(
-    board: Leaderboard, label_columns: Sequence[tuple[str, str]], **table_attrs: object
+    board: Leaderboard,
+    label_columns: Sequence[tuple[str, str]],
+    *,
+    caption: str | None = None,
+    **table_attrs: object,
 ) -> Safe:
-    """``label_columns``: (row field, header) pairs shown before the k columns. The rank
-    carries the tie mark; 'vs next' is the paired test against the row below."""
+    """``label_columns``: (row field, header) pairs shown before the k columns; the student's
+    backend, model id and sampling follow them in a column of their own. The rank carries the
+    tie mark; 'vs next' is the paired test against the row below. ``caption``: the table's
+    one caption (default: the metric and the ks its score averages)."""
     ks = board.ks
     own = any(r.own_score is not None for r in board.rows)
     header = [
@@ -145,7 +151,17 @@ def leaderboard_table(
     ]
     below = pair_below(board)
     rows = []
+    sizes = Counter(r.tie_group for r in board.rows if r.tie_group is not None)
+    previous_group: int | None = None
     for position, row in enumerate(board.rows):
+        # a line between tie groups, where one of them holds several rows
+        starts = (
+            previous_group is not None
+            and row.tie_group not in (None, previous_group)
+            and max(sizes[previous_group], sizes[row.tie_group]) > 1
+        )
+        previous_group = row.tie_group if row.tie_group is not None else previous_group
+        classes = " ".join(c for c, on in (("first", row.rank == 1), ("group-start", starts)) if on)
         ident = {
             "data_metric": board.metric,
             "data_student": row.student,
@@ -193,7 +209,7 @@ def leaderboard_table(
                     data_significant=str(pair.significant).lower() if pair else None,
                     data_p=number(pair.p_value) if pair else None,
                 ),
-                class_="first" if row.rank == 1 else None,
+                class_=classes or None,
             )
         )
     first_metric = 2 + len(label_columns)
@@ -211,7 +227,7 @@ def leaderboard_table(
     )
     return el(
         "table",
-        el("caption", f"{board.title}, {board.score_label}"),
+        el("caption", caption or f"{board.title}, {board.score_label}"),
         el("thead", head),
         el("tbody", *rows),
         class_="leaderboard",
@@ -283,7 +299,8 @@ def settings_section(summary: Summary) -> Safe:
             "created": summary.created_at,
             "reported": summary.reported_at,
             "skillmix": summary.skillmix_version,
-        }
+        },
+        caption="The run: id, folder, status and times",
     )
     design = kv_table(
         {
@@ -293,7 +310,8 @@ def settings_section(summary: Summary) -> Safe:
             "R (grading rounds)": g["rounds"],
             "seed / order seed": f"{e['seed']} / {e['order_seed']}",
             "sampling": e["sampling"],
-        }
+        },
+        caption="The design: k values, combinations and rounds, seeds",
     )
     sources = kv_table(
         {
@@ -312,7 +330,8 @@ def settings_section(summary: Summary) -> Safe:
                 f"{prompts.grading.name} ({prompts.grading.style}) ",
                 el("code", prompts.grading.hash),
             ),
-        }
+        },
+        caption="Catalog and prompt versions, with their content hashes",
     )
     metric = kv_table(
         {
@@ -322,7 +341,8 @@ def settings_section(summary: Summary) -> Safe:
             "explicit-name filter": settings.filter_explicit_name,
             "skills filtered out": ", ".join(settings.filter_skills) or "none",
             "bootstrap": f"{settings.bootstrap_samples} resamples (seed {settings.bootstrap_seed})",
-        }
+        },
+        caption="How the metrics combine rounds and filter answers",
     )
     students = table(
         ["student", "backend", "model", "temperature", "top_p", "max tokens", "system prompt"],
@@ -349,7 +369,8 @@ def settings_section(summary: Summary) -> Safe:
             "style": f"{g['style']} → {prompts.grading.style}",
             "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
             "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
-        }
+        },
+        caption="The grader: model, rounds and sampling",
     )
     return el(
         "section",
@@ -386,7 +407,7 @@ def leaderboards_section(summary: Summary) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             "standard error, the 95% interval below it and n (combinations). Intervals: "
-            f"{settings.interval_method} {READING_NOTE}",
+            f"{settings.interval_method} {READING_NOTE} A thick line separates tie groups of several rows.",
             class_="note",
         )
     )
@@ -400,17 +421,13 @@ def leaderboards_section(summary: Summary) -> Safe:
             )
         )
     graders = {r.grader for b in summary.leaderboards for r in b.rows}
-    labels = [("model", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
-    specs = model_descriptions(summary.experiment)
+    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
     boards = [
         el(
             "div",
             el("h3", board.title),
             el("p", board_note(board), class_="note"),
-            with_caption(
-                leaderboard_table(described_board(board, specs), labels),
-                leaderboard_caption(board),
-            ),
+            leaderboard_table(board, labels, caption=leaderboard_caption(board)),
         )
         for board in summary.leaderboards
     ]
@@ -487,6 +504,17 @@ def rates_section(anchor: str, title: str, note: str, image: Image | None, detai
     )
 
 
+def rate_label(name: str, ns: Sequence[int], values: Sequence[float | None]) -> str:
+    """A heatmap row's label with its n (combinations per cell; a range when the models'
+    differ), the name shortened so that the n always shows."""
+    counts = sorted({n for n, v in zip(ns, values, strict=False) if v is not None})
+    n = "" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    suffix = f" (n={n})" if n else ""
+    room = 38 - len(suffix)
+    short = name if len(name) <= room else name[: room - 1].rstrip() + "…"
+    return short + suffix
+
+
 def rates_image(
     name: str,
     table_data: SkillRates | TopicRates,
@@ -501,7 +529,7 @@ def rates_image(
     shown = "" if len(rows) <= MAX_HEATMAP_ROWS else f" ({MAX_HEATMAP_ROWS} of {len(rows)} shown)"
     return heatmap(
         name,
-        [getattr(r, what) for r in rows],
+        [rate_label(getattr(r, what), r.n, r.values) for r in rows],
         table_data.columns,
         [r.values for r in rows],
         title=title,
@@ -580,6 +608,7 @@ def agreement_section(agreement: AgreementSection) -> Safe:
             "the sentence count instead).",
             class_="note",
         ),
+        *[el("div", el("strong", "Warning: "), w, class_="banner") for w in agreement.warnings],
         body,
         id="agreement",
     )
@@ -913,6 +942,7 @@ def answers_section(data: AnswerSet) -> Safe:
                 ("not-full", "not full marks"),
                 ("all-skills", "all skills shown"),
                 ("unscored", "no usable verdict"),
+                *([("ungraded", "not graded yet")] if any(not a.graded for a in answers) else []),
             ],
         ),
         _select("ab-sort", "sort by", SORT_OPTIONS),
@@ -950,8 +980,13 @@ def answers_section(data: AnswerSet) -> Safe:
         el("h2", "All answers"),
         el(
             "p",
-            f"{len(answers)} graded answers (one per model, k, generation round and "
-            "combination). Full marks, skill fraction and points are the answer's voted "
+            f"{len(answers)} answers (one per model, k, generation round and combination"
+            + (
+                f"; {waiting} not graded yet: a partial run"
+                if (waiting := sum(1 for a in answers if not a.graded))
+                else ""
+            )
+            + "). Full marks, skill fraction and points are the answer's voted "
             "points, as the metrics count them (before generation rounds are combined). "
             "The same numbers, without the texts, are in answers.jsonl and scores.csv next "
             "to this page.",
@@ -1059,7 +1094,7 @@ def cost_image(summary: Summary, dpi: int) -> Image | None:
             for p in points
         ],
         xlabel="generation cost (USD)" if priced else "generation tokens (prompt + completion)",
-        ylabel=f"{title} (mean over k)",
+        ylabel=f"{title} ({summary.leaderboards[0].score_label})",
         title=f"{title} against {'cost' if priced else 'tokens'}",
         caption=(
             "Each point: a model's headline score against what its answers cost to generate"
@@ -1092,7 +1127,11 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
         ]
         for p in points
     ]
-    metric = METRIC_TITLES[summary.leaderboards[0].metric] if summary.leaderboards else "score"
+    metric = (
+        f"{METRIC_TITLES[summary.leaderboards[0].metric]} ({summary.leaderboards[0].score_label})"
+        if summary.leaderboards
+        else "score"
+    )
     return el(
         "section",
         el("h2", "Score against cost"),
@@ -1100,7 +1139,7 @@ def cost_section(summary: Summary, image: Image | None) -> Safe:
         table(
             [
                 "student",
-                f"{metric} (mean over k)",
+                metric,
                 "generation tokens",
                 "cost (USD)",
                 "score per 1,000 tokens",
@@ -1145,15 +1184,3 @@ def model_descriptions(experiment: Mapping[str, Any]) -> dict[str, str]:
             ", ".join(parts) or "default sampling"
         )
     return out
-
-
-def described_board(board: Leaderboard, descriptions: Mapping[str, str]) -> Leaderboard:
-    """The board with each row's model cell showing the model's backend, id and sampling
-    under its name (``model`` is markup here; the row's data attributes keep the name)."""
-    rows = []
-    for row in board.rows:
-        name = row.model or row.student
-        desc = descriptions.get(row.student)
-        label = el("span", name, el("span", desc, class_="model-desc") if desc else None)
-        rows.append(row.model_copy(update={"model": label}))
-    return board.model_copy(update={"rows": rows})

@@ -211,14 +211,20 @@ def leaderboard(
                 method=method,
             )
         )
-    groups = tie_groups([p.significant for p in pairwise])
-    sizes: dict[int, int] = {}
+
+    def top_beats(top: int, j: int) -> bool:
+        # one more paired test, only down a chain of ties, between the group's top row and j
+        a, b = entries[ranked[top]], entries[ranked[j]]
+        return compare_pair(a, b, metric, ks, samples=samples, seed=seed)[3]
+
+    gaps = [p.significant for p in pairwise]
+    groups = tie_groups(gaps, top_beats)
     for i, group in zip(ranked, groups, strict=False):
         rows[i].tie_group = group
-        sizes[group] = sizes.get(group, 0) + 1
-    for i in ranked:
-        tie = rows[i].tie_group
-        rows[i].tied = tie is not None and sizes[tie] > 1
+    for position, i in enumerate(ranked):  # tied with a neighbour: a gap above or below
+        above = position > 0 and not gaps[position - 1]
+        below = position < len(gaps) and not gaps[position]
+        rows[i].tied = above or below
     note = ""
     if partial and ks:
         note = (
@@ -268,10 +274,24 @@ def describe_entry(
     if student is not None:
         entry.model_id = student.get("model")
         entry.backend = student.get("backend")
-        entry.sampling = dict(student.get("sampling") or {})
+        # no sampling in the spec: unknown (a reference import names its models only)
+        entry.sampling = dict(student["sampling"] or {}) if "sampling" in student else None
     grader = graders.get(entry.grader)
     if grader is not None:
         entry.grader_model_id = grader.get("model")
+
+
+# a reference import's models: the tree names them, not how they were served or sampled
+IMPORTED_BACKEND = "unknown (reference import)"
+
+
+def imported_board(board: Leaderboard) -> Leaderboard:
+    """The board of a reference import: each row's backend unknown and sampling unknown (the
+    run context's placeholders are not shown as facts)."""
+    rows = [
+        r.model_copy(update={"backend": IMPORTED_BACKEND, "sampling": None}) for r in board.rows
+    ]
+    return board.model_copy(update={"rows": rows})
 
 
 # text shared by the HTML and Markdown tables -----------------------------------------------
@@ -298,7 +318,8 @@ def model_text(row: LeaderboardRow) -> str:
     """Backend, model id and sampling of a row's student, in one line."""
     if row.model_id is None and row.backend is None:
         return "—"
-    return f"{row.backend}: {row.model_id} ({sampling_text(row.sampling)})"
+    sampling = "sampling unknown" if row.sampling is None else sampling_text(row.sampling)
+    return f"{row.backend}: {row.model_id} ({sampling})"
 
 
 def verdict_text(pair: PairwiseResult | None) -> str:
@@ -322,8 +343,10 @@ def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
 READING_NOTE = (
     "Equal scores (compared as exact fractions) share a rank. "
     f"{TIE_MARK}: statistically tied with a neighbour (the paired test of adjacent rows is not "
-    "significant: p ≥ 0.05 or the interval includes 0; tied rows form one group). 'vs next': the paired difference to "
-    "the row below, its 95% paired bootstrap interval, the exact sign-test p-value and the "
+    "significant: p ≥ 0.05 or the interval includes 0). A tie group holds adjacent tied rows "
+    "that are also tied with the group's top row, so small steps do not chain the best and the "
+    "worst model into one group. 'vs next': the paired difference to "
+    "the next row in rank order, its 95% paired bootstrap interval, the exact sign-test p-value and the "
     "pairs won:lost."
 )
 

@@ -41,24 +41,28 @@ KIND_TITLES = {
 
 
 def md_escape(text: object) -> str:
-    """Escape text for Markdown (table cells included): model output must not inject markup.
+    """Escape text for Markdown (table cells included): model output must not inject markup,
+    and the file stays readable as plain text (no escape where nothing could start markup).
 
-    ``&``, ``<`` and ``>`` become HTML entities (Markdown renderers show them as the
-    characters, and no raw tag survives); the specials that can start markup anywhere in a
-    line get a backslash; ``_`` only where it could (not inside a word, as in ``mock_grader``);
-    ``#``, ``!`` and ``~`` only where they could (line start, before ``[``, doubled), so the
-    file stays readable as plain text. Line breaks become spaces so a table row stays one
-    line (:func:`md_block` keeps them)."""
-    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    out = out.replace("\\", "\\\\").replace("|", "\\|")
-    out = out.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    for ch in "`*[]":
-        out = out.replace(ch, "\\" + ch)
+    ``|``, ``*`` and backticks always get a backslash; a backslash only where it would escape
+    something (before punctuation, or at the end: a hard line break); ``_`` only where it could
+    emphasise (not inside a word, as in ``mock_grader``); ``]`` only where it could close a link
+    or define one (before ``(``, ``[`` or ``:``), so intervals like ``[0.1, 0.2]`` stay plain;
+    ``<`` becomes ``&lt;`` only before what could open a tag or an autolink, ``&`` becomes
+    ``&amp;`` only before what could be an entity; ``#``, ``>``, list markers and rules only at
+    the start. Line breaks become spaces so a table row stays one line (:func:`md_block`
+    keeps them)."""
+    out = str(text).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    out = re.sub(r"&(?=#?[0-9A-Za-z]+;)", "&amp;", out)
+    out = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", out)
+    out = re.sub(r"\\(?=[!-/:-@\[-`{-~]|$)", r"\\\\", out)
+    out = re.sub(r"([|*`])", r"\\\1", out)
+    out = re.sub(r"\](?=[(\[:])", r"\\]", out)
     out = re.sub(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])", r"\\_", out)
-    out = out.replace("!\\[", "\\!\\[").replace("~~", "\\~\\~")
-    if re.match(r"#|[-+] ", out):  # a heading or list item at a line's start
-        out = "\\" + out
-    out = re.sub(r"^(\d+)([.)]) ", r"\1\\\2 ", out)  # a numbered list item
+    out = out.replace("~~", "\\~\\~")
+    if re.match(r" {0,3}(#{1,6}(\s|$)|[-+](\s|$)|>|[-=]+\s*$)", out):  # heading, list, quote, rule
+        out = "\\" + out if not out.startswith(" ") else re.sub(r"^( *)", r"\1\\", out, count=1)
+    out = re.sub(r"^( {0,3}\d{1,9})([.)])(\s|$)", r"\1\\\2\3", out)  # a numbered list item
     return out
 
 
@@ -302,6 +306,11 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
         + md_escape(summary.agreement.note)
         + ".",
         "",
+        *[
+            line
+            for w in summary.agreement.warnings
+            for line in (f"> **Warning**: {md_escape(w)}", "")
+        ],
         *agreement_markdown(summary.agreement),
         "",
         "## Parse failures and retries",

@@ -94,6 +94,7 @@ section { margin-top: 26px; }
 h2 { font-size: 20px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 h3 { font-size: 16px; margin: 18px 0 6px; }
 p.note, .note { color: var(--muted); font-size: 13px; }
+td.pending { color: var(--muted); font-style: italic; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 14px; display: block;
         max-width: 100%; overflow-x: auto; overflow-wrap: normal; }
 caption { text-align: left; color: var(--muted); font-size: 13px; padding: 2px 0 4px;
@@ -106,8 +107,9 @@ th[aria-sort="descending"]::after { content: " \\25BC"; font-size: 10px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td .ci { display:block; color: var(--muted); font-size: 12px; }
 td .se, td .n { color: var(--muted); font-size: 12px; }
-.model-desc { display: block; color: var(--muted); font-size: 12px; }
 tr.first td { background: var(--first); }
+tr.group-start td { border-top: 3px solid var(--fg); }
+table.resorted tr.group-start td { border-top: 1px solid var(--line); }
 .tw { max-width: 100%; overflow-x: auto; }
 .grid { display:flex; flex-wrap: wrap; gap: 18px 40px; align-items: flex-start; }
 .grid > div { max-width: 100%; min-width: 0; }

@@ -39,6 +39,8 @@
           return asc ? compare(a, b) : compare(b, a);
         });
         rows.forEach(function (r) { body.appendChild(r); });
+        // tie-group lines only mean something in rank order
+        table.classList.toggle("resorted", !(col === 0 && asc));
       }
       th.addEventListener("click", go);
       th.addEventListener("keydown", function (e) {
@@ -75,7 +77,7 @@
       return {
         i: i, raw: a, student: S[a[0]], grader: S[a[1]], k: a[2], round: a[3], index: a[4],
         topic: S[a[5]], skills: a[6].map(function (x) { return S[x]; }),
-        voted: a[8], scores: sc,
+        voted: a[8], scores: sc, graded: a[13].length > 0,
         score: sc ? [sc[0], sc[2], a[8].reduce(function (p, q) { return p + q; }, 0)] : [-1, -1, -1]
       };
     });
@@ -113,7 +115,8 @@
         if (score === "full" && !(a.scores && a.scores[0] === 1)) return false;
         if (score === "not-full" && !(a.scores && a.scores[0] !== 1)) return false;
         if (score === "all-skills" && !(a.scores && a.scores[1] === 1)) return false;
-        if (score === "unscored" && a.scores) return false;
+        if (score === "unscored" && (a.scores || !a.graded)) return false;
+        if (score === "ungraded" && a.graded) return false;
         return true;
       });
       shown.sort(order);
@@ -142,9 +145,15 @@
       tr.appendChild(node("td", a.topic));
       tr.appendChild(node("td", a.skills.join(", ")));
       var sc = a.scores;
+      if (!a.graded) {
+        var wait = node("td", "not graded yet", "pending");
+        wait.colSpan = 3;
+        tr.appendChild(wait);
+      } else {
       tr.appendChild(node("td", sc ? fmt(sc[0], 0) : "\u2014", "num"));
       tr.appendChild(node("td", sc ? fmt(sc[2], 2) : "\u2014", "num"));
       tr.appendChild(node("td", a.voted ? pts(a.score[2]) + " / " + a.voted.length : "\u2014", "num"));
+      }
       btn.addEventListener("click", function () {
         var open = btn.getAttribute("aria-expanded") === "true";
         if (open) { tr.nextSibling.remove(); }
@@ -187,6 +196,11 @@
       td.appendChild(node("h4", "Graded answer"));
       td.appendChild(node("blockquote", answer));
       td.appendChild(node("h4", "Verdicts"));
+      if (!a.graded) {
+        td.appendChild(node("p", "Not graded yet: this answer's grading has not finished, so it counts in no metric.", "note"));
+        tr.appendChild(td);
+        return tr;
+      }
       var rounds = r[13], rubric = r[15].map(function (x) { return S[x]; });
       var named = r[10].map(function (x) { return S[x]; });
       var tbl = node("table", null, "ab-verdicts");

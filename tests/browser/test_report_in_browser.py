@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ SORT_FIRST_SCORE = """(() => {
   th.click();
   const up = read(), sortUp = th.getAttribute('aria-sort');
   th.click();
-  return {up, sortUp, down: read(), sortDown: th.getAttribute('aria-sort')};
+  const down = read(), sortDown = th.getAttribute('aria-sort');
+  const resorted = t.classList.contains('resorted');
+  t.tHead.rows[0].cells[0].click();  // back to rank order: tie-group lines mean something again
+  return {up, sortUp, down, sortDown, resorted, rankOrder: !t.classList.contains('resorted')};
 })()"""
 
 
@@ -138,6 +142,33 @@ async def inspect_compare(binary: str, page: Path) -> dict[str, Any]:
     return out
 
 
+async def inspect_partial(binary: str, report: Path) -> dict[str, Any]:
+    """The answer browser of a partial run: the answers not graded yet, marked so."""
+    import aiohttp
+
+    out: dict[str, Any] = {}
+    with chromium(binary) as browser:
+        async with aiohttp.ClientSession() as session:
+            tab = await open_tab(browser, session, report.as_uri(), *PHONE)
+            status = "document.getElementById('ab-status').textContent"
+            out["status"] = await tab.until(f"/answers match/.test({status}) && {status}")
+            out["rows"] = await tab.js(
+                "(() => { const e = document.getElementById('ab-score'); e.value = 'ungraded'; "
+                "e.dispatchEvent(new Event('change')); "
+                "return Array.from(document.querySelectorAll('#ab-table tbody tr.ab-row'), "
+                "r => [r.cells[1].textContent, +r.cells[2].textContent, r.cells[7].textContent]); "
+                "})()"
+            )
+            await tab.js("document.querySelector('#ab-table .ab-open').click()")
+            out["detail"] = await tab.js(
+                "document.querySelector('#ab-table tr.ab-detail').innerText"
+            )
+            out["overflow_ok"] = await tab.js(NO_OVERFLOW)
+            out["errors"] = tab.errors()
+            await tab.ws.close()
+    return out
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     binary = browser_binary()
@@ -159,7 +190,15 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if line
     ]
     skill = answers[0]["skills"][0]
+    # a partial run: weak's k = 3, generation round 2 answers are not graded yet
+    partial = tmp / "partial-run"
+    shutil.copytree(run, partial)
+    for manifest in (partial / "grades" / "grader" / "weak" / "k3" / "r2").glob("g*/_SUCCESS"):
+        manifest.unlink()
+    result = run_cli("report", str(partial), "--out", str(tmp / "partial-report"))
+    assert result.exit_code == 0, result.stderr
     return {
+        "partial": asyncio.run(inspect_partial(binary, tmp / "partial-report" / "report.html")),
         "run": run,
         "answers": answers,
         "skill": skill,
@@ -213,6 +252,7 @@ def test_leaderboard_sorts_by_clicking_its_header(pages: dict[str, Any]) -> None
         sort = pages[which]["sort"]
         assert sort["sortUp"] == "ascending" and sort["sortDown"] == "descending"
         assert sort["up"] == sorted(sort["up"]) and sort["down"] == sorted(sort["down"])[::-1]
+        assert sort["resorted"] and sort["rankOrder"]
 
 
 def test_compare_page_in_the_browser(pages: dict[str, Any]) -> None:
@@ -222,3 +262,13 @@ def test_compare_page_in_the_browser(pages: dict[str, Any]) -> None:
     assert compare["images"] and all(i["ok"] for i in compare["images"])
     report = (pages["run"] / "report" / "report.html").as_uri()
     assert compare["links"] and set(compare["links"]) == {report}
+
+
+def test_partial_run_lists_answers_not_graded_yet(pages: dict[str, Any]) -> None:
+    partial = pages["partial"]
+    assert partial["errors"] == []
+    total = len(pages["answers"])
+    assert partial["status"].startswith(f"{total} of {total} answers match")
+    assert partial["rows"] == [["weak", 3, "not graded yet"]] * 4  # M = 4 combinations
+    assert "Not graded yet" in partial["detail"] and "first draft" in partial["detail"]
+    assert partial["overflow_ok"]

@@ -356,7 +356,16 @@ def test_report_of_an_import_has_every_view(tmp_path: Path) -> None:
         "answer" in e and e["student"] in tree.students for e in summary["gallery"]
     )
     assert summary["agreement"]["grading_rounds"] == 3 and summary["agreement"]["rows"]
+    # the tree names its models, not how they were served or sampled: the rows say so
+    for board in summary["leaderboards"]:
+        for row in board["rows"]:
+            assert (row["model_id"], row["backend"], row["sampling"]) == (
+                row["student"],
+                "unknown (reference import)",
+                None,
+            )
     page = (run / "report" / "report.html").read_text(encoding="utf-8")
+    assert "unknown (reference import): gpt-4 (sampling unknown)" in page
     assert "Sewing answer 0 of gpt-4." in page and "red herring" in page
     assert (run / "report" / "report.md").is_file() and (run / "report" / "metrics.csv").is_file()
 
@@ -374,6 +383,16 @@ def test_report_of_an_import_names_identical_rounds(tmp_path: Path) -> None:
     assert (out / "report.html").is_file() and not (run / "report").exists()
     # the table prints the reference's cells
     assert "1.00 ± 0.000" in result.stdout
+    # the pages say it too, next to the agreement view (whose kappa compares copies)
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert any("byte-identical grading rounds" in w for w in summary["warnings"])
+    assert "byte-identical grading rounds" in " ".join(summary["agreement"]["warnings"])
+    page = (out / "report.html").read_text(encoding="utf-8")
+    agreement = page[page.index('id="agreement"') :]
+    assert "byte-identical grading rounds" in agreement[: agreement.index("</section>")]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    section = md[md.index("## Grader agreement") :]
+    assert "byte-identical grading rounds" in section[: section.index("\n## ", 3)]
 
 
 def test_report_of_an_import_with_two_graders_is_one_line(tmp_path: Path) -> None:
@@ -391,3 +410,18 @@ def test_report_of_an_import_with_two_graders_is_one_line(tmp_path: Path) -> Non
         run_cli("import-reference", str(tree.root), "--out", str(one), "--grader", "claude")
     ).exit_code == 0
     assert run_cli("report", str(one)).exit_code == 0
+
+
+def test_compare_rows_of_an_import_name_the_model(tmp_path: Path) -> None:
+    """A reference tree names its models but not how they were served: the compare rows say
+    so instead of a blank model column."""
+    tree = write_tree(tmp_path / "tree")
+    run = tmp_path / "imported"
+    assert run_cli("import-reference", str(tree.root), "--out", str(run)).exit_code == 0
+    result = run_cli("compare", str(run), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["leaderboards"][0]["rows"]
+    assert {r["model_id"] for r in rows} == set(tree.students)
+    assert {r["grader_model_id"] for r in rows} == {tree.grader}
+    md = run_cli("compare", str(run), "--format", "md").stdout
+    assert "| unknown (reference import): gpt-4 (sampling unknown) |" in md

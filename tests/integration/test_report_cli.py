@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +163,46 @@ def test_compare_a_run_with_itself_ranks_it_equally(runs: dict[str, Any]) -> Non
         assert ranks[(1, student)] == ranks[(2, student)]
     assert sorted(ranks.values()) == [1, 1, 3, 3]
     assert {r["source"] for r in doc["runs"]} == {"report/summary.json"}
+    # every row names the student's model id, backend and sampling, and the grader's model
+    for board in doc["leaderboards"]:
+        for row in board["rows"]:
+            assert row["model_id"] == f"mock-{row['student']}" and row["backend"] == "mock"
+            assert row["sampling"]["max_tokens"] == 512
+            assert row["grader_model_id"] == "mock-grader"
+
+
+def test_report_pages_name_the_ks_of_every_mean(runs: dict[str, Any]) -> None:
+    report = runs["main"] / "report"
+    page = (report / "report.html").read_text(encoding="utf-8")
+    md = (report / "report.md").read_text(encoding="utf-8")
+    for text in (page, md):
+        assert "(mean over k)" not in text and "mean over k = 2, 3" in text
+    assert "Ratio of Full Marks (mean over k = 2, 3)" in page  # the score-against-cost table
+
+
+def test_compare_pages_show_models_and_name_their_ks(runs: dict[str, Any]) -> None:
+    main = str(runs["main"])
+    out = runs["tmp"] / "self-compare"
+    result = run_cli("compare", main, main, "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    # the terminal table's other metrics name the ks they average
+    assert "(mean)" not in result.stdout and result.stdout.count("k = 2, 3") >= 3
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| mock: mock-strong (max_tokens 512) |" in md
+    assert "| mean over k |" not in md and "| mean over k = 2, 3 |" in md
+    # the plots of compare.html are in compare.md too, as files next to it
+    for metric in ("full_marks", "all_skills", "skill_fraction"):
+        png = out / "plots" / f"compare-{metric}.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and f"](plots/{png.name})" in md
+        assert stat.S_IMODE(png.stat().st_mode) == 0o644
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    assert '<td class="model">—</td>' not in page and "mock: mock-weak" in page
+    for table in page.split("<table")[1:]:
+        assert table.count("<caption") <= 1
+    assert ">mean over k<" not in page
+    # the tie mark and 'vs next' are explained on both pages
+    for text in (md, html.unescape(page)):
+        assert "statistically tied with a neighbour" in text and "'vs next'" in text
 
 
 def test_compare_run_without_report_computes_the_same(runs: dict[str, Any]) -> None:
@@ -259,3 +302,28 @@ def test_report_out_reads_the_run_only(runs: dict[str, Any], tmp_path: Path) -> 
     finally:
         for folder in folders:
             folder.chmod(0o755)
+
+
+def test_compare_marks_the_same_model_by_its_id(runs: dict[str, Any]) -> None:
+    """Rows are "the same model" when backend and model id match, whatever the students are
+    called: a renamed student is marked, a name reused for another model is not."""
+    tmp = runs["tmp"]
+    students = [
+        {"name": "strong", "backend": "mock", "model": "mock-other", "quality": 0.9},
+        {"name": "renamed", "backend": "mock", "model": "mock-weak", "quality": 0.4},
+    ]
+    other, _ = evaluate(tmp, experiment("twins", tmp / "twins-store", students=students))
+    out = tmp / "twins-compare"
+    result = run_cli("compare", str(runs["main"]), str(other), "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    page = (out / "compare.html").read_text(encoding="utf-8")
+    board = page[page.index('<table class="leaderboard"') :]
+    board = board[: board.index("</table>")]
+    rows = {
+        re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[1]): r
+        for r in re.findall(r"<tr[^>]*>(.*?)</tr>", board)[1:]
+    }
+    marked = {name.split(" (")[0] for name, r in rows.items() if "same model in run" in r}
+    assert marked == {"weak", "renamed"}, sorted(rows)
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| renamed | #2 twins-" in md and md.count("(same model in run #1) |") == 3

@@ -233,7 +233,7 @@ def test_markdown_escapes_run_text(crafted: dict[str, Any]) -> None:
     markdown_table_rows_ok(md)
     assert "<script" not in md and "<b>" not in md and "<img" not in md
     assert "\\*loudly\\*" in md and "\\`softly\\`" in md
-    assert "evil&lt;script&gt;alert(1)&lt;/script&gt;\\|\\*bold\\*" in md
+    assert "evil&lt;script>alert(1)&lt;/script>\\|\\*bold\\*" in md
     assert "## Leaderboards" in md and "## Grader agreement across grading rounds" in md
     assert "## Example answers" in md
 
@@ -323,13 +323,63 @@ def test_leaderboard_ranks_by_mean_over_common_ks() -> None:
 def test_md_escape() -> None:
     assert md_escape("a|b") == "a\\|b"
     assert md_escape("line\nnext") == "line next"
-    assert md_escape("*x* _y_ `z` <s> [l] #") == "\\*x\\* \\_y\\_ \\`z\\` &lt;s&gt; \\[l\\] #"
-    # only where markup could start: no visible backslashes in ordinary names
+    assert md_escape("*x* _y_ `z` <s> [l](u) #") == "\\*x\\* \\_y\\_ \\`z\\` &lt;s> [l\\](u) #"
+    # only where markup could start: no visible escapes in ordinary names and our own numbers
     assert md_escape("mock_grader #1 a-b") == "mock_grader #1 a-b"
+    assert md_escape("tied: +0.011 [-0.133, +0.144], p < 0.001") == (
+        "tied: +0.011 [-0.133, +0.144], p < 0.001"
+    )
     assert md_escape("# x") == "\\# x" and md_escape("- x") == "\\- x"
-    assert md_escape("1. x") == "1\\. x" and md_escape("![i](u)") == "\\!\\[i\\](u)"
-    assert md_escape("a & b") == "a &amp; b"
-    assert md_escape("back\\slash|") == "back\\\\slash\\|"
+    assert md_escape("1. x") == "1\\. x" and md_escape("![i](u)") == "![i\\](u)"
+    assert md_escape("a & b") == "a & b" and md_escape("&amp;") == "&amp;amp;"
+    assert md_escape("back\\slash|") == "back\\slash\\|"
+
+
+NASTY = [
+    "*bold* _it_ `code` ~~del~~ <b>x</b> <script>alert(1)</script> <!-- c --> <http://a.b>",
+    "[link](http://x) ![img](http://y) [ref][r] [r]: http://z [^1]: note",
+    "# heading",
+    "- item",
+    "+ item",
+    "1. item",
+    "2) item",
+    "> quote",
+    "---",
+    "===",
+    "a\\",
+    "trailing backslash \\",
+    "\\*not bold\\*",
+    "&amp; &#65; &lt;",
+    "cell | cell",
+    "tied: +0.011 [-0.133, +0.144], p < 0.001 (23:22 of 90)",
+    "#1 quickstart-01a0fd25 and a_b_c and x > y",
+]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_md_escape_renders_as_plain_text(text: str) -> None:
+    """Rendered by a CommonMark renderer (with tables, as GitHub does), an escaped text is that
+    text and nothing else: no markup survives, and no escape is visible."""
+    import html as html_lib
+
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    for line in (
+        md_escape(text),
+        "> " + md_escape(text),
+        "| a |\n|---|\n| " + md_escape(text) + " |",
+    ):
+        rendered = md.render(line)
+        tags = set(re.findall(r"</?([a-z0-9]+)", rendered))
+        assert tags <= {"p", "blockquote", "table", "thead", "tbody", "tr", "th", "td"}, (
+            line,
+            rendered,
+        )
+        shown = html_lib.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+        if line.startswith("|"):
+            shown = shown.removeprefix("a").strip()
+        assert shown == text, (line, rendered)
 
 
 def test_el_escapes_text_and_attributes() -> None:

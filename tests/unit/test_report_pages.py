@@ -156,7 +156,14 @@ def test_gallery_never_shows_one_combination_twice(crafted: dict[str, Any]) -> N
 
 
 # tables, colours, layout ------------------------------------------------------------------
-def test_every_data_table_has_a_caption_and_scoped_headers(crafted: dict[str, Any]) -> None:
+def test_every_data_table_has_a_caption_and_scoped_headers(
+    crafted: dict[str, Any], compared: dict[str, Any]
+) -> None:
+    # both pages: every table has one caption, and every header cell a scope
+    for page in (crafted["html"], compared["html"]):
+        for t in re.findall(r"<table[^>]*>.*?</table>", page, re.S):
+            assert t.count("<caption") == 1 and re.match(r"<table[^>]*><caption>", t), t[:120]
+            assert all("scope=" in th for th in re.findall(r"<th(?:\s[^>]*)?>", t)), t[:300]
     html = crafted["html"]
     tables = re.findall(r"<table[^>]*>.*?</table>", html, re.S)
     assert len(tables) > 8
@@ -386,8 +393,14 @@ def test_leaderboard_rows_show_backend_model_id_and_sampling(
         board = re.search(r'<table class="leaderboard".*?</table>', html, re.S)
         assert board
         rows = re.findall(r"<tr[^>]*>(.*?)</tr>", board.group(0), re.S)[1:]
-        assert rows and all('<span class="model-desc">mock · ' in r for r in rows)
-        assert "mock · plain-model · max 512" in board.group(0)  # the default max_tokens
+        # once per row, in its own column (not again under the name)
+        assert rows and all(r.count('<td class="model">mock: ') == 1 for r in rows)
+        assert "model-desc" not in board.group(0)
+        assert "mock: plain-model (max_tokens 512)" in board.group(0)  # the default max_tokens
+        assert board.group(0).count("<caption") == 1
+        # the first label cell names the student (the run's own name, or with its run)
+        names = [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[1]) for r in rows]
+        assert all(n.split(" (")[0] in {"evil", "plain"} for n in names), names
     # the cell's data attributes keep the plain student name
     assert 'data-student="plain"' in crafted["html"]
 
@@ -416,3 +429,43 @@ def test_cost_view_uses_dollars_when_every_price_is_known(crafted: dict[str, Any
     assert image is not None and image.title.endswith("against cost")
     unpriced = cost_image(summary, 100)  # the mock bills nothing: tokens instead
     assert unpriced is not None and unpriced.title.endswith("against tokens")
+
+
+def test_answer_browser_lists_answers_not_graded_yet(tmp_path: Path) -> None:
+    """A partial run: an answer whose grading has not finished is still in the browser, marked
+    "not graded yet"; the per-answer exports keep graded answers only."""
+    from skillmix.store.runs import grade_prefix
+    from tests.unit.test_report import GRADER
+
+    run_dir, _ = make_crafted_run(tmp_path)
+    for r in (1, 2, 3):
+        (run_dir / grade_prefix(GRADER, "plain", 2, 1, r) / "i2" / "_SUCCESS").unlink()
+    result = run_cli("report", str(run_dir))
+    assert result.exit_code == 0, result.stderr
+    html = (run_dir / "report" / "report.html").read_text(encoding="utf-8")
+    data = browser_data(html)
+    strings, answers = data["strings"], data["answers"]
+    assert len(answers) == 6 and f'data-count="{len(answers)}"' in html
+    ungraded = [a for a in answers if not a[13]]
+    assert len(ungraded) == 1
+    (a,) = ungraded
+    assert (strings[a[0]], a[4], a[8], a[9]) == ("plain", 2, None, None)
+    assert strings[a[7]].startswith("Bees hum like a")  # the answer, from its generation
+    assert a[12]  # and the conversation
+    # in the page's order: the model's answers stay together, by k, round and combination
+    plain = [x[4] for x in answers if strings[x[0]] == "plain"]
+    assert plain == [0, 1, 2]
+    assert '<option value="ungraded">not graded yet</option>' in html
+    assert "6 answers (one per model, k, generation round and combination; 1 not graded yet" in html
+    lines = (run_dir / "report" / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+
+
+def test_heatmap_rows_name_their_n() -> None:
+    """Each heatmap row names its n (combinations), as the tables' cells do."""
+    from skillmix.report.html_report import rate_label
+
+    assert rate_label("metaphor", [6, 6, 6], [0.5, 1.0, None]) == "metaphor (n=6)"
+    assert rate_label("metaphor", [3, 6, 0], [0.5, 1.0, None]) == "metaphor (n=3–6)"
+    long = rate_label("a very long skill name that goes on and on", [12], [1.0])
+    assert long.endswith("… (n=12)") and len(long) <= 38

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -141,6 +143,9 @@ def test_a_clear_winner_is_significant_and_a_narrow_lead_is_a_tie() -> None:
         "weak": (3, False),
     }
     assert [rank_text(r) for r in board.rows] == ["1", "2≈", "3≈", "4"]
+    # lines around the tie group of two, none between single rows
+    classes = re.findall(r"<tr(?: class=\"([^\"]*)\")?>", leaderboard_table(board, []))[1:]
+    assert ["group-start" in c for c in classes] == [False, True, False, True]
     assert verdict_text(second).startswith("tied: +0.005")
     assert verdict_text(first).startswith("better: ")
     table = "\n".join(leaderboard_markdown(board, label_columns=[("student", "student")]))
@@ -203,3 +208,26 @@ def test_many_small_wins_do_not_beat_equal_means() -> None:
     assert (result.wins, result.losses) == (20, 5) and result.p_value is not None
     assert result.p_value < 0.01
     assert result.diff == pytest.approx(0.0) and not result.significant
+
+
+def test_a_ladder_of_close_models_is_not_one_tie_group() -> None:
+    """Each model only slightly above the next (no adjacent test significant), but the top and
+    the bottom far apart: a tie group holds only rows tied with its top row as well, so the
+    leaderboard does not call the best and the worst model tied."""
+    rng = np.random.default_rng(1)
+    ladder = [0.8, 0.72, 0.64, 0.56, 0.48, 0.40, 0.32, 0.24]
+    rows = [row(f"m{i}", (rng.random(80) < p).astype(int).tolist()) for i, p in enumerate(ladder)]
+    board = leaderboards(rows, samples=300)[0]
+    assert [r.student for r in board.rows] == [f"m{i}" for i in range(8)]
+    assert not any(p.significant for p in board.pairwise)  # neighbours: never significant
+    groups = [r.tie_group or 0 for r in board.rows]
+    assert groups[0] == 1 and groups[-1] != 1 and groups == sorted(groups)
+    assert all(r.tied for r in board.rows)  # every row is tied with its neighbour above
+    top = {r.student for r in board.rows if r.tie_group == 1}
+    assert "m1" in top and len(top) < 8
+    # the page draws a line between tie groups where one of them holds several rows
+    sizes = {g: groups.count(g) for g in groups}
+    lines = sum(1 for a, b in itertools.pairwise(groups) if a != b and max(sizes[a], sizes[b]) > 1)
+    page = leaderboard_table(board, [("student", "student")])
+    starts = re.findall(r'<tr class="([^"]*)"', page)
+    assert sum("group-start" in c for c in starts) == lines >= 1
