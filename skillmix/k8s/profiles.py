@@ -141,6 +141,23 @@ class ClusterProfile(_Strict):
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
     )
+    parallel_jobs_per_budget: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Jobs that share one model's budget (grading Jobs: the grader's; an API "
+        "student's generation Jobs) run at most this many at once, each with 1/N of the "
+        "budget (and at most the model's concurrency at once); the coordinator starts them.",
+    )
+    coordinator_service_account: str = Field(
+        "skillmix-coordinator",
+        pattern=K8S_NAME,
+        description="ServiceAccount of the run's coordinator pod, bound to the "
+        "skillmix-coordinator Role of k8s/rbac-launcher.yaml (get/list/watch/patch Jobs).",
+    )
+    coordinator_interval_seconds: float = Field(
+        10.0, ge=0.5, le=300, description="Seconds between the coordinator's passes."
+    )
 
 
 class ProfileFile(_Strict):

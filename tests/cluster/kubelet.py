@@ -11,6 +11,10 @@ them as local processes, with kubelet semantics:
   sidecars get SIGTERM;
 - env from Secrets, ConfigMaps and the downward API (the Job controller's completion index
   comes through it), ``$(VAR)`` expansion, emptyDir volumes;
+- in-cluster API access: ``KUBERNETES_SERVICE_HOST``/``PORT`` name the API server, and the
+  service-account volume (projected token from the TokenRequest API, ``ca.crt``, namespace) is
+  reachable at ``/var/run/secrets/kubernetes.io/serviceaccount`` through ``netns_shim/``, so the
+  Kubernetes client's standard ``load_incluster_config()`` works in a pod;
 - faithful status: phase, conditions, init and container statuses with waiting reasons
   (``ErrImagePull``/``ImagePullBackOff`` for images it has no mapping for,
   ``CreateContainerConfigError`` for a missing Secret or key, ``CrashLoopBackOff``), restart
@@ -63,6 +67,7 @@ DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 OUR_IMAGES = ("skillmix", "ghcr.io/skillmix/skillmix")
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 MAX_BACKOFF = 300.0
+MAPPED_MOUNTS = ("/var/run/secrets/",)  # mount paths the netns shim maps for file opens
 log = logging.getLogger("kubelet")
 
 
@@ -822,6 +827,16 @@ class PodWorker(threading.Thread):
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         env["PYTHONPATH"] = os.pathsep.join([str(SHIM_DIR), str(REPO_ROOT)])
         env["SKILLMIX_POD_PORTS"] = ",".join(f"{p}:{h}" for p, h in self.ports.items())
+        # the API server, as the kubelet's `kubernetes` Service variables give it to every
+        # container (here its real address: there are no Service IPs), and the mounts whose
+        # paths a process cannot otherwise reach (the service-account token volume at
+        # /var/run/secrets/kubernetes.io/serviceaccount): the shim maps their file opens
+        host = urllib.parse.urlsplit(self.kubelet.api_client.configuration.host)
+        env["KUBERNETES_SERVICE_HOST"] = host.hostname or "127.0.0.1"
+        env["KUBERNETES_SERVICE_PORT"] = str(host.port or 443)
+        env["SKILLMIX_POD_MOUNTS"] = os.pathsep.join(
+            f"{path}={where}" for path, where in self._mounts(c) if path.startswith(MAPPED_MOUNTS)
+        )
         return env
 
 
