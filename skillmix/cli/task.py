@@ -42,7 +42,9 @@ class PodLog:
         self.run_uri: str | None = None
         self.stream: Any = None
 
-    def write(self, text: str) -> None:
+    def write(self, text: str | bytes) -> None:
+        if isinstance(text, bytes):  # some writers hand the text stream bytes
+            text = text.decode("utf-8", "replace")
         if self.head_size < self.keep:
             self.head.append(text)
             self.head_size += len(text)
@@ -69,6 +71,10 @@ class PodLog:
             def write(self, text: str) -> int:
                 log.write(text)
                 return original.write(text)
+
+            def writelines(self, lines: Any) -> None:
+                for line in lines:
+                    self.write(line)
 
             def flush(self) -> None:
                 original.flush()

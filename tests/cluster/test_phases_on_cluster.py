@@ -1,0 +1,130 @@
+"""Phases that start only when their inputs exist, on the real control plane: the in-cluster
+coordinator (its own ServiceAccount, the Role of k8s/rbac-coordinator.yaml, the standard
+in-cluster configuration) releases suspended Jobs, within the budget pools."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.config import load_experiment
+from skillmix.pipeline.context import resolve_context
+from skillmix.store.layout import RunLayout
+from skillmix.store.runs import RunStore, generation_prefix
+from skillmix.store.uri import open_store
+from tests.cluster.conftest import Cluster
+
+pytestmark = pytest.mark.cluster
+
+
+def _finished(job: Any) -> bool:
+    return any(
+        c.type in ("Complete", "Failed") and c.status == "True" for c in job.status.conditions or []
+    )
+
+
+def _released(job: Any) -> bool:
+    return not job.spec.suspend
+
+
+def test_a_slow_generation_does_not_run_down_the_grading_deadline(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """An API student behind a slow endpoint (6 s per request, one request in flight): its
+    two generation units take over a minute, longer than the grading Jobs' 60 s deadline.
+    `launch` without --wait; the coordinator releases each grading Job only once its unit's
+    generation manifest exists (until then it is suspended: no pod, no running deadline), at
+    most one grading Job and one generation Job at a time (the profile's
+    parallel_jobs_per_budget 1: each gets the whole budget), and the run completes."""
+    cluster.kubectl("create", "secret", "generic", "openai-key", "--from-literal=OPENAI_API_KEY=k")
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    profile = doc["clusters"]["local"]
+    profile["deadlines"]["grading_seconds"] = 60
+    profile["parallel_jobs_per_budget"] = 1
+    profile["coordinator_interval_seconds"] = 1
+    profile["secrets"] = {"OPENAI_API_KEY": {"name": "openai-key"}}
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    with MockServer(MockServerConfig(latency_ms=6000)) as server:
+        api = {"backend": "openai", "base_url": server.base_url}
+        spec = {
+            "name": "cluster-phases",
+            "seed": 5,
+            "ks": [2],
+            "combinations": 3,
+            "generation_rounds": 2,
+            "catalog": {},
+            "students": [{"name": "slow", "model": "mock-slow", "concurrency": 1, **api}],
+            "grader": {"name": "judge", "model": "mock-judge", "rounds": 1, **api},
+            "metrics": {"bootstrap_samples": 20},
+            "store": "runs",
+        }
+        path = tmp_path / "experiment.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        run_id = resolve_context(load_experiment(path)).run_id
+        cluster.skillmix("launch", "-f", str(path), check=True)  # no --wait
+        run = RunStore(open_store(f"{cluster.store}/{run_id}"))
+        selector = f"skillmix.io/run={run_id}"
+
+        seen_suspended: set[str] = set()
+        released_at: dict[str, float] = {}
+        most = {"grade": 0, "generate": 0}
+        deadline = time.monotonic() + 300
+        while not run.store.exists(RunLayout.summary_key()):
+            assert time.monotonic() < deadline, "the run did not finish in 300 s"
+            jobs = cluster.jobs(selector)
+            for phase in most:
+                mine = [j for j in jobs if j.metadata.labels["skillmix.io/phase"] == phase]
+                active = [j for j in mine if _released(j) and not _finished(j)]
+                most[phase] = max(most[phase], len(active))
+            for job in jobs:
+                labels = job.metadata.labels
+                if labels["skillmix.io/phase"] != "grade":
+                    continue
+                name = job.metadata.name
+                prefix = generation_prefix(
+                    labels["skillmix.io/student"],
+                    int(labels["skillmix.io/k"]),
+                    int(labels["skillmix.io/round"]),
+                )
+                if job.spec.suspend:
+                    seen_suspended.add(name)
+                    assert not cluster.pods(f"job-name={name}")  # suspended: no pods
+                elif name not in released_at:
+                    released_at[name] = time.monotonic()
+                    # released only once its inputs exist in the store
+                    assert run.manifest(prefix) is not None, f"{name} released before its input"
+            time.sleep(0.5)
+
+    jobs = {j.metadata.name: j for j in cluster.jobs(selector)}
+    grading = [j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "grade"]
+    assert len(grading) == 2
+    assert {j.metadata.name for j in grading} <= seen_suspended  # both waited suspended
+    for job in grading:
+        conditions = {c.type for c in job.status.conditions or [] if c.status == "True"}
+        assert "Complete" in conditions, (job.metadata.name, job.status.conditions)
+    # the pools: never two grading (or generation) Jobs at once
+    assert most == {"grade": 1, "generate": 1}
+    generation = sorted(
+        (j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "generate"),
+        key=lambda j: j.status.start_time,
+    )
+    # the generation phase outlasted the grading deadline: a grading Job created running
+    # would have timed out
+    span = generation[-1].status.completion_time - generation[0].status.start_time
+    assert span.total_seconds() > 60, span
+    [coordinator] = [
+        j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "coordinate"
+    ]
+    assert "Complete" in {c.type for c in coordinator.status.conditions or []}
+    # every client's own log is in the store, the coordinator's included
+    logs = run.store.list_keys("logs/pods")
+    coordinator_pods = cluster.pods(f"job-name={coordinator.metadata.name}")
+    assert RunLayout.pod_log(coordinator_pods[0].metadata.name) in logs
+    text = run.store.read_bytes(RunLayout.pod_log(coordinator_pods[0].metadata.name)).decode()
+    assert "released" in text and "every gated Job" in text
