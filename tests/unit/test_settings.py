@@ -50,6 +50,7 @@ def test_every_variable_is_documented() -> None:
         "SKILLMIX_DUMMY_API_KEY",
         "SKILLMIX_S3_ENDPOINT_URL",
         "SKILLMIX_LOCK_SECONDS",
+        "SKILLMIX_POD_NAME",
     }
 
 
