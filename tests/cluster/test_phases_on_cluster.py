@@ -101,8 +101,8 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
                     assert run.manifest(prefix) is not None, f"{name} released before its input"
             time.sleep(0.5)
 
-    jobs = {j.metadata.name: j for j in cluster.jobs(selector)}
-    grading = [j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "grade"]
+    by_name = {j.metadata.name: j for j in cluster.jobs(selector)}
+    grading = [j for j in by_name.values() if j.metadata.labels["skillmix.io/phase"] == "grade"]
     assert len(grading) == 2
     assert {j.metadata.name for j in grading} <= seen_suspended  # both waited suspended
     for job in grading:
@@ -111,7 +111,7 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
     # the pools: never two grading (or generation) Jobs at once
     assert most == {"grade": 1, "generate": 1}
     generation = sorted(
-        (j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "generate"),
+        (j for j in by_name.values() if j.metadata.labels["skillmix.io/phase"] == "generate"),
         key=lambda j: j.status.start_time,
     )
     # the generation phase outlasted the grading deadline: a grading Job created running
@@ -119,7 +119,7 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
     span = generation[-1].status.completion_time - generation[0].status.start_time
     assert span.total_seconds() > 60, span
     [coordinator] = [
-        j for j in jobs.values() if j.metadata.labels["skillmix.io/phase"] == "coordinate"
+        j for j in by_name.values() if j.metadata.labels["skillmix.io/phase"] == "coordinate"
     ]
     assert "Complete" in {c.type for c in coordinator.status.conditions or []}
     # every client's own log is in the store, the coordinator's included
