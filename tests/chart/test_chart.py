@@ -1097,3 +1097,5 @@ def test_client_pods_get_their_name_for_the_log_upload(rendered: Render) -> None
         }
         for c in init_containers(job):
             assert "SKILLMIX_POD_NAME" not in env(c)
+        # a failed client's last lines (its error) become the pod's termination message
+        assert client["terminationMessagePolicy"] == "FallbackToLogsOnError"

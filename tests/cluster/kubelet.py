@@ -18,7 +18,8 @@ them as local processes, with kubelet semantics:
 - faithful status: phase, conditions, init and container statuses with waiting reasons
   (``ErrImagePull``/``ImagePullBackOff`` for images it has no mapping for,
   ``CreateContainerConfigError`` for a missing Secret or key, ``CrashLoopBackOff``), restart
-  counts and terminated exit codes; Warning events like the kubelet's;
+  counts and terminated exit codes (with ``FallbackToLogsOnError``, a failed container's log
+  tail as its termination message); Warning events like the kubelet's;
 - deletion with a grace period: SIGTERM, then SIGKILL, then the final status and the deletion
   (grace 0, UID precondition);
 - container logs over HTTPS on the node's kubelet port (``/containerLogs/...``), so the API
@@ -706,7 +707,21 @@ class PodWorker(threading.Thread):
                     "containerID": f"process://{c.proc.pid}",
                 }
             }
+            message = self._termination_message(c, code)
+            if message:
+                c.state["terminated"]["message"] = message
         self.kubelet.untrack(c.proc)
+
+    def _termination_message(self, c: Container, code: int) -> str:
+        """``terminationMessagePolicy: FallbackToLogsOnError``: a failed container's message
+        is the tail of its log (the kubelet's limits: 80 lines, 2048 bytes). The file
+        policy's /dev/termination-log is not mapped here, so the message is empty for it."""
+        if code == 0 or c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        if not c.logs or not c.logs[-1].is_file():
+            return ""
+        lines = c.logs[-1].read_bytes().splitlines()[-80:]
+        return b"\n".join(lines)[-2048:].decode("utf-8", "replace")
 
     def _kill(self, c: Container, grace: float) -> None:
         if c.proc is None or c.proc.poll() is not None:

@@ -212,6 +212,8 @@ def test_a_sidecar_that_never_becomes_healthy_fails_the_job_within_the_load_budg
     assert 10 <= ran.total_seconds() <= 10 + 15, ran
     model = container_status(pod, "model")
     assert model.restart_count >= 1 or model.last_state.terminated is not None
+    # the reason in the pod's status (FallbackToLogsOnError: the log's tail)
+    assert "model server never became healthy" in client.state.terminated.message
     log = cluster.kubectl("logs", pod.metadata.name, "-c", "client")
     assert "model server never became healthy" in log.splitlines()[-1], log
     # the client's own log, uploaded to the store at exit (outlives the pod)
@@ -249,7 +251,8 @@ def test_a_missing_secret_is_a_create_container_config_error(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """The kubelet cannot build the container's env: the pod waits (it never fails), as on a
-    cluster, with the reason in the container's status."""
+    cluster, with the reason in the container's status. The S3 credentials are only in the
+    containers that use the store: the model sidecar starts, the client cannot."""
     doc = yaml.safe_load(cluster.profile_file.read_text())
     doc["clusters"]["local"]["s3"]["credentials_secret"] = "no-such-secret"
     cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -259,8 +262,8 @@ def test_a_missing_secret_is_a_create_container_config_error(
 
     def waiting() -> Any:
         for pod in cluster.pods(f"job-name={name}"):
-            model = container_status(pod, "model")
-            waiting = model.state.waiting if model is not None else None
+            client = container_status(pod, "client")
+            waiting = client.state.waiting if client is not None else None
             if waiting is not None and waiting.reason == "CreateContainerConfigError":
                 return pod, waiting
         return None
@@ -268,6 +271,7 @@ def test_a_missing_secret_is_a_create_container_config_error(
     pod, state = wait_for(waiting, "CreateContainerConfigError", 60)
     assert state.message == 'secret "no-such-secret" not found'
     assert pod.status.phase == "Pending"
+    assert container_status(pod, "model").state.running is not None
     assert "Failed" not in job_conditions(cluster, name)
 
 

@@ -329,6 +329,8 @@ Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" $unit.waitArgs
 skillmix.clientContainer: the main container "client" running `skillmix <args>` (args: the
 `task generate|grade|aggregate ...` list from the values, built by skillmix from the plan);
 "for" picks its API keys (see skillmix.clientEnv: "grader", a student name, or "" for none).
+A failed client's last log lines (its one-line error names the reason) become its termination
+message (FallbackToLogsOnError), so the pod's status says why without its logs.
 Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args "for" "grader") | nindent 8 }}
 */}}
 {{- define "skillmix.clientContainer" -}}
@@ -341,6 +343,7 @@ Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args "
     {{- toYaml .args | nindent 4 }}
   env:
     {{- include "skillmix.clientEnv" (dict "root" $root "for" (.for | default "")) | nindent 4 }}
+  terminationMessagePolicy: FallbackToLogsOnError
   {{- with $root.Values.client.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
