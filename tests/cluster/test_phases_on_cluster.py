@@ -17,7 +17,7 @@ from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, generation_prefix
 from skillmix.store.uri import open_store
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -128,3 +128,67 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
     assert RunLayout.pod_log(coordinator_pods[0].metadata.name) in logs
     text = run.store.read_bytes(RunLayout.pod_log(coordinator_pods[0].metadata.name)).decode()
     assert "released" in text and "every gated Job" in text
+
+
+def test_a_restarted_coordinator_carries_on(cluster: Cluster, tmp_path: Path) -> None:
+    """The coordinator's pod is deleted mid-run: the Job starts another, which recomputes
+    everything from the Jobs and the store (nothing is released twice) and the run completes."""
+    cluster.kubectl("create", "secret", "generic", "openai-key", "--from-literal=OPENAI_API_KEY=k")
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    profile = doc["clusters"]["local"]
+    profile["parallel_jobs_per_budget"] = 1
+    profile["coordinator_interval_seconds"] = 1
+    profile["secrets"] = {"OPENAI_API_KEY": {"name": "openai-key"}}
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    with MockServer(MockServerConfig(latency_ms=1500)) as server:
+        api = {"backend": "openai", "base_url": server.base_url}
+        spec = {
+            "name": "cluster-coordinator-restart",
+            "seed": 6,
+            "ks": [2],
+            "combinations": 3,
+            "generation_rounds": 2,
+            "catalog": {},
+            "students": [{"name": "slow", "model": "mock-slow", "concurrency": 1, **api}],
+            "grader": {"name": "judge", "model": "mock-judge", "rounds": 1, **api},
+            "metrics": {"bootstrap_samples": 20},
+            "store": "runs",
+        }
+        path = tmp_path / "experiment.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        run_id = resolve_context(load_experiment(path)).run_id
+        cluster.skillmix("launch", "-f", str(path), check=True)
+        selector = f"skillmix.io/run={run_id},skillmix.io/phase=coordinate"
+
+        def first_released() -> Any:
+            gen = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/phase=generate")
+            pods = [p for p in cluster.pods(selector) if p.status.phase == "Running"]
+            return pods[0] if pods and any(_released(j) for j in gen) else None
+
+        deadline = time.monotonic() + 90
+        pod = None
+        while pod is None:
+            assert time.monotonic() < deadline, "the coordinator released nothing"
+            pod = first_released()
+            time.sleep(0.25)
+        cluster.kubectl("delete", "pod", pod.metadata.name, "--wait=false")
+        run = RunStore(open_store(f"{cluster.store}/{run_id}"))
+        deadline = time.monotonic() + 240
+        while not run.store.exists(RunLayout.summary_key()):
+            assert time.monotonic() < deadline, "the run did not finish in 240 s"
+            time.sleep(1)
+
+    pods = {p.metadata.name for p in cluster.pods(selector)}
+    # the deleted pod is gone; a second coordinator pod took over and finished the run
+    assert len(pods) == 1 and pod.metadata.name not in pods
+
+    def all_complete() -> bool:
+        return all(
+            "Complete" in {c.type for c in j.status.conditions or [] if c.status == "True"}
+            for j in cluster.jobs(f"skillmix.io/run={run_id}")
+        )
+
+    wait_for(all_complete, "every Job of the run (the coordinator's too) to complete", 60)
+    [coordinator] = cluster.jobs(selector)
+    assert coordinator.status.failed == 1 and coordinator.status.succeeded == 1
