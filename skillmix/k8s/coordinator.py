@@ -169,7 +169,8 @@ class Coordinator:
 
     def step(self) -> Pass:
         """One pass: release what may start, in unit order, within each pool's size."""
-        views = self.list_jobs()
+        # the coordinator's own Job is not work that could still produce inputs
+        views = [v for v in self.list_jobs() if v.phase != "coordinate"]
         waiting = sorted((v for v in views if v.gated and not v.released), key=_order)
         active: dict[str, int] = {}
         for v in views:

@@ -153,6 +153,8 @@ def test_the_coordinator_holds_grading_until_the_generation_job_ends_and_says_wh
     views = [
         view("gen", "generate", unit, gated=False, released=True),
         view("grd", "grade", unit, pool="grade", pool_size=1),
+        # its own Job, running: not work that could still produce inputs
+        view("coo", "coordinate", None, gated=False, released=True),
     ]
     released: list[str] = []
     c = _coordinator(tmp_path, views, released)
