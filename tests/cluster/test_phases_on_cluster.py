@@ -192,3 +192,67 @@ def test_a_restarted_coordinator_carries_on(cluster: Cluster, tmp_path: Path) ->
     wait_for(all_complete, "every Job of the run (the coordinator's too) to complete", 60)
     [coordinator] = cluster.jobs(selector)
     assert coordinator.status.failed == 1 and coordinator.status.succeeded == 1
+
+
+def test_a_mock_sidecar_that_stays_unhealthy_fails_the_job_within_the_load_budget(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A model server that runs but never answers /health with 200 (a load slower than the
+    budget): no restarts, no crash loop, yet the client gives up after the model-load budget
+    (10 s) with exit 3 and the Job fails through its podFailurePolicy. The Jobs are the chart's,
+    created as `launch` creates them, with `--startup-delay 600` added to the mock sidecar."""
+    import json
+
+    from skillmix.config import load_experiment as load
+    from skillmix.k8s.launch import plan_launch, prepare_launch, record_launch, rendered_manifests
+
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    doc["clusters"]["local"]["deadlines"]["model_load_seconds"] = 10
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = {
+        "name": "cluster-unhealthy-mock",
+        "seed": 4,
+        "ks": [2],
+        "combinations": 3,
+        "generation_rounds": 1,
+        "catalog": {},
+        "students": [{"name": "m", "backend": "mock", "model": "mock-m"}],
+        "grader": {"name": "g", "backend": "mock", "model": "mock-g", "rounds": 1},
+        "store": "runs",
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    name, profile, ctx, run = prepare_launch(load(path), "local")
+    lp = plan_launch(ctx, profile, name, run)
+    record_launch(run, ctx, lp)
+    docs = rendered_manifests(lp)
+    [gen] = [
+        d
+        for d in docs
+        if d["kind"] == "Job" and d["metadata"]["labels"]["skillmix.io/phase"] == "generate"
+    ]
+    [model] = [c for c in gen["spec"]["template"]["spec"]["initContainers"] if c["name"] == "model"]
+    model["args"] += ["--startup-delay", "600"]
+    [account] = [d for d in docs if d["kind"] == "ServiceAccount"]
+    for obj in (account, gen):
+        cluster.kubectl("create", "-f", "-", context="launcher", stdin=json.dumps(obj))
+    job_name = gen["metadata"]["name"]
+
+    def failed() -> Any:
+        job = cluster.batch().read_namespaced_job(job_name, cluster.namespace)
+        return next(
+            (c for c in job.status.conditions or [] if c.type == "Failed" and c.status == "True"),
+            None,
+        )
+
+    condition = wait_for(failed, "the Job to fail", 90)
+    assert condition.reason == "PodFailurePolicy"
+    assert "exit code 3" in condition.message
+    [pod] = cluster.pods(f"job-name={job_name}")
+    statuses = {
+        s.name: s for s in pod.status.init_container_statuses + pod.status.container_statuses
+    }
+    assert statuses["model"].restart_count == 0  # it never crashed: it was only never healthy
+    client = statuses["client"].state.terminated
+    assert client.exit_code == 3 and "HTTP 503" in client.message
+    assert 10 <= (client.finished_at - client.started_at).total_seconds() <= 25
