@@ -64,7 +64,11 @@ class GpuSettings(_Strict):
 
 class Deadlines(_Strict):
     generation_seconds: int = Field(
-        21600, ge=60, description="activeDeadlineSeconds of generation Jobs."
+        21600,
+        ge=60,
+        description="Time limit of each generation pod's client from its start (--time-limit, "
+        "exit 4); the Jobs' activeDeadlineSeconds only with Kueue (its timer starts at "
+        "admission), so time spent Pending for a GPU is not counted.",
     )
     grading_seconds: int = Field(
         43200,
@@ -79,7 +83,12 @@ class Deadlines(_Strict):
     ttl_seconds: int = Field(
         86400, ge=0, description="ttlSecondsAfterFinished: finished Jobs are deleted after it."
     )
-    model_load_seconds: int = Field(1800, ge=10, description="Startup budget of a vLLM sidecar.")
+    model_load_seconds: int = Field(
+        1800,
+        ge=10,
+        description="Model-load budget: how long a client waits for its model sidecar's "
+        "/health (vLLM or mock) before it exits 3 and the Job fails.",
+    )
 
 
 class ClusterProfile(_Strict):

@@ -829,6 +829,8 @@ def test_notes(helm: Helm) -> None:
         f"skillmix logs {run_id} --follow",
         f"skillmix cancel {run_id}",
         "s3://skillmix/runs/quickstart-5e6f7a8b/report/",
+        "ServiceAccount skillmix-coordinator",
+        "at most 2 grading Job(s) at once",
     ):
         assert line in notes
 

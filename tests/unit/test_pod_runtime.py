@@ -163,3 +163,16 @@ def test_the_coordinator_holds_grading_until_the_generation_job_ends_and_says_wh
     result = c.step()
     assert released == [] and result.gated_left == 1
     assert "can never start" in result.stuck and "gen" in result.stuck
+
+
+def test_coordinate_outside_a_pod_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from skillmix.errors import SkillmixError
+    from skillmix.k8s.coordinator import InClusterJobs
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    with pytest.raises(SkillmixError) as caught:
+        InClusterJobs("run-1", 1)
+    assert caught.value.exit_code == 2
+    assert "no in-cluster Kubernetes configuration" in caught.value.one_line()
+    assert "ServiceAccount token" in caught.value.one_line()
