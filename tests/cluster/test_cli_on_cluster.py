@@ -42,6 +42,10 @@ def test_launch_validates_then_creates_the_run(cluster: Cluster, tmp_path: Path)
     ]
     [generation] = [j for j in jobs if j.metadata.labels["skillmix.io/phase"] == "generate"]
     assert generation.spec.completions == 2 and generation.spec.completion_mode == "Indexed"
+    # retries per shard (the profile's backoff_limit 1), as the real API server keeps it
+    assert generation.spec.backoff_limit_per_index == 1
+    rules = generation.spec.pod_failure_policy.rules
+    assert [r.action for r in rules if r.on_exit_codes] == ["FailJob", "FailIndex"]
     for job in jobs:
         assert job.spec.template.metadata.labels["skillmix.io/run"] == run_id
         assert S3_TEST_SECRET not in json.dumps(cluster.api().sanitize_for_serialization(job))
