@@ -197,8 +197,9 @@ def _await_model(base_url: str | None, timeout: float) -> None:
     wait_for_model_server(base_url, timeout, say=lambda line: click.echo(line, err=True))
 
 
-def _within(seconds: float, work: Any) -> Any:
-    """``asyncio.run(work)`` bounded by ``seconds`` (0 = no bound): TimeLimitReached (exit 4)."""
+def _within(seconds: float, work: Any, limit: float) -> Any:
+    """``asyncio.run(work)`` bounded by the ``seconds`` left of the task's time ``limit``
+    (0 = no bound): TimeLimitReached (exit 4)."""
     import asyncio
 
     from skillmix.errors import TimeLimitReached
@@ -211,7 +212,7 @@ def _within(seconds: float, work: Any) -> Any:
             return await asyncio.wait_for(work, seconds)
         except TimeoutError:
             raise TimeLimitReached(
-                f"time limit of {seconds:g}s reached; the parts written so far are kept",
+                f"time limit of {limit:g}s reached; the parts written so far are kept",
                 hint="relaunch the run to resume, or raise deadlines.generation_seconds",
             ) from None
 
@@ -315,7 +316,7 @@ def generate_task(
         base_url, min(model_load_timeout, time_limit) if time_limit else model_load_timeout
     )
     left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
-    result = _within(left, main())
+    result = _within(left, main(), time_limit)
     _report(result, "generated")
 
 
