@@ -545,7 +545,7 @@ class Summary(_Versioned):
 
 # launches/attempt-NNN.json ----------------------------------------------------------------
 class JobRecord(_Artifact):
-    phase: str = Field(description="generate, grade or aggregate.")
+    phase: str = Field(description="generate, grade, aggregate or coordinate.")
     student: str = Field(description="Student name ('-' for aggregate).")
     k: int | None = Field(description="Number of skills (None for aggregate).")
     round: int | None = Field(description="Generation round (None for aggregate).")

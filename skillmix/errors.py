@@ -30,3 +30,20 @@ class RunFailedError(SkillmixError):
     """The input was fine but the run could not finish (exit code 1); a retry may succeed."""
 
     exit_code = 1
+
+
+class ModelServerUnhealthy(RunFailedError):
+    """The pod's model server (vLLM or mock sidecar) never answered ``/health`` within the
+    model-load budget (exit code 3): a bad model id, a gated model without a token, OOM at load,
+    tensor parallel larger than the node, a load slower than the budget. A Job's
+    ``podFailurePolicy`` fails the Job at once on it, so the GPU is not held until the deadline."""
+
+    exit_code = 3
+
+
+class TimeLimitReached(RunFailedError):
+    """A task ran out of its own time limit (exit code 4): the bound a generation pod keeps
+    itself to instead of the Job's ``activeDeadlineSeconds``, which would also count the time
+    the pod waited for a GPU. The parts written so far are kept; a relaunch resumes them."""
+
+    exit_code = 4

@@ -121,6 +121,13 @@ JOB_COMPLETION_INDEX = EnvVar(
     "0",
     "--shard > JOB_COMPLETION_INDEX > 0",
 )
+POD_NAME = EnvVar(
+    "SKILLMIX_POD_NAME",
+    "the pod's name (set by the chart through the downward API): a `skillmix task` client"
+    " uploads its own log to the run's logs/pods/<pod name>.log at exit",
+    "none (no upload)",
+    "SKILLMIX_POD_NAME",
+)
 AWS_ENDPOINT_URL_S3 = EnvVar(
     "AWS_ENDPOINT_URL_S3",
     "the S3 endpoint when SKILLMIX_S3_ENDPOINT_URL is unset",
@@ -192,6 +199,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     XDG_CONFIG_HOME,
     OPENAI_API_KEY,
     JOB_COMPLETION_INDEX,
+    POD_NAME,
     AWS_ENDPOINT_URL_S3,
     AWS_ENDPOINT_URL,
     AWS_MAX_ATTEMPTS,
@@ -233,6 +241,11 @@ def debug() -> bool:
 def completion_index() -> int:
     """``$JOB_COMPLETION_INDEX`` (0 when unset); ValueError when it is not a number."""
     return int(os.environ.get(JOB_COMPLETION_INDEX.name, "0"))
+
+
+def pod_name() -> str | None:
+    """``$SKILLMIX_POD_NAME`` when set and not empty (in a pod)."""
+    return POD_NAME.raw() or None
 
 
 def dummy_api_key() -> str:

@@ -40,6 +40,16 @@ def budget_share_of(spec: ModelSpec, share: int = 1) -> Budget:
     )
 
 
+def parallel_jobs(jobs: int, spec: ModelSpec, *, cap: int, pods_per_job: int = 1) -> int:
+    """How many of ``jobs`` Jobs that share ``spec``'s budget run at once (P): at most
+    ``cap``, and at most as many as leave every pod one request in flight
+    (``concurrency // pods_per_job``); at least 1. Each Job then gets 1/P of the budget (its
+    pods 1/(P x pods_per_job)) instead of 1/jobs with most of it idle: the coordinator starts
+    the next Job when one ends, so the whole budget stays in use."""
+    per_job = max(1, spec.concurrency // max(1, pods_per_job))
+    return max(1, min(jobs, cap, per_job))
+
+
 def make_client(
     spec: ModelSpec,
     root: ArtifactStore,
@@ -103,4 +113,4 @@ def make_clients(
     return clients
 
 
-__all__ = ["Budget", "budget_share_of", "make_client", "make_clients"]
+__all__ = ["Budget", "budget_share_of", "make_client", "make_clients", "parallel_jobs"]

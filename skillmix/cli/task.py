@@ -24,12 +24,111 @@ if TYPE_CHECKING:
     from skillmix.pipeline.plan import Phase, Unit
     from skillmix.store.runs import RunStore
 
+
+class PodLog:
+    """In a pod (``SKILLMIX_POD_NAME`` set): a copy of this process's stderr, uploaded to the
+    run's ``logs/pods/<pod name>.log`` at exit (the final error line included), so that the
+    log outlives the pod and the Job's ``ttlSecondsAfterFinished``. Bounded: the first and
+    the last ``keep`` characters are kept."""
+
+    def __init__(self, pod: str, keep: int = 2_000_000) -> None:
+        self.pod = pod
+        self.keep = keep
+        self.head: list[str] = []
+        self.head_size = 0
+        self.tail: list[str] = []
+        self.tail_size = 0
+        self.dropped = 0
+        self.run_uri: str | None = None
+        self.stream: Any = None
+
+    def write(self, text: str | bytes) -> None:
+        if isinstance(text, bytes):  # some writers hand the text stream bytes
+            text = text.decode("utf-8", "replace")
+        if self.head_size < self.keep:
+            self.head.append(text)
+            self.head_size += len(text)
+            return
+        self.tail.append(text)
+        self.tail_size += len(text)
+        while self.tail_size > self.keep and len(self.tail) > 1:
+            gone = self.tail.pop(0)
+            self.tail_size -= len(gone)
+            self.dropped += len(gone)
+
+    def text(self) -> str:
+        cut = f"[... {self.dropped} characters left out ...]\n" if self.dropped else ""
+        return "".join(self.head) + cut + "".join(self.tail)
+
+    def install(self) -> None:
+        """Tee ``sys.stderr`` (what click.echo(err=True), logging and tracebacks write)."""
+        import atexit
+
+        original = sys.stderr
+        log = self
+
+        class Tee:
+            def write(self, text: str) -> int:
+                log.write(text)
+                return original.write(text)
+
+            def writelines(self, lines: Any) -> None:
+                for line in lines:
+                    self.write(line)
+
+            def flush(self) -> None:
+                original.flush()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(original, name)
+
+        self.stream = original
+        sys.stderr = Tee()
+        atexit.register(self.upload)
+
+    def upload(self) -> None:
+        """Write the log to the store; a failure is one line, never a changed exit code."""
+        if self.run_uri is None:
+            return
+        from skillmix.store.layout import RunLayout
+        from skillmix.store.uri import open_store
+
+        try:
+            open_store(self.run_uri).write_bytes(
+                RunLayout.pod_log(self.pod), self.text().encode("utf-8", "replace")
+            )
+        except Exception as exc:  # the store may be what failed the task
+            stream = self.stream or sys.__stderr__
+            if stream is not None:
+                stream.write(f"warning: could not upload this pod's log: {exc}\n")
+
+
+_pod_log: PodLog | None = None
+
+
+def _remember_run(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Where this pod's log goes at exit: the run given to the task."""
+    if _pod_log is not None and value:
+        _pod_log.run_uri = value
+    return value
+
+
 run_option = click.option(
     "--run",
     "run_uri",
     envvar=settings.RUN.name,
     required=True,
+    callback=_remember_run,
     help="Run folder URI (env SKILLMIX_RUN).",
+)
+
+model_load_option = click.option(
+    "--model-load-timeout",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="Wait this long for the model server's /health before starting (the pod's model "
+    "sidecar); never healthy: exit 3. 0 = do not wait.",
 )
 
 
@@ -80,7 +179,44 @@ class LogProgress:
 
 @click.group()
 def task() -> None:
-    """Run one unit of a run (container entrypoints). Exit 2 = bad input, 1 = failed."""
+    """Run one unit of a run (container entrypoints). Exit 2 = bad input, 1 = failed,
+    3 = the model server never became healthy, 4 = the task's time limit was reached."""
+    global _pod_log
+    pod = settings.pod_name()
+    if pod and _pod_log is None:
+        _pod_log = PodLog(pod)
+        _pod_log.install()
+
+
+def _await_model(base_url: str | None, timeout: float) -> None:
+    """The model sidecar's /health within the load budget (see ``--model-load-timeout``)."""
+    if timeout <= 0 or not base_url:
+        return
+    from skillmix.pipeline.tasks import wait_for_model_server
+
+    wait_for_model_server(base_url, timeout, say=lambda line: click.echo(line, err=True))
+
+
+def _within(seconds: float, work: Any, limit: float) -> Any:
+    """``asyncio.run(work)`` bounded by the ``seconds`` left of the task's time ``limit``
+    (0 = no bound): TimeLimitReached (exit 4)."""
+    import asyncio
+
+    from skillmix.errors import TimeLimitReached
+
+    if seconds <= 0:
+        return asyncio.run(work)
+
+    async def bounded() -> Any:
+        try:
+            return await asyncio.wait_for(work, seconds)
+        except TimeoutError:
+            raise TimeLimitReached(
+                f"time limit of {limit:g}s reached; the parts written so far are kept",
+                hint="relaunch the run to resume, or raise deadlines.generation_seconds",
+            ) from None
+
+    return asyncio.run(bounded())
 
 
 def _client(
@@ -126,6 +262,14 @@ def _shard(shard: int | None, shards: int) -> int:
     default=None,
     help="Parallel workers sharing the student's concurrency/RPM/TPM budget [default: --shards].",
 )
+@model_load_option
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="Stop after this many seconds of this process (exit 4; parts are kept). 0 = none.",
+)
 @attempt_option
 def generate_task(
     run_uri: str,
@@ -137,6 +281,8 @@ def generate_task(
     shards: int,
     base_url: str | None,
     budget_share: int | None,
+    model_load_timeout: float,
+    time_limit: float,
     attempt: int,
 ) -> None:
     """Generate one (student, k, round) unit, or one shard of it; with --units, several units
@@ -190,9 +336,12 @@ def generate_task(
         finally:
             await client.close()
 
-    import asyncio
-
-    asyncio.run(main())
+    start = time.monotonic()
+    _await_model(
+        base_url, min(model_load_timeout, time_limit) if time_limit else model_load_timeout
+    )
+    left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
+    _within(left, main(), time_limit)  # main reports each unit as it ends
 
 
 def _parse_units(student: str, text: str) -> list[Unit]:
@@ -230,6 +379,7 @@ def _parse_units(student: str, text: str) -> list[Unit]:
     show_default=True,
     help="Seconds to wait for the generations first (0 = do not wait).",
 )
+@model_load_option
 @attempt_option
 def grade_task(
     run_uri: str,
@@ -239,6 +389,7 @@ def grade_task(
     base_url: str | None,
     budget_share: int,
     wait_timeout: float,
+    model_load_timeout: float,
     attempt: int,
 ) -> None:
     """Grade one (student, k, round) unit (all grading rounds)."""
@@ -252,6 +403,8 @@ def grade_task(
         from skillmix.pipeline.plan import Unit
 
         _wait(run, ctx, "generate", [Unit(student, k, g)], wait_timeout, 5.0, attempt)
+
+    _await_model(base_url, model_load_timeout)
 
     async def main() -> Any:
         client = _client(
@@ -412,3 +565,42 @@ def _report(result: Any, verb: str) -> None:
     for line in result.errors[:20]:
         click.echo(f"  failed: {line}", err=True)
     sys.stderr.flush()
+
+
+@task.command("coordinate")
+@run_option
+@attempt_option
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between passes over the Jobs and the store.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1),
+    default=7 * 86400.0,
+    show_default=True,
+    help="Give up after this many seconds (exit 1).",
+)
+def coordinate_task(run_uri: str, attempt: int, interval: float, timeout: float) -> None:
+    """Start the attempt's gated Jobs (grading, aggregation, shared-budget generation) when
+    their inputs exist in the store, at most pool-size at once (runs in a pod, with the
+    in-cluster Kubernetes configuration and the skillmix-coordinator Role)."""
+    from skillmix.k8s.coordinator import Coordinator, InClusterJobs
+    from skillmix.pipeline.context import open_run
+
+    run, ctx = open_run(run_uri)
+    api = InClusterJobs(ctx.run_id, attempt)
+    click.echo(
+        f"coordinating run {ctx.run_id} attempt {attempt} in namespace {api.namespace}", err=True
+    )
+    Coordinator(
+        run,
+        ctx,
+        attempt,
+        jobs=api.jobs,
+        release=api.release,
+        say=lambda line: click.echo(line, err=True),
+    ).run_until_done(interval=interval, timeout=timeout)

@@ -215,6 +215,8 @@ def plan_launch(
     for student, k, g in grade_todo:
         lp.jobs.append(JobPlan("grade", student, k, g, 1, 0, e.grader.backend))
     lp.jobs.append(JobPlan("aggregate", "-", None, None, 1, 0, "-"))
+    if values["coordinator"]["enabled"]:  # releases the gated Jobs (k8s/coordinator.py)
+        lp.jobs.append(JobPlan("coordinate", "-", None, None, 1, 0, "-"))
     lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
     lp.serving = {mode: serving_estimate(ctx, gen_todo, mode) for mode in SERVING_MODES}
     return lp

@@ -64,7 +64,11 @@ class GpuSettings(_Strict):
 
 class Deadlines(_Strict):
     generation_seconds: int = Field(
-        21600, ge=60, description="activeDeadlineSeconds of generation Jobs."
+        21600,
+        ge=60,
+        description="Time limit of each generation pod's client from its start (--time-limit, "
+        "exit 4); the Jobs' activeDeadlineSeconds only with Kueue (its timer starts at "
+        "admission), so time spent Pending for a GPU is not counted.",
     )
     grading_seconds: int = Field(
         43200,
@@ -79,7 +83,12 @@ class Deadlines(_Strict):
     ttl_seconds: int = Field(
         86400, ge=0, description="ttlSecondsAfterFinished: finished Jobs are deleted after it."
     )
-    model_load_seconds: int = Field(1800, ge=10, description="Startup budget of a vLLM sidecar.")
+    model_load_seconds: int = Field(
+        1800,
+        ge=10,
+        description="Model-load budget: how long a client waits for its model sidecar's "
+        "/health (vLLM or mock) before it exits 3 and the Job fails.",
+    )
 
 
 class ClusterProfile(_Strict):
@@ -158,6 +167,23 @@ class ClusterProfile(_Strict):
     )
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
+    )
+    parallel_jobs_per_budget: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Jobs that share one model's budget (grading Jobs: the grader's; an API "
+        "student's generation Jobs) run at most this many at once, each with 1/N of the "
+        "budget (and at most the model's concurrency at once); the coordinator starts them.",
+    )
+    coordinator_service_account: str = Field(
+        "skillmix-coordinator",
+        pattern=K8S_NAME,
+        description="ServiceAccount of the run's coordinator pod, bound to the "
+        "skillmix-coordinator Role of k8s/rbac-launcher.yaml (get/list/watch/patch Jobs).",
+    )
+    coordinator_interval_seconds: float = Field(
+        10.0, ge=0.5, le=300, description="Seconds between the coordinator's passes."
     )
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from skillmix.backends.factory import parallel_jobs
 from skillmix.config import Experiment, StudentSpec
 from skillmix.errors import SkillmixError
 from skillmix.k8s.profiles import ClusterProfile
@@ -157,6 +158,14 @@ def student_values(
     return out
 
 
+def coordinate_args(uri: str, *, attempt: int, interval: float, timeout: int) -> list[str]:
+    """The coordinator's ``skillmix task coordinate`` arguments."""
+    return [
+        *("task", "coordinate", "--run", uri, "--attempt", str(attempt)),
+        *("--interval", f"{interval:g}", "--timeout", str(timeout)),
+    ]
+
+
 def build_values(
     ctx: RunContext,
     profile: ClusterProfile,
@@ -176,11 +185,20 @@ def build_values(
     e = ctx.experiment
     repo, tag = split_image(profile.image)
     vllm_repo, vllm_tag = split_image(profile.vllm_image)
-    api_keys: dict[str, dict[str, str]] = {}
+    # each key only for the clients that use it: the grader's in grading containers, a
+    # student's in its generation containers
+    api_keys: dict[str, dict[str, Any]] = {}
     for spec in ctx.model_specs():
         env = spec.resolved_api_key_env()
         if env and spec.backend != "mock":
-            api_keys[env] = _secret_env(profile, env, cluster, f"{spec.name}")
+            entry = api_keys.setdefault(
+                env,
+                {**_secret_env(profile, env, cluster, f"{spec.name}"), "grader": False},
+            )
+            if spec is e.grader:
+                entry["grader"] = True
+            else:
+                entry.setdefault("students", []).append(spec.name)
     uses_vllm = any(s.backend == "vllm" for s in e.students)
     hf = profile.secrets.get("HF_TOKEN")
     grader = e.grader
@@ -188,7 +206,6 @@ def build_values(
         raise SkillmixError(
             f"grader {grader.name}: a vllm grader needs base_url (an in-cluster Service) on Kubernetes"
         )
-    period = 10
     uri = run_uri_for(profile, ctx.run_id)
     plan = plan_tasks(e, sharded=True)
     generation, grading = [Unit(*u) for u in generation], [Unit(*u) for u in grading]
@@ -197,9 +214,52 @@ def build_values(
     sidecar_url = f"http://localhost:{sidecar_port}/v1"
     # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
     grader_url = grader.base_url or (sidecar_url if grader.backend == "mock" else "")
-    # an endpoint shared by every grading Job splits the grader's budget n ways; a mock grader
-    # sidecar in each pod is a server of its own
-    budget_share = 1 if grader_url == sidecar_url else max(1, len(grading))
+    # the coordinator runs at most P grading Jobs at once: with an endpoint they share, each
+    # gets 1/P of the grader's budget; a mock grader sidecar in each pod is a server of its own
+    cap = profile.parallel_jobs_per_budget
+    own_grader = grader_url == sidecar_url
+    grading_parallel = (
+        min(max(1, len(grading)), cap)
+        if own_grader
+        else parallel_jobs(len(grading), grader, cap=cap)
+    )
+    budget_share = 1 if own_grader else grading_parallel
+    load_budget = profile.deadlines.model_load_seconds
+    # API-served students: their generation Jobs share the student's budget the same way
+    student_parallel: dict[str, int] = {}
+    for s in e.students:
+        if s.backend in ("vllm", "mock"):
+            continue
+        n_jobs = sum(1 for t in jobs if t.student == s.name)
+        student_parallel[s.name] = parallel_jobs(n_jobs, s, cap=cap, pods_per_job=s.replicas)
+
+    def generation_args(t: GenerateTask | ModelGenerateTask) -> list[str]:
+        url = student_url(t.student)
+        own = url == sidecar_url
+        args = t.container_args(uri, attempt=attempt, base_url=url, own_server=own)
+        if own:  # wait for the sidecar's /health under the model-load budget (exit 3)
+            args += ["--model-load-timeout", str(load_budget)]
+        else:  # P Jobs at once, each pod 1/(P x shards) of the student's budget
+            spec = e.student(t.student)
+            args += ["--budget-share", str(student_parallel[t.student] * spec.replicas)]
+        # the Job has no activeDeadlineSeconds without Kueue (it would count time spent
+        # waiting for a GPU): the client bounds itself from when it starts (exit 4)
+        return [*args, "--time-limit", str(profile.deadlines.generation_seconds)]
+
+    def grade_args(unit: Unit) -> list[str]:
+        args = grade_tasks[unit].container_args(
+            uri, attempt=attempt, budget_share=budget_share, base_url=grader_url
+        )
+        return args + (["--model-load-timeout", str(load_budget)] if own_grader else [])
+
+    students = student_values(ctx, profile)
+    gated_students = False
+    for name, parallel in student_parallel.items():
+        if parallel < sum(1 for t in jobs if t.student == name):
+            students[name]["parallelism"] = parallel  # gated: the coordinator starts them
+            gated_students = True
+    d = profile.deadlines
+    coordinator_deadline = d.generation_seconds + d.grading_seconds + d.aggregation_seconds
     timeouts = {
         "grade": max(60, profile.deadlines.grading_seconds - 600),
         "aggregate": max(60, profile.deadlines.aggregation_seconds - 600),
@@ -208,10 +268,6 @@ def build_values(
     def student_url(student: str) -> str:
         spec = e.student(student)
         return sidecar_url if spec.backend in ("vllm", "mock") else spec.base_url or ""
-
-    def generation_args(t: GenerateTask | ModelGenerateTask) -> list[str]:
-        url = student_url(t.student)
-        return t.container_args(uri, attempt=attempt, base_url=url, own_server=url == sidecar_url)
 
     def unit_entry(unit: Unit, **commands: list[str]) -> dict[str, Any]:
         return {"student": unit.student, "k": unit.k, "round": unit.round, **commands}
@@ -228,12 +284,6 @@ def build_values(
         "vllm": {
             "image": {"repository": vllm_repo, "tag": vllm_tag, "pullPolicy": "IfNotPresent"},
             "port": sidecar_port,
-            "startupProbe": {
-                "periodSeconds": period,
-                "failureThreshold": max(
-                    1, math.ceil(profile.deadlines.model_load_seconds / period)
-                ),
-            },
             "shmSize": profile.shm_size,
             "resources": profile.vllm_resources,
             **(
@@ -273,9 +323,10 @@ def build_values(
                 "generation": profile.deadlines.generation_seconds,
                 "grading": profile.deadlines.grading_seconds,
                 "aggregation": profile.deadlines.aggregation_seconds,
+                "coordinator": coordinator_deadline,
             },
         },
-        "students": student_values(ctx, profile),
+        "students": students,
         "generation": [
             unit_entry(t.unit, args=generation_args(t)) for t in jobs if isinstance(t, GenerateTask)
         ],
@@ -295,13 +346,12 @@ def build_values(
             # resolved on the spec (mock only), as for the local executor; else the default
             **({"quality": grader.quality} if grader.quality is not None else {}),
             "baseUrl": grader.base_url or "",
+            "parallelism": grading_parallel,
         },
         "grading": [
             unit_entry(
                 u,
-                args=grade_tasks[u].container_args(
-                    uri, attempt=attempt, budget_share=budget_share, base_url=grader_url
-                ),
+                args=grade_args(u),
                 waitArgs=grade_tasks[u].wait_args(uri, attempt=attempt, timeout=timeouts["grade"]),
             )
             for u in grading
@@ -312,6 +362,20 @@ def build_values(
             "waitArgs": plan.aggregate.wait_args(
                 uri, attempt=attempt, timeout=timeouts["aggregate"]
             ),
+        },
+        "coordinator": {
+            "enabled": bool(grading) or aggregation or gated_students,
+            "serviceAccountName": profile.coordinator_service_account,
+            "args": coordinate_args(
+                uri,
+                attempt=attempt,
+                interval=profile.coordinator_interval_seconds,
+                timeout=coordinator_deadline,
+            ),
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
         },
     }
     if profile.client_resources:

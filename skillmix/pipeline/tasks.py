@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from skillmix.backends.base import BackendError, ChatBackend
-from skillmix.errors import RunFailedError
+from skillmix.errors import ModelServerUnhealthy, RunFailedError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import (
     GradingStyle,
@@ -573,6 +573,58 @@ def _split(total: int, parts: int) -> list[int]:
 # ---- waiting (Kubernetes grading/aggregation Jobs) ----------------------------------------
 
 
+def health_url(base_url: str) -> str:
+    """The model server's ``/health`` (vLLM and the mock serve it beside ``/v1``)."""
+    root = base_url.rstrip("/")
+    return f"{root.removesuffix('/v1')}/health"
+
+
+def wait_for_model_server(
+    base_url: str,
+    timeout: float,
+    *,
+    interval: float = 2.0,
+    say: Callable[[str], None] = lambda _line: None,
+) -> None:
+    """Block until the pod's model server answers ``/health`` with 200, for at most
+    ``timeout`` seconds (the model-load budget), else raise :class:`ModelServerUnhealthy`
+    (exit 3) naming the last answer. A native sidecar that never becomes healthy is restarted
+    by the kubelet forever and the pod never fails on its own: this bound is what ends it."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    url = health_url(base_url)
+    deadline = time.monotonic() + timeout
+    last, tries, said = "no answer yet", 0, 0.0
+    while True:
+        tries += 1
+        try:
+            with urllib.request.urlopen(url, timeout=min(5.0, max(0.5, timeout))) as answer:
+                if answer.status == 200:
+                    if tries > 1:
+                        say(f"model server healthy after {tries} checks")
+                    return
+                last = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(getattr(exc, "reason", exc)) or exc.__class__.__name__
+        now = time.monotonic()
+        if now >= deadline:
+            raise ModelServerUnhealthy(
+                f"model server never became healthy: {url} did not answer 200 within "
+                f"{timeout:g}s (model-load budget; last: {last})",
+                hint="see the model container's log (skillmix logs RUN --container model): "
+                "a wrong model id, a gated model without HF_TOKEN, out of memory, or a load "
+                "slower than deadlines.model_load_seconds",
+            )
+        if now - said >= 30:
+            said = now
+            say(f"waiting for the model server at {url} ({last})")
+        time.sleep(min(interval, max(0.05, deadline - now)))
+
+
 def unit_finished(
     run: RunStore,
     ctx: RunContext,
@@ -640,10 +692,12 @@ __all__ = [
     "gather_or_cancel",
     "generate_one",
     "grade_one",
+    "health_url",
     "pending_units",
     "run_generate",
     "run_generate_units",
     "run_grade",
     "unit_complete",
     "unit_finished",
+    "wait_for_model_server",
 ]

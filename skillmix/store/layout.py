@@ -12,6 +12,8 @@ share. Inside a run folder::
     logs/vllm-{student}.log                    a local `vllm serve`'s output (pipeline/local.py)
     report/                                    summary.json, metrics.csv, report.md,
                                                report.html, plots/*.png
+    logs/pods/{pod name}.log                   each Kubernetes client's own log, uploaded at
+                                               exit (outlives the Job's ttlSecondsAfterFinished)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class RunLayout:
     CACHE: ClassVar[str] = "_cache"  # in the store root, beside the run folders
     LOGS: ClassVar[str] = "logs"  # local vLLM server logs (pipeline/local.py)
     LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
+    POD_LOGS: ClassVar[str] = "logs/pods"
 
     @classmethod
     def generation_prefix(cls, student: str, k: int, generation_round: int) -> str:
@@ -52,6 +55,12 @@ class RunLayout:
     @classmethod
     def launch_record(cls, attempt: int) -> str:
         return f"{cls.LAUNCHES}/attempt-{attempt:03d}.json"
+
+    @classmethod
+    def pod_log(cls, pod_name: str) -> str:
+        """``logs/pods/<pod name>.log``: the log a pod's client uploads at exit (pod names are
+        DNS-1123 labels, so the key needs no escaping)."""
+        return f"{cls.POD_LOGS}/{pod_name}.log"
 
     @classmethod
     def lease_key(cls, epoch: int) -> str:

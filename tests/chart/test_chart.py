@@ -78,6 +78,11 @@ def skillmix_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in all_containers(job) if c["command"] == ["skillmix"]]
 
 
+def store_containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers that use the artifact store: every skillmix container but the sidecar."""
+    return [c for c in skillmix_containers(job) if c["name"] != "model"]
+
+
 def env(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in c.get("env", [])}
 
@@ -184,18 +189,33 @@ def test_job_common_fields(rendered: Render) -> None:
     for job in rendered.jobs():
         spec = job["spec"]
         component = job["metadata"]["labels"]["app.kubernetes.io/component"]
-        assert spec["backoffLimit"] == 2
-        assert spec["activeDeadlineSeconds"] == deadlines[component]
+        indexed = spec.get("completionMode") == "Indexed"
+        # Indexed Jobs count retries per shard: one flaky shard does not spend the others'
+        assert spec["backoffLimitPerIndex" if indexed else "backoffLimit"] == 2
+        assert ("backoffLimit" in spec) is not indexed
+        kueue = "kueue.x-k8s.io/queue-name" in job["metadata"]["labels"] or (
+            "skillmix.io/queue-name" in job["metadata"].get("annotations", {})
+        )
+        if component == "generation" and not kueue:
+            # it may wait Pending for a GPU: the client's --time-limit bounds it instead
+            assert "activeDeadlineSeconds" not in spec
+            [client] = [c for c in pod(job)["containers"] if c["name"] == "client"]
+            assert "--time-limit" in client["args"] or "--run" in client["args"]
+        else:
+            assert spec["activeDeadlineSeconds"] == deadlines[component]
         assert spec["ttlSecondsAfterFinished"] == 86400
         rules = spec["podFailurePolicy"]["rules"]
-        fail_on = {
-            r["onExitCodes"]["containerName"]: r["onExitCodes"]
-            for r in rules
-            if r["action"] == "FailJob"
-        }
-        assert fail_on["client"] == {"containerName": "client", "operator": "In", "values": [2]}
+        on_codes = [(r["action"], r["onExitCodes"]) for r in rules if "onExitCodes" in r]
+        # 2: bad input, 3: the model server never became healthy; 4: the client's time limit
+        assert ("FailJob", {"containerName": "client", "operator": "In", "values": [2, 3]}) in (
+            on_codes
+        )
+        per_index = "FailIndex" if indexed else "FailJob"
+        assert (per_index, {"containerName": "client", "operator": "In", "values": [4]}) in (
+            on_codes
+        )
         has_wait = any(c["name"] == "wait" for c in init_containers(job))
-        assert ("wait" in fail_on) == has_wait
+        assert any(codes["containerName"] == "wait" for _, codes in on_codes) == has_wait
         ignore = [r for r in rules if r["action"] == "Ignore"]
         assert ignore == [
             {
@@ -206,7 +226,8 @@ def test_job_common_fields(rendered: Render) -> None:
         p = pod(job)
         assert p["restartPolicy"] == "Never"
         assert p["enableServiceLinks"] is False
-        assert p["automountServiceAccountToken"] is False
+        # only the coordinator talks to the API
+        assert p["automountServiceAccountToken"] is (component == "coordinator")
         assert p["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
         assert "runAsNonRoot" not in p["securityContext"]
         assert p["serviceAccountName"]
@@ -225,7 +246,8 @@ def test_skillmix_containers_are_hardened(rendered: Render) -> None:
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], where
             e = env(c)
             assert e["HOME"]["value"] == "/tmp", where
-            assert e["SKILLMIX_RUN"]["value"].startswith("s3://"), where
+            if c["name"] != "model":
+                assert e["SKILLMIX_RUN"]["value"].startswith("s3://"), where
             assert c["imagePullPolicy"] in {"Always", "IfNotPresent", "Never"}
             assert c["image"].startswith(("ghcr.io/skillmix/skillmix:", "registry.example.com/"))
 
@@ -255,10 +277,15 @@ def test_labels(rendered: Render) -> None:
     for job in rendered.jobs():
         labels = job["metadata"]["labels"]
         component = labels["app.kubernetes.io/component"]
-        phase = {"generation": "generate", "grading": "grade", "aggregation": "aggregate"}
+        phase = {
+            "generation": "generate",
+            "grading": "grade",
+            "aggregation": "aggregate",
+            "coordinator": "coordinate",
+        }
         assert labels["skillmix.io/phase"] == phase[component]
         assert labels["skillmix.io/attempt"].isdigit()
-        if component != "aggregation":
+        if component not in ("aggregation", "coordinator"):
             assert labels["skillmix.io/student"]
         per_model = labels.get("skillmix.io/serving") == "per-model"
         if component == "grading" or (component == "generation" and not per_model):
@@ -267,7 +294,11 @@ def test_labels(rendered: Render) -> None:
         if per_model:  # one Job per student
             assert "skillmix.io/k" not in labels and "skillmix.io/round" not in labels
         pod_labels = job["spec"]["template"]["metadata"]["labels"]
-        job_only = ("kueue.x-k8s.io/queue-name", "kueue.x-k8s.io/priority-class")
+        job_only = (
+            "kueue.x-k8s.io/queue-name",
+            "kueue.x-k8s.io/priority-class",
+            "skillmix.io/gated",
+        )
         user = {"team"}  # a student's podLabels (per-model.yaml)
         assert {k: v for k, v in pod_labels.items() if k not in user} == {
             k: v for k, v in labels.items() if k not in job_only
@@ -290,6 +321,7 @@ def test_job_names_carry_the_unit(render: RenderFn) -> None:
     names = sorted(j["metadata"]["name"] for j in r.jobs())
     assert names == [
         "quickstart-5e6f7a8b-agg-a1",
+        "quickstart-5e6f7a8b-coo-a1",
         "quickstart-5e6f7a8b-gen-strong-k2-r1-a1",
         "quickstart-5e6f7a8b-gen-weak-k2-r1-a1",
         "quickstart-5e6f7a8b-grd-strong-k2-r1-a1",
@@ -325,7 +357,7 @@ def test_long_and_lossy_student_names_stay_valid_and_unique(render: RenderFn) ->
     }
     r = render("api-student.yaml", extra=extra)
     names = [j["metadata"]["name"] for j in r.jobs()]
-    assert len(names) == 2 * len(students) + 1
+    assert len(names) == 2 * len(students) + 2  # + aggregation and coordinator
     assert len(set(names)) == len(names)
     for name in names:
         assert len(name) <= MAX_JOB_NAME and DNS1123_LABEL.match(name), name
@@ -358,9 +390,9 @@ def test_vllm_native_sidecar(render: RenderFn, values_file: str, tp: int) -> Non
         assert args[args.index("--host") + 1] == "0.0.0.0"
         assert args[args.index("--port") + 1] == "8000"
         assert model["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-        probe = model["startupProbe"]
-        assert probe["httpGet"] == {"path": "/health", "port": "http"}
-        assert probe["periodSeconds"] >= 1 and probe["failureThreshold"] >= 1
+        # no startupProbe: it would keep the client from starting (and from failing the Job
+        # with exit 3) while a model that never loads is restarted forever
+        assert "startupProbe" not in model
         assert model["readinessProbe"]["httpGet"]["path"] == "/health"
         res = model["resources"]
         assert res["requests"][GPU] == tp and res["limits"][GPU] == tp
@@ -370,7 +402,7 @@ def test_vllm_native_sidecar(render: RenderFn, values_file: str, tp: int) -> Non
         assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
         assert {"name": "dshm", "mountPath": "/dev/shm"} in model["volumeMounts"]
         client = container(job, "client")
-        assert client["args"][-2:] == ["--base-url", "http://localhost:8000/v1"]
+        assert "--base-url" in client["args"]
 
 
 def test_vllm_tp2_settings(render: RenderFn) -> None:
@@ -386,8 +418,7 @@ def test_vllm_tp2_settings(render: RenderFn) -> None:
             "llama3-70b",
         ]
         assert args[-4:] == ["--max-model-len", "8192", "--gpu-memory-utilization", "0.92"]
-        assert model["startupProbe"]["periodSeconds"] == 15
-        assert model["startupProbe"]["failureThreshold"] == 240
+        assert "startupProbe" not in model
         e = env(model)
         assert e["HF_TOKEN"] == {
             "name": "HF_TOKEN",
@@ -480,17 +511,26 @@ def test_api_student_base_url_only_when_set(render: RenderFn) -> None:
     assert args[args.index("--base-url") + 1] == "https://llm-gateway.internal.example.com/v1"
 
 
-def test_api_keys_come_from_secrets(render: RenderFn) -> None:
+def test_api_keys_reach_only_the_clients_that_use_them(render: RenderFn) -> None:
+    """The grader's key only in grading clients, a student's key only in its generation
+    clients; never in wait, aggregation or coordinator containers."""
     r = render("api-student.yaml")
-    for job in r.jobs():
-        for c in skillmix_containers(job):
-            e = env(c)
-            assert e["OPENAI_API_KEY"]["valueFrom"] == {
-                "secretKeyRef": {"name": "openai-api-key", "key": "api-key"}
-            }
-            assert e["GATEWAY_TOKEN"]["valueFrom"] == {
-                "secretKeyRef": {"name": "gateway-credentials", "key": "token"}
-            }
+    openai = {"secretKeyRef": {"name": "openai-api-key", "key": "api-key"}}
+    gateway = {"secretKeyRef": {"name": "gateway-credentials", "key": "token"}}
+    keys = {"OPENAI_API_KEY", "GATEWAY_TOKEN"}
+    for job in r.jobs("grading"):
+        e = env(container(job, "client"))
+        assert e["OPENAI_API_KEY"]["valueFrom"] == openai and "GATEWAY_TOKEN" not in e
+        assert not keys & set(env(container(job, "wait")))
+    (mini,) = job_by_student(r, "generation", "gpt-4o-mini")
+    e = env(container(mini, "client"))
+    assert e["OPENAI_API_KEY"]["valueFrom"] == openai and "GATEWAY_TOKEN" not in e
+    (gw,) = job_by_student(r, "generation", "local-gateway")
+    e = env(container(gw, "client"))
+    assert e["GATEWAY_TOKEN"]["valueFrom"] == gateway and "OPENAI_API_KEY" not in e
+    for job in r.jobs("aggregation") + r.jobs("coordinator"):
+        for c in all_containers(job):
+            assert not keys & set(env(c)), c["name"]
     # key defaults to the variable name
     (gen, *_) = render("vllm-tp2.yaml").jobs("generation")
     assert env(container(gen, "client"))["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {
@@ -521,7 +561,9 @@ def test_mock_student_sidecar(render: RenderFn) -> None:
         "--model",
         "mock-strong=0.95",
     ]
-    assert model["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert "startupProbe" not in model
+    # the model server gets no store credentials and no keys: only HOME
+    assert model["env"] == [{"name": "HOME", "value": "/tmp"}]
     assert model["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"memory": "256Mi"},
@@ -617,7 +659,7 @@ def test_enabled_aggregation_needs_its_args(
 def test_store_env_when_set(render: RenderFn) -> None:
     r = render("mock.yaml")
     for job in r.jobs():
-        for c in skillmix_containers(job):
+        for c in store_containers(job):
             e = env(c)
             assert e["SKILLMIX_S3_ENDPOINT_URL"]["value"] == (
                 "http://minio.minio.svc.cluster.local:9000"
@@ -633,7 +675,7 @@ def test_store_env_when_set(render: RenderFn) -> None:
 def test_store_env_omitted_when_unset(render: RenderFn) -> None:
     r = render("vllm-tp2.yaml")
     for job in r.jobs():
-        for c in skillmix_containers(job):
+        for c in store_containers(job):
             e = env(c)
             assert "SKILLMIX_S3_ENDPOINT_URL" not in e
             assert "AWS_ACCESS_KEY_ID" not in e and "AWS_SECRET_ACCESS_KEY" not in e
@@ -723,7 +765,8 @@ def test_no_kueue_when_unset(render: RenderFn) -> None:
     for values_file in ("mock.yaml", "vllm-tp1.yaml"):
         for job in render(values_file).jobs():
             assert "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
-            assert "suspend" not in job["spec"]
+            gated = job["metadata"]["labels"].get("skillmix.io/gated") == "true"
+            assert ("suspend" in job["spec"]) is gated
 
 
 # ----------------------------------------------------------------------------- service account
@@ -734,7 +777,11 @@ def test_service_account_created_without_token(render: RenderFn) -> None:
     (sa,) = [d for d in r.docs if d["kind"] == "ServiceAccount"]
     assert sa["metadata"]["name"] == "skillmix-runner"
     assert sa["automountServiceAccountToken"] is False
-    assert all(pod(j)["serviceAccountName"] == "skillmix-runner" for j in r.jobs())
+    assert all(
+        pod(j)["serviceAccountName"] == "skillmix-runner"
+        for j in r.jobs()
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] != "coordinator"
+    )
     default = render("vllm-tp1.yaml")
     (sa,) = [d for d in default.docs if d["kind"] == "ServiceAccount"]
     assert sa["metadata"]["name"] == RELEASE
@@ -802,6 +849,8 @@ def test_notes(helm: Helm) -> None:
         f"skillmix logs {run_id} --follow",
         f"skillmix cancel {run_id}",
         "s3://skillmix/runs/quickstart-5e6f7a8b/report/",
+        "ServiceAccount skillmix-coordinator",
+        "at most 2 grading Job(s) at once",
     ):
         assert line in notes
 
@@ -985,3 +1034,95 @@ def test_helpers_are_prefixed_and_documented() -> None:
     for name in names:
         assert name.startswith("skillmix."), name
         assert f'include "{name}"' in comments, f"{name} has no usage comment"
+
+
+# ----------------------------------------------------------------------------- gating
+
+
+def test_gated_jobs_start_suspended_for_the_coordinator(render: RenderFn) -> None:
+    """With the coordinator, grading and aggregation Jobs are created suspended (no pods, no
+    running deadline) and marked for it with their pool; generation Jobs of a student without
+    a parallelism start at once."""
+    r = render("mock.yaml")
+    for job in r.jobs("grading") + r.jobs("aggregation"):
+        meta = job["metadata"]
+        assert job["spec"]["suspend"] is True
+        assert meta["labels"]["skillmix.io/gated"] == "true"
+        assert "kueue.x-k8s.io/queue-name" not in meta["labels"]
+        pool = "grade" if meta["labels"]["skillmix.io/phase"] == "grade" else "aggregate"
+        assert meta["annotations"]["skillmix.io/pool"] == pool
+        assert meta["annotations"]["skillmix.io/pool-size"] == ("2" if pool == "grade" else "1")
+    for job in r.jobs("generation"):
+        assert "suspend" not in job["spec"]
+        assert "skillmix.io/gated" not in job["metadata"]["labels"]
+        assert "annotations" not in job["metadata"]
+
+
+def test_api_students_with_a_parallelism_are_gated_in_their_pool(render: RenderFn) -> None:
+    r = render("api-student.yaml")
+    (mini,) = job_by_student(r, "generation", "gpt-4o-mini")
+    assert mini["spec"]["suspend"] is True
+    assert mini["metadata"]["annotations"] == {
+        "skillmix.io/pool": "generate/gpt-4o-mini",
+        "skillmix.io/pool-size": "1",
+    }
+    (gw,) = job_by_student(r, "generation", "local-gateway")
+    assert "suspend" not in gw["spec"]
+
+
+def test_coordinator_job_alone_gets_an_api_token(render: RenderFn) -> None:
+    r = render("mock.yaml")
+    (job,) = r.jobs("coordinator")
+    p = pod(job)
+    assert p["automountServiceAccountToken"] is True
+    assert p["serviceAccountName"] == "skillmix-coordinator"
+    assert "suspend" not in job["spec"]
+    assert job["spec"]["activeDeadlineSeconds"] == 604800
+    assert job["metadata"]["labels"]["skillmix.io/phase"] == "coordinate"
+    (client,) = p["containers"]
+    assert client["args"][:2] == ["task", "coordinate"]
+    assert client["securityContext"] == HARDENED
+    assert env(client)["SKILLMIX_POD_NAME"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    for other in r.jobs():
+        if other["metadata"]["name"] != job["metadata"]["name"]:
+            assert pod(other)["automountServiceAccountToken"] is False
+
+
+def test_no_coordinator_no_gating(render: RenderFn) -> None:
+    r = render("replicas.yaml")
+    assert not r.jobs("coordinator")
+    for job in r.jobs():
+        assert "suspend" not in job["spec"]
+
+
+def test_kueue_with_the_coordinator_labels_gated_jobs_on_release(render: RenderFn) -> None:
+    """Gated Jobs must not be admitted by Kueue before their inputs exist: they carry the
+    queue in an annotation, and the coordinator adds the label when it releases them."""
+    r = render(
+        "kueue.yaml",
+        extra={"coordinator": {"enabled": True, "args": ["task", "coordinate", "--run", "x"]}},
+    )
+    for job in r.jobs("grading") + r.jobs("aggregation"):
+        meta = job["metadata"]
+        assert "kueue.x-k8s.io/queue-name" not in meta["labels"]
+        assert meta["annotations"]["skillmix.io/queue-name"] == "gpu-batch"
+        assert job["spec"]["suspend"] is True
+    for job in r.jobs("generation"):
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+        assert job["spec"]["activeDeadlineSeconds"] == 21600  # starts at admission
+    (coordinator,) = r.jobs("coordinator")
+    assert "kueue.x-k8s.io/queue-name" not in coordinator["metadata"]["labels"]
+
+
+def test_client_pods_get_their_name_for_the_log_upload(rendered: Render) -> None:
+    for job in rendered.jobs():
+        client = container(job, "client")
+        assert env(client)["SKILLMIX_POD_NAME"]["valueFrom"] == {
+            "fieldRef": {"fieldPath": "metadata.name"}
+        }
+        for c in init_containers(job):
+            assert "SKILLMIX_POD_NAME" not in env(c)
+        # a failed client's last lines (its error) become the pod's termination message
+        assert client["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -69,7 +69,7 @@ def check_job(job: dict[str, Any]) -> list[str]:
     attempt = int(labels["skillmix.io/attempt"])
     unit: tuple[str, int, int] | None = None
     per_model = labels.get("skillmix.io/serving") == "per-model"
-    if component != "aggregation" and not per_model:
+    if component not in ("aggregation", "coordinator") and not per_model:
         unit = (
             labels["skillmix.io/student"],
             int(labels["skillmix.io/k"]),
@@ -104,7 +104,12 @@ def check_job(job: dict[str, Any]) -> list[str]:
             assert params["timeout"] > 0 and params["interval"] > 0
             continue
         assert c["name"] == "client"
-        phase = {"generation": "generate", "grading": "grade", "aggregation": "aggregate"}
+        phase = {
+            "generation": "generate",
+            "grading": "grade",
+            "aggregation": "aggregate",
+            "coordinator": "coordinate",
+        }
         assert path == f"skillmix task {phase[component]}"
         if unit is not None:
             assert (params["student"], params["k"], params["g"]) == unit
@@ -114,6 +119,8 @@ def check_job(job: dict[str, Any]) -> list[str]:
         if component == "generation":
             assert params["shards"] == job["spec"].get("completions", 1)
             assert params["shard"] is None  # Indexed Jobs: $JOB_COMPLETION_INDEX
+        if component == "coordinator":
+            assert params["interval"] > 0 and params["timeout"] > 0
     assert "client" in checked
     return checked
 
@@ -206,6 +213,23 @@ def test_built_values_commands_parse(helm: Helm, name: str, attempt: int) -> Non
     jobs += len([u for u in generation if u[0] not in per_model])
     assert len(render.jobs("generation")) == jobs
     assert len(render.jobs("grading")) == len(grading)
+    assert len(render.jobs("coordinator")) == 1
+    # every grading Job waits for the coordinator; at most P run at once, each with 1/P of
+    # the grader's budget when they share an endpoint (a mock sidecar grader is its own)
+    pool = values["grader"]["parallelism"]
+    assert 1 <= pool <= min(len(grading), 8)
+    for job in render.jobs("grading"):
+        assert job["spec"]["suspend"] is True
+        assert job["metadata"]["annotations"]["skillmix.io/pool-size"] == str(pool)
+        args = next(c for c in containers(job) if c["name"] == "client")["args"]
+        share = args[args.index("--budget-share") + 1]
+        assert share == ("1" if name == "mock-grader" else str(pool))
+    # model sidecars: the client waits for /health within the load budget
+    for job in render.jobs("generation"):
+        args = next(c for c in containers(job) if c["name"] == "client")["args"]
+        has_sidecar = any(c["name"] == "model" for c in containers(job))
+        assert ("--model-load-timeout" in args) is has_sidecar
+        assert args[args.index("--time-limit") + 1] == "21600"
 
 
 @pytest.mark.parametrize(

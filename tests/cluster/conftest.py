@@ -4,7 +4,7 @@
   and our process kubelet, on 127.0.0.1. Without the binaries (``make tools`` builds them) the
   tests skip, except under CI, where that is a failure.
 - ``cluster`` (function): a fresh namespace labelled ``pod-security.kubernetes.io/enforce:
-  restricted`` with ``k8s/rbac-launcher.yaml`` applied (by kubectl, as admin), the S3
+  restricted`` with ``k8s/rbac-launcher.yaml`` and ``k8s/rbac-coordinator.yaml`` applied (by kubectl, as admin), the S3
   credentials Secret, a moto S3 bucket, and a cluster profile whose kube context is the
   *launcher* identity, so every CLI call runs with the launcher Role's rights only.
 """
@@ -209,9 +209,16 @@ def prepare_namespace(cp: ControlPlane, namespace: str) -> None:
         "pod-security.kubernetes.io/enforce=restricted",
         "pod-security.kubernetes.io/warn=restricted",
     )
-    rbac = list(yaml.safe_load_all((REPO_ROOT / "k8s" / "rbac-launcher.yaml").read_text()))
+    rbac = [
+        doc
+        for name in ("rbac-launcher.yaml", "rbac-coordinator.yaml")
+        for doc in yaml.safe_load_all((REPO_ROOT / "k8s" / name).read_text())
+    ]
     for doc in rbac:
         doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount":  # the coordinator's
+                subject["namespace"] = namespace
     kubectl(cp, "apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
     secret = {
         "apiVersion": "v1",

@@ -11,10 +11,15 @@ them as local processes, with kubelet semantics:
   sidecars get SIGTERM;
 - env from Secrets, ConfigMaps and the downward API (the Job controller's completion index
   comes through it), ``$(VAR)`` expansion, emptyDir volumes;
+- in-cluster API access: ``KUBERNETES_SERVICE_HOST``/``PORT`` name the API server, and the
+  service-account volume (projected token from the TokenRequest API, ``ca.crt``, namespace) is
+  reachable at ``/var/run/secrets/kubernetes.io/serviceaccount`` through ``netns_shim/``, so the
+  Kubernetes client's standard ``load_incluster_config()`` works in a pod;
 - faithful status: phase, conditions, init and container statuses with waiting reasons
   (``ErrImagePull``/``ImagePullBackOff`` for images it has no mapping for,
   ``CreateContainerConfigError`` for a missing Secret or key, ``CrashLoopBackOff``), restart
-  counts and terminated exit codes; Warning events like the kubelet's;
+  counts and terminated exit codes (with ``FallbackToLogsOnError``, a failed container's log
+  tail as its termination message); Warning events like the kubelet's;
 - deletion with a grace period: SIGTERM, then SIGKILL, then the final status and the deletion
   (grace 0, UID precondition);
 - container logs over HTTPS on the node's kubelet port (``/containerLogs/...``), so the API
@@ -63,6 +68,7 @@ DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 OUR_IMAGES = ("skillmix", "ghcr.io/skillmix/skillmix")
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 MAX_BACKOFF = 300.0
+MAPPED_MOUNTS = ("/var/run/secrets/",)  # mount paths the netns shim maps for file opens
 log = logging.getLogger("kubelet")
 
 
@@ -701,7 +707,21 @@ class PodWorker(threading.Thread):
                     "containerID": f"process://{c.proc.pid}",
                 }
             }
+            message = self._termination_message(c, code)
+            if message:
+                c.state["terminated"]["message"] = message
         self.kubelet.untrack(c.proc)
+
+    def _termination_message(self, c: Container, code: int) -> str:
+        """``terminationMessagePolicy: FallbackToLogsOnError``: a failed container's message
+        is the tail of its log (the kubelet's limits: 80 lines, 2048 bytes). The file
+        policy's /dev/termination-log is not mapped here, so the message is empty for it."""
+        if code == 0 or c.spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            return ""
+        if not c.logs or not c.logs[-1].is_file():
+            return ""
+        lines = c.logs[-1].read_bytes().splitlines()[-80:]
+        return b"\n".join(lines)[-2048:].decode("utf-8", "replace")
 
     def _kill(self, c: Container, grace: float) -> None:
         if c.proc is None or c.proc.poll() is not None:
@@ -822,6 +842,16 @@ class PodWorker(threading.Thread):
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         env["PYTHONPATH"] = os.pathsep.join([str(SHIM_DIR), str(REPO_ROOT)])
         env["SKILLMIX_POD_PORTS"] = ",".join(f"{p}:{h}" for p, h in self.ports.items())
+        # the API server, as the kubelet's `kubernetes` Service variables give it to every
+        # container (here its real address: there are no Service IPs), and the mounts whose
+        # paths a process cannot otherwise reach (the service-account token volume at
+        # /var/run/secrets/kubernetes.io/serviceaccount): the shim maps their file opens
+        host = urllib.parse.urlsplit(self.kubelet.api_client.configuration.host)
+        env["KUBERNETES_SERVICE_HOST"] = host.hostname or "127.0.0.1"
+        env["KUBERNETES_SERVICE_PORT"] = str(host.port or 443)
+        env["SKILLMIX_POD_MOUNTS"] = os.pathsep.join(
+            f"{path}={where}" for path, where in self._mounts(c) if path.startswith(MAPPED_MOUNTS)
+        )
         return env
 
 

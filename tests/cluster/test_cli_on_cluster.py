@@ -36,11 +36,16 @@ def test_launch_validates_then_creates_the_run(cluster: Cluster, tmp_path: Path)
     jobs = cluster.jobs(f"skillmix.io/run={run_id}")
     assert sorted(j.metadata.labels["skillmix.io/phase"] for j in jobs) == [
         "aggregate",
+        "coordinate",  # releases the grading and aggregation Jobs when their inputs exist
         "generate",
         "grade",
     ]
     [generation] = [j for j in jobs if j.metadata.labels["skillmix.io/phase"] == "generate"]
     assert generation.spec.completions == 2 and generation.spec.completion_mode == "Indexed"
+    # retries per shard (the profile's backoff_limit 1), as the real API server keeps it
+    assert generation.spec.backoff_limit_per_index == 1
+    rules = generation.spec.pod_failure_policy.rules
+    assert [r.action for r in rules if r.on_exit_codes] == ["FailJob", "FailIndex"]
     for job in jobs:
         assert job.spec.template.metadata.labels["skillmix.io/run"] == run_id
         assert S3_TEST_SECRET not in json.dumps(cluster.api().sanitize_for_serialization(job))
@@ -140,14 +145,14 @@ def test_relaunch_resumes_only_unfinished_units_with_new_job_names(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """A finished attempt 1, then two units' manifests gone (as if they had not finished):
-    attempt 2 creates Jobs for those units only (plus aggregation), named `-a2`, reuses the
-    ServiceAccount, and completes the run."""
+    attempt 2 creates Jobs for those units only (plus aggregation and its coordinator), named
+    `-a2`, reuses the ServiceAccount, and completes the run."""
     path, run_id = experiment(tmp_path, ks=[2, 3])
     cluster.skillmix(
         "launch", "-f", str(path), "--wait", "--timeout", "300", timeout=330, check=True
     )
     first = {j.metadata.name for j in cluster.jobs(f"skillmix.io/run={run_id}")}
-    assert len(first) == 5 and all(name.endswith("-a1") for name in first)
+    assert len(first) == 6 and all(name.endswith("-a1") for name in first)
     run = open_store(f"{cluster.store}/{run_id}")
     run.delete_prefix("generations/weak/k3/r1/_SUCCESS")  # k=3 must be generated and graded again
     run.delete_prefix("grades/mock-grader/weak/k3/r1/g1/_SUCCESS")
@@ -162,7 +167,7 @@ def test_relaunch_resumes_only_unfinished_units_with_new_job_names(
     assert sorted(
         (j.metadata.labels["skillmix.io/phase"], j.metadata.labels.get("skillmix.io/k", "-"))
         for j in new
-    ) == [("aggregate", "-"), ("generate", "3"), ("grade", "3")]
+    ) == [("aggregate", "-"), ("coordinate", "-"), ("generate", "3"), ("grade", "3")]
     for job in new:
         assert job.metadata.name.endswith("-a2")
         assert job.metadata.labels["skillmix.io/attempt"] == "2"
@@ -204,7 +209,7 @@ def test_launch_wait_times_out_and_the_run_goes_on(cluster: Cluster, tmp_path: P
     assert result.returncode == 1, result.stderr
     line = error_line(result.stderr)
     assert "timed out after 2s" in line and run_id in line
-    assert len(cluster.jobs(f"skillmix.io/run={run_id}")) == 3  # it keeps running
+    assert len(cluster.jobs(f"skillmix.io/run={run_id}")) == 4  # it keeps running
 
 
 def test_logs_keep_json_lines_verbatim(cluster: Cluster) -> None:

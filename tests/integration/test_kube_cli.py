@@ -38,7 +38,7 @@ STUDENTS = ("strong", "weak")
 UNITS = [(s, k, 1) for s in STUDENTS for k in KS]
 GENERATION_JOBS = len(UNITS)  # one per (student, k, round), sharded or not
 GRADING_JOBS = len(UNITS)
-ALL_JOBS = GENERATION_JOBS + GRADING_JOBS + 1
+ALL_JOBS = GENERATION_JOBS + GRADING_JOBS + 2  # + the aggregation and the coordinator
 LEAK_CANARY = "sk-canary-must-never-leak-7d1e"
 
 EXPERIMENT = {

@@ -63,7 +63,7 @@ def expand(value: str, constants: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("name", ["minio.yaml", "rbac-launcher.yaml"])
+@pytest.mark.parametrize("name", ["minio.yaml", "rbac-launcher.yaml", "rbac-coordinator.yaml"])
 def test_manifests_validate_strictly(name: str, version: str) -> None:
     import kubernetes_validate
 
@@ -469,3 +469,18 @@ def test_kind_test_script_reports_missing_prerequisites(tmp_path: Path) -> None:
     assert "missing prerequisites" in result.stderr
     for tool in ("docker", "kind"):
         assert re.search(rf"\b{tool}\b", result.stderr), result.stderr
+
+
+def test_coordinator_role_may_only_read_and_patch_jobs() -> None:
+    """The coordinator's Role: get/list/watch/patch Jobs, bound to its ServiceAccount only."""
+    path = K8S / "rbac-coordinator.yaml"
+    (role,) = by_kind(path, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "patch"]}
+    ]
+    (account,) = by_kind(path, "ServiceAccount")
+    (binding,) = by_kind(path, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "skillmix"}
+    ]

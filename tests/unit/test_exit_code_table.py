@@ -6,7 +6,7 @@ import re
 import signal
 from pathlib import Path
 
-from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.errors import ModelServerUnhealthy, RunFailedError, SkillmixError, TimeLimitReached
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -30,10 +30,14 @@ def test_the_readme_lists_every_exit_code_the_cli_gives() -> None:
         0,
         RunFailedError.exit_code,
         SkillmixError.exit_code,
+        ModelServerUnhealthy.exit_code,
+        TimeLimitReached.exit_code,
         128 + signal.SIGINT,
         128 + signal.SIGTERM,
         128 + signal.SIGHUP,
     }
     assert "run failed" in rows[RunFailedError.exit_code]
     assert "bad input" in rows[SkillmixError.exit_code]
+    assert "never became healthy" in rows[ModelServerUnhealthy.exit_code]
+    assert "time limit" in rows[TimeLimitReached.exit_code]
     assert "SIGINT" in rows[130] and "SIGTERM" in rows[143] and "SIGHUP" in rows[129]

@@ -4,7 +4,6 @@ states and the wait loop (driven by a plain in-memory fake of KubeClient and a f
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -240,7 +239,8 @@ def test_values_vllm_gpus_model_and_base_url() -> None:
     # the endpoint override reaches the generation command (values carry no baseUrl of their own)
     assert "baseUrl" not in students["api"]
     (api_gen, *_) = [u for u in values_for(c)["generation"] if u["student"] == "api"]
-    assert api_gen["args"][-2:] == ["--base-url", "https://llm.internal/v1"]
+    args = api_gen["args"]
+    assert args[args.index("--base-url") + 1] == "https://llm.internal/v1"
     assert students["m"]["quality"] == 0.7  # the mock default
 
 
@@ -250,7 +250,16 @@ def test_values_api_keys_come_from_profile_secrets(
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     v = values_for(ctx)
     # the openai student and the openai grader share one variable: one entry
-    assert v["apiKeys"] == [{"env": "OPENAI_API_KEY", "secretName": "openai", "key": "api-key"}]
+    # ... given to the grading clients and to the openai student's generation clients only
+    assert v["apiKeys"] == [
+        {
+            "env": "OPENAI_API_KEY",
+            "secretName": "openai",
+            "key": "api-key",
+            "grader": True,
+            "students": ["mini"],
+        }
+    ]
     assert CANARY not in json.dumps(v)
 
 
@@ -263,7 +272,15 @@ def test_values_api_key_default_key_and_custom_env() -> None:
     )
     profile = cluster_profile(secrets={"TEAM_KEY": {"name": "team-secret"}})
     v = values_for(resolve_context(e), profile)
-    assert v["apiKeys"] == [{"env": "TEAM_KEY", "secretName": "team-secret", "key": "TEAM_KEY"}]
+    assert v["apiKeys"] == [
+        {
+            "env": "TEAM_KEY",
+            "secretName": "team-secret",
+            "key": "TEAM_KEY",
+            "grader": False,
+            "students": ["s"],
+        }
+    ]
     assert v["grader"]["backend"] == "mock"
 
 
@@ -300,7 +317,7 @@ def test_values_model_cache_only_with_vllm(ctx: RunContext) -> None:
     assert values_for(no_vllm, profile)["modelCache"]["enabled"] is False
 
 
-def test_values_units_budget_share_and_probe(ctx: RunContext) -> None:
+def test_values_units_budget_share_and_load_budget(ctx: RunContext) -> None:
     units = plan_tasks(ctx.experiment, sharded=True).units
     v = build_values(
         ctx, cluster_profile(), "prod", attempt=1, generation=units[:2], grading=units[:5]
@@ -308,18 +325,34 @@ def test_values_units_budget_share_and_probe(ctx: RunContext) -> None:
     unit_keys = ("student", "k", "round")
     assert [tuple(e[key] for key in unit_keys) for e in v["generation"]] == units[:2]
     assert [tuple(e[key] for key in unit_keys) for e in v["grading"]] == units[:5]
-    for entry in v["grading"]:  # each grading Job gets 1/5 of the RPM/TPM budget
+    # 5 grading Jobs, at most 8 at once (the profile's cap) and 32 requests in flight: all 5
+    # run at once, each with 1/5 of the RPM/TPM budget
+    assert v["grader"]["parallelism"] == 5
+    for entry in v["grading"]:
         assert entry["args"][entry["args"].index("--budget-share") + 1] == "5"
+    capped = build_values(
+        ctx,
+        cluster_profile(parallel_jobs_per_budget=2),
+        "prod",
+        attempt=1,
+        generation=[],
+        grading=units[:5],
+    )
+    assert capped["grader"]["parallelism"] == 2  # the coordinator runs 2 at once, 1/2 each
+    assert {e["args"][e["args"].index("--budget-share") + 1] for e in capped["grading"]} == {"2"}
     assert v["grader"]["backend"] == "openai" and v["grader"]["servedModelName"] == "gpt-4o"
-    probe = v["vllm"]["startupProbe"]
-    assert probe["periodSeconds"] == 10
-    assert probe["failureThreshold"] == math.ceil(905 / 10) == 91
-    assert probe["periodSeconds"] * probe["failureThreshold"] >= 905
+    # the vLLM client waits for /health within the model-load budget (no startupProbe)
+    assert "startupProbe" not in v["vllm"]
+    (qwen, *_) = [e for e in v["generation"] if e["student"] == "qwen"]
+    assert qwen["args"][qwen["args"].index("--model-load-timeout") + 1] == "905"
     # nothing left to grade: no grading Job, the aggregation still has its commands
     none = build_values(ctx, cluster_profile(), "prod", attempt=2, generation=[], grading=[])
     assert none["grading"] == [] and none["aggregation"]["args"]
     one = build_values(ctx, cluster_profile(), "prod", attempt=2, generation=[], grading=units[:1])
     assert one["grading"][0]["args"][-4:] == ["--budget-share", "1", "--attempt", "2"]
+    assert one["coordinator"]["args"][:6] == [
+        *("task", "coordinate", "--run", one["run"]["uri"], "--attempt", "2")
+    ]
 
 
 def test_values_commands_from_the_plan(ctx: RunContext) -> None:
@@ -333,10 +366,14 @@ def test_values_commands_from_the_plan(ctx: RunContext) -> None:
         *head,
         *("--student", "qwen", "--k", "2", "--round", "1", "--attempt", "3"),
         *("--base-url", "http://localhost:8000/v1"),  # the vLLM sidecar
+        *("--model-load-timeout", "905"),  # its /health, within the load budget (exit 3)
+        *("--time-limit", "21600"),  # the Job has no deadline: the client bounds itself
     ]
     assert gen[("mini", 3, 2)] == [
         *head,
         *("--student", "mini", "--k", "3", "--round", "2", "--attempt", "3"),
+        # an API student: its 4 Jobs (cap 8, 16 in flight) run at once, 1/4 each
+        *("--budget-share", "4", "--time-limit", "21600"),
     ]
     assert gen[("mocky", 2, 2)] == [
         *head,
@@ -344,6 +381,7 @@ def test_values_commands_from_the_plan(ctx: RunContext) -> None:
         *("--base-url", "http://localhost:8000/v1", "--shards", "3"),  # no --shard: the index
         # each shard pod has its own mock sidecar: its budget is not shared with the others
         *("--budget-share", "1"),
+        *("--model-load-timeout", "905", "--time-limit", "21600"),
     ]
     (grade, *_) = v["grading"]
     assert grade["args"] == [
@@ -382,7 +420,10 @@ def test_values_grader_endpoint_in_the_grading_command(grader: dict[str, Any], u
         c, cluster_profile(), "prod", attempt=1, generation=[], grading=units, sidecar_port=9000
     )
     for entry in v["grading"]:
-        assert entry["args"][-2:] == ["--base-url", url]
+        args = entry["args"]
+        assert args[args.index("--base-url") + 1] == url
+        # a grader sidecar in the pod: the client waits for its /health first
+        assert ("--model-load-timeout" in args) is (url == "http://localhost:9000/v1")
     assert v["grader"]["baseUrl"] == grader.get("base_url", "")
 
 
@@ -836,7 +877,15 @@ def test_budgets_are_divided_only_among_pods_that_share_an_endpoint() -> None:
     )
     v = values_for(resolve_context(shared))
     (gen, *_) = v["generation"]
-    assert "--shards" in gen["args"] and "--budget-share" not in gen["args"]
+    # its Jobs run at once (fewer than the cap), each pod 1/(Jobs x shards) of the budget
+    jobs = len(v["generation"])
+    assert gen["args"][gen["args"].index("--budget-share") + 1] == str(jobs * 2)
+    assert "--shards" in gen["args"] and "parallelism" not in v["students"]["api"]
+    tight = values_for(resolve_context(shared), cluster_profile(parallel_jobs_per_budget=1))
+    # at most 1 Job at once: gated in its pool, each pod half the budget (2 shards)
+    assert tight["students"]["api"]["parallelism"] == 1
+    (gen, *_) = tight["generation"]
+    assert gen["args"][gen["args"].index("--budget-share") + 1] == "2"
     (grade, *_) = v["grading"]
     share = grade["args"][grade["args"].index("--budget-share") + 1]
     assert share == "1"  # a mock grader sidecar in every grading pod

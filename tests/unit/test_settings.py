@@ -51,6 +51,7 @@ def test_every_variable_is_documented() -> None:
         "SKILLMIX_S3_ENDPOINT_URL",
         "SKILLMIX_LOCK_SECONDS",
         "SKILLMIX_VLLM_HEALTH_TIMEOUT",
+        "SKILLMIX_POD_NAME",
     }
 
 

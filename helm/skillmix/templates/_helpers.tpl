@@ -136,7 +136,7 @@ Usage: {{ include "skillmix.vllmImage" . }}
 
 {{/*
 skillmix.jobName: the name of one Job of the run:
-  {run short}-{gen|grd|agg}[-{student}][-k{k}][-r{round}]-a{attempt}
+  {run short}-{gen|grd|agg|coo}[-{student}][-k{k}][-r{round}]-a{attempt}
 lower-cased, characters outside [a-z0-9-] replaced by "-", at most 56 characters (Indexed Jobs
 append "-<index>" to pod hostnames, which must stay within 63). The run short form is the run id
 itself, or its first 11 characters + its last 8 (the hash of `{name}-{hash}`) when longer than
@@ -144,13 +144,13 @@ itself, or its first 11 characters + its last 8 (the hash of `{name}-{hash}`) wh
 cut to 47 characters and suffixed with "-" + the first 8 hex digits of the sha256 of the exact
 unit (run id, phase, student, k, round, attempt), so names stay unique and stable.
 Usage: {{ include "skillmix.jobName" (dict "root" $ "phase" "generate" "student" "llama" "k" 2
-         "round" 1) }}   (phase: generate | grade | aggregate; student/k/round optional)
+         "round" 1) }}   (phase: generate | grade | aggregate | coordinate; student/k/round optional)
 */}}
 {{- define "skillmix.jobName" -}}
 {{- $root := .root -}}
-{{- $abbrevs := dict "generate" "gen" "grade" "grd" "aggregate" "agg" -}}
+{{- $abbrevs := dict "generate" "gen" "grade" "grd" "aggregate" "agg" "coordinate" "coo" -}}
 {{- if not (hasKey $abbrevs .phase) -}}
-{{- fail (printf "skillmix.jobName: unknown phase %q (allowed: generate|grade|aggregate)" (toString .phase)) -}}
+{{- fail (printf "skillmix.jobName: unknown phase %q (allowed: generate|grade|aggregate|coordinate)" (toString .phase)) -}}
 {{- end -}}
 {{- $runId := include "skillmix.runId" $root | toString -}}
 {{- $attempt := $root.Values.run.attempt | int -}}
@@ -214,11 +214,12 @@ seccompProfile:
 {{- end -}}
 
 {{/*
-skillmix.clientEnv: the environment of every skillmix container: HOME, SKILLMIX_RUN, the store
-settings, the store credentials and every apiKeys entry, the secrets only as secretKeyRef.
-Usage: env: {{- include "skillmix.clientEnv" . | nindent 12 }}
+skillmix.storeEnv: the environment of every container that uses the artifact store (clients,
+wait, coordinator): HOME, SKILLMIX_RUN, the store settings and the store credentials (only as
+secretKeyRef). Model sidecars never get it.
+Usage: env: {{- include "skillmix.storeEnv" . | nindent 12 }}
 */}}
-{{- define "skillmix.clientEnv" -}}
+{{- define "skillmix.storeEnv" -}}
 - name: HOME
   value: /tmp
 - name: SKILLMIX_RUN
@@ -243,19 +244,40 @@ Usage: env: {{- include "skillmix.clientEnv" . | nindent 12 }}
       name: {{ . | toJson }}
       key: AWS_SECRET_ACCESS_KEY
 {{- end }}
+{{- end -}}
+
+{{/*
+skillmix.clientEnv: the environment of a client container: skillmix.storeEnv, the pod's name
+(downward API: the client uploads its log under it) and the apiKeys entries meant for it, as
+secretKeyRef: "for" is "grader" (grading clients), a student name (that student's generation
+clients) or "" (no key). An entry naming neither grader nor students goes to every client.
+Usage: env: {{- include "skillmix.clientEnv" (dict "root" $ "for" "grader") | nindent 12 }}
+*/}}
+{{- define "skillmix.clientEnv" -}}
+{{- $root := .root -}}
+{{- $for := .for | default "" | toString -}}
+{{ include "skillmix.storeEnv" $root }}
+- name: SKILLMIX_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 {{- $seen := dict -}}
-{{- range $i, $ref := .Values.apiKeys }}
+{{- range $i, $ref := $root.Values.apiKeys }}
 {{- $env := required (printf "apiKeys[%d].env is required (the environment variable name)" $i) $ref.env }}
 {{- $secret := required (printf "apiKeys[%d].secretName is required (the Secret holding %s)" $i $env) $ref.secretName }}
 {{- if hasKey $seen $env }}
 {{- fail (printf "apiKeys[%d].env: %s is listed twice" $i $env) }}
 {{- end }}
 {{- $_ := set $seen $env true }}
+{{- $scoped := or (hasKey $ref "grader") (hasKey $ref "students") -}}
+{{- $mine := or (not $scoped) (and (eq $for "grader") $ref.grader) (and (ne $for "") (ne $for "grader") (has $for ($ref.students | default list))) -}}
+{{- if and $mine (ne $for "") }}
 - name: {{ $env | toJson }}
   valueFrom:
     secretKeyRef:
       name: {{ $secret | toJson }}
       key: {{ $ref.key | default $env | toJson }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -290,7 +312,7 @@ Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" $unit.waitArgs
   args:
     {{- toYaml .args | nindent 4 }}
   env:
-    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+    {{- include "skillmix.storeEnv" $root | nindent 4 }}
   resources:
     requests:
       cpu: 50m
@@ -305,8 +327,11 @@ Usage: {{- include "skillmix.waitContainer" (dict "root" $ "args" $unit.waitArgs
 
 {{/*
 skillmix.clientContainer: the main container "client" running `skillmix <args>` (args: the
-`task generate|grade|aggregate ...` list from the values, built by skillmix from the plan).
-Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args) | nindent 8 }}
+`task generate|grade|aggregate ...` list from the values, built by skillmix from the plan);
+"for" picks its API keys (see skillmix.clientEnv: "grader", a student name, or "" for none).
+A failed client's last log lines (its one-line error names the reason) become its termination
+message (FallbackToLogsOnError), so the pod's status says why without its logs.
+Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args "for" "grader") | nindent 8 }}
 */}}
 {{- define "skillmix.clientContainer" -}}
 {{- $root := .root -}}
@@ -317,7 +342,8 @@ Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args) 
   args:
     {{- toYaml .args | nindent 4 }}
   env:
-    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+    {{- include "skillmix.clientEnv" (dict "root" $root "for" (.for | default "")) | nindent 4 }}
+  terminationMessagePolicy: FallbackToLogsOnError
   {{- with $root.Values.client.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
@@ -332,7 +358,11 @@ Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args) 
 
 {{/*
 skillmix.modelSidecar: the model server as a native sidecar (an init container named "model"
-with restartPolicy Always, a startupProbe on /health, then a readinessProbe).
+with restartPolicy Always and a readinessProbe on /health). No startupProbe on purpose: it would
+hold the client back until the model is healthy, and a model that never is would be restarted
+forever with the pod never failing. The client waits for /health under the model-load budget
+itself (`--model-load-timeout`) and exits 3, which the podFailurePolicy turns into FailJob. No
+store credentials and no API keys reach it.
   backend "vllm": vLLM with GPUs (spec: a students entry).
   backend "mock": `skillmix mock-server` from the skillmix image (spec: servedModelName and
   optional quality).
@@ -399,13 +429,6 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
     - name: http
       containerPort: {{ $port }}
       protocol: TCP
-  startupProbe:
-    httpGet:
-      path: /health
-      port: http
-    periodSeconds: {{ $root.Values.vllm.startupProbe.periodSeconds | int }}
-    failureThreshold: {{ $root.Values.vllm.startupProbe.failureThreshold | int }}
-    timeoutSeconds: 5
   readinessProbe:
     httpGet:
       path: /health
@@ -440,18 +463,12 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
   args:
     {{- toYaml (list "mock-server" "--host" "0.0.0.0" "--port" (toString $port) "--seed" (toString ($root.Values.run.seed | int64)) "--model" $model) | nindent 4 }}
   env:
-    {{- include "skillmix.clientEnv" $root | nindent 4 }}
+    - name: HOME
+      value: /tmp
   ports:
     - name: http
       containerPort: {{ $port }}
       protocol: TCP
-  startupProbe:
-    httpGet:
-      path: /health
-      port: http
-    periodSeconds: 2
-    failureThreshold: 150
-    timeoutSeconds: 5
   readinessProbe:
     httpGet:
       path: /health
@@ -475,10 +492,19 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
 {{- end -}}
 
 {{/*
-skillmix.jobSpec: the common Job spec fields: suspend (Kueue), backoffLimit,
-activeDeadlineSeconds, ttlSecondsAfterFinished and the podFailurePolicy (exit code 2 of the
-client, or of the "wait" init container when there is one: FailJob; disruptions: Ignore).
-Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generation" "wait" false) | nindent 2 }}
+skillmix.jobSpec: the common Job spec fields:
+- suspend: when "gated" (the coordinator releases it once its inputs exist: a suspended Job has
+  no pods and no running activeDeadlineSeconds timer) or with Kueue (Kueue admits it);
+- backoffLimit, or with "indexed" backoffLimitPerIndex (one flaky shard does not spend every
+  shard's retries);
+- activeDeadlineSeconds, except for generation Jobs without Kueue: those may wait Pending for a
+  GPU, and the client's own --time-limit bounds them from when it starts;
+- ttlSecondsAfterFinished;
+- the podFailurePolicy: the client's exit code 2 (bad input) or 3 (model server never healthy)
+  FailJob; 4 (the client's time limit) FailIndex in Indexed Jobs, else FailJob; exit code 2 of
+  the "wait" init container (when "wait") FailJob; disruptions Ignore.
+Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generation" "wait" false
+         "gated" false "indexed" false) | nindent 2 }}
 */}}
 {{- define "skillmix.jobSpec" -}}
 {{- $root := .root -}}
@@ -486,11 +512,17 @@ Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generatio
 {{- if not $deadline -}}
 {{- fail (printf "jobs.activeDeadlineSeconds.%s is required (seconds, >= 1)" .deadline) -}}
 {{- end -}}
-{{- if $root.Values.kueue.queueName }}
+{{- if or .gated $root.Values.kueue.queueName -}}
 suspend: true
 {{ end -}}
+{{ if .indexed -}}
+backoffLimitPerIndex: {{ $root.Values.jobs.backoffLimit | int }}
+{{- else -}}
 backoffLimit: {{ $root.Values.jobs.backoffLimit | int }}
+{{- end }}
+{{- if or (ne .deadline "generation") $root.Values.kueue.queueName }}
 activeDeadlineSeconds: {{ $deadline | int64 }}
+{{- end }}
 ttlSecondsAfterFinished: {{ $root.Values.jobs.ttlSecondsAfterFinished | int64 }}
 podFailurePolicy:
   rules:
@@ -498,7 +530,12 @@ podFailurePolicy:
       onExitCodes:
         containerName: client
         operator: In
-        values: [2]
+        values: [2, 3]
+    - action: {{ if .indexed }}FailIndex{{ else }}FailJob{{ end }}
+      onExitCodes:
+        containerName: client
+        operator: In
+        values: [4]
     {{- if .wait }}
     - action: FailJob
       onExitCodes:
@@ -513,14 +550,36 @@ podFailurePolicy:
 {{- end -}}
 
 {{/*
-skillmix.jobMetadataLabels: the Job's labels: skillmix.jobLabels plus the Kueue queue label when
-kueue.queueName is set (the pod template gets skillmix.jobLabels only).
+skillmix.gateMetadata: a gated Job's label and annotations for the coordinator
+(skillmix.io/gated, the pool it counts in and that pool's size, and the Kueue queue it gets
+on release); nothing when not gated. Place it under metadata.
+Usage: {{- include "skillmix.gateMetadata" (dict "root" $ "gated" true "pool" "grade" "size" 4) | nindent 2 }}
+*/}}
+{{- define "skillmix.gateMetadata" -}}
+{{- if .gated -}}
+annotations:
+  skillmix.io/pool: {{ .pool | toString | quote }}
+  skillmix.io/pool-size: {{ .size | default 0 | int | toString | quote }}
+  {{- with .root.Values.kueue.queueName }}
+  skillmix.io/queue-name: {{ . | quote }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+skillmix.jobMetadataLabels: the Job's labels: skillmix.jobLabels plus, for a gated Job
+("gated" in the dict), skillmix.io/gated; else the Kueue queue label when kueue.queueName is set
+(a gated Job gets it from the coordinator on release). The pod template gets skillmix.jobLabels.
 Usage: labels: {{- include "skillmix.jobMetadataLabels" $ctx | nindent 4 }}
 */}}
 {{- define "skillmix.jobMetadataLabels" -}}
 {{ include "skillmix.jobLabels" . }}
+{{- if .gated }}
+skillmix.io/gated: "true"
+{{- else }}
 {{- with .root.Values.kueue.queueName }}
 kueue.x-k8s.io/queue-name: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 

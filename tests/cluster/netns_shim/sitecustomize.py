@@ -6,6 +6,11 @@ host, so the kubelet gives each pod's declared container ports a free host port 
 map in ``SKILLMIX_POD_PORTS`` (``8000:41234,...``). This module, imported at interpreter start
 (it is first on the pod's PYTHONPATH), maps binds and loopback connects of those ports onto
 the pod's host ports. Other addresses and ports (S3, the API server) are untouched.
+
+Mount paths a process on the host cannot reach (the service-account volume at
+``/var/run/secrets/kubernetes.io/serviceaccount``) come in ``SKILLMIX_POD_MOUNTS``
+(``/container/path=/host/dir`` joined by ``os.pathsep``): opens, stats and the CA file that ssl
+loads under them go to the host folder, so standard code reads the standard paths.
 """
 
 from __future__ import annotations
@@ -55,3 +60,43 @@ if _MAP:
     socket.socket.bind = bind  # type: ignore[method-assign]
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+
+
+_MOUNTS: list[tuple[str, str]] = []
+for _entry in filter(None, os.environ.get("SKILLMIX_POD_MOUNTS", "").split(os.pathsep)):
+    _path, _, _where = _entry.partition("=")
+    _MOUNTS.append((_path.rstrip("/"), _where))
+
+
+def _mapped_path(path: Any) -> Any:
+    if isinstance(path, str):
+        for mount, where in _MOUNTS:
+            if path == mount or path.startswith(mount + "/"):
+                return where + path[len(mount) :]
+    return path
+
+
+if _MOUNTS:
+    import builtins
+    import io
+    import ssl
+
+    _open = builtins.open
+    _stat = os.stat
+    _load_verify_locations = ssl.SSLContext.load_verify_locations
+
+    def open_(file: Any, *args: Any, **kwargs: Any) -> Any:
+        return _open(_mapped_path(file), *args, **kwargs)
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        return _stat(_mapped_path(path), *args, **kwargs)
+
+    def load_verify_locations(
+        self: ssl.SSLContext, cafile: Any = None, capath: Any = None, cadata: Any = None
+    ) -> None:
+        return _load_verify_locations(self, _mapped_path(cafile), _mapped_path(capath), cadata)
+
+    builtins.open = open_
+    io.open = open_
+    os.stat = stat
+    ssl.SSLContext.load_verify_locations = load_verify_locations  # type: ignore[method-assign]
