@@ -45,9 +45,16 @@ def find_helm() -> str:
 
 
 def helm_template(
-    values: dict[str, Any], release: str, namespace: str, *, chart: Path | None = None
+    values: dict[str, Any],
+    release: str,
+    namespace: str,
+    *,
+    chart: Path | None = None,
+    kube_version: str | None = None,
 ) -> str:
-    """Render the chart; returns the multi-document YAML."""
+    """Render the chart; returns the multi-document YAML. ``kube_version`` (the API server's
+    ``/version``) makes helm check Chart.yaml's ``kubeVersion`` and ``.Capabilities`` against
+    the real cluster instead of helm's built-in default."""
     import yaml
 
     helm = find_helm()
@@ -67,6 +74,7 @@ def helm_template(
                 namespace,
                 "-f",
                 str(values_file),
+                *(["--kube-version", kube_version] if kube_version else []),
             ],
             capture_output=True,
             text=True,
@@ -75,6 +83,10 @@ def helm_template(
         )
     if proc.returncode != 0:
         message = " ".join(proc.stderr.strip().split())[:600]
+        if "kubeVersion" in message:
+            raise SkillmixError(
+                f"the cluster's Kubernetes {kube_version} is not supported by the chart: {message}"
+            )
         raise RunFailedError(f"helm template failed: {message}")
     return proc.stdout
 

@@ -116,12 +116,22 @@ def plan_launch(
     run: RunStore | None,
     *,
     sidecar_port: int = 8000,
+    kube_version: str | None = None,
+    resume: LaunchRecord | None = None,
 ) -> LaunchPlan:
-    """Which units still need Jobs (from the store), their values and rendered manifests."""
+    """Which units still need Jobs (from the store), their values and rendered manifests.
+
+    ``resume``: the record of an attempt whose objects were not all created (the launch
+    stopped halfway); its values are rendered again, so the same objects come out and the
+    next ``apply`` creates only the missing ones."""
     e = ctx.experiment
     plan = plan_tasks(e, sharded=True)
     units = plan.units
-    if run is not None:
+    if resume is not None:
+        gen_todo = [Unit(*u) for u in resume.units("generate")]
+        grade_todo = [Unit(*u) for u in resume.units("grade")]
+        attempt = resume.attempt
+    elif run is not None:
         # units finished with failed records are redone; redone generations are regraded
         gen_todo = [u for u in units if not unit_complete(run, ctx, "generate", *u)]
         grade_todo = [u for u in units if u in gen_todo or not unit_complete(run, ctx, "grade", *u)]
@@ -130,17 +140,21 @@ def plan_launch(
         )
     else:
         gen_todo, grade_todo, attempt = list(units), list(units), 1
-    values = build_values(
-        ctx,
-        profile,
-        cluster,
-        attempt=attempt,
-        generation=gen_todo,
-        grading=grade_todo,
-        sidecar_port=sidecar_port,
+    values = (
+        resume.values
+        if resume is not None
+        else build_values(
+            ctx,
+            profile,
+            cluster,
+            attempt=attempt,
+            generation=gen_todo,
+            grading=grade_todo,
+            sidecar_port=sidecar_port,
+        )
     )
     release = release_name(ctx.run_id)
-    rendered = helm_template(values, release, profile.namespace)
+    rendered = helm_template(values, release, profile.namespace, kube_version=kube_version)
     lp = LaunchPlan(
         run_id=ctx.run_id,
         run_uri=run_uri_for(profile, ctx.run_id),
@@ -150,7 +164,11 @@ def plan_launch(
         attempt=attempt,
         values=values,
         rendered=rendered,
-        finished_units=len(units) - len(grade_todo),
+        finished_units=(
+            resume.plan.finished_units
+            if resume is not None and resume.plan is not None
+            else len(units) - len(grade_todo)
+        ),
         total_units=len(units),
     )
     for student, k, g in gen_todo:
@@ -247,3 +265,21 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
 
 def rendered_manifests(lp: LaunchPlan) -> list[dict[str, Any]]:
     return manifests(lp.rendered)
+
+
+def unfinished_attempt(run: RunStore) -> LaunchRecord | None:
+    """The latest attempt's record when its objects were not all created (``launch``
+    stopped by an API error or an interrupt after recording it): the next launch completes
+    that attempt rather than burning a new attempt number and leaving orphans."""
+    attempts = sorted(k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json"))
+    if not attempts:
+        return None
+    latest = len(attempts)
+    if run.store.exists(RunLayout.launch_created(latest)):
+        return None
+    return run.read_launch_record(latest)
+
+
+def mark_created(run: RunStore, attempt: int) -> None:
+    """Every object of ``attempt`` exists (see :func:`unfinished_attempt`)."""
+    run.store.write_bytes(RunLayout.launch_created(attempt), f"{utc_now()}\n".encode())

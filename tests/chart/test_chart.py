@@ -41,7 +41,7 @@ HARDENED = {
 COMMON_LABELS = {
     "app.kubernetes.io/name": "skillmix",
     "app.kubernetes.io/instance": RELEASE,
-    "app.kubernetes.io/managed-by": "Helm",
+    "app.kubernetes.io/managed-by": "skillmix",
     "app.kubernetes.io/part-of": "skillmix",
 }
 

@@ -588,7 +588,7 @@ def test_launch_wait_follows_the_run_through_an_expired_watch(
     for r in gets:
         if r.is_watch:
             assert r.query["resourceVersion"] and 1 <= int(r.query["timeoutSeconds"]) <= 30
-            assert r.query["labelSelector"] == f"{RUN_LABEL}={run_id}"
+            assert r.query["labelSelector"] == f"{RUN_LABEL}={run_id},skillmix.io/attempt=1"
 
 
 @pytest.mark.tools
@@ -596,22 +596,26 @@ def test_launch_wait_follows_the_run_through_an_expired_watch(
 @pytest.mark.timeout(120)
 def test_launch_wait_survives_a_dropped_watch(cluster: Cluster, exp: Path) -> None:
     """A watch connection cut mid-stream (API server restart, load balancer timeout) is
-    listed again, not a crash: the wait goes on and still sees the Job that fails later."""
+    resumed from the last resourceVersion, not listed again and not a crash: the wait goes on
+    and still sees the Job that fails later."""
     fake = cluster.fake
     failed: list[str] = []
+    lists: list[int] = []
 
     def kubelet(stop: threading.Event) -> None:
         wait_until(lambda: len(fake.jobs(NAMESPACE)) == ALL_JOBS, "the Jobs")
         wait_until(lambda: fake.open_watches() > 0, "the client's watch")
-        lists = len(fake.requests_for("GET", "/jobs", watch=False))
+        lists.append(len(fake.requests_for("GET", "/jobs", watch=False)))
+        watches = len(fake.requests_for("GET", "/jobs", watch=True))
         fake.drop_watches()
         wait_until(
             lambda: (
-                len(fake.requests_for("GET", "/jobs", watch=False)) > lists
+                len(fake.requests_for("GET", "/jobs", watch=True)) > watches
                 and fake.open_watches() > 0
             ),
-            "a re-list and a new watch after the drop",
+            "a new watch after the drop",
         )
+        lists.append(len(fake.requests_for("GET", "/jobs", watch=False)))
         job = _jobs_of(fake, "aggregate")[0]
         failed.append(job["metadata"]["name"])
         fake.set_job_status(
@@ -627,6 +631,79 @@ def test_launch_wait_survives_a_dropped_watch(cluster: Cluster, exp: Path) -> No
     line = one_line_error(result)
     assert failed[0] in line and "DeadlineExceeded: too slow" in line
     assert any(r.watch_error == -1 for r in fake.requests)
+    assert lists[0] == lists[1]  # no list of every Job after the drop
+    watches = fake.requests_for("GET", "/jobs", watch=True)
+    assert (
+        len(watches) >= 2
+        and watches[1].query["resourceVersion"] == (watches[0].query["resourceVersion"])
+    )  # no event came before the drop: the same version
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.timeout(120)
+def test_launch_retries_429_and_500_and_creates_every_job_once(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """One 429 with Retry-After and one 500 in the middle of creation are retried, not a launch
+    aborted halfway: every Job exists once, and the launch says it retried."""
+    fake = cluster.fake
+    fake.fail_next("POST", "/jobs", 429, retry_after="1")
+    fake.fail_next("POST", "/jobs", 500)
+    fake.warning = 'would violate PodSecurity "restricted:latest": runAsNonRoot != true'
+    started = time.monotonic()
+    result = launch(exp)
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started >= 1  # Retry-After was honoured
+    assert len(fake.jobs(NAMESPACE)) == ALL_JOBS
+    posts = [r for r in fake.requests_for("POST", "/jobs") if r.query.get("dryRun") != "All"]
+    assert sorted(r.status or 0 for r in posts) == [201] * ALL_JOBS + [429, 500]
+    assert "2 transient API errors retried" in flat(result.stderr)
+    # the API server's Warning header, printed once with its count, not dropped
+    assert (
+        'Kubernetes API warning: would violate PodSecurity "restricted:latest": '
+        f"runAsNonRoot != true (x{ALL_JOBS})" in flat(result.stderr)
+    )
+    # the pre-flight dry-ran one Pod per distinct pod template before anything was created
+    pods = fake.requests_for("POST", "/pods")
+    assert pods and all(r.query.get("dryRun") == "All" for r in pods)
+    assert len(pods) < ALL_JOBS
+    assert fake.requests.index(pods[0]) < fake.requests.index(posts[0])
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.timeout(120)
+def test_a_launch_stopped_halfway_is_completed_by_the_next(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """An API error that is not transient stops creation with some Jobs created: the next
+    `launch` completes the same attempt (a 409 on an identical Job counts as done), with no
+    new attempt number and no duplicate."""
+    fake = cluster.fake
+    fake.fail_next("POST", "/jobs", 400)
+    first = launch(exp)
+    assert first.exit_code in (1, 2), first.stderr
+    assert 0 <= len(fake.jobs(NAMESPACE)) < ALL_JOBS
+    run = cluster.run(run_id)
+    assert run.store.exists("launches/attempt-001.json")
+    assert not run.store.exists("launches/attempt-001.created")
+
+    second = launch(exp)
+    assert second.exit_code == 0, second.stderr
+    assert "completing attempt 1" in flat(second.stderr)
+    names = [j["metadata"]["name"] for j in fake.jobs(NAMESPACE)]
+    assert len(names) == ALL_JOBS == len(set(names))
+    assert all(name.endswith("-a1") for name in names)
+    assert run.store.exists("launches/attempt-001.created")
+    assert not run.store.exists("launches/attempt-002.json")
+    # a third launch while those Jobs are unfinished is refused with the fix
+    third = launch(exp)
+    assert third.exit_code == 2
+    line = one_line_error(third)
+    assert f"run {run_id} has {ALL_JOBS} unfinished Job(s) of attempt 1" in line
+    assert "--replace" in line and "skillmix status" in line
+    assert len(fake.jobs(NAMESPACE)) == ALL_JOBS
 
 
 @pytest.mark.tools
