@@ -239,7 +239,7 @@ def kueue_reasons(jobs: list[JobState], workloads: list[dict[str, Any]]) -> dict
                 f"Kueue: no Workload for queue {queue!r} yet (does LocalQueue {queue} exist?)"
             )
             continue
-        conditions = {c.get("type"): c for c in (w.get("status") or {}).get("conditions") or []}
+        conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
         if (conditions.get("Admitted") or {}).get("status") == "True":
             continue
         why = conditions.get("QuotaReserved") or conditions.get("Admitted") or {}
