@@ -128,11 +128,14 @@ def job_reasons(
             if budget[0] <= 0:
                 return ""
             budget[0] -= 1
-            try:
-                text = kube.pod_log(pod, container, tail=LOG_LINES, previous=True)
-            except Exception:  # the log is a bonus, never fatal
-                return ""
-            return str(text)
+            for previous in (True, False):  # the crashed run's log, else the current one
+                try:
+                    text = str(kube.pod_log(pod, container, tail=LOG_LINES, previous=previous))
+                except Exception:  # the log is a bonus, never fatal
+                    continue
+                if text.strip():
+                    return text
+            return ""
 
     reasons = diagnose(pods, events, jobs, fetch_log=fetch)
     queued = [s for s in jobs if s.state == "Suspended" and s.labels.get(QUEUE_LABEL)]
@@ -239,7 +242,9 @@ def kueue_reasons(jobs: list[JobState], workloads: list[dict[str, Any]]) -> dict
                 f"Kueue: no Workload for queue {queue!r} yet (does LocalQueue {queue} exist?)"
             )
             continue
-        conditions = {c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []}
+        conditions = {
+            c.get("type"): c for c in (workload.get("status") or {}).get("conditions") or []
+        }
         if (conditions.get("Admitted") or {}).get("status") == "True":
             continue
         why = conditions.get("QuotaReserved") or conditions.get("Admitted") or {}

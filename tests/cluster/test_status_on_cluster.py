@@ -40,11 +40,16 @@ def reasons(doc: dict[str, Any]) -> str:
 def wait_for_reason(cluster: Cluster, run_id: str, *needles: str, timeout: float = 90) -> str:
     """Polls `status` until one Job's reasons name every needle; returns all reasons."""
 
-    def found() -> str | None:
-        text = reasons(status(cluster, run_id))
-        return text if all(n in text for n in needles) else None
+    seen = [""]
 
-    text: str = wait_for(found, f"status to name {needles}", timeout)
+    def found() -> str | None:
+        seen[0] = reasons(status(cluster, run_id))
+        return seen[0] if all(n in seen[0] for n in needles) else None
+
+    try:
+        text: str = wait_for(found, f"status to name {needles}", timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last reasons: {seen[0]!r}") from None
     return text
 
 
@@ -108,10 +113,12 @@ def test_status_shows_a_crash_loop_with_the_model_servers_last_log_lines(
     """The vLLM sidecar (our image: `python3 -m vllm...` fails at once) restarts with
     back-off: `status` names CrashLoopBackOff, its exit code and its last log lines."""
     _gpu_profile(cluster, tolerate=True)
+    # time to fail on its own (exit 1, with a message) before the startup probe kills it
+    edit_profile(cluster, deadlines={"model_load_seconds": 60})
     path, run_id = experiment(tmp_path, students=[VLLM_STUDENT])
     cluster.skillmix("launch", "-f", str(path), check=True)
     text = wait_for_reason(cluster, run_id, "model: CrashLoopBackOff", "last log lines:")
-    assert "vllm" in text.split("last log lines:", 1)[1]
+    assert "No module named 'vllm'" in text.split("last log lines:", 1)[1]
 
 
 def test_launch_wait_says_why_pods_are_stuck(cluster: Cluster, tmp_path: Path) -> None:
