@@ -142,7 +142,14 @@ def job_reasons(
     if queued:
         workloads = kube.workloads()
         if workloads is not None:  # Kueue installed (else: nothing to say, quietly)
-            for name, text in kueue_reasons(queued, workloads).items():
+            owned = {
+                ref.get("name")
+                for w in workloads
+                for ref in (w.get("metadata") or {}).get("ownerReferences") or []
+            }
+            waiting = {s.labels[QUEUE_LABEL] for s in queued if s.name not in owned}
+            missing = {q for q in waiting if kube.local_queue_exists(q) is False}
+            for name, text in kueue_reasons(queued, workloads, missing).items():
                 reasons.setdefault(name, []).append(text)
     return reasons
 
@@ -225,9 +232,14 @@ def diagnose(
     return out
 
 
-def kueue_reasons(jobs: list[JobState], workloads: list[dict[str, Any]]) -> dict[str, str]:
+def kueue_reasons(
+    jobs: list[JobState],
+    workloads: list[dict[str, Any]],
+    missing_queues: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, str]:
     """Suspended Jobs in a Kueue queue: the Workload's conditions say why it is not admitted
-    (no quota, an inactive or missing LocalQueue)."""
+    (no quota, an inactive LocalQueue); a Job whose LocalQueue does not exist gets no
+    Workload at all and stays suspended for ever."""
     by_owner: dict[str, dict[str, Any]] = {}
     for w in workloads:
         for ref in (w.get("metadata") or {}).get("ownerReferences") or []:
@@ -237,6 +249,12 @@ def kueue_reasons(jobs: list[JobState], workloads: list[dict[str, Any]]) -> dict
     for s in jobs:
         queue = s.labels.get(QUEUE_LABEL, "")
         workload = by_owner.get(s.name)
+        if workload is None and queue in missing_queues:
+            out[s.name] = (
+                f"Kueue: LocalQueue {queue!r} does not exist in this namespace; the Job stays "
+                "suspended (fix kueue_queue in the cluster profile, or create the LocalQueue)"
+            )
+            continue
         if workload is None:
             out[s.name] = (
                 f"Kueue: no Workload for queue {queue!r} yet (does LocalQueue {queue} exist?)"

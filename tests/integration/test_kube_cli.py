@@ -464,6 +464,85 @@ def test_render_writes_values_and_manifests(
 @pytest.mark.tools
 @needs_chart
 @pytest.mark.usefixtures("_no_store")
+@pytest.mark.parametrize(
+    ("account", "expected_name", "created"),
+    [
+        (
+            {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/skillmix"}},
+            None,
+            True,
+        ),
+        ({"create": False, "name": "irsa-runner"}, "irsa-runner", False),
+    ],
+)
+def test_the_profile_names_or_creates_the_pods_service_account(
+    exp: Path,
+    run_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    account: dict[str, Any],
+    expected_name: str | None,
+    created: bool,
+) -> None:
+    """Workload identity (IRSA, EKS Pod Identity, GKE) is bound to a ServiceAccount: a created
+    one carries the profile's annotations; an existing one is only named. Every object is
+    labelled as managed by skillmix (not Helm: there is no release)."""
+    config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    write_profiles(
+        tmp_path,
+        monkeypatch,
+        {"fake": profile(config, "s3://nowhere/runs", service_account=account)},
+    )
+    result = run_cli("render", "-f", str(exp), "--cluster", "fake")
+    assert result.exit_code == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    names = {j["spec"]["template"]["spec"]["serviceAccountName"] for j in jobs}
+    if created:
+        [sa] = accounts
+        assert sa["metadata"]["annotations"] == account["annotations"]
+        assert names == {sa["metadata"]["name"]}
+    else:
+        assert accounts == [] and names == {expected_name}
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "skillmix"
+
+
+def test_an_existing_service_account_needs_a_name(
+    exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    write_profiles(
+        tmp_path,
+        monkeypatch,
+        {"fake": profile(config, "s3://nowhere/runs", service_account={"create": False})},
+    )
+    result = run_cli("render", "-f", str(exp), "--cluster", "fake")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "service_account" in line and "name the existing ServiceAccount" in line
+
+
+@needs_chart
+def test_the_chart_is_rendered_for_the_clusters_version(
+    exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--kube-version` reaches helm: Chart.yaml's kubeVersion (>= 1.29) rejects an older
+    cluster with one line, and accepts the real control plane's version."""
+    from skillmix.k8s.launch import plan_launch, prepare_launch
+
+    _render_profile(tmp_path, monkeypatch)
+    name, prof, ctx, _run = prepare_launch(load_experiment(exp), "fake", check_store=False)
+    with pytest.raises(SkillmixError, match=r"Kubernetes v1\.27\.3 is not supported.*kubeVersion"):
+        plan_launch(ctx, prof, name, None, kube_version="v1.27.3")
+    lp = plan_launch(ctx, prof, name, None, kube_version="v1.34.4")
+    assert lp.rendered.count("kind: Job") == ALL_JOBS
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.usefixtures("_no_store")
 def test_render_to_stdout(
     exp: Path, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,6 +116,7 @@ def test_kueue_says_why_a_queued_job_is_not_admitted() -> None:
         workload("j3", [{"type": "Admitted", "status": "True"}]),
     ]
     assert queued.state == "Suspended"
+    assert "LocalQueue 'nope' does not exist" in kueue_reasons([orphan], workloads, {"nope"})["j2"]
     assert kueue_reasons([queued, orphan, admitted], workloads) == {
         "j1": "Kueue: not admitted in queue 'gpus': couldn't assign flavors: insufficient nvidia.com/gpu",
         "j2": "Kueue: no Workload for queue 'nope' yet (does LocalQueue nope exist?)",
