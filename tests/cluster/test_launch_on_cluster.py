@@ -79,7 +79,7 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     assert f"run {run_id}: complete" in table, table
     assert "need attention" not in table  # by default: counts per phase and state only
     every = " ".join(cluster.skillmix("status", run_id, "--all", check=True).stdout.split())
-    assert every.count(" Complete ") == len(jobs), every
+    assert every.count("│ Complete │") == len(jobs), every  # one row per Job
 
     # logs of one phase through the API server's pod log endpoint (our kubelet serves them)
     sidecars = cluster.skillmix(
