@@ -9,7 +9,8 @@ moto S3 store:
 
 - ``kubectl_create_seconds``: ``kubectl create -f manifests.yaml`` (one request per object);
 - ``launch_seconds``: the whole ``skillmix launch`` command (start-up, store checks, plan,
-  ``helm template``, the pre-flight dry runs, the launch record, creation);
+  ``helm template``, the pre-flight dry runs, the launch record, creation), with its parts in
+  ``launch_breakdown_seconds`` (from ``SKILLMIX_DEBUG``'s timing line);
 - ``status_seconds``: the whole ``skillmix status`` command on that run (default output).
 
 The controller manager and the scheduler are paused (SIGSTOP) while either side creates, so
@@ -159,7 +160,9 @@ def main() -> None:
                     yaml.safe_dump(profiles(cp.kubeconfig, store, s3, "bench-skillmix"))
                 )
                 log("skillmix launch ...")
-                launch_s, _, launch_err = timed([*py, "launch", "-f", str(exp)], env, tmp)
+                launch_s, _, launch_err = timed(
+                    [*py, "launch", "-f", str(exp)], {**env, "SKILLMIX_DEBUG": "1"}, tmp
+                )
             finally:
                 pause(cp, False)
             run_id = next(
@@ -167,6 +170,14 @@ def main() -> None:
                 for line in launch_err.splitlines()
                 if line.startswith("run id:")
             )
+            breakdown = {
+                name.strip(): float(value.rstrip("s"))
+                for line in launch_err.splitlines()
+                if line.startswith("timings: ")
+                for name, value in (
+                    part.rsplit(" ", 1) for part in line.removeprefix("timings: ").split(", ")
+                )
+            }
             log("skillmix status ...")
             status_s, status_out, _ = timed([*py, "status", run_id], env, tmp)
             status_all_s, _, _ = timed([*py, "status", run_id, "--format", "json"], env, tmp)
@@ -191,6 +202,7 @@ def main() -> None:
             "kubectl_create_seconds": round(kubectl_s, 2),
             "launch_seconds": round(launch_s, 2),
             "launch_ratio": round(launch_s / kubectl_s, 3),
+            "launch_breakdown_seconds": breakdown,
             "status_seconds": round(status_s, 2),
             "status_json_seconds": round(status_all_s, 2),
             "status_lines": len(status_out.splitlines()),

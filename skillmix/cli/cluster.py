@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from pathlib import Path
@@ -169,6 +170,8 @@ def launch_cmd(
     fmt: str,
 ) -> None:
     """Launch (or resume) a run on Kubernetes: one Job per unit, from the same plan as `evaluate`."""
+    import time
+
     from skillmix.config import load_experiment
     from skillmix.k8s.cluster import KubeClient
     from skillmix.k8s.launch import (
@@ -180,6 +183,7 @@ def launch_cmd(
         unfinished_attempt,
     )
 
+    marks = [("start", time.perf_counter())]
     # a dry run makes no network call: neither the store nor the Kubernetes API is read
     name, profile, ctx, run = prepare_launch(
         load_experiment(file), cluster, check_store=not dry_run
@@ -207,9 +211,11 @@ def launch_cmd(
         if replace and states:
             jobs, _ = kube.delete_run(ctx.run_id, wait_seconds=120, keep_account=True)
             info(f"--replace: deleted {jobs} Jobs of run {ctx.run_id} and waited for their pods")
+    marks.append(("checks", time.perf_counter()))
     lp = plan_launch(
         ctx, profile, name, None if dry_run else run, kube_version=version, resume=resume
     )
+    marks.append(("plan and helm template", time.perf_counter()))
     from skillmix.store.runs import SUMMARY_JSON
 
     done = (
@@ -237,11 +243,13 @@ def launch_cmd(
         )
         return
     docs = rendered_manifests(lp)
+    marks.append(("parse manifests", time.perf_counter()))
     # rights, namespace, validity and admission of the pods: fail before writing anything
     try:
         kube.preflight(docs)
     finally:
         _print_warnings(kube)
+    marks.append(("pre-flight", time.perf_counter()))
     if resume is None:
         record_launch(run, ctx, lp)
     else:
@@ -251,6 +259,12 @@ def launch_cmd(
     finally:
         _print_warnings(kube)
     mark_created(run, lp.attempt)
+    marks.append(("create", time.perf_counter()))
+    if settings.debug():
+        info(
+            "timings: "
+            + ", ".join(f"{n} {t - p:.2f}s" for (_, p), (n, t) in itertools.pairwise(marks))
+        )
     retried = f"; {kube.retries} transient API errors retried" if kube.retries else ""
     info(
         f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt}){retried}"

@@ -92,8 +92,13 @@ def helm_template(
 
 
 def manifests(rendered: str) -> list[dict[str, Any]]:
+    """The rendered documents. libyaml's loader when PyYAML has it: the pure-Python one takes
+    ~20 s for a 1,500-Job run (8 MB), libyaml ~2 s."""
     import yaml
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return [
-        doc for doc in yaml.safe_load_all(rendered) if isinstance(doc, dict) and doc.get("kind")
+        doc
+        for doc in yaml.load_all(rendered, Loader=loader)
+        if isinstance(doc, dict) and doc.get("kind")
     ]

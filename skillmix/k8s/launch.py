@@ -22,7 +22,7 @@ from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import Unit, plan_tasks
-from skillmix.pipeline.tasks import unit_complete
+from skillmix.pipeline.tasks import shard_prefix, unit_complete
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -133,8 +133,23 @@ def plan_launch(
         attempt = resume.attempt
     elif run is not None:
         # units finished with failed records are redone; redone generations are regraded
-        gen_todo = [u for u in units if not unit_complete(run, ctx, "generate", *u)]
-        grade_todo = [u for u in units if u in gen_todo or not unit_complete(run, ctx, "grade", *u)]
+        # one listing of the run finds the units that have manifests; only those are read
+        keys = set(run.store.list_keys(""))
+        gen_todo = [
+            u
+            for u in units
+            if not (
+                _has_manifests(keys, ctx, "generate", *u)
+                and unit_complete(run, ctx, "generate", *u)
+            )
+        ]
+        todo = set(gen_todo)
+        grade_todo = [
+            u
+            for u in units
+            if u in todo
+            or not (_has_manifests(keys, ctx, "grade", *u) and unit_complete(run, ctx, "grade", *u))
+        ]
         attempt = 1 + len(
             [k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json")]
         )
@@ -180,6 +195,23 @@ def plan_launch(
     lp.jobs.append(JobPlan("aggregate", "-", None, None, 1, 0, "-"))
     lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
     return lp
+
+
+def _has_manifests(
+    keys: set[str], ctx: RunContext, phase: str, student: str, k: int, g: int
+) -> bool:
+    """Every manifest the unit needs is among ``keys`` (a unit without them is unfinished,
+    with no read of the store)."""
+    if phase == "generate":
+        shards = ctx.shards(student)
+        prefixes = [shard_prefix(student, k, g, s, shards) for s in range(shards)]
+    else:
+        grader = ctx.experiment.grader
+        prefixes = [
+            RunLayout.grade_prefix(grader.name, student, k, g, r)
+            for r in range(1, grader.rounds + 1)
+        ]
+    return all(f"{p}/{RunLayout.MANIFEST}" in keys for p in prefixes)
 
 
 def estimate(

@@ -748,6 +748,11 @@ def test_launch_retries_429_and_500_and_creates_every_job_once(
     assert pods and all(r.query.get("dryRun") == "All" for r in pods)
     assert len(pods) < ALL_JOBS
     assert fake.requests.index(pods[0]) < fake.requests.index(posts[0])
+    # every call the launch made is one the launcher Role allows (/version: every user may)
+    rules = launcher_rules()
+    for request in fake.requests:
+        if request.path.rstrip("/") != "/version":
+            assert rbac_verb(request) in rules, (request.method, request.path)
 
 
 @pytest.mark.tools
