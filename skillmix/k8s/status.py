@@ -37,14 +37,23 @@ MAX_LOGS = 3  # crashing containers whose logs status reads (one request each)
 def run_status(
     kube: KubeClient, profile: ClusterProfile, run_id: str, *, logs: bool = True
 ) -> dict[str, Any]:
-    states, _ = kube.jobs(run_id)
+    from concurrent.futures import ThreadPoolExecutor
+
     run_uri = run_uri_for(profile, run_id)
-    progress = store_progress(run_uri)
+    # the four reads at once (the pods and events are only used while a Job is unfinished)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        jobs_read = pool.submit(kube.jobs, run_id)
+        store_read = pool.submit(store_progress, run_uri)
+        pods_read = pool.submit(kube.pods, run_id)
+        events_read = pool.submit(kube.warning_events)
+        states, _ = jobs_read.result()
+        progress = store_read.result()
+        pods, events = pods_read.result(), events_read.result()
     attempt = max((s.attempt for s in states), default=0)
     current = [s for s in states if s.attempt == attempt]
     reasons: dict[str, list[str]] = {}
     if any(not s.finished for s in current):
-        reasons = job_reasons(kube, run_id, current, logs=logs)
+        reasons = job_reasons(kube, run_id, current, logs=logs, pods=pods, events=events)
     detail = progress.pop("units_detail")
     jobs = [_job_row(s, detail, reasons.get(s.name, [])) for s in _ordered(current)]
     counts: dict[str, dict[str, int]] = {}
@@ -112,14 +121,20 @@ def _job_row(s: JobState, detail: dict[str, str], reasons: list[str]) -> dict[st
 
 
 def job_reasons(
-    kube: KubeClient, run_id: str, jobs: list[JobState], *, logs: bool = True
+    kube: KubeClient,
+    run_id: str,
+    jobs: list[JobState],
+    *,
+    logs: bool = True,
+    pods: list[dict[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> dict[str, list[str]]:
-    """Why unfinished Jobs make no progress: one list of pods, one of Warning events, the
-    Kueue Workloads where a Job waits in a queue, and the last log lines of up to MAX_LOGS
-    crashing containers."""
+    """Why unfinished Jobs make no progress: one list of pods, one of Warning events (unless
+    given), the Kueue Workloads where a Job waits in a queue, and the last log lines of up to
+    MAX_LOGS crashing containers."""
     names = {s.name for s in jobs}
-    pods = [p for p in kube.pods(run_id) if pod_job(p) in names]
-    events = kube.warning_events()
+    pods = [p for p in (kube.pods(run_id) if pods is None else pods) if pod_job(p) in names]
+    events = kube.warning_events() if events is None else events
     fetch: Callable[[str, str], str] | None = None
     if logs:
         budget = [MAX_LOGS]
