@@ -256,6 +256,13 @@ def launch_cmd(
         info(f"completing attempt {lp.attempt}, whose creation stopped halfway")
     try:
         created = kube.apply(docs)
+    except SkillmixError as exc:
+        if exc.hint is None:  # some objects may exist: say how this attempt completes
+            exc.hint = (
+                f"once fixed, the same `skillmix launch` completes attempt {lp.attempt}, "
+                "or `--replace` starts over"
+            )
+        raise
     finally:
         _print_warnings(kube)
     mark_created(run, lp.attempt)

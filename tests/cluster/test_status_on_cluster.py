@@ -216,7 +216,8 @@ def test_creation_stopped_by_a_quota_is_completed_by_the_next_launch(
     path, run_id = experiment(tmp_path)
     first = cluster.skillmix("launch", "-f", str(path))
     assert first.returncode == 2, first.stderr
-    assert "exceeded quota: two-jobs" in error_line(first.stderr)
+    line = error_line(first.stderr)
+    assert "exceeded quota: two-jobs" in line and "completes attempt 1" in line
     assert len(cluster.jobs(f"skillmix.io/run={run_id}")) == 2
     run = open_store(f"{cluster.store}/{run_id}")
     assert run.exists("launches/attempt-001.json")
