@@ -19,7 +19,7 @@ from typing import Any
 from _common import REPO, emit, log
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("generation", "grading_rpm", "demo", "cli_start", "aggregate")
+BENCHMARKS = ("generation", "grading_rpm", "demo", "cli_start", "aggregate", "launch")
 QUICK_RPM_DURATION = "30"
 
 
