@@ -104,6 +104,13 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     follow = cluster.skillmix("logs", run_id, "--phase", "grade", "--follow", timeout=60)
     assert follow.returncode == 0, follow.stderr
     assert follow.stdout.count("\n") >= 8
+    bounded = cluster.skillmix(
+        "logs", run_id, "--phase", "grade", "--follow", "--max-streams", "1", timeout=60
+    )
+    assert bounded.returncode == 0, bounded.stderr
+    said = " ".join(bounded.stderr.split())
+    assert "following 1 of 4 pods" in said and "left out:" in said
+    assert len({line.split("]", 1)[0] for line in bounded.stdout.splitlines()}) == 1
 
     # launching a finished run creates nothing and prints its metrics
     again = cluster.skillmix("launch", "-f", str(EXPERIMENT), "--format", "json", check=True)
