@@ -792,6 +792,48 @@ def test_a_launch_stopped_halfway_is_completed_by_the_next(
 
 @pytest.mark.tools
 @needs_chart
+@pytest.mark.timeout(120)
+def test_verdicts_count_only_the_current_attempts_jobs(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """Attempt 1 ended with a failed Job (still there until its TTL); attempt 2 is launched.
+    Its `--wait` and `status` ignore attempt 1's failure."""
+    fake = cluster.fake
+    run = cluster.run(run_id)
+    run.store.write_bytes("launches/attempt-001.json", b"{}")  # attempt 1 was fully created
+    run.store.write_bytes("launches/attempt-001.created", b"")
+    old = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{run_id}-old-a1",
+            "labels": {RUN_LABEL: run_id, PHASE_LABEL: "generate", "skillmix.io/attempt": "1"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "client", "image": "i"}]}}},
+    }
+    with fake._lock:
+        fake._store_job(old, NAMESPACE)
+    fake.set_job_status(
+        old["metadata"]["name"],
+        [{"type": "Failed", "reason": "BackoffLimitExceeded", "message": "old"}],
+        namespace=NAMESPACE,
+        failed=2,
+    )
+    result = launch(exp, "--wait", "--timeout", "3")
+    assert result.exit_code == 1, result.stderr
+    line = one_line_error(result)
+    assert "timed out after 3s" in line and "old" not in line.split("timed out", 1)[0]
+    assert "attempt 2" in flat(result.stdout)
+    status = run_cli("status", run_id, "--cluster", "fake", "--format", "json")
+    assert status.exit_code == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["state"] == "running" and doc["attempt"] == 2
+    assert doc["previous_attempt_jobs"] == 1 and len(doc["jobs"]) == ALL_JOBS
+    assert all(j["attempt"] == 2 for j in doc["jobs"])
+
+
+@pytest.mark.tools
+@needs_chart
 @pytest.mark.timeout(60)
 def test_launch_with_an_unreachable_api_server(
     cluster: Cluster, exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
