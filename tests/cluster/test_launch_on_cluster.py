@@ -109,7 +109,7 @@ def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     )
     assert bounded.returncode == 0, bounded.stderr
     said = " ".join(bounded.stderr.split())
-    assert "following 1 of 4 pods" in said and "left out:" in said
+    assert "following 1 of 8 pods" in said and "left out:" in said  # 2 students x 2 k x 2 rounds
     assert len({line.split("]", 1)[0] for line in bounded.stdout.splitlines()}) == 1
 
     # launching a finished run creates nothing and prints its metrics
