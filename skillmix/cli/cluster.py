@@ -357,6 +357,9 @@ def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:
     return name, profile, KubeClient(profile)
 
 
+ATTENTION_ROWS = 20  # Jobs that need attention shown by default (a 1,500-Job run stays readable)
+
+
 @click.command("status")
 @click.argument("run_id")
 @cluster_option
@@ -389,7 +392,7 @@ def status_cmd(run_id: str, cluster: str | None, show_all: bool, fmt: str) -> No
         console.print(counts)
     else:
         console.print(f"run {run_id}: {status['state']}{attempt}")
-    rows = status["jobs"] if show_all else status["attention"]
+    rows = status["jobs"] if show_all else status["attention"][:ATTENTION_ROWS]
     if rows:
         table = Table(title="Jobs" if show_all else "Jobs that need attention")
         for column in ("job", "phase", "state", "pods ok/failed/active", "progress", "reason"):
@@ -405,6 +408,9 @@ def status_cmd(run_id: str, cluster: str | None, show_all: bool, fmt: str) -> No
                 reason,
             )
         console.print(table)
+    hidden = 0 if show_all else len(status["attention"]) - len(rows)
+    if hidden:
+        info(f"{hidden} more Jobs need attention (--all lists every Job, --format json all of it)")
     if status["previous_attempt_jobs"]:
         info(f"{status['previous_attempt_jobs']} Jobs of earlier attempts are not counted")
     if status["source"] == "store" and status["state"] != "no jobs":

@@ -832,6 +832,36 @@ def test_verdicts_count_only_the_current_attempts_jobs(
     assert all(j["attempt"] == 2 for j in doc["jobs"])
 
 
+@pytest.mark.timeout(60)
+def test_status_stays_readable_with_many_jobs_that_need_attention(cluster: Cluster) -> None:
+    """25 failed Jobs: the default table counts them and lists 20, then says how to see the
+    rest; --all lists every one."""
+    fake = cluster.fake
+    for i in range(25):
+        name = f"r1-gen-s{i:02d}-a1"
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "labels": {RUN_LABEL: "r1", PHASE_LABEL: "generate", "skillmix.io/attempt": "1"},
+            },
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }
+        with fake._lock:
+            fake._store_job(job, NAMESPACE)
+        fake.set_job_status(
+            name, [{"type": "Failed", "reason": "DeadlineExceeded"}], namespace=NAMESPACE
+        )
+    table = run_cli("status", "r1", "--cluster", "fake")
+    assert table.exit_code == 0, table.stderr
+    assert table.stdout.count("DeadlineExceeded") == 20
+    assert "5 more Jobs need attention (--all" in flat(table.stderr)
+    assert "run r1: failed (attempt 1)" in flat(table.stdout)
+    every = run_cli("status", "r1", "--cluster", "fake", "--all")
+    assert every.stdout.count("DeadlineExceeded") == 25 and "more Jobs" not in every.stderr
+
+
 @pytest.mark.tools
 @needs_chart
 @pytest.mark.timeout(60)
