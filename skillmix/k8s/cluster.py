@@ -391,8 +391,15 @@ class KubeClient:
             with self._lock:
                 results.append(value)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
-            list(pool.map(run, items))
+        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items))))
+        try:
+            for future in [pool.submit(run, item) for item in items]:
+                future.result()
+        except BaseException:  # Ctrl-C: stop sending, let the requests in flight end
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         if errors:
             raise errors[0]
         return results

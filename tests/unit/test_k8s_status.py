@@ -191,3 +191,27 @@ def test_follow_streams_running_and_failed_pods_first_and_names_the_rest() -> No
     chosen, left = _follow_order(pods, 3)
     assert chosen == ["d-running", "e-running", "c-failed"]
     assert left == ["b-pending", "a-done"]
+
+
+def test_parallel_creation_stops_at_the_first_error() -> None:
+    """One worker: the item after a non-transient error is never sent, and the error is
+    raised (the launch then stops, resumable)."""
+    import pytest
+
+    from skillmix.errors import SkillmixError
+    from skillmix.k8s.cluster import KubeClient
+    from skillmix.k8s.profiles import ClusterProfile
+
+    kube = KubeClient(ClusterProfile(store="s3://b/r"), api_client=object())
+    sent: list[int] = []
+
+    def send(item: int) -> str:
+        sent.append(item)
+        if item == 2:
+            raise SkillmixError("create Job 2: rejected")
+        return str(item)
+
+    with pytest.raises(SkillmixError, match="create Job 2"):
+        kube._parallel(send, [1, 2, 3, 4], concurrency=1)
+    assert sent == [1, 2]
+    assert sorted(kube._parallel(send, [5, 6, 7], concurrency=3)) == ["5", "6", "7"]
