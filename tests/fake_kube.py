@@ -561,8 +561,17 @@ class FakeKube:
         return None
 
     async def _body(self, request: web.Request) -> Any:
+        """JSON, or YAML when the client says so (the API server takes both)."""
+        data = await request.read()
+        if "yaml" in request.headers.get("Content-Type", ""):
+            import yaml
+
+            try:
+                return yaml.safe_load(data)
+            except yaml.YAMLError:
+                return None
         try:
-            return json.loads(await request.read() or b"null")
+            return json.loads(data or b"null")
         except ValueError:
             return None
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.k8s.helm import RenderedDoc
 from skillmix.k8s.profiles import ClusterProfile
 
 RUN_LABEL = "skillmix.io/run"
@@ -265,8 +266,8 @@ class KubeClient:
             return None
         return response
 
-    def _post_json(self, path: str, body: bytes, *, dry_run: bool = False) -> int:
-        """POST pre-serialized JSON through the client's connection pool and credentials,
+    def _post(self, path: str, body: bytes, *, dry_run: bool = False) -> int:
+        """POST a rendered YAML object through the client's connection pool and credentials,
         without its per-request model machinery (a launch sends thousands of these; the
         generated client's serialization and deserialization cost more than the request).
         Returns the status; raises the client's ApiException for any other than 2xx and 409,
@@ -277,7 +278,7 @@ class KubeClient:
         client = self.api_client
         headers = {
             **client.default_headers,
-            "Content-Type": "application/json",
+            "Content-Type": "application/yaml",
             "Accept": "application/json",
         }
         client.update_params_for_auth(headers, [], ["BearerToken"])
@@ -309,63 +310,60 @@ class KubeClient:
     # objects ------------------------------------------------------------------------------
     def apply(
         self,
-        manifests: list[dict[str, Any]],
+        manifests: list[RenderedDoc],
         *,
         dry_run: bool = False,
         concurrency: int = CREATE_CONCURRENCY,
     ) -> list[str]:
-        """Create the rendered objects, ServiceAccounts first, then the Jobs in parallel.
+        """Create the rendered objects, ServiceAccounts first, then the Jobs in parallel
+        (each sent as the YAML helm wrote; the API server converts it).
 
         Resumable: an object that already exists and is the same (labels and containers'
         images, commands and arguments) counts as created, so a launch stopped halfway is
         completed by running it again. One that exists and differs is an error (a concurrent
         launch). ``dry_run`` asks the API server to validate, authorize and admit without
         persisting."""
-        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        unexpected = [d for d in manifests if d["kind"] not in ("ServiceAccount", "Job")]
+        unexpected = [d for d in manifests if d.kind not in ("ServiceAccount", "Job")]
         if unexpected:
-            d = unexpected[0]
             raise SkillmixError(
-                f"the chart rendered an unexpected {d['kind']} {d['metadata']['name']}"
+                f"the chart rendered an unexpected {unexpected[0].kind} {unexpected[0].name}"
             )
         created: list[str] = []
-        for doc in manifests:
-            if doc["kind"] == "ServiceAccount":
-                name = doc["metadata"]["name"]
+        for d in manifests:
+            if d.kind == "ServiceAccount":
                 self._send(
-                    f"create ServiceAccount {name}",
+                    f"create ServiceAccount {d.name}",
                     self.core.create_namespaced_service_account,
                     self.namespace,
-                    doc,
+                    d.doc,
                     ok_statuses=(409,),  # it exists (a relaunch, or a shared account)
-                    **extra,
+                    **({"dry_run": "All"} if dry_run else {}),
                 )
-                created.append(f"ServiceAccount/{name}")
-        jobs = [d for d in manifests if d["kind"] == "Job"]
+                created.append(f"ServiceAccount/{d.name}")
+        jobs = [d for d in manifests if d.kind == "Job"]
         created += self._parallel(
-            lambda doc: self._create_job(doc, extra), jobs, concurrency=concurrency
+            lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
         )
         return created
 
-    def _create_job(self, doc: dict[str, Any], extra: dict[str, Any]) -> str:
-        name = doc["metadata"]["name"]
+    def _create_job(self, d: RenderedDoc, dry_run: bool) -> str:
         status = self._call(
-            f"create Job {name}",
-            self._post_json,
+            f"create Job {d.name}",
+            self._post,
             f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
-            json.dumps(doc).encode(),
-            dry_run=bool(extra),
+            d.text.encode(),
+            dry_run=dry_run,
         )
         if status == 409:
             existing = self._raw(
-                f"read Job {name}", self.batch.read_namespaced_job, name, self.namespace
+                f"read Job {d.name}", self.batch.read_namespaced_job, d.name, self.namespace
             )
-            if _fingerprint(existing) != _fingerprint(doc):
+            if _fingerprint(existing) != _fingerprint(d.doc):
                 raise RunFailedError(
-                    f"Job {name} already exists and differs from this launch's "
+                    f"Job {d.name} already exists and differs from this launch's "
                     "(another launch of the run at the same time?); see `skillmix status`"
                 )
-        return f"Job/{name}"
+        return f"Job/{d.name}"
 
     def _parallel(
         self, fn: Callable[[Any], str], items: list[Any], *, concurrency: int
@@ -404,19 +402,24 @@ class KubeClient:
             raise errors[0]
         return results
 
-    def preflight(self, manifests: list[dict[str, Any]]) -> int:
+    def preflight(self, manifests: list[RenderedDoc]) -> int:
         """Server-side dry run (``dryRun=All``) of one Pod per distinct pod template, then of
         the ServiceAccount and of the Job each such Pod stands for: Pod Security,
         ResourceQuota, LimitRange and admission webhooks judge the Pods a Job would create,
         which the Job itself does not show, and the Job's own validation and admission.
-        Jobs that differ only in per-unit arguments and labels are judged alike, so one per
-        template suffices (a 1,500-Job run would otherwise pay 1,500 more requests); the rest
-        meet the same checks at creation, which is resumable. Returns the number of Pods."""
-        pods = representative_pods(manifests)
+        Jobs of one (phase, student) differ only in per-unit arguments and labels and are
+        judged alike, so one per distinct template suffices (a 1,500-Job run would otherwise
+        pay 1,500 more requests); the rest meet the same checks at creation, which is
+        resumable. Returns the number of Pods."""
+        firsts: dict[tuple[str, str, str], RenderedDoc] = {}
+        for d in manifests:
+            firsts.setdefault(d.group, d)
+        accounts = [d for d in manifests if d.kind == "ServiceAccount"]
+        pods = representative_pods([d.doc for d in [*accounts, *firsts.values()]])
         self._parallel(self._dry_run_pod, pods, concurrency=CREATE_CONCURRENCY)
         chosen = {p["metadata"]["annotations"]["skillmix.io/preflight-for"] for p in pods}
         self.apply(
-            [d for d in manifests if d["kind"] != "Job" or d["metadata"]["name"] in chosen],
+            [d for d in manifests if d.kind != "Job" or d.name in chosen],
             dry_run=True,
         )
         return len(pods)

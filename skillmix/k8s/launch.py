@@ -16,7 +16,7 @@ from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
-from skillmix.k8s.helm import helm_template, manifests
+from skillmix.k8s.helm import RenderedDoc, helm_template, split_manifests
 from skillmix.k8s.profiles import ClusterProfile, get_profile
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
@@ -295,8 +295,8 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
     )
 
 
-def rendered_manifests(lp: LaunchPlan) -> list[dict[str, Any]]:
-    return manifests(lp.rendered)
+def rendered_manifests(lp: LaunchPlan) -> list[RenderedDoc]:
+    return split_manifests(lp.rendered)
 
 
 def unfinished_attempt(run: RunStore) -> LaunchRecord | None:

@@ -802,7 +802,7 @@ def test_verdicts_count_only_the_current_attempts_jobs(
     run = cluster.run(run_id)
     run.store.write_bytes("launches/attempt-001.json", b"{}")  # attempt 1 was fully created
     run.store.write_bytes("launches/attempt-001.created", b"")
-    old = {
+    old: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {

@@ -215,3 +215,45 @@ def test_parallel_creation_stops_at_the_first_error() -> None:
         kube._parallel(send, [1, 2, 3, 4], concurrency=1)
     assert sent == [1, 2]
     assert sorted(kube._parallel(send, [5, 6, 7], concurrency=3)) == ["5", "6", "7"]
+
+
+def test_split_manifests_reads_kind_name_and_unit_without_parsing() -> None:
+    from skillmix.k8s.helm import split_manifests
+
+    rendered = """---
+# Source: skillmix/templates/serviceaccount.yaml
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: "run-1"
+  labels:
+    skillmix.io/run: "run-1"
+---
+# Source: skillmix/templates/generation-jobs.yaml
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: run-1-gen-weak-k2-r1-a1
+  labels:
+    skillmix.io/phase: "generate"
+    skillmix.io/student: "weak"
+spec:
+  template:
+    metadata:
+      labels:
+        skillmix.io/phase: "not this one"
+---
+{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flow",
+ "labels": {"skillmix.io/phase": "aggregate"}}}
+---
+# Source: an empty template
+"""
+    docs = split_manifests(rendered)
+    assert [(d.kind, d.name, d.group) for d in docs] == [
+        ("ServiceAccount", "run-1", ("ServiceAccount", "", "")),
+        ("Job", "run-1-gen-weak-k2-r1-a1", ("Job", "generate", "weak")),
+        ("Job", "flow", ("Job", "aggregate", "")),  # not plain: parsed
+    ]
+    assert docs[1].doc["spec"]["template"]["metadata"]["labels"]["skillmix.io/phase"] == (
+        "not this one"
+    )
