@@ -436,12 +436,19 @@ class KubeClient:
         )
         return job
 
-    def jobs(self, run_id: str, **labels: str | int | None) -> tuple[list[JobState], str]:
+    def jobs(
+        self, run_id: str, *, cached: bool = False, **labels: str | int | None
+    ) -> tuple[list[JobState], str]:
+        """The run's Jobs and the list's resourceVersion. ``cached``: served from the API
+        server's watch cache (``resourceVersion=0``: possibly a moment old, but no read of
+        etcd), which is what ``status`` wants for a 1,500-Job run."""
+        extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
         data = self._raw(
             "list Jobs",
             self.batch.list_namespaced_job,
             self.namespace,
             label_selector=run_selector(run_id, **labels),
+            **extra,
         )
         items = data.get("items") or []
         return [JobState.from_dict(j) for j in items], str(data["metadata"]["resourceVersion"])
@@ -497,13 +504,17 @@ class KubeClient:
         finally:
             response.release_conn()
 
-    def pods(self, run_id: str, **labels: str | int | None) -> list[dict[str, Any]]:
-        """The run's pods as the API's JSON (one list)."""
+    def pods(
+        self, run_id: str, *, cached: bool = False, **labels: str | int | None
+    ) -> list[dict[str, Any]]:
+        """The run's pods as the API's JSON (one list; ``cached`` as for :meth:`jobs`)."""
+        extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
         data = self._raw(
             "list Pods",
             self.core.list_namespaced_pod,
             self.namespace,
             label_selector=run_selector(run_id, **labels),
+            **extra,
         )
         return list(data.get("items") or [])
 
@@ -761,9 +772,8 @@ def wait_for_run(
     a verdict (the CLI looks at pods and events then). A failed Job ends the wait with
     RunFailedError."""
     deadline = clock() + timeout
-    labels: dict[str, str | int | None] = {"attempt": attempt} if attempt else {}
     while True:
-        states, version = kube.jobs(run_id, **labels)
+        states, version = kube.jobs(run_id, attempt=attempt)
         by_name = {s.name: s for s in states}
         verdict = _verdict(list(by_name.values()))
         if on_change:
@@ -778,7 +788,7 @@ def wait_for_run(
                         f"timed out after {timeout:g}s waiting for run {run_id}; it keeps running (see `skillmix status`)"
                     )
                 for event in kube.watch_jobs(
-                    run_id, version, int(max(1, min(watch_seconds, remaining))), **labels
+                    run_id, version, int(max(1, min(watch_seconds, remaining))), attempt=attempt
                 ):
                     version = event.resource_version
                     if event.state is None:  # a bookmark

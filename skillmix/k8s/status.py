@@ -42,9 +42,9 @@ def run_status(
     run_uri = run_uri_for(profile, run_id)
     # the four reads at once (the pods and events are only used while a Job is unfinished)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        jobs_read = pool.submit(kube.jobs, run_id)
+        jobs_read = pool.submit(kube.jobs, run_id, cached=True)
         store_read = pool.submit(store_progress, run_uri)
-        pods_read = pool.submit(kube.pods, run_id)
+        pods_read = pool.submit(kube.pods, run_id, cached=True)
         events_read = pool.submit(kube.warning_events)
         states, _ = jobs_read.result()
         progress = store_read.result()
