@@ -243,7 +243,7 @@ def launch_cmd(
         )
         return
     docs = rendered_manifests(lp)
-    marks.append(("parse manifests", time.perf_counter()))
+    marks.append(("plan table and split manifests", time.perf_counter()))
     # rights, namespace, validity and admission of the pods: fail before writing anything
     try:
         kube.preflight(docs)
