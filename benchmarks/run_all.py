@@ -19,7 +19,15 @@ from typing import Any
 from _common import REPO, emit, log
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("generation", "grading_rpm", "demo", "cli_start", "aggregate", "report_size")
+BENCHMARKS = (
+    "generation",
+    "grading_rpm",
+    "demo",
+    "cli_start",
+    "aggregate",
+    "report_size",
+    "launch",
+)
 QUICK_RPM_DURATION = "30"
 
 

@@ -9,9 +9,13 @@ list Jobs by ``labelSelector`` with the list's ``resourceVersion``, and watch th
 Watching from a resourceVersion older than the compaction point answers like the real server:
 HTTP 200 and one ``ERROR`` event carrying a ``Status`` with code 410, reason ``Expired``.
 
+It also answers ``/version``, a Job read by name, the dry run of a Pod (validated, never
+stored) and empty lists of pods and events, which ``launch`` and ``--wait`` ask for.
+
 Test-side API: :meth:`set_job_status` (the Job controller's part), :meth:`compact` (expire
-the open watches), :meth:`drop_watches` (cut them), :meth:`jobs` snapshots and
-:attr:`requests`, the log of every request. :func:`kubeconfig` writes a kubeconfig (plain
+the open watches), :meth:`drop_watches` (cut them), :meth:`fail_next` (answer the next
+matching requests with 429 or 5xx, with or without ``Retry-After``), :meth:`jobs` snapshots
+and :attr:`requests`, the log of every request. :func:`kubeconfig` writes a kubeconfig (plain
 HTTP, a bearer token) pointing at the server.
 """
 
@@ -166,6 +170,8 @@ class FakeKube:
         self.requests: list[Request] = []
         self.server_errors: list[str] = []
         self._state = _State()
+        self._failures: list[tuple[str, str, int, str | None]] = []
+        self.warning: str | None = None  # a Warning header sent with every Job creation
         self._lock = threading.RLock()
         self._watchers: dict[int, tuple[asyncio.Queue[Any], str, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -345,6 +351,20 @@ class FakeKube:
             self._emit("MODIFIED", "Job", key[0], job)
             return copy.deepcopy(job)
 
+    def fail_next(
+        self,
+        method: str,
+        path_suffix: str,
+        status: int,
+        *,
+        times: int = 1,
+        retry_after: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests matching ``method`` and ``path_suffix`` (and not
+        a dry run) with ``status`` (e.g. 429 with ``Retry-After``, 500), without acting."""
+        with self._lock:
+            self._failures.extend([(method, path_suffix, status, retry_after)] * times)
+
     def compact(self, *, expire_watches: bool = True) -> int:
         """Make every resourceVersion before the current one expire (HTTP 410 on watch); with
         ``expire_watches``, also end the open watches with an ERROR 410 event."""
@@ -467,10 +487,39 @@ class FakeKube:
         app = web.Application(middlewares=[self._middleware])
         core = "/api/v1/namespaces/{ns}"
         batch = "/apis/batch/v1/namespaces/{ns}"
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/version/", self._version)
         app.router.add_post(f"{core}/serviceaccounts", self._create_account)
+        app.router.add_post(f"{core}/pods", self._dry_run_pod)
+        app.router.add_get(f"{core}/pods", self._empty_list)
+        app.router.add_get(f"{core}/events", self._empty_list)
         app.router.add_post(f"{batch}/jobs", self._create_job)
         app.router.add_get(f"{batch}/jobs", self._list_jobs)
+        app.router.add_get(f"{batch}/jobs/{{name}}", self._read_job)
         return app
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return _json({"major": "1", "minor": "34", "gitVersion": "v1.34.4"})
+
+    async def _dry_run_pod(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        if request.query.get("dryRun") != "All":
+            return _json(status_body(403, "Forbidden", "the fake only dry-runs pods"), 403)
+        if not isinstance(body, dict) or body.get("kind") != "Pod":
+            return _json(status_body(400, "BadRequest", "not a Pod"), 400)
+        return _json(body, 201)
+
+    async def _empty_list(self, request: web.Request) -> web.Response:
+        kind = "PodList" if request.path.endswith("/pods") else "EventList"
+        return _json(_list(kind, "v1", [], self.resource_version))
+
+    async def _read_job(self, request: web.Request) -> web.Response:
+        key = (request.match_info["ns"], request.match_info["name"])
+        with self._lock:
+            job = self._state.jobs.get(key)
+            if job is None:
+                return _json(status_body(404, "NotFound", f'jobs.batch "{key[1]}" not found'), 404)
+            return _json(copy.deepcopy(job))
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -484,6 +533,14 @@ class FakeKube:
         ):
             record.status = 401
             return _json(status_body(401, "Unauthorized", "Unauthorized"), 401)
+        failure = self._take_failure(request)
+        if failure is not None:
+            status, retry_after = failure
+            record.status = status
+            injected = _json(status_body(status, "Injected", f"injected {status}"), status)
+            if retry_after is not None:
+                injected.headers["Retry-After"] = retry_after
+            return injected
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -493,9 +550,28 @@ class FakeKube:
             record.status = response.status
         return response
 
+    def _take_failure(self, request: web.Request) -> tuple[int, str | None] | None:
+        if request.query.get("dryRun") == "All":
+            return None
+        with self._lock:
+            for i, (method, suffix, status, retry_after) in enumerate(self._failures):
+                if request.method == method and request.path.endswith(suffix):
+                    del self._failures[i]
+                    return status, retry_after
+        return None
+
     async def _body(self, request: web.Request) -> Any:
+        """JSON, or YAML when the client says so (the API server takes both)."""
+        data = await request.read()
+        if "yaml" in request.headers.get("Content-Type", ""):
+            import yaml
+
+            try:
+                return yaml.safe_load(data)
+            except yaml.YAMLError:
+                return None
         try:
-            return json.loads(await request.read() or b"null")
+            return json.loads(data or b"null")
         except ValueError:
             return None
 
@@ -549,7 +625,11 @@ class FakeKube:
             if request.query.get("dryRun") == "All":  # validated, not persisted
                 return _json(copy.deepcopy(body), 201)
             job = self._store_job(body, ns)
-            return _json(copy.deepcopy(job), 201)
+            response = _json(copy.deepcopy(job), 201)
+            if self.warning is not None:
+                quoted = self.warning.replace("\\", "\\\\").replace('"', '\\"')
+                response.headers["Warning"] = f'299 - "{quoted}"'
+            return response
 
     async def _list_jobs(self, request: web.Request) -> web.StreamResponse:
         ns = request.match_info["ns"]

@@ -31,7 +31,7 @@ def warm_cmd(file: str, cluster: str | None, dry_run: bool, wait: bool, timeout:
     Then set `model_cache_offline: true` in the cluster profile: vLLM pods get
     HF_HUB_OFFLINE=1 and read the weights from the cache, never from the Hub."""
     from skillmix.config import load_experiment
-    from skillmix.k8s.helm import helm_template, manifests
+    from skillmix.k8s.helm import helm_template, split_manifests
     from skillmix.k8s.profiles import get_profile
     from skillmix.k8s.values import cache_warm_values
 
@@ -45,7 +45,7 @@ def warm_cmd(file: str, cluster: str | None, dry_run: bool, wait: bool, timeout:
     from skillmix.k8s.cluster import KubeClient
 
     kube = KubeClient(profile)
-    docs = manifests(rendered)
+    docs = split_manifests(rendered)
     kube.apply(docs, dry_run=True)
     kube.apply(docs)
     models = values["cacheWarm"]["models"]

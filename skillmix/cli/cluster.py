@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 from pathlib import Path
@@ -147,23 +148,84 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
 @click.option(
     "--timeout", type=float, default=24 * 3600.0, show_default=True, help="Seconds --wait waits."
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Cancel the run's unfinished Jobs first (waiting until they are gone), then launch.",
+)
+@click.option(
+    "--watch-seconds",
+    type=click.IntRange(1, 300),
+    default=60,
+    hidden=True,
+    help="With --wait: how long one watch lasts before pods and events are looked at.",
+)
 @format_option(("table", "json"))
 def launch_cmd(
-    file: str, cluster: str | None, dry_run: bool, wait: bool, timeout: float, fmt: str
+    file: str,
+    cluster: str | None,
+    dry_run: bool,
+    wait: bool,
+    timeout: float,
+    replace: bool,
+    watch_seconds: int,
+    fmt: str,
 ) -> None:
     """Launch (or resume) a run on Kubernetes: one Job per unit, from the same plan as `evaluate`."""
+    import time
+
     from skillmix.config import load_experiment
     from skillmix.k8s.cluster import KubeClient
-    from skillmix.k8s.launch import plan_launch, prepare_launch, record_launch, rendered_manifests
+    from skillmix.k8s.launch import (
+        mark_created,
+        plan_launch,
+        prepare_launch,
+        record_launch,
+        rendered_manifests,
+        unfinished_attempt,
+    )
 
+    marks = [("start", time.perf_counter())]
     # a dry run makes no network call: neither the store nor the Kubernetes API is read
     name, profile, ctx, run = prepare_launch(
         load_experiment(file), cluster, check_store=not dry_run
     )
-    lp = plan_launch(ctx, profile, name, None if dry_run else run)
+    kube: KubeClient | None = None
+    resume = None
+    version = None
+    if not dry_run:
+        kube = KubeClient(profile)
+        version = kube.server_version()
+        states, _ = kube.jobs(ctx.run_id)
+        resume = None if replace else unfinished_attempt(run)
+        busy = [
+            s for s in states if not s.finished and (resume is None or s.attempt != resume.attempt)
+        ]
+        if busy and not replace:
+            attempts = sorted({s.attempt for s in busy})
+            raise SkillmixError(
+                f"run {ctx.run_id} has {len(busy)} unfinished Job(s) of attempt "
+                f"{', '.join(map(str, attempts))} in namespace {profile.namespace}; a second launch "
+                "would run the same units twice",
+                hint=f"wait for it (skillmix status {ctx.run_id} --cluster {name}), or cancel it and "
+                f"launch again: skillmix launch -f {file} --cluster {name} --replace",
+            )
+        if replace and states:
+            jobs, _ = kube.delete_run(ctx.run_id, wait_seconds=120, keep_account=True)
+            info(f"--replace: deleted {jobs} Jobs of run {ctx.run_id} and waited for their pods")
+    marks.append(("checks", time.perf_counter()))
+    lp = plan_launch(
+        ctx, profile, name, None if dry_run else run, kube_version=version, resume=resume
+    )
+    marks.append(("plan and helm template", time.perf_counter()))
     from skillmix.store.runs import SUMMARY_JSON
 
-    done = not dry_run and lp.finished_units == lp.total_units and run.store.exists(SUMMARY_JSON)
+    done = (
+        not dry_run
+        and resume is None
+        and lp.finished_units == lp.total_units
+        and run.store.exists(SUMMARY_JSON)
+    )
     # json: one document; when metrics follow (--wait, or a finished run) they join the plan
     record = lp.record().model_dump(mode="json")
     plan = record if fmt == "json" and (done or (wait and not dry_run)) else None
@@ -179,31 +241,69 @@ def launch_cmd(
         info("every unit is finished and the report exists; nothing to launch")
         _print_metrics(lp.run_uri, fmt, plan)
         return
-    if dry_run:
+    if dry_run or kube is None:
         info(
             "dry run: nothing created; the store was not read, so this is the plan of a first "
             "launch (see `skillmix render` for the manifests)"
         )
         return
-    kube = KubeClient(profile)
     docs = rendered_manifests(lp)
-    kube.apply(docs, dry_run=True)  # rights, namespace, validity: fail before writing anything
-    record_launch(run, ctx, lp)
-    created = kube.apply(docs)
-    info(f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt})")
+    marks.append(("plan table and split manifests", time.perf_counter()))
+    # rights, namespace, validity and admission of the pods: fail before writing anything
+    try:
+        kube.preflight(docs)
+    finally:
+        _print_warnings(kube)
+    marks.append(("pre-flight", time.perf_counter()))
+    if resume is None:
+        record_launch(run, ctx, lp)
+    else:
+        info(f"completing attempt {lp.attempt}, whose creation stopped halfway")
+    try:
+        created = kube.apply(docs)
+    except SkillmixError as exc:
+        if exc.hint is None:  # some objects may exist: say how this attempt completes
+            exc.hint = (
+                f"once fixed, the same `skillmix launch` completes attempt {lp.attempt}, "
+                "or `--replace` starts over"
+            )
+        raise
+    finally:
+        _print_warnings(kube)
+    mark_created(run, lp.attempt)
+    marks.append(("create", time.perf_counter()))
+    if settings.debug():
+        info(
+            "timings: "
+            + ", ".join(f"{n} {t - p:.2f}s" for (_, p), (n, t) in itertools.pairwise(marks))
+        )
+    retried = f"; {kube.retries} transient API errors retried" if kube.retries else ""
+    info(
+        f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt}){retried}"
+    )
     info(
         f"follow it:  skillmix status {lp.run_id} --cluster {name}   |   skillmix logs {lp.run_id} --cluster {name} --follow"
     )
     info(f"report:     {lp.run_uri}/report/ (when the aggregation Job is done)")
     if wait:
-        _wait(kube, lp.run_id, timeout)
+        _wait(kube, lp.run_id, timeout, lp.attempt, watch_seconds)
         _print_metrics(lp.run_uri, fmt, plan)
 
 
-def _wait(kube: KubeClient, run_id: str, timeout: float) -> None:
+def _print_warnings(kube: KubeClient) -> None:
+    """The API server's Warning headers (Pod Security, deprecations), each once."""
+    for text in kube.take_warnings():
+        warn(f"Kubernetes API warning: {text}")
+
+
+def _wait(
+    kube: KubeClient, run_id: str, timeout: float, attempt: int | None, watch_seconds: int
+) -> None:
     from skillmix.k8s.cluster import wait_for_run
+    from skillmix.k8s.status import job_reasons
 
     last: dict[str, int] = {}
+    said: set[str] = set()
 
     def on_change(states: list[Any]) -> None:
         counts: dict[str, int] = {}
@@ -214,7 +314,26 @@ def _wait(kube: KubeClient, run_id: str, timeout: float) -> None:
             last.update(counts)
             info("jobs: " + ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items())))
 
-    wait_for_run(kube, run_id, timeout=timeout, on_change=on_change)
+    def on_idle(states: list[Any]) -> None:
+        """A watch ended without a verdict: say once why pods are stuck, if they are."""
+        unfinished = [s for s in states if not s.finished]
+        if not unfinished:
+            return
+        for job, reasons in job_reasons(kube, run_id, unfinished).items():
+            for reason in reasons:
+                if f"{job}: {reason}" not in said:
+                    said.add(f"{job}: {reason}")
+                    warn(f"{job}: {reason}")
+
+    wait_for_run(
+        kube,
+        run_id,
+        timeout=timeout,
+        attempt=attempt,
+        on_change=on_change,
+        on_idle=on_idle,
+        watch_seconds=watch_seconds,
+    )
     info(f"run {run_id} finished")
 
 
@@ -243,12 +362,19 @@ def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:
     return name, profile, KubeClient(profile)
 
 
+ATTENTION_ROWS = 20  # Jobs that need attention shown by default (a 1,500-Job run stays readable)
+
+
 @click.command("status")
 @click.argument("run_id")
 @cluster_option
+@click.option(
+    "--all", "show_all", is_flag=True, help="List every Job, not only those that need attention."
+)
 @format_option(("table", "json"))
-def status_cmd(run_id: str, cluster: str | None, fmt: str) -> None:
-    """Jobs of a run (state, pods, reasons) and progress read from the store."""
+def status_cmd(run_id: str, cluster: str | None, show_all: bool, fmt: str) -> None:
+    """A run's Jobs counted per phase and state, the Jobs that need attention and why (from
+    pods and events), and progress read from the store."""
     from skillmix.k8s.status import run_status
 
     _name, profile, kube = _run_context(run_id, cluster)
@@ -258,32 +384,45 @@ def status_cmd(run_id: str, cluster: str | None, fmt: str) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"run {run_id}: {status['state']}")
-    for column in (
-        "job",
-        "phase",
-        "student",
-        "k",
-        "round",
-        "state",
-        "pods ok/failed/active",
-        "progress",
-        "reason",
-    ):
-        table.add_column(column, overflow="fold")
-    for j in status["jobs"]:
-        table.add_row(
-            j["name"],
-            j["phase"],
-            j["student"],
-            j["k"],
-            j["round"],
-            j["state"],
-            f"{j['succeeded']}/{j['failed']}/{j['active']}",
-            j.get("progress", ""),
-            j["reason"],
+    console = stdout_console()
+    attempt = f" (attempt {status['attempt']})" if status["attempt"] else ""
+    if status["counts"]:
+        counts = Table(title=f"run {run_id}: {status['state']}{attempt}")
+        states = sorted({st for c in status["counts"].values() for st in c})
+        counts.add_column("phase")
+        for st in states:
+            counts.add_column(st, justify="right")
+        for phase, by_state in status["counts"].items():
+            counts.add_row(phase, *(str(by_state.get(st, 0)) for st in states))
+        console.print(counts)
+    else:
+        console.print(f"run {run_id}: {status['state']}{attempt}")
+    rows = status["jobs"] if show_all else status["attention"][:ATTENTION_ROWS]
+    if rows:
+        table = Table(title="Jobs" if show_all else "Jobs that need attention")
+        for column in ("job", "phase", "state", "pods ok/failed/active", "progress", "reason"):
+            table.add_column(column, overflow="fold")
+        for j in rows:
+            reason = "; ".join([r for r in [j["reason"], *j["reasons"]] if r])
+            table.add_row(
+                j["name"],
+                j["phase"],
+                j["state"],
+                f"{j['succeeded']}/{j['failed']}/{j['active']}",
+                j.get("progress", ""),
+                reason,
+            )
+        console.print(table)
+    hidden = 0 if show_all else len(status["attention"]) - len(rows)
+    if hidden:
+        info(f"{hidden} more Jobs need attention (--all lists every Job, --format json all of it)")
+    if status["previous_attempt_jobs"]:
+        info(f"{status['previous_attempt_jobs']} Jobs of earlier attempts are not counted")
+    if status["source"] == "store" and status["state"] != "no jobs":
+        info(
+            "no Jobs of this run exist (expired after ttlSecondsAfterFinished, or cancelled): "
+            "progress from the store"
         )
-    stdout_console().print(table)
     p = status["progress"]
     info(
         f"store: generation {p['generation_units_done']}/{p['units']} units, grading {p['grading_units_done']}/{p['units']} units, "
@@ -307,6 +446,13 @@ def status_cmd(run_id: str, cluster: str | None, fmt: str) -> None:
 )
 @click.option("--follow", is_flag=True, help="Stream the logs until the pods end.")
 @click.option("--tail", type=int, default=None, help="Lines from the end of each log.")
+@click.option(
+    "--max-streams",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="With --follow: pods streamed at once (active and failed pods first), like kubectl.",
+)
 def logs_cmd(
     run_id: str,
     cluster: str | None,
@@ -315,11 +461,15 @@ def logs_cmd(
     container: str,
     follow: bool,
     tail: int | None,
+    max_streams: int,
 ) -> None:
-    """Logs of a run's pods, prefixed with pod/container."""
-    _name, _profile, kube = _run_context(run_id, cluster)
+    """Logs of a run's pods, prefixed with pod/container; once the pods are gone, the logs
+    their clients uploaded to the store."""
+    _name, profile, kube = _run_context(run_id, cluster)
     pods = kube.pods(run_id, phase=phase, student=student)
     if not pods:
+        if not follow and _store_logs(profile, run_id, tail):
+            return
         raise SkillmixError(
             f"no pods of run {run_id} match",
             hint="see `skillmix status` (finished pods expire with their Jobs)",
@@ -350,16 +500,57 @@ def logs_cmd(
         except SkillmixError as exc:
             warn(f"{prefix}: {exc}")
 
-    names = [p.metadata.name for p in pods]
     if not follow:
-        for pod_name in names:
-            stream(pod_name)
+        for pod in pods:
+            stream(pod["metadata"]["name"])
         return
-    threads = [threading.Thread(target=stream, args=(n,), daemon=True) for n in names]
+    chosen, left = _follow_order(pods, max_streams)
+    if left:
+        info(
+            f"following {len(chosen)} of {len(pods)} pods (active and failed first); left out: "
+            f"{', '.join(left[:10])}{' ...' if len(left) > 10 else ''} (--max-streams, --phase or --student to pick)"
+        )
+    threads = [threading.Thread(target=stream, args=(n,), daemon=True) for n in chosen]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def _follow_order(pods: list[dict[str, Any]], limit: int) -> tuple[list[str], list[str]]:
+    """Pod names to stream (at most ``limit``: running, then failed, then pending, then
+    succeeded) and the names left out."""
+    rank = {"Running": 0, "Failed": 1, "Pending": 2, "Unknown": 3, "Succeeded": 4}
+    ordered = sorted(
+        pods,
+        key=lambda p: (
+            rank.get((p.get("status") or {}).get("phase", "Unknown"), 3),
+            p["metadata"]["name"],
+        ),
+    )
+    names = [p["metadata"]["name"] for p in ordered]
+    return names[:limit], names[limit:]
+
+
+def _store_logs(profile: Any, run_id: str, tail: int | None) -> bool:
+    """The pod logs the clients uploaded to the store (``logs/pods/POD.log``); False if none."""
+    from skillmix.k8s.values import run_uri_for
+    from skillmix.store.layout import RunLayout
+    from skillmix.store.uri import open_store
+
+    store = open_store(run_uri_for(profile, run_id))
+    prefix = RunLayout.pod_log("x").rsplit("/", 1)[0]
+    keys = [k for k in store.list_keys(prefix) if k.endswith(".log")]
+    if not keys:
+        return False
+    info(f"no pods of run {run_id} exist any more: the logs their clients uploaded to the store")
+    for key in keys:
+        pod = key.rsplit("/", 1)[-1].removesuffix(".log")
+        lines = store.read_bytes(key).decode("utf-8", errors="replace").splitlines()
+        for line in lines[-tail:] if tail else lines:
+            sys.stdout.write(f"[{pod}] {line}\n")
+    sys.stdout.flush()
+    return True
 
 
 @click.command("cancel")
@@ -368,7 +559,7 @@ def logs_cmd(
 def cancel_cmd(run_id: str, cluster: str | None) -> None:
     """Delete a run's Jobs and pods (by label); the store's data is kept, so it can resume."""
     _name, profile, kube = _run_context(run_id, cluster)
-    jobs, accounts = kube.delete_run(run_id)
+    jobs, accounts = kube.delete_run(run_id, keep_account=profile.service_account.name is not None)
     info(
         f"deleted {jobs} Jobs and {accounts} ServiceAccounts of run {run_id} in {profile.namespace}; its data stays in {profile.store.rstrip('/')}/{run_id}"
     )

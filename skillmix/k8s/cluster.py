@@ -1,24 +1,47 @@
 """The Kubernetes API, through the official client: create, watch, inspect and delete a run's
-objects, found by the ``skillmix.io/run`` label."""
+objects, found by the ``skillmix.io/run`` label.
+
+Speed: a run can have 1,500 Jobs. Creation runs on a bounded thread pool; lists and watches
+are read raw (``_preload_content=False`` + ``json.loads``) because the client's model
+deserialization costs tens of milliseconds per Job. Every call retries 429 and 5xx answers,
+honouring ``Retry-After``, so one transient error never stops a launch halfway. The API
+server's ``Warning`` headers (Pod Security, deprecations), which the client drops, are kept in
+:attr:`KubeClient.warnings` for the CLI to print.
+"""
 
 from __future__ import annotations
 
+import json
+import random
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.k8s.helm import RenderedDoc
 from skillmix.k8s.profiles import ClusterProfile
 
 RUN_LABEL = "skillmix.io/run"
 PHASE_LABEL = "skillmix.io/phase"
 STUDENT_LABEL = "skillmix.io/student"
+ATTEMPT_LABEL = "skillmix.io/attempt"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_RETRIES = 6  # per call; with the backoff below at most ~1 minute of waiting
+MAX_RETRY_SLEEP = 30.0
+CREATE_CONCURRENCY = 16  # parallel create requests (kubectl sends one at a time)
+_WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
 
 
-def run_selector(run_id: str, **labels: str | None) -> str:
+def run_selector(run_id: str, **labels: str | int | None) -> str:
     parts = [f"{RUN_LABEL}={run_id}"]
-    names = {"phase": PHASE_LABEL, "student": STUDENT_LABEL}
+    names = {"phase": PHASE_LABEL, "student": STUDENT_LABEL, "attempt": ATTEMPT_LABEL}
     for key, value in labels.items():
         if value:
             parts.append(f"{names[key]}={value}")
@@ -34,10 +57,18 @@ class JobState:
     failed: int = 0
     completions: int = 1
     conditions: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    suspended: bool = False
 
     @property
     def phase(self) -> str:
         return self.labels.get(PHASE_LABEL, "?")
+
+    @property
+    def attempt(self) -> int:
+        try:
+            return int(self.labels.get(ATTEMPT_LABEL, "0"))
+        except ValueError:
+            return 0
 
     @property
     def state(self) -> str:
@@ -46,9 +77,13 @@ class JobState:
             return "Complete"
         if "Failed" in types or "FailureTarget" in types:
             return "Failed"
-        if "Suspended" in types:
+        if "Suspended" in types or (self.suspended and not self.active):
             return "Suspended"
         return "Running" if self.active else "Pending"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("Complete", "Failed")
 
     @property
     def reason(self) -> str:
@@ -59,27 +94,53 @@ class JobState:
 
     @classmethod
     def from_job(cls, job: Any) -> JobState:
-        status = job.status
+        """From the client's V1Job model (tests, callers holding models)."""
+        from kubernetes import client
+
+        return cls.from_dict(client.ApiClient().sanitize_for_serialization(job))
+
+    @classmethod
+    def from_dict(cls, job: dict[str, Any]) -> JobState:
+        """From the API's JSON (what raw lists and watches give)."""
+        meta = job.get("metadata") or {}
+        spec = job.get("spec") or {}
+        status = job.get("status") or {}
         conditions = [
-            (c.type, c.reason or "", (c.message or "")[:200])
-            for c in (status.conditions or [])
-            if c.status == "True"
+            (c.get("type", ""), c.get("reason") or "", (c.get("message") or "")[:200])
+            for c in status.get("conditions") or []
+            if c.get("status") == "True"
         ]
         return cls(
-            name=job.metadata.name,
-            labels=dict(job.metadata.labels or {}),
-            active=status.active or 0,
-            succeeded=status.succeeded or 0,
-            failed=status.failed or 0,
-            completions=job.spec.completions or 1,
+            name=meta.get("name", ""),
+            labels=dict(meta.get("labels") or {}),
+            active=status.get("active") or 0,
+            succeeded=status.get("succeeded") or 0,
+            failed=status.get("failed") or 0,
+            completions=spec.get("completions") or 1,
             conditions=conditions,
+            suspended=bool(spec.get("suspend")),
         )
 
 
-class KubeClient:
-    """The handful of API calls skillmix needs, with one-line errors."""
+@dataclass
+class WatchEvent:
+    """One watch event: ``state`` is None for a BOOKMARK (only the resourceVersion moves)."""
 
-    def __init__(self, profile: ClusterProfile, *, api_client: Any = None) -> None:
+    type: str
+    state: JobState | None
+    resource_version: str
+
+
+class KubeClient:
+    """The handful of API calls skillmix needs, with one-line errors and bounded retries."""
+
+    def __init__(
+        self,
+        profile: ClusterProfile,
+        *,
+        api_client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         from kubernetes import client
 
         self.profile = profile
@@ -87,15 +148,25 @@ class KubeClient:
         self.api_client = api_client or self._load(profile)
         self.batch = client.BatchV1Api(self.api_client)
         self.core = client.CoreV1Api(self.api_client)
+        self.sleep = sleep
+        self.retries = 0  # transient errors retried (429/5xx), for messages and benchmarks
+        self.warnings: dict[str, int] = {}  # the API server's Warning headers, with counts
+        self._lock = threading.Lock()
+        self._capture_warnings()
 
     @staticmethod
     def _load(profile: ClusterProfile) -> Any:
-        from kubernetes import config
+        from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
+        configuration = type.__call__(client.Configuration)
+        # one pooled connection per creating thread, plus lists, watches and log streams
+        configuration.connection_pool_maxsize = CREATE_CONCURRENCY + 8
         try:
             return config.new_client_from_config(
-                config_file=profile.kubeconfig, context=profile.context
+                config_file=profile.kubeconfig,
+                context=profile.context,
+                client_configuration=configuration,
             )
         except ConfigException as exc:
             where = profile.kubeconfig or "the default kubeconfig"
@@ -108,6 +179,47 @@ class KubeClient:
         except FileNotFoundError:
             raise SkillmixError(f"kubeconfig {profile.kubeconfig} not found") from None
 
+    def _capture_warnings(self) -> None:
+        """Wrap the REST client's request so the ``Warning`` headers of every answer (errors
+        included) are kept instead of dropped."""
+        from kubernetes.client.exceptions import ApiException
+
+        rest = getattr(self.api_client, "rest_client", None)
+        if rest is None:
+            return
+        original = rest.request
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            try:
+                response = original(*args, **kwargs)
+            except ApiException as exc:
+                self._note_warnings(exc.headers)
+                raise
+            raw = getattr(response, "urllib3_response", response)
+            self._note_warnings(getattr(raw, "headers", None))
+            return response
+
+        rest.request = request
+
+    def _note_warnings(self, headers: Any) -> None:
+        if not headers:
+            return
+        values = headers.getlist("Warning") if hasattr(headers, "getlist") else []
+        if not values and headers.get("Warning"):
+            values = [headers.get("Warning")]
+        for value in values:
+            texts = _WARNING.findall(value) or [value]
+            with self._lock:
+                for text in texts:
+                    text = text.replace('\\"', '"')
+                    self.warnings[text] = self.warnings.get(text, 0) + 1
+
+    def take_warnings(self) -> list[str]:
+        """The warnings seen since the last call, each once (with a count when repeated)."""
+        with self._lock:
+            seen, self.warnings = self.warnings, {}
+        return [text if n == 1 else f"{text} (x{n})" for text, n in seen.items()]
+
     def _call(
         self,
         what: str,
@@ -117,108 +229,352 @@ class KubeClient:
         **kwargs: Any,
     ) -> Any:
         """``fn(*args, **kwargs)`` with one-line errors; an HTTP status in ``ok_statuses``
-        (409 AlreadyExists, 404 NotFound) returns None instead."""
+        (409 AlreadyExists, 404 NotFound) returns the ApiException instead of raising.
+
+        429 and 5xx are retried up to MAX_RETRIES times: ``Retry-After`` when the server sends
+        one, else full-jitter exponential backoff."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status in ok_statuses:
+                    return exc
+                if exc.status in RETRY_STATUSES and attempt < MAX_RETRIES:
+                    with self._lock:
+                        self.retries += 1
+                    self.sleep(_retry_delay(exc, attempt))
+                    continue
+                raise _api_error(what, exc, self.namespace) from None
+            except (HTTPError, OSError) as exc:
+                host = self.api_client.configuration.host
+                raise RunFailedError(
+                    f"{what}: cannot reach the Kubernetes API at {host}: {exc.__class__.__name__}"
+                ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A call whose answer is not needed: read raw and discarded (no deserialization),
+        the connection returned to the pool. Returns the ApiException of an ``ok_statuses``
+        answer, else None."""
+        response = self._call(what, fn, *args, _preload_content=False, **kwargs)
+        if hasattr(response, "release_conn"):
+            _ = response.data
+            response.release_conn()
+            return None
+        return response
+
+    def _post(self, path: str, body: bytes, *, dry_run: bool = False) -> int:
+        """POST a rendered YAML object through the client's connection pool and credentials,
+        without its per-request model machinery (a launch sends thousands of these; the
+        generated client's serialization and deserialization cost more than the request).
+        Returns the status; raises the client's ApiException for any other than 2xx and 409,
+        so ``_call`` retries and reports it like any call."""
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.rest import RESTResponse
+
+        client = self.api_client
+        headers = {
+            **client.default_headers,
+            "Content-Type": "application/yaml",
+            "Accept": "application/json",
+        }
+        client.update_params_for_auth(headers, [], ["BearerToken"])
+        url = f"{client.configuration.host}{path}" + ("?dryRun=All" if dry_run else "")
+        raw = client.rest_client.pool_manager.request(
+            "POST", url, body=body, headers=headers, preload_content=True, timeout=60
+        )
+        self._note_warnings(raw.headers)
+        if 200 <= raw.status <= 299 or raw.status == 409:
+            return int(raw.status)
+        raise ApiException(http_resp=RESTResponse(raw))
+
+    def _raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """The JSON body of a call, without the client's slow model deserialization."""
+        response = self._call(what, fn, *args, _preload_content=False, **kwargs)
         try:
-            return fn(*args, **kwargs)
-        except ApiException as exc:
-            if exc.status in ok_statuses:
-                return None
-            raise _api_error(what, exc, self.namespace) from None
-        except (HTTPError, OSError) as exc:
-            host = self.api_client.configuration.host
-            raise RunFailedError(
-                f"{what}: cannot reach the Kubernetes API at {host}: {exc.__class__.__name__}"
-            ) from None
+            return json.loads(response.data or b"null")
+        finally:
+            response.release_conn()
+
+    # cluster ------------------------------------------------------------------------------
+    def server_version(self) -> str:
+        """The API server's version (``/version``), e.g. ``v1.34.4``, for ``--kube-version``."""
+        from kubernetes import client
+
+        data = self._raw("read the server version", client.VersionApi(self.api_client).get_code)
+        return str(data.get("gitVersion") or f"v{data.get('major')}.{data.get('minor')}.0")
 
     # objects ------------------------------------------------------------------------------
-    def apply(self, manifests: list[dict[str, Any]], *, dry_run: bool = False) -> list[str]:
-        """Create the rendered objects; an existing ServiceAccount is reused, an existing Job
-        is an error (names carry the attempt number, so this means a concurrent launch).
-        ``dry_run`` asks the API server to validate and authorize without persisting."""
-        created = []
-        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        for doc in manifests:
-            kind, name = doc["kind"], doc["metadata"]["name"]
-            if kind == "ServiceAccount":
-                result = self._call(
-                    f"create ServiceAccount {name}",
+    def apply(
+        self,
+        manifests: list[RenderedDoc],
+        *,
+        dry_run: bool = False,
+        concurrency: int = CREATE_CONCURRENCY,
+    ) -> list[str]:
+        """Create the rendered objects, ServiceAccounts first, then the Jobs in parallel
+        (each sent as the YAML helm wrote; the API server converts it).
+
+        Resumable: an object that already exists and is the same (labels and containers'
+        images, commands and arguments) counts as created, so a launch stopped halfway is
+        completed by running it again. One that exists and differs is an error (a concurrent
+        launch). ``dry_run`` asks the API server to validate, authorize and admit without
+        persisting."""
+        unexpected = [d for d in manifests if d.kind not in ("ServiceAccount", "Job")]
+        if unexpected:
+            raise SkillmixError(
+                f"the chart rendered an unexpected {unexpected[0].kind} {unexpected[0].name}"
+            )
+        created: list[str] = []
+        for d in manifests:
+            if d.kind == "ServiceAccount":
+                self._send(
+                    f"create ServiceAccount {d.name}",
                     self.core.create_namespaced_service_account,
                     self.namespace,
-                    doc,
-                    ok_statuses=(409,),
-                    **extra,
+                    d.doc,
+                    ok_statuses=(409,),  # it exists (a relaunch, or a shared account)
+                    **({"dry_run": "All"} if dry_run else {}),
                 )
-                if result is None:  # 409: it exists (a relaunch)
-                    continue
-            elif kind == "Job":
-                self._call(
-                    f"create Job {name}",
-                    self.batch.create_namespaced_job,
-                    self.namespace,
-                    doc,
-                    **extra,
-                )
-            else:
-                raise SkillmixError(f"the chart rendered an unexpected {kind} {name}")
-            created.append(f"{kind}/{name}")
+                created.append(f"ServiceAccount/{d.name}")
+        jobs = [d for d in manifests if d.kind == "Job"]
+        created += self._parallel(
+            lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
+        )
         return created
 
-    def jobs(self, run_id: str, **labels: str | None) -> tuple[list[JobState], str]:
-        result = self._call(
+    def _create_job(self, d: RenderedDoc, dry_run: bool) -> str:
+        status = self._call(
+            f"create Job {d.name}",
+            self._post,
+            f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+            d.text.encode(),
+            dry_run=dry_run,
+        )
+        if status == 409:
+            existing = self._raw(
+                f"read Job {d.name}", self.batch.read_namespaced_job, d.name, self.namespace
+            )
+            if _fingerprint(existing) != _fingerprint(d.doc):
+                raise RunFailedError(
+                    f"Job {d.name} already exists and differs from this launch's "
+                    "(another launch of the run at the same time?); see `skillmix status`"
+                )
+        return f"Job/{d.name}"
+
+    def _parallel(
+        self, fn: Callable[[Any], str], items: list[Any], *, concurrency: int
+    ) -> list[str]:
+        """``fn`` over ``items`` on at most ``concurrency`` threads; the first error stops
+        the submission of the rest and is raised once the threads in flight are done."""
+        if not items:
+            return []
+        results: list[str] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def run(item: Any) -> None:
+            if stop.is_set():
+                return
+            try:
+                value = fn(item)
+            except BaseException as exc:  # re-raised below
+                stop.set()
+                with self._lock:
+                    errors.append(exc)
+                return
+            with self._lock:
+                results.append(value)
+
+        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items))))
+        try:
+            for future in [pool.submit(run, item) for item in items]:
+                future.result()
+        except BaseException:  # Ctrl-C: stop sending, let the requests in flight end
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        if errors:
+            raise errors[0]
+        return results
+
+    def preflight(self, manifests: list[RenderedDoc]) -> int:
+        """Server-side dry run (``dryRun=All``) of one Pod per distinct pod template, then of
+        the ServiceAccount and of the Job each such Pod stands for: Pod Security,
+        ResourceQuota, LimitRange and admission webhooks judge the Pods a Job would create,
+        which the Job itself does not show, and the Job's own validation and admission.
+        Jobs of one (phase, student) differ only in per-unit arguments and labels and are
+        judged alike, so one per distinct template suffices (a 1,500-Job run would otherwise
+        pay 1,500 more requests); the rest meet the same checks at creation, which is
+        resumable. Returns the number of Pods."""
+        firsts: dict[tuple[str, str, str], RenderedDoc] = {}
+        for d in manifests:
+            firsts.setdefault(d.group, d)
+        accounts = [d for d in manifests if d.kind == "ServiceAccount"]
+        pods = representative_pods([d.doc for d in [*accounts, *firsts.values()]])
+        self._parallel(self._dry_run_pod, pods, concurrency=CREATE_CONCURRENCY)
+        chosen = {p["metadata"]["annotations"]["skillmix.io/preflight-for"] for p in pods}
+        self.apply(
+            [d for d in manifests if d.kind != "Job" or d.name in chosen],
+            dry_run=True,
+        )
+        return len(pods)
+
+    def _dry_run_pod(self, pod: dict[str, Any]) -> str:
+        job = pod["metadata"]["annotations"]["skillmix.io/preflight-for"]
+        job = str(job)
+        self._send(
+            f"dry run of a Pod of Job {job}",
+            self.core.create_namespaced_pod,
+            self.namespace,
+            pod,
+            dry_run="All",
+        )
+        return job
+
+    def jobs(
+        self, run_id: str, *, cached: bool = False, **labels: str | int | None
+    ) -> tuple[list[JobState], str]:
+        """The run's Jobs and the list's resourceVersion. ``cached``: served from the API
+        server's watch cache (``resourceVersion=0``: possibly a moment old, but no read of
+        etcd), which is what ``status`` wants for a 1,500-Job run."""
+        extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
+        data = self._raw(
             "list Jobs",
             self.batch.list_namespaced_job,
             self.namespace,
             label_selector=run_selector(run_id, **labels),
+            **extra,
         )
-        return [JobState.from_job(j) for j in result.items], result.metadata.resource_version
+        items = data.get("items") or []
+        return [JobState.from_dict(j) for j in items], str(data["metadata"]["resourceVersion"])
 
     def watch_jobs(
-        self, run_id: str, resource_version: str, timeout_seconds: int
-    ) -> Iterator[tuple[str, JobState]]:
-        """Job events after ``resource_version``; raises ``WatchExpired`` on 410 Gone and when
-        the connection breaks (API server restart, load balancer timeout): list again."""
-        from kubernetes import watch
+        self,
+        run_id: str,
+        resource_version: str,
+        timeout_seconds: int,
+        **labels: str | int | None,
+    ) -> Iterator[WatchEvent]:
+        """Job events after ``resource_version``, with bookmarks, read raw. A watch that ends
+        after its timeout simply returns: resume from the last event's resourceVersion.
+        Raises ``WatchExpired`` on 410 Gone only (list again then); a broken connection (API
+        server restart, load balancer timeout) also just ends the watch."""
         from kubernetes.client.exceptions import ApiException
+        from kubernetes.watch.watch import iter_resp_lines
         from urllib3.exceptions import HTTPError
 
-        w = watch.Watch()
         try:
-            for event in w.stream(
-                self.batch.list_namespaced_job,
+            response = self.batch.list_namespaced_job(
                 self.namespace,
-                label_selector=run_selector(run_id),
+                label_selector=run_selector(run_id, **labels),
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
-            ):
-                yield event["type"], JobState.from_job(event["object"])
+                allow_watch_bookmarks=True,
+                watch=True,
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status == 410:
                 raise WatchExpired() from None
             raise _api_error("watch Jobs", exc, self.namespace) from None
         except (HTTPError, OSError):
-            raise WatchExpired() from None
+            return
+        try:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired()
+                    raise RunFailedError(
+                        f"watch Jobs: Kubernetes API error {obj.get('code')} {obj.get('message', '')}"
+                    )
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
+                if kind == "BOOKMARK":
+                    yield WatchEvent("BOOKMARK", None, rv)
+                else:
+                    yield WatchEvent(str(kind), JobState.from_dict(obj), rv)
+        except (HTTPError, OSError, ValueError):
+            return  # broken or truncated: the caller resumes from the last resourceVersion
         finally:
-            w.stop()
+            response.release_conn()
 
-    def pods(self, run_id: str, **labels: str | None) -> list[Any]:
-        result = self._call(
+    def pods(
+        self, run_id: str, *, cached: bool = False, **labels: str | int | None
+    ) -> list[dict[str, Any]]:
+        """The run's pods as the API's JSON (one list; ``cached`` as for :meth:`jobs`)."""
+        extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
+        data = self._raw(
             "list Pods",
             self.core.list_namespaced_pod,
             self.namespace,
             label_selector=run_selector(run_id, **labels),
+            **extra,
         )
-        return list(result.items)
+        return list(data.get("items") or [])
+
+    def warning_events(self) -> list[dict[str, Any]]:
+        """The namespace's Warning events (one list; events carry no labels to select the
+        run's by, so the caller matches involvedObject names)."""
+        data = self._raw(
+            "list Events",
+            self.core.list_namespaced_event,
+            self.namespace,
+            field_selector="type=Warning",
+        )
+        return list(data.get("items") or [])
+
+    def workloads(self) -> list[dict[str, Any]] | None:
+        """Kueue Workloads of the namespace; None where Kueue is not installed (or the
+        launcher may not read them): status then says nothing about admission."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = client.CustomObjectsApi(self.api_client)
+        try:
+            data = api.list_namespaced_custom_object(
+                "kueue.x-k8s.io", "v1beta1", self.namespace, "workloads"
+            )
+        except ApiException:
+            return None
+        except Exception:  # optional information, never fatal
+            return None
+        return list(data.get("items") or [])
+
+    def local_queue_exists(self, name: str) -> bool | None:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = client.CustomObjectsApi(self.api_client)
+        try:
+            api.get_namespaced_custom_object(
+                "kueue.x-k8s.io", "v1beta1", self.namespace, "localqueues", name
+            )
+        except ApiException as exc:
+            return False if exc.status == 404 and "localqueues" in str(exc.body or "") else None
+        except Exception:
+            return None
+        return True
 
     def pod_log(
-        self, pod: str, container: str, *, follow: bool = False, tail: int | None = None
+        self,
+        pod: str,
+        container: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        previous: bool = False,
     ) -> Any:
         """The log as text, or with ``follow`` the streaming HTTP response.
 
         Always read raw: the client would otherwise "deserialize" the text (a log that is one
         JSON line comes back as a Python repr, and this client version returns ``b'...'``)."""
+        extra: dict[str, Any] = {"previous": True} if previous else {}
         response = self._call(
             f"read logs of {pod}/{container}",
             self.core.read_namespaced_pod_log,
@@ -228,6 +584,7 @@ class KubeClient:
             follow=follow,
             tail_lines=tail,
             _preload_content=False,
+            **extra,
         )
         if follow:
             return response
@@ -236,8 +593,14 @@ class KubeClient:
         finally:
             response.release_conn()
 
-    def delete_run(self, run_id: str) -> tuple[int, int]:
+    def delete_run(
+        self, run_id: str, *, wait_seconds: float = 0.0, keep_account: bool = False
+    ) -> tuple[int, int]:
         """Delete the run's Jobs (their pods go with them) and ServiceAccount; the store stays.
+
+        With ``wait_seconds``, deletion is in the foreground and the call returns when the
+        Jobs (and so their pods) are gone, or the time is up: nothing of the old attempt
+        writes any more (``launch --replace``).
 
         The ServiceAccount is the chart's, named after the release: it is read by name and
         deleted only when it carries the run's label (k8s/rbac-launcher.yaml grants get and
@@ -246,14 +609,21 @@ class KubeClient:
 
         selector = run_selector(run_id)
         jobs, _ = self.jobs(run_id)
-        self._call(
+        self._send(
             "delete Jobs",
             self.batch.delete_collection_namespaced_job,
             self.namespace,
             label_selector=selector,
-            propagation_policy="Background",
+            propagation_policy="Foreground" if wait_seconds else "Background",
         )
+        deadline = time.monotonic() + wait_seconds
+        while wait_seconds and time.monotonic() < deadline:
+            if not self.jobs(run_id)[0]:
+                break
+            self.sleep(1.0)
         name = release_name(run_id)
+        if keep_account:
+            return len(jobs), 0
         account = self._call(
             f"read ServiceAccount {name}",
             self.core.read_namespaced_service_account,
@@ -261,9 +631,9 @@ class KubeClient:
             self.namespace,
             ok_statuses=(404,),
         )
-        if account is None or (account.metadata.labels or {}).get(RUN_LABEL) != run_id:
+        if _is_conflict(account, 404) or (account.metadata.labels or {}).get(RUN_LABEL) != run_id:
             return len(jobs), 0
-        self._call(
+        self._send(
             f"delete ServiceAccount {name}",
             self.core.delete_namespaced_service_account,
             name,
@@ -273,13 +643,100 @@ class KubeClient:
 
 
 class WatchExpired(Exception):
-    """The watch's resourceVersion is too old (HTTP 410 Gone) or its connection broke: list
-    again and re-watch."""
+    """The watch's resourceVersion is too old (HTTP 410 Gone): list again and re-watch."""
+
+
+def _is_conflict(result: Any, status: int = 409) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    return isinstance(result, ApiException) and result.status == status
+
+
+def _retry_delay(exc: Any, attempt: int) -> float:
+    """``Retry-After`` (seconds) when the server sent it, else full-jitter backoff."""
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if value:
+        try:
+            return min(MAX_RETRY_SLEEP, max(0.0, float(value)))
+        except ValueError:
+            pass
+    return random.uniform(0, min(MAX_RETRY_SLEEP, 0.25 * 2**attempt))
+
+
+def _fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two Jobs "the same" for a resumed creation: labels, and each container's
+    name, image, command and arguments (the server adds defaults everywhere else)."""
+    meta = job.get("metadata") or {}
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [
+        (c.get("name"), c.get("image"), c.get("command"), c.get("args"))
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    ]
+    return (sorted((meta.get("labels") or {}).items()), containers)
+
+
+def representative_pods(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One Pod per distinct pod template, as the Job controller would create it. Templates
+    that differ only in their containers' arguments, commands, env values or labels (one per
+    unit) are the same for admission: same images, security contexts, resources, volumes."""
+    seen: set[str] = set()
+    pods = []
+    # a ServiceAccount the launch itself creates does not exist yet, and the ServiceAccount
+    # admission plugin rejects a Pod naming a missing one: the dry run uses `default` instead
+    created = {d["metadata"]["name"] for d in manifests if d.get("kind") == "ServiceAccount"}
+    for doc in manifests:
+        if doc.get("kind") != "Job":
+            continue
+        template = (doc.get("spec") or {}).get("template") or {}
+        spec = dict(template.get("spec") or {})
+        if spec.get("serviceAccountName") in created:
+            spec["serviceAccountName"] = "default"
+        key = json.dumps(_admission_view(spec), sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        name = doc["metadata"]["name"]
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{name[:52]}-preflight",
+                    "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+                    "annotations": {"skillmix.io/preflight-for": name},
+                },
+                "spec": spec,
+            }
+        )
+    return pods
+
+
+def _admission_view(spec: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = json.loads(json.dumps(spec))
+    for group in ("initContainers", "containers"):
+        for c in view.get(group) or []:
+            c.pop("args", None)
+            c.pop("command", None)
+            c["env"] = sorted(e.get("name", "") for e in c.get("env") or [])
+    return view
+
+
+def _server_message(exc: Any) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return ""
+    return " ".join(str(body.get("message") or "").split()) if isinstance(body, dict) else ""
 
 
 def _api_error(what: str, exc: Any, namespace: str) -> SkillmixError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or ""
+    message = _server_message(exc)
+    if status == 403 and message and " cannot " not in message:
+        # admission (Pod Security, ResourceQuota, a webhook), not RBAC: the server says why
+        return SkillmixError(f"{what}: rejected in namespace {namespace}: {message[:600]}")
     if status in (401, 403):
         return SkillmixError(
             f"{what}: forbidden in namespace {namespace} ({status} {reason})",
@@ -288,7 +745,10 @@ def _api_error(what: str, exc: Any, namespace: str) -> SkillmixError:
     if status == 404:
         return SkillmixError(f"{what}: not found ({reason}); does namespace {namespace!r} exist?")
     if status == 422:
-        return SkillmixError(f"{what}: rejected by the API server as invalid ({reason})")
+        detail = f": {message[:600]}" if message else ""
+        return SkillmixError(f"{what}: rejected by the API server as invalid ({reason}){detail}")
+    if status == 400 and message:
+        return SkillmixError(f"{what}: rejected by the API server: {message[:600]}")
     return RunFailedError(f"{what}: Kubernetes API error {status} {reason}")
 
 
@@ -297,43 +757,55 @@ def wait_for_run(
     run_id: str,
     *,
     timeout: float,
+    attempt: int | None = None,
     on_change: Callable[[list[JobState]], None] | None = None,
+    on_idle: Callable[[list[JobState]], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     watch_seconds: int = 300,
 ) -> list[JobState]:
-    """Block until the aggregation Job finishes; returns the final Job states.
+    """Block until the aggregation Job of ``attempt`` (default: every Job of the run) finishes;
+    returns the final Job states.
 
-    Lists, then watches from the list's resourceVersion; a 410 Gone (or a watch that simply
-    times out) leads to a fresh list. A failed Job ends the wait with RunFailedError."""
+    Lists once, then watches from the list's resourceVersion; a watch that times out or whose
+    connection breaks is resumed from the last resourceVersion seen (bookmarks included), and
+    only a 410 Gone leads to a fresh list. ``on_idle`` runs after each watch that ends without
+    a verdict (the CLI looks at pods and events then). A failed Job ends the wait with
+    RunFailedError."""
     deadline = clock() + timeout
     while True:
-        states, version = kube.jobs(run_id)
+        states, version = kube.jobs(run_id, attempt=attempt)
         by_name = {s.name: s for s in states}
         verdict = _verdict(list(by_name.values()))
         if on_change:
             on_change(list(by_name.values()))
         if verdict is not None:
             return _finish(verdict, list(by_name.values()))
-        remaining = deadline - clock()
-        if remaining <= 0:
-            raise RunFailedError(
-                f"timed out after {timeout:g}s waiting for run {run_id}; it keeps running (see `skillmix status`)"
-            )
         try:
-            for kind, state in kube.watch_jobs(
-                run_id, version, int(max(1, min(watch_seconds, remaining)))
-            ):
-                if kind == "DELETED":  # cancelled (or expired): all gone ends the wait
-                    by_name.pop(state.name, None)
-                else:
-                    by_name[state.name] = state
-                if on_change:
-                    on_change(list(by_name.values()))
-                verdict = _verdict(list(by_name.values()))
-                if verdict is not None:
-                    return _finish(verdict, list(by_name.values()))
-                if clock() >= deadline:
-                    break
+            while True:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise RunFailedError(
+                        f"timed out after {timeout:g}s waiting for run {run_id}; it keeps running (see `skillmix status`)"
+                    )
+                for event in kube.watch_jobs(
+                    run_id, version, int(max(1, min(watch_seconds, remaining))), attempt=attempt
+                ):
+                    version = event.resource_version
+                    if event.state is None:  # a bookmark
+                        continue
+                    if event.type == "DELETED":  # cancelled (or expired): all gone ends it
+                        by_name.pop(event.state.name, None)
+                    else:
+                        by_name[event.state.name] = event.state
+                    if on_change:
+                        on_change(list(by_name.values()))
+                    verdict = _verdict(list(by_name.values()))
+                    if verdict is not None:
+                        return _finish(verdict, list(by_name.values()))
+                    if clock() >= deadline:
+                        break
+                if on_idle and clock() < deadline:
+                    on_idle(list(by_name.values()))
         except WatchExpired:
             continue
 

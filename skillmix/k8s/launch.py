@@ -16,13 +16,13 @@ from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
-from skillmix.k8s.helm import helm_template, manifests
+from skillmix.k8s.helm import RenderedDoc, helm_template, split_manifests
 from skillmix.k8s.profiles import ClusterProfile, get_profile
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import GenerateTask, Unit, generation_jobs, plan_tasks
-from skillmix.pipeline.tasks import unit_complete
+from skillmix.pipeline.tasks import shard_prefix, unit_complete
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
@@ -170,31 +170,60 @@ def plan_launch(
     run: RunStore | None,
     *,
     sidecar_port: int = 8000,
+    kube_version: str | None = None,
+    resume: LaunchRecord | None = None,
 ) -> LaunchPlan:
-    """Which units still need Jobs (from the store), their values and rendered manifests."""
+    """Which units still need Jobs (from the store), their values and rendered manifests.
+
+    ``resume``: the record of an attempt whose objects were not all created (the launch
+    stopped halfway); its values are rendered again, so the same objects come out and the
+    next ``apply`` creates only the missing ones."""
     e = ctx.experiment
     plan = plan_tasks(e, sharded=True)
     units = plan.units
-    if run is not None:
+    if resume is not None:
+        gen_todo = [Unit(*u) for u in resume.units("generate")]
+        grade_todo = [Unit(*u) for u in resume.units("grade")]
+        attempt = resume.attempt
+    elif run is not None:
         # units finished with failed records are redone; redone generations are regraded
-        gen_todo = [u for u in units if not unit_complete(run, ctx, "generate", *u)]
-        grade_todo = [u for u in units if u in gen_todo or not unit_complete(run, ctx, "grade", *u)]
+        # one listing of the run finds the units that have manifests; only those are read
+        keys = set(run.store.list_keys(""))
+        gen_todo = [
+            u
+            for u in units
+            if not (
+                _has_manifests(keys, ctx, "generate", *u)
+                and unit_complete(run, ctx, "generate", *u)
+            )
+        ]
+        todo = set(gen_todo)
+        grade_todo = [
+            u
+            for u in units
+            if u in todo
+            or not (_has_manifests(keys, ctx, "grade", *u) and unit_complete(run, ctx, "grade", *u))
+        ]
         attempt = 1 + len(
             [k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json")]
         )
     else:
         gen_todo, grade_todo, attempt = list(units), list(units), 1
-    values = build_values(
-        ctx,
-        profile,
-        cluster,
-        attempt=attempt,
-        generation=gen_todo,
-        grading=grade_todo,
-        sidecar_port=sidecar_port,
+    values = (
+        resume.values
+        if resume is not None
+        else build_values(
+            ctx,
+            profile,
+            cluster,
+            attempt=attempt,
+            generation=gen_todo,
+            grading=grade_todo,
+            sidecar_port=sidecar_port,
+        )
     )
     release = release_name(ctx.run_id)
-    rendered = helm_template(values, release, profile.namespace)
+    rendered = helm_template(values, release, profile.namespace, kube_version=kube_version)
     lp = LaunchPlan(
         run_id=ctx.run_id,
         run_uri=run_uri_for(profile, ctx.run_id),
@@ -204,7 +233,11 @@ def plan_launch(
         attempt=attempt,
         values=values,
         rendered=rendered,
-        finished_units=len(units) - len(grade_todo),
+        finished_units=(
+            resume.plan.finished_units
+            if resume is not None and resume.plan is not None
+            else len(units) - len(grade_todo)
+        ),
         total_units=len(units),
     )
     for job in generation_jobs(e, gen_todo):
@@ -257,6 +290,23 @@ def serving_estimate(ctx: RunContext, gen_todo: Sequence[Unit], mode: str) -> Se
     load, decode, loads = _gpu_seconds(ctx, gen_todo, lambda _student: mode)
     total = load + decode
     return ServingEstimate(total / 3600.0, load / total if total else 0.0, loads)
+
+
+def _has_manifests(
+    keys: set[str], ctx: RunContext, phase: str, student: str, k: int, g: int
+) -> bool:
+    """Every manifest the unit needs is among ``keys`` (a unit without them is unfinished,
+    with no read of the store)."""
+    if phase == "generate":
+        shards = ctx.shards(student)
+        prefixes = [shard_prefix(student, k, g, s, shards) for s in range(shards)]
+    else:
+        grader = ctx.experiment.grader
+        prefixes = [
+            RunLayout.grade_prefix(grader.name, student, k, g, r)
+            for r in range(1, grader.rounds + 1)
+        ]
+    return all(f"{p}/{RunLayout.MANIFEST}" in keys for p in prefixes)
 
 
 def estimate(
@@ -335,5 +385,23 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
     )
 
 
-def rendered_manifests(lp: LaunchPlan) -> list[dict[str, Any]]:
-    return manifests(lp.rendered)
+def rendered_manifests(lp: LaunchPlan) -> list[RenderedDoc]:
+    return split_manifests(lp.rendered)
+
+
+def unfinished_attempt(run: RunStore) -> LaunchRecord | None:
+    """The latest attempt's record when its objects were not all created (``launch``
+    stopped by an API error or an interrupt after recording it): the next launch completes
+    that attempt rather than burning a new attempt number and leaving orphans."""
+    attempts = sorted(k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json"))
+    if not attempts:
+        return None
+    latest = len(attempts)
+    if run.store.exists(RunLayout.launch_created(latest)):
+        return None
+    return run.read_launch_record(latest)
+
+
+def mark_created(run: RunStore, attempt: int) -> None:
+    """Every object of ``attempt`` exists (see :func:`unfinished_attempt`)."""
+    run.store.write_bytes(RunLayout.launch_created(attempt), f"{utc_now()}\n".encode())

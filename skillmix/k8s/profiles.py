@@ -91,6 +91,37 @@ class Deadlines(_Strict):
     )
 
 
+class ServiceAccountSettings(_Strict):
+    """The identity of the run's pods. Cloud workload identity (EKS IRSA, EKS Pod Identity, GKE
+    Workload Identity) is bound to a ServiceAccount: name an existing one (``create: false``),
+    or let each run create its own with the annotations the cloud needs."""
+
+    create: bool = Field(
+        True,
+        description="Create the ServiceAccount with the run (false: use the existing one named by name).",
+    )
+    name: str | None = Field(
+        None,
+        pattern=K8S_NAME,
+        description="ServiceAccount name (default: one per run, named after the run's release).",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations of a created ServiceAccount (e.g. eks.amazonaws.com/role-arn, iam.gke.io/gcp-service-account).",
+    )
+
+    @model_validator(mode="after")
+    def _existing_needs_a_name(self) -> ServiceAccountSettings:
+        if not self.create and not self.name:
+            raise ValueError("service_account.create is false: name the existing ServiceAccount")
+        if not self.create and self.annotations:
+            raise ValueError(
+                "service_account.annotations apply only to a created ServiceAccount "
+                "(create: true); annotate the existing one instead"
+            )
+        return self
+
+
 class ClusterProfile(_Strict):
     """One cluster: kube context, namespace, images, store, Secrets, GPU scheduling."""
 
@@ -164,6 +195,10 @@ class ClusterProfile(_Strict):
             "Resources of vLLM sidecars besides GPUs, merged over the sized defaults (4 CPUs, "
             "32Gi memory per GPU; ephemeral storage for the model volume)."
         ),
+    )
+    service_account: ServiceAccountSettings = Field(
+        default_factory=ServiceAccountSettings,
+        description="ServiceAccount of the run's pods (existing, or created with annotations).",
     )
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."

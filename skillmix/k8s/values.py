@@ -316,6 +316,11 @@ def build_values(
             "runtimeClassName": profile.gpu.runtime_class or "",
         },
         "kueue": {"queueName": profile.kueue_queue or ""},
+        "serviceAccount": {
+            "create": profile.service_account.create,
+            "name": profile.service_account.name or "",
+            "annotations": dict(profile.service_account.annotations),
+        },
         "jobs": {
             "backoffLimit": profile.backoff_limit,
             "ttlSecondsAfterFinished": profile.deadlines.ttl_seconds,

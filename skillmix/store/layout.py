@@ -7,6 +7,7 @@ share. Inside a run folder::
     generations/{student}/k{k}/r{g}/           part-*.jsonl, then _SUCCESS (the manifest)
     grades/{grader}/{student}/k{k}/r{g}/g{r}/  the same, per grading round
     launches/attempt-NNN.json                  Kubernetes launch records (artifacts.LaunchRecord)
+    launches/attempt-NNN.created               every object of that attempt was created (k8s/launch.py)
     _lock/lease-NNNNNNNNN.json                 the run lock while a process writes the run
                                                (store/lock.py; gone once it is released)
     logs/vllm-{student}.log                    a local `vllm serve`'s output (pipeline/local.py)
@@ -55,6 +56,12 @@ class RunLayout:
     @classmethod
     def launch_record(cls, attempt: int) -> str:
         return f"{cls.LAUNCHES}/attempt-{attempt:03d}.json"
+
+    @classmethod
+    def launch_created(cls, attempt: int) -> str:
+        """Written once every object of launch attempt ``attempt`` exists; without it the
+        next ``skillmix launch`` completes that attempt instead of starting a new one."""
+        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.created"
 
     @classmethod
     def pod_log(cls, pod_name: str) -> str:

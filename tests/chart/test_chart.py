@@ -41,7 +41,7 @@ HARDENED = {
 COMMON_LABELS = {
     "app.kubernetes.io/name": "skillmix",
     "app.kubernetes.io/instance": RELEASE,
-    "app.kubernetes.io/managed-by": "Helm",
+    "app.kubernetes.io/managed-by": "skillmix",
     "app.kubernetes.io/part-of": "skillmix",
 }
 
@@ -968,6 +968,7 @@ def test_schema_mirrors_values() -> None:
 def test_schema_closes_every_object() -> None:
     open_ok = {"requests", "limits", "nodeSelector", "nodeAffinity", "podAffinity"}
     open_ok |= {"podAntiAffinity", "students", "env", "podAnnotations", "podLabels"}
+    open_ok |= {"annotations"}  # string maps
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):

@@ -225,7 +225,7 @@ def test_a_mock_sidecar_that_stays_unhealthy_fails_the_job_within_the_load_budge
     name, profile, ctx, run = prepare_launch(load(path), "local")
     lp = plan_launch(ctx, profile, name, run)
     record_launch(run, ctx, lp)
-    docs = rendered_manifests(lp)
+    docs = [d.doc for d in rendered_manifests(lp)]
     [gen] = [
         d
         for d in docs

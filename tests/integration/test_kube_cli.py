@@ -464,6 +464,90 @@ def test_render_writes_values_and_manifests(
 @pytest.mark.tools
 @needs_chart
 @pytest.mark.usefixtures("_no_store")
+@pytest.mark.parametrize(
+    ("account", "expected_name", "created"),
+    [
+        (
+            {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/skillmix"}},
+            None,
+            True,
+        ),
+        ({"create": False, "name": "irsa-runner"}, "irsa-runner", False),
+    ],
+)
+def test_the_profile_names_or_creates_the_pods_service_account(
+    exp: Path,
+    run_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    account: dict[str, Any],
+    expected_name: str | None,
+    created: bool,
+) -> None:
+    """Workload identity (IRSA, EKS Pod Identity, GKE) is bound to a ServiceAccount: a created
+    one carries the profile's annotations; an existing one is only named. Every object is
+    labelled as managed by skillmix (not Helm: there is no release)."""
+    config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    write_profiles(
+        tmp_path,
+        monkeypatch,
+        {"fake": profile(config, "s3://nowhere/runs", service_account=account)},
+    )
+    result = run_cli("render", "-f", str(exp), "--cluster", "fake")
+    assert result.exit_code == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    coordinator = "coordinator"  # has its own ServiceAccount (k8s/rbac-coordinator.yaml)
+    names = {
+        j["spec"]["template"]["spec"]["serviceAccountName"]
+        for j in jobs
+        if j["metadata"]["labels"]["app.kubernetes.io/component"] != coordinator
+    }
+    if created:
+        [sa] = accounts
+        assert sa["metadata"]["annotations"] == account["annotations"]
+        assert names == {sa["metadata"]["name"]}
+    else:
+        assert accounts == [] and names == {expected_name}
+    for doc in docs:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "skillmix"
+
+
+def test_an_existing_service_account_needs_a_name(
+    exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    write_profiles(
+        tmp_path,
+        monkeypatch,
+        {"fake": profile(config, "s3://nowhere/runs", service_account={"create": False})},
+    )
+    result = run_cli("render", "-f", str(exp), "--cluster", "fake")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "service_account" in line and "name the existing ServiceAccount" in line
+
+
+@needs_chart
+def test_the_chart_is_rendered_for_the_clusters_version(
+    exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--kube-version` reaches helm: Chart.yaml's kubeVersion (>= 1.29) rejects an older
+    cluster with one line, and accepts the real control plane's version."""
+    from skillmix.k8s.launch import plan_launch, prepare_launch
+
+    _render_profile(tmp_path, monkeypatch)
+    name, prof, ctx, _run = prepare_launch(load_experiment(exp), "fake", check_store=False)
+    with pytest.raises(SkillmixError, match=r"Kubernetes v1\.27\.3 is not supported.*kubeVersion"):
+        plan_launch(ctx, prof, name, None, kube_version="v1.27.3")
+    lp = plan_launch(ctx, prof, name, None, kube_version="v1.34.4")
+    assert lp.rendered.count("kind: Job") == ALL_JOBS
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.usefixtures("_no_store")
 def test_render_to_stdout(
     exp: Path, run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -588,7 +672,7 @@ def test_launch_wait_follows_the_run_through_an_expired_watch(
     for r in gets:
         if r.is_watch:
             assert r.query["resourceVersion"] and 1 <= int(r.query["timeoutSeconds"]) <= 30
-            assert r.query["labelSelector"] == f"{RUN_LABEL}={run_id}"
+            assert r.query["labelSelector"] == f"{RUN_LABEL}={run_id},skillmix.io/attempt=1"
 
 
 @pytest.mark.tools
@@ -596,22 +680,26 @@ def test_launch_wait_follows_the_run_through_an_expired_watch(
 @pytest.mark.timeout(120)
 def test_launch_wait_survives_a_dropped_watch(cluster: Cluster, exp: Path) -> None:
     """A watch connection cut mid-stream (API server restart, load balancer timeout) is
-    listed again, not a crash: the wait goes on and still sees the Job that fails later."""
+    resumed from the last resourceVersion, not listed again and not a crash: the wait goes on
+    and still sees the Job that fails later."""
     fake = cluster.fake
     failed: list[str] = []
+    lists: list[int] = []
 
     def kubelet(stop: threading.Event) -> None:
         wait_until(lambda: len(fake.jobs(NAMESPACE)) == ALL_JOBS, "the Jobs")
         wait_until(lambda: fake.open_watches() > 0, "the client's watch")
-        lists = len(fake.requests_for("GET", "/jobs", watch=False))
+        lists.append(len(fake.requests_for("GET", "/jobs", watch=False)))
+        watches = len(fake.requests_for("GET", "/jobs", watch=True))
         fake.drop_watches()
         wait_until(
             lambda: (
-                len(fake.requests_for("GET", "/jobs", watch=False)) > lists
+                len(fake.requests_for("GET", "/jobs", watch=True)) > watches
                 and fake.open_watches() > 0
             ),
-            "a re-list and a new watch after the drop",
+            "a new watch after the drop",
         )
+        lists.append(len(fake.requests_for("GET", "/jobs", watch=False)))
         job = _jobs_of(fake, "aggregate")[0]
         failed.append(job["metadata"]["name"])
         fake.set_job_status(
@@ -627,6 +715,156 @@ def test_launch_wait_survives_a_dropped_watch(cluster: Cluster, exp: Path) -> No
     line = one_line_error(result)
     assert failed[0] in line and "DeadlineExceeded: too slow" in line
     assert any(r.watch_error == -1 for r in fake.requests)
+    assert lists[0] == lists[1]  # no list of every Job after the drop
+    watches = fake.requests_for("GET", "/jobs", watch=True)
+    assert (
+        len(watches) >= 2
+        and watches[1].query["resourceVersion"] == (watches[0].query["resourceVersion"])
+    )  # no event came before the drop: the same version
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.timeout(120)
+def test_launch_retries_429_and_500_and_creates_every_job_once(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """One 429 with Retry-After and one 500 in the middle of creation are retried, not a launch
+    aborted halfway: every Job exists once, and the launch says it retried."""
+    fake = cluster.fake
+    fake.fail_next("POST", "/jobs", 429, retry_after="1")
+    fake.fail_next("POST", "/jobs", 500)
+    fake.warning = 'would violate PodSecurity "restricted:latest": runAsNonRoot != true'
+    started = time.monotonic()
+    result = launch(exp)
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started >= 1  # Retry-After was honoured
+    assert len(fake.jobs(NAMESPACE)) == ALL_JOBS
+    posts = [r for r in fake.requests_for("POST", "/jobs") if r.query.get("dryRun") != "All"]
+    assert sorted(r.status or 0 for r in posts) == [201] * ALL_JOBS + [429, 500]
+    assert "2 transient API errors retried" in flat(result.stderr)
+    # the API server's Warning header, printed once with its count, not dropped
+    assert (
+        'Kubernetes API warning: would violate PodSecurity "restricted:latest": '
+        f"runAsNonRoot != true (x{ALL_JOBS})" in flat(result.stderr)
+    )
+    # the pre-flight dry-ran one Pod per distinct pod template before anything was created
+    pods = fake.requests_for("POST", "/pods")
+    assert pods and all(r.query.get("dryRun") == "All" for r in pods)
+    assert len(pods) < ALL_JOBS
+    assert fake.requests.index(pods[0]) < fake.requests.index(posts[0])
+    # every call the launch made is one the launcher Role allows (/version: every user may)
+    rules = launcher_rules()
+    for request in fake.requests:
+        if request.path.rstrip("/") != "/version":
+            assert rbac_verb(request) in rules, (request.method, request.path)
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.timeout(120)
+def test_a_launch_stopped_halfway_is_completed_by_the_next(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """An API error that is not transient stops creation with some Jobs created: the next
+    `launch` completes the same attempt (a 409 on an identical Job counts as done), with no
+    new attempt number and no duplicate."""
+    fake = cluster.fake
+    fake.fail_next("POST", "/jobs", 400)
+    first = launch(exp)
+    assert first.exit_code in (1, 2), first.stderr
+    assert 0 <= len(fake.jobs(NAMESPACE)) < ALL_JOBS
+    run = cluster.run(run_id)
+    assert run.store.exists("launches/attempt-001.json")
+    assert not run.store.exists("launches/attempt-001.created")
+
+    second = launch(exp)
+    assert second.exit_code == 0, second.stderr
+    assert "completing attempt 1" in flat(second.stderr)
+    names = [j["metadata"]["name"] for j in fake.jobs(NAMESPACE)]
+    assert len(names) == ALL_JOBS == len(set(names))
+    assert all(name.endswith("-a1") for name in names)
+    assert run.store.exists("launches/attempt-001.created")
+    assert not run.store.exists("launches/attempt-002.json")
+    # a third launch while those Jobs are unfinished is refused with the fix
+    third = launch(exp)
+    assert third.exit_code == 2
+    line = one_line_error(third)
+    assert f"run {run_id} has {ALL_JOBS} unfinished Job(s) of attempt 1" in line
+    assert "--replace" in line and "skillmix status" in line
+    assert len(fake.jobs(NAMESPACE)) == ALL_JOBS
+
+
+@pytest.mark.tools
+@needs_chart
+@pytest.mark.timeout(120)
+def test_verdicts_count_only_the_current_attempts_jobs(
+    cluster: Cluster, exp: Path, run_id: str
+) -> None:
+    """Attempt 1 ended with a failed Job (still there until its TTL); attempt 2 is launched.
+    Its `--wait` and `status` ignore attempt 1's failure."""
+    fake = cluster.fake
+    run = cluster.run(run_id)
+    run.store.write_bytes("launches/attempt-001.json", b"{}")  # attempt 1 was fully created
+    run.store.write_bytes("launches/attempt-001.created", b"")
+    old: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{run_id}-old-a1",
+            "labels": {RUN_LABEL: run_id, PHASE_LABEL: "generate", "skillmix.io/attempt": "1"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "client", "image": "i"}]}}},
+    }
+    with fake._lock:
+        fake._store_job(old, NAMESPACE)
+    fake.set_job_status(
+        old["metadata"]["name"],
+        [{"type": "Failed", "reason": "BackoffLimitExceeded", "message": "old"}],
+        namespace=NAMESPACE,
+        failed=2,
+    )
+    result = launch(exp, "--wait", "--timeout", "3")
+    assert result.exit_code == 1, result.stderr
+    line = one_line_error(result)
+    assert "timed out after 3s" in line and "old" not in line.split("timed out", 1)[0]
+    assert "attempt 2" in flat(result.stdout)
+    status = run_cli("status", run_id, "--cluster", "fake", "--format", "json")
+    assert status.exit_code == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["state"] == "running" and doc["attempt"] == 2
+    assert doc["previous_attempt_jobs"] == 1 and len(doc["jobs"]) == ALL_JOBS
+    assert all(j["attempt"] == 2 for j in doc["jobs"])
+
+
+@pytest.mark.timeout(60)
+def test_status_stays_readable_with_many_jobs_that_need_attention(cluster: Cluster) -> None:
+    """25 failed Jobs: the default table counts them and lists 20, then says how to see the
+    rest; --all lists every one."""
+    fake = cluster.fake
+    for i in range(25):
+        name = f"r1-gen-s{i:02d}-a1"
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "labels": {RUN_LABEL: "r1", PHASE_LABEL: "generate", "skillmix.io/attempt": "1"},
+            },
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }
+        with fake._lock:
+            fake._store_job(job, NAMESPACE)
+        fake.set_job_status(
+            name, [{"type": "Failed", "reason": "DeadlineExceeded"}], namespace=NAMESPACE
+        )
+    table = run_cli("status", "r1", "--cluster", "fake")
+    assert table.exit_code == 0, table.stderr
+    assert table.stdout.count("DeadlineExceeded") == 20
+    assert "5 more Jobs need attention (--all" in flat(table.stderr)
+    assert "run r1: failed (attempt 1)" in flat(table.stdout)
+    every = run_cli("status", "r1", "--cluster", "fake", "--all")
+    assert every.stdout.count("DeadlineExceeded") == 25 and "more Jobs" not in every.stderr
 
 
 @pytest.mark.tools

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import PHASE_LABEL, JobState, WatchExpired, run_selector, wait_for_run
+from skillmix.k8s.cluster import (
+    PHASE_LABEL,
+    JobState,
+    WatchEvent,
+    WatchExpired,
+    run_selector,
+    wait_for_run,
+)
 from skillmix.k8s.launch import estimate
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import MAX_RELEASE, build_values, release_name, split_image
@@ -680,6 +687,7 @@ class FakeKube:
     lists: list[list[JobState]]
     watches: list[list[Event | str]]
     list_calls: int = 0
+    events: int = 0
     watch_calls: list[tuple[str, str, int]] = field(default_factory=list)
 
     def jobs(self, run_id: str, **labels: str | None) -> tuple[list[JobState], str]:
@@ -688,8 +696,8 @@ class FakeKube:
         return list(self.lists[index]), f"rv-{self.list_calls}"
 
     def watch_jobs(
-        self, run_id: str, resource_version: str, timeout_seconds: int
-    ) -> Iterator[Event]:
+        self, run_id: str, resource_version: str, timeout_seconds: int, **labels: object
+    ) -> Iterator[WatchEvent]:
         self.watch_calls.append((run_id, resource_version, timeout_seconds))
         script = self.watches.pop(0) if self.watches else ["hold"]
         for step in script:
@@ -700,7 +708,8 @@ class FakeKube:
                 return
             assert not isinstance(step, str)
             self.clock.now += 1
-            yield step
+            self.events += 1
+            yield WatchEvent(step[0], step[1], f"ev-{self.events}")
 
 
 PENDING = [job("gen", "generate"), job("grd", "grade"), job("agg", "aggregate")]
@@ -740,31 +749,39 @@ def test_wait_returns_when_the_aggregation_completes() -> None:
     assert seen[-1]["agg"] == "Complete"
 
 
-def test_wait_relists_after_410_and_after_a_watch_ends() -> None:
+def test_wait_relists_only_after_410_and_resumes_a_watch_that_ends() -> None:
+    """A watch that simply ends (its timeout, a closed connection) is resumed from the last
+    resourceVersion seen, with no list of every Job; only 410 Gone lists again. ``on_idle``
+    runs after each watch that ended without a verdict (the CLI looks at pods then)."""
     clock = Clock()
     kube = FakeKube(
         clock,
         lists=[
             PENDING,
             [job("gen", "generate", "Complete"), job("grd", "grade"), job("agg", "aggregate")],
-            [
-                job("gen", "generate", "Complete"),
-                job("grd", "grade", "Complete"),
-                job("agg", "aggregate"),
-            ],
         ],
         watches=[
             [("MODIFIED", job("gen", "generate", "Complete")), "410"],
-            [],  # the server closed the watch: list again
+            [("MODIFIED", job("grd", "grade", "Running"))],  # then the server closes it
+            [],  # ends with nothing: resumed from the same resourceVersion
             [("MODIFIED", job("agg", "aggregate", "Complete"))],
         ],
     )
-    final = wait_for_run(kube, "r1", timeout=600, clock=clock, watch_seconds=60)  # type: ignore[arg-type]
+    idle: list[int] = []
+    final = wait_for_run(
+        kube,  # type: ignore[arg-type]
+        "r1",
+        timeout=600,
+        clock=clock,
+        watch_seconds=60,
+        on_idle=lambda states: idle.append(len(states)),
+    )
     assert {s.name: s.state for s in final}["agg"] == "Complete"
-    assert kube.list_calls == 3
-    # every watch starts from the resourceVersion of the list just before it
-    assert [c[1] for c in kube.watch_calls] == ["rv-1", "rv-2", "rv-3"]
+    assert kube.list_calls == 2
+    # after the 410: the new list's version; after that, the last event's version
+    assert [c[1] for c in kube.watch_calls] == ["rv-1", "rv-2", "ev-2", "ev-2"]
     assert all(c[2] == 60 for c in kube.watch_calls)
+    assert idle == [3, 3]
 
 
 def test_wait_ends_on_the_first_failed_job() -> None:
@@ -831,7 +848,7 @@ def test_wait_times_out_while_events_keep_coming() -> None:
     with pytest.raises(RunFailedError, match="timed out after 10s"):
         wait_for_run(kube, "r1", timeout=10, clock=clock)  # type: ignore[arg-type]
     assert clock.now <= 1000 + 11  # stopped reading at the deadline
-    assert kube.list_calls == 2
+    assert kube.list_calls == 1
 
 
 def test_wait_needs_the_aggregation_job() -> None:

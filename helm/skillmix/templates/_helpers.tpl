@@ -61,7 +61,7 @@ Usage: {{ include "skillmix.labels" . | nindent 4 }}
 helm.sh/chart: {{ include "skillmix.chart" . | quote }}
 {{ include "skillmix.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | toString | trunc 63 | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+app.kubernetes.io/managed-by: skillmix
 app.kubernetes.io/part-of: skillmix
 skillmix.io/run: {{ include "skillmix.runId" . | quote }}
 {{- end -}}
