@@ -18,7 +18,8 @@ from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore
 from skillmix.store.uri import open_store
 
-PHASES = ("generate", "grade", "aggregate")
+PHASES = ("generate", "grade", "aggregate", "coordinate")
+GATED_LABEL = "skillmix.io/gated"  # created suspended; the run's coordinator releases it
 # waiting reasons of a container that mean "this pod is stuck", not "starting"
 STUCK_WAITING = (
     "ErrImagePull",
@@ -102,6 +103,15 @@ def _job_row(s: JobState, detail: dict[str, str], reasons: list[str]) -> dict[st
         s.labels.get("skillmix.io/round", ""),
     )
     reason = s.reason
+    state = s.state
+    if state == "Suspended" and s.labels.get(GATED_LABEL) == "true":
+        # by design: the coordinator releases it once its inputs exist and its pool has room
+        state, reason = "Gated", reason or "waiting for its inputs (the coordinator releases it)"
+    progress = detail.get(f"{s.phase}:{unit[0]}:{unit[1]}:{unit[2]}", "")
+    if s.phase == "generate" and unit[0] and not unit[1]:  # serving per-model: all its units
+        mine = [v for key, v in detail.items() if key.startswith(f"generate:{unit[0]}:")]
+        done = sum(1 for v in mine if v.split("/")[0] == v.split("/")[-1] != "")
+        progress = f"{done}/{len(mine)} units" if mine else ""
     return {
         "name": s.name,
         "phase": s.phase,
@@ -109,14 +119,14 @@ def _job_row(s: JobState, detail: dict[str, str], reasons: list[str]) -> dict[st
         "student": unit[0],
         "k": unit[1],
         "round": unit[2],
-        "state": s.state,
+        "state": state,
         "active": s.active,
         "succeeded": s.succeeded,
         "failed": s.failed,
         "completions": s.completions,
         "reason": reason,
         "reasons": reasons,
-        "progress": detail.get(f"{s.phase}:{unit[0]}:{unit[1]}:{unit[2]}", ""),
+        "progress": progress,
     }
 
 

@@ -257,3 +257,27 @@ spec:
     assert docs[1].doc["spec"]["template"]["metadata"]["labels"]["skillmix.io/phase"] == (
         "not this one"
     )
+
+
+def test_gated_coordinator_and_per_model_rows() -> None:
+    """A Job the coordinator has not released yet is 'Gated' (not a stuck 'Suspended'); a
+    per-model generation Job (no k/round labels) shows how many of its student's units are
+    done; the coordinator sorts after the phases it drives."""
+    from skillmix.k8s.status import _job_row, _ordered
+
+    phase = "skillmix.io/phase"
+    gated = JobState(
+        "g",
+        {phase: "grade", "skillmix.io/gated": "true", "skillmix.io/student": "a"},
+        suspended=True,
+    )
+    plain = JobState("s", {phase: "grade", "skillmix.io/student": "a"}, suspended=True)
+    per_model = JobState("m", {phase: "generate", "skillmix.io/student": "a"}, active=1)
+    coordinator = JobState("c", {phase: "coordinate"}, active=1)
+    detail = {"generate:a:2:1": "5/5", "generate:a:3:1": "2/5", "generate:b:2:1": "5/5"}
+    assert _job_row(gated, detail, [])["state"] == "Gated"
+    assert "coordinator" in _job_row(gated, detail, [])["reason"]
+    assert _job_row(plain, detail, [])["state"] == "Suspended"
+    assert _job_row(per_model, detail, [])["progress"] == "1/2 units"
+    order = [s.name for s in _ordered([coordinator, gated, per_model])]
+    assert order == ["m", "g", "c"]
