@@ -243,8 +243,10 @@ def build_values(
             spec = e.student(t.student)
             args += ["--budget-share", str(student_parallel[t.student] * spec.replicas)]
         # the Job has no activeDeadlineSeconds without Kueue (it would count time spent
-        # waiting for a GPU): the client bounds itself from when it starts (exit 4)
-        return [*args, "--time-limit", str(profile.deadlines.generation_seconds)]
+        # waiting for a GPU): the client bounds itself from when it starts (exit 4); a
+        # per-model Job runs its units in turn, so its bound is the per-unit one per unit
+        units = len(t.units) if isinstance(t, ModelGenerateTask) else 1
+        return [*args, "--time-limit", str(profile.deadlines.generation_seconds * units)]
 
     def grade_args(unit: Unit) -> list[str]:
         args = grade_tasks[unit].container_args(

@@ -70,6 +70,9 @@ def test_values_and_launch_record_list_per_model_units() -> None:
     assert values["generation"] == []
     [job] = values["modelGeneration"]
     assert job["student"] == "qwen" and len(job["units"]) == 9
+    # its client runs 9 units in turn: its own time limit is 9 units' worth
+    limit = job["args"][job["args"].index("--time-limit") + 1]
+    assert int(limit) == 9 * profile().deadlines.generation_seconds
     # a relaunch's wait containers find the units this attempt redoes in its record
     record = LaunchRecord(attempt=1, values=values)
     assert record.units("generate") == [tuple(u) for u in units]
