@@ -230,8 +230,8 @@ def test_built_values_commands_parse(helm: Helm, name: str, attempt: int) -> Non
         has_sidecar = any(c["name"] == "model" for c in containers(job))
         assert ("--model-load-timeout" in args) is has_sidecar
         # per unit: 6 h; a per-model Job runs its units in turn, 6 h each
-        units = args[args.index("--units") + 1].count(",") + 1 if "--units" in args else 1
-        assert args[args.index("--time-limit") + 1] == str(21600 * units)
+        n_units = args[args.index("--units") + 1].count(",") + 1 if "--units" in args else 1
+        assert args[args.index("--time-limit") + 1] == str(21600 * n_units)
 
 
 @pytest.mark.parametrize(

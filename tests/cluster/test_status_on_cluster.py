@@ -25,6 +25,9 @@ def error_line(stderr: str) -> str:
     return lines[0]
 
 
+ROOT = {"runAsNonRoot": False, "runAsUser": 0}  # an image that needs root (README: baseline)
+
+
 def status(cluster: Cluster, run_id: str) -> dict[str, Any]:
     result = cluster.skillmix("status", run_id, "--format", "json", check=True)
     doc: dict[str, Any] = json.loads(result.stdout)
@@ -74,8 +77,15 @@ def test_status_names_the_schedulers_verdict_and_launch_prints_pod_security_warn
 ) -> None:
     """A GPU pod without the toleration: `status` shows the scheduler's message (the
     untolerated nvidia.com/gpu taint). The namespace warns at `restricted` (it enforces
-    `baseline`): the API server's Warning headers on the Job creations are printed, once."""
+    `baseline`), and the vLLM container is set to run as root (the default passes
+    `restricted`): the API server's Warning headers on the Job creations are printed, once."""
     _gpu_profile(cluster, tolerate=False)
+    edit_profile(cluster, vllm_security_context=ROOT)
+    cluster.kubectl(
+        *("label", "namespace", cluster.namespace, "--overwrite"),
+        "pod-security.kubernetes.io/enforce=baseline",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
     path, run_id = experiment(tmp_path, students=[VLLM_STUDENT])
     launched = cluster.skillmix("launch", "-f", str(path), check=True)
     warnings = [line for line in launched.stderr.splitlines() if "Kubernetes API warning:" in line]
@@ -143,11 +153,11 @@ def test_launch_wait_says_why_pods_are_stuck(cluster: Cluster, tmp_path: Path) -
 def test_preflight_rejects_a_template_pod_security_forbids_with_nothing_created(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """The namespace enforces `restricted`; the vLLM sidecar runs as root. A Job would be
+    """The namespace enforces `restricted`; the vLLM sidecar is set to run as root. A Job would be
     admitted (with a warning) and its pods never: the pre-flight's dry-run Pod is rejected, so
     the launch stops with the API server's reason before any Job, ServiceAccount or stored
     byte exists."""
-    edit_profile(cluster, vllm_image="vllm/vllm-openai:v0.11.0")
+    edit_profile(cluster, vllm_image="vllm/vllm-openai:v0.11.0", vllm_security_context=ROOT)
     path, _run_id = experiment(tmp_path, students=[VLLM_STUDENT])
     result = cluster.skillmix("launch", "-f", str(path))
     assert result.returncode == 2, result.stderr
@@ -155,8 +165,9 @@ def test_preflight_rejects_a_template_pod_security_forbids_with_nothing_created(
     assert "dry run of a Pod of Job" in line and "violates PodSecurity" in line
     assert cluster.jobs() == [] and cluster.pods() == []
     assert open_store(cluster.store).list_keys("") == []
-    accounts = cluster.kubectl("get", "serviceaccounts", "-o", "name")
-    assert "skillmix" not in accounts
+    accounts = cluster.kubectl("get", "serviceaccounts", "-o", "name").split()
+    # the namespace's own (k8s/rbac-coordinator.yaml's) only: the run's was not created
+    assert sorted(accounts) == ["serviceaccount/default", "serviceaccount/skillmix-coordinator"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,14 +184,14 @@ def test_relaunch_is_refused_while_jobs_run_and_replace_cancels_first(
     again = cluster.skillmix("launch", "-f", str(path))
     assert again.returncode == 2
     line = error_line(again.stderr)
-    assert f"run {run_id} has 3 unfinished Job(s) of attempt 1" in line
+    assert f"run {run_id} has 4 unfinished Job(s) of attempt 1" in line  # + coordinator
     assert f"skillmix launch -f {path} --cluster local --replace" in line
     assert all(j.metadata.name.endswith("-a1") for j in cluster.jobs(f"skillmix.io/run={run_id}"))
 
     replaced = cluster.skillmix("launch", "-f", str(path), "--replace", timeout=240, check=True)
-    assert "--replace: deleted 3 Jobs" in replaced.stderr
+    assert "--replace: deleted 4 Jobs" in replaced.stderr
     names = [j.metadata.name for j in cluster.jobs(f"skillmix.io/run={run_id}")]
-    assert len(names) == 3 and all(n.endswith("-a2") for n in names), names
+    assert len(names) == 4 and all(n.endswith("-a2") for n in names), names
     # the old attempt's pods were gone before the new Jobs were created
     assert not [
         p
@@ -227,7 +238,7 @@ def test_creation_stopped_by_a_quota_is_completed_by_the_next_launch(
     second = cluster.skillmix("launch", "-f", str(path), check=True)
     assert "completing attempt 1" in second.stderr
     names = [j.metadata.name for j in cluster.jobs(f"skillmix.io/run={run_id}")]
-    assert len(names) == 3 and all(n.endswith("-a1") for n in names), names
+    assert len(names) == 4 and all(n.endswith("-a1") for n in names), names  # + coordinator
     assert run.exists("launches/attempt-001.created")
     assert not run.exists("launches/attempt-002.json")
 
