@@ -7,6 +7,10 @@ export PATH := $(CURDIR)/.tools/bin:$(BIN):$(PATH)
 # Compatibility tests against the reference release run when this folder exists.
 SKILLMIX_REFERENCE_DIR ?= $(wildcard $(CURDIR)/../shared/reference)
 export SKILLMIX_REFERENCE_DIR
+# pytest-xdist workers: the main suite is CPU-bound (2 cores); the cluster tests mostly wait on
+# controllers and pods, so each of their workers runs its own control plane.
+TEST_WORKERS ?= 2
+CLUSTER_TEST_WORKERS ?= 3
 
 .PHONY: install tools browser test lint format demo benchmarks kind-test cluster-test cluster-up cluster-down clean help
 
@@ -42,7 +46,7 @@ test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks
 	$(BIN)/ruff format --check skillmix tests benchmarks
 	$(BIN)/mypy
-	$(PY) -m pytest --ignore=tests/cluster
+	$(PY) -m pytest --ignore=tests/cluster -n $(TEST_WORKERS)
 	$(MAKE) --no-print-directory cluster-test
 
 lint: install
@@ -61,7 +65,7 @@ benchmarks: install
 	$(PY) benchmarks/run_all.py
 
 cluster-test: install tools
-	$(PY) -m pytest tests/cluster
+	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS)
 
 cluster-up: install tools
 	$(PY) -m tests.cluster up
