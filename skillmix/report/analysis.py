@@ -9,7 +9,7 @@ prepared and voted exactly as the metrics do), so the report never disagrees wit
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -223,11 +223,8 @@ def skill_rates(
     graders = len({r.grader for r in rows})
     columns = _columns({(r.student, r.grader) for r in rows}, order)
     sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        c = row.combinations
-        for skills, points in zip(c.skills, c.skill_points, strict=True):
-            for skill, point in zip(skills[: row.k], points, strict=False):
-                sums[skill][(row.student, row.grader)].append(point)
+    for skill, model, point in _skill_points(rows):
+        sums[skill][model].append(point)
     labels, table = _rate_table(sums, columns, graders, min_n)
     cats = categories or {}
     return SkillRates(
@@ -244,6 +241,15 @@ def skill_rates(
     )
 
 
+def _skill_points(rows: Sequence[MetricRow]) -> Iterator[tuple[str, tuple[str, str], float]]:
+    """Every (skill, (student, grader), voted skill point) of the rows' combinations."""
+    for row in rows:
+        c = row.combinations
+        for skills, points in zip(c.skills, c.skill_points, strict=True):
+            for skill, point in zip(skills[: row.k], points, strict=False):
+                yield skill, (row.student, row.grader), point
+
+
 def category_rates(
     rows: Sequence[MetricRow],
     categories: Mapping[str, str],
@@ -257,13 +263,10 @@ def category_rates(
     columns = _columns({(r.student, r.grader) for r in rows}, order)
     sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
     members: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        c = row.combinations
-        for skills, points in zip(c.skills, c.skill_points, strict=True):
-            for skill, point in zip(skills[: row.k], points, strict=False):
-                category = categories.get(skill) or "uncategorised"
-                members[category].add(skill)
-                sums[category][(row.student, row.grader)].append(point)
+    for skill, model, point in _skill_points(rows):
+        category = categories.get(skill) or "uncategorised"
+        members[category].add(skill)
+        sums[category][model].append(point)
     labels, table = _rate_table(sums, columns, graders, min_n)
     return CategoryRates(
         columns=labels,

@@ -41,33 +41,10 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
     generation manifest exists (until then it is suspended: no pod, no running deadline), at
     most one grading Job and one generation Job at a time (the profile's
     parallel_jobs_per_budget 1: each gets the whole budget), and the run completes."""
-    cluster.kubectl("create", "secret", "generic", "openai-key", "--from-literal=OPENAI_API_KEY=k")
-    doc = yaml.safe_load(cluster.profile_file.read_text())
-    profile = doc["clusters"]["local"]
-    profile["deadlines"]["grading_seconds"] = 60
-    profile["parallel_jobs_per_budget"] = 1
-    profile["coordinator_interval_seconds"] = 1
-    profile["secrets"] = {"OPENAI_API_KEY": {"name": "openai-key"}}
-    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-
     with MockServer(MockServerConfig(latency_ms=6000)) as server:
-        api = {"backend": "openai", "base_url": server.base_url}
-        spec = {
-            "name": "cluster-phases",
-            "seed": 5,
-            "ks": [2],
-            "combinations": 3,
-            "generation_rounds": 2,
-            "catalog": {},
-            "students": [{"name": "slow", "model": "mock-slow", "concurrency": 1, **api}],
-            "grader": {"name": "judge", "model": "mock-judge", "rounds": 1, **api},
-            "metrics": {"bootstrap_samples": 20},
-            "store": "runs",
-        }
-        path = tmp_path / "experiment.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        run_id = resolve_context(load_experiment(path)).run_id
-        cluster.skillmix("launch", "-f", str(path), check=True)  # no --wait
+        run_id = _launch_api_run(
+            cluster, tmp_path, server, "cluster-phases", 5, grading_seconds=60
+        )  # no --wait
         run = RunStore(open_store(f"{cluster.store}/{run_id}"))
         selector = f"skillmix.io/run={run_id}"
 
@@ -136,32 +113,8 @@ def test_a_slow_generation_does_not_run_down_the_grading_deadline(
 def test_a_restarted_coordinator_carries_on(cluster: Cluster, tmp_path: Path) -> None:
     """The coordinator's pod is deleted mid-run: the Job starts another, which recomputes
     everything from the Jobs and the store (nothing is released twice) and the run completes."""
-    cluster.kubectl("create", "secret", "generic", "openai-key", "--from-literal=OPENAI_API_KEY=k")
-    doc = yaml.safe_load(cluster.profile_file.read_text())
-    profile = doc["clusters"]["local"]
-    profile["parallel_jobs_per_budget"] = 1
-    profile["coordinator_interval_seconds"] = 1
-    profile["secrets"] = {"OPENAI_API_KEY": {"name": "openai-key"}}
-    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-
     with MockServer(MockServerConfig(latency_ms=1500)) as server:
-        api = {"backend": "openai", "base_url": server.base_url}
-        spec = {
-            "name": "cluster-coordinator-restart",
-            "seed": 6,
-            "ks": [2],
-            "combinations": 3,
-            "generation_rounds": 2,
-            "catalog": {},
-            "students": [{"name": "slow", "model": "mock-slow", "concurrency": 1, **api}],
-            "grader": {"name": "judge", "model": "mock-judge", "rounds": 1, **api},
-            "metrics": {"bootstrap_samples": 20},
-            "store": "runs",
-        }
-        path = tmp_path / "experiment.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-        run_id = resolve_context(load_experiment(path)).run_id
-        cluster.skillmix("launch", "-f", str(path), check=True)
+        run_id = _launch_api_run(cluster, tmp_path, server, "cluster-coordinator-restart", 6)
         selector = f"skillmix.io/run={run_id},skillmix.io/phase=coordinate"
 
         def first_released() -> Any:
@@ -259,3 +212,43 @@ def test_a_mock_sidecar_that_stays_unhealthy_fails_the_job_within_the_load_budge
     client = statuses["client"].state.terminated
     assert client.exit_code == 3 and "HTTP 503" in client.message
     assert 10 <= (client.finished_at - client.started_at).total_seconds() <= 25
+
+
+def _launch_api_run(
+    cluster: Cluster,
+    tmp_path: Path,
+    server: MockServer,
+    name: str,
+    seed: int,
+    *,
+    grading_seconds: int | None = None,
+) -> str:
+    """Launch (no --wait) a one-unit-pair run whose student and grader are API models served by
+    ``server``, with the profile's pools at 1 and a coordinator pass every second; its run id."""
+    cluster.kubectl("create", "secret", "generic", "openai-key", "--from-literal=OPENAI_API_KEY=k")
+    doc = yaml.safe_load(cluster.profile_file.read_text())
+    profile = doc["clusters"]["local"]
+    if grading_seconds is not None:
+        profile["deadlines"]["grading_seconds"] = grading_seconds
+    profile["parallel_jobs_per_budget"] = 1
+    profile["coordinator_interval_seconds"] = 1
+    profile["secrets"] = {"OPENAI_API_KEY": {"name": "openai-key"}}
+    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+    api = {"backend": "openai", "base_url": server.base_url}
+    spec = {
+        "name": name,
+        "seed": seed,
+        "ks": [2],
+        "combinations": 3,
+        "generation_rounds": 2,
+        "catalog": {},
+        "students": [{"name": "slow", "model": "mock-slow", "concurrency": 1, **api}],
+        "grader": {"name": "judge", "model": "mock-judge", "rounds": 1, **api},
+        "metrics": {"bootstrap_samples": 20},
+        "store": "runs",
+    }
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    run_id: str = resolve_context(load_experiment(path)).run_id
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    return run_id
