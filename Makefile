@@ -12,7 +12,7 @@ export SKILLMIX_REFERENCE_DIR
 TEST_WORKERS ?= 2
 CLUSTER_TEST_WORKERS ?= 3
 
-.PHONY: install tools browser test lint format demo benchmarks kind-test cluster-test cluster-up cluster-down clean help
+.PHONY: install tools browser test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
@@ -22,6 +22,7 @@ help:
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
 	@echo "make benchmarks  run benchmarks/ and print their JSON"
+	@echo "make benchmarks-smoke every benchmark at a tiny size (~30 s; make test runs it)"
 	@echo "make cluster-test the Kubernetes tests on a real control plane (make test runs it last)"
 	@echo "make cluster-up  start that control plane for you (kubeconfig + profile printed)"
 	@echo "make cluster-down stop it"
@@ -38,6 +39,7 @@ $(VENV)/.installed: pyproject.toml
 tools:
 	PYTHON=$(PY) ./scripts/install-tools.sh
 	./scripts/install-control-plane.sh
+	./scripts/install-kueue.sh
 
 browser:
 	./scripts/install-browser.sh
@@ -47,6 +49,7 @@ test: install tools
 	$(BIN)/ruff format --check skillmix tests benchmarks
 	$(BIN)/mypy
 	$(PY) -m pytest --ignore=tests/cluster -n $(TEST_WORKERS)
+	$(MAKE) --no-print-directory benchmarks-smoke
 	$(MAKE) --no-print-directory cluster-test
 
 lint: install
@@ -64,8 +67,12 @@ demo: install
 benchmarks: install
 	$(PY) benchmarks/run_all.py
 
+# bench_launch needs the control plane (tools); fails when any benchmark fails
+benchmarks-smoke: install tools
+	$(PY) benchmarks/run_all.py --smoke
+
 cluster-test: install tools
-	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS)
+	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS) --dist loadgroup
 
 cluster-up: install tools
 	$(PY) -m tests.cluster up

@@ -3,6 +3,7 @@ SKILL-MIX prompts, CPU readings and the one-JSON-document output convention."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -33,6 +34,23 @@ def emit(doc: dict[str, Any]) -> None:
     json.dump(doc, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def parse_args_with_smoke(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: dict[str, Any]
+) -> argparse.Namespace:
+    """Parse ``argv`` with a ``--smoke`` flag added: the same code path at the tiny size that
+    ``smoke`` gives as new defaults (``run_all.py --smoke``, which CI runs, finishes in
+    seconds). Options given explicitly still win; ``args.smoke`` says which mode ran."""
+    sizes = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in smoke.items())
+    parser.add_argument(
+        "--smoke", action="store_true", help=f"a tiny run that only checks it works: {sizes}"
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args(argv)
+    return args
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

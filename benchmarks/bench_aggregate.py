@@ -10,7 +10,7 @@ values: exact ranks, the paired test with 2,000 bootstrap resamples of every adj
 tie groups), as ``skillmix aggregate`` plus the report's statistics do. Building the records
 is timed separately and not counted.
 
-    .venv/bin/python benchmarks/bench_aggregate.py [--records 1000000]
+    .venv/bin/python benchmarks/bench_aggregate.py [--records 1000000] [--smoke]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import resource
 import time
 from typing import Any
 
-from _common import CpuMeter, emit, log, machine_info
+from _common import CpuMeter, emit, log, machine_info, parse_args_with_smoke
 
 from skillmix.artifacts import MetricRowJson
 from skillmix.catalog import builtin_catalog
@@ -37,6 +37,7 @@ SENTENCES = (
     "It was, to put it mildly, a small matter that {topic} ruined the picnic.",
     "Saffron light caught the glass as the guide explained {topic} once more.",
 )
+SMOKE = {"records": 2000, "bootstrap_samples": 50}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--p-point", type=float, default=0.7, help="chance of each rubric point")
     p.add_argument("--p-unparsed", type=float, default=0.01, help="chance of no usable points")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    return parse_args_with_smoke(p, argv, SMOKE)
 
 
 def build_records(args: argparse.Namespace, ks: list[int], m: int) -> list[GradedAnswer]:
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = len(records)
     return {
         "benchmark": "aggregate",
+        "smoke": args.smoke,
         "records": n,
         "students": args.students,
         "ks": ks,

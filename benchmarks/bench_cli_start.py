@@ -4,7 +4,7 @@ Median wall time of N runs of each (alternating, after one unmeasured run of eac
 file cache), their difference, and which heavy libraries ``--help`` imports (there should be
 none: commands load lazily), with the slowest imports from ``python -X importtime``.
 
-    .venv/bin/python benchmarks/bench_cli_start.py [--runs 10]
+    .venv/bin/python benchmarks/bench_cli_start.py [--runs 10] [--smoke]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, emit, log, machine_info
+from _common import REPO, emit, log, machine_info, parse_args_with_smoke
 
 HEAVY = (
     "openai",
@@ -30,6 +30,7 @@ HEAVY = (
     "pydantic",
     "httpx2",
 )
+SMOKE = {"runs": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--skillmix", default=str(Path(sys.executable).parent / "skillmix"))
     p.add_argument("--max-overhead-ms", type=float, default=None, help="optional target")
-    return p.parse_args(argv)
+    args = parse_args_with_smoke(p, argv, SMOKE)
+    if args.runs < 1:
+        p.error("--runs must be positive")
+    return args
 
 
 def wall(cmd: list[str]) -> float:
@@ -86,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overhead = help_ms - pass_ms
     doc: dict[str, Any] = {
         "benchmark": "cli_start",
+        "smoke": args.smoke,
         "runs": args.runs,
         "skillmix_help_ms": round(help_ms, 1),
         "python_pass_ms": round(pass_ms, 1),

@@ -3,9 +3,10 @@
 Runs ``skillmix evaluate -f examples/quickstart.yaml --store <fresh tmp dir> --no-progress``
 as a subprocess (built-in mock backend, empty response cache), under ``/usr/bin/time -v`` when
 it exists (else ``resource.getrusage(RUSAGE_CHILDREN)``), and reads the record counts from the
-run's ``report/summary.json``.
+run's ``report/summary.json``. ``--combinations M`` runs a copy of the experiment with M
+combinations per k (``--smoke``: 2).
 
-    .venv/bin/python benchmarks/bench_demo.py [--experiment examples/quickstart.yaml]
+    .venv/bin/python benchmarks/bench_demo.py [--experiment examples/quickstart.yaml] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,15 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, emit, log, machine_busy_seconds, machine_info
+import yaml
+from _common import REPO, emit, log, machine_busy_seconds, machine_info, parse_args_with_smoke
+
+SMOKE = {"combinations": 2}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default=str(REPO / "examples" / "quickstart.yaml"))
     p.add_argument("--skillmix", default=str(Path(sys.executable).parent / "skillmix"))
+    p.add_argument(
+        "--combinations",
+        type=int,
+        default=None,
+        help="M per k (default: the experiment's); runs a copy in a temporary folder, so the "
+        "experiment's catalog and prompts must be built-in or absolute paths",
+    )
     p.add_argument("--no-time-v", action="store_true", help="use getrusage even if time -v exists")
-    return p.parse_args(argv)
+    return parse_args_with_smoke(p, argv, SMOKE)
 
 
 def parse_time_v(text: str) -> dict[str, float]:
@@ -63,6 +74,14 @@ def experiment_size(path: str) -> dict[str, Any]:
     }
 
 
+def shown(path: str) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return path
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     gnu_time = "/usr/bin/time"
@@ -71,7 +90,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="skillmix-bench-demo-") as tmp:
         store = Path(tmp) / "store"
         report = Path(tmp) / "time.txt"
-        cmd = [args.skillmix, "evaluate", "-f", args.experiment, "--store", str(store)]
+        experiment = args.experiment
+        if args.combinations is not None:  # a copy with M changed; nothing else differs
+            doc = yaml.safe_load(Path(experiment).read_text())
+            doc["combinations"] = args.combinations
+            experiment = str(Path(tmp) / Path(experiment).name)
+            Path(experiment).write_text(yaml.safe_dump(doc, sort_keys=False))
+        cmd = [args.skillmix, "evaluate", "-f", experiment, "--store", str(store)]
         cmd += ["--no-progress", "--format", "json"]
         if time_v:
             cmd = [time_v, "-v", "-o", str(report), *cmd]
@@ -99,11 +124,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if len(summaries) != 1:
             raise SystemExit(f"expected one report/summary.json under {store}, found {summaries}")
         counts = json.loads(summaries[0].read_text())["counts"]
+        size = experiment_size(experiment)
     records = int(counts["generations"]) + int(counts["grades"])
     return {
         "benchmark": "demo",
-        "command": "skillmix evaluate -f examples/quickstart.yaml --store <tmp> --no-progress",
-        "experiment": experiment_size(args.experiment),
+        "smoke": args.smoke,
+        "command": f"skillmix evaluate -f {shown(args.experiment)} --store <tmp> --no-progress",
+        "experiment": size,
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),
         "peak_rss_mb": None if rss_kb is None else round(rss_kb / 1024, 1),

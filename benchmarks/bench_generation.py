@@ -12,7 +12,7 @@ with its request done by a plain aiohttp POST (a prototype of the fix), ``sdk`` 
 ``AsyncOpenAI`` call that ``ChatClient`` wraps, ``aiohttp`` a raw HTTP POST with no client
 logic at all (the floor of client cost).
 
-    .venv/bin/python benchmarks/bench_generation.py [--requests 2000] [--concurrency 64]
+    .venv/bin/python benchmarks/bench_generation.py [--requests 2000] [--concurrency 64] [--smoke]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from _common import (
     log,
     machine_info,
     mock_server_process,
+    parse_args_with_smoke,
     percentile,
 )
 
@@ -43,6 +44,7 @@ from skillmix.config import SamplingParams, StudentSpec
 
 Messages = list[dict[str, str]]
 DRIVERS = ("chatclient", "chatclient-sdk-aiohttp", "chatclient-raw-aiohttp", "sdk", "aiohttp")
+SMOKE = {"requests": 40, "concurrency": 8, "warmup": 8}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--driver", choices=DRIVERS, default="chatclient", help="see the module doc")
     p.add_argument("--profile", metavar="FILE", help="write a cProfile of the measured phase")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = parse_args_with_smoke(p, argv, SMOKE)
     if args.latency_ms <= 0 or args.requests < 1 or args.concurrency < 1:
         p.error("--latency-ms, --requests and --concurrency must be positive")
     return args
@@ -98,7 +100,7 @@ class RawAiohttpChatClient(ChatClient):
 
     _session: Any = None
 
-    async def _request(self, messages: list[dict[str, str]], n: int) -> ChatResult:
+    async def _request(self, messages: list[dict[str, str]], n: int, sample: str) -> ChatResult:
         import aiohttp
 
         if self._session is None:
@@ -297,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     errors = len(run["errors"])
     return {
         "benchmark": "generation",
+        "smoke": args.smoke,
         "driver": args.driver,
         "requests": n,
         "concurrency": args.concurrency,
@@ -337,4 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    emit(main())
+    result = main()
+    emit(result)
+    if result["smoke"] and result["errors"]:  # a smoke run checks that requests work
+        raise SystemExit(f"smoke: {result['errors']} requests failed: {result['error_samples']}")

@@ -9,7 +9,7 @@ has elapsed, then wait for the requests already issued. Every request's outcome 
 Targets: achieved rate over the whole window / limit >= 0.9, 429s <= 2 % of HTTP requests,
 no request lost (issued = completed + failed with a reason).
 
-    .venv/bin/python benchmarks/bench_grading_rpm.py [--duration 180] [--rpm 600]
+    .venv/bin/python benchmarks/bench_grading_rpm.py [--duration 180] [--rpm 600] [--smoke]
 """
 
 from __future__ import annotations
@@ -22,10 +22,20 @@ import math
 import time
 from typing import Any
 
-from _common import CpuMeter, emit, grading_messages, log, machine_info, mock_server_process
+from _common import (
+    CpuMeter,
+    emit,
+    grading_messages,
+    log,
+    machine_info,
+    mock_server_process,
+    parse_args_with_smoke,
+)
 
 from skillmix.backends.client import ChatClient
 from skillmix.config import GraderSpec, SamplingParams
+
+SMOKE = {"duration": 2.0, "concurrency": 4, "drain_timeout": 30.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-ratio", type=float, default=0.9)
     p.add_argument("--max-429-ratio", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = parse_args_with_smoke(p, argv, SMOKE)
     if args.duration <= 0 or args.rpm < 1 or args.concurrency < 1:
         p.error("--duration, --rpm and --concurrency must be positive")
     if args.client_rpm is None:
@@ -175,6 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reading = run["reading"]
     return {
         "benchmark": "grading_rpm",
+        "smoke": args.smoke,
         "limit_rpm": args.rpm,
         "client_rpm": args.client_rpm,
         "duration_s": args.duration,
@@ -209,4 +220,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    emit(main())
+    result = main()
+    emit(result)
+    if result["smoke"] and (result["failed"] or result["lost"] or not result["completed"]):
+        # a smoke run checks that requests work
+        raise SystemExit(
+            f"smoke: {result['completed']} completed, {result['failed']} failed "
+            f"({result['failure_reasons']}), {result['lost']} lost"
+        )

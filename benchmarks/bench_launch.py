@@ -3,33 +3,45 @@ on the real control plane (tests/cluster/controlplane.py: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler; no kubelet).
 
 The experiment: 50 mock students x 5 values of k x 3 generation rounds = 750 units, so 750
-generation Jobs, 750 grading Jobs and the aggregation Job. Both sides create the same rendered
-manifests (``skillmix render``) in their own namespace, as the cluster admin, against a fresh
-moto S3 store:
+generation Jobs, 750 grading Jobs and the aggregation Job (and the run's coordinator Job).
+Both sides create the same rendered manifests (``skillmix render``) in their own namespace, as
+the cluster admin, against a fresh moto S3 store. Each namespace is first prepared as an admin
+prepares one (``prepare_namespace``): ``k8s/rbac-coordinator.yaml`` applied (the coordinator's
+ServiceAccount, Role and RoleBinding, which the launch's pre-flight requires) and the S3
+credentials Secret the profile names.
 
-- ``kubectl_create_seconds``: ``kubectl create -f manifests.yaml`` (one request per object);
-- ``launch_seconds``: the whole ``skillmix launch`` command (start-up, store checks, plan,
-  ``helm template``, the pre-flight dry runs, the launch record, creation), with its parts in
-  ``launch_breakdown_seconds`` (from ``SKILLMIX_DEBUG``'s timing line);
-- ``status_seconds``: the whole ``skillmix status`` command on that run (default output), the
-  median of three runs made right after the launch, while the Job controller creates the
-  run's 1,501 pods (``status_json_seconds``: the same with ``--format json``).
+Measured phases, in order (each adds its fields to the one JSON document):
 
-The controller manager and the scheduler are paused (SIGSTOP) while either side creates, so
-neither pays for the 1,501 pods the Job controller would start for the other; they resume
-before ``status``. Target: ``launch_ratio`` = launch / kubectl create <= 1.5, status < 2 s.
-Prints one JSON document.
+- ``measure_launch``: ``kubectl_create_seconds``, ``kubectl create -f manifests.yaml`` (one
+  request per object), against ``launch_seconds``, the whole ``skillmix launch`` command
+  (start-up, store checks, plan, ``helm template``, the pre-flight dry runs, the launch record,
+  creation), with its parts in ``launch_breakdown_seconds`` (from ``SKILLMIX_DEBUG``'s timing
+  line). The controller manager and the scheduler are paused (SIGSTOP) meanwhile, so neither
+  side pays for the pods the Job controller would start for the other; they resume after.
+- then each phase of ``AFTER_LAUNCH`` on the launched run: ``measure_status``,
+  ``status_seconds``, the whole ``skillmix status`` command (default output), the median of
+  ``--status-runs`` runs made right after the launch while the Job controller creates the
+  run's pods (``status_json_seconds``: the same with ``--format json``).
+
+Targets (``TARGETS``): ``launch_ratio`` = launch / kubectl create <= 1.5, status < 2 s.
+``--smoke`` runs the same phases for a 10-Job run. Prints one JSON document.
+
+    .venv/bin/python benchmarks/bench_launch.py [--students 50] [--ks 1,2,3,4,5] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +50,28 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import emit, log, machine_info  # noqa: E402
+from benchmarks._common import emit, log, machine_info, parse_args_with_smoke  # noqa: E402
+
+NAMESPACES = {"kubectl": "bench-kubectl", "skillmix": "bench-skillmix"}
+S3_SECRET = "skillmix-s3"
+SMOKE = {"students": 2, "ks": "1,2", "rounds": 1, "status_runs": 1}
+TARGETS = {"launch_ratio": 1.5, "status_seconds": 2.0}
+COMMAND_TIMEOUT = 900  # seconds, any one command
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--students", type=int, default=50)
+    p.add_argument("--ks", default="1,2,3,4,5")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--status-runs", type=int, default=3, help="runs of each status command (the median)"
+    )
+    args = parse_args_with_smoke(p, argv, SMOKE)
+    args.k_values = [int(k) for k in args.ks.split(",")]
+    if args.students < 1 or args.rounds < 1 or args.status_runs < 1:
+        p.error("--students, --rounds and --status-runs must be positive")
+    return args
 
 
 def experiment(students: int, ks: list[int], rounds: int) -> dict[str, Any]:
@@ -75,7 +108,7 @@ def profiles(kubeconfig: Path, store: str, s3: str, namespace: str) -> dict[str,
                 "namespace": namespace,
                 "image": "skillmix:bench",
                 "store": store,
-                "s3": {"endpoint_url": s3, "credentials_secret": "skillmix-s3"},
+                "s3": {"endpoint_url": s3, "credentials_secret": S3_SECRET},
             }
         },
     }
@@ -83,142 +116,254 @@ def profiles(kubeconfig: Path, store: str, s3: str, namespace: str) -> dict[str,
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str, str]:
     started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return elapsed, proc.stdout, proc.stderr
 
 
-def pause(cp: Any, stop: bool) -> None:
-    for name in ("kube-controller-manager", "kube-scheduler"):
-        pid = cp.pids.get(name)
-        if pid:
-            os.killpg(pid, signal.SIGSTOP if stop else signal.SIGCONT)
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--students", type=int, default=50)
-    parser.add_argument("--ks", default="1,2,3,4,5")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+# ---------------------------------------------------------------------------------------------
+# the setup every phase shares
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """What every measured phase gets: the control plane, the store, and the environment and
+    working folder of the CLI commands."""
+
+    tmp: Path
+    cp: Any  # tests.cluster.controlplane.ControlPlane
+    env: dict[str, str]
+    kubectl_bin: str
+    store: str
+    s3: str
+    experiment: Path
+
+    def kubectl_argv(self) -> list[str]:
+        return [self.kubectl_bin, "--kubeconfig", str(self.cp.kubeconfig), "--context", "admin"]
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """kubectl as the cluster admin; a failure ends the benchmark with kubectl's error."""
+        argv = [*self.kubectl_argv(), *args]
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=120, check=False
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()[-2000:]}")
+        return proc.stdout
+
+    def use_namespace(self, namespace: str) -> None:
+        """Point the skillmix profile (SKILLMIX_CONFIG) at ``namespace``."""
+        profile = profiles(self.cp.kubeconfig, self.store, self.s3, namespace)
+        Path(self.env["SKILLMIX_CONFIG"]).write_text(yaml.safe_dump(profile))
+
+    def skillmix(
+        self, *args: str, extra_env: dict[str, str] | None = None
+    ) -> tuple[float, str, str]:
+        """``python -m skillmix ARGS``, timed: (seconds, stdout, stderr)."""
+        return timed(
+            [sys.executable, "-m", "skillmix", *args], {**self.env, **(extra_env or {})}, self.tmp
+        )
+
+    def pause_controllers(self, stop: bool) -> None:
+        """SIGSTOP (or SIGCONT) the controller manager and the scheduler."""
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            pid = self.cp.pids.get(name)
+            if pid:
+                os.killpg(pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
+
+def prepare_namespace(bench: Bench, namespace: str) -> None:
+    """A namespace as an admin prepares one for skillmix: ``k8s/rbac-coordinator.yaml`` applied
+    with its namespace edited (the coordinator's ServiceAccount, which the launch's pre-flight
+    dry run of the coordinator pod requires, and its Role and RoleBinding), and the S3
+    credentials Secret the profile names (``credentials_secret``)."""
+    from tests.fixtures_s3 import S3_TEST_ACCESS_KEY, S3_TEST_SECRET
+
+    bench.kubectl("create", "namespace", namespace)
+    rbac = list(yaml.safe_load_all((REPO / "k8s" / "rbac-coordinator.yaml").read_text()))
+    for doc in rbac:
+        doc["metadata"]["namespace"] = namespace
+        for subject in doc.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount":
+                subject["namespace"] = namespace
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": S3_SECRET, "namespace": namespace},
+        "data": {
+            "AWS_ACCESS_KEY_ID": base64.b64encode(S3_TEST_ACCESS_KEY.encode()).decode(),
+            "AWS_SECRET_ACCESS_KEY": base64.b64encode(S3_TEST_SECRET.encode()).decode(),
+        },
+    }
+    bench.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([*rbac, secret]))
+
+
+@contextlib.contextmanager
+def bench_setup(args: argparse.Namespace) -> Iterator[Bench]:
+    """A moto S3 store with a fresh bucket, the experiment file, the control plane and both
+    namespaces prepared; everything is stopped on exit."""
+    import logging
 
     from moto.server import ThreadedMotoServer
 
     from tests.cluster.controlplane import REPO_ROOT, start_control_plane
     from tests.fixtures_s3 import S3_TEST_ACCESS_KEY, S3_TEST_SECRET, create_bucket
 
-    kubectl = str(REPO_ROOT / ".tools" / "bin" / "kubectl")
-    info = machine_info()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per S3 request
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    host, port = moto.get_host_and_port()
-    s3 = f"http://{host}:{port}"
-    with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp_name:
-        tmp = Path(tmp_name)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SKILLMIX_"))},
-            "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(REPO),
-            "AWS_ACCESS_KEY_ID": S3_TEST_ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(tmp / "none"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
-            "SKILLMIX_S3_ENDPOINT_URL": s3,
-            "SKILLMIX_CONFIG": str(tmp / "skillmix.yaml"),
-            "COLUMNS": "160",
-        }
-        os.environ.update({k: env[k] for k in env if k.startswith("AWS_")})
-        store = f"s3://{create_bucket(s3)}/runs"
-        exp = tmp / "experiment.yaml"
-        ks = [int(k) for k in args.ks.split(",")]
-        exp.write_text(yaml.safe_dump(experiment(args.students, ks, args.rounds)))
-        log("starting the control plane ...")
-        cp = start_control_plane(tmp / "cp")
-        try:
-            base = [kubectl, "--kubeconfig", str(cp.kubeconfig), "--context", "admin"]
-            for ns in ("bench-kubectl", "bench-skillmix"):
-                subprocess.run([*base, "create", "namespace", ns], check=True, capture_output=True)
-            (tmp / "skillmix.yaml").write_text(
-                yaml.safe_dump(profiles(cp.kubeconfig, store, s3, "bench-kubectl"))
-            )
-            py = [sys.executable, "-m", "skillmix"]
-            log("rendering ...")
-            timed([*py, "render", "-f", str(exp), "--out", str(tmp / "out")], env, tmp)
-            manifests = tmp / "out" / "manifests.yaml"
-            jobs = sum(
-                1 for d in yaml.safe_load_all(manifests.read_text()) if d and d["kind"] == "Job"
-            )
-            pause(cp, True)
-            try:
-                log(f"kubectl create -f ({jobs} Jobs) ...")
-                kubectl_s, _, _ = timed(
-                    [*base, "-n", "bench-kubectl", "create", "-f", str(manifests)], env, tmp
-                )
-                (tmp / "skillmix.yaml").write_text(
-                    yaml.safe_dump(profiles(cp.kubeconfig, store, s3, "bench-skillmix"))
-                )
-                log("skillmix launch ...")
-                launch_s, _, launch_err = timed(
-                    [*py, "launch", "-f", str(exp)], {**env, "SKILLMIX_DEBUG": "1"}, tmp
-                )
-            finally:
-                pause(cp, False)
-            run_id = next(
-                line.split("run id:", 1)[1].strip()
-                for line in launch_err.splitlines()
-                if line.startswith("run id:")
-            )
-            breakdown = {
-                name.strip(): float(value.rstrip("s"))
-                for line in launch_err.splitlines()
-                if line.startswith("timings: ")
-                for name, value in (
-                    part.rsplit(" ", 1) for part in line.removeprefix("timings: ").split(", ")
-                )
+    try:
+        host, port = moto.get_host_and_port()
+        s3 = f"http://{host}:{port}"
+        with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp_name:
+            tmp = Path(tmp_name)
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SKILLMIX_"))},
+                "PATH": f"{REPO_ROOT / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PYTHONPATH": str(REPO),
+                "AWS_ACCESS_KEY_ID": S3_TEST_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": str(tmp / "none"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+                "SKILLMIX_S3_ENDPOINT_URL": s3,
+                "SKILLMIX_CONFIG": str(tmp / "skillmix.yaml"),
+                "COLUMNS": "160",
             }
-            log("skillmix status ...")
-            samples = [timed([*py, "status", run_id], env, tmp) for _ in range(3)]
-            status_out = samples[0][1]
-            status_runs = sorted(round(t, 2) for t, _, _ in samples)
-            json_runs = sorted(
-                round(timed([*py, "status", run_id, "--format", "json"], env, tmp)[0], 2)
-                for _ in range(3)
-            )
-            created = subprocess.run(
-                [*base, "-n", "bench-skillmix", "get", "jobs", "-o", "name"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout.split()
-        finally:
-            cp.stop()
-            moto.stop()
-    emit(
-        {
-            "benchmark": "launch",
-            **info,
-            "students": args.students,
-            "ks": ks,
-            "rounds": args.rounds,
-            "jobs": jobs,
-            "jobs_created_by_launch": len(created),
-            "kubectl_create_seconds": round(kubectl_s, 2),
-            "launch_seconds": round(launch_s, 2),
-            "launch_ratio": round(launch_s / kubectl_s, 3),
-            "launch_breakdown_seconds": breakdown,
-            "status_seconds": status_runs[1],  # the median of three
-            "status_seconds_runs": status_runs,
-            "status_json_seconds": json_runs[1],
-            "status_json_seconds_runs": json_runs,
-            "status_lines": len(status_out.splitlines()),
-            "targets": {"launch_ratio": 1.5, "status_seconds": 2.0},
-        }
+            os.environ.update({k: env[k] for k in env if k.startswith("AWS_")})
+            store = f"s3://{create_bucket(s3)}/runs"
+            exp = tmp / "experiment.yaml"
+            exp.write_text(yaml.safe_dump(experiment(args.students, args.k_values, args.rounds)))
+            log("starting the control plane ...")
+            cp = start_control_plane(tmp / "cp")
+            try:
+                kubectl_bin = str(REPO_ROOT / ".tools" / "bin" / "kubectl")
+                bench = Bench(tmp, cp, env, kubectl_bin, store, s3, exp)
+                for namespace in NAMESPACES.values():
+                    prepare_namespace(bench, namespace)
+                yield bench
+            finally:
+                # kube-apiserver does not exit on SIGTERM within 15 s (the others at once); this
+                # cluster is thrown away, so it gets SIGKILL after 2 s instead of stop()'s 10
+                cp.stop(grace=2.0)
+    finally:
+        moto.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the measured phases
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Launched:
+    """The run ``measure_launch`` created, which the later phases measure against."""
+
+    run_id: str
+    namespace: str
+    jobs: int  # Jobs of the rendered manifests
+
+
+def measure_launch(bench: Bench) -> tuple[Launched, dict[str, Any]]:
+    """``kubectl create -f`` of the rendered manifests against ``skillmix launch``, each in its
+    own namespace with the controllers paused."""
+    bench.use_namespace(NAMESPACES["kubectl"])
+    log("rendering ...")
+    bench.skillmix("render", "-f", str(bench.experiment), "--out", str(bench.tmp / "out"))
+    manifests = bench.tmp / "out" / "manifests.yaml"
+    jobs = sum(1 for d in yaml.safe_load_all(manifests.read_text()) if d and d["kind"] == "Job")
+    bench.pause_controllers(True)
+    try:
+        log(f"kubectl create -f ({jobs} Jobs) ...")
+        kubectl_s, _, _ = timed(
+            [*bench.kubectl_argv(), "-n", NAMESPACES["kubectl"], "create", "-f", str(manifests)],
+            bench.env,
+            bench.tmp,
+        )
+        bench.use_namespace(NAMESPACES["skillmix"])
+        log("skillmix launch ...")
+        launch_s, _, launch_err = bench.skillmix(
+            "launch", "-f", str(bench.experiment), extra_env={"SKILLMIX_DEBUG": "1"}
+        )
+    finally:
+        bench.pause_controllers(False)
+    run_id = next(
+        line.split("run id:", 1)[1].strip()
+        for line in launch_err.splitlines()
+        if line.startswith("run id:")
     )
+    breakdown = {
+        name.strip(): float(value.rstrip("s"))
+        for line in launch_err.splitlines()
+        if line.startswith("timings: ")
+        for name, value in (
+            part.rsplit(" ", 1) for part in line.removeprefix("timings: ").split(", ")
+        )
+    }
+    created = bench.kubectl("-n", NAMESPACES["skillmix"], "get", "jobs", "-o", "name").split()
+    return Launched(run_id, NAMESPACES["skillmix"], jobs), {
+        "jobs": jobs,
+        "jobs_created_by_launch": len(created),
+        "kubectl_create_seconds": round(kubectl_s, 2),
+        "launch_seconds": round(launch_s, 2),
+        "launch_ratio": round(launch_s / kubectl_s, 3),
+        "launch_breakdown_seconds": breakdown,
+    }
+
+
+def measure_status(bench: Bench, launched: Launched, args: argparse.Namespace) -> dict[str, Any]:
+    """``skillmix status`` of the launched run, default output and ``--format json``."""
+    log("skillmix status ...")
+    samples = [bench.skillmix("status", launched.run_id) for _ in range(args.status_runs)]
+    status_runs = sorted(round(t, 2) for t, _, _ in samples)
+    json_runs = sorted(
+        round(bench.skillmix("status", launched.run_id, "--format", "json")[0], 2)
+        for _ in range(args.status_runs)
+    )
+    return {
+        "status_seconds": median(status_runs),
+        "status_seconds_runs": status_runs,
+        "status_json_seconds": median(json_runs),
+        "status_json_seconds_runs": json_runs,
+        "status_lines": len(samples[0][1].splitlines()),
+    }
+
+
+# Phases measured on the launched run, in this order; each returns its fields of the document
+# (and a new target goes into TARGETS).
+AFTER_LAUNCH: tuple[Callable[[Bench, Launched, argparse.Namespace], dict[str, Any]], ...] = (
+    measure_status,
+)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    info = machine_info()
+    with bench_setup(args) as bench:
+        launched, measured = measure_launch(bench)
+        for phase in AFTER_LAUNCH:
+            measured.update(phase(bench, launched, args))
+    return {
+        "benchmark": "launch",
+        "smoke": args.smoke,
+        **info,
+        "students": args.students,
+        "ks": args.k_values,
+        "rounds": args.rounds,
+        **measured,
+        "targets": TARGETS,
+    }
 
 
 if __name__ == "__main__":
-    main()
+    emit(main())

@@ -9,7 +9,7 @@ With ``--browser`` it also opens the page in headless chromium (tests/browser/cd
 measures the time until the answer browser is ready, and the time to filter by a skill.
 
     .venv/bin/python benchmarks/bench_report_size.py [--students 8] [--ks 2,3,4,5]
-        [--combinations 100] [--generation-rounds 1] [--grading-rounds 3] [--browser]
+        [--combinations 100] [--generation-rounds 1] [--grading-rounds 3] [--browser] [--smoke]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import REPO, emit, log, machine_info
+from _common import REPO, emit, log, machine_info, parse_args_with_smoke
+
+SMOKE = {"students": 2, "ks": "2,3", "combinations": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grading-rounds", type=int, default=3)
     p.add_argument("--browser", action="store_true", help="also time the page in chromium")
     p.add_argument("--skillmix", default=str(Path(sys.executable).parent / "skillmix"))
-    return p.parse_args(argv)
+    return parse_args_with_smoke(p, argv, SMOKE)
 
 
 def experiment(args: argparse.Namespace, store: Path) -> dict[str, Any]:
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         images = sum(len(m) for m in re.findall(r'src="data:image/png;base64,([^"]*)"', html))
         doc: dict[str, Any] = {
             "benchmark": "report_size",
+            "smoke": args.smoke,
             **machine_info(),
             "students": args.students,
             "ks": exp["ks"],

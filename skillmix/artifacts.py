@@ -606,6 +606,32 @@ class LaunchRecord(_Versioned):
         return units
 
 
+class PodUsage(_Versioned):
+    """The GPU time one generation pod held (``usage/pods/<pod>.json``), measured by the run's
+    coordinator from the pod's start and finish times: what the run cost, beside the plan's
+    estimate."""
+
+    pod: str = Field(description="Pod name.")
+    job: str = Field(description="Name of the pod's Job.")
+    attempt: int = Field(description="Launch attempt of the Job.")
+    student: str = Field(description="Student whose generation the pod ran.")
+    units: list[UnitRef] = Field(
+        default_factory=list, description="The (student, k, round) units of its Job."
+    )
+    gpus: float = Field(
+        description="GPUs the pod requested (a MIG slice counts as its share of a GPU)."
+    )
+    gpu_resource: str = Field("", description="Extended resource the GPUs were requested as.")
+    started_at: str = Field(description="UTC time the pod started (status.startTime).")
+    finished_at: str = Field(description="UTC time its last container ended (or it was deleted).")
+    seconds: float = Field(ge=0, description="finished_at - started_at, in seconds.")
+    outcome: str = Field(description="Succeeded, Failed or Deleted.")
+
+    @property
+    def gpu_seconds(self) -> float:
+        return self.gpus * self.seconds
+
+
 # reading ----------------------------------------------------------------------------------
 def _problem(exc: ValidationError, *, tagged: bool) -> str:
     errors = exc.errors()

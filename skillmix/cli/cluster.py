@@ -120,6 +120,8 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
     lp = plan_launch(ctx, profile, name, None)
     for line in lp.serving_lines():  # stderr: stdout stays the manifests
         info(line)
+    for line in lp.warnings:
+        warn(line)
     if out is None:
         click.echo(lp.rendered, nl=False)
         return
@@ -182,6 +184,8 @@ def launch_cmd(
         prepare_launch,
         record_launch,
         rendered_manifests,
+        split_deferred,
+        store_deferred,
         unfinished_attempt,
     )
 
@@ -236,6 +240,8 @@ def launch_cmd(
     if fmt != "json":
         for line in lp.serving_lines():
             info(line)
+    for line in lp.warnings:
+        warn(line)
     info(f"run id: {lp.run_id}")
     if done:
         info("every unit is finished and the report exists; nothing to launch")
@@ -259,6 +265,9 @@ def launch_cmd(
         record_launch(run, ctx, lp)
     else:
         info(f"completing attempt {lp.attempt}, whose creation stopped halfway")
+    # with Kueue, Jobs held back until their inputs exist are created by the coordinator
+    docs, deferred = split_deferred(docs)
+    store_deferred(run, lp.attempt, deferred)
     try:
         created = kube.apply(docs)
     except SkillmixError as exc:
@@ -278,8 +287,13 @@ def launch_cmd(
             + ", ".join(f"{n} {t - p:.2f}s" for (_, p), (n, t) in itertools.pairwise(marks))
         )
     retried = f"; {kube.retries} transient API errors retried" if kube.retries else ""
+    later = (
+        f"; the coordinator creates {len(deferred)} more when their inputs exist"
+        if deferred
+        else ""
+    )
     info(
-        f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt}){retried}"
+        f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt}){retried}{later}"
     )
     info(
         f"follow it:  skillmix status {lp.run_id} --cluster {name}   |   skillmix logs {lp.run_id} --cluster {name} --follow"

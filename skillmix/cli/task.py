@@ -575,7 +575,7 @@ def _report(result: Any, verb: str) -> None:
     type=click.FloatRange(0.1),
     default=10.0,
     show_default=True,
-    help="Seconds between passes over the Jobs and the store.",
+    help="Seconds a pass lasts at most (it watches the Jobs and pods for changes meanwhile).",
 )
 @click.option(
     "--timeout",
@@ -584,15 +584,39 @@ def _report(result: Any, verb: str) -> None:
     show_default=True,
     help="Give up after this many seconds (exit 1).",
 )
-def coordinate_task(run_uri: str, attempt: int, interval: float, timeout: float) -> None:
-    """Start the attempt's gated Jobs (grading, aggregation, shared-budget generation) when
-    their inputs exist in the store, at most pool-size at once (runs in a pod, with the
-    in-cluster Kubernetes configuration and the skillmix-coordinator Role)."""
-    from skillmix.k8s.coordinator import Coordinator, InClusterJobs
+@click.option(
+    "--stuck-seconds",
+    type=click.FloatRange(1),
+    default=600.0,
+    show_default=True,
+    help="Fail a Job whose pod waits this long where no retry helps (image pull, missing "
+    "Secret key, Multi-Attach volume).",
+)
+@click.option(
+    "--unschedulable-seconds",
+    type=click.FloatRange(1),
+    default=1800.0,
+    show_default=True,
+    help="Fail a Job whose pod the scheduler could not place for this long.",
+)
+def coordinate_task(
+    run_uri: str,
+    attempt: int,
+    interval: float,
+    timeout: float,
+    stuck_seconds: float,
+    unschedulable_seconds: float,
+) -> None:
+    """Coordinate one launch attempt from inside the cluster: release its gated Jobs when
+    their inputs exist in the store (at most pool-size at once), fail Jobs whose pods are
+    stuck, record generation pods' GPU time; ends when every Job of the attempt has finished
+    (runs in a pod with the skillmix-coordinator Role of k8s/rbac-coordinator.yaml)."""
+    from skillmix.k8s.cluster import KubeClient
+    from skillmix.k8s.coordinator import Coordinator, Timing
     from skillmix.pipeline.context import open_run
 
     run, ctx = open_run(run_uri)
-    api = InClusterJobs(ctx.run_id, attempt)
+    api = KubeClient.in_cluster()
     click.echo(
         f"coordinating run {ctx.run_id} attempt {attempt} in namespace {api.namespace}", err=True
     )
@@ -600,7 +624,7 @@ def coordinate_task(run_uri: str, attempt: int, interval: float, timeout: float)
         run,
         ctx,
         attempt,
-        jobs=api.jobs,
-        release=api.release,
+        api=api,
+        timing=Timing(stuck_seconds=stuck_seconds, unschedulable_seconds=unschedulable_seconds),
         say=lambda line: click.echo(line, err=True),
     ).run_until_done(interval=interval, timeout=timeout)

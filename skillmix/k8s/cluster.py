@@ -11,11 +11,13 @@ server's ``Warning`` headers (Pod Security, deprecations), which the client drop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +33,18 @@ STUDENT_LABEL = "skillmix.io/student"
 ATTEMPT_LABEL = "skillmix.io/attempt"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+# a Job held back until its inputs exist, and how (see k8s/values.py hold_mode)
+GATED_LABEL = "skillmix.io/gated"
+HOLD_ANNOTATION = "skillmix.io/hold"
+POOL_ANNOTATION = "skillmix.io/pool"
+POOL_SIZE_ANNOTATION = "skillmix.io/pool-size"
+POOL_WEIGHT_ANNOTATION = "skillmix.io/pool-weight"
+ADMISSION_GATE_ANNOTATION = "kueue.x-k8s.io/admission-gated-by"
+# why the coordinator failed a Job (a pod stuck where no retry helps); status shows it
+FAILURE_ANNOTATION = "skillmix.io/failure"
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
+KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # preferred first
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_RETRIES = 6  # per call; with the backoff below at most ~1 minute of waiting
 MAX_RETRY_SLEEP = 30.0
@@ -58,10 +71,58 @@ class JobState:
     completions: int = 1
     conditions: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     suspended: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    exists: bool = True  # False: a deferred Job the coordinator has not created yet
 
     @property
     def phase(self) -> str:
         return self.labels.get(PHASE_LABEL, "?")
+
+    @property
+    def gated(self) -> bool:
+        """Held back until its inputs exist; the run's coordinator releases it."""
+        return self.labels.get(GATED_LABEL) == "true"
+
+    @property
+    def hold(self) -> str:
+        """How a gated Job is held: suspend, gate or defer (k8s/values.py hold_mode)."""
+        return self.annotations.get(HOLD_ANNOTATION, "suspend")
+
+    @property
+    def released(self) -> bool:
+        """Allowed to start: not gated, or gated and let go by the coordinator (unsuspended,
+        its Kueue admission gate removed, or, deferred, created)."""
+        if not self.exists:
+            return False
+        if not self.gated or self.hold == "defer":
+            return True
+        if self.hold == "gate":
+            return ADMISSION_GATE_ANNOTATION not in self.annotations
+        return not self.suspended
+
+    @property
+    def pool(self) -> str:
+        return self.annotations.get(POOL_ANNOTATION, "")
+
+    @property
+    def pool_size(self) -> int:
+        return _int(self.annotations.get(POOL_SIZE_ANNOTATION))
+
+    @property
+    def pool_weight(self) -> int:
+        return max(1, _int(self.annotations.get(POOL_WEIGHT_ANNOTATION)))
+
+    @property
+    def unit(self) -> tuple[str, int, int] | None:
+        """(student, k, round) of a per-unit Job; None for the others."""
+        student = self.labels.get(STUDENT_LABEL)
+        if student is None or "skillmix.io/k" not in self.labels:
+            return None
+        return (
+            student,
+            _int(self.labels.get("skillmix.io/k")),
+            _int(self.labels.get("skillmix.io/round")),
+        )
 
     @property
     def attempt(self) -> int:
@@ -87,6 +148,9 @@ class JobState:
 
     @property
     def reason(self) -> str:
+        failure = self.annotations.get(FAILURE_ANNOTATION)
+        if failure and self.state == "Failed":  # the coordinator's reason, not DeadlineExceeded
+            return failure
         for kind, reason, message in self.conditions:
             if kind in ("Failed", "FailureTarget", "Suspended"):
                 return f"{reason}: {message}".strip(": ")
@@ -119,6 +183,7 @@ class JobState:
             completions=spec.get("completions") or 1,
             conditions=conditions,
             suspended=bool(spec.get("suspend")),
+            annotations=dict(meta.get("annotations") or {}),
         )
 
 
@@ -150,9 +215,38 @@ class KubeClient:
         self.core = client.CoreV1Api(self.api_client)
         self.sleep = sleep
         self.retries = 0  # transient errors retried (429/5xx), for messages and benchmarks
+        self.rbac_file = "k8s/rbac-launcher.yaml"  # what a 403 names
+        # what the pre-flight's dry runs returned, by resource ("jobs"): the objects as the
+        # admission chain (Kueue's webhook among others) changed them
+        self.dry_run_results: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.warnings: dict[str, int] = {}  # the API server's Warning headers, with counts
         self._lock = threading.Lock()
         self._capture_warnings()
+
+    @classmethod
+    def in_cluster(cls, namespace: str | None = None) -> KubeClient:
+        """A client with the pod's own identity (its ServiceAccount token and CA,
+        KUBERNETES_SERVICE_HOST/PORT), in the pod's namespace unless ``namespace`` is given."""
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        from skillmix.k8s.profiles import ClusterProfile
+
+        configuration = type.__call__(client.Configuration)
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as exc:
+            raise SkillmixError(
+                f"no in-cluster Kubernetes configuration: {exc}",
+                hint="`task coordinate` runs in a pod with a ServiceAccount token mounted",
+            ) from None
+        if namespace is None:
+            with open(NAMESPACE_FILE, encoding="utf-8") as f:
+                namespace = f.read().strip()
+        profile = ClusterProfile(store="s3://in-cluster", namespace=namespace)
+        kube = cls(profile, api_client=client.ApiClient(configuration))
+        kube.rbac_file = "k8s/rbac-coordinator.yaml"
+        return kube
 
     @staticmethod
     def _load(profile: ClusterProfile) -> Any:
@@ -247,7 +341,7 @@ class KubeClient:
                         self.retries += 1
                     self.sleep(_retry_delay(exc, attempt))
                     continue
-                raise _api_error(what, exc, self.namespace) from None
+                raise _api_error(what, exc, self.namespace, self.rbac_file) from None
             except (HTTPError, OSError) as exc:
                 host = self.api_client.configuration.host
                 raise RunFailedError(
@@ -288,6 +382,9 @@ class KubeClient:
         )
         self._note_warnings(raw.headers)
         if 200 <= raw.status <= 299 or raw.status == 409:
+            if dry_run and raw.status != 409:  # the object as admission left it
+                with contextlib.suppress(ValueError), self._lock:
+                    self.dry_run_results[path.rsplit("/", 1)[-1]].append(json.loads(raw.data))
             return int(raw.status)
         raise ApiException(http_resp=RESTResponse(raw))
 
@@ -340,10 +437,14 @@ class KubeClient:
                     **({"dry_run": "All"} if dry_run else {}),
                 )
                 created.append(f"ServiceAccount/{d.name}")
-        jobs = [d for d in manifests if d.kind == "Job"]
+        jobs = [d for d in manifests if d.kind == "Job" and d.group[1] != "coordinate"]
         created += self._parallel(
             lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
         )
+        # the coordinator last: once it exists, every Job it coordinates does
+        for d in manifests:
+            if d.kind == "Job" and d.group[1] == "coordinate":
+                created.append(self._create_job(d, dry_run))
         return created
 
     def _create_job(self, d: RenderedDoc, dry_run: bool) -> str:
@@ -363,7 +464,37 @@ class KubeClient:
                     f"Job {d.name} already exists and differs from this launch's "
                     "(another launch of the run at the same time?); see `skillmix status`"
                 )
+            if d.group[1] == "coordinate" and JobState.from_dict(existing).state == "Failed":
+                # a resumed launch: the first coordinator gave up; a new one takes over
+                self._replace_job(d)
         return f"Job/{d.name}"
+
+    def _replace_job(self, d: RenderedDoc, wait_seconds: float = 60.0) -> None:
+        """Delete Job ``d.name`` (its pods with it) and create it again from ``d``."""
+        self._send(
+            f"delete Job {d.name}",
+            self.batch.delete_namespaced_job,
+            d.name,
+            self.namespace,
+            propagation_policy="Foreground",
+            ok_statuses=(404,),
+        )
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            status = self._call(
+                f"create Job {d.name}",
+                self._post,
+                f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+                d.text.encode(),
+            )
+            if status != 409:
+                return
+            if time.monotonic() >= deadline:
+                raise RunFailedError(
+                    f"Job {d.name}: the failed one was not gone after {wait_seconds:g}s; "
+                    "launch again to replace it"
+                )
+            self.sleep(1.0)
 
     def _parallel(
         self, fn: Callable[[Any], str], items: list[Any], *, concurrency: int
@@ -418,10 +549,16 @@ class KubeClient:
         pods = representative_pods([d.doc for d in [*accounts, *firsts.values()]])
         self._parallel(self._dry_run_pod, pods, concurrency=CREATE_CONCURRENCY)
         chosen = {p["metadata"]["annotations"]["skillmix.io/preflight-for"] for p in pods}
-        self.apply(
-            [d for d in manifests if d.kind != "Job" or d.name in chosen],
-            dry_run=True,
+        self.dry_run_results.clear()
+        sent = [d for d in manifests if d.kind != "Job" or d.name in chosen]
+        self.apply(sent, dry_run=True)
+        problems = admission_problems(
+            {d.name: d.doc for d in sent if d.kind == "Job"},
+            self.dry_run_results.get("jobs", []),
+            self.profile.kueue_queue,
         )
+        if problems:
+            raise SkillmixError(problems[0])
         return len(pods)
 
     def _dry_run_pod(self, pod: dict[str, Any]) -> str:
@@ -464,14 +601,27 @@ class KubeClient:
         after its timeout simply returns: resume from the last event's resourceVersion.
         Raises ``WatchExpired`` on 410 Gone only (list again then); a broken connection (API
         server restart, load balancer timeout) also just ends the watch."""
+        for kind, obj, rv in self.watch_raw(
+            "jobs", run_selector(run_id, **labels), resource_version, timeout_seconds
+        ):
+            yield WatchEvent(kind, None if obj is None else JobState.from_dict(obj), rv)
+
+    def watch_raw(
+        self, resource: str, selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+        """(type, object or None for a BOOKMARK, resourceVersion) of ``resource`` ("jobs" or
+        "pods") events matching ``selector``, as :meth:`watch_jobs` describes."""
         from kubernetes.client.exceptions import ApiException
         from kubernetes.watch.watch import iter_resp_lines
         from urllib3.exceptions import HTTPError
 
+        lister = (
+            self.batch.list_namespaced_job if resource == "jobs" else self.core.list_namespaced_pod
+        )
         try:
-            response = self.batch.list_namespaced_job(
+            response = lister(
                 self.namespace,
-                label_selector=run_selector(run_id, **labels),
+                label_selector=selector,
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 allow_watch_bookmarks=True,
@@ -481,7 +631,7 @@ class KubeClient:
         except ApiException as exc:
             if exc.status == 410:
                 raise WatchExpired() from None
-            raise _api_error("watch Jobs", exc, self.namespace) from None
+            raise _api_error(f"watch {resource}", exc, self.namespace, self.rbac_file) from None
         except (HTTPError, OSError):
             return
         try:
@@ -492,17 +642,64 @@ class KubeClient:
                     if obj.get("code") == 410:
                         raise WatchExpired()
                     raise RunFailedError(
-                        f"watch Jobs: Kubernetes API error {obj.get('code')} {obj.get('message', '')}"
+                        f"watch {resource}: Kubernetes API error {obj.get('code')} "
+                        f"{obj.get('message', '')}"
                     )
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
-                if kind == "BOOKMARK":
-                    yield WatchEvent("BOOKMARK", None, rv)
-                else:
-                    yield WatchEvent(str(kind), JobState.from_dict(obj), rv)
+                yield str(kind), (None if kind == "BOOKMARK" else obj), rv
         except (HTTPError, OSError, ValueError):
             return  # broken or truncated: the caller resumes from the last resourceVersion
         finally:
             response.release_conn()
+
+    def list_raw(
+        self, resource: str, selector: str, *, page: int = 250
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every ``resource`` ("jobs" or "pods") matching ``selector``, read in pages of
+        ``page`` (a 1,500-Job list never sits in memory as one JSON document), and the list's
+        resourceVersion to watch from."""
+        lister = (
+            self.batch.list_namespaced_job if resource == "jobs" else self.core.list_namespaced_pod
+        )
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        version = ""
+        while True:
+            data = self._raw(
+                f"list {resource}",
+                lister,
+                self.namespace,
+                label_selector=selector,
+                limit=page,
+                **({"_continue": token} if token else {}),
+            )
+            items.extend(data.get("items") or [])
+            meta = data.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or version)
+            token = meta.get("continue") or None
+            if not token:
+                return items, version
+
+    def create_job_yaml(self, name: str, text: str) -> bool:
+        """Create one Job from its rendered YAML; False when it exists already."""
+        status = self._call(
+            f"create Job {name}",
+            self._post,
+            f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+            text.encode(),
+        )
+        return bool(status != 409)
+
+    def patch_job(self, name: str, body: dict[str, Any]) -> None:
+        """A JSON merge patch of one Job (``None`` values remove keys)."""
+        self._send(
+            f"patch Job {name}",
+            self.batch.patch_namespaced_job,
+            name,
+            self.namespace,
+            body,
+            _content_type="application/merge-patch+json",
+        )
 
     def pods(
         self, run_id: str, *, cached: bool = False, **labels: str | int | None
@@ -535,10 +732,13 @@ class KubeClient:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        version = self.kueue_version()
+        if version is None:
+            return None
         api = client.CustomObjectsApi(self.api_client)
         try:
             data = api.list_namespaced_custom_object(
-                "kueue.x-k8s.io", "v1beta1", self.namespace, "workloads"
+                "kueue.x-k8s.io", version, self.namespace, "workloads"
             )
         except ApiException:
             return None
@@ -546,14 +746,42 @@ class KubeClient:
             return None
         return list(data.get("items") or [])
 
+    def kueue_version(self) -> str | None:
+        """The Kueue API version to read: v1beta2 where the server serves it, else v1beta1
+        (with a warning: Kueue before v0.15); None without Kueue. Asked once."""
+        if not hasattr(self, "_kueue_version"):
+            from kubernetes import client
+            from kubernetes.client.exceptions import ApiException
+
+            served: list[str] = []
+            try:
+                group = client.ApisApi(self.api_client).get_api_versions()
+                for g in group.groups or []:
+                    if g.name == "kueue.x-k8s.io":
+                        served = [v.version for v in g.versions or []]
+            except (ApiException, OSError, ValueError):
+                served = []
+            version = next((v for v in KUEUE_VERSIONS if v in served), None)
+            if version == "v1beta1":
+                with self._lock:
+                    self.warnings[
+                        "Kueue serves only kueue.x-k8s.io/v1beta1 here; skillmix reads it through "
+                        "that API (Kueue v0.15 and later serve v1beta2)"
+                    ] = 1
+            self._kueue_version = version
+        return self._kueue_version
+
     def local_queue_exists(self, name: str) -> bool | None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        version = self.kueue_version()
+        if version is None:
+            return None
         api = client.CustomObjectsApi(self.api_client)
         try:
             api.get_namespaced_custom_object(
-                "kueue.x-k8s.io", "v1beta1", self.namespace, "localqueues", name
+                "kueue.x-k8s.io", version, self.namespace, "localqueues", name
             )
         except ApiException as exc:
             return False if exc.status == 404 and "localqueues" in str(exc.body or "") else None
@@ -642,6 +870,13 @@ class KubeClient:
         return len(jobs), 1
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 class WatchExpired(Exception):
     """The watch's resourceVersion is too old (HTTP 410 Gone): list again and re-watch."""
 
@@ -712,6 +947,41 @@ def representative_pods(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]
     return pods
 
 
+def admission_problems(
+    sent: dict[str, dict[str, Any]], admitted: list[dict[str, Any]], queue: str | None
+) -> list[str]:
+    """What the admission chain did to the pre-flight's Jobs that would break the run: Kueue
+    (LocalQueueDefaulting, ``manageJobsWithoutQueueName``) taking Jobs the profile does not
+    queue, so held-back phases would start at once or never; a queue other than the
+    profile's. ``sent``: the Jobs by name as rendered; ``admitted``: the dry runs' answers."""
+    problems = []
+    for job in admitted:
+        meta, spec = job.get("metadata") or {}, job.get("spec") or {}
+        name = str(meta.get("name", ""))
+        mine = sent.get(name)
+        if mine is None:
+            continue
+        got = (meta.get("labels") or {}).get(QUEUE_LABEL)
+        if not queue and got:
+            problems.append(
+                f"Job {name}: the cluster put it in Kueue LocalQueue {got!r} (Kueue's "
+                "LocalQueueDefaulting: the namespace has a LocalQueue named 'default'), but the "
+                "cluster profile has no kueue_queue; held-back phases would start at once",
+            )
+        elif queue and got != queue:
+            problems.append(
+                f"Job {name}: an admission webhook changed its Kueue queue to {got!r} "
+                f"(the profile's kueue_queue is {queue!r}); fix kueue_queue in the cluster profile"
+            )
+        elif not queue and spec.get("suspend") and not (mine.get("spec") or {}).get("suspend"):
+            problems.append(
+                f"Job {name}: an admission webhook suspends it (Kueue with "
+                "manageJobsWithoutQueueName manages Jobs without a queue), but the cluster "
+                "profile has no kueue_queue: set kueue_queue to the namespace's LocalQueue",
+            )
+    return problems
+
+
 def _admission_view(spec: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = json.loads(json.dumps(spec))
     for group in ("initContainers", "containers"):
@@ -730,7 +1000,9 @@ def _server_message(exc: Any) -> str:
     return " ".join(str(body.get("message") or "").split()) if isinstance(body, dict) else ""
 
 
-def _api_error(what: str, exc: Any, namespace: str) -> SkillmixError:
+def _api_error(
+    what: str, exc: Any, namespace: str, rbac_file: str = "k8s/rbac-launcher.yaml"
+) -> SkillmixError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or ""
     message = _server_message(exc)
@@ -740,7 +1012,7 @@ def _api_error(what: str, exc: Any, namespace: str) -> SkillmixError:
     if status in (401, 403):
         return SkillmixError(
             f"{what}: forbidden in namespace {namespace} ({status} {reason})",
-            hint="the launching user needs the rights in k8s/rbac-launcher.yaml",
+            hint=f"the identity needs the rights in {rbac_file}",
         )
     if status == 404:
         return SkillmixError(f"{what}: not found ({reason}); does namespace {namespace!r} exist?")

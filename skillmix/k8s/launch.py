@@ -7,7 +7,7 @@ out, and Job names carry the attempt number because Jobs are immutable.
 from __future__ import annotations
 
 import json
-import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
+from skillmix.k8s.estimate import DECODE_TOKENS_PER_SECOND, MODEL_LOAD_SECONDS, unit_decode_seconds
 from skillmix.k8s.helm import RenderedDoc, helm_template, split_manifests
 from skillmix.k8s.profiles import ClusterProfile, get_profile
 from skillmix.k8s.values import build_values, release_name, run_uri_for
@@ -27,9 +28,6 @@ from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
 
-# Assumptions behind the estimates (printed with them).
-MODEL_LOAD_SECONDS = 600
-DECODE_TOKENS_PER_SECOND = 40.0
 # Recommend the other serving mode when it saves at least this share of the GPU-hours.
 RECOMMEND_SAVING = 0.25
 SERVING_MODES = ("per-unit", "per-model")
@@ -71,6 +69,7 @@ class LaunchPlan:
     values: dict[str, Any] = field(default_factory=dict)
     rendered: str = ""
     serving: dict[str, ServingEstimate] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def gpus(self) -> int:
@@ -251,8 +250,26 @@ def plan_launch(
     if values["coordinator"]["enabled"]:  # releases the gated Jobs (k8s/coordinator.py)
         lp.jobs.append(JobPlan("coordinate", "-", None, None, 1, 0, "-"))
     lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
+    lp.warnings = plan_warnings(ctx, profile)
     lp.serving = {mode: serving_estimate(ctx, gen_todo, mode) for mode in SERVING_MODES}
     return lp
+
+
+def plan_warnings(ctx: RunContext, profile: ClusterProfile) -> list[str]:
+    """What in the profile works against the plan: a model-load budget longer than Kueue's
+    waitForPodsReady (Kueue would evict a pod still loading its model)."""
+    out = []
+    ready = profile.kueue_wait_for_pods_ready_seconds
+    load = profile.deadlines.model_load_seconds
+    served = [s.name for s in ctx.experiment.students if s.backend in ("vllm", "mock")]
+    if ready is not None and profile.kueue_queue and served and load > ready:
+        out.append(
+            f"the model-load budget (deadlines.model_load_seconds {load}s) exceeds Kueue's "
+            f"waitForPodsReady timeout ({ready}s): Kueue evicts a generation pod of "
+            f"{', '.join(served[:3])} still loading its model; raise the cluster's "
+            "waitForPodsReady.timeout or lower deadlines.model_load_seconds"
+        )
+    return out
 
 
 def _gpu_seconds(
@@ -269,15 +286,8 @@ def _gpu_seconds(
         spec = e.student(student)
         if spec.backend != "vllm":
             continue
-        combo = ctx.combinations(k)[0]
-        turns = render_generation_prompts(
-            ctx.generation_prompt, ctx.skills(combo.skills), combo.topic
-        )
-        max_tokens = spec.sampling.max_tokens or 512
-        requests = e.combinations * len(turns)
         gpus = spec.vllm.gpu_count
-        waves = math.ceil(requests / max(1, min(spec.concurrency, e.combinations)))
-        decode += gpus * waves * max_tokens / DECODE_TOKENS_PER_SECOND
+        decode += gpus * unit_decode_seconds(ctx, student, k)
         if serving(student) == "per-unit" or student not in loaded:
             loaded.add(student)
             load += gpus * spec.replicas * MODEL_LOAD_SECONDS
@@ -387,6 +397,38 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
 
 def rendered_manifests(lp: LaunchPlan) -> list[RenderedDoc]:
     return split_manifests(lp.rendered)
+
+
+_DEFERRED = re.compile(r'^\s*skillmix\.io/hold: "defer"\s*$', re.MULTILINE)
+
+
+def split_deferred(docs: list[RenderedDoc]) -> tuple[list[RenderedDoc], list[RenderedDoc]]:
+    """The objects the launch creates, and the Jobs it leaves to the coordinator (held back
+    with Kueue: ``skillmix.io/hold: defer``, see k8s/values.py hold_mode)."""
+    create: list[RenderedDoc] = []
+    deferred: list[RenderedDoc] = []
+    for d in docs:
+        (deferred if d.kind == "Job" and _DEFERRED.search(d.text) else create).append(d)
+    return create, deferred
+
+
+def store_deferred(run: RunStore, attempt: int, deferred: list[RenderedDoc]) -> None:
+    """Keep the deferred Jobs' manifests where the coordinator reads them, once per attempt
+    (a resumed launch renders the same ones)."""
+    if not deferred:
+        return
+    from skillmix.store.base import KeyExists
+
+    text = "".join(f"---\n{d.text.strip()}\n" for d in deferred)
+    key = RunLayout.launch_deferred(attempt)
+    try:
+        run.store.write_bytes(key, text.encode("utf-8"), if_absent=True)
+    except KeyExists:
+        if run.store.read_bytes(key).decode("utf-8") != text:
+            raise SkillmixError(
+                f"{run.uri}/{key} exists and differs from this launch's deferred Jobs",
+                hint="another launch of the run at the same time? see `skillmix status`",
+            ) from None
 
 
 def unfinished_attempt(run: RunStore) -> LaunchRecord | None:

@@ -7,6 +7,7 @@ never contain credentials.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,12 @@ from skillmix.errors import SkillmixError
 
 PROFILE_FILE = "skillmix.yaml"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+RESERVED_LABEL_PREFIXES = ("skillmix.io/", "app.kubernetes.io/", "kueue.x-k8s.io/", "helm.sh/")
 
 
 class _Strict(BaseModel):
@@ -89,6 +96,35 @@ class Deadlines(_Strict):
         description="Model-load budget: how long a client waits for its model sidecar's "
         "/health (vLLM or mock) before it exits 3 and the Job fails.",
     )
+    generation_margin: float = Field(
+        4.0,
+        ge=1.0,
+        le=100.0,
+        description="Generation Jobs' activeDeadlineSeconds: the model-load budget plus, per "
+        "unit, this many times the plan's estimate of the unit's work (at least 900 s, at most "
+        "generation_seconds). Time spent suspended or waiting for Kueue never counts.",
+    )
+    stuck_pod_seconds: int = Field(
+        600,
+        ge=5,
+        description="A pod waiting this long where no retry helps (ErrImagePull, "
+        "ImagePullBackOff, InvalidImageName, CreateContainerConfigError, a Multi-Attach volume) "
+        "fails its Job with that reason, giving back its GPU (the coordinator does it).",
+    )
+    unschedulable_seconds: int = Field(
+        1800,
+        ge=5,
+        description="A pod the scheduler could not place for this long fails its Job with the "
+        "scheduler's message (the coordinator does it).",
+    )
+    coordinator_seconds: int = Field(
+        604800,
+        ge=600,
+        description="Backstop of the coordinator Job (activeDeadlineSeconds; at least the "
+        "longest chain of the run's Job deadlines): it ends by itself once every Job of its "
+        "attempt has finished or nothing can progress, so this bounds only a run whose Jobs wait "
+        "in a queue that long.",
+    )
 
 
 class ServiceAccountSettings(_Strict):
@@ -157,7 +193,50 @@ class ClusterProfile(_Strict):
     )
     kueue_queue: str | None = Field(
         None,
-        description="Kueue LocalQueue: Jobs get kueue.x-k8s.io/queue-name and start suspended.",
+        pattern=K8S_NAME,
+        description="Kueue LocalQueue: Jobs get kueue.x-k8s.io/queue-name and start suspended; "
+        "Kueue admits them within the ClusterQueue's quota. Phases held back until their inputs "
+        "exist are created by the coordinator on release (or, with kueue_admission_gate, "
+        "created at once and held by Kueue's admission gate).",
+    )
+    kueue_priority_class: str | None = Field(
+        None,
+        pattern=K8S_NAME,
+        description="Kueue WorkloadPriorityClass of every Job of the run (label "
+        "kueue.x-k8s.io/priority-class; a student's own kubernetes.kueue_priority_class wins).",
+    )
+    kueue_admission_gate: bool = Field(
+        False,
+        description="The cluster runs Kueue with the AdmissionGatedBy feature gate (alpha, off "
+        "by default): held-back Jobs are created at launch with the "
+        "kueue.x-k8s.io/admission-gated-by annotation and released by removing it. Off: the "
+        "coordinator creates them when their inputs exist, which works whatever Kueue's "
+        "configuration (a gate Kueue does not know is silently ignored).",
+    )
+    kueue_wait_for_pods_ready_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="The cluster's Kueue waitForPodsReady.timeout, when enabled (Kueue's "
+        "default: 300): Kueue evicts a Job whose pods are not all ready by then, so the plan "
+        "warns when the model-load budget (deadlines.model_load_seconds) exceeds it.",
+    )
+    max_gpus: int | None = Field(
+        None,
+        ge=1,
+        description="GPU cap of the run without Kueue: at most this many GPUs' worth of "
+        "generation pods exist at once; the coordinator starts the rest as earlier ones finish "
+        "(`skillmix status` shows them queued). With Kueue, the ClusterQueue's quota does this.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of every Job and pod of a run (team, cost centre...); keys under "
+        "skillmix.io/, app.kubernetes.io/ and kueue.x-k8s.io/ are set by skillmix.",
+    )
+    priority_class_name: str | None = Field(
+        None,
+        pattern=K8S_NAME,
+        description="PriorityClass of every pod of a run (a student's own "
+        "kubernetes.priority_class_name wins for its generation pods).",
     )
     model_cache_pvc: str | None = Field(
         None, description="PVC mounted as the Hugging Face cache (HF_HOME) of vLLM sidecars."
@@ -220,6 +299,25 @@ class ClusterProfile(_Strict):
     coordinator_interval_seconds: float = Field(
         10.0, ge=0.5, le=300, description="Seconds between the coordinator's passes."
     )
+
+    @model_validator(mode="after")
+    def _labels_are_kubernetes_labels(self) -> ClusterProfile:
+        for key, value in self.labels.items():
+            if key.startswith(RESERVED_LABEL_PREFIXES):
+                raise ValueError(f"labels: {key} is set by skillmix; pick another key")
+            if not LABEL_KEY.fullmatch(key):
+                raise ValueError(
+                    f"labels: {key!r} is not a Kubernetes label key ([prefix/]name, name at "
+                    "most 63 characters of [A-Za-z0-9._-])"
+                )
+            if not LABEL_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"labels.{key}: {value!r} is not a Kubernetes label value (at most 63 "
+                    "characters of [A-Za-z0-9._-], starting and ending alphanumeric)"
+                )
+        if self.kueue_admission_gate and not self.kueue_queue:
+            raise ValueError("kueue_admission_gate needs kueue_queue (the LocalQueue)")
+        return self
 
     @model_validator(mode="after")
     def _offline_needs_a_cache(self) -> ClusterProfile:

@@ -9,6 +9,12 @@ from typing import Any
 from skillmix.backends.factory import parallel_jobs
 from skillmix.config import Experiment, StudentSpec
 from skillmix.errors import SkillmixError
+from skillmix.k8s.estimate import (
+    CLIENT_MARGIN_SECONDS,
+    gpu_fraction,
+    job_deadline_seconds,
+    unit_decode_seconds,
+)
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import (
@@ -63,6 +69,7 @@ VLLM_CPU_PER_GPU = 4
 VLLM_MEMORY_GI_PER_GPU = 32
 VLLM_SCRATCH_GI = 10  # logs, compile caches (Triton, torch.compile) in /tmp and the image layer
 MODEL_VOLUME_GI_PER_GPU = 50  # the HF_HOME emptyDir without a model cache volume
+VLLM_GROUP = 1000  # the group of the vLLM image's user (the chart's default securityContext)
 
 
 def _quantity_mi(value: str) -> int:
@@ -71,6 +78,26 @@ def _quantity_mi(value: str) -> int:
 
     mib: int = math.ceil(parse_quantity(value) / 2**20)
     return mib
+
+
+def _gi(amount: float) -> str:
+    """``amount`` GiB as a quantity, rounded up to whole GiB."""
+    return f"{max(1, math.ceil(amount))}Gi"
+
+
+def gpu_resource(spec: StudentSpec, profile: ClusterProfile) -> str:
+    """The extended resource a student's GPUs are requested as."""
+    return spec.kubernetes.gpu_resource or profile.gpu.resource_name
+
+
+def shm_size(spec: StudentSpec, profile: ClusterProfile) -> str:
+    """/dev/shm of a vLLM pod: the student's, else the profile's scaled to a MIG slice."""
+    if spec.kubernetes.shm_size:
+        return spec.kubernetes.shm_size
+    share = gpu_fraction(gpu_resource(spec, profile))
+    if share >= 1:
+        return profile.shm_size
+    return _gi(_quantity_mi(profile.shm_size) / 1024 * share)
 
 
 def _merge_resources(*layers: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -88,16 +115,17 @@ def vllm_sizing(
     sizeLimit of its HF_HOME emptyDir ("" with a model cache volume). The pod's ephemeral
     storage covers that emptyDir: the kubelet evicts a pod whose emptyDirs and containers
     together outgrow the containers' ephemeral-storage limits."""
-    gpus = spec.vllm.gpu_count
+    # a MIG slice is a share of a GPU: CPU, memory and disk scale with that share
+    gpus = spec.vllm.gpu_count * gpu_fraction(gpu_resource(spec, profile))
     volume = ""
     if not cache_volume:
-        volume = spec.kubernetes.model_volume_size or f"{MODEL_VOLUME_GI_PER_GPU * gpus}Gi"
+        volume = spec.kubernetes.model_volume_size or _gi(MODEL_VOLUME_GI_PER_GPU * gpus)
     mi = VLLM_SCRATCH_GI * 1024 + (_quantity_mi(volume) if volume else 0)
     storage = f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"
-    memory = f"{VLLM_MEMORY_GI_PER_GPU * gpus}Gi"
+    memory = _gi(VLLM_MEMORY_GI_PER_GPU * gpus)
     sized = {
         "requests": {
-            "cpu": str(VLLM_CPU_PER_GPU * gpus),
+            "cpu": str(max(1, math.ceil(VLLM_CPU_PER_GPU * gpus))),
             "memory": memory,
             "ephemeral-storage": storage,
         },
@@ -137,10 +165,13 @@ def student_values(
                 "imageTag": s.vllm.image_tag,
                 "env": dict(s.vllm.env) or None,
                 "gpuResource": kube.gpu_resource,
-                "shmSize": kube.shm_size,
+                "shmSize": shm_size(s, profile),
                 "securityContext": kube.security_context,
             }
             entry.update({k: v for k, v in optional.items() if v is not None})
+            # volumes (the model cache) writable by the vLLM user's group
+            context = kube.security_context or profile.vllm_security_context or {}
+            entry["fsGroup"] = int(context.get("runAsGroup") or VLLM_GROUP)
         elif s.backend == "mock":
             entry["quality"] = s.quality  # resolved on the spec (config.MOCK_DEFAULT_QUALITY)
         pod = {
@@ -149,7 +180,7 @@ def student_values(
             "affinity": kube.affinity,
             "runtimeClassName": kube.runtime_class,
             "priorityClassName": kube.priority_class_name,
-            "kueuePriorityClass": kube.kueue_priority_class,
+            "kueuePriorityClass": kube.kueue_priority_class or profile.kueue_priority_class,
             "podAnnotations": dict(kube.pod_annotations) or None,
             "podLabels": dict(kube.pod_labels) or None,
         }
@@ -158,11 +189,21 @@ def student_values(
     return out
 
 
-def coordinate_args(uri: str, *, attempt: int, interval: float, timeout: int) -> list[str]:
+def coordinate_args(
+    uri: str,
+    *,
+    attempt: int,
+    interval: float,
+    timeout: int,
+    stuck_seconds: int,
+    unschedulable_seconds: int,
+) -> list[str]:
     """The coordinator's ``skillmix task coordinate`` arguments."""
     return [
         *("task", "coordinate", "--run", uri, "--attempt", str(attempt)),
         *("--interval", f"{interval:g}", "--timeout", str(timeout)),
+        *("--stuck-seconds", str(stuck_seconds)),
+        *("--unschedulable-seconds", str(unschedulable_seconds)),
     ]
 
 
@@ -233,6 +274,20 @@ def build_values(
         n_jobs = sum(1 for t in jobs if t.student == s.name)
         student_parallel[s.name] = parallel_jobs(n_jobs, s, cap=cap, pods_per_job=s.replicas)
 
+    def generation_deadline(t: GenerateTask | ModelGenerateTask) -> int:
+        """The Job's activeDeadlineSeconds: the load budget (pods with a model server) plus
+        the plan's estimate of each unit's work with a margin (a per-model Job runs its units
+        in turn). It runs only while the Job is released and admitted: suspended or queued
+        in Kueue, no time counts."""
+        units = t.units if isinstance(t, ModelGenerateTask) else (t.unit,)
+        d = profile.deadlines
+        return job_deadline_seconds(
+            [unit_decode_seconds(ctx, u.student, u.k) for u in units],
+            load_seconds=load_budget if student_url(t.student) == sidecar_url else 0,
+            margin=d.generation_margin,
+            per_unit_max=d.generation_seconds,
+        )
+
     def generation_args(t: GenerateTask | ModelGenerateTask) -> list[str]:
         url = student_url(t.student)
         own = url == sidecar_url
@@ -242,11 +297,28 @@ def build_values(
         else:  # P Jobs at once, each pod 1/(P x shards) of the student's budget
             spec = e.student(t.student)
             args += ["--budget-share", str(student_parallel[t.student] * spec.replicas)]
-        # the Job has no activeDeadlineSeconds without Kueue (it would count time spent
-        # waiting for a GPU): the client bounds itself from when it starts (exit 4); a
-        # per-model Job runs its units in turn, so its bound is the per-unit one per unit
-        units = len(t.units) if isinstance(t, ModelGenerateTask) else 1
-        return [*args, "--time-limit", str(profile.deadlines.generation_seconds * units)]
+        # the client stops itself (exit 4, its log uploaded) just before the Job's deadline
+        limit = max(60, generation_deadline(t) - CLIENT_MARGIN_SECONDS)
+        return [*args, "--time-limit", str(limit)]
+
+    def generation_entry(t: GenerateTask | ModelGenerateTask) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "args": generation_args(t),
+            "deadlineSeconds": generation_deadline(t),
+        }
+        spec = e.student(t.student)
+        if profile.max_gpus and spec.backend == "vllm":
+            # the GPU cap: the coordinator starts at most max_gpus GPUs' worth at once
+            weight = spec.replicas * spec.vllm.gpu_count
+            if weight > profile.max_gpus:
+                raise SkillmixError(
+                    f"student {spec.name}: a generation Job needs {weight} GPUs "
+                    f"({spec.replicas} pods x {spec.vllm.gpu_count}), more than the cluster "
+                    f"profile's max_gpus {profile.max_gpus}",
+                    hint="raise max_gpus, or lower the student's replicas or GPUs",
+                )
+            entry["gpuWeight"] = weight
+        return entry
 
     def grade_args(unit: Unit) -> list[str]:
         args = grade_tasks[unit].container_args(
@@ -261,7 +333,7 @@ def build_values(
             students[name]["parallelism"] = parallel  # gated: the coordinator starts them
             gated_students = True
     d = profile.deadlines
-    coordinator_deadline = d.generation_seconds + d.grading_seconds + d.aggregation_seconds
+    hold = hold_mode(profile)
     timeouts = {
         "grade": max(60, profile.deadlines.grading_seconds - 600),
         "aggregate": max(60, profile.deadlines.aggregation_seconds - 600),
@@ -317,7 +389,15 @@ def build_values(
             "affinity": profile.gpu.affinity,
             "runtimeClassName": profile.gpu.runtime_class or "",
         },
-        "kueue": {"queueName": profile.kueue_queue or ""},
+        "kueue": {
+            "queueName": profile.kueue_queue or "",
+            "priorityClass": profile.kueue_priority_class or "",
+        },
+        "pods": {
+            "labels": dict(profile.labels),
+            "priorityClassName": profile.priority_class_name or "",
+        },
+        "gpuCap": profile.max_gpus or 0,
         "serviceAccount": {
             "create": profile.service_account.create,
             "name": profile.service_account.name or "",
@@ -330,19 +410,18 @@ def build_values(
                 "generation": profile.deadlines.generation_seconds,
                 "grading": profile.deadlines.grading_seconds,
                 "aggregation": profile.deadlines.aggregation_seconds,
-                "coordinator": coordinator_deadline,
             },
         },
         "students": students,
         "generation": [
-            unit_entry(t.unit, args=generation_args(t)) for t in jobs if isinstance(t, GenerateTask)
+            unit_entry(t.unit, **generation_entry(t)) for t in jobs if isinstance(t, GenerateTask)
         ],
         # serving per-model: one Job per student over its units (each still a store unit)
         "modelGeneration": [
             {
                 "student": t.student,
                 "units": [{"k": u.k, "round": u.round} for u in t.units],
-                "args": generation_args(t),
+                **generation_entry(t),
             }
             for t in jobs
             if isinstance(t, ModelGenerateTask)
@@ -371,23 +450,51 @@ def build_values(
             ),
         },
         "coordinator": {
-            "enabled": bool(grading) or aggregation or gated_students,
+            "enabled": bool(grading) or aggregation or gated_students or bool(profile.max_gpus),
+            "hold": hold,
             "serviceAccountName": profile.coordinator_service_account,
-            "args": coordinate_args(
-                uri,
-                attempt=attempt,
-                interval=profile.coordinator_interval_seconds,
-                timeout=coordinator_deadline,
-            ),
+            "args": [],  # below: its timeout follows the Jobs' deadlines
             "resources": {
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},
             },
         },
     }
+    # the coordinator outlives the longest chain of work (a generation Job, a grading Job,
+    # the aggregation); queueing is bounded only by the profile's backstop
+    longest = max(
+        [0]
+        + [g["deadlineSeconds"] for g in values["generation"]]
+        + [g["deadlineSeconds"] for g in values["modelGeneration"]]
+    )
+    chain = longest + d.grading_seconds + d.aggregation_seconds
+    coordinator_deadline = max(d.coordinator_seconds, chain)
+    values["jobs"]["activeDeadlineSeconds"]["coordinator"] = coordinator_deadline
+    values["coordinator"]["args"] = coordinate_args(
+        uri,
+        attempt=attempt,
+        interval=profile.coordinator_interval_seconds,
+        timeout=coordinator_deadline,
+        stuck_seconds=d.stuck_pod_seconds,
+        unschedulable_seconds=d.unschedulable_seconds,
+    )
     if profile.client_resources:
         values["client"] = {"resources": profile.client_resources}
     return values
+
+
+def hold_mode(profile: ClusterProfile) -> str:
+    """How the Jobs held back until their inputs exist are held (one owner of the choice):
+
+    - ``suspend``: no Kueue; created suspended, released by unsuspending them;
+    - ``gate``: Kueue with its AdmissionGatedBy feature gate; created with the
+      ``kueue.x-k8s.io/admission-gated-by`` annotation, released by removing it;
+    - ``defer``: Kueue otherwise; Kueue owns ``spec.suspend`` and its LocalQueueDefaulting or
+      manageJobsWithoutQueueName would admit or strand a held Job, so the coordinator creates
+      each one only when it is released (the launch stores their manifests)."""
+    if not profile.kueue_queue:
+        return "suspend"
+    return "gate" if profile.kueue_admission_gate else "defer"
 
 
 def cache_models(experiment: Experiment) -> list[str]:

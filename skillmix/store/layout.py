@@ -42,6 +42,7 @@ class RunLayout:
     LOGS: ClassVar[str] = "logs"  # local vLLM server logs (pipeline/local.py)
     LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
     POD_LOGS: ClassVar[str] = "logs/pods"
+    POD_USAGE: ClassVar[str] = "usage/pods"
 
     @classmethod
     def generation_prefix(cls, student: str, k: int, generation_round: int) -> str:
@@ -62,6 +63,19 @@ class RunLayout:
         """Written once every object of launch attempt ``attempt`` exists; without it the
         next ``skillmix launch`` completes that attempt instead of starting a new one."""
         return f"{cls.LAUNCHES}/attempt-{attempt:03d}.created"
+
+    @classmethod
+    def launch_deferred(cls, attempt: int) -> str:
+        """The manifests of launch attempt ``attempt``'s Jobs that the launch does not create
+        (with Kueue, held back until their inputs exist): the coordinator creates each one
+        from here when it releases it."""
+        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.deferred.yaml"
+
+    @classmethod
+    def pod_usage(cls, pod_name: str) -> str:
+        """``usage/pods/<pod name>.json``: the GPU time one generation pod held, from its start
+        and finish times (written by the run's coordinator)."""
+        return f"{cls.POD_USAGE}/{pod_name}.json"
 
     @classmethod
     def pod_log(cls, pod_name: str) -> str:

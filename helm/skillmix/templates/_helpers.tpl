@@ -67,12 +67,15 @@ skillmix.io/run: {{ include "skillmix.runId" . | quote }}
 {{- end -}}
 
 {{/*
-skillmix.jobLabels: the common labels plus component, phase, attempt and, when given, the unit
-(student, k, round). Used on Jobs and their pod templates.
+skillmix.jobLabels: the profile's labels (pods.labels: team, cost centre...; on a pod template
+merged under the student's podLabels, given as "podLabels"), the common labels plus component,
+phase, attempt and, when given, the unit (student, k, round). Used on Jobs and their pod
+templates.
 Usage: {{ include "skillmix.jobLabels" (dict "root" $ "component" "generation" "phase" "generate"
          "student" $student "k" $k "round" $round) | nindent 4 }}
 */}}
 {{- define "skillmix.jobLabels" -}}
+{{- $user := merge (deepCopy (.podLabels | default dict)) (deepCopy ((.root.Values.pods | default dict).labels | default dict)) -}}
 {{ include "skillmix.labels" .root }}
 app.kubernetes.io/component: {{ .component | quote }}
 skillmix.io/phase: {{ .phase | quote }}
@@ -86,6 +89,9 @@ skillmix.io/k: {{ .k | int | toString | quote }}
 skillmix.io/round: {{ .round | int | toString | quote }}
 {{- end }}
 skillmix.io/attempt: {{ .root.Values.run.attempt | int | toString | quote }}
+{{- range $key := keys $user | sortAlpha }}
+{{ $key }}: {{ get $user $key | toString | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -205,10 +211,15 @@ seccompProfile:
 
 {{/*
 skillmix.podSecurityContext: the pod-level security context (no runAsNonRoot: the vLLM sidecar
-runs as root; each skillmix container sets it itself).
-Usage: securityContext: {{- include "skillmix.podSecurityContext" . | nindent 8 }}
+runs as root; each skillmix container sets it itself). fsGroup: the group that owns the pod's
+volumes, so the mounted caches are writable by the non-root user (the skillmix user's group
+10001, or the vLLM user's for vLLM pods); OnRootMismatch keeps a large model cache from being
+walked at every start.
+Usage: securityContext: {{- include "skillmix.podSecurityContext" (dict "fsGroup" 10001) | nindent 8 }}
 */}}
 {{- define "skillmix.podSecurityContext" -}}
+fsGroup: {{ .fsGroup | default 10001 | int64 }}
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -497,18 +508,20 @@ skillmix.jobSpec: the common Job spec fields:
   no pods and no running activeDeadlineSeconds timer) or with Kueue (Kueue admits it);
 - backoffLimit, or with "indexed" backoffLimitPerIndex (one flaky shard does not spend every
   shard's retries);
-- activeDeadlineSeconds, except for generation Jobs without Kueue: those may wait Pending for a
-  GPU, and the client's own --time-limit bounds them from when it starts;
+- activeDeadlineSeconds: "seconds" when given (a generation Job's, from the plan's estimate),
+  else jobs.activeDeadlineSeconds.<deadline>. Its timer runs only while the Job is neither
+  suspended nor waiting for Kueue's admission, so queueing never counts;
 - ttlSecondsAfterFinished;
 - the podFailurePolicy: the client's exit code 2 (bad input) or 3 (model server never healthy)
   FailJob; 4 (the client's time limit) FailIndex in Indexed Jobs, else FailJob; exit code 2 of
-  the "wait" init container (when "wait") FailJob; disruptions Ignore.
-Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generation" "wait" false
-         "gated" false "indexed" false) | nindent 2 }}
+  the "wait" init container (when "wait") FailJob; with "terminated", the client's 143 (ended
+  by SIGTERM: its pod was deleted or evicted) Ignore; disruptions Ignore.
+Usage: spec: {{- include "skillmix.jobSpec" (dict "root" $ "deadline" "generation" "seconds" 900
+         "wait" false "gated" false "indexed" false) | nindent 2 }}
 */}}
 {{- define "skillmix.jobSpec" -}}
 {{- $root := .root -}}
-{{- $deadline := get $root.Values.jobs.activeDeadlineSeconds .deadline -}}
+{{- $deadline := .seconds | default (get $root.Values.jobs.activeDeadlineSeconds .deadline) -}}
 {{- if not $deadline -}}
 {{- fail (printf "jobs.activeDeadlineSeconds.%s is required (seconds, >= 1)" .deadline) -}}
 {{- end -}}
@@ -520,12 +533,17 @@ backoffLimitPerIndex: {{ $root.Values.jobs.backoffLimit | int }}
 {{- else -}}
 backoffLimit: {{ $root.Values.jobs.backoffLimit | int }}
 {{- end }}
-{{- if or (ne .deadline "generation") $root.Values.kueue.queueName }}
 activeDeadlineSeconds: {{ $deadline | int64 }}
-{{- end }}
 ttlSecondsAfterFinished: {{ $root.Values.jobs.ttlSecondsAfterFinished | int64 }}
 podFailurePolicy:
   rules:
+    {{- if .terminated }}
+    - action: Ignore
+      onExitCodes:
+        containerName: client
+        operator: In
+        values: [143]
+    {{- end }}
     - action: FailJob
       onExitCodes:
         containerName: client
@@ -550,57 +568,78 @@ podFailurePolicy:
 {{- end -}}
 
 {{/*
-skillmix.gateMetadata: a gated Job's label and annotations for the coordinator
-(skillmix.io/gated, the pool it counts in and that pool's size, and the Kueue queue it gets
-on release); nothing when not gated. Place it under metadata.
-Usage: {{- include "skillmix.gateMetadata" (dict "root" $ "gated" true "pool" "grade" "size" 4) | nindent 2 }}
+skillmix.gateMetadata: a gated Job's annotations for the coordinator: how it is held
+(skillmix.io/hold, coordinator.hold: "suspend" without Kueue, "gate" with Kueue's
+AdmissionGatedBy gate, whose annotation it then carries, "defer" with Kueue otherwise: the
+launch does not create it, the coordinator does on release), the pool it counts in, that
+pool's size and the Job's weight in it (GPUs for the "gpu" pool, else 1); nothing when not
+gated. Place it under metadata.
+Usage: {{- include "skillmix.gateMetadata" (dict "root" $ "gated" true "pool" "grade" "size" 4 "weight" 1) | nindent 2 }}
 */}}
 {{- define "skillmix.gateMetadata" -}}
 {{- if .gated -}}
+{{- $hold := .root.Values.coordinator.hold | default "suspend" -}}
+{{- if not (has $hold (list "suspend" "gate" "defer")) -}}
+{{- fail (printf "coordinator.hold: unknown %q (allowed: suspend|gate|defer)" (toString $hold)) -}}
+{{- end -}}
+{{- if and (ne $hold "suspend") (not .root.Values.kueue.queueName) -}}
+{{- fail (printf "coordinator.hold %s needs kueue.queueName (the Kueue LocalQueue)" $hold) -}}
+{{- end -}}
 annotations:
+  skillmix.io/hold: {{ $hold | quote }}
   skillmix.io/pool: {{ .pool | toString | quote }}
   skillmix.io/pool-size: {{ .size | default 0 | int | toString | quote }}
-  {{- with .root.Values.kueue.queueName }}
-  skillmix.io/queue-name: {{ . | quote }}
+  skillmix.io/pool-weight: {{ .weight | default 1 | int | toString | quote }}
+  {{- if eq $hold "gate" }}
+  kueue.x-k8s.io/admission-gated-by: skillmix.io/coordinator
   {{- end }}
 {{- end -}}
 {{- end -}}
 
 {{/*
-skillmix.jobMetadataLabels: the Job's labels: skillmix.jobLabels plus, for a gated Job
-("gated" in the dict), skillmix.io/gated; else the Kueue queue label when kueue.queueName is set
-(a gated Job gets it from the coordinator on release). The pod template gets skillmix.jobLabels.
+skillmix.jobMetadataLabels: the Job's labels: skillmix.jobLabels, skillmix.io/gated for a gated
+Job ("gated" in the dict), and with Kueue (kueue.queueName) the queue label and the
+WorkloadPriorityClass ("priorityClass" in the dict, else kueue.priorityClass). The pod template
+gets skillmix.jobLabels.
 Usage: labels: {{- include "skillmix.jobMetadataLabels" $ctx | nindent 4 }}
 */}}
 {{- define "skillmix.jobMetadataLabels" -}}
-{{ include "skillmix.jobLabels" . }}
+{{ include "skillmix.jobLabels" (omit . "podLabels") }}
 {{- if .gated }}
 skillmix.io/gated: "true"
-{{- else }}
+{{- end }}
 {{- with .root.Values.kueue.queueName }}
 kueue.x-k8s.io/queue-name: {{ . | quote }}
 {{- end }}
+{{- with .priorityClass | default .root.Values.kueue.priorityClass }}
+kueue.x-k8s.io/priority-class: {{ . | quote }}
 {{- end }}
 {{- end -}}
 
 {{/*
 skillmix.podSpec: the common pod spec fields: restartPolicy Never, no service links, no
-ServiceAccount token, the ServiceAccount, image pull secrets, the pod security context.
-Usage: spec: {{- include "skillmix.podSpec" $ | nindent 6 }}
+ServiceAccount token, the ServiceAccount, the PriorityClass ("priorityClassName", else
+pods.priorityClassName), image pull secrets, the pod security context (fsGroup: "fsGroup", else
+the skillmix user's group).
+Usage: spec: {{- include "skillmix.podSpec" (dict "root" $ "fsGroup" 1000) | nindent 6 }}
 */}}
 {{- define "skillmix.podSpec" -}}
+{{- $root := .root -}}
 restartPolicy: Never
 enableServiceLinks: false
 automountServiceAccountToken: false
-serviceAccountName: {{ include "skillmix.serviceAccountName" . | toJson }}
-{{- with .Values.imagePullSecrets }}
+serviceAccountName: {{ include "skillmix.serviceAccountName" $root | toJson }}
+{{- with .priorityClassName | default (($root.Values.pods | default dict).priorityClassName) }}
+priorityClassName: {{ . | toJson }}
+{{- end }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- range . }}
   - name: {{ . | toJson }}
   {{- end }}
 {{- end }}
 securityContext:
-  {{- include "skillmix.podSecurityContext" . | nindent 2 }}
+  {{- include "skillmix.podSecurityContext" (dict "fsGroup" .fsGroup) | nindent 2 }}
 {{- end -}}
 
 {{/*
