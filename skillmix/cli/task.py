@@ -188,13 +188,29 @@ def task() -> None:
         _pod_log.install()
 
 
-def _await_model(base_url: str | None, timeout: float) -> None:
-    """The model sidecar's /health within the load budget (see ``--model-load-timeout``)."""
+def _await_model(
+    base_url: str | None,
+    timeout: float,
+    *,
+    model_log: str | None = None,
+    model: str = "",
+    limit: float = 0,
+) -> None:
+    """The model sidecar's /health within the load budget (see ``--model-load-timeout``);
+    with ``model_log`` a permanent failure to start ends the wait at once and a transient one
+    gets one more budget (see ``--model-log``), the whole wait within ``limit`` (0 = none)."""
     if timeout <= 0 or not base_url:
         return
     from skillmix.pipeline.tasks import wait_for_model_server
 
-    wait_for_model_server(base_url, timeout, say=lambda line: click.echo(line, err=True))
+    wait_for_model_server(
+        base_url,
+        timeout,
+        say=lambda line: click.echo(line, err=True),
+        model_log=model_log,
+        model=model,
+        limit=limit,
+    )
 
 
 def _within(seconds: float, work: Any, limit: float) -> Any:
@@ -264,6 +280,13 @@ def _shard(shard: int | None, shards: int) -> int:
 )
 @model_load_option
 @click.option(
+    "--model-log",
+    default=None,
+    help="The model server's output of its current start (a vLLM sidecar's model log): while "
+    "waiting for /health, a permanent failure it names (gated, not found, out of memory) "
+    "exits 3 at once, a transient one (the Hub's 429 or 5xx) gets one more load budget.",
+)
+@click.option(
     "--time-limit",
     type=click.FloatRange(0),
     default=0,
@@ -282,6 +305,7 @@ def generate_task(
     base_url: str | None,
     budget_share: int | None,
     model_load_timeout: float,
+    model_log: str | None,
     time_limit: float,
     attempt: int,
 ) -> None:
@@ -338,7 +362,11 @@ def generate_task(
 
     start = time.monotonic()
     _await_model(
-        base_url, min(model_load_timeout, time_limit) if time_limit else model_load_timeout
+        base_url,
+        min(model_load_timeout, time_limit) if time_limit else model_load_timeout,
+        model_log=model_log,
+        model=spec.vllm.model or spec.model,
+        limit=time_limit,
     )
     left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
     _within(left, main(), time_limit)  # main reports each unit as it ends

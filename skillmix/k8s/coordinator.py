@@ -460,7 +460,7 @@ class Coordinator:
                 reason = f"pod {pod.name} stuck in {what}: {message}".rstrip(": ")
             elif pod.unschedulable and now - pod.created >= self.timing.unschedulable_seconds:
                 reason = f"pod {pod.name} unschedulable for {now - pod.created:.0f}s: {pod.unschedulable}"
-            elif pod.phase == "Pending" and now - pod.created >= self.timing.stuck_seconds:
+            elif pod.phase == "Pending" and now - since >= self.timing.stuck_seconds:
                 if attach is None:
                     attach = self._multi_attach()
                 if pod.name in attach:

@@ -69,7 +69,6 @@ VLLM_CPU_PER_GPU = 4
 VLLM_MEMORY_GI_PER_GPU = 32
 VLLM_SCRATCH_GI = 10  # logs, compile caches (Triton, torch.compile) in /tmp and the image layer
 MODEL_VOLUME_GI_PER_GPU = 50  # the HF_HOME emptyDir without a model cache volume
-VLLM_GROUP = 1000  # the group of the vLLM image's user (the chart's default securityContext)
 
 
 def _quantity_mi(value: str) -> int:
@@ -169,9 +168,6 @@ def student_values(
                 "securityContext": kube.security_context,
             }
             entry.update({k: v for k, v in optional.items() if v is not None})
-            # volumes (the model cache) writable by the vLLM user's group
-            context = kube.security_context or profile.vllm_security_context or {}
-            entry["fsGroup"] = int(context.get("runAsGroup") or VLLM_GROUP)
         elif s.backend == "mock":
             entry["quality"] = s.quality  # resolved on the spec (config.MOCK_DEFAULT_QUALITY)
         pod = {
@@ -294,6 +290,8 @@ def build_values(
         args = t.container_args(uri, attempt=attempt, base_url=url, own_server=own)
         if own:  # wait for the sidecar's /health under the model-load budget (exit 3)
             args += ["--model-load-timeout", str(load_budget)]
+            if e.student(t.student).backend == "vllm":  # the chart's model-log volume
+                args += ["--model-log", "/var/run/skillmix-model/model.log"]
         else:  # P Jobs at once, each pod 1/(P x shards) of the student's budget
             spec = e.student(t.student)
             args += ["--budget-share", str(student_parallel[t.student] * spec.replicas)]

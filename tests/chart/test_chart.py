@@ -193,14 +193,9 @@ def test_job_common_fields(rendered: Render) -> None:
         # Indexed Jobs count retries per shard: one flaky shard does not spend the others'
         assert spec["backoffLimitPerIndex" if indexed else "backoffLimit"] == 2
         assert ("backoffLimit" in spec) is not indexed
-        kueue = "kueue.x-k8s.io/queue-name" in job["metadata"]["labels"] or (
-            "skillmix.io/queue-name" in job["metadata"].get("annotations", {})
-        )
-        if component == "generation" and not kueue:
-            # it may wait Pending for a GPU: the client's --time-limit bounds it instead
-            assert "activeDeadlineSeconds" not in spec
-            [client] = [c for c in pod(job)["containers"] if c["name"] == "client"]
-            assert "--time-limit" in client["args"] or "--run" in client["args"]
+        if component == "generation":
+            # every generation Job has a deadline: its own (from the plan) or the default
+            assert spec["activeDeadlineSeconds"] >= 1
         else:
             assert spec["activeDeadlineSeconds"] == deadlines[component]
         assert spec["ttlSecondsAfterFinished"] == 86400
@@ -217,18 +212,28 @@ def test_job_common_fields(rendered: Render) -> None:
         has_wait = any(c["name"] == "wait" for c in init_containers(job))
         assert any(codes["containerName"] == "wait" for _, codes in on_codes) == has_wait
         ignore = [r for r in rules if r["action"] == "Ignore"]
-        assert ignore == [
-            {
-                "action": "Ignore",
-                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-            }
-        ]
+        disrupted = {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        }
+        # a coordinator pod ended by SIGTERM (deleted, evicted) is replaced, not counted
+        terminated = {
+            "action": "Ignore",
+            "onExitCodes": {"containerName": "client", "operator": "In", "values": [143]},
+        }
+        assert ignore == ([terminated, disrupted] if component == "coordinator" else [disrupted])
         p = pod(job)
         assert p["restartPolicy"] == "Never"
         assert p["enableServiceLinks"] is False
         # only the coordinator talks to the API
         assert p["automountServiceAccountToken"] is (component == "coordinator")
-        assert p["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        # volumes belong to the group of the user that writes them (vLLM's in vLLM pods)
+        vllm = any(c["name"] == "model" and "vllm" in c["image"] for c in init_containers(job))
+        assert p["securityContext"] == {
+            "fsGroup": 1000 if vllm else 10001,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         assert "runAsNonRoot" not in p["securityContext"]
         assert p["serviceAccountName"]
 
@@ -384,7 +389,12 @@ def test_vllm_native_sidecar(render: RenderFn, values_file: str, tp: int) -> Non
         assert init_containers(job)[0] is model
         assert model["restartPolicy"] == "Always"
         assert model["image"] == "vllm/vllm-openai:v0.11.0"
-        assert model["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        # bash runs vLLM (exec: it stays the main process) with its output also in the model
+        # log the client reads (tests/chart/test_commands.py checks the log's path on both sides)
+        bash, script, name = model["command"][0:2], model["command"][2], model["command"][3:]
+        assert bash == ["/bin/bash", "-c"] and name == ["vllm"]
+        assert 'exec python3 -m vllm.entrypoints.openai.api_server "$@" > >(tee -p ' in script
+        assert script.endswith(" 2>&1")
         args = model["args"]
         assert args[args.index("--tensor-parallel-size") + 1] == str(tp)
         assert args[args.index("--host") + 1] == "0.0.0.0"
@@ -461,10 +471,17 @@ def test_vllm_omits_optional_settings_when_unset(render: RenderFn) -> None:
             "USER": "vllm",
             "XDG_CACHE_HOME": "/tmp/.cache",
             "HF_HOME": "/models/hf",
+            "SKILLMIX_MODEL_LOG": "/var/run/skillmix-model/model.log",
         }
-        assert [m["name"] for m in model["volumeMounts"]] == ["dshm", "model-cache", "vllm-tmp"]
+        assert [m["name"] for m in model["volumeMounts"]] == [
+            "dshm",
+            "model-cache",
+            "vllm-tmp",
+            "model-log",
+        ]
         p = pod(job)
-        assert {v["name"] for v in p["volumes"]} == {"tmp", "dshm", "model-cache", "vllm-tmp"}
+        volumes = {v["name"] for v in p["volumes"]}
+        assert volumes == {"tmp", "dshm", "model-cache", "vllm-tmp", "model-log"}
         [cache] = [v for v in p["volumes"] if v["name"] == "model-cache"]
         assert cache == {"name": "model-cache", "emptyDir": {}}  # no modelVolumeSize given
         for key in ("nodeSelector", "tolerations", "affinity", "runtimeClassName"):
@@ -968,7 +985,7 @@ def test_schema_mirrors_values() -> None:
 def test_schema_closes_every_object() -> None:
     open_ok = {"requests", "limits", "nodeSelector", "nodeAffinity", "podAffinity"}
     open_ok |= {"podAntiAffinity", "students", "env", "podAnnotations", "podLabels"}
-    open_ok |= {"annotations"}  # string maps
+    open_ok |= {"annotations", "labels"}  # string maps
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
@@ -1064,8 +1081,10 @@ def test_api_students_with_a_parallelism_are_gated_in_their_pool(render: RenderF
     (mini,) = job_by_student(r, "generation", "gpt-4o-mini")
     assert mini["spec"]["suspend"] is True
     assert mini["metadata"]["annotations"] == {
+        "skillmix.io/hold": "suspend",
         "skillmix.io/pool": "generate/gpt-4o-mini",
         "skillmix.io/pool-size": "1",
+        "skillmix.io/pool-weight": "1",
     }
     (gw,) = job_by_student(r, "generation", "local-gateway")
     assert "suspend" not in gw["spec"]
@@ -1098,23 +1117,61 @@ def test_no_coordinator_no_gating(render: RenderFn) -> None:
         assert "suspend" not in job["spec"]
 
 
-def test_kueue_with_the_coordinator_labels_gated_jobs_on_release(render: RenderFn) -> None:
-    """Gated Jobs must not be admitted by Kueue before their inputs exist: they carry the
-    queue in an annotation, and the coordinator adds the label when it releases them."""
-    r = render(
-        "kueue.yaml",
-        extra={"coordinator": {"enabled": True, "args": ["task", "coordinate", "--run", "x"]}},
-    )
+@pytest.mark.parametrize("hold", ["defer", "gate"])
+def test_kueue_holds_gated_jobs_its_own_way(render: RenderFn, hold: str) -> None:
+    """With Kueue every Job carries the queue label and starts suspended (Kueue owns
+    `spec.suspend`); a gated Job is held by Kueue's admission gate (hold gate) or marked for
+    the coordinator to create (hold defer), the coordinator's own Job is queued too."""
+    coordinator = {"enabled": True, "hold": hold, "args": ["task", "coordinate", "--run", "x"]}
+    r = render("kueue.yaml", extra={"coordinator": coordinator})
     for job in r.jobs("grading") + r.jobs("aggregation"):
         meta = job["metadata"]
-        assert "kueue.x-k8s.io/queue-name" not in meta["labels"]
-        assert meta["annotations"]["skillmix.io/queue-name"] == "gpu-batch"
+        assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+        assert meta["labels"]["skillmix.io/gated"] == "true"
+        assert meta["annotations"]["skillmix.io/hold"] == hold
+        gate = meta["annotations"].get("kueue.x-k8s.io/admission-gated-by")
+        assert gate == ("skillmix.io/coordinator" if hold == "gate" else None)
         assert job["spec"]["suspend"] is True
     for job in r.jobs("generation"):
         assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
-        assert job["spec"]["activeDeadlineSeconds"] == 21600  # starts at admission
-    (coordinator,) = r.jobs("coordinator")
-    assert "kueue.x-k8s.io/queue-name" not in coordinator["metadata"]["labels"]
+        assert job["spec"]["activeDeadlineSeconds"] == 21600  # its timer starts at admission
+    (coordinator_job,) = r.jobs("coordinator")
+    assert coordinator_job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-batch"
+    assert coordinator_job["spec"]["suspend"] is True  # Kueue admits it
+
+
+def test_a_hold_that_needs_kueue_without_a_queue_fails_naming_the_key(render: RenderFn) -> None:
+    result = render(
+        "api-student.yaml",
+        extra={"coordinator": {"enabled": True, "hold": "defer", "args": ["task", "x"]}},
+    )
+    assert result.returncode != 0
+    assert "coordinator.hold defer needs kueue.queueName" in result.stderr, result.stderr
+
+
+def test_profile_labels_and_priority_reach_every_job_and_pod(render: RenderFn) -> None:
+    r = render(
+        "api-student.yaml",
+        extra={
+            "pods": {"labels": {"team": "nlp", "cost-centre": "42"}, "priorityClassName": "low"}
+        },
+    )
+    for job in r.jobs():
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert labels["team"] == "nlp" and labels["cost-centre"] == "42"
+        if job["metadata"]["labels"]["app.kubernetes.io/component"] != "generation":
+            assert pod(job)["priorityClassName"] == "low"
+
+
+def test_the_gpu_cap_gates_vllm_jobs_by_their_gpus(render: RenderFn) -> None:
+    r = render(
+        "vllm-tp2.yaml",
+        extra={"gpuCap": 4, "coordinator": {"enabled": True, "args": ["task", "x"]}},
+    )
+    for job in r.jobs("generation"):
+        notes = job["metadata"]["annotations"]
+        assert notes["skillmix.io/pool"] == "gpu" and notes["skillmix.io/pool-size"] == "4"
+        assert job["spec"]["suspend"] is True
 
 
 def test_client_pods_get_their_name_for_the_log_upload(rendered: Render) -> None:

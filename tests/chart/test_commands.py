@@ -24,11 +24,24 @@ from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values
 from skillmix.pipeline.context import resolve_context
 from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.tasks import MODEL_LOG_START
 from tests.chart.helpers import VALUES_FILES, Helm, Render
 
 pytestmark = pytest.mark.tools
 
-VLLM_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+# the vLLM sidecar: bash runs vLLM (exec) with its output also in the model log
+VLLM_EXEC = 'exec python3 -m vllm.entrypoints.openai.api_server "$@" '
+
+
+def is_vllm(c: dict[str, Any]) -> bool:
+    command = c["command"]
+    return (
+        command[:2] == ["/bin/bash", "-c"] and VLLM_EXEC in command[2] and command[3:] == ["vllm"]
+    )
+
+
+def mount_dir(c: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((m for m in c.get("volumeMounts", []) if m["name"] == name), None)
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
@@ -76,9 +89,16 @@ def check_job(job: dict[str, Any]) -> list[str]:
             int(labels["skillmix.io/round"]),
         )
     checked = []
+    model_log = None  # the vLLM sidecar's log: the file its wrapper writes, the client reads
     for c in containers(job):
-        if c["command"] == VLLM_COMMAND:
+        if is_vllm(c):
             assert c["name"] == "model"
+            model_log = env_value(c, "SKILLMIX_MODEL_LOG")
+            assert model_log and f'echo "{MODEL_LOG_START}' in c["command"][2]
+            assert '> "$SKILLMIX_MODEL_LOG"' in c["command"][2]  # each start empties it
+            mount = mount_dir(c, "model-log")
+            assert mount is not None and model_log.startswith(mount["mountPath"] + "/")
+            assert not mount.get("readOnly")
             continue
         assert c["command"] == ["skillmix"], c["command"]
         assert all(isinstance(a, str) for a in c["args"])
@@ -119,6 +139,16 @@ def check_job(job: dict[str, Any]) -> list[str]:
         if component == "generation":
             assert params["shards"] == job["spec"].get("completions", 1)
             assert params["shard"] is None  # Indexed Jobs: $JOB_COMPLETION_INDEX
+            # a vLLM sidecar's model log reaches the client, read-only, under its path; a
+            # client that waits for its sidecar (as build_values writes it) reads that log
+            if params["model_log"] is not None or params["model_load_timeout"]:
+                assert params["model_log"] == model_log
+            mount = mount_dir(c, "model-log")
+            if model_log is None:
+                assert mount is None
+            else:
+                assert mount is not None and mount["readOnly"] is True
+                assert model_log.startswith(mount["mountPath"] + "/")
         if component == "coordinator":
             assert params["interval"] > 0 and params["timeout"] > 0
     assert "client" in checked
@@ -229,9 +259,13 @@ def test_built_values_commands_parse(helm: Helm, name: str, attempt: int) -> Non
         args = next(c for c in containers(job) if c["name"] == "client")["args"]
         has_sidecar = any(c["name"] == "model" for c in containers(job))
         assert ("--model-load-timeout" in args) is has_sidecar
-        # per unit: 6 h; a per-model Job runs its units in turn, 6 h each
+        # the Job's deadline: the load budget (a sidecar) plus at least 900 s per unit (a
+        # per-model Job runs its units in turn); the client stops itself a minute before it
         n_units = args[args.index("--units") + 1].count(",") + 1 if "--units" in args else 1
-        assert args[args.index("--time-limit") + 1] == str(21600 * n_units)
+        deadline = job["spec"]["activeDeadlineSeconds"]
+        load = 1800 if has_sidecar else 0
+        assert load + 900 * n_units <= deadline <= load + 21600 * n_units
+        assert args[args.index("--time-limit") + 1] == str(deadline - 60)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,11 @@ them as local processes, with kubelet semantics:
   server's pod log endpoint (``kubectl logs``, ``skillmix logs``) works, ``follow`` included.
 
 Images: ours (repository ``skillmix`` or ``ghcr.io/skillmix/skillmix``) runs the installed
-``skillmix`` (``python -m skillmix``); every other image is a pull error.
+``skillmix`` (``python -m skillmix``); the vLLM stand-in (repository ``skillmix-test/vllm``, any
+tag) runs its command as given with ``python3`` being this interpreter and the stand-in ``vllm``
+package of ``vllm_stand_in/`` first on PYTHONPATH, so the chart's vLLM command serves the mock
+backend (or fails as the model id asks: see ``vllm_stand_in/vllm/entrypoints/openai/
+api_server.py``); every other image is a pull error.
 
 Network: pods share the host's network, so each pod's declared container ports are given their
 own free host port, and the pod's Python processes see them through ``netns_shim/`` (a
@@ -66,9 +70,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIM_DIR = Path(__file__).resolve().parent / "netns_shim"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 OUR_IMAGES = ("skillmix", "ghcr.io/skillmix/skillmix")
+STAND_IN_VLLM_IMAGES = ("skillmix-test/vllm",)
+STAND_IN_DIR = Path(__file__).resolve().parent / "vllm_stand_in"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 MAX_BACKOFF = 300.0
-MAPPED_MOUNTS = ("/var/run/secrets/",)  # mount paths the netns shim maps for file opens
+# mount paths the netns shim maps for file opens: the service-account token, the model log
+MAPPED_MOUNTS = ("/var/run/secrets/", "/var/run/skillmix-model")
 log = logging.getLogger("kubelet")
 
 
@@ -217,11 +224,28 @@ def image_config(dockerfile: Path = DOCKERFILE) -> ImageConfig:
     return ImageConfig(env, workdir, entrypoint, cmd)
 
 
-def is_our_image(image: str) -> bool:
+def image_repository(image: str) -> str:
     repository = image.split("@", 1)[0]
     if ":" in repository.rsplit("/", 1)[-1]:
         repository = repository.rsplit(":", 1)[0]
-    return repository in OUR_IMAGES
+    return repository
+
+
+def is_our_image(image: str) -> bool:
+    return image_repository(image) in OUR_IMAGES
+
+
+def is_stand_in_vllm(image: str) -> bool:
+    return image_repository(image) in STAND_IN_VLLM_IMAGES
+
+
+# the stand-in vLLM image: vllm/vllm-openai's entrypoint of old, nothing else of it
+STAND_IN_VLLM = ImageConfig(
+    env={"PYTHONUNBUFFERED": "1"},
+    workdir=None,
+    entrypoint=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+    cmd=[],
+)
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -445,7 +469,11 @@ class PodWorker(threading.Thread):
 
     # ---- images and volumes -----------------------------------------------------------------
     def _pull_images(self) -> bool:
-        bad = [c for c in self.containers.values() if not is_our_image(c.spec.get("image", ""))]
+        bad = [
+            c
+            for c in self.containers.values()
+            if not (is_our_image(image := c.spec.get("image", "")) or is_stand_in_vllm(image))
+        ]
         if not bad:
             return True
         attempt = 0
@@ -456,7 +484,7 @@ class PodWorker(threading.Thread):
                     image = c.spec.get("image", "")
                     message = (
                         f'Failed to pull image "{image}": the process kubelet has no mapping '
-                        "for this image (only skillmix images run here)"
+                        "for this image (only skillmix images and skillmix-test/vllm run here)"
                     )
                     if reason == "ImagePullBackOff":
                         message = f'Back-off pulling image "{image}"'
@@ -665,7 +693,7 @@ class PodWorker(threading.Thread):
         logdir = self.root / "logs" / c.name
         logdir.mkdir(parents=True, exist_ok=True)
         path = logdir / f"{c.restarts}.log"
-        cwd = self._host_path(c, c.spec.get("workingDir") or self.kubelet.image.workdir) or str(
+        cwd = self._host_path(c, c.spec.get("workingDir") or self._image(c).workdir) or str(
             self.root
         )
         with self.lock:
@@ -749,8 +777,11 @@ class PodWorker(threading.Thread):
             c.done.set()
 
     # ---- container config ---------------------------------------------------------------------
+    def _image(self, c: Container) -> ImageConfig:
+        return STAND_IN_VLLM if is_stand_in_vllm(c.spec.get("image", "")) else self.kubelet.image
+
     def _argv(self, c: Container, env: dict[str, str]) -> list[str]:
-        image = self.kubelet.image
+        image = self._image(c)
         if "command" in c.spec:
             command, args = list(c.spec["command"]), list(c.spec.get("args") or [])
         else:
@@ -796,7 +827,7 @@ class PodWorker(threading.Thread):
         raise ConfigError(f"unsupported fieldRef {path}")
 
     def _env(self, c: Container) -> dict[str, str]:
-        env: dict[str, str] = dict(self.kubelet.image.env)
+        env: dict[str, str] = dict(self._image(c).env)
         for source in c.spec.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "secretRef" in source:
@@ -841,6 +872,9 @@ class PodWorker(threading.Thread):
         env["TMPDIR"] = str(tmp) if tmp is not None else str(self.root)
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         env["PYTHONPATH"] = os.pathsep.join([str(SHIM_DIR), str(REPO_ROOT)])
+        if is_stand_in_vllm(c.spec.get("image", "")):  # python3: this interpreter, vllm: ours
+            env["PATH"] = os.pathsep.join([str(self.kubelet.stand_in_bin()), env["PATH"]])
+            env["PYTHONPATH"] = os.pathsep.join([str(SHIM_DIR), str(STAND_IN_DIR), str(REPO_ROOT)])
         env["SKILLMIX_POD_PORTS"] = ",".join(f"{p}:{h}" for p, h in self.ports.items())
         # the API server, as the kubelet's `kubernetes` Service variables give it to every
         # container (here its real address: there are no Service IPs), and the mounts whose
@@ -977,6 +1011,19 @@ class Kubelet:
                 f"cannot get a token for {namespace}/{account}: {exc.reason}"
             ) from None
         return str(answer.status.token)
+
+    def stand_in_bin(self) -> Path:
+        """A folder whose ``python3`` is this interpreter (a script: a symlink to a virtual
+        environment's python would not find the environment)."""
+        folder = self.workdir / "stand-in-bin"
+        python = folder / "python3"
+        if not python.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            temp = folder / f".python3.{os.getpid()}.{threading.get_ident()}"
+            temp.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+            temp.chmod(0o755)
+            temp.replace(python)
+        return folder
 
     def host_port(self) -> int:
         with socket.socket() as s:

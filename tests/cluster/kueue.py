@@ -25,10 +25,12 @@ import base64
 import contextlib
 import copy
 import datetime as dt
+import functools
 import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -48,7 +50,6 @@ from tests.cluster.controlplane import (
     _spawn,
     _wait_healthy,
     free_port,
-    port_in_use,
 )
 
 KUEUE_VERSION = os.environ.get("KUEUE_VERSION", "v0.17.0")
@@ -226,13 +227,18 @@ def _webhook_url(port: int, path: str) -> str:
     return f"https://127.0.0.1:{port}{path}"
 
 
+@functools.cache
+def _load_yaml(path: Path) -> tuple[Any, ...]:
+    """Parsed once per process (the workloads CRD is 1.4 MB); callers copy before editing."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader) if d)
+
+
 def crd_documents(kueue_dir: Path, port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
     """The CRDs, the five that need it with a conversion webhook at our URL."""
     docs = []
     for path in sorted((kueue_dir / "crds").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if not doc:
-                continue
+        for doc in copy.deepcopy(_load_yaml(path)):
             if doc["metadata"]["name"] in {f"{crd}.{GROUP}" for crd in CONVERSION_CRDS}:
                 doc["spec"]["conversion"] = {
                     "strategy": "Webhook",
@@ -256,10 +262,9 @@ def webhook_documents(kueue_dir: Path, port: int, ca_bundle: bytes) -> list[dict
     names = {"MutatingWebhookConfiguration": MUTATING, "ValidatingWebhookConfiguration": VALIDATING}
     manifests = kueue_dir / "webhook" / "manifests.yaml"
     docs = []
-    for doc in yaml.safe_load_all(manifests.read_text(encoding="utf-8")):
-        if not doc or doc.get("kind") not in names:
+    for doc in copy.deepcopy(_load_yaml(manifests)):
+        if doc.get("kind") not in names:
             continue
-        doc = copy.deepcopy(doc)
         doc["metadata"] = {"name": names[doc["kind"]]}
         webhooks = []
         for hook in doc.get("webhooks") or []:
@@ -372,13 +377,20 @@ class Kueue:
 
 
 def _end_process(cp: ControlPlane, grace: float) -> None:
+    """SIGTERM; a second SIGTERM after 1 s; SIGKILL after ``grace``. Kueue v0.17 stopped soon
+    after it became ready sometimes never leaves ``mgr.Start`` on the first signal (seen: 10 s
+    and counting), and its graceful stop takes over 2 s anyway; controller-runtime's handler
+    exits at once on a second signal, and Kueue keeps no state outside the API server."""
     pid = cp.pids.pop(COMPONENT, None)
     proc = cp._procs.pop(COMPONENT, None)
     if pid is None:
         return
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pid_alive(pid, proc):
+    start = time.monotonic()
+    signals = [(0.0, signal.SIGTERM), (min(1.0, grace), signal.SIGTERM)]
+    while time.monotonic() - start < grace and _pid_alive(pid, proc):
+        if signals and time.monotonic() - start >= signals[0][0]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signals.pop(0)[1])  # once per step: two at once may merge
         time.sleep(0.05)
     if _pid_alive(pid, proc):
         _signal_group(pid, signal.SIGKILL)
@@ -419,7 +431,7 @@ def _kubectl_apply(cp: ControlPlane, docs: list[dict[str, Any]], timeout: float)
             "-f",
             "-",
         ],
-        input=yaml.safe_dump_all(docs, sort_keys=False),
+        input=yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)),
         capture_output=True,
         text=True,
         timeout=max(timeout, 1.0),
@@ -427,6 +439,18 @@ def _kubectl_apply(cp: ControlPlane, docs: list[dict[str, Any]], timeout: float)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no output)"]
         raise ClusterSetupError(f"kubectl apply of Kueue's manifests failed: {lines[-1][:300]}")
+
+
+def _create_webhook_configurations(cp: ControlPlane, docs: list[dict[str, Any]]) -> None:
+    from kubernetes import client
+
+    api = client.AdmissionregistrationV1Api(cp.api())
+    delete_webhook_configurations(cp)
+    for doc in docs:
+        if doc["kind"] == "MutatingWebhookConfiguration":
+            api.create_mutating_webhook_configuration(doc, _request_timeout=15)
+        else:
+            api.create_validating_webhook_configuration(doc, _request_timeout=15)
 
 
 def _ensure_namespace(core: Any, name: str, labels: dict[str, str]) -> None:
@@ -467,6 +491,31 @@ def _store_certificates(cp: ControlPlane, pki: WebhookPki, cert_dir: Path) -> No
         path = cert_dir / name
         path.write_bytes(value)
         path.chmod(0o600)
+
+
+def _crds_current(cp: ControlPlane, docs: list[dict[str, Any]]) -> bool:
+    """Whether every CRD exists and converts through the webhook URL and CA of ``docs`` (a
+    restart on the same port then skips the 1-2 s apply)."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(cp.api())
+    live = {
+        crd.metadata.name: crd
+        for crd in ext.list_custom_resource_definition(_request_timeout=15).items
+        if crd.spec.group == GROUP
+    }
+    for doc in docs:
+        crd = live.get(doc["metadata"]["name"])
+        if crd is None:
+            return False
+        wanted = doc["spec"].get("conversion", {}).get("webhook", {}).get("clientConfig")
+        if wanted:
+            webhook = crd.spec.conversion.webhook if crd.spec.conversion else None
+            config = webhook.client_config if webhook else None
+            ca = (config.ca_bundle or "") if config else ""  # the client keeps it base64
+            if config is None or config.url != wanted["url"] or ca != wanted["caBundle"]:
+                return False
+    return True
 
 
 def _wait_established(cp: ControlPlane, deadline: float) -> str:
@@ -545,11 +594,23 @@ def _api_message(body: str) -> str:
     return body.strip().splitlines()[-1][:200] if body.strip() else ""
 
 
-def _free_ports(previous: Mapping[str, int] | None) -> dict[str, int]:
+def _listenable(port: int) -> bool:
+    """Whether a server may listen on the port: with SO_REUSEADDR, as Go's listeners do, so the
+    TIME_WAIT connections a stopped Kueue leaves on its own ports do not count."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(previous: Mapping[str, int] | None = None) -> dict[str, int]:
     """Loopback ports for the four servers; the previous ones again when all are free (a
-    restart then needs no new URLs)."""
+    restart then needs no new URLs, so no CRD update)."""
     names = ("webhook", "health", "metrics", "visibility")
-    if previous and all(not port_in_use(previous[n]) for n in names):
+    if previous and all(_listenable(previous[n]) for n in names):
         return {n: previous[n] for n in names}
     ports: dict[str, int] = {}
     while len(ports) < len(names):  # distinct: free_port() may hand out a port twice
@@ -569,9 +630,10 @@ def start_kueue(
     kueue_dir: Path = KUEUE_DIR,
     timeout: float = 60.0,
 ) -> Kueue:
-    """Install Kueue's CRDs and webhooks into ``cp`` and start it; returns once it admits
-    (bounded by ``timeout``). On failure nothing is left running or registered, and
-    ClusterSetupError names the log."""
+    """Install Kueue's CRDs (unless those in place already convert through this webhook port
+    and CA) and webhooks into ``cp`` and start it; returns once it admits (bounded by
+    ``timeout``). On failure nothing is left running or registered, and ClusterSetupError
+    names the log."""
     missing = missing_kueue(kueue_dir)
     if missing:
         raise ClusterSetupError(f"Kueue missing: {', '.join(missing)}; run `make tools`")
@@ -583,7 +645,7 @@ def start_kueue(
     deadline = time.monotonic() + timeout
     workdir.mkdir(parents=True, exist_ok=True)
     pki = pki or make_webhook_pki()
-    chosen = _free_ports(ports)
+    chosen = dict(ports) if ports else free_ports()
     cert_dir = workdir / "certs"
     log = cp.log(COMPONENT)
     try:
@@ -592,10 +654,12 @@ def start_kueue(
         _ensure_namespace(core, PROBE_NAMESPACE, {ENABLED_LABEL: ENABLED_VALUE})
         _store_certificates(cp, pki, cert_dir)
         port = chosen["webhook"]
-        docs = crd_documents(kueue_dir, port, pki.ca_crt)
-        docs += webhook_documents(kueue_dir, port, pki.ca_crt)
-        _kubectl_apply(cp, docs, deadline - time.monotonic())
+        crds = crd_documents(kueue_dir, port, pki.ca_crt)
+        if not _crds_current(cp, crds):
+            _kubectl_apply(cp, crds, deadline - time.monotonic())
         api_version = _wait_established(cp, deadline)
+        # just before the start: while they exist and Kueue does not serve, admission fails
+        _create_webhook_configurations(cp, webhook_documents(kueue_dir, port, pki.ca_crt))
         config_file = workdir / "config.yaml"
         config_file.write_text(
             yaml.safe_dump(config.document(chosen, cert_dir), sort_keys=False), encoding="utf-8"
@@ -660,15 +724,16 @@ class KueueManager:
             return current
         self.stop()
         self._pki = self._pki or make_webhook_pki()
+        ports = free_ports(self._ports)
         self.running = start_kueue(
             self.cp,
             self.workdir,
             wanted,
             pki=self._pki,
-            ports=self._ports,
+            ports=ports,
             kueue_dir=self.kueue_dir,
         )
-        self._ports = self.running.ports
+        self._ports = ports
         self.starts += 1
         return self.running
 

@@ -154,12 +154,20 @@ def test_exit_code_2_fails_the_job_at_once_through_the_pod_failure_policy(
     assert "PodFailurePolicy" in " ".join(status.stdout.split())
 
 
-def _gpu_profile(cluster: Cluster, *, tolerate: bool) -> None:
-    """The profile with the vLLM image set to ours: `python3 -m vllm...` then fails at once in
-    the sidecar, as a bad model id or an OOM at load does on a GPU node."""
+# the process kubelet's vLLM stand-in (tests/cluster/vllm_stand_in): serves the mock backend,
+# or fails to start as its model id says (stand-in/gated, stand-in/hub-503, ...)
+STAND_IN_VLLM = "skillmix-test/vllm:stand-in"
+
+
+def _gpu_profile(
+    cluster: Cluster, *, tolerate: bool, image: str = IMAGE, load_seconds: int = 10
+) -> None:
+    """The profile with a vLLM image the kubelet runs: ours by default, where `python3 -m
+    vllm...` fails at once in the sidecar with an error no cause is known for; or the vLLM
+    stand-in."""
     doc = yaml.safe_load(cluster.profile_file.read_text())
     profile = doc["clusters"]["local"]
-    profile["vllm_image"] = IMAGE
+    profile["vllm_image"] = image
     if tolerate:
         profile["gpu"] = {
             "tolerations": [
@@ -167,7 +175,7 @@ def _gpu_profile(cluster: Cluster, *, tolerate: bool) -> None:
             ],
             "node_selector": {"nvidia.com/gpu.present": "true"},
         }
-    profile["deadlines"]["model_load_seconds"] = 10
+    profile["deadlines"]["model_load_seconds"] = load_seconds
     cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     # the namespace stays Pod Security `restricted`: the vLLM container runs as uid 1000
 
@@ -183,12 +191,13 @@ VLLM_STUDENT = {
 def test_a_sidecar_that_never_becomes_healthy_fails_the_job_within_the_load_budget(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """A model server that never passes /health (here vLLM cannot even start, as with a bad
-    model id or an OOM at load): the kubelet restarts the native sidecar with back-off forever,
-    but the client waits for /health only within the model-load budget (10 s here), exits 3,
-    and the podFailurePolicy fails the Job at once: the GPU is not held until
-    activeDeadlineSeconds. The client's last line names the reason, and its log reaches the
-    store. The real scheduler put the pod on the GPU node through the toleration."""
+    """A model server that never passes /health for a reason the client does not know (here
+    the image has no vLLM: `No module named vllm...` in the model log): the kubelet restarts
+    the native sidecar with back-off forever, but the client waits for /health only within the
+    model-load budget (10 s here), exits 3, and the podFailurePolicy fails the Job at once: the
+    GPU is not held until activeDeadlineSeconds. The client's last line names the reason, and
+    its log reaches the store. The real scheduler put the pod on the GPU node through the
+    toleration."""
     _gpu_profile(cluster, tolerate=True)
     path, run_id = experiment(tmp_path, students=[VLLM_STUDENT])
     cluster.skillmix("launch", "-f", str(path), check=True)
@@ -217,6 +226,116 @@ def test_a_sidecar_that_never_becomes_healthy_fails_the_job_within_the_load_budg
     # the sidecar holds no store credentials
     [sidecar] = [c for c in pod.spec.init_containers if c.name == "model"]
     assert not {e.name for e in sidecar.env or []} & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def stand_in_student(model: str) -> dict[str, Any]:
+    return {"name": "qwen", "backend": "vllm", "model": "qwen", "vllm": {"model": model}}
+
+
+def launch_and_wait(cluster: Cluster, path: Path, timeout: int = 240) -> tuple[int, str]:
+    """`launch --wait`: its exit code and stderr."""
+    done = cluster.skillmix(
+        "launch", "-f", str(path), "--wait", "--timeout", str(timeout), timeout=timeout + 30
+    )
+    return done.returncode, done.stderr
+
+
+def generation_pod(cluster: Cluster, run_id: str) -> Any:
+    [pod] = cluster.pods(f"skillmix.io/run={run_id},skillmix.io/phase=generate")
+    return pod
+
+
+def failed_generation(cluster: Cluster, run_id: str) -> tuple[Any, Any]:
+    """The failed generation Job's Failed condition and its one pod (FailJob: no second)."""
+    name = phase_job(cluster, run_id, "generate").metadata.name
+    failed = wait_for(lambda: job_conditions(cluster, name).get("Failed"), "the Job to fail", 120)
+    assert failed.reason == "PodFailurePolicy"
+    assert "failed with exit code 3 matching FailJob rule" in failed.message
+    [pod] = cluster.pods(f"job-name={name}")
+    return failed, pod
+
+
+def test_a_gpu_pod_of_the_vllm_stand_in_completes_a_unit_on_the_gpu_node(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The chart's vLLM sidecar as rendered (bash, vLLM's command and arguments, the model
+    log) runs the stand-in on the GPU node: it serves the student's served model name, the
+    client completes the generation unit and the run goes on to its report."""
+    _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=60)
+    path, run_id = experiment(tmp_path, students=[stand_in_student("Qwen/Qwen2.5-0.5B-Instruct")])
+    code, err = launch_and_wait(cluster, path)
+    assert code == 0, err
+    run = RunStore(open_store(f"{cluster.store}/{run_id}"))
+    manifest = run.manifest(generation_prefix("qwen", 2, 1))
+    assert manifest is not None and manifest.failed == 0
+    pod = generation_pod(cluster, run_id)
+    assert pod.spec.node_name == "gpu-node"
+    [model] = [c for c in pod.spec.init_containers if c.name == "model"]
+    assert model.resources.limits["nvidia.com/gpu"] == "1"
+    assert container_status(pod, "model").restart_count == 0
+    assert container_status(pod, "client").state.terminated.exit_code == 0
+    log = cluster.kubectl("logs", pod.metadata.name, "-c", "model")
+    assert "'model': 'Qwen/Qwen2.5-0.5B-Instruct'" in log
+    assert "Application startup complete." in log
+
+
+def test_a_gated_model_fails_the_job_at_once_naming_the_fix(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """vLLM cannot download a gated model (huggingface_hub's GatedRepoError): the client reads
+    it in the model log, exits 3 well before the load budget (120 s) with the cause and the
+    fix in its termination message, and the Job fails at once."""
+    _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=120)
+    path, run_id = experiment(tmp_path, students=[stand_in_student("stand-in/gated")])
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    _, pod = failed_generation(cluster, run_id)
+    client = container_status(pod, "client").state.terminated
+    assert client.exit_code == 3
+    assert (client.finished_at - client.started_at).total_seconds() < 40
+    last = client.message.strip().splitlines()[-1]
+    assert "model server failed to start: model stand-in/gated is gated" in last, last
+    assert "set secrets.HF_TOKEN in the cluster profile" in last, last
+    log = cluster.kubectl("logs", pod.metadata.name, "-c", "model")
+    assert "huggingface_hub.errors.GatedRepoError: 401 Client Error." in log
+
+
+def test_a_hub_429_on_the_first_start_is_retried_and_the_unit_completes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The Hub answers the pod's first start 429 Too Many Requests (transient): the kubelet
+    restarts the sidecar, the client gives it one more chance, the restarted server loads and
+    the unit completes."""
+    _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=60)
+    path, run_id = experiment(tmp_path, students=[stand_in_student("stand-in/hub-429-once")])
+    code, err = launch_and_wait(cluster, path)
+    assert code == 0, err
+    run = RunStore(open_store(f"{cluster.store}/{run_id}"))
+    assert run.manifest(generation_prefix("qwen", 2, 1)) is not None
+    pod = generation_pod(cluster, run_id)
+    assert container_status(pod, "client").state.terminated.exit_code == 0
+    assert container_status(pod, "model").restart_count >= 1  # the first start failed
+    first = cluster.kubectl("logs", pod.metadata.name, "-c", "model", "--previous")
+    assert "HfHubHTTPError: 429 Client Error: Too Many Requests for url" in first
+
+
+def test_a_hub_503_fails_the_job_after_the_one_retry(cluster: Cluster, tmp_path: Path) -> None:
+    """Every start meets the Hub's 503 (transient): the client gives the restarted server one
+    more chance, then exits 3 naming the transient cause, long before the two load budgets
+    (120 s each) it could have waited."""
+    _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=120)
+    path, run_id = experiment(tmp_path, students=[stand_in_student("stand-in/hub-503")])
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    _, pod = failed_generation(cluster, run_id)
+    client = container_status(pod, "client").state.terminated
+    assert client.exit_code == 3
+    assert (client.finished_at - client.started_at).total_seconds() < 90
+    last = client.message.strip().splitlines()[-1]
+    cause = "model stand-in/hub-503 could not be downloaded: the Hugging Face Hub answered 503"
+    assert cause in last, last
+    assert "again after one retry" in last, last
+    assert container_status(pod, "model").restart_count >= 1
+    log = cluster.kubectl("logs", pod.metadata.name, "-c", "client")
+    assert "transient: waiting" in log, log
 
 
 def test_a_gpu_pod_without_the_toleration_is_unschedulable(

@@ -471,12 +471,19 @@ def test_kind_test_script_reports_missing_prerequisites(tmp_path: Path) -> None:
         assert re.search(rf"\b{tool}\b", result.stderr), result.stderr
 
 
-def test_coordinator_role_may_only_read_and_patch_jobs() -> None:
-    """The coordinator's Role: get/list/watch/patch Jobs, bound to its ServiceAccount only."""
+def test_coordinator_role_may_only_release_jobs_and_read_pods() -> None:
+    """The coordinator's Role: release (patch, or create a deferred one) and read Jobs, read
+    pods and list events; no Secrets, no pod creation; bound to its ServiceAccount only."""
     path = K8S / "rbac-coordinator.yaml"
     (role,) = by_kind(path, "Role")
     assert role["rules"] == [
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "patch"]}
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "verbs": ["get", "list", "watch", "patch", "create"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["list"]},
     ]
     (account,) = by_kind(path, "ServiceAccount")
     (binding,) = by_kind(path, "RoleBinding")

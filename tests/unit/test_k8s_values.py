@@ -204,6 +204,7 @@ def test_values_students(ctx: RunContext) -> None:
             "limits": {"memory": "64Gi", "ephemeral-storage": "110Gi"},
         },
         "modelVolumeSize": "100Gi",
+        "shmSize": "16Gi",  # the profile's (a MIG slice gets its share)
     }
     assert students["mini"] == {
         "backend": "openai",
@@ -368,19 +369,25 @@ def test_values_commands_from_the_plan(ctx: RunContext) -> None:
     v = build_values(ctx, cluster_profile(), "prod", attempt=3, generation=units, grading=units[:4])
     uri = f"s3://bucket/runs/{ctx.run_id}"
     gen = {(e["student"], e["k"], e["round"]): e["args"] for e in v["generation"]}
+    deadline = {(e["student"], e["k"], e["round"]): e["deadlineSeconds"] for e in v["generation"]}
     head = ["task", "generate", "--run", uri]
-    assert gen[("qwen", 2, 1)] == [
+    # each Job's deadline: the load budget (a sidecar) + the unit's estimate with a margin,
+    # at least 900 s; the client stops itself a minute before it
+    assert deadline[("qwen", 2, 1)] == 905 + 900
+    assert deadline[("mini", 3, 2)] == 900  # an API student: no load
+    qwen = gen[("qwen", 2, 1)]
+    assert qwen[: qwen.index("--model-load-timeout")] == [
         *head,
         *("--student", "qwen", "--k", "2", "--round", "1", "--attempt", "3"),
         *("--base-url", "http://localhost:8000/v1"),  # the vLLM sidecar
-        *("--model-load-timeout", "905"),  # its /health, within the load budget (exit 3)
-        *("--time-limit", "21600"),  # the Job has no deadline: the client bounds itself
     ]
+    assert qwen[qwen.index("--model-load-timeout") + 1] == "905"  # its /health (exit 3)
+    assert qwen[-2:] == ["--time-limit", str(905 + 900 - 60)]
     assert gen[("mini", 3, 2)] == [
         *head,
         *("--student", "mini", "--k", "3", "--round", "2", "--attempt", "3"),
         # an API student: its 4 Jobs (cap 8, 16 in flight) run at once, 1/4 each
-        *("--budget-share", "4", "--time-limit", "21600"),
+        *("--budget-share", "4", "--time-limit", "840"),
     ]
     assert gen[("mocky", 2, 2)] == [
         *head,
@@ -388,7 +395,7 @@ def test_values_commands_from_the_plan(ctx: RunContext) -> None:
         *("--base-url", "http://localhost:8000/v1", "--shards", "3"),  # no --shard: the index
         # each shard pod has its own mock sidecar: its budget is not shared with the others
         *("--budget-share", "1"),
-        *("--model-load-timeout", "905", "--time-limit", "21600"),
+        *("--model-load-timeout", "905", "--time-limit", str(905 + 900 - 60)),
     ]
     (grade, *_) = v["grading"]
     assert grade["args"] == [
@@ -453,7 +460,8 @@ def test_values_jobs_and_scheduling() -> None:
     assert v["gpu"]["resourceName"] == "amd.com/gpu"
     assert v["gpu"]["nodeSelector"] == {"pool": "a100"}
     assert v["gpu"]["runtimeClassName"] == "nvidia"
-    assert v["kueue"] == {"queueName": "team-a"}
+    assert v["kueue"] == {"queueName": "team-a", "priorityClass": ""}
+    assert v["coordinator"]["hold"] == "defer"  # Kueue without its admission gate
     assert v["imagePullSecrets"] == ["regcred"]
     assert v["client"] == {"resources": {"requests": {"cpu": "1"}}}
     jobs = v["jobs"]

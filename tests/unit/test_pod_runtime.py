@@ -1,9 +1,8 @@
-"""What a pod's client does on its own: budget pools, the model server's health wait, its log
-for the store, and the coordinator's release decisions (the cluster tests run them for real)."""
+"""What a pod's client does on its own: budget pools, the model server's health wait and its log
+for the store (the coordinator's decisions: test_coordinator.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +12,8 @@ from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.cli.task import PodLog
 from skillmix.config import Experiment
 from skillmix.errors import ModelServerUnhealthy
-from skillmix.k8s.coordinator import Coordinator, JobView
-from skillmix.pipeline.context import resolve_context
-from skillmix.pipeline.plan import Unit
 from skillmix.pipeline.tasks import health_url, wait_for_model_server
 from skillmix.store.layout import RunLayout
-from skillmix.store.runs import RunStore
-from skillmix.store.uri import open_store
 
 
 def grader(**budget: Any) -> Any:
@@ -104,75 +98,3 @@ def test_pod_log_keeps_head_and_tail_and_takes_bytes() -> None:
     assert text.startswith("start-----\n")
     assert text.endswith("error: last words\n")
     assert "characters left out" in text and "line 5\n" not in text
-
-
-def _coordinator(tmp_path: Path, views: list[JobView], released: list[str]) -> Coordinator:
-    e = Experiment.model_validate(
-        {
-            "name": "coord",
-            "ks": [2],
-            "generation_rounds": 2,
-            "students": [{"name": "s", "backend": "mock", "model": "m"}],
-            "grader": {"name": "g", "backend": "mock", "model": "mg"},
-        }
-    )
-    ctx = resolve_context(e)
-
-    def release(job: JobView) -> None:
-        released.append(job.name)
-
-    return Coordinator(
-        RunStore(open_store(str(tmp_path))), ctx, 0, jobs=lambda: views, release=release
-    )
-
-
-def view(name: str, phase: str, unit: Unit | None, **state: Any) -> JobView:
-    base: dict[str, Any] = {"gated": True, "released": False, "finished": False, "failed": False}
-    return JobView(name=name, phase=phase, unit=unit, **(base | state))
-
-
-def test_the_coordinator_keeps_each_pool_within_its_size(tmp_path: Path) -> None:
-    """Gated generation Jobs (no inputs needed) of one pool of size 2: two released, the
-    third only once one of them has finished; a second pass releases nothing new."""
-    units = [Unit("s", 2, r) for r in (1, 2, 3)]
-    views = [view(f"gen-{u.round}", "generate", u, pool="generate/s", pool_size=2) for u in units]
-    released: list[str] = []
-    c = _coordinator(tmp_path, views, released)
-    first = c.step()
-    assert released == ["gen-1", "gen-2"] and first.gated_left == 1 and not first.stuck
-    assert c.step().released == []
-    views[0].finished = True
-    assert c.step().released == ["gen-3"]
-    assert released == ["gen-1", "gen-2", "gen-3"]
-
-
-def test_the_coordinator_holds_grading_until_the_generation_job_ends_and_says_when_stuck(
-    tmp_path: Path,
-) -> None:
-    unit = Unit("s", 2, 1)
-    views = [
-        view("gen", "generate", unit, gated=False, released=True),
-        view("grd", "grade", unit, pool="grade", pool_size=1),
-        # its own Job, running: not work that could still produce inputs
-        view("coo", "coordinate", None, gated=False, released=True),
-    ]
-    released: list[str] = []
-    c = _coordinator(tmp_path, views, released)
-    assert c.step().released == [] and released == []  # generation still running
-    views[0].finished = views[0].failed = True  # it failed: no manifest will ever come
-    result = c.step()
-    assert released == [] and result.gated_left == 1
-    assert "can never start" in result.stuck and "gen" in result.stuck
-
-
-def test_coordinate_outside_a_pod_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    from skillmix.errors import SkillmixError
-    from skillmix.k8s.coordinator import InClusterJobs
-
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
-    with pytest.raises(SkillmixError) as caught:
-        InClusterJobs("run-1", 1)
-    assert caught.value.exit_code == 2
-    assert "no in-cluster Kubernetes configuration" in caught.value.one_line()
-    assert "ServiceAccount token" in caught.value.one_line()

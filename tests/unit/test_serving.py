@@ -70,9 +70,13 @@ def test_values_and_launch_record_list_per_model_units() -> None:
     assert values["generation"] == []
     [job] = values["modelGeneration"]
     assert job["student"] == "qwen" and len(job["units"]) == 9
-    # its client runs 9 units in turn: its own time limit is 9 units' worth
+    # its client runs 9 units in turn: the Job's deadline is the load budget plus 9 units'
+    # estimated work with a margin (at least 900 s each), and the client stops a minute before
+    d = profile().deadlines
+    assert d.model_load_seconds + 9 * 900 <= job["deadlineSeconds"]
+    assert job["deadlineSeconds"] <= d.model_load_seconds + 9 * d.generation_seconds
     limit = job["args"][job["args"].index("--time-limit") + 1]
-    assert int(limit) == 9 * profile().deadlines.generation_seconds
+    assert int(limit) == job["deadlineSeconds"] - 60
     # a relaunch's wait containers find the units this attempt redoes in its record
     record = LaunchRecord(attempt=1, values=values)
     assert record.units("generate") == [tuple(u) for u in units]

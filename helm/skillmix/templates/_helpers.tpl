@@ -408,10 +408,28 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
   image: {{ include "skillmix.imageRef" (dict "repository" $repository "tag" $tag) | toJson }}
   imagePullPolicy: {{ $root.Values.vllm.image.pullPolicy }}
   restartPolicy: Always
-  command: ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+  {{- /*
+  vLLM's output also goes to the model log (the model-log volume, read-only in the client),
+  from which the client tells a transient failure to start (the Hub's 429 or 5xx) from a
+  permanent one (gated, not found, out of memory): each start empties the file and names
+  itself on its first line, then tee copies the output into it, at most 4 MiB a start (the
+  ulimit binds the copying cat alone; `tee -p` outlives it). exec keeps vLLM the container's
+  main process (signals, exit code). The image needs bash and GNU coreutils (vllm/vllm-openai
+  has them); without the file the client waits out the load budget as before.
+  */}}
+  command:
+    - /bin/bash
+    - -c
+    - >-
+      echo "skillmix: model server start $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" > "$SKILLMIX_MODEL_LOG";
+      exec python3 -m vllm.entrypoints.openai.api_server "$@"
+      > >(tee -p >(trap '' XFSZ; ulimit -f 4096; exec cat >> "$SKILLMIX_MODEL_LOG")) 2>&1
+    - vllm
   args:
     {{- toYaml $args | nindent 4 }}
   env:
+    - name: SKILLMIX_MODEL_LOG
+      value: /var/run/skillmix-model/model.log
     {{- /* a non-root uid has no home: caches (Triton, torch.compile, vLLM) go to /tmp */}}
     - name: HOME
       value: /tmp
@@ -458,6 +476,8 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
       mountPath: {{ $root.Values.modelCache.mountPath | toJson }}
     - name: vllm-tmp
       mountPath: /tmp
+    - name: model-log
+      mountPath: /var/run/skillmix-model
 {{- else if eq .backend "mock" -}}
 {{- $served := required (printf "%s.servedModelName is required for backend mock (the model name the client sends)" .key) $spec.servedModelName -}}
 {{- $model := $served -}}
@@ -702,6 +722,9 @@ Usage: {{- include "skillmix.vllmVolumes" (dict "root" $ "spec" $spec) | nindent
   {{- end }}
 {{- end }}
 - name: vllm-tmp
+  emptyDir: {}
+{{- /* the model log: vLLM's output of its current start (at most 4 MiB), for the client */}}
+- name: model-log
   emptyDir: {}
 {{- end -}}
 
