@@ -579,6 +579,11 @@ class LaunchPlanRecord(_Artifact):
         default_factory=dict,
         description="GPU-hours of the generation to do under each serving mode (per-unit, per-model).",
     )
+    gpu_hours_by_student: dict[str, float] = Field(
+        default_factory=dict,
+        description="The estimated GPU-hours of each vLLM student's generation this attempt does "
+        "(the report shows them beside the GPU time measured from the pods).",
+    )
 
 
 class UnitRef(_Artifact):

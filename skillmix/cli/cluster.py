@@ -185,6 +185,7 @@ def launch_cmd(
         record_launch,
         rendered_manifests,
         split_deferred,
+        stalled_attempt,
         store_deferred,
         unfinished_attempt,
     )
@@ -201,7 +202,7 @@ def launch_cmd(
         kube = KubeClient(profile)
         version = kube.server_version()
         states, _ = kube.jobs(ctx.run_id)
-        resume = None if replace else unfinished_attempt(run)
+        resume = None if replace else unfinished_attempt(run) or stalled_attempt(run, states)
         busy = [
             s for s in states if not s.finished and (resume is None or s.attempt != resume.attempt)
         ]
@@ -222,6 +223,7 @@ def launch_cmd(
         ctx, profile, name, None if dry_run else run, kube_version=version, resume=resume
     )
     marks.append(("plan and helm template", time.perf_counter()))
+    from skillmix.store.layout import RunLayout
     from skillmix.store.runs import SUMMARY_JSON
 
     done = (
@@ -263,6 +265,8 @@ def launch_cmd(
     marks.append(("pre-flight", time.perf_counter()))
     if resume is None:
         record_launch(run, ctx, lp)
+    elif run.store.exists(RunLayout.launch_created(lp.attempt)):
+        info(f"attempt {lp.attempt} has no working coordinator: creating a new one")
     else:
         info(f"completing attempt {lp.attempt}, whose creation stopped halfway")
     # with Kueue, Jobs held back until their inputs exist are created by the coordinator
@@ -427,6 +431,14 @@ def status_cmd(run_id: str, cluster: str | None, show_all: bool, fmt: str) -> No
                 reason,
             )
         console.print(table)
+    if status["coordinator"] and status["coordinator"]["reason"]:
+        warn(status["coordinator"]["reason"])
+    if status["gpu_cap"]:
+        cap = status["gpu_cap"]
+        info(
+            f"GPU cap {cap['cap']}: {cap['gpus_in_use']} GPUs in use by {cap['running']} "
+            f"generation Jobs, {cap['queued']} queued, {cap['done']} done"
+        )
     hidden = 0 if show_all else len(status["attention"]) - len(rows)
     if hidden:
         info(f"{hidden} more Jobs need attention (--all lists every Job, --format json all of it)")

@@ -241,26 +241,53 @@ class DeferredJob:
 
 def read_deferred(run: RunStore, attempt: int) -> dict[str, DeferredJob]:
     """The deferred Jobs of ``attempt`` from the store (none without the file)."""
-    from skillmix.k8s.helm import split_manifests
     from skillmix.store.base import KeyNotFound
 
     try:
         raw = run.store.read_bytes(RunLayout.launch_deferred(attempt)).decode("utf-8")
     except KeyNotFound:
         return {}
+    return deferred_jobs(raw)
+
+
+_META_KEYS = (
+    "skillmix.io/run",
+    "skillmix.io/phase",
+    "skillmix.io/student",
+    "skillmix.io/k",
+    "skillmix.io/round",
+    "skillmix.io/attempt",
+    "skillmix.io/gated",
+    "kueue.x-k8s.io/queue-name",
+)
+_NOTE_KEYS = (
+    "skillmix.io/hold",
+    "skillmix.io/pool",
+    "skillmix.io/pool-size",
+    "skillmix.io/pool-weight",
+)
+
+
+def deferred_jobs(text: str) -> dict[str, DeferredJob]:
+    """The Jobs of a stored deferred manifest stream, their labels and annotations read from
+    the text as the chart writes them (no YAML parse: a 1,500-Job run stays cheap to read)."""
+    from skillmix.k8s.helm import split_manifests
+
     out: dict[str, DeferredJob] = {}
-    for doc in split_manifests(raw):
-        meta = doc.doc.get("metadata") or {}
+    for doc in split_manifests(text):
+        labels = {k: v for k in _META_KEYS if (v := _meta_value(doc.text, k)) is not None}
+        notes = {k: v for k in _NOTE_KEYS if (v := _meta_value(doc.text, k)) is not None}
         state = JobState(
-            name=doc.name,
-            labels={str(k): str(v) for k, v in (meta.get("labels") or {}).items()},
-            annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
-            suspended=True,
-            exists=False,
+            name=doc.name, labels=labels, annotations=notes, suspended=True, exists=False
         )
-        doc._parsed = None  # keep the text, not the parsed object
         out[doc.name] = DeferredJob(doc.name, doc.text, state)
     return out
+
+
+def _meta_value(text: str, key: str) -> str | None:
+    """The first ``key: "value"`` line of a rendered object (labels and annotations)."""
+    m = re.search(rf"^\s+{re.escape(key)}: [\"']?([^\"'\n]*?)[\"']?\s*$", text, re.MULTILINE)
+    return m.group(1) if m else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
@@ -27,6 +27,9 @@ from skillmix.pipeline.tasks import shard_prefix, unit_complete
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
+
+if TYPE_CHECKING:
+    from skillmix.k8s.cluster import JobState
 
 # Recommend the other serving mode when it saves at least this share of the GPU-hours.
 RECOMMEND_SAVING = 0.25
@@ -70,6 +73,7 @@ class LaunchPlan:
     rendered: str = ""
     serving: dict[str, ServingEstimate] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    gpu_hours_by_student: dict[str, float] = field(default_factory=dict)
 
     @property
     def gpus(self) -> int:
@@ -250,6 +254,11 @@ def plan_launch(
     if values["coordinator"]["enabled"]:  # releases the gated Jobs (k8s/coordinator.py)
         lp.jobs.append(JobPlan("coordinate", "-", None, None, 1, 0, "-"))
     lp.gpu_hours, lp.api_cost_usd = estimate(ctx, gen_todo, grade_todo)
+    lp.gpu_hours_by_student = {
+        s.name: round(sum(_gpu_seconds(ctx, mine, e.serving_of)[:2]) / 3600.0, 4)
+        for s in e.students
+        if s.backend == "vllm" and (mine := [u for u in gen_todo if u[0] == s.name])
+    }
     lp.warnings = plan_warnings(ctx, profile)
     lp.serving = {mode: serving_estimate(ctx, gen_todo, mode) for mode in SERVING_MODES}
     return lp
@@ -440,6 +449,25 @@ def unfinished_attempt(run: RunStore) -> LaunchRecord | None:
         return None
     latest = len(attempts)
     if run.store.exists(RunLayout.launch_created(latest)):
+        return None
+    return run.read_launch_record(latest)
+
+
+def stalled_attempt(run: RunStore, states: list[JobState]) -> LaunchRecord | None:
+    """The latest attempt's record when its held-back Jobs wait for a coordinator that failed
+    or does not exist: the next launch completes that attempt with a new coordinator (the
+    Jobs that exist are kept) rather than refusing to run the same units twice."""
+    from skillmix.k8s.coordinator import read_deferred
+    from skillmix.k8s.status import coordinator_state
+
+    if not states:
+        return None
+    latest = max(s.attempt for s in states)
+    current = [s for s in states if s.attempt == latest]
+    names = {s.name for s in current}
+    current += [d.state for n, d in read_deferred(run, latest).items() if n not in names]
+    state = coordinator_state(current)
+    if state is None or state["state"] not in ("Failed", "Missing"):
         return None
     return run.read_launch_record(latest)
 

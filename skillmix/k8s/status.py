@@ -19,7 +19,6 @@ from skillmix.store.runs import SUMMARY_JSON, RunStore
 from skillmix.store.uri import open_store
 
 PHASES = ("generate", "grade", "aggregate", "coordinate")
-GATED_LABEL = "skillmix.io/gated"  # created suspended; the run's coordinator releases it
 # waiting reasons of a container that mean "this pod is stuck", not "starting"
 STUCK_WAITING = (
     "ErrImagePull",
@@ -55,8 +54,14 @@ def run_status(
     reasons: dict[str, list[str]] = {}
     if any(not s.finished for s in current):
         reasons = job_reasons(kube, run_id, current, logs=logs, pods=pods, events=events)
+    # Jobs the launch left to the coordinator (with Kueue) that it has not created yet
+    names = {s.name for s in current}
+    deferred = [d for d in progress.pop("deferred") if d.name not in names]
+    if current and deferred and deferred[0].attempt == attempt:
+        current += deferred
+    coordinator = coordinator_state(current)
     detail = progress.pop("units_detail")
-    jobs = [_job_row(s, detail, reasons.get(s.name, [])) for s in _ordered(current)]
+    jobs = [_job_row(s, detail, reasons.get(s.name, []), coordinator) for s in _ordered(current)]
     counts: dict[str, dict[str, int]] = {}
     for j in jobs:
         by_state = counts.setdefault(j["phase"], {})
@@ -68,6 +73,8 @@ def run_status(
             overall = "failed"
         elif progress["report"] and all(j["state"] == "Complete" for j in jobs):
             overall = "complete"
+        elif coordinator and coordinator["state"] in ("Missing", "Failed"):
+            overall = "stalled"  # held-back Jobs that nothing will release
         else:
             overall = "running"
     else:
@@ -83,6 +90,8 @@ def run_status(
         "run": run_uri,
         "state": overall,
         "source": source,
+        "coordinator": coordinator,
+        "gpu_cap": gpu_cap(current),
         "attempt": attempt or progress["attempts"] or None,
         "counts": counts,
         "attention": attention,
@@ -96,7 +105,51 @@ def _ordered(states: list[JobState]) -> list[JobState]:
     return sorted(states, key=lambda s: (PHASES.index(s.phase) if s.phase in PHASES else 9, s.name))
 
 
-def _job_row(s: JobState, detail: dict[str, str], reasons: list[str]) -> dict[str, Any]:
+def coordinator_state(jobs: list[JobState]) -> dict[str, str] | None:
+    """Whether the attempt's held-back Jobs have a coordinator to release them: None when none
+    waits; else its state (Running, Complete...), "Missing" or "Failed", and why."""
+    waiting = [s for s in jobs if s.gated and not s.released and not s.finished]
+    if not waiting:
+        return None
+    mine = [s for s in jobs if s.phase == "coordinate"]
+    if not mine:
+        return {
+            "state": "Missing",
+            "reason": f"no coordinator Job: nothing releases the {len(waiting)} held-back "
+            "Job(s); `skillmix launch` again creates it",
+        }
+    state = mine[0].state
+    if state == "Failed":
+        return {
+            "state": "Failed",
+            "reason": f"the coordinator failed ({mine[0].reason or 'see its logs'}); the "
+            f"{len(waiting)} held-back Job(s) wait; `skillmix launch` again replaces it",
+        }
+    return {"state": state, "reason": ""}
+
+
+def gpu_cap(jobs: list[JobState]) -> dict[str, int] | None:
+    """The GPU cap's pool (generation Jobs weighed in GPUs): the cap, GPUs in use, Jobs
+    queued (held back), running and done; None without a cap."""
+    capped = [s for s in jobs if s.gated and s.pool == "gpu"]
+    if not capped:
+        return None
+    running = [s for s in capped if s.released and not s.finished]
+    return {
+        "cap": capped[0].pool_size,
+        "gpus_in_use": sum(s.pool_weight for s in running),
+        "queued": sum(1 for s in capped if not s.released),
+        "running": len(running),
+        "done": sum(1 for s in capped if s.finished),
+    }
+
+
+def _job_row(
+    s: JobState,
+    detail: dict[str, str],
+    reasons: list[str],
+    coordinator: dict[str, str] | None = None,
+) -> dict[str, Any]:
     unit = (
         s.labels.get(STUDENT_LABEL, ""),
         s.labels.get("skillmix.io/k", ""),
@@ -104,9 +157,19 @@ def _job_row(s: JobState, detail: dict[str, str], reasons: list[str]) -> dict[st
     )
     reason = s.reason
     state = s.state
-    if state == "Suspended" and s.labels.get(GATED_LABEL) == "true":
+    if s.gated and not s.released and not s.finished:
         # by design: the coordinator releases it once its inputs exist and its pool has room
-        state, reason = "Gated", reason or "waiting for its inputs (the coordinator releases it)"
+        state = "Gated"
+        if coordinator and coordinator["state"] in ("Missing", "Failed"):
+            reason = coordinator["reason"]
+        elif not s.exists:
+            reason = "not created yet: the coordinator creates it once its inputs exist"
+        elif s.pool == "gpu":
+            reason = reason or "queued under the GPU cap (the coordinator starts it)"
+        else:
+            reason = reason or "waiting for its inputs (the coordinator releases it)"
+    elif state == "Suspended" and s.labels.get(QUEUE_LABEL):
+        state = "Queued"  # in Kueue's queue: admitted when the ClusterQueue has room
     progress = detail.get(f"{s.phase}:{unit[0]}:{unit[1]}:{unit[2]}", "")
     if s.phase == "generate" and unit[0] and not unit[1]:  # serving per-model: all its units
         mine = [v for key, v in detail.items() if key.startswith(f"generate:{unit[0]}:")]
@@ -163,7 +226,9 @@ def job_reasons(
             return ""
 
     reasons = diagnose(pods, events, jobs, fetch_log=fetch)
-    queued = [s for s in jobs if s.state == "Suspended" and s.labels.get(QUEUE_LABEL)]
+    queued = [
+        s for s in jobs if s.state == "Suspended" and s.labels.get(QUEUE_LABEL) and s.released
+    ]
     if queued:
         workloads = kube.workloads()
         if workloads is not None:  # Kueue installed (else: nothing to say, quietly)
@@ -311,6 +376,7 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
     run = RunStore(open_store(run_uri))
     data = run.read_run()
     empty: dict[str, Any] = {
+        "deferred": [],
         "units": 0,
         "generation_units_done": 0,
         "grading_units_done": 0,
@@ -372,7 +438,15 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
         else:
             n = records(prefixes)
             detail[f"grade:{student}:{k}:{g}"] = "running" if n is None else f"{n}/{m * rounds}"
+    deferred: list[JobState] = []
+    key = RunLayout.launch_deferred(attempts)
+    if attempts and key in keys:
+        from skillmix.k8s.coordinator import deferred_jobs
+
+        text = run.store.read_bytes(key).decode("utf-8", errors="replace")
+        deferred = [d.state for d in deferred_jobs(text).values()]
     return {
+        "deferred": deferred,
         "units": len(units),
         "generation_units_done": gen_done,
         "grading_units_done": grade_done,

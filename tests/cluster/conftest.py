@@ -7,6 +7,13 @@
   restricted`` with ``k8s/rbac-launcher.yaml`` and ``k8s/rbac-coordinator.yaml`` applied (by kubectl, as admin), the S3
   credentials Secret, a moto S3 bucket, and a cluster profile whose kube context is the
   *launcher* identity, so every CLI call runs with the launcher Role's rights only.
+- ``kueue`` (session): a ``KueueManager`` (tests/cluster/kueue.py) for this control plane;
+  ``kueue.ensure(...)`` starts Kueue v0.17 with a config, restarting it only when the config
+  differs. Skips without ``make tools``'s Kueue (fails under CI).
+- ``kueue_cluster`` (function): a factory that turns the ``cluster`` namespace into one Kueue
+  manages (label ``skillmix.io/kueue=enabled``, a ResourceFlavor, a ClusterQueue and a
+  LocalQueue of its own) under the Kueue config the test asks for; see ``KueueCluster``. Only
+  labelled namespaces ever reach Kueue: the other tests on this control plane do not notice it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,19 @@ from tests.cluster.controlplane import (
     missing_binaries,
     start_control_plane,
     start_kubelet,
+)
+from tests.cluster.kueue import (
+    ENABLED_LABEL,
+    ENABLED_VALUE,
+    GROUP,
+    Kueue,
+    KueueConfig,
+    KueueManager,
+    cluster_queue,
+    local_queue,
+    missing_kueue,
+    resource_flavor,
+    status_condition,
 )
 from tests.fixtures_s3 import S3_TEST_ACCESS_KEY, S3_TEST_SECRET, create_bucket, s3_test_env
 
@@ -261,3 +281,235 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> 
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kueue
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` group again. pytest-xdist 3.8 tells its scheduler about an
+    ``xdist_group`` by appending ``@group`` to the node id through ``item._nodeid``, which
+    pytest 9.2 no longer reads (pytest-dev/pytest-xdist#1386, open): the Kueue tests would
+    scatter over the workers, each starting its own Kueue. This sets the same suffix where
+    pytest 9.2 keeps the id; a no-op where xdist did it already or pytest is older."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest < 9.2 reads item._nodeid, which xdist sets
+        return
+    for item in items:
+        groups = sorted(
+            {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+        )
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
+@pytest.fixture(scope="session")
+def kueue(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KueueManager]:
+    """Kueue for this worker's control plane, started on the first ``ensure()`` and stopped
+    (webhook configurations first) at the end of the session."""
+    missing = missing_kueue()
+    if missing:
+        message = f"Kueue not installed ({', '.join(missing)}): make tools"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    manager = KueueManager(control_plane, tmp_path_factory.mktemp("kueue"))
+    try:
+        yield manager
+    finally:
+        manager.stop()
+
+
+@dataclass
+class KueueCluster:
+    """The ``cluster`` namespace under Kueue: labelled, with its own ResourceFlavor
+    (``flavor``), ClusterQueue (``cluster_queue``, named after the namespace, admitting only
+    from it) and LocalQueue (``local_queue``; None: none was made)."""
+
+    cluster: Cluster
+    kueue: Kueue
+    flavor: str
+    cluster_queue: str
+    local_queue: str | None
+    gpu_quota: int
+
+    @property
+    def namespace(self) -> str:
+        return self.cluster.namespace
+
+    @property
+    def version(self) -> str:
+        """The Kueue API version to talk (v1beta2 when the CRDs serve it)."""
+        return self.kueue.api_version
+
+    def custom(self, context: str = "admin") -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.cluster.api(context))
+
+    def create_job(self, body: dict[str, Any]) -> Any:
+        """Create a Job (e.g. ``tests.cluster.kueue.tiny_job(...)``) as admin; the returned
+        V1Job is what the webhooks made of it."""
+        return self.cluster.batch().create_namespaced_job(self.namespace, body)
+
+    def job(self, name: str) -> Any:
+        return self.cluster.batch().read_namespaced_job(name, self.namespace)
+
+    def suspended(self, name: str) -> bool:
+        return bool(self.job(name).spec.suspend)
+
+    def workloads(self) -> list[dict[str, Any]]:
+        found = self.custom().list_namespaced_custom_object(
+            GROUP, self.version, self.namespace, "workloads"
+        )
+        return list(found["items"])
+
+    def workload_for(self, job: str) -> dict[str, Any] | None:
+        """The Workload Kueue made for the Job named ``job`` (by owner), or None."""
+        for workload in self.workloads():
+            owners = workload["metadata"].get("ownerReferences") or []
+            if any(o["kind"] == "Job" and o["name"] == job for o in owners):
+                return workload
+        return None
+
+    def admitted(self, job: str) -> bool:
+        """Kueue admitted the Job's Workload (its Job may still be suspended a moment)."""
+        workload = self.workload_for(job)
+        condition = status_condition(workload, "Admitted") if workload else None
+        return bool(condition and condition["status"] == "True")
+
+
+@pytest.fixture
+def kueue_cluster(cluster: Cluster, kueue: KueueManager) -> Iterator[Callable[..., KueueCluster]]:
+    """``kueue_cluster(gpu_quota=2, local_queue="skillmix", manage_jobs_without_queue_name=False,
+    admission_gated_by=False, wait_for_pods_ready_seconds=None, feature_gates=None)``: once per
+    test. Tests asking for the same config share the running Kueue; the others restart it (~3 s),
+    so keep tests of one config together. ``local_queue="default"`` exercises Kueue's
+    LocalQueueDefaulting; None makes no LocalQueue. The cluster-scoped objects and the Jobs are
+    deleted after the test (the namespace goes with ``cluster``)."""
+    made: list[KueueCluster] = []
+
+    def make(
+        *,
+        gpu_quota: int = 2,
+        local_queue: str | None = "skillmix",
+        manage_jobs_without_queue_name: bool = False,
+        admission_gated_by: bool = False,
+        wait_for_pods_ready_seconds: int | None = None,
+        feature_gates: dict[str, bool] | None = None,
+    ) -> KueueCluster:
+        if made:
+            raise AssertionError("kueue_cluster() may be called once per test")
+        gates = dict(feature_gates or {})
+        if admission_gated_by:
+            gates["AdmissionGatedBy"] = True
+        config = KueueConfig(
+            manage_jobs_without_queue_name=manage_jobs_without_queue_name,
+            feature_gates=gates,
+            wait_for_pods_ready_seconds=wait_for_pods_ready_seconds,
+        )
+        try:
+            running = kueue.ensure(config)
+        except ClusterSetupError as exc:
+            pytest.fail(str(exc))
+        kc = KueueCluster(
+            cluster,
+            running,
+            flavor=f"{cluster.namespace}-flavor",
+            cluster_queue=cluster.namespace,
+            local_queue=local_queue,
+            gpu_quota=gpu_quota,
+        )
+        made.append(kc)
+        _prepare_kueue_namespace(kc)
+        return kc
+
+    yield make
+    for kc in made:
+        _cleanup_kueue_namespace(kc)
+
+
+def _prepare_kueue_namespace(kc: KueueCluster) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(kc.cluster.api())
+    core.patch_namespace(kc.namespace, {"metadata": {"labels": {ENABLED_LABEL: ENABLED_VALUE}}})
+    kc.kueue.wait_webhook_covers(kc.namespace)
+    api, version = kc.custom(), kc.version
+    api.create_cluster_custom_object(
+        GROUP, version, "resourceflavors", resource_flavor(kc.flavor, version)
+    )
+    api.create_cluster_custom_object(
+        GROUP,
+        version,
+        "clusterqueues",
+        cluster_queue(kc.cluster_queue, kc.flavor, kc.namespace, kc.gpu_quota, version),
+    )
+    if kc.local_queue is not None:
+        api.create_namespaced_custom_object(
+            GROUP,
+            version,
+            kc.namespace,
+            "localqueues",
+            local_queue(kc.local_queue, kc.cluster_queue, version),
+        )
+
+    def active() -> bool:
+        # the webhook defaults queue names from Kueue's own cache: wait until it has the queues
+        queues: list[tuple[str, str | None, str]] = [("clusterqueues", None, kc.cluster_queue)]
+        if kc.local_queue is not None:
+            queues.append(("localqueues", kc.namespace, kc.local_queue))
+        for plural, namespace, name in queues:
+            if namespace is None:
+                obj = api.get_cluster_custom_object(GROUP, version, plural, name)
+            else:
+                obj = api.get_namespaced_custom_object(GROUP, version, namespace, plural, name)
+            condition = status_condition(obj, "Active")
+            if not condition or condition["status"] != "True":
+                return False
+        return True
+
+    wait_for(active, f"Kueue to activate the queues of {kc.namespace}", timeout=30)
+
+
+def _cleanup_kueue_namespace(kc: KueueCluster) -> None:
+    """Jobs first (their Workloads hold the ClusterQueue's finalizer), then the queues and the
+    flavor; Kueue removes its finalizers as they drain, nothing waits for it."""
+    from kubernetes.client.rest import ApiException
+
+    def quietly(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            call(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    api, version = kc.custom(), kc.version
+    quietly(
+        kc.cluster.batch().delete_collection_namespaced_job,
+        kc.namespace,
+        propagation_policy="Background",
+    )
+    if kc.local_queue is not None:
+        quietly(
+            api.delete_namespaced_custom_object,
+            GROUP,
+            version,
+            kc.namespace,
+            "localqueues",
+            kc.local_queue,
+        )
+    quietly(api.delete_cluster_custom_object, GROUP, version, "clusterqueues", kc.cluster_queue)
+    quietly(api.delete_cluster_custom_object, GROUP, version, "resourceflavors", kc.flavor)

@@ -89,7 +89,8 @@ def missing_kueue(kueue_dir: Path = KUEUE_DIR) -> list[str]:
 
 @dataclass(frozen=True)
 class KueueConfig:
-    """The knobs tests may turn; two configs are equal when Kueue would behave the same.
+    """The knobs tests may turn; a manager restarts Kueue only for a config not equal to the
+    running one.
 
     ``VisibilityOnDemand`` is off unless a test turns it on: its aggregated API server writes a
     self-signed certificate to ``/visibility`` (a fixed path) and nothing here uses it."""
@@ -285,6 +286,64 @@ def webhook_documents(kueue_dir: Path, port: int, ca_bundle: bytes) -> list[dict
     return docs
 
 
+def resource_flavor(name: str, version: str) -> dict[str, Any]:
+    """A ResourceFlavor without node labels: every node fits it."""
+    return {
+        "apiVersion": f"{GROUP}/{version}",
+        "kind": "ResourceFlavor",
+        "metadata": {"name": name},
+        "spec": {},
+    }
+
+
+def cluster_queue(
+    name: str, flavor: str, namespace: str, gpu_quota: int, version: str
+) -> dict[str, Any]:
+    """A ClusterQueue admitting from ``namespace`` only: GPU quota ``gpu_quota``, cpu and
+    memory plenty (tests count GPUs)."""
+    return {
+        "apiVersion": f"{GROUP}/{version}",
+        "kind": "ClusterQueue",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "queueingStrategy": "BestEffortFIFO",
+            "resourceGroups": [
+                {
+                    "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                    "flavors": [
+                        {
+                            "name": flavor,
+                            "resources": [
+                                {"name": "cpu", "nominalQuota": "64"},
+                                {"name": "memory", "nominalQuota": "256Gi"},
+                                {"name": "nvidia.com/gpu", "nominalQuota": gpu_quota},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def local_queue(name: str, cluster_queue: str, version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{version}",
+        "kind": "LocalQueue",
+        "metadata": {"name": name},
+        "spec": {"clusterQueue": cluster_queue},
+    }
+
+
+def status_condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    """The ``status.conditions`` entry of type ``kind`` of a Kueue object (dict form)."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
 def tiny_job(
     name: str,
     *,
@@ -364,10 +423,12 @@ class Kueue:
         return proc is not None and proc.poll() is None
 
     def stop(self, grace: float = 10.0) -> None:
-        """Webhook configurations first (so no admission waits on a dead server), then
-        SIGTERM, SIGKILL after ``grace`` seconds; bounded."""
-        delete_webhook_configurations(self.cp)
-        _end_process(self.cp, grace)
+        """Webhook configurations first (so no admission waits on a dead server), then the
+        process (see ``_end_process``); bounded."""
+        try:
+            delete_webhook_configurations(self.cp)
+        finally:
+            _end_process(self.cp, grace)
 
     def wait_webhook_covers(self, namespace: str, timeout: float = 30.0) -> None:
         """Wait until Kueue's Job webhooks judge Jobs in ``namespace`` (a namespace label is seen
@@ -472,7 +533,12 @@ def _store_certificates(cp: ControlPlane, pki: WebhookPki, cert_dir: Path) -> No
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    data = {"ca.crt": pki.ca_crt, "ca.key": pki.ca_key, "tls.crt": pki.tls_crt, "tls.key": pki.tls_key}
+    data = {
+        "ca.crt": pki.ca_crt,
+        "ca.key": pki.ca_key,
+        "tls.crt": pki.tls_crt,
+        "tls.key": pki.tls_key,
+    }
     core = client.CoreV1Api(cp.api())
     secret = {
         "metadata": {"name": WEBHOOK_SECRET, "namespace": KUEUE_NAMESPACE},
@@ -483,9 +549,7 @@ def _store_certificates(cp: ControlPlane, pki: WebhookPki, cert_dir: Path) -> No
     except ApiException as exc:
         if exc.status != 409:
             raise
-        core.replace_namespaced_secret(
-            WEBHOOK_SECRET, KUEUE_NAMESPACE, secret, _request_timeout=15
-        )
+        core.replace_namespaced_secret(WEBHOOK_SECRET, KUEUE_NAMESPACE, secret, _request_timeout=15)
     cert_dir.mkdir(parents=True, exist_ok=True)
     for name, value in data.items():
         path = cert_dir / name
@@ -580,7 +644,7 @@ def _wait_webhook(cp: ControlPlane, namespace: str, deadline: float) -> None:
             message = str(getattr(exc, "body", "") or exc)
             if "vjob.kb.io" in message and "denied" in message:
                 return
-            last = f"HTTP {exc.status}: {_api_message(message)}"
+            last = f"HTTP {exc.status}: {_api_message(str(exc.body or ''))}"
         time.sleep(0.2)
     raise ClusterSetupError(
         f"kueue's webhook did not answer for namespace {namespace} in time ({last}); "
@@ -589,9 +653,10 @@ def _wait_webhook(cp: ControlPlane, namespace: str, deadline: float) -> None:
 
 
 def _api_message(body: str) -> str:
-    with contextlib.suppress(ValueError, TypeError):
-        return str(json.loads(body).get("message", body))[:200]
-    return body.strip().splitlines()[-1][:200] if body.strip() else ""
+    """One line from an API error body (its ``message`` when it is a Status)."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        body = str(json.loads(body).get("message", body))
+    return " ".join(body.split())[:200]
 
 
 def _listenable(port: int) -> bool:
@@ -628,7 +693,7 @@ def start_kueue(
     pki: WebhookPki | None = None,
     ports: Mapping[str, int] | None = None,
     kueue_dir: Path = KUEUE_DIR,
-    timeout: float = 60.0,
+    timeout: float = 90.0,
 ) -> Kueue:
     """Install Kueue's CRDs (unless those in place already convert through this webhook port
     and CA) and webhooks into ``cp`` and start it; returns once it admits (bounded by
@@ -684,9 +749,14 @@ def start_kueue(
             delete_webhook_configurations(cp)
         _end_process(cp, grace=3)
         if isinstance(exc, ClusterSetupError):
-            raise
-        if isinstance(exc, ApiException | OSError | subprocess.SubprocessError):
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+            if str(log) in str(exc):
+                raise
+            raise ClusterSetupError(f"{exc}; see {log}") from exc
+        if isinstance(exc, ApiException):
+            reason = f"HTTP {exc.status} {exc.reason}: {_api_message(str(exc.body or ''))}"
+            raise ClusterSetupError(f"kueue did not start ({reason}); see {log}") from exc
+        if isinstance(exc, OSError | subprocess.SubprocessError):
+            reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
             raise ClusterSetupError(f"kueue did not start ({reason}); see {log}") from exc
         raise
     return Kueue(cp, config, chosen, api_version)
@@ -702,7 +772,7 @@ class KueueManager:
         self.kueue_dir = kueue_dir
         self.running: Kueue | None = None
         self.starts = 0
-        self._pki: WebhookPki | None = None
+        self.pki = make_webhook_pki()  # one CA per session: restarts keep the CRDs' caBundle
         self._ports: dict[str, int] | None = None
 
     def ensure(
@@ -723,13 +793,12 @@ class KueueManager:
         if current is not None and current.config == wanted and current.alive():
             return current
         self.stop()
-        self._pki = self._pki or make_webhook_pki()
         ports = free_ports(self._ports)
         self.running = start_kueue(
             self.cp,
             self.workdir,
             wanted,
-            pki=self._pki,
+            pki=self.pki,
             ports=ports,
             kueue_dir=self.kueue_dir,
         )

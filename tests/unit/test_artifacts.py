@@ -126,6 +126,7 @@ def test_launch_plan_record_is_the_old_as_dict() -> None:
         "finished_units": 1,
         "total_units": 3,
         "serving_estimates": {},  # none computed for this plan
+        "gpu_hours_by_student": {},
     }  # fmt: skip
 
 
