@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -54,9 +55,17 @@ from benchmarks._common import emit, log, machine_info, parse_args_with_smoke  #
 
 NAMESPACES = {"kubectl": "bench-kubectl", "skillmix": "bench-skillmix"}
 S3_SECRET = "skillmix-s3"
-SMOKE = {"students": 2, "ks": "1,2", "rounds": 1, "status_runs": 1}
-TARGETS = {"launch_ratio": 1.5, "status_seconds": 2.0}
+SMOKE = {"students": 2, "ks": "1,2", "rounds": 1, "status_runs": 1, "idle_passes": 2}
+# upper bounds, checked in full mode (``targets_met``)
+TARGETS = {
+    "launch_ratio": 1.5,
+    "status_seconds": 2.0,
+    "coordinator_first_pass_cpu_seconds": 5.0,
+    "coordinator_idle_pass_cpu_seconds": 0.1,
+    "coordinator_peak_rss_mib": 256.0,
+}
 COMMAND_TIMEOUT = 900  # seconds, any one command
+COORDINATOR_TIMEOUT = 300  # seconds, each coordinator process (then it is killed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,10 +76,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--status-runs", type=int, default=3, help="runs of each status command (the median)"
     )
+    p.add_argument(
+        "--idle-passes",
+        type=int,
+        default=5,
+        help="coordinator passes measured with nothing changing",
+    )
+    p.add_argument(
+        "--watch-seconds",
+        type=int,
+        default=1,
+        help="how long each idle pass watches the Jobs, then the pods",
+    )
+    p.add_argument(
+        "--coordinator-profile",
+        metavar="PREFIX",
+        help="write cProfile stats of the coordinator's passes to PREFIX.<variant>.<first|settle|idle>",
+    )
     args = parse_args_with_smoke(p, argv, SMOKE)
     args.k_values = [int(k) for k in args.ks.split(",")]
-    if args.students < 1 or args.rounds < 1 or args.status_runs < 1:
-        p.error("--students, --rounds and --status-runs must be positive")
+    if min(args.students, args.rounds, args.status_runs, args.idle_passes, args.watch_seconds) < 1:
+        p.error(
+            "--students, --rounds, --status-runs, --idle-passes and --watch-seconds must be "
+            "positive"
+        )
     return args
 
 
@@ -272,6 +301,7 @@ class Launched:
     run_id: str
     namespace: str
     jobs: int  # Jobs of the rendered manifests
+    attempt: int  # the launch attempt (1: the first launch of the run)
 
 
 def measure_launch(bench: Bench) -> tuple[Launched, dict[str, Any]]:
@@ -311,7 +341,17 @@ def measure_launch(bench: Bench) -> tuple[Launched, dict[str, Any]]:
         )
     }
     created = bench.kubectl("-n", NAMESPACES["skillmix"], "get", "jobs", "-o", "name").split()
-    return Launched(run_id, NAMESPACES["skillmix"], jobs), {
+    attempt = bench.kubectl(
+        "-n",
+        NAMESPACES["skillmix"],
+        "get",
+        "jobs",
+        "-l",
+        f"skillmix.io/run={run_id},skillmix.io/phase=coordinate",
+        "-o",
+        "jsonpath={.items[0].metadata.labels.skillmix\\.io/attempt}",
+    )
+    return Launched(run_id, NAMESPACES["skillmix"], jobs, int(attempt)), {
         "jobs": jobs,
         "jobs_created_by_launch": len(created),
         "kubectl_create_seconds": round(kubectl_s, 2),
@@ -339,10 +379,220 @@ def measure_status(bench: Bench, launched: Launched, args: argparse.Namespace) -
     }
 
 
+def wait_for_pods(bench: Bench, namespace: str, bound: float) -> dict[str, Any]:
+    """Wait (at most ``bound`` seconds) until the Job controller has created a pod for each Job
+    not suspended (no kubelet runs them: they stay Pending), so the coordinator's first pass
+    sees the run's pods and its later passes see nothing change."""
+    suspended = bench.kubectl(
+        "-n", namespace, "get", "jobs", "-o", "jsonpath={range .items[*]}{.spec.suspend}{' '}{end}"
+    ).split(" ")[:-1]
+    expected = sum(1 for value in suspended if value != "true")
+    started = time.monotonic()
+    pods = 0
+    while True:
+        pods = len(bench.kubectl("-n", namespace, "get", "pods", "-o", "name").split())
+        if pods >= expected or time.monotonic() - started >= bound:
+            break
+        time.sleep(2.0)
+    return {"pods": pods, "expected": expected, "seconds": round(time.monotonic() - started, 1)}
+
+
+class _CountingApi:
+    """The coordinator's ClusterApi over a KubeClient, counting the objects listed and the
+    watch events each pass reads. ``naive``: no watches (every pass lists the Jobs and the
+    pods again, each in one unpaged request), the coordinator as it was before the watches."""
+
+    def __init__(self, kube: Any, naive: bool) -> None:
+        self.kube, self.naive = kube, naive
+        self.listed = 0
+        self.events = 0
+
+    def list_raw(self, resource: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+        items, version = self.kube.list_raw(
+            resource, selector, page=1_000_000 if self.naive else 250
+        )
+        self.listed += len(items)
+        return items, version
+
+    def watch_raw(
+        self, resource: str, selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+        from skillmix.k8s.cluster import WatchExpired
+
+        if self.naive:
+            raise WatchExpired()  # the Mirror lists again
+        for kind, obj, rv in self.kube.watch_raw(
+            resource, selector, resource_version, timeout_seconds
+        ):
+            if obj is not None:
+                self.events += 1
+            yield kind, obj, rv
+
+    def create_job_yaml(self, name: str, text: str) -> bool:
+        return bool(self.kube.create_job_yaml(name, text))
+
+    def patch_job(self, name: str, body: dict[str, Any]) -> None:
+        self.kube.patch_job(name, body)
+
+    def warning_events(self) -> list[dict[str, Any]]:
+        return list(self.kube.warning_events())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: after fork and exec that also counts the
+    parent's peak (the kernel folds the old address space's high-water mark into it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def coordinator_process(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in its own process (``measure_coordinator``): the run's coordinator, as
+    ``skillmix task coordinate`` builds it but with the profile's client instead of the pod's,
+    pass by pass, each pass timed. Returns the figures (printed as JSON by the caller)."""
+    import cProfile
+
+    from skillmix.k8s.cluster import KubeClient
+    from skillmix.k8s.coordinator import Coordinator, Timing
+    from skillmix.k8s.profiles import get_profile
+    from skillmix.k8s.values import run_uri_for
+    from skillmix.pipeline.context import open_run
+
+    naive, watch = spec["variant"] == "naive", int(spec["watch_seconds"])
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    _, profile = get_profile(None)
+    api = _CountingApi(KubeClient(profile), naive)
+    run, ctx = open_run(run_uri_for(profile, spec["run_id"]))
+    released: list[str] = []
+    coordinator = Coordinator(
+        run, ctx, int(spec["attempt"]), api=api, timing=Timing(), say=released.append
+    )
+    setup = {
+        "cpu_seconds": round(time.process_time() - cpu0, 3),
+        "wall_seconds": round(time.perf_counter() - wall0, 3),
+        "rss_mib": _peak_rss_mib(),
+    }
+
+    profiles: dict[str, Any] = {}
+
+    def one_pass(watch_seconds: int, kind: str) -> dict[str, Any]:
+        api.listed = api.events = 0
+        del released[:]
+        profiler = profiles.setdefault(kind, cProfile.Profile()) if spec["profile"] else None
+        cpu, wall = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        result = coordinator.step(watch_seconds)
+        if profiler:
+            profiler.disable()
+        return {
+            "cpu_seconds": round(time.process_time() - cpu, 4),
+            "wall_seconds": round(time.perf_counter() - wall, 3),
+            "listed": api.listed,
+            "events": api.events,
+            "released": len(released),
+            "gated_left": result.gated_left,
+            "unfinished": result.unfinished,
+        }
+
+    first = one_pass(0, "first")
+    # catch up on what the first pass's releases set off (bounded), then the idle passes
+    settle: list[dict[str, Any]] = []
+    while not naive and len(settle) < int(spec["max_settle_passes"]):
+        settle.append(one_pass(watch, "settle"))
+        if settle[-1]["events"] == 0 and settle[-1]["released"] == 0:
+            break
+    idle = [one_pass(watch, "idle") for _ in range(int(spec["idle_passes"]))]
+    for kind, profiler in profiles.items():
+        profiler.dump_stats(f"{spec['profile']}.{spec['variant']}.{kind}")
+    idle_cpu = sorted(p["cpu_seconds"] for p in idle)
+    return {
+        "variant": spec["variant"],
+        "jobs_seen": len(coordinator.mirror.jobs),
+        "pods_seen": len(coordinator.mirror.pods),
+        "setup": setup,
+        "first_pass": first,
+        "settle_passes": len(settle),
+        "idle_passes": idle,
+        "idle_pass_cpu_seconds": median(idle_cpu) if idle_cpu else None,
+        "idle_pass_cpu_seconds_max": idle_cpu[-1] if idle_cpu else None,
+        "peak_rss_mib": _peak_rss_mib(),
+        "cpu_seconds_total": round(time.process_time() - cpu0, 3),
+    }
+
+
+def _run_coordinator(
+    bench: Bench, launched: Launched, args: argparse.Namespace, naive: bool
+) -> dict[str, Any]:
+    """``coordinator_process`` in a child process (its CPU time and peak RSS its own), killed
+    after ``COORDINATOR_TIMEOUT`` seconds."""
+    spec = {
+        "run_id": launched.run_id,
+        "attempt": launched.attempt,
+        "variant": "naive" if naive else "watch",
+        "watch_seconds": args.watch_seconds,
+        "profile": str(Path(args.coordinator_profile).resolve())
+        if args.coordinator_profile
+        else "",
+        "idle_passes": args.idle_passes,
+        "max_settle_passes": 20,
+    }
+    code = (
+        "import json, sys\n"
+        "from benchmarks.bench_launch import coordinator_process\n"
+        "print(json.dumps(coordinator_process(json.loads(sys.argv[1]))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        env=bench.env,
+        cwd=bench.tmp,
+        capture_output=True,
+        text=True,
+        timeout=COORDINATOR_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"the coordinator process failed ({proc.returncode}): {proc.stderr[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure_coordinator(
+    bench: Bench, launched: Launched, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The run's coordinator out of the cluster, in its own process, against the launched
+    Jobs: its first pass (the paged lists of Jobs and pods, and the decisions), then idle
+    passes (one watch of ``--watch-seconds`` for the Jobs and one for the pods each); then the
+    naive variant (every pass lists everything again) for comparison."""
+    log("waiting for the Job controller's pods to settle ...")
+    settled = wait_for_pods(bench, launched.namespace, bound=60.0 if args.smoke else 300.0)
+    log(f"coordinator ({settled['pods']} pods) ...")
+    watch = _run_coordinator(bench, launched, args, naive=False)
+    log("coordinator, naive variant (lists everything every pass) ...")
+    naive = _run_coordinator(bench, launched, args, naive=True)
+    return {
+        "coordinator_pods_before": settled["pods"],
+        "coordinator_pods_expected": settled["expected"],
+        "coordinator_pods_settle_seconds": settled["seconds"],
+        "coordinator_first_pass_cpu_seconds": watch["first_pass"]["cpu_seconds"],
+        "coordinator_first_pass_wall_seconds": watch["first_pass"]["wall_seconds"],
+        "coordinator_idle_pass_cpu_seconds": watch["idle_pass_cpu_seconds"],
+        "coordinator_peak_rss_mib": watch["peak_rss_mib"],
+        "coordinator": watch,
+        "coordinator_naive": naive,
+    }
+
+
 # Phases measured on the launched run, in this order; each returns its fields of the document
 # (and a new target goes into TARGETS).
 AFTER_LAUNCH: tuple[Callable[[Bench, Launched, argparse.Namespace], dict[str, Any]], ...] = (
     measure_status,
+    measure_coordinator,
 )
 
 
@@ -362,6 +612,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rounds": args.rounds,
         **measured,
         "targets": TARGETS,
+        # the targets mean something only at full size
+        "targets_met": None
+        if args.smoke
+        else {name: measured[name] <= bound for name, bound in TARGETS.items()},
     }
 
 

@@ -276,6 +276,47 @@ class UsageRow(_Artifact):
     )
 
 
+class GpuTime(_Artifact):
+    """GPU time of one student's generation pods (or of all of them), beside the estimate."""
+
+    pods: int = Field(description="Generation pods whose GPU time was recorded.")
+    gpu_seconds: float = Field(
+        description="Measured GPU-seconds: each pod's GPUs (a MIG slice as its share of a GPU) "
+        "times the seconds from its start to its end, failed and deleted pods included."
+    )
+    gpu_hours: float = Field(description="gpu_seconds / 3600.")
+    failed_or_deleted_pods: int = Field(
+        description="Pods that ended Failed or were Deleted (paid for, no result)."
+    )
+    failed_or_deleted_gpu_seconds: float = Field(
+        description="The GPU-seconds of those pods (part of gpu_seconds)."
+    )
+    estimated_gpu_hours: float | None = Field(
+        description="The launch plans' estimate, summed over the measured launch attempts; "
+        "None when no plan estimated it."
+    )
+    measured_over_estimate: float | None = Field(
+        description="gpu_hours / estimated_gpu_hours; None without a positive estimate."
+    )
+
+
+class GpuUsageSection(_Artifact):
+    """GPU time measured from the generation pods of a Kubernetes run (``usage/pods/``)."""
+
+    students: dict[str, GpuTime] = Field(description="Per student, in the experiment's order.")
+    total: GpuTime = Field(description="Every student together.")
+    attempts: list[int] = Field(description="Launch attempts with GPU time recorded.")
+    unmeasured_attempts: list[int] = Field(
+        default_factory=list,
+        description="Launch attempts that planned GPU time but recorded none (e.g. without "
+        "the coordinator); their estimate is left out.",
+    )
+    note: str = Field(description="Where the numbers come from, in words.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Usage or launch records that could not be read."
+    )
+
+
 class _Generated(_Artifact):
     student: str = Field(description="Student name.")
     k: int = Field(description="Number of skills.")
@@ -526,6 +567,11 @@ class Summary(_Versioned):
     metrics: MetricsSection = Field(description="Metric rows and their settings.")
     leaderboards: list[Leaderboard] = Field(description="One ranking per metric.")
     usage: list[UsageRow] = Field(description="Tokens and cost per model and phase.")
+    gpu_usage: GpuUsageSection | None = Field(
+        None,
+        description="GPU time measured from the generation pods beside the plan's estimate; "
+        "None without pod usage records (local runs, reference imports, no GPU pods).",
+    )
     failures: Failures = Field(description="Failed and unparsed records.")
     quality: list[QualityRow] = Field(description="Answer quality per student and k.")
     agreement: AgreementSection = Field(description="Agreement between grading rounds.")

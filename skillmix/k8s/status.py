@@ -59,7 +59,7 @@ def run_status(
     deferred = [d for d in progress.pop("deferred") if d.name not in names]
     if current and deferred and deferred[0].attempt == attempt:
         current += deferred
-    coordinator = coordinator_state(current)
+    coordinator = coordinator_state(current, pods)
     detail = progress.pop("units_detail")
     jobs = [_job_row(s, detail, reasons.get(s.name, []), coordinator) for s in _ordered(current)]
     counts: dict[str, dict[str, int]] = {}
@@ -69,12 +69,14 @@ def run_status(
     attention = [j for j in jobs if j["state"] == "Failed" or j["reasons"]]
     if current:
         source = "cluster"
-        if any(j["state"] == "Failed" for j in jobs):
+        if any(j["state"] == "Failed" and j["phase"] != "coordinate" for j in jobs):
             overall = "failed"
         elif progress["report"] and all(j["state"] == "Complete" for j in jobs):
             overall = "complete"
         elif coordinator and coordinator["state"] in ("Missing", "Failed"):
-            overall = "stalled"  # held-back Jobs that nothing will release
+            overall = "stalled"  # held-back Jobs nothing releases; `launch` again recovers
+        elif any(j["state"] == "Failed" for j in jobs):
+            overall = "failed"
         else:
             overall = "running"
     else:
@@ -105,9 +107,12 @@ def _ordered(states: list[JobState]) -> list[JobState]:
     return sorted(states, key=lambda s: (PHASES.index(s.phase) if s.phase in PHASES else 9, s.name))
 
 
-def coordinator_state(jobs: list[JobState]) -> dict[str, str] | None:
+def coordinator_state(
+    jobs: list[JobState], pods: list[dict[str, Any]] | None = None
+) -> dict[str, str] | None:
     """Whether the attempt's held-back Jobs have a coordinator to release them: None when none
-    waits; else its state (Running, Complete...), "Missing" or "Failed", and why."""
+    waits; else its state (Running, Complete...), "Missing" or "Failed", and why (its pod's
+    last words when ``pods`` has them)."""
     waiting = [s for s in jobs if s.gated and not s.released and not s.finished]
     if not waiting:
         return None
@@ -120,12 +125,27 @@ def coordinator_state(jobs: list[JobState]) -> dict[str, str] | None:
         }
     state = mine[0].state
     if state == "Failed":
+        why = _last_words(mine[0].name, pods or []) or mine[0].reason or "see its logs"
         return {
             "state": "Failed",
-            "reason": f"the coordinator failed ({mine[0].reason or 'see its logs'}); the "
+            "reason": f"the coordinator failed ({why}); the "
             f"{len(waiting)} held-back Job(s) wait; `skillmix launch` again replaces it",
         }
     return {"state": state, "reason": ""}
+
+
+def _last_words(job: str, pods: list[dict[str, Any]]) -> str:
+    """The last line of the termination message of the Job's latest failed client."""
+    latest = ""
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp"))):
+        if pod_job(pod) != job:
+            continue
+        for c in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((c.get("state") or {}).get("terminated") or {}).get("message") or ""
+            lines = [line for line in message.splitlines() if line.strip()]
+            if c.get("name") == "client" and lines:
+                latest = _one_line(lines[-1])
+    return latest
 
 
 def gpu_cap(jobs: list[JobState]) -> dict[str, int] | None:

@@ -4,12 +4,22 @@ the executors call it, and it reads runs through pipeline/ and store/."""
 
 from __future__ import annotations
 
-from skillmix.artifacts import ReferenceImportRun, Summary
-from skillmix.errors import SkillmixError
+import re
+
+from skillmix.artifacts import (
+    GpuUsageSection,
+    LaunchPlanRecord,
+    PodUsage,
+    ReferenceImportRun,
+    Summary,
+    parse_artifact,
+)
+from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.method.metrics import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
+from skillmix.report.gpu_usage import gpu_usage_section
 from skillmix.report.leaderboard import imported_board
 from skillmix.report.summary import build_summary, report_files
 from skillmix.store.layout import RunLayout
@@ -18,6 +28,7 @@ from skillmix.store.runs import RunStore
 ANSWERS_JSONL = "answers.jsonl"
 SCORES_CSV = "scores.csv"
 IDENTICAL_ROUNDS = "byte-identical grading rounds"  # legacy.identical_rounds_message says it
+_LAUNCH_RECORD = re.compile(r"attempt-(\d{3,})\.json")
 
 
 class NoFinishedGrades(SkillmixError):
@@ -39,6 +50,7 @@ def build_report(
         raise NoFinishedGrades(f"{run.uri}: no finished grades yet", hint=resume_hint(run))
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
+    summary.gpu_usage = read_gpu_usage(run, [s.name for s in ctx.experiment.students])
     info = run.read_run()
     if isinstance(info, ReferenceImportRun):
         # byte-identical grading rounds (the reference's grade.py --nruns R writes one grading
@@ -60,6 +72,40 @@ def build_report(
     files[ANSWERS_JSONL] = answers_jsonl(answers).encode()
     files[SCORES_CSV] = scores_csv(answers).encode()
     return summary, files, metrics
+
+
+def read_gpu_usage(run: RunStore, students: list[str]) -> GpuUsageSection | None:
+    """The GPU time of the run's generation pods (``usage/pods/*.json``, written by the
+    coordinator of a Kubernetes run) beside each launch attempt's estimate; None without usage
+    records. A record that cannot be read is left out and named in the section's warnings (the
+    report is still built); a store that cannot be read stops as everywhere else."""
+    keys = [k for k in run.store.list_keys(RunLayout.POD_USAGE) if k.endswith(".json")]
+    if not keys:
+        return None
+    base = run.uri.rstrip("/")
+    pods: list[PodUsage] = []
+    problems: list[str] = []
+    for key in keys:
+        raw = run.store.read_bytes(key)
+        try:
+            pods.append(parse_artifact(PodUsage, raw, f"{base}/{key}"))
+        except SkillmixError as exc:
+            problems.append(f"{exc} (left out)")
+    plans: dict[int, LaunchPlanRecord | None] = {}
+    for key in run.store.list_keys(RunLayout.LAUNCHES):
+        found = _LAUNCH_RECORD.fullmatch(key.rsplit("/", 1)[-1])
+        if found is None:
+            continue
+        attempt = int(found.group(1))
+        try:
+            record = run.read_launch_record(attempt)
+        except SkillmixError as exc:
+            if isinstance(exc, RunFailedError):  # the store, not the file
+                raise
+            problems.append(f"{exc} (its estimate is left out)")
+            record = None
+        plans[attempt] = record.plan if record is not None else None
+    return gpu_usage_section(pods, plans, students, problems)
 
 
 def run_aggregate_task(run: RunStore, ctx: RunContext) -> tuple[Summary, RunMetrics]:

@@ -19,6 +19,7 @@ from skillmix.artifacts import (
     FailedGeneration,
     FailedGrade,
     GalleryExample,
+    GpuUsageSection,
     Leaderboard,
     LeaderboardCell,
     LeaderboardRow,
@@ -30,6 +31,7 @@ from skillmix.artifacts import (
 from skillmix.method.metrics import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.answers import AnswerSet, browser_payload
+from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.leaderboard import (
     READING_NOTE,
     board_note,
@@ -663,7 +665,7 @@ def failures_section(summary: Summary) -> Safe:
     )
 
 
-def usage_section(usage: Sequence[UsageRow]) -> Safe:
+def usage_section(usage: Sequence[UsageRow], gpu: GpuUsageSection | None = None) -> Safe:
     rows: list[list[Any]] = [
         [
             u.model,
@@ -719,7 +721,31 @@ def usage_section(usage: Sequence[UsageRow]) -> Safe:
             caption="Tokens and estimated cost per model and phase",
             foot=total,
         ),
+        gpu_time_part(gpu),
         id="usage",
+    )
+
+
+def gpu_time_part(section: GpuUsageSection | None) -> Safe | None:
+    """The "GPU time" table of a Kubernetes run with pod usage records (None without)."""
+    if section is None:
+        return None
+    rows = [[student, *gpu_time_cells(t)] for student, t in section.students.items()]
+    total = [[el("td", el("strong", "total")), *gpu_time_cells(section.total)]]
+    return el(
+        "div",
+        el("h3", "GPU time"),
+        el("p", section.note, class_="note"),
+        *[el("div", el("strong", "Warning: "), w, class_="banner") for w in section.warnings],
+        table(
+            ["student", *GPU_TIME_COLUMNS],
+            rows,
+            numeric=range(1, 1 + len(GPU_TIME_COLUMNS)),
+            caption=GPU_TIME_CAPTION,
+            foot=total,
+            class_="gpu-time",
+        ),
+        id="gpu-time",
     )
 
 
@@ -887,7 +913,7 @@ def render_html(
         ),
         agreement_section(summary.agreement),
         failures_section(summary),
-        usage_section(summary.usage),
+        usage_section(summary.usage, summary.gpu_usage),
         cost_section(summary, cost_img),
         gallery_section(summary.gallery),
         answers_section(answers) if answers is not None else None,

@@ -14,6 +14,7 @@ from skillmix.artifacts import (
     AgreementSection,
     CategoryRates,
     GalleryExample,
+    GpuUsageSection,
     Leaderboard,
     MetricValueJson,
     SkillRates,
@@ -22,6 +23,7 @@ from skillmix.artifacts import (
 )
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.leaderboard import (
     READING_NOTE,
     board_note,
@@ -353,6 +355,7 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
             numeric=range(3, 8),
         ),
         "",
+        *gpu_usage_markdown(summary.gpu_usage),
     ]
     f = summary.failures
     lines += [
@@ -373,6 +376,26 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
             lines += [f"### {md_escape(item.student)}, k = {item.k}", ""]
         lines += example_markdown(item)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def gpu_usage_markdown(section: GpuUsageSection | None) -> list[str]:
+    """The "GPU time" table (Kubernetes runs with pod usage records), with its note and total
+    row; nothing without usage records."""
+    if section is None:
+        return []
+    rows = [[md_escape(student), *gpu_time_cells(t)] for student, t in section.students.items()]
+    rows.append(["**total**", *gpu_time_cells(section.total)])
+    return [
+        "### GPU time",
+        "",
+        md_escape(section.note),
+        "",
+        *[line for w in section.warnings for line in (f"> **Warning**: {md_escape(w)}", "")],
+        *md_table(
+            ["student", *GPU_TIME_COLUMNS], rows, numeric=range(1, 1 + len(GPU_TIME_COLUMNS))
+        ),
+        "",
+    ]
 
 
 def leaderboards_markdown(summary: Summary) -> list[str]:
