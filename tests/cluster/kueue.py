@@ -299,8 +299,9 @@ def resource_flavor(name: str, version: str) -> dict[str, Any]:
 def cluster_queue(
     name: str, flavor: str, namespace: str, gpu_quota: int, version: str
 ) -> dict[str, Any]:
-    """A ClusterQueue admitting from ``namespace`` only: GPU quota ``gpu_quota``, cpu and
-    memory plenty (tests count GPUs)."""
+    """A ClusterQueue admitting from ``namespace`` only: GPU quota ``gpu_quota``, cpu, memory
+    and ephemeral storage plenty (tests count GPUs). Kueue leaves a Workload that requests a
+    resource no flavor covers inadmissible, and vLLM pods request ephemeral-storage."""
     return {
         "apiVersion": f"{GROUP}/{version}",
         "kind": "ClusterQueue",
@@ -310,13 +311,14 @@ def cluster_queue(
             "queueingStrategy": "BestEffortFIFO",
             "resourceGroups": [
                 {
-                    "coveredResources": ["cpu", "memory", "nvidia.com/gpu"],
+                    "coveredResources": ["cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"],
                     "flavors": [
                         {
                             "name": flavor,
                             "resources": [
                                 {"name": "cpu", "nominalQuota": "64"},
                                 {"name": "memory", "nominalQuota": "256Gi"},
+                                {"name": "ephemeral-storage", "nominalQuota": "1Ti"},
                                 {"name": "nvidia.com/gpu", "nominalQuota": gpu_quota},
                             ],
                         }

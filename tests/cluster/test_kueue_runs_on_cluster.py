@@ -8,6 +8,8 @@ profile's WorkloadPriorityClass."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +21,23 @@ from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, generation_prefix
 from skillmix.store.uri import open_store
-from tests.cluster.conftest import Cluster, KueueCluster
+from tests.cluster.conftest import Cluster, KueueCluster, wait_for
 from tests.cluster.kueue import GROUP
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("kueue")]
 
 
-def small_run(tmp: Path, name: str) -> tuple[Path, str]:
+def small_run(
+    tmp: Path, name: str, students: list[dict[str, Any]] | None = None
+) -> tuple[Path, str]:
+    mock = {"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4}
     doc: dict[str, Any] = {
         "name": name,
         "seed": 4,
         "ks": [2],
         "combinations": 2,
         "generation_rounds": 2,
-        "students": [{"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4}],
+        "students": students or [mock],
         "grader": {"name": "judge", "backend": "mock", "model": "judge", "rounds": 1},
         "metrics": {"bootstrap_samples": 10},
     }
@@ -121,13 +126,16 @@ def test_kueue_run_completes_with_deferred_phases(
     assert "the coordinator creates 3 more when their inputs exist" in out.stderr
     deferred = open_store(f"{cluster.store}/{run_id}").read_bytes(RunLayout.launch_deferred(1))
     assert deferred.count(b"kind: Job") == 3  # 2 grading Jobs, the aggregation
-    status = cluster.skillmix("status", run_id, "--format", "json", check=True)
-    assert '"Gated"' in status.stdout or '"Complete"' in status.stdout
-    out = cluster.skillmix("launch", "-f", str(path), "--wait", "--timeout", "240", timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    # the same checks as the other configurations, on the finished run
-    jobs = cluster.jobs(f"skillmix.io/run={run_id}")
-    assert len(jobs) == 6 and all("Complete" in conditions(j) for j in jobs)
+    doc = json.loads(cluster.skillmix("status", run_id, "--format", "json", check=True).stdout)
+    grading = [j for j in doc["jobs"] if j["phase"] == "grade"]
+    assert len(grading) == 2  # shown before they exist (read from the stored manifests)
+    launch_and_check_existing(cluster, kc, run_id)
+
+    def all_complete() -> list[Any] | None:
+        jobs = cluster.jobs(f"skillmix.io/run={run_id}")
+        return jobs if len(jobs) == 6 and all("Complete" in conditions(j) for j in jobs) else None
+
+    jobs = wait_for(all_complete, "every Job (the coordinator's last) to complete", 60)
     for job in jobs:
         assert kc.workload_for(job.metadata.name) is not None
 
@@ -190,7 +198,6 @@ def test_kueue_admission_gate_holds_phases_created_at_launch(
 def launch_and_check_existing(cluster: Cluster, kc: KueueCluster, run_id: str) -> None:
     out = cluster.skillmix("status", run_id, "--format", "json", check=True)
     assert run_id in out.stdout
-    import time
 
     deadline = time.monotonic() + 240
     run = RunStore(open_store(f"{cluster.store}/{run_id}"))
@@ -242,7 +249,11 @@ def test_kueue_plan_warnings_priority_class_and_v1beta2(
         priority = generation.metadata.labels["kueue.x-k8s.io/priority-class"]
         assert priority == f"{kc.namespace}-low"
         workload = kc.workload_for(generation.metadata.name)
-        assert workload is not None and workload["spec"]["priorityClassName"] == priority
+        assert workload is not None
+        # v1beta2 names it priorityClassRef ({group, kind, name}); v1beta1 priorityClassName
+        ref = workload["spec"].get("priorityClassRef") or {}
+        assert ref.get("name", workload["spec"].get("priorityClassName")) == priority
+        assert workload["spec"]["priority"] == 10
         assert kc.version == "v1beta2"
         from skillmix.k8s.cluster import KubeClient
         from skillmix.k8s.profiles import get_profile
@@ -253,3 +264,53 @@ def test_kueue_plan_warnings_priority_class_and_v1beta2(
         kc.custom().delete_cluster_custom_object(
             GROUP, kc.version, "workloadpriorityclasses", f"{kc.namespace}-low"
         )
+
+
+def test_kueue_quota_never_admits_more_gpus_than_the_cluster_queue_holds(
+    cluster: Cluster, kueue_cluster: Any, tmp_path: Path
+) -> None:
+    """A ClusterQueue with 1 GPU and a run of two one-GPU generation Jobs (the vLLM stand-in on
+    the GPU node): Kueue admits one at a time (never 2 GPUs unsuspended at once), the other
+    waits suspended, and the run completes."""
+    import threading
+
+    from tests.cluster.test_failures_on_cluster import STAND_IN_VLLM, _gpu_profile
+
+    kc = kueue_cluster(local_queue="skillmix", gpu_quota=1)
+    _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=60)
+    set_profile(cluster, kueue_queue="skillmix")
+    qwen = {"name": "qwen", "backend": "vllm", "model": "qwen", "vllm": {"model": "stand-in/x"}}
+    path, run_id = small_run(tmp_path, "kueue-quota", [qwen])
+    most = [0]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    batch = cluster.batch()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            try:
+                jobs = batch.list_namespaced_job(
+                    cluster.namespace,
+                    label_selector=f"skillmix.io/run={run_id},skillmix.io/phase=generate",
+                ).items
+            except Exception as exc:  # reported below
+                errors.append(exc)
+                return
+            running = [j for j in jobs if not j.spec.suspend and "Complete" not in conditions(j)]
+            most[0] = max(most[0], len(running))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out = cluster.skillmix("launch", "-f", str(path), "--wait", "--timeout", "300", timeout=330)
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        stop.set()
+        sampler.join(10)
+    assert not errors, errors
+    assert most[0] == 1, most
+    jobs = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/phase=generate")
+    assert len(jobs) == 2
+    admitted = sorted(_admitted_at(kc.workload_for(j.metadata.name)) for j in jobs)
+    finished = min(j.status.completion_time for j in jobs)
+    assert admitted[1] >= finished  # the second waited for the first one's GPU
