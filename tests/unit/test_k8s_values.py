@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
@@ -924,3 +925,140 @@ def test_profile_file_with_a_repeated_key_is_an_error(tmp_path: Any) -> None:
     with pytest.raises(SkillmixError) as info:
         load_profiles(path)
     assert info.value.message == f"{path}:4: duplicate key 'namespace' (first on line 3)"
+
+
+# ---------------------------------------------------------------------------------------------
+# a shared GPU cluster: MIG slices, the GPU cap, Kueue's ways to hold a Job, labels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_mig_slice_is_sized_as_its_share_of_a_gpu() -> None:
+    """nvidia.com/mig-1g.10gb is 1/7 of a GPU: 1 CPU (not 4), 5Gi memory (not 32), an 8Gi model
+    volume (not 50) and 3Gi of /dev/shm (not 16); a whole GPU keeps the full sizing."""
+    qwen = {
+        "name": "qwen",
+        "backend": "vllm",
+        "model": "q",
+        "kubernetes": {"gpu_resource": "nvidia.com/mig-1g.10gb"},
+    }
+    c = resolve_context(experiment(students=[qwen]))
+    entry = values_for(c)["students"]["qwen"]
+    assert entry["resources"]["requests"] == {
+        "cpu": "1",
+        "memory": "5Gi",
+        "ephemeral-storage": "18Gi",  # 10Gi scratch + the 8Gi model volume
+    }
+    assert entry["modelVolumeSize"] == "8Gi" and entry["shmSize"] == "3Gi"
+    three = {**qwen, "kubernetes": {"gpu_resource": "nvidia.com/mig-3g.40gb"}}
+    entry = values_for(resolve_context(experiment(students=[three])))["students"]["qwen"]
+    assert entry["resources"]["requests"]["cpu"] == "2"
+    assert entry["resources"]["requests"]["memory"] == "14Gi"
+    whole = values_for(resolve_context(experiment(students=[{**qwen, "kubernetes": {}}])))
+    assert whole["students"]["qwen"]["resources"]["requests"]["memory"] == "32Gi"
+
+
+def test_hold_mode_follows_the_clusters_kueue() -> None:
+    from skillmix.k8s.values import hold_mode
+
+    assert hold_mode(cluster_profile()) == "suspend"
+    assert hold_mode(cluster_profile(kueue_queue="q")) == "defer"
+    assert hold_mode(cluster_profile(kueue_queue="q", kueue_admission_gate=True)) == "gate"
+    with pytest.raises(ValidationError, match="kueue_admission_gate needs kueue_queue"):
+        cluster_profile(kueue_admission_gate=True)
+
+
+def test_the_gpu_cap_gates_vllm_jobs_and_refuses_a_job_bigger_than_the_cap(
+    ctx: RunContext,
+) -> None:
+    v = values_for(ctx, cluster_profile(max_gpus=4))
+    assert v["gpuCap"] == 4 and v["coordinator"]["enabled"]
+    qwen = [e for e in v["generation"] if e["student"] == "qwen"]
+    assert qwen and all(e["gpuWeight"] == 2 for e in qwen)  # tensor parallel 2
+    assert all("gpuWeight" not in e for e in v["generation"] if e["student"] != "qwen")
+    with pytest.raises(
+        SkillmixError, match="needs 2 GPUs .* more than the cluster profile's max_gpus 1"
+    ):
+        values_for(ctx, cluster_profile(max_gpus=1))
+
+
+def test_profile_labels_and_priority_reach_the_values() -> None:
+    v = values_for(
+        resolve_context(experiment()),
+        cluster_profile(
+            labels={"team": "nlp", "example.com/cost-centre": "42"},
+            priority_class_name="batch-low",
+            kueue_queue="q",
+            kueue_priority_class="eval-low",
+        ),
+    )
+    assert v["pods"] == {
+        "labels": {"team": "nlp", "example.com/cost-centre": "42"},
+        "priorityClassName": "batch-low",
+    }
+    assert v["kueue"] == {"queueName": "q", "priorityClass": "eval-low"}
+    assert v["students"]["qwen"]["kueuePriorityClass"] == "eval-low"
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"skillmix.io/team": "x"}, "labels: skillmix.io/team is set by skillmix"),
+        ({"team": "not ok"}, "labels.team: 'not ok' is not a Kubernetes label value"),
+        ({"bad key!": "x"}, "'bad key!' is not a Kubernetes label key"),
+    ],
+)
+def test_profile_labels_are_checked(labels: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        cluster_profile(labels=labels)
+
+
+def test_the_coordinator_outlives_the_longest_chain_of_deadlines(ctx: RunContext) -> None:
+    """Its deadline is a backstop at least as long as the longest generation Job's deadline
+    plus grading and aggregation (not the sum of every phase's from creation)."""
+    profile = cluster_profile(deadlines={"coordinator_seconds": 600, "model_load_seconds": 905})
+    v = values_for(ctx, profile)
+    longest = max(e["deadlineSeconds"] for e in v["generation"])
+    d = profile.deadlines
+    chain = longest + d.grading_seconds + d.aggregation_seconds
+    assert v["jobs"]["activeDeadlineSeconds"]["coordinator"] == chain
+    args = v["coordinator"]["args"]
+    assert args[args.index("--timeout") + 1] == str(chain)
+    assert args[args.index("--stuck-seconds") + 1] == "600"
+    assert args[args.index("--unschedulable-seconds") + 1] == "1800"
+
+
+def test_the_plan_warns_when_model_loads_outlast_kueues_wait_for_pods_ready(
+    ctx: RunContext,
+) -> None:
+    from skillmix.k8s.launch import plan_warnings
+
+    profile = cluster_profile(kueue_queue="q", kueue_wait_for_pods_ready_seconds=300)
+    [warning] = plan_warnings(ctx, profile)
+    assert "(deadlines.model_load_seconds 905s) exceeds Kueue's waitForPodsReady timeout" in warning
+    fine = cluster_profile(kueue_queue="q", kueue_wait_for_pods_ready_seconds=1200)
+    assert plan_warnings(ctx, fine) == []
+    assert plan_warnings(ctx, cluster_profile(kueue_wait_for_pods_ready_seconds=300)) == []
+
+
+def test_admission_problems_read_what_kueues_webhook_did() -> None:
+    """The pre-flight's dry-run answers: a queue label the profile does not know (Kueue's
+    LocalQueueDefaulting), a Job suspended by a webhook (manageJobsWithoutQueueName), another
+    queue than the profile's."""
+    from skillmix.k8s.cluster import admission_problems
+
+    sent = {"j": {"metadata": {"name": "j"}, "spec": {}}}
+
+    def answer(labels: dict[str, str], suspend: bool = False) -> list[dict[str, Any]]:
+        return [{"metadata": {"name": "j", "labels": labels}, "spec": {"suspend": suspend}}]
+
+    queued = answer({"kueue.x-k8s.io/queue-name": "default"}, True)
+    [problem] = admission_problems(sent, queued, None)
+    assert "LocalQueueDefaulting" in problem and "kueue_queue" in problem
+    [problem] = admission_problems(sent, answer({}, suspend=True), None)
+    assert "manageJobsWithoutQueueName" in problem
+    [problem] = admission_problems(sent, queued, "mine")
+    assert "changed its Kueue queue to 'default'" in problem
+    assert (
+        admission_problems(sent, answer({"kueue.x-k8s.io/queue-name": "mine"}, True), "mine") == []
+    )
+    assert admission_problems(sent, answer({}), None) == []

@@ -10,7 +10,8 @@ import yaml
 
 from skillmix.artifacts import LaunchRecord
 from skillmix.config import Experiment
-from skillmix.k8s.launch import MODEL_LOAD_SECONDS, plan_launch
+from skillmix.k8s.estimate import MODEL_LOAD_SECONDS
+from skillmix.k8s.launch import plan_launch
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values, student_values
 from skillmix.pipeline.context import RunContext, resolve_context
