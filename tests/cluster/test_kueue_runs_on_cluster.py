@@ -314,3 +314,24 @@ def test_kueue_quota_never_admits_more_gpus_than_the_cluster_queue_holds(
     admitted = sorted(_admitted_at(kc.workload_for(j.metadata.name)) for j in jobs)
     finished = min(j.status.completion_time for j in jobs)
     assert admitted[1] >= finished  # the second waited for the first one's GPU
+
+
+def test_kueue_example_objects_are_accepted_by_kueue(
+    cluster: Cluster, kueue_cluster: Any, tmp_path: Path
+) -> None:
+    """k8s/kueue-example.yaml, as an admin applies it (its namespace swapped for the test's), is
+    valid for the real CRDs and Kueue's webhooks (a server-side dry run: nothing persists)."""
+    from tests.cluster.controlplane import REPO_ROOT
+
+    kueue_cluster(local_queue=None)
+    docs = list(yaml.safe_load_all((REPO_ROOT / "k8s" / "kueue-example.yaml").read_text()))
+    for doc in docs:
+        if doc["kind"] == "LocalQueue":
+            doc["metadata"]["namespace"] = cluster.namespace
+        if doc["kind"] == "ClusterQueue":
+            doc["spec"]["namespaceSelector"]["matchLabels"] = {
+                "kubernetes.io/metadata.name": cluster.namespace
+            }
+    out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    for kind in ("resourceflavor", "clusterqueue", "localqueue", "workloadpriorityclass"):
+        assert kind in out, out

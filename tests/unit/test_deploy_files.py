@@ -209,15 +209,16 @@ def test_kind_config() -> None:
 
 def test_kueue_example_structure() -> None:
     docs = documents(K8S / "kueue-example.yaml")
-    assert {d["apiVersion"] for d in docs} == {"kueue.x-k8s.io/v1beta1"}
+    assert {d["apiVersion"] for d in docs} == {"kueue.x-k8s.io/v1beta2"}
     kinds = {d["kind"] for d in docs}
-    assert kinds == {"ResourceFlavor", "ClusterQueue", "LocalQueue"}
+    assert kinds == {"ResourceFlavor", "ClusterQueue", "LocalQueue", "WorkloadPriorityClass"}
     flavors = {d["metadata"]["name"] for d in docs if d["kind"] == "ResourceFlavor"}
     queues = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterQueue"}
     for queue in queues.values():
         for group in queue["spec"]["resourceGroups"]:
             covered = set(group["coveredResources"])
-            assert {"cpu", "memory", "nvidia.com/gpu"} <= covered
+            # vLLM pods request ephemeral-storage: an uncovered resource is never admitted
+            assert {"cpu", "memory", "ephemeral-storage", "nvidia.com/gpu"} <= covered
             for flavor in group["flavors"]:
                 assert flavor["name"] in flavors
                 assert {r["name"] for r in flavor["resources"]} == covered
