@@ -45,6 +45,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -74,6 +75,8 @@ STUCK_REASONS = (
 )
 API_OUTAGE_SECONDS = 900.0  # API errors retried this long (with backoff) before giving up
 MAX_BACKOFF = 60.0
+MIN_PASS_SECONDS = 0.5  # a pass's changes are batched this long (pods change often)
+RESOURCES = ("jobs", "pods")
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _GPU_RESOURCE = re.compile(r"^[a-z0-9.-]+/(gpu|mig-.+)$")
 
@@ -173,43 +176,102 @@ class ClusterApi(Protocol):
 
 class Mirror:
     """The attempt's Jobs and pods, kept current by watches resumed from their
-    resourceVersion (a 410 Gone lists again). Each :meth:`sync` reads what changed."""
+    resourceVersion (a 410 Gone lists again). In a pod, :meth:`start` lists both once and two
+    threads follow their watches (:meth:`wait` returns as soon as something changed); tests and
+    benchmarks call :meth:`sync` instead, which catches up in the calling thread. Readers hold
+    :attr:`lock`."""
+
+    WATCH_SECONDS = 60  # one watch request lasts this long at most, then resumes
 
     def __init__(self, api: ClusterApi, selector: str) -> None:
         self.api, self.selector = api, selector
         self.jobs: dict[str, JobState] = {}
         self.pods: dict[str, PodView] = {}
         self.gone: list[PodView] = []  # pods deleted since the last take_gone()
+        self.lock = threading.RLock()
+        self.changed = threading.Event()
         self._versions: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
 
     def sync(self, watch_seconds: int) -> None:
-        """Catch up on Jobs then pods: a list the first time (or after 410), else one watch
-        of each lasting at most ``watch_seconds`` (its events arrive as they happen)."""
-        for resource in ("jobs", "pods"):
-            if resource not in self._versions:
-                self._relist(resource)
-                continue
+        """Catch up on Jobs then pods in this thread: a list the first time (or after 410),
+        else one watch of each lasting at most ``watch_seconds``."""
+        for resource in RESOURCES:
+            self._catch_up(resource, watch_seconds)
+
+    def start(self) -> None:
+        """List Jobs and pods (errors raise here), then follow both from watcher threads."""
+        for resource in RESOURCES:
+            self._relist(resource)
+        for resource in RESOURCES:
+            thread = threading.Thread(
+                target=self._follow, args=(resource,), name=f"watch-{resource}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wait(self, seconds: float) -> None:
+        """Until something changed or ``seconds`` passed; raises what a watcher ran into (the
+        caller retries; the watcher goes on with backoff)."""
+        self.changed.wait(seconds)
+        self.changed.clear()
+        with self.lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _follow(self, resource: str) -> None:
+        pause = 0.5
+        while not self._stop.is_set():
+            began = time.monotonic()
             try:
-                for kind, obj, rv in self.api.watch_raw(
-                    resource, self.selector, self._versions[resource], watch_seconds
-                ):
+                self._catch_up(resource, self.WATCH_SECONDS)
+            except Exception as exc:  # surfaced by the next wait()
+                with self.lock:
+                    self._error = exc
+                self.changed.set()
+            else:
+                if time.monotonic() - began >= 1.0:
+                    pause = 0.5
+                    continue
+            # a watch that failed or ended at once (the API is down): back off
+            self._stop.wait(pause)
+            pause = min(MAX_BACKOFF, pause * 2)
+
+    def _catch_up(self, resource: str, watch_seconds: int) -> None:
+        if resource not in self._versions:
+            self._relist(resource)
+            return
+        try:
+            for kind, obj, rv in self.api.watch_raw(
+                resource, self.selector, self._versions[resource], watch_seconds
+            ):
+                with self.lock:
                     self._versions[resource] = rv
                     if obj is not None:
                         self._apply(resource, kind, obj)
-            except WatchExpired:
-                self._relist(resource)
+                self.changed.set()
+        except WatchExpired:
+            self._relist(resource)
 
     def _relist(self, resource: str) -> None:
         items, version = self.api.list_raw(resource, self.selector)
-        if resource == "jobs":
-            self.jobs = {}
-        else:
-            before, self.pods = self.pods, {}
-        for obj in items:
-            self._apply(resource, "ADDED", obj)
-        if resource == "pods":
-            self.gone += [p for name, p in before.items() if name not in self.pods]
-        self._versions[resource] = version
+        with self.lock:
+            if resource == "jobs":
+                self.jobs = {}
+            else:
+                before, self.pods = self.pods, {}
+            for obj in items:
+                self._apply(resource, "ADDED", obj)
+            if resource == "pods":
+                self.gone += [p for name, p in before.items() if name not in self.pods]
+            self._versions[resource] = version
+        self.changed.set()
 
     def _apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
@@ -419,10 +481,17 @@ class Coordinator:
                 )
         return list(jobs.values())
 
-    def step(self, watch_seconds: int = 0) -> Pass:
-        """Catch up with the cluster, then: record finished pods' GPU time, fail Jobs whose
-        pods are stuck, release what may start (in unit order, within each pool)."""
-        self.mirror.sync(watch_seconds)
+    def step(self, watch_seconds: int = 0, *, sync: bool = True) -> Pass:
+        """Catch up with the cluster (``sync``: in this thread, each watch lasting at most
+        ``watch_seconds``; else the watcher threads did), then: record finished pods' GPU
+        time, fail Jobs whose pods are stuck, release what may start (in unit order, within
+        each pool)."""
+        if sync:
+            self.mirror.sync(watch_seconds)
+        with self.mirror.lock:
+            return self._decide()
+
+    def _decide(self) -> Pass:
         self._record_usage()
         result = Pass()
         result.failed = self._fail_stuck()
@@ -577,26 +646,39 @@ class Coordinator:
         sleep: Callable[[float], None] = time.sleep,
         outage_seconds: float = API_OUTAGE_SECONDS,
     ) -> None:
-        """Pass after pass until every Job of the attempt has finished. RunFailedError when
-        nothing can progress (seen on two passes in a row, once the launch has created every
+        """Pass after pass (as soon as a watch saw a change, at the latest every ``interval``
+        seconds) until every Job of the attempt has finished. RunFailedError when nothing can
+        progress (still so ``interval`` seconds later, once the launch has created every
         object), after ``timeout`` seconds, or when the API stays unreachable for
         ``outage_seconds`` (shorter errors are retried with backoff)."""
+        try:
+            self._loop(interval, timeout, sleep, outage_seconds)
+        finally:
+            self.mirror.stop()
+
+    def _loop(
+        self, interval: float, timeout: float, sleep: Callable[[float], None], outage: float
+    ) -> None:
         start = time.monotonic()
         deadline = start + timeout
-        stuck_before = False
+        stuck_since: float | None = None
         failing_since: float | None = None
         backoff = 1.0
-        watch = max(1, round(interval / 2))  # a pass: one watch of the Jobs, one of the pods
-        first = True
+        started = False
         while True:
             try:
-                result = self.step(0 if first else watch)
-                first = False
+                if not started:
+                    self.mirror.start()
+                    started = True
+                else:  # a pass when something changed, at the latest every `interval`
+                    self.mirror.wait(interval)
+                    sleep(MIN_PASS_SECONDS)
+                result = self.step(sync=False)
                 failing_since, backoff = None, 1.0
             except (RunFailedError, OSError) as exc:
                 now = time.monotonic()
                 failing_since = failing_since or now
-                if now - failing_since >= outage_seconds:
+                if now - failing_since >= outage:
                     raise RunFailedError(
                         f"the Kubernetes API failed for {now - failing_since:.0f}s: {exc}"
                     ) from None
@@ -613,9 +695,13 @@ class Coordinator:
                 self.say(
                     f"the launch of attempt {self.attempt} has not created every Job yet: waiting"
                 )
-            if result.stuck and stuck_before:
+            # nothing can progress: only when it still holds a pass interval later
+            if not result.stuck:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = time.monotonic()
+            elif time.monotonic() - stuck_since >= interval:
                 raise RunFailedError(result.stuck)
-            stuck_before = bool(result.stuck)
             if time.monotonic() >= deadline:
                 raise RunFailedError(
                     f"coordinator timed out after {timeout:g}s with {result.gated_left} "

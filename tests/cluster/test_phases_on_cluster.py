@@ -119,7 +119,7 @@ def test_an_evicted_or_deleted_coordinator_resumes_without_counting_failures(
     (nothing is released twice) and the run completes."""
     from kubernetes import client
 
-    with MockServer(MockServerConfig(latency_ms=1500)) as server:
+    with MockServer(MockServerConfig(latency_ms=700)) as server:
         run_id = _launch_api_run(cluster, tmp_path, server, "cluster-coordinator-evict", 6)
         selector = f"skillmix.io/run={run_id},skillmix.io/phase=coordinate"
         run = RunStore(open_store(f"{cluster.store}/{run_id}"))

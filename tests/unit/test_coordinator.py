@@ -395,3 +395,32 @@ def test_coordinate_outside_a_pod_is_one_clear_line(monkeypatch: pytest.MonkeyPa
     assert caught.value.exit_code == 2
     assert "no in-cluster Kubernetes configuration" in caught.value.one_line()
     assert "ServiceAccount token" in caught.value.one_line()
+
+
+def test_the_mirror_follows_watches_from_threads_and_wakes_on_a_change() -> None:
+    """In a pod the Jobs and pods are followed by two watcher threads: a change wakes the
+    coordinator at once instead of at its next pass; a watcher's API error reaches it."""
+    import time
+
+    from skillmix.k8s.coordinator import Mirror
+
+    api = FakeApi()
+    api.put("jobs", job("gen", "generate", ("s", 2, 1), gated=False))
+    mirror = Mirror(api, "x")
+    mirror.start()
+    try:
+        assert set(mirror.jobs) == {"gen"}
+        mirror.wait(0)  # the initial lists
+        began = time.monotonic()
+        api.put("jobs", job("grd", "grade", ("s", 2, 1)))
+        mirror.wait(10)
+        assert time.monotonic() - began < 5
+        with mirror.lock:
+            assert set(mirror.jobs) == {"gen", "grd"}
+        api.failures = 1
+        deadline = time.monotonic() + 10
+        with pytest.raises(RunFailedError, match="cannot reach the Kubernetes API"):
+            while time.monotonic() < deadline:
+                mirror.wait(1)
+    finally:
+        mirror.stop()
