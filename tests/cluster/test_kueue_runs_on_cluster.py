@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("kueue")]
 
 
 def small_run(
-    tmp: Path, name: str, students: list[dict[str, Any]] | None = None
+    tmp: Path, name: str, students: list[dict[str, Any]] | None = None, rounds: int = 1
 ) -> tuple[Path, str]:
     mock = {"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4}
     doc: dict[str, Any] = {
@@ -36,7 +36,7 @@ def small_run(
         "seed": 4,
         "ks": [2],
         "combinations": 2,
-        "generation_rounds": 2,
+        "generation_rounds": rounds,
         "students": students or [mock],
         "grader": {"name": "judge", "backend": "mock", "model": "judge", "rounds": 1},
         "metrics": {"bootstrap_samples": 10},
@@ -123,17 +123,17 @@ def test_kueue_run_completes_with_deferred_phases(
     path, run_id = small_run(tmp_path, "kueue-defer")
     out = cluster.skillmix("launch", "-f", str(path), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "the coordinator creates 3 more when their inputs exist" in out.stderr
+    assert "the coordinator creates 2 more when their inputs exist" in out.stderr
     deferred = open_store(f"{cluster.store}/{run_id}").read_bytes(RunLayout.launch_deferred(1))
-    assert deferred.count(b"kind: Job") == 3  # 2 grading Jobs, the aggregation
+    assert deferred.count(b"kind: Job") == 2  # the grading Job, the aggregation
     doc = json.loads(cluster.skillmix("status", run_id, "--format", "json", check=True).stdout)
     grading = [j for j in doc["jobs"] if j["phase"] == "grade"]
-    assert len(grading) == 2  # shown before they exist (read from the stored manifests)
+    assert len(grading) == 1  # shown before it exists (read from the stored manifests)
     launch_and_check_existing(cluster, kc, run_id)
 
     def all_complete() -> list[Any] | None:
         jobs = cluster.jobs(f"skillmix.io/run={run_id}")
-        return jobs if len(jobs) == 6 and all("Complete" in conditions(j) for j in jobs) else None
+        return jobs if len(jobs) == 4 and all("Complete" in conditions(j) for j in jobs) else None
 
     jobs = wait_for(all_complete, "every Job (the coordinator's last) to complete", 60)
     for job in jobs:
@@ -187,7 +187,7 @@ def test_kueue_admission_gate_holds_phases_created_at_launch(
     out = cluster.skillmix("launch", "-f", str(path), timeout=120)
     assert out.returncode == 0, out.stderr
     gated = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/gated=true")
-    assert len(gated) == 3  # created at once, held by the gate
+    assert len(gated) == 2  # created at once, held by the gate
     assert all(j.metadata.annotations["skillmix.io/hold"] == "gate" for j in gated)
     assert not RunStore(open_store(f"{cluster.store}/{run_id}")).store.exists(
         RunLayout.launch_deferred(1)
@@ -280,7 +280,7 @@ def test_kueue_quota_never_admits_more_gpus_than_the_cluster_queue_holds(
     _gpu_profile(cluster, tolerate=True, image=STAND_IN_VLLM, load_seconds=60)
     set_profile(cluster, kueue_queue="skillmix")
     qwen = {"name": "qwen", "backend": "vllm", "model": "qwen", "vllm": {"model": "stand-in/x"}}
-    path, run_id = small_run(tmp_path, "kueue-quota", [qwen])
+    path, run_id = small_run(tmp_path, "kueue-quota", [qwen], rounds=2)
     most = [0]
     errors: list[BaseException] = []
     stop = threading.Event()
