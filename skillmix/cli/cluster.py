@@ -216,7 +216,7 @@ def launch_cmd(
                 f"launch again: skillmix launch -f {file} --cluster {name} --replace",
             )
         if replace and states:
-            jobs, _ = kube.delete_run(ctx.run_id, wait_seconds=120, keep_account=True)
+            jobs = kube.delete_run(ctx.run_id, wait_seconds=120)
             info(f"--replace: deleted {jobs} Jobs of run {ctx.run_id} and waited for their pods")
     marks.append(("checks", time.perf_counter()))
     lp = plan_launch(
@@ -585,7 +585,7 @@ def _store_logs(profile: Any, run_id: str, tail: int | None) -> bool:
 def cancel_cmd(run_id: str, cluster: str | None) -> None:
     """Delete a run's Jobs and pods (by label); the store's data is kept, so it can resume."""
     _name, profile, kube = _run_context(run_id, cluster)
-    jobs, accounts = kube.delete_run(run_id, keep_account=profile.service_account.name is not None)
+    jobs = kube.delete_run(run_id)
     info(
-        f"deleted {jobs} Jobs and {accounts} ServiceAccounts of run {run_id} in {profile.namespace}; its data stays in {profile.store.rstrip('/')}/{run_id}"
+        f"deleted {jobs} Jobs of run {run_id} in {profile.namespace}; its data stays in {profile.store.rstrip('/')}/{run_id}"
     )

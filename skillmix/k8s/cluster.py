@@ -428,15 +428,18 @@ class KubeClient:
         created: list[str] = []
         for d in manifests:
             if d.kind == "ServiceAccount":
-                self._send(
+                exists = self._send(
                     f"create ServiceAccount {d.name}",
                     self.core.create_namespaced_service_account,
                     self.namespace,
                     d.doc,
-                    ok_statuses=(409,),  # it exists (a relaunch, or a shared account)
+                    ok_statuses=(409,),  # one per profile: made by an earlier run
                     **({"dry_run": "All"} if dry_run else {}),
                 )
-                created.append(f"ServiceAccount/{d.name}")
+                if exists is None:
+                    created.append(f"ServiceAccount/{d.name}")
+                elif not dry_run:
+                    self._check_account(d)
         jobs = [d for d in manifests if d.kind == "Job" and d.group[1] != "coordinate"]
         created += self._parallel(
             lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
@@ -446,6 +449,29 @@ class KubeClient:
             if d.kind == "Job" and d.group[1] == "coordinate":
                 created.append(self._create_job(d, dry_run))
         return created
+
+    def _check_account(self, d: RenderedDoc) -> None:
+        """An existing ServiceAccount is never changed: warn when it lacks an annotation the
+        profile gives (cloud identity would not reach the pods)."""
+        wanted = (d.doc.get("metadata") or {}).get("annotations") or {}
+        if not wanted:
+            return
+        account = self._raw(
+            f"read ServiceAccount {d.name}",
+            self.core.read_namespaced_service_account,
+            d.name,
+            self.namespace,
+        )
+        have = (account.get("metadata") or {}).get("annotations") or {}
+        missing = sorted(k for k, v in wanted.items() if have.get(k) != v)
+        if missing:
+            with self._lock:
+                self.warnings[
+                    f"ServiceAccount {d.name} exists without the profile's annotation(s) "
+                    f"{', '.join(missing)}: skillmix never changes an existing account; "
+                    "annotate it (kubectl annotate serviceaccount ...) or delete it to have it "
+                    "made again"
+                ] = 1
 
     def _create_job(self, d: RenderedDoc, dry_run: bool) -> str:
         status = self._call(
@@ -821,20 +847,13 @@ class KubeClient:
         finally:
             response.release_conn()
 
-    def delete_run(
-        self, run_id: str, *, wait_seconds: float = 0.0, keep_account: bool = False
-    ) -> tuple[int, int]:
-        """Delete the run's Jobs (their pods go with them) and ServiceAccount; the store stays.
+    def delete_run(self, run_id: str, *, wait_seconds: float = 0.0) -> int:
+        """Delete the run's Jobs (their pods go with them); returns how many. The store stays,
+        and so do the ServiceAccounts (one per profile, shared by runs).
 
         With ``wait_seconds``, deletion is in the foreground and the call returns when the
         Jobs (and so their pods) are gone, or the time is up: nothing of the old attempt
-        writes any more (``launch --replace``).
-
-        The ServiceAccount is the chart's, named after the release: it is read by name and
-        deleted only when it carries the run's label (k8s/rbac-launcher.yaml grants get and
-        delete on ServiceAccounts, not list)."""
-        from skillmix.k8s.values import release_name
-
+        writes any more (``launch --replace``)."""
         selector = run_selector(run_id)
         jobs, _ = self.jobs(run_id)
         self._send(
@@ -849,25 +868,7 @@ class KubeClient:
             if not self.jobs(run_id)[0]:
                 break
             self.sleep(1.0)
-        name = release_name(run_id)
-        if keep_account:
-            return len(jobs), 0
-        account = self._call(
-            f"read ServiceAccount {name}",
-            self.core.read_namespaced_service_account,
-            name,
-            self.namespace,
-            ok_statuses=(404,),
-        )
-        if _is_conflict(account, 404) or (account.metadata.labels or {}).get(RUN_LABEL) != run_id:
-            return len(jobs), 0
-        self._send(
-            f"delete ServiceAccount {name}",
-            self.core.delete_namespaced_service_account,
-            name,
-            self.namespace,
-        )
-        return len(jobs), 1
+        return len(jobs)
 
 
 def _int(value: str | None) -> int:
@@ -879,12 +880,6 @@ def _int(value: str | None) -> int:
 
 class WatchExpired(Exception):
     """The watch's resourceVersion is too old (HTTP 410 Gone): list again and re-watch."""
-
-
-def _is_conflict(result: Any, status: int = 409) -> bool:
-    from kubernetes.client.exceptions import ApiException
-
-    return isinstance(result, ApiException) and result.status == status
 
 
 def _retry_delay(exc: Any, attempt: int) -> float:

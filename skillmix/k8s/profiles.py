@@ -129,31 +129,37 @@ class Deadlines(_Strict):
 
 class ServiceAccountSettings(_Strict):
     """The identity of the run's pods. Cloud workload identity (EKS IRSA, EKS Pod Identity, GKE
-    Workload Identity) is bound to a ServiceAccount: name an existing one (``create: false``),
-    or let each run create its own with the annotations the cloud needs."""
+    Workload Identity) binds to a fixed ServiceAccount name (an IAM role's trust policy, a GCP
+    IAM binding), so every run of a profile uses the same accounts: skillmix creates them once
+    (``create``) with the profile's annotations and keeps them across runs, or uses existing
+    ones. The run's coordinator has its own account (``coordinator_service_account``), created
+    the same way with the same annotations, so it reaches the store too."""
 
     create: bool = Field(
         True,
-        description="Create the ServiceAccount with the run (false: use the existing one named by name).",
+        description="Create the ServiceAccounts when missing (the run's, `name`, and the "
+        "coordinator's), with `annotations`; they are kept across runs and never deleted by "
+        "skillmix. false: they must exist.",
     )
-    name: str | None = Field(
-        None,
+    name: str = Field(
+        "skillmix",
         pattern=K8S_NAME,
-        description="ServiceAccount name (default: one per run, named after the run's release).",
+        description="ServiceAccount of every pod of a run but the coordinator's (no API token "
+        "is mounted; no RBAC rights): the name to bind cloud workload identity to.",
     )
     annotations: dict[str, str] = Field(
         default_factory=dict,
-        description="Annotations of a created ServiceAccount (e.g. eks.amazonaws.com/role-arn, iam.gke.io/gcp-service-account).",
+        description="Annotations of the ServiceAccounts skillmix creates (e.g. "
+        "eks.amazonaws.com/role-arn, iam.gke.io/gcp-service-account); an existing one is never "
+        "changed (launch warns when it lacks one).",
     )
 
     @model_validator(mode="after")
-    def _existing_needs_a_name(self) -> ServiceAccountSettings:
-        if not self.create and not self.name:
-            raise ValueError("service_account.create is false: name the existing ServiceAccount")
+    def _annotations_need_create(self) -> ServiceAccountSettings:
         if not self.create and self.annotations:
             raise ValueError(
-                "service_account.annotations apply only to a created ServiceAccount "
-                "(create: true); annotate the existing one instead"
+                "service_account.annotations apply only to ServiceAccounts skillmix creates "
+                "(create: true); annotate the existing ones instead"
             )
         return self
 
@@ -277,7 +283,8 @@ class ClusterProfile(_Strict):
     )
     service_account: ServiceAccountSettings = Field(
         default_factory=ServiceAccountSettings,
-        description="ServiceAccount of the run's pods (existing, or created with annotations).",
+        description="ServiceAccounts of the run's pods, one per profile (created once with "
+        "annotations, or existing).",
     )
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
@@ -293,8 +300,9 @@ class ClusterProfile(_Strict):
     coordinator_service_account: str = Field(
         "skillmix-coordinator",
         pattern=K8S_NAME,
-        description="ServiceAccount of the run's coordinator pod, bound to the "
-        "skillmix-coordinator Role of k8s/rbac-launcher.yaml (get/list/watch/patch Jobs).",
+        description="ServiceAccount of the run's coordinator pod (the only pod with an API "
+        "token), bound to the skillmix-coordinator Role of k8s/rbac-coordinator.yaml; created "
+        "like service_account, with its annotations.",
     )
     coordinator_interval_seconds: float = Field(
         10.0, ge=0.5, le=300, description="Seconds between the coordinator's passes."

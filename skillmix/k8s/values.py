@@ -398,7 +398,7 @@ def build_values(
         "gpuCap": profile.max_gpus or 0,
         "serviceAccount": {
             "create": profile.service_account.create,
-            "name": profile.service_account.name or "",
+            "name": profile.service_account.name,
             "annotations": dict(profile.service_account.annotations),
         },
         "jobs": {

@@ -175,7 +175,7 @@ def test_every_manifest_validates(rendered: Render, version: str) -> None:
 def test_only_jobs_and_a_service_account(rendered: Render) -> None:
     kinds = [d["kind"] for d in rendered.docs]
     assert set(kinds) <= {"Job", "ServiceAccount"}, kinds
-    assert kinds.count("ServiceAccount") <= 1
+    assert kinds.count("ServiceAccount") <= 2  # the pods' and the coordinator's
     for doc in rendered.docs:
         assert doc["apiVersion"] == ("batch/v1" if doc["kind"] == "Job" else "v1")
         assert "namespace" not in doc["metadata"]  # helm/kubectl set it
@@ -264,7 +264,7 @@ def test_client_never_gets_gpus(rendered: Render) -> None:
 
 
 def test_labels(rendered: Render) -> None:
-    for doc in rendered.docs:
+    for doc in rendered.jobs():
         labels = doc["metadata"]["labels"]
         for key, value in COMMON_LABELS.items():
             assert labels[key] == value
@@ -277,8 +277,12 @@ def test_labels(rendered: Render) -> None:
             assert LABEL_NAME.match(name) and len(name) <= 63, key
             assert not prefix or DNS1123_SUBDOMAIN.match(prefix), key
             assert value == "" or (LABEL_NAME.match(value) and len(value) <= 63), (key, value)
-    runs = {d["metadata"]["labels"]["skillmix.io/run"] for d in rendered.docs}
+    runs = {d["metadata"]["labels"]["skillmix.io/run"] for d in rendered.jobs()}
     assert len(runs) == 1
+    # the ServiceAccounts are the profile's, shared by runs: no run label
+    for doc in rendered.docs:
+        if doc["kind"] == "ServiceAccount":
+            assert "skillmix.io/run" not in doc["metadata"]["labels"]
     for job in rendered.jobs():
         labels = job["metadata"]["labels"]
         component = labels["app.kubernetes.io/component"]
@@ -789,19 +793,26 @@ def test_no_kueue_when_unset(render: RenderFn) -> None:
 # ----------------------------------------------------------------------------- service account
 
 
-def test_service_account_created_without_token(render: RenderFn) -> None:
-    r = render("mock.yaml")
-    (sa,) = [d for d in r.docs if d["kind"] == "ServiceAccount"]
-    assert sa["metadata"]["name"] == "skillmix-runner"
-    assert sa["automountServiceAccountToken"] is False
+def test_service_accounts_are_the_profiles_made_without_token(render: RenderFn) -> None:
+    """One account for the pods and one for the coordinator, named by the values (one per
+    profile, not per run), with the same annotations, no token by default."""
+    r = render(
+        "mock.yaml",
+        extra={"serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "x@y"}}},
+    )
+    accounts = {d["metadata"]["name"]: d for d in r.docs if d["kind"] == "ServiceAccount"}
+    assert set(accounts) == {"skillmix-runner", "skillmix-coordinator"}
+    for sa in accounts.values():
+        assert sa["automountServiceAccountToken"] is False
+        assert sa["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": "x@y"}
     assert all(
         pod(j)["serviceAccountName"] == "skillmix-runner"
         for j in r.jobs()
         if j["metadata"]["labels"]["app.kubernetes.io/component"] != "coordinator"
     )
     default = render("vllm-tp1.yaml")
-    (sa,) = [d for d in default.docs if d["kind"] == "ServiceAccount"]
-    assert sa["metadata"]["name"] == RELEASE
+    names = {d["metadata"]["name"] for d in default.docs if d["kind"] == "ServiceAccount"}
+    assert names == {"skillmix"}  # no coordinator in these values
 
 
 def test_service_account_not_created_when_disabled(render: RenderFn) -> None:
@@ -1184,3 +1195,12 @@ def test_client_pods_get_their_name_for_the_log_upload(rendered: Render) -> None
             assert "SKILLMIX_POD_NAME" not in env(c)
         # a failed client's last lines (its error) become the pod's termination message
         assert client["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_model_servers_are_skipped_by_the_cloud_identity_webhook(rendered: Render) -> None:
+    """Pods with a model sidecar ask the IRSA / EKS Pod Identity webhook to leave it without
+    cloud credentials; pods without one carry no such annotation."""
+    for job in rendered.jobs():
+        notes = job["spec"]["template"]["metadata"].get("annotations") or {}
+        has_model = any(c["name"] == "model" for c in init_containers(job))
+        assert (notes.get("eks.amazonaws.com/skip-containers") == "model") is has_model

@@ -64,7 +64,10 @@ def test_a_students_settings_override_the_global_ones(render: RenderFn) -> None:
     assert p["priorityClassName"] == "eval-batch"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "eval-low"
     template = job["spec"]["template"]["metadata"]
-    assert template["annotations"] == {"team.example.com/owner": "evals"}
+    assert template["annotations"] == {
+        "team.example.com/owner": "evals",
+        "eks.amazonaws.com/skip-containers": "model",  # no cloud credentials for the model
+    }
     assert template["labels"]["team"] == "evals"
     e = env(model)
     assert e["VLLM_ATTENTION_BACKEND"]["value"] == "FLASH_ATTN"

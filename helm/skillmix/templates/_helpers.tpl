@@ -95,16 +95,12 @@ skillmix.io/attempt: {{ .root.Values.run.attempt | int | toString | quote }}
 {{- end -}}
 
 {{/*
-skillmix.serviceAccountName: serviceAccount.name, else the release fullname when the chart
-creates the ServiceAccount, else "default".
+skillmix.serviceAccountName: the pods' ServiceAccount, serviceAccount.name (one per profile,
+shared by runs), "skillmix" when empty.
 Usage: {{ include "skillmix.serviceAccountName" . }}
 */}}
 {{- define "skillmix.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create -}}
-{{- .Values.serviceAccount.name | default (include "skillmix.fullname" .) -}}
-{{- else -}}
-{{- .Values.serviceAccount.name | default "default" -}}
-{{- end -}}
+{{- .Values.serviceAccount.name | default "skillmix" -}}
 {{- end -}}
 
 {{/*
