@@ -555,6 +555,7 @@ class PodWorker(threading.Thread):
                     self.spec.get("serviceAccountName") or "default",
                     int(spec.get("expirationSeconds", 3607)),
                     spec.get("audience"),
+                    pod=(self.pod_name, self.uid),
                 )
             except ConfigError as exc:
                 return str(exc)
@@ -994,14 +995,32 @@ class Kubelet:
     def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
         return self._data(self.core.read_namespaced_config_map, namespace, name, False)
 
-    def token(self, namespace: str, account: str, seconds: int, audience: str | None) -> str:
-        """A bound service-account token for a pod (the TokenRequest API, as the kubelet)."""
+    def token(
+        self,
+        namespace: str,
+        account: str,
+        seconds: int,
+        audience: str | None,
+        *,
+        pod: tuple[str, str] | None = None,
+    ) -> str:
+        """A service-account token for a pod (the TokenRequest API, as the kubelet), bound to
+        ``pod`` (name, uid) as the real kubelet binds it: the API server then puts the pod's
+        name and uid in the token's user extra (``authentication.kubernetes.io/pod-name``),
+        which k8s/policy-coordinator.yaml reads, and the token dies with the pod."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
+        bound = (
+            client.V1BoundObjectReference(api_version="v1", kind="Pod", name=pod[0], uid=pod[1])
+            if pod
+            else None
+        )
         request = client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(
-                audiences=[audience] if audience else [], expiration_seconds=seconds
+                audiences=[audience] if audience else [],
+                expiration_seconds=seconds,
+                bound_object_ref=bound,
             )
         )
         try:

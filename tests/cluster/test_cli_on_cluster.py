@@ -49,8 +49,15 @@ def test_launch_validates_then_creates_the_run(cluster: Cluster, tmp_path: Path)
     for job in jobs:
         assert job.spec.template.metadata.labels["skillmix.io/run"] == run_id
         assert S3_TEST_SECRET not in json.dumps(cluster.api().sanitize_for_serialization(job))
-    account = cluster.core().read_namespaced_service_account(plan["release"], cluster.namespace)
-    assert account.metadata.labels["skillmix.io/run"] == run_id
+    # the profile's accounts (one per profile, shared by runs): made once, no run label
+    for name in ("skillmix", "skillmix-coordinator"):
+        account = cluster.core().read_namespaced_service_account(name, cluster.namespace)
+        assert "skillmix.io/run" not in (account.metadata.labels or {})
+        assert account.automount_service_account_token is False
+    assert {j.spec.template.spec.service_account_name for j in jobs} == {
+        "skillmix",
+        "skillmix-coordinator",
+    }
     # the store: run.json (sharded) and the audit record, with Secret names only
     run = open_store(f"{cluster.store}/{run_id}")
     assert json.loads(run.read_bytes("run.json"))["sharded"] is True

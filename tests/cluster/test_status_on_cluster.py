@@ -166,8 +166,8 @@ def test_preflight_rejects_a_template_pod_security_forbids_with_nothing_created(
     assert cluster.jobs() == [] and cluster.pods() == []
     assert open_store(cluster.store).list_keys("") == []
     accounts = cluster.kubectl("get", "serviceaccounts", "-o", "name").split()
-    # the namespace's own (k8s/rbac-coordinator.yaml's) only: the run's was not created
-    assert sorted(accounts) == ["serviceaccount/default", "serviceaccount/skillmix-coordinator"]
+    # the namespace's own only: the profile's accounts were not created
+    assert sorted(accounts) == ["serviceaccount/default"]
 
 
 # ---------------------------------------------------------------------------------------------
