@@ -70,9 +70,10 @@ def vllm_serve_argv(
     return [executable, "serve", served_model(spec), *vllm_options(spec, host=host, port=port)]
 
 
-def vllm_api_server_args(spec: ModelSpec, *, port: int, host: str = "0.0.0.0") -> list[str]:
+def vllm_api_server_args(spec: ModelSpec, *, port: int, host: str = LOOPBACK) -> list[str]:
     """The arguments of ``python3 -m vllm.entrypoints.openai.api_server`` (the Kubernetes
-    sidecar): the same options as :func:`vllm_serve_argv`, the model as ``--model``."""
+    sidecar, on the pod's loopback: its client is in the same pod): the same options as
+    :func:`vllm_serve_argv`, the model as ``--model``."""
     return ["--model", served_model(spec), *vllm_options(spec, host=host, port=port)]
 
 

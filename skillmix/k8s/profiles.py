@@ -286,6 +286,11 @@ class ClusterProfile(_Strict):
         description="ServiceAccounts of the run's pods, one per profile (created once with "
         "annotations, or existing).",
     )
+    vllm_usage_stats: bool = Field(
+        False,
+        description="Let vLLM send its usage statistics (default off: the vLLM containers get "
+        "VLLM_NO_USAGE_STATS=1 and DO_NOT_TRACK=1).",
+    )
     shm_size: str = Field(
         "16Gi", description="Size of /dev/shm in vLLM pods (tensor parallel workers share it)."
     )

@@ -356,6 +356,7 @@ def build_values(
         "vllm": {
             "image": {"repository": vllm_repo, "tag": vllm_tag, "pullPolicy": "IfNotPresent"},
             "port": sidecar_port,
+            "usageStats": profile.vllm_usage_stats,
             "shmSize": profile.shm_size,
             "resources": profile.vllm_resources,
             **(

@@ -401,13 +401,16 @@ def test_vllm_native_sidecar(render: RenderFn, values_file: str, tp: int) -> Non
         assert script.endswith(" 2>&1")
         args = model["args"]
         assert args[args.index("--tensor-parallel-size") + 1] == str(tp)
-        assert args[args.index("--host") + 1] == "0.0.0.0"
+        # loopback only: the client is in the same pod, no other pod can use the GPUs
+        assert args[args.index("--host") + 1] == "127.0.0.1"
         assert args[args.index("--port") + 1] == "8000"
         assert model["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
         # no startupProbe: it would keep the client from starting (and from failing the Job
         # with exit 3) while a model that never loads is restarted forever
         assert "startupProbe" not in model
-        assert model["readinessProbe"]["httpGet"]["path"] == "/health"
+        assert LOOPBACK_HEALTH in model["readinessProbe"]["exec"]["command"][-1]
+        env = {e["name"]: e.get("value") for e in model["env"]}
+        assert env["VLLM_NO_USAGE_STATS"] == "1" and env["DO_NOT_TRACK"] == "1"
         res = model["resources"]
         assert res["requests"][GPU] == tp and res["limits"][GPU] == tp
         assert "memory" in res["requests"]  # vllm.resources merged with the GPUs
@@ -474,6 +477,8 @@ def test_vllm_omits_optional_settings_when_unset(render: RenderFn) -> None:
             "HOME": "/tmp",
             "USER": "vllm",
             "XDG_CACHE_HOME": "/tmp/.cache",
+            "VLLM_NO_USAGE_STATS": "1",  # no telemetry leaves the cluster
+            "DO_NOT_TRACK": "1",
             "HF_HOME": "/models/hf",
             "SKILLMIX_MODEL_LOG": "/var/run/skillmix-model/model.log",
         }
@@ -562,6 +567,8 @@ def test_api_keys_reach_only_the_clients_that_use_them(render: RenderFn) -> None
 
 # ----------------------------------------------------------------------------- mock backend
 
+LOOPBACK_HEALTH = "urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+
 
 def test_mock_student_sidecar(render: RenderFn) -> None:
     r = render("mock.yaml")
@@ -571,10 +578,11 @@ def test_mock_student_sidecar(render: RenderFn) -> None:
     assert model["restartPolicy"] == "Always"
     assert model["command"] == ["skillmix"]
     assert model["image"] == "ghcr.io/skillmix/skillmix:0.1.0"
+    assert LOOPBACK_HEALTH in model["readinessProbe"]["exec"]["command"][-1]
     assert model["args"] == [
         "mock-server",
         "--host",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
         "8000",
         "--seed",

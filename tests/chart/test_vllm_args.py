@@ -64,5 +64,5 @@ def test_the_rendered_vllm_sidecar_has_the_local_servers_options(helm: Helm) -> 
     spec = e.students[0]
     rendered = [str(a) for a in model_container(job)["args"]]
     assert rendered == vllm_api_server_args(spec, port=8123)
-    local = vllm_serve_argv(spec, port=8123, host="0.0.0.0")
+    local = vllm_serve_argv(spec, port=8123)  # both on loopback
     assert local[2:] == [rendered[1], *rendered[2:]]  # `serve MODEL` for `--model MODEL`

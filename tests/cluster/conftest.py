@@ -78,6 +78,8 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         # a short first back-off keeps the CrashLoopBackOff test quick; the doubling and cap
         # are the kubelet's
         start_kubelet(cp, extra=["--backoff", "2", "--grace-cap", "10"])
+        # every cluster test runs under k8s/policy-*.yaml: they must allow what a run needs
+        apply_admission_policies(cp)
         yield cp
     finally:
         cp.stop()
@@ -85,6 +87,87 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
             if "Traceback" in line:
                 print(f"kubelet log has a traceback: see {cp.log('kubelet')}", file=sys.stderr)
                 break
+
+
+POLICY_FILES = ("policy-coordinator.yaml", "policy-launcher.yaml")
+POLICY_PROBE_NAMESPACE = "skillmix-policy-probe"
+
+
+def apply_admission_policies(cp: ControlPlane, timeout: float = 30.0) -> None:
+    """Apply k8s/policy-*.yaml (cluster-scoped: once per control plane, each xdist worker has
+    its own) as an admin does, and wait until the API server enforces them: it loads policies
+    asynchronously. Probes in a namespace of their own whose ResourceQuota admits nothing (it
+    judges after the policies, so a probe never creates anything): a dry-run Job created as the
+    coordinator without a pod-bound token, and a real pod created as the launcher, must both
+    be refused by their policy."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ns = POLICY_PROBE_NAMESPACE
+    account = f"system:serviceaccount:{ns}:skillmix-coordinator"
+    probe = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "nothing", "namespace": ns},
+            "spec": {"hard": {"pods": "0", "count/jobs.batch": "0"}},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "probe", "namespace": ns},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "probe", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "probe"},
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": account},
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Group",
+                    "name": "skillmix-launchers",
+                },
+            ],
+        },
+    ]
+    policies = [
+        d for f in POLICY_FILES for d in yaml.safe_load_all((REPO_ROOT / "k8s" / f).read_text())
+    ]
+    kubectl(cp, "apply", "-f", "-", stdin=yaml.safe_dump_all([*policies, *probe]))
+    container = {"name": "c", "image": IMAGE}
+    pod = {"metadata": {"name": "probe"}, "spec": {"containers": [container]}}
+    job = {
+        "metadata": {"name": "probe"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }
+    coordinator = cp.api()
+    coordinator.set_default_header("Impersonate-User", account)
+    probes = {
+        "skillmix-coordinator": lambda: client.BatchV1Api(coordinator).create_namespaced_job(
+            ns, job, dry_run="All"
+        ),
+        "skillmix-launcher": lambda: client.CoreV1Api(cp.api("launcher")).create_namespaced_pod(
+            ns, pod
+        ),
+    }
+
+    for name, probe_call in probes.items():
+
+        def enforced(name: str = name, probe_call: Callable[[], Any] = probe_call) -> bool:
+            try:
+                probe_call()
+            except ApiException as exc:
+                return f"ValidatingAdmissionPolicy '{name}'" in str(exc.body)
+            return False
+
+        wait_for(enforced, f"policy {name} to be enforced", timeout)
 
 
 def _tail(path: Path, lines: int) -> list[str]:

@@ -493,3 +493,75 @@ def test_coordinator_role_may_only_release_jobs_and_read_pods() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "skillmix-coordinator", "namespace": "skillmix"}
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Admission policies (their behaviour: tests/cluster/test_admission_policies_on_cluster.py)
+# --------------------------------------------------------------------------------------
+
+
+def _policy(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding of k8s/<name>, checked alike: valid
+    against the schemas, bound to each other with Deny, failing closed, every refusal with a
+    message."""
+    import kubernetes_validate
+
+    path = K8S / name
+    docs = documents(path)
+    assert {d["apiVersion"] for d in docs} == {"admissionregistration.k8s.io/v1"}
+    for doc in docs:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    (policy,) = by_kind(path, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(path, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {
+        "policyName": policy["metadata"]["name"],
+        "validationActions": ["Deny"],
+    }
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    for rule in policy["spec"]["validations"]:
+        assert rule["messageExpression"] and rule["reason"] == "Forbidden", rule
+    return policy, binding
+
+
+def test_coordinator_policy_matches_its_account_and_what_the_coordinator_patches() -> None:
+    from skillmix.k8s.cluster import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, GATED_LABEL
+
+    policy, _ = _policy("policy-coordinator.yaml")
+    spec = policy["spec"]
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["batch"],
+            "apiVersions": ["*"],
+            "resources": ["jobs", "jobs/*"],
+            "operations": ["*"],
+        }
+    ]
+    # the account rbac-coordinator.yaml binds, in every namespace
+    (binding,) = by_kind(K8S / "rbac-coordinator.yaml", "RoleBinding")
+    (account,) = {s["name"] for s in binding["subjects"]}
+    (condition,) = spec["matchConditions"]
+    assert f"[^:]+:{account}$" in condition["expression"]
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert variables["mayChangeNotes"] == f"['{ADMISSION_GATE_ANNOTATION}', '{FAILURE_ANNOTATION}']"
+    assert variables["mayChangeSpec"] == "['suspend', 'activeDeadlineSeconds']"
+    assert f":{account}'" in variables["sameNamespace"]
+    assert "authentication.kubernetes.io/pod-name" in variables["podName"]
+    assert "-coo-a" in variables["runPrefix"]
+    text = "\n".join(v["expression"] for v in spec["validations"])
+    assert f"variables.labels['{GATED_LABEL}'] == 'true'" in text
+    assert "automountServiceAccountToken" in text and f"!= '{account}'" in text
+
+
+def test_launcher_policy_names_the_launcher_bindings_subjects() -> None:
+    policy, _ = _policy("policy-launcher.yaml")
+    spec = policy["spec"]
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]}
+    ]
+    (condition,) = spec["matchConditions"]
+    (binding,) = by_kind(K8S / "rbac-launcher.yaml", "RoleBinding")
+    for subject in binding["subjects"]:
+        assert f"'{subject['name']}'" in condition["expression"], subject
+    (rule,) = spec["validations"]
+    assert rule["expression"] == "has(request.dryRun) && request.dryRun"

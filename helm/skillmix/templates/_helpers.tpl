@@ -377,6 +377,23 @@ store credentials and no API keys reach it.
 Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
          "key" (printf "students.%s" $student) "spec" $spec) | nindent 8 }}
 */}}
+{{/*
+skillmix.loopbackProbe: a readiness probe of a model server that listens on 127.0.0.1 only
+(the kubelet's httpGet would go to the pod IP): GET /health from inside the container, with
+the image's python3 (the vLLM and skillmix images have it). Takes the port.
+Usage: readinessProbe: {{- include "skillmix.loopbackProbe" 8000 | nindent 4 }}
+*/}}
+{{- define "skillmix.loopbackProbe" -}}
+exec:
+  command:
+    - python3
+    - -c
+    - {{ printf "import urllib.request; urllib.request.urlopen('http://127.0.0.1:%d/health', timeout=4)" (. | int) | quote }}
+periodSeconds: 10
+failureThreshold: 3
+timeoutSeconds: 5
+{{- end -}}
+
 {{- define "skillmix.modelSidecar" -}}
 {{- $root := .root -}}
 {{- $spec := .spec -}}
@@ -394,7 +411,8 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
 {{- $_ := set $limits $gpuName $gpus -}}
 {{- $_ := set $resources "requests" $requests -}}
 {{- $_ := set $resources "limits" $limits -}}
-{{- $args := list "--model" $model "--served-model-name" $served "--tensor-parallel-size" (toString $tp) "--host" "0.0.0.0" "--port" (toString $port) -}}
+{{- /* loopback only: the client is in the same pod, nothing else may use the run's GPUs */ -}}
+{{- $args := list "--model" $model "--served-model-name" $served "--tensor-parallel-size" (toString $tp) "--host" "127.0.0.1" "--port" (toString $port) -}}
 {{- range $spec.extraArgs }}
 {{- $args = append $args (toString .) -}}
 {{- end -}}
@@ -433,6 +451,13 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
       value: vllm
     - name: XDG_CACHE_HOME
       value: /tmp/.cache
+    {{- if not $root.Values.vllm.usageStats }}
+    # no usage statistics leave the cluster (vLLM's and the libraries' telemetry)
+    - name: VLLM_NO_USAGE_STATS
+      value: "1"
+    - name: DO_NOT_TRACK
+      value: "1"
+    {{- end }}
     - name: HF_HOME
       value: {{ $root.Values.modelCache.mountPath | toJson }}
     {{- if and $root.Values.modelCache.enabled $root.Values.modelCache.offline }}
@@ -455,12 +480,7 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
       containerPort: {{ $port }}
       protocol: TCP
   readinessProbe:
-    httpGet:
-      path: /health
-      port: http
-    periodSeconds: 10
-    failureThreshold: 3
-    timeoutSeconds: 5
+    {{- include "skillmix.loopbackProbe" $port | nindent 4 }}
   resources:
     {{- toYaml $resources | nindent 4 }}
   securityContext:
@@ -488,7 +508,7 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
   restartPolicy: Always
   command: ["skillmix"]
   args:
-    {{- toYaml (list "mock-server" "--host" "0.0.0.0" "--port" (toString $port) "--seed" (toString ($root.Values.run.seed | int64)) "--model" $model) | nindent 4 }}
+    {{- toYaml (list "mock-server" "--host" "127.0.0.1" "--port" (toString $port) "--seed" (toString ($root.Values.run.seed | int64)) "--model" $model) | nindent 4 }}
   env:
     - name: HOME
       value: /tmp
@@ -497,12 +517,7 @@ Usage: {{- include "skillmix.modelSidecar" (dict "root" $ "backend" "vllm"
       containerPort: {{ $port }}
       protocol: TCP
   readinessProbe:
-    httpGet:
-      path: /health
-      port: http
-    periodSeconds: 10
-    failureThreshold: 3
-    timeoutSeconds: 5
+    {{- include "skillmix.loopbackProbe" $port | nindent 4 }}
   {{- with $root.Values.mock.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
