@@ -29,6 +29,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +214,9 @@ class FakeKube:
         app.router.add_get(f"{core}/events", self._answer({"kind": "EventList", "items": []}))
         app.router.add_post(f"{batch}/jobs", self._create_job)
         app.router.add_get(f"{batch}/jobs", self._list_jobs)
+        app.router.add_get(f"{batch}/jobs/{{name}}", self._read_job)
+        policies = "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
+        app.router.add_post(policies, self._echo)
         return app
 
     def _answer(self, body: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -253,7 +257,16 @@ class FakeKube:
         return response
 
     async def _echo(self, request: web.Request) -> web.Response:
-        return web.json_response(await request.json(), status=201)
+        import yaml  # JSON is YAML too: skillmix posts both
+
+        return web.json_response(yaml.safe_load(await request.read()), status=201)
+
+    async def _read_job(self, request: web.Request) -> web.Response:
+        with self._lock:
+            job = self._jobs.get(request.match_info["name"])
+        if job is None:
+            return web.json_response(status_body(404, "NotFound", "no such Job"), status=404)
+        return web.json_response(job)
 
     async def _create_job(self, request: web.Request) -> web.Response:
         import yaml  # skillmix posts the YAML helm rendered
@@ -265,6 +278,7 @@ class FakeKube:
                 body = status_body(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
                 return web.json_response(body, status=409)
             job["metadata"]["namespace"] = request.match_info["ns"]
+            job["metadata"]["uid"] = str(uuid.uuid4())
             job["status"] = {}
             if request.query.get("dryRun") != "All":
                 self._jobs[name] = job

@@ -412,15 +412,18 @@ class KubeClient:
         dry_run: bool = False,
         concurrency: int = CREATE_CONCURRENCY,
     ) -> list[str]:
-        """Create the rendered objects, ServiceAccounts first, then the Jobs in parallel
-        (each sent as the YAML helm wrote; the API server converts it).
+        """Create the rendered objects: the ServiceAccounts (kept when they exist), the
+        coordinator Job, the NetworkPolicy (owned by the coordinator Job), then the other Jobs
+        in parallel (each sent as the YAML helm wrote; the API server converts it).
 
         Resumable: an object that already exists and is the same (labels and containers'
         images, commands and arguments) counts as created, so a launch stopped halfway is
         completed by running it again. One that exists and differs is an error (a concurrent
         launch). ``dry_run`` asks the API server to validate, authorize and admit without
         persisting."""
-        unexpected = [d for d in manifests if d.kind not in ("ServiceAccount", "Job")]
+        unexpected = [
+            d for d in manifests if d.kind not in ("ServiceAccount", "NetworkPolicy", "Job")
+        ]
         if unexpected:
             raise SkillmixError(
                 f"the chart rendered an unexpected {unexpected[0].kind} {unexpected[0].name}"
@@ -440,15 +443,39 @@ class KubeClient:
                     created.append(f"ServiceAccount/{d.name}")
                 elif not dry_run:
                     self._check_account(d)
+        # the coordinator first: it waits until the launch has created every object (the
+        # store's `.created` marker), and owns the run's other objects, so a NetworkPolicy
+        # made before any other pod goes with the run (cancel, or the coordinator's TTL)
+        owner: dict[str, Any] | None = None
+        for d in manifests:
+            if d.kind == "Job" and d.group[1] == "coordinate":
+                created.append(self._create_job(d, dry_run))
+                owner = None if dry_run else self._owner_ref(d.name)
+        for d in manifests:
+            if d.kind == "NetworkPolicy":
+                self._call(
+                    f"create NetworkPolicy {d.name}",
+                    self._post,
+                    f"/apis/networking.k8s.io/v1/namespaces/{self.namespace}/networkpolicies",
+                    _owned(d.text, owner).encode(),
+                    dry_run=dry_run,
+                )
+                created.append(f"NetworkPolicy/{d.name}")
         jobs = [d for d in manifests if d.kind == "Job" and d.group[1] != "coordinate"]
         created += self._parallel(
             lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
         )
-        # the coordinator last: once it exists, every Job it coordinates does
-        for d in manifests:
-            if d.kind == "Job" and d.group[1] == "coordinate":
-                created.append(self._create_job(d, dry_run))
         return created
+
+    def _owner_ref(self, job: str) -> dict[str, Any]:
+        """An ownerReference to Job ``job`` (the garbage collector deletes what it owns)."""
+        data = self._raw(f"read Job {job}", self.batch.read_namespaced_job, job, self.namespace)
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": job,
+            "uid": data["metadata"]["uid"],
+        }
 
     def _check_account(self, d: RenderedDoc) -> None:
         """An existing ServiceAccount is never changed: warn when it lacks an annotation the
@@ -892,6 +919,14 @@ def _retry_delay(exc: Any, attempt: int) -> float:
         except ValueError:
             pass
     return random.uniform(0, min(MAX_RETRY_SLEEP, 0.25 * 2**attempt))
+
+
+def _owned(text: str, owner: dict[str, Any] | None) -> str:
+    """A rendered object's YAML with ``owner`` as its ownerReference (none: as it is)."""
+    if owner is None:
+        return text
+    ref = json.dumps([owner])
+    return text.replace("\nmetadata:\n", f"\nmetadata:\n  ownerReferences: {ref}\n", 1)
 
 
 def _fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:

@@ -164,6 +164,24 @@ class ServiceAccountSettings(_Strict):
         return self
 
 
+class NetworkPolicySettings(_Strict):
+    """The NetworkPolicy every run gets: its pods take no ingress (model servers listen on
+    loopback) and reach only what the run needs."""
+
+    enabled: bool = Field(
+        True,
+        description="Create a NetworkPolicy per launch attempt selecting the run's pods "
+        "(enforced where the cluster's network plugin supports NetworkPolicy).",
+    )
+    egress: list[dict[str, Any]] | None = Field(
+        None,
+        description="Egress rules (Kubernetes NetworkPolicyEgressRule syntax) replacing the "
+        "default: DNS (port 53), TCP 443 and 6443 (model APIs, S3, the Hugging Face Hub, the "
+        "Kubernetes API for the coordinator) and the ports of the profile's S3 endpoint and the "
+        "experiment's base URLs, to any address.",
+    )
+
+
 class ClusterProfile(_Strict):
     """One cluster: kube context, namespace, images, store, Secrets, GPU scheduling."""
 
@@ -285,6 +303,10 @@ class ClusterProfile(_Strict):
         default_factory=ServiceAccountSettings,
         description="ServiceAccounts of the run's pods, one per profile (created once with "
         "annotations, or existing).",
+    )
+    network_policy: NetworkPolicySettings = Field(
+        default_factory=NetworkPolicySettings,
+        description="The run's NetworkPolicy (no ingress; egress to what the run needs).",
     )
     vllm_usage_stats: bool = Field(
         False,

@@ -60,6 +60,14 @@ def run_status(
     if current and deferred and deferred[0].attempt == attempt:
         current += deferred
     coordinator = coordinator_state(current, pods)
+    created = progress.pop("created")
+    incomplete = bool(current) and not created
+    if incomplete:  # the launch stopped before creating every object: the coordinator waits
+        coordinator = {
+            "state": (coordinator or {}).get("state", "Missing"),
+            "reason": f"the launch of attempt {attempt} stopped before creating every Job; "
+            "`skillmix launch` again completes it",
+        }
     detail = progress.pop("units_detail")
     jobs = [_job_row(s, detail, reasons.get(s.name, []), coordinator) for s in _ordered(current)]
     counts: dict[str, dict[str, int]] = {}
@@ -73,7 +81,7 @@ def run_status(
             overall = "failed"
         elif progress["report"] and all(j["state"] == "Complete" for j in jobs):
             overall = "complete"
-        elif coordinator and coordinator["state"] in ("Missing", "Failed"):
+        elif incomplete or (coordinator and coordinator["state"] in ("Missing", "Failed")):
             overall = "stalled"  # held-back Jobs nothing releases; `launch` again recovers
         elif any(j["state"] == "Failed" for j in jobs):
             overall = "failed"
@@ -396,6 +404,7 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
     run = RunStore(open_store(run_uri))
     data = run.read_run()
     empty: dict[str, Any] = {
+        "created": False,
         "deferred": [],
         "units": 0,
         "generation_units_done": 0,
@@ -466,6 +475,7 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
         text = run.store.read_bytes(key).decode("utf-8", errors="replace")
         deferred = [d.state for d in deferred_jobs(text).values()]
     return {
+        "created": RunLayout.launch_created(attempts) in keys,
         "deferred": deferred,
         "units": len(units),
         "generation_units_done": gen_done,

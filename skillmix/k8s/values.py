@@ -397,6 +397,10 @@ def build_values(
             "priorityClassName": profile.priority_class_name or "",
         },
         "gpuCap": profile.max_gpus or 0,
+        "networkPolicy": {
+            "enabled": profile.network_policy.enabled,
+            "egress": network_egress(ctx, profile),
+        },
         "serviceAccount": {
             "create": profile.service_account.create,
             "name": profile.service_account.name,
@@ -480,6 +484,25 @@ def build_values(
     if profile.client_resources:
         values["client"] = {"resources": profile.client_resources}
     return values
+
+
+def network_egress(ctx: RunContext, profile: ClusterProfile) -> list[dict[str, Any]]:
+    """The run's allowed egress: the profile's rules, else DNS, and TCP 443 and 6443 (model
+    APIs, S3, the Hugging Face Hub; the Kubernetes API, which the coordinator calls) plus the
+    ports of the S3 endpoint and of every model's base URL, to any address."""
+    if profile.network_policy.egress is not None:
+        return [dict(rule) for rule in profile.network_policy.egress]
+    from urllib.parse import urlsplit
+
+    ports = {443, 6443}
+    for url in [profile.s3.endpoint_url, *(m.base_url for m in ctx.model_specs())]:
+        if url:
+            parts = urlsplit(url)
+            ports.add(parts.port or (80 if parts.scheme == "http" else 443))
+    return [
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"ports": [{"protocol": "TCP", "port": port} for port in sorted(ports)]},
+    ]
 
 
 def hold_mode(profile: ClusterProfile) -> str:

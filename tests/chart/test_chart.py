@@ -174,10 +174,11 @@ def test_every_manifest_validates(rendered: Render, version: str) -> None:
 
 def test_only_jobs_and_a_service_account(rendered: Render) -> None:
     kinds = [d["kind"] for d in rendered.docs]
-    assert set(kinds) <= {"Job", "ServiceAccount"}, kinds
+    assert set(kinds) <= {"Job", "ServiceAccount", "NetworkPolicy"}, kinds
     assert kinds.count("ServiceAccount") <= 2  # the pods' and the coordinator's
     for doc in rendered.docs:
-        assert doc["apiVersion"] == ("batch/v1" if doc["kind"] == "Job" else "v1")
+        versions = {"Job": "batch/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+        assert doc["apiVersion"] == versions.get(doc["kind"], "v1")
         assert "namespace" not in doc["metadata"]  # helm/kubectl set it
 
 
@@ -1005,6 +1006,7 @@ def test_schema_closes_every_object() -> None:
     open_ok = {"requests", "limits", "nodeSelector", "nodeAffinity", "podAffinity"}
     open_ok |= {"podAntiAffinity", "students", "env", "podAnnotations", "podLabels"}
     open_ok |= {"annotations", "labels"}  # string maps
+    open_ok |= {"egress[]"}  # Kubernetes NetworkPolicyEgressRule objects
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):

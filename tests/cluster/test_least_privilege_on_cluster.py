@@ -63,3 +63,46 @@ def test_one_service_account_serves_many_runs(cluster: Cluster, tmp_path: Path) 
     assert "eks.amazonaws.com/role-arn" in out.stderr
     account = cluster.core().read_namespaced_service_account("skillmix", cluster.namespace)
     assert not (account.metadata.annotations or {})
+
+
+def test_network_policy_is_made_per_run_and_goes_with_it(cluster: Cluster, tmp_path: Path) -> None:
+    """Each launch attempt gets a NetworkPolicy selecting the run's pods: no ingress (model
+    servers listen on loopback), egress to DNS, HTTPS, the API server and the store's port;
+    it is owned by the attempt's coordinator Job, so cancelling the run (or its TTL) removes
+    it through the garbage collector."""
+    from urllib.parse import urlsplit
+
+    from kubernetes import client
+
+    path, run_id = experiment(tmp_path, name="netpol")
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    api = client.NetworkingV1Api(cluster.api())
+    [policy] = api.list_namespaced_network_policy(
+        cluster.namespace, label_selector=f"skillmix.io/run={run_id}"
+    ).items
+    assert policy.metadata.name.endswith("-a1")
+    assert policy.spec.pod_selector.match_labels == {"skillmix.io/run": run_id}
+    assert sorted(policy.spec.policy_types) == ["Egress", "Ingress"]
+    assert not policy.spec.ingress
+    ports = {(p.protocol, p.port) for rule in policy.spec.egress for p in rule.ports}
+    store_port = urlsplit(cluster.s3_endpoint).port
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443), ("TCP", store_port)} <= ports
+    [owner] = policy.metadata.owner_references
+    [coordinator] = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/phase=coordinate")
+    assert (owner.kind, owner.name, owner.uid) == (
+        "Job",
+        coordinator.metadata.name,
+        coordinator.metadata.uid,
+    )
+    cluster.skillmix("cancel", run_id, check=True)
+    from tests.cluster.conftest import wait_for
+
+    wait_for(
+        lambda: (
+            not api.list_namespaced_network_policy(
+                cluster.namespace, label_selector=f"skillmix.io/run={run_id}"
+            ).items
+        ),
+        "the garbage collector to remove the run's NetworkPolicy",
+        60,
+    )

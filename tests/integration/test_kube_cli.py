@@ -454,10 +454,12 @@ def test_render_writes_values_and_manifests(
     }
     docs = [d for d in yaml.safe_load_all((out / "manifests.yaml").read_text("utf-8")) if d]
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("ServiceAccount") == 1
+    assert kinds.count("ServiceAccount") == 2  # the profile's: the pods' and the coordinator's
+    assert kinds.count("NetworkPolicy") == 1  # the run's, per attempt
     assert kinds.count("Job") == ALL_JOBS
-    for doc in docs:
-        assert doc["metadata"]["labels"][RUN_LABEL] == run_id
+    for doc in docs:  # the accounts are shared by runs: no run label
+        assert (RUN_LABEL in doc["metadata"]["labels"]) is (doc["kind"] != "ServiceAccount")
+        assert doc["metadata"]["labels"].get(RUN_LABEL, run_id) == run_id
     assert str(ALL_JOBS) + " Jobs" in flat(result.stdout)  # the plan table's caption
 
 
@@ -505,28 +507,30 @@ def test_the_profile_names_or_creates_the_pods_service_account(
         if j["metadata"]["labels"]["app.kubernetes.io/component"] != coordinator
     }
     if created:
-        [sa] = accounts
-        assert sa["metadata"]["annotations"] == account["annotations"]
-        assert names == {sa["metadata"]["name"]}
+        assert {a["metadata"]["name"] for a in accounts} == {"skillmix", "skillmix-coordinator"}
+        for sa in accounts:  # the coordinator's too: it reaches the store the same way
+            assert sa["metadata"]["annotations"] == account["annotations"]
+        assert names == {"skillmix"}
     else:
         assert accounts == [] and names == {expected_name}
     for doc in docs:
         assert doc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "skillmix"
 
 
-def test_an_existing_service_account_needs_a_name(
+def test_existing_service_accounts_take_no_annotations(
     exp: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = kubeconfig(closed_port_url(), tmp_path / "kubeconfig", "fake")
+    account = {"create": False, "annotations": {"iam.gke.io/gcp-service-account": "x@y"}}
     write_profiles(
         tmp_path,
         monkeypatch,
-        {"fake": profile(config, "s3://nowhere/runs", service_account={"create": False})},
+        {"fake": profile(config, "s3://nowhere/runs", service_account=account)},
     )
     result = run_cli("render", "-f", str(exp), "--cluster", "fake")
     assert result.exit_code == 2
     line = one_line_error(result)
-    assert "service_account" in line and "name the existing ServiceAccount" in line
+    assert "service_account" in line and "annotate the existing ones instead" in line
 
 
 @needs_chart
@@ -556,7 +560,7 @@ def test_render_to_stdout(
     assert result.exit_code == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert sum(d["kind"] == "Job" for d in docs) == ALL_JOBS
-    assert all(d["metadata"]["labels"][RUN_LABEL] == run_id for d in docs)
+    assert all(d["metadata"]["labels"][RUN_LABEL] == run_id for d in docs if d["kind"] == "Job")
 
 
 @pytest.mark.tools
