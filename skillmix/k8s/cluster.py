@@ -617,13 +617,24 @@ class KubeClient:
     def _dry_run_pod(self, pod: dict[str, Any]) -> str:
         job = pod["metadata"]["annotations"]["skillmix.io/preflight-for"]
         job = str(job)
-        self._send(
-            f"dry run of a Pod of Job {job}",
-            self.core.create_namespaced_pod,
-            self.namespace,
-            pod,
-            dry_run="All",
-        )
+        try:
+            self._send(
+                f"dry run of a Pod of Job {job}",
+                self.core.create_namespaced_pod,
+                self.namespace,
+                pod,
+                dry_run="All",
+            )
+        except SkillmixError as exc:
+            text = str(exc)
+            if "PodSecurity" in text and 'container "model"' in text and exc.hint is None:
+                exc.hint = (
+                    "the vLLM container (`model`) runs as root with this securityContext: run "
+                    "it as non-root (leave vllm_security_context and the student's "
+                    "kubernetes.security_context unset: uid 1000, HOME=/tmp), or launch into a "
+                    "namespace labelled pod-security.kubernetes.io/enforce=baseline"
+                )
+            raise
         return job
 
     def jobs(

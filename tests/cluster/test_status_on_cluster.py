@@ -150,7 +150,7 @@ def test_launch_wait_says_why_pods_are_stuck(cluster: Cluster, tmp_path: Path) -
 # ---------------------------------------------------------------------------------------------
 
 
-def test_preflight_rejects_a_template_pod_security_forbids_with_nothing_created(
+def test_preflight_names_a_root_vllm_container_restricted_forbids_with_nothing_created(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """The namespace enforces `restricted`; the vLLM sidecar is set to run as root. A Job would be
@@ -163,6 +163,9 @@ def test_preflight_rejects_a_template_pod_security_forbids_with_nothing_created(
     assert result.returncode == 2, result.stderr
     line = error_line(result.stderr)
     assert "dry run of a Pod of Job" in line and "violates PodSecurity" in line
+    # it names the vLLM container and how to run it (restricted pods)
+    assert "the vLLM container (`model`) runs as root" in result.stderr
+    assert "pod-security.kubernetes.io/enforce=baseline" in result.stderr
     assert cluster.jobs() == [] and cluster.pods() == []
     assert open_store(cluster.store).list_keys("") == []
     accounts = cluster.kubectl("get", "serviceaccounts", "-o", "name").split()
