@@ -256,10 +256,11 @@ def launch_cmd(
         )
         return
     docs = rendered_manifests(lp)
+    model_key = str(lp.values.get("modelKey", {}).get("secretName", ""))
     marks.append(("plan table and split manifests", time.perf_counter()))
     # rights, namespace, validity and admission of the pods: fail before writing anything
     try:
-        kube.preflight(docs)
+        kube.preflight(docs, model_key=model_key)
     finally:
         _print_warnings(kube)
     marks.append(("pre-flight", time.perf_counter()))
@@ -273,7 +274,7 @@ def launch_cmd(
     docs, deferred = split_deferred(docs)
     store_deferred(run, lp.attempt, deferred)
     try:
-        created = kube.apply(docs)
+        created = kube.apply(docs, model_key=model_key)
     except SkillmixError as exc:
         if exc.hint is None:  # some objects may exist: say how this attempt completes
             exc.hint = (

@@ -411,10 +411,12 @@ class KubeClient:
         *,
         dry_run: bool = False,
         concurrency: int = CREATE_CONCURRENCY,
+        model_key: str = "",
     ) -> list[str]:
         """Create the rendered objects: the ServiceAccounts (kept when they exist), the
-        coordinator Job, the NetworkPolicy (owned by the coordinator Job), then the other Jobs
-        in parallel (each sent as the YAML helm wrote; the API server converts it).
+        coordinator Job, the NetworkPolicy and the Secret ``model_key`` (a random key for
+        per-model servers; none when empty), both owned by the coordinator Job, then the other
+        Jobs in parallel (each sent as the YAML helm wrote; the API server converts it).
 
         Resumable: an object that already exists and is the same (labels and containers'
         images, commands and arguments) counts as created, so a launch stopped halfway is
@@ -461,11 +463,41 @@ class KubeClient:
                     dry_run=dry_run,
                 )
                 created.append(f"NetworkPolicy/{d.name}")
+        if model_key:
+            self._create_model_key(model_key, owner, dry_run)
+            created.append(f"Secret/{model_key}")
         jobs = [d for d in manifests if d.kind == "Job" and d.group[1] != "coordinate"]
         created += self._parallel(
             lambda d: self._create_job(d, dry_run), jobs, concurrency=concurrency
         )
         return created
+
+    def _create_model_key(self, name: str, owner: dict[str, Any] | None, dry_run: bool) -> None:
+        """The per-attempt Secret with a random key for per-model servers: made here, never
+        rendered, printed or stored; an existing one (a resumed launch) is kept."""
+        import secrets
+
+        from skillmix.k8s.values import MODEL_KEY
+
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/managed-by": "skillmix"},
+                **({"ownerReferences": [owner]} if owner else {}),
+            },
+            "type": "Opaque",
+            "stringData": {MODEL_KEY: secrets.token_urlsafe(32)},
+        }
+        self._send(
+            f"create Secret {name}",
+            self.core.create_namespaced_secret,
+            self.namespace,
+            body,
+            ok_statuses=(409,),
+            **({"dry_run": "All"} if dry_run else {}),
+        )
 
     def _owner_ref(self, job: str) -> dict[str, Any]:
         """An ownerReference to Job ``job`` (the garbage collector deletes what it owns)."""
@@ -586,7 +618,7 @@ class KubeClient:
             raise errors[0]
         return results
 
-    def preflight(self, manifests: list[RenderedDoc]) -> int:
+    def preflight(self, manifests: list[RenderedDoc], *, model_key: str = "") -> int:
         """Server-side dry run (``dryRun=All``) of one Pod per distinct pod template, then of
         the ServiceAccount and of the Job each such Pod stands for: Pod Security,
         ResourceQuota, LimitRange and admission webhooks judge the Pods a Job would create,
@@ -604,7 +636,7 @@ class KubeClient:
         chosen = {p["metadata"]["annotations"]["skillmix.io/preflight-for"] for p in pods}
         self.dry_run_results.clear()
         sent = [d for d in manifests if d.kind != "Job" or d.name in chosen]
-        self.apply(sent, dry_run=True)
+        self.apply(sent, dry_run=True, model_key=model_key)
         problems = admission_problems(
             {d.name: d.doc for d in sent if d.kind == "Job"},
             self.dry_run_results.get("jobs", []),

@@ -397,6 +397,16 @@ def build_values(
             "priorityClassName": profile.priority_class_name or "",
         },
         "gpuCap": profile.max_gpus or 0,
+        "modelKey": {
+            # per-model servers require a key (per attempt; the launch creates the Secret)
+            "secretName": model_key_secret(ctx.run_id, attempt)
+            if any(
+                ctx.experiment.serving_of(s.name) == "per-model" and s.backend != "openai"
+                for s in e.students
+            )
+            else "",
+            "key": MODEL_KEY,
+        },
         "networkPolicy": {
             "enabled": profile.network_policy.enabled,
             "egress": network_egress(ctx, profile),
@@ -484,6 +494,14 @@ def build_values(
     if profile.client_resources:
         values["client"] = {"resources": profile.client_resources}
     return values
+
+
+MODEL_KEY = "api-key"  # the key of the model-server key in its Secret
+
+
+def model_key_secret(run_id: str, attempt: int) -> str:
+    """The per-attempt Secret of the key per-model servers require."""
+    return f"{release_name(run_id)[:40].rstrip('-')}-model-key-a{attempt}"
 
 
 def network_egress(ctx: RunContext, profile: ClusterProfile) -> list[dict[str, Any]]:

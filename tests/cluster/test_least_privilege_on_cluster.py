@@ -106,3 +106,105 @@ def test_network_policy_is_made_per_run_and_goes_with_it(cluster: Cluster, tmp_p
         "the garbage collector to remove the run's NetworkPolicy",
         60,
     )
+
+
+def _pod_port(cluster: Cluster, pod: str, container_port: int) -> int:
+    """The host port our process kubelet gave ``pod``'s ``container_port`` (pods are processes
+    on this host; each pod's ports are mapped: tests/cluster/netns_shim)."""
+    folder = f"{cluster.namespace}_{pod}_".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not any(folder in e for e in environ if e.startswith(b"TMPDIR=")):
+            continue
+        for e in environ:
+            if e.startswith(b"SKILLMIX_POD_PORTS="):
+                for pair in e.split(b"=", 1)[1].decode().split(","):
+                    inner, _, outer = pair.partition(":")
+                    if inner == str(container_port):
+                        return int(outer)
+    raise AssertionError(f"no port mapping for {pod}:{container_port}")
+
+
+def test_a_per_model_server_requires_the_runs_key(cluster: Cluster, tmp_path: Path) -> None:
+    """Serving per-model: the model server requires the key of a per-attempt Secret the launch
+    made (random, owned by the coordinator Job), which only the run's client gets: the run
+    completes, a request without the key gets 401, one with it an answer."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    from kubernetes import client
+
+    from tests.cluster.conftest import wait_for
+
+    path, run_id = experiment(
+        tmp_path,
+        name="keyed",
+        serving="per-model",
+        students=[{"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.4}],
+        combinations=20,
+    )
+    cluster.skillmix("launch", "-f", str(path), check=True)
+    [secret] = [
+        s
+        for s in client.CoreV1Api(cluster.api()).list_namespaced_secret(cluster.namespace).items
+        if s.metadata.name.endswith("-model-key-a1")
+    ]
+    [owner] = secret.metadata.owner_references
+    assert owner.kind == "Job" and "-coo-" in owner.name
+    key = base64.b64decode(secret.data["api-key"]).decode()
+    assert len(key) >= 32
+    [job] = cluster.jobs(f"skillmix.io/run={run_id},skillmix.io/phase=generate")
+    spec = job.spec.template.spec
+    [model] = [c for c in spec.init_containers if c.name == "model"]
+    [client_c] = spec.containers
+    model_env = {e.name: e.value_from for e in model.env}
+    client_env = {e.name: e.value_from for e in client_c.env}
+    for env, name in ((model_env, "SKILLMIX_MOCK_API_KEY"), (client_env, "SKILLMIX_DUMMY_API_KEY")):
+        assert env[name].secret_key_ref.name == secret.metadata.name
+    pod = wait_for(
+        lambda: next(
+            (
+                p
+                for p in cluster.pods(f"job-name={job.metadata.name}")
+                if p.status.phase == "Running"
+            ),
+            None,
+        ),
+        "the per-model pod to run",
+        60,
+    )
+    port = _pod_port(cluster, pod.metadata.name, 8000)
+    body = json.dumps(
+        {"model": "mock-weak", "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+
+    def ask(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except urllib.error.URLError:
+            return -1  # not listening yet
+
+    assert wait_for(lambda: ask({}) != -1 and ask({}), "the model server to listen", 60) == 401
+    assert ask({"Authorization": "Bearer wrong"}) == 401
+    assert ask({"Authorization": f"Bearer {key}"}) == 200
+    # the run's own client has the key: its run completes
+    from skillmix.store.layout import RunLayout
+    from skillmix.store.uri import open_store
+
+    run = open_store(f"{cluster.store}/{run_id}")
+    wait_for(lambda: run.exists(RunLayout.summary_key()), "the run's report", 240)

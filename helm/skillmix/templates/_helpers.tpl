@@ -268,6 +268,9 @@ Usage: env: {{- include "skillmix.clientEnv" (dict "root" $ "for" "grader") | ni
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- if .modelKey }}
+{{ include "skillmix.modelKeyEnv" (dict "root" $root "env" "SKILLMIX_DUMMY_API_KEY") }}
+{{- end }}
 {{- $seen := dict -}}
 {{- range $i, $ref := $root.Values.apiKeys }}
 {{- $env := required (printf "apiKeys[%d].env is required (the environment variable name)" $i) $ref.env }}
@@ -286,6 +289,20 @@ Usage: env: {{- include "skillmix.clientEnv" (dict "root" $ "for" "grader") | ni
       key: {{ $ref.key | default $env | toJson }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/*
+skillmix.modelKeyEnv: the environment variable "env" holding the run's model-server key (the
+per-attempt Secret modelKey.secretName that `skillmix launch` creates with a random key, never
+rendered): a per-model server requires it, and only the run's clients get it.
+Usage: {{ include "skillmix.modelKeyEnv" (dict "root" $ "env" "VLLM_API_KEY") }}
+*/}}
+{{- define "skillmix.modelKeyEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "modelKey.secretName is required for a key-protected model server" .root.Values.modelKey.secretName | toJson }}
+      key: {{ .root.Values.modelKey.key | default "api-key" | toJson }}
 {{- end -}}
 
 {{/*
@@ -349,7 +366,7 @@ Usage: {{- include "skillmix.clientContainer" (dict "root" $ "args" $unit.args "
   args:
     {{- toYaml .args | nindent 4 }}
   env:
-    {{- include "skillmix.clientEnv" (dict "root" $root "for" (.for | default "")) | nindent 4 }}
+    {{- include "skillmix.clientEnv" (dict "root" $root "for" (.for | default "") "modelKey" .modelKey) | nindent 4 }}
   terminationMessagePolicy: FallbackToLogsOnError
   {{- with $root.Values.client.resources }}
   resources:
@@ -451,6 +468,9 @@ timeoutSeconds: 5
       value: vllm
     - name: XDG_CACHE_HOME
       value: /tmp/.cache
+    {{- if .modelKey }}
+    {{- include "skillmix.modelKeyEnv" (dict "root" $root "env" "VLLM_API_KEY") | nindent 4 }}
+    {{- end }}
     {{- if not $root.Values.vllm.usageStats }}
     # no usage statistics leave the cluster (vLLM's and the libraries' telemetry)
     - name: VLLM_NO_USAGE_STATS
@@ -512,6 +532,9 @@ timeoutSeconds: 5
   env:
     - name: HOME
       value: /tmp
+    {{- if .modelKey }}
+    {{- include "skillmix.modelKeyEnv" (dict "root" $root "env" "SKILLMIX_MOCK_API_KEY") | nindent 4 }}
+    {{- end }}
   ports:
     - name: http
       containerPort: {{ $port }}

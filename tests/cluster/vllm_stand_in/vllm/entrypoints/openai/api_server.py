@@ -173,7 +173,12 @@ def main(argv: list[str]) -> int:
     from skillmix.backends.mock_server import MockServer, MockServerConfig
 
     config = MockServerConfig(
-        host=args.host, port=args.port, seed=args.seed, models=dict.fromkeys(names, 0.7)
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        models=dict.fromkeys(names, 0.7),
+        # like vLLM: VLLM_API_KEY (or --api-key) makes /v1 require the key
+        api_key=os.environ.get("VLLM_API_KEY") or None,
     )
     server = MockServer(config).start()
     print(f"INFO:     Started server process [{os.getpid()}]", flush=True)
