@@ -89,7 +89,11 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
                 break
 
 
-POLICY_FILES = ("policy-coordinator.yaml", "policy-launcher.yaml")
+POLICY_FILES = (
+    "policy-coordinator.yaml",
+    "policy-launcher.yaml",
+    "policy-launcher-secrets.yaml",
+)
 POLICY_PROBE_NAMESPACE = "skillmix-policy-probe"
 
 
@@ -111,14 +115,14 @@ def apply_admission_policies(cp: ControlPlane, timeout: float = 30.0) -> None:
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "nothing", "namespace": ns},
-            "spec": {"hard": {"pods": "0", "count/jobs.batch": "0"}},
+            "spec": {"hard": {"pods": "0", "count/jobs.batch": "0", "secrets": "0"}},
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "probe", "namespace": ns},
             "rules": [
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["create"]},
                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
             ],
         },
@@ -156,6 +160,9 @@ def apply_admission_policies(cp: ControlPlane, timeout: float = 30.0) -> None:
         "skillmix-launcher": lambda: client.CoreV1Api(cp.api("launcher")).create_namespaced_pod(
             ns, pod
         ),
+        "skillmix-launcher-secrets": lambda: client.CoreV1Api(
+            cp.api("launcher")
+        ).create_namespaced_secret(ns, {"metadata": {"name": "probe"}}),
     }
 
     for name, probe_call in probes.items():

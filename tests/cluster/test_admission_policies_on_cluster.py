@@ -267,3 +267,28 @@ def test_admission_policy_launcher_creates_pods_only_as_dry_runs(cluster: Cluste
     made = core.create_namespaced_pod(cluster.namespace, pod, dry_run="All")
     assert made.metadata.name == "launcher-pod"
     assert cluster.pods() == []
+
+
+def test_admission_policy_launcher_creates_only_the_model_key_secret(cluster: Cluster) -> None:
+    """The launcher's `create secrets` is for the per-model servers' key alone: that Secret is
+    admitted (dry run), any other name, type or key is refused by the policy."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api("launcher"))
+    ns = cluster.namespace
+    key = {"metadata": {"name": "run-1-model-key-a1"}, "stringData": {"api-key": "x"}}
+    core.create_namespaced_secret(ns, key, dry_run="All")
+    policy = "skillmix-launcher-secrets"
+    for body in (
+        {"metadata": {"name": "aws-credentials"}, "stringData": {"api-key": "x"}},
+        {"metadata": {"name": "run-1-model-key-a1"}, "stringData": {"token": "x"}},
+        {
+            "metadata": {
+                "name": "run-1-model-key-a2",
+                "annotations": {"kubernetes.io/service-account.name": "skillmix-coordinator"},
+            },
+            "type": "kubernetes.io/service-account-token",
+        },
+    ):
+        message = refused(core.create_namespaced_secret, ns, body, dry_run="All", policy=policy)
+        assert "may create only the per-model servers' key Secret" in message

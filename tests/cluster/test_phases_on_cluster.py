@@ -210,7 +210,13 @@ def test_a_mock_sidecar_that_stays_unhealthy_fails_the_job_within_the_load_budge
     ]
     [model] = [c for c in gen["spec"]["template"]["spec"]["initContainers"] if c["name"] == "model"]
     model["args"] += ["--startup-delay", "600"]
-    [account] = [d for d in docs if d["kind"] == "ServiceAccount"]
+    # the pods' account (the profile's; the coordinator's is not needed here)
+    [account] = [
+        d
+        for d in docs
+        if d["kind"] == "ServiceAccount"
+        and d["metadata"]["name"] == gen["spec"]["template"]["spec"]["serviceAccountName"]
+    ]
     for obj in (account, gen):
         cluster.kubectl("create", "-f", "-", context="launcher", stdin=json.dumps(obj))
     job_name = gen["metadata"]["name"]

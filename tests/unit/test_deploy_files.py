@@ -569,3 +569,30 @@ def test_launcher_policy_names_the_launcher_bindings_subjects() -> None:
         assert f"'{subject['name']}'" in condition["expression"], subject
     (rule,) = spec["validations"]
     assert rule["expression"] == "has(request.dryRun) && request.dryRun"
+
+
+def test_launcher_secrets_policy_allows_only_the_model_key() -> None:
+    """The launcher creates one kind of Secret, the per-model servers' key: the policy names
+    the launcher like its RoleBinding and refuses any other name, type or key."""
+    from skillmix.k8s.values import MODEL_KEY, model_key_secret
+
+    policy, _ = _policy("policy-launcher-secrets.yaml")
+    spec = policy["spec"]
+    assert spec["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["secrets"],
+            "operations": ["CREATE"],
+        }
+    ]
+    (condition,) = spec["matchConditions"]
+    (binding,) = by_kind(K8S / "rbac-launcher.yaml", "RoleBinding")
+    for subject in binding["subjects"]:
+        assert f"'{subject['name']}'" in condition["expression"], subject
+    (rule,) = spec["validations"]
+    pattern = re.search(r"matches\('([^']+)'\)", rule["expression"])
+    assert pattern is not None
+    assert re.fullmatch(pattern.group(1), model_key_secret("a-long-run-name-0123abcd", 3))
+    assert not re.fullmatch(pattern.group(1), "skillmix-coordinator-token")
+    assert f"k == '{MODEL_KEY}'" in rule["expression"]
