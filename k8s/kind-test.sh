@@ -283,6 +283,8 @@ fi
 if ! kq get namespace "$NAMESPACE" >/dev/null 2>&1; then
   kc create namespace "$NAMESPACE"
 fi
+# the run's coordinator releases the held-back Jobs: its Role (the file's namespace is ours)
+kc apply -n "$NAMESPACE" -f "${ROOT}/k8s/rbac-coordinator.yaml"
 
 b64decode() { "$PYTHON" -c 'import base64, sys; sys.stdout.write(base64.b64decode(sys.stdin.read()).decode())'; }
 old_umask="$(umask)"

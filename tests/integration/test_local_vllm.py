@@ -143,7 +143,8 @@ def test_both_executors_pass_the_same_vllm_settings() -> None:
     assert local[:3] == ["/x/vllm", "serve", "/models/tiny-llama"]
     pod = vllm_api_server_args(spec, port=8000)
     assert pod[:2] == ["--model", "/models/tiny-llama"]
-    for argv, host, port in ((local, "127.0.0.1", "1234"), (pod, "0.0.0.0", "8000")):
+    # both on loopback: a pod's client is in the same pod as its server
+    for argv, host, port in ((local, "127.0.0.1", "1234"), (pod, "127.0.0.1", "8000")):
         assert argv[argv.index("--host") + 1] == host
         assert argv[argv.index("--port") + 1] == port
         assert argv[argv.index("--served-model-name") + 1] == "tiny-chat"
