@@ -74,8 +74,31 @@ def test_network_policy_is_made_per_run_and_goes_with_it(cluster: Cluster, tmp_p
 
     from kubernetes import client
 
+    # and every Job and pod carries the profile's labels and PriorityClass, pods an fsGroup
+    priority = f"{cluster.namespace}-batch"
+    client.SchedulingV1Api(cluster.api()).create_priority_class(
+        {"metadata": {"name": priority}, "value": 10}
+    )
+    edit_profile(
+        cluster, labels={"team": "nlp", "cost-centre": "4711"}, priority_class_name=priority
+    )
     path, run_id = experiment(tmp_path, name="netpol")
-    cluster.skillmix("launch", "-f", str(path), check=True)
+    try:
+        cluster.skillmix("launch", "-f", str(path), check=True)
+        jobs = cluster.jobs(f"skillmix.io/run={run_id}")
+        assert len(jobs) == 4
+        for job in jobs:
+            for labels in (job.metadata.labels, job.spec.template.metadata.labels):
+                assert labels["team"] == "nlp" and labels["cost-centre"] == "4711"
+        from tests.cluster.conftest import wait_for
+
+        pods = wait_for(lambda: cluster.pods(f"skillmix.io/run={run_id}"), "pods", 60)
+        for pod in pods:
+            assert pod.metadata.labels["team"] == "nlp"
+            assert pod.spec.priority_class_name == priority and pod.spec.priority == 10
+            assert pod.spec.security_context.fs_group == 10001
+    finally:
+        client.SchedulingV1Api(cluster.api()).delete_priority_class(priority)
     api = client.NetworkingV1Api(cluster.api())
     [policy] = api.list_namespaced_network_policy(
         cluster.namespace, label_selector=f"skillmix.io/run={run_id}"
