@@ -25,25 +25,9 @@ from tests.cluster.test_failures_on_cluster import (
     experiment,
     stand_in_student,
 )
+from tests.cluster.test_status_on_cluster import edit_profile, status
 
 pytestmark = pytest.mark.cluster
-
-
-def edit_profile(cluster: Cluster, **changes: Any) -> None:
-    doc = yaml.safe_load(cluster.profile_file.read_text())
-    profile = doc["clusters"]["local"]
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(profile.get(key), dict):
-            profile[key].update(value)
-        else:
-            profile[key] = value
-    cluster.profile_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def status(cluster: Cluster, run_id: str) -> dict[str, Any]:
-    out = cluster.skillmix("status", run_id, "--format", "json", check=True)
-    doc: dict[str, Any] = json.loads(out.stdout)
-    return doc
 
 
 def gpus_of(pod: Any) -> int:
