@@ -11,13 +11,19 @@ export SKILLMIX_REFERENCE_DIR
 # controllers and pods, so each of their workers runs its own control plane.
 TEST_WORKERS ?= 2
 CLUSTER_TEST_WORKERS ?= 3
+# The image that `make image` builds (podman, scripts/build-image.sh) and the tests run.
+IMAGE ?= localhost/skillmix:dev
+export SKILLMIX_IMAGE := $(IMAGE)
 
-.PHONY: install tools browser test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
+.PHONY: install tools browser image image-test lock test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
 	@echo "make tools       install helm and kubectl into .tools/bin"
 	@echo "make browser     Debian's chromium + chromium-driver for tests/browser (apt-get, as root)"
+	@echo "make image       build docker/Dockerfile with podman (installs podman, runc, mmdebstrap as root)"
+	@echo "make image-test  run the built image as a pod would (uid 10001, read-only root, no network)"
+	@echo "make lock        re-pin the image's dependencies (docker/requirements*.lock)"
 	@echo "make test        ruff, mypy and the whole test suite"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
@@ -36,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
-tools:
+tools: install
 	PYTHON=$(PY) ./scripts/install-tools.sh
 	./scripts/install-control-plane.sh
 	./scripts/install-kueue.sh
@@ -44,12 +50,26 @@ tools:
 browser:
 	./scripts/install-browser.sh
 
+image:
+	IMAGE=$(IMAGE) ./scripts/build-image.sh
+
+image-test: install image
+	$(PY) -m pytest tests/image -p no:cacheprovider
+
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	--custom-compile-command "make lock" --quiet
+lock: install
+	$(PY) -m pip install --quiet "uv>=0.5"
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o docker/requirements.lock
+	$(BIN)/uv pip compile docker/requirements-build.in $(LOCK_FLAGS) -o docker/requirements-build.lock
+
 test: install tools
 	$(BIN)/ruff check skillmix tests benchmarks
 	$(BIN)/ruff format --check skillmix tests benchmarks
 	$(BIN)/mypy
-	$(PY) -m pytest --ignore=tests/cluster -n $(TEST_WORKERS)
+	$(PY) -m pytest --ignore=tests/cluster --ignore=tests/image -n $(TEST_WORKERS)
 	$(MAKE) --no-print-directory benchmarks-smoke
+	$(MAKE) --no-print-directory image-test
 	$(MAKE) --no-print-directory cluster-test
 
 lint: install

@@ -67,6 +67,12 @@ DEBUG = EnvVar(
     "off",
     "--debug or SKILLMIX_DEBUG (either turns it on)",
 )
+REVISION = EnvVar(
+    "SKILLMIX_REVISION",
+    "the git commit the running image was built from (set by docker/Dockerfile; `skillmix version`)",
+    "unset outside the image",
+    "read only",
+)
 MOCK_API_KEY = EnvVar(
     "SKILLMIX_MOCK_API_KEY",
     "the key `skillmix mock-server` requires as 'Authorization: Bearer KEY' on /v1",
@@ -191,6 +197,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     HELM,
     RUN,
     DEBUG,
+    REVISION,
     MOCK_API_KEY,
     DUMMY_API_KEY,
     S3_ENDPOINT_URL,

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "logs": "cluster:logs_cmd",
     "cancel": "cluster:cancel_cmd",
     "cache": "cache:cache",
+    "version": "version:version_cmd",
 }
 
 EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (143 SIGTERM, 129 SIGHUP)."

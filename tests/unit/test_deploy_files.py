@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -339,14 +340,60 @@ def _base_image(from_args: str, global_args: dict[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda m: global_args[m.group(1)], image)
 
 
-def test_dockerfile_base_images_are_pinned() -> None:
+def test_dockerfile_base_images_are_pinned_by_tag_and_digest() -> None:
     global_args, stages = _stages()
+    names = {stage[0][1].split()[-1] for stage in stages if " AS " in stage[0][1].upper()}
     bases = [_base_image(stage[0][1], global_args) for stage in stages]
-    for base in bases:
+    external = [base for base in bases if base not in names]
+    assert external, "no base image"
+    for base in external:
         assert base.startswith("python:3.11"), base
-        tag = base.split(":", 1)[1].split("@")[0]
+        tag, _, digest = base.split(":", 1)[1].partition("@")
         assert re.fullmatch(r"3\.11\.\d+-slim(-\w+)?", tag), f"pin a full version tag: {base}"
-    assert bases[0] == bases[-1], "build and runtime stages must share the base image"
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"pin the base by digest: {base}"
+    assert len(set(external)) == 1, "every stage must share the base image (interpreter paths)"
+
+
+def _requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of a pip requirements file with hashes."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    out: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *options = line.split()
+        name, _, version = spec.partition("==")
+        assert version, f"{path.name}: {spec} is not pinned with =="
+        hashes = [o.removeprefix("--hash=") for o in options if o.startswith("--hash=sha256:")]
+        assert hashes, f"{path.name}: {spec} has no hash"
+        out[name.lower().replace("_", "-")] = (version, hashes)
+    return out
+
+
+def test_the_image_installs_exactly_the_locked_dependencies_of_pyproject() -> None:
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    locked = _requirements(ROOT / "docker" / "requirements.lock")
+    for text in pyproject["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in locked, (
+            f"{name} is a dependency but not in docker/requirements.lock: make lock"
+        )
+        assert Version(locked[name][0]) in requirement.specifier, (
+            f"docker/requirements.lock pins {name}=={locked[name][0]}, outside {requirement}: make lock"
+        )
+    build = _requirements(ROOT / "docker" / "requirements-build.lock")
+    for text in pyproject["build-system"]["requires"]:
+        requirement = Requirement(text)
+        assert Version(build[requirement.name][0]) in requirement.specifier, "make lock"
+    steps = " ".join(args for stage in _stages()[1] for i, args in stage if i == "RUN")
+    assert "--require-hashes --prefix=/install -r requirements.lock" in steps
+    assert "--require-hashes -r requirements-build.lock" in steps
+    assert "--no-build-isolation" in steps, "the wheel's build backend comes from the lock"
 
 
 def test_dockerfile_final_stage() -> None:
@@ -371,6 +418,7 @@ def test_dockerfile_final_stage() -> None:
         i for i, name in enumerate(instructions) if name in ("RUN", "COPY")
     )
     assert any(i == "COPY" and "--from=" in a and "/install" in a for i, a in final)
+    assert any(i == "COPY" and "--from=" in a and "/app" in a for i, a in final)
     for instruction, args in final:
         if instruction != "RUN":
             continue
@@ -383,12 +431,14 @@ def test_dockerfile_final_stage() -> None:
 
 def test_dockerfile_build_stage_builds_the_wheel() -> None:
     _, stages = _stages()
-    build = " ".join(args for _, args in stages[0])
-    assert "pip wheel --no-deps" in build
-    assert "--prefix=/install" in build
-    assert "PIP_NO_CACHE_DIR=1" in build or "--no-cache-dir" in build
-    copied = " ".join(a for i, a in stages[0] if i == "COPY")
-    for needed in ("pyproject.toml", "README.md", "skillmix/", "prompts/"):
+    build = next(stage for stage in stages if stage[0][1].upper().endswith(" AS BUILD"))
+    text = " ".join(args for _, args in build)
+    assert "pip wheel --no-deps" in text
+    assert "--prefix=/app" in text
+    every = " ".join(args for stage in stages for _, args in stage)
+    assert "PIP_NO_CACHE_DIR=1" in every or "--no-cache-dir" in every
+    copied = " ".join(a for i, a in build if i == "COPY")
+    for needed in ("pyproject.toml", "README.md", "skillmix/", "prompts/", "helm/"):
         assert needed in copied
 
 
@@ -400,7 +450,7 @@ def test_dockerignore_excludes_local_state() -> None:
     }
     for required in (".venv", ".tools", ".git", "runs", "tests", ".kind-logs"):
         assert required in patterns, f".dockerignore must exclude {required}"
-    for needed in ("skillmix", "prompts", "pyproject.toml", "README.md", "helm"):
+    for needed in ("skillmix", "prompts", "pyproject.toml", "README.md", "helm", "docker"):
         assert needed not in patterns, f".dockerignore must keep {needed} (the image needs it)"
     assert not any(p.startswith("!") for p in patterns)
 

@@ -46,6 +46,7 @@ def test_every_variable_is_documented() -> None:
         "SKILLMIX_HELM",
         "SKILLMIX_RUN",
         "SKILLMIX_DEBUG",
+        "SKILLMIX_REVISION",
         "SKILLMIX_MOCK_API_KEY",
         "SKILLMIX_DUMMY_API_KEY",
         "SKILLMIX_S3_ENDPOINT_URL",
