@@ -15,12 +15,13 @@ CLUSTER_TEST_WORKERS ?= 3
 IMAGE ?= localhost/skillmix:dev
 export SKILLMIX_IMAGE := $(IMAGE)
 
-.PHONY: install tools browser image image-test lock test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
+.PHONY: install tools browser image-tools image image-test lock test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
 	@echo "make tools       install helm and kubectl into .tools/bin"
 	@echo "make browser     Debian's chromium + chromium-driver for tests/browser (apt-get, as root)"
+	@echo "make image-tools podman, runc and mmdebstrap (apt-get, as root; make image runs it)"
 	@echo "make image       build docker/Dockerfile with podman (installs podman, runc, mmdebstrap as root)"
 	@echo "make image-test  run the built image as a pod would (uid 10001, read-only root, no network)"
 	@echo "make lock        re-pin the image's dependencies (docker/requirements*.lock)"
@@ -49,6 +50,9 @@ tools: install
 
 browser:
 	./scripts/install-browser.sh
+
+image-tools:
+	./scripts/install-image-tools.sh
 
 image:
 	IMAGE=$(IMAGE) ./scripts/build-image.sh
@@ -91,7 +95,8 @@ benchmarks: install
 benchmarks-smoke: install tools
 	$(PY) benchmarks/run_all.py --smoke
 
-cluster-test: install tools
+# image: one cluster test runs a whole launch from `make image`'s image (tests/cluster/test_image_on_cluster.py)
+cluster-test: install tools image
 	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS) --dist loadgroup
 
 cluster-up: install tools
@@ -100,7 +105,7 @@ cluster-up: install tools
 cluster-down:
 	$(PY) -m tests.cluster down
 
-kind-test: install tools
+kind-test: install tools image
 	bash k8s/kind-test.sh
 
 clean:

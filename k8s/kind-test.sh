@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end test on a local kind cluster (`make kind-test`): build the skillmix image, load
-# it into kind, start an in-cluster S3 (MinIO), launch a small mock-backend run with the real
+# End-to-end test on a local kind cluster (`make kind-test`): load the image that `make image`
+# built with podman (SKILLMIX_IMAGE, the same image `make image-test` and the cluster tests
+# run) into kind, start an in-cluster S3 (MinIO), launch a small mock-backend run with the real
 # CLI, wait for it, and check the report.
 #
 #   bash k8s/kind-test.sh            # creates (or reuses) the cluster, deletes it at the end
@@ -14,6 +15,8 @@
 #   KEEP=1              keep the cluster (default: delete it, also after a failure)
 #   KIND_NODE_IMAGE=... node image passed to `kind create cluster --image` (overrides the
 #                       digest-pinned image in k8s/kind-config.yaml, e.g. for older kind)
+#   SKILLMIX_IMAGE=...  podman image to load (make sets it: `make image`'s image); when it is
+#                       unset or podman lacks it, the image is built with `docker build`
 #   LAUNCH_TIMEOUT=900  seconds `skillmix launch --wait` may take
 #   SKILLMIX=path       skillmix CLI to use; PYTHON=path  python3 for the report check
 #
@@ -40,7 +43,7 @@ cd "$ROOT"
 readonly CLUSTER=skillmix-test
 readonly CONTEXT="kind-${CLUSTER}"
 readonly NAMESPACE=skillmix
-readonly IMAGE=skillmix:kind-test
+readonly IMAGE=localhost/skillmix:kind-test
 readonly S3_SECRET=skillmix-s3
 readonly BUCKET=skillmix-test
 readonly STORE="s3://${BUCKET}/runs"
@@ -262,19 +265,30 @@ kc wait --for=condition=Ready node --all --timeout=180s
 # ----------------------------------------------------------------------------------------
 # 2. Image
 # ----------------------------------------------------------------------------------------
-log "building ${IMAGE}"
-bounded 1800 docker build -f "${ROOT}/docker/Dockerfile" -t "$IMAGE" \
-  --build-arg VERSION=kind-test "$ROOT"
-log "loading ${IMAGE} into ${CLUSTER}"
-# With Docker's containerd image store (default since Docker 29) `kind load docker-image`
-# can fail with "content digest ... not found" (kind issue #3795); kind's documented
-# workaround is a single-platform `docker image save --platform` + `kind load image-archive`.
-if ! bounded 600 kind load docker-image "$IMAGE" --name "$CLUSTER"; then
-  log "kind load docker-image failed; retrying with a single-platform image archive"
-  server_arch="$(bounded 60 docker version --format '{{.Server.Arch}}')"
-  bounded 600 docker image save --platform "linux/${server_arch}" -o "${STATE_DIR}/image.tar" "$IMAGE"
+SOURCE_IMAGE="${SKILLMIX_IMAGE:-}"
+if [[ -n "$SOURCE_IMAGE" ]] && "${ROOT}/scripts/podman.sh" image exists "$SOURCE_IMAGE" 2>/dev/null; then
+  # `make image`'s image, exactly: saved by podman, loaded by kind (no Docker build)
+  log "loading ${SOURCE_IMAGE} (make image) into ${CLUSTER} as ${IMAGE}"
+  bounded 120 "${ROOT}/scripts/podman.sh" tag "$SOURCE_IMAGE" "$IMAGE"
+  rm -f "${STATE_DIR}/image.tar"
+  bounded 600 "${ROOT}/scripts/podman.sh" save --quiet --format docker-archive -o "${STATE_DIR}/image.tar" "$IMAGE"
   bounded 600 kind load image-archive "${STATE_DIR}/image.tar" --name "$CLUSTER"
   rm -f "${STATE_DIR}/image.tar"
+else
+  log "building ${IMAGE} with docker (SKILLMIX_IMAGE unset or not in podman's storage)"
+  bounded 1800 docker build -f "${ROOT}/docker/Dockerfile" -t "$IMAGE" \
+    --build-arg VERSION=kind-test "$ROOT"
+  log "loading ${IMAGE} into ${CLUSTER}"
+  # With Docker's containerd image store (default since Docker 29) `kind load docker-image`
+  # can fail with "content digest ... not found" (kind issue #3795); kind's documented
+  # workaround is a single-platform `docker image save --platform` + `kind load image-archive`.
+  if ! bounded 600 kind load docker-image "$IMAGE" --name "$CLUSTER"; then
+    log "kind load docker-image failed; retrying with a single-platform image archive"
+    server_arch="$(bounded 60 docker version --format '{{.Server.Arch}}')"
+    bounded 600 docker image save --platform "linux/${server_arch}" -o "${STATE_DIR}/image.tar" "$IMAGE"
+    bounded 600 kind load image-archive "${STATE_DIR}/image.tar" --name "$CLUSTER"
+    rm -f "${STATE_DIR}/image.tar"
+  fi
 fi
 
 # ----------------------------------------------------------------------------------------

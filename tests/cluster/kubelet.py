@@ -30,7 +30,19 @@ Images: ours (repository ``skillmix`` or ``ghcr.io/skillmix/skillmix``) runs the
 tag) runs its command as given with ``python3`` being this interpreter and the stand-in ``vllm``
 package of ``vllm_stand_in/`` first on PYTHONPATH, so the chart's vLLM command serves the mock
 backend (or fails as the model id asks: see ``vllm_stand_in/vllm/entrypoints/openai/
-api_server.py``); every other image is a pull error.
+api_server.py``); the image that ``make image`` built (repository ``localhost/skillmix``,
+any tag podman's storage holds) runs in a podman container (below); every other image is a
+pull error.
+
+Podman containers: ``scripts/podman.sh run`` with the host's network (the pod's containers
+meet on loopback through the same port map as processes: the shim is mounted read-only and
+first on PYTHONPATH, and nothing of the source tree is), the pod's volumes bind-mounted at
+their mount paths (the service-account token included, at its real path), the env of the pod
+spec (the image's own ENV comes from the image), and the securityContext as a runtime applies
+it: runAsUser/runAsGroup, fsGroup as a supplementary group, a read-only root filesystem
+without podman's extra tmpfs mounts, no privilege escalation, dropped and added capabilities.
+SIGTERM reaches the container through podman's signal proxy; past the grace period the
+container is removed with force.
 
 Network: pods share the host's network, so each pod's declared container ports are given their
 own free host port, and the pod's Python processes see them through ``netns_shim/`` (a
@@ -70,6 +82,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIM_DIR = Path(__file__).resolve().parent / "netns_shim"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 OUR_IMAGES = ("skillmix", "ghcr.io/skillmix/skillmix")
+# `make image`'s image (localhost/skillmix:TAG): its containers run in podman, from the image
+PODMAN_IMAGES = ("localhost/skillmix",)
+PODMAN = REPO_ROOT / "scripts" / "podman.sh"
+SHIM_IN_CONTAINER = "/opt/skillmix-netns-shim"
 STAND_IN_VLLM_IMAGES = ("skillmix-test/vllm",)
 STAND_IN_DIR = Path(__file__).resolve().parent / "vllm_stand_in"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -235,6 +251,10 @@ def is_our_image(image: str) -> bool:
     return image_repository(image) in OUR_IMAGES
 
 
+def in_podman(image: str) -> bool:
+    return image_repository(image) in PODMAN_IMAGES
+
+
 def is_stand_in_vllm(image: str) -> bool:
     return image_repository(image) in STAND_IN_VLLM_IMAGES
 
@@ -301,6 +321,8 @@ class Container:
         }
         if self.proc is not None:
             out["containerID"] = f"process://{self.proc.pid}"
+            if in_podman(str(self.spec.get("image", ""))):
+                out["imageID"] = str(self.spec.get("image", ""))
         if self.last_state:
             out["lastState"] = self.last_state
         return out
@@ -472,7 +494,11 @@ class PodWorker(threading.Thread):
         bad = [
             c
             for c in self.containers.values()
-            if not (is_our_image(image := c.spec.get("image", "")) or is_stand_in_vllm(image))
+            if not (
+                is_our_image(image := c.spec.get("image", ""))
+                or is_stand_in_vllm(image)
+                or (in_podman(image) and self.kubelet.podman_has(image))
+            )
         ]
         if not bad:
             return True
@@ -486,6 +512,11 @@ class PodWorker(threading.Thread):
                         f'Failed to pull image "{image}": the process kubelet has no mapping '
                         "for this image (only skillmix images and skillmix-test/vllm run here)"
                     )
+                    if in_podman(image):
+                        message = (
+                            f'Failed to pull image "{image}": not in podman\'s storage '
+                            "(make image builds it)"
+                        )
                     if reason == "ImagePullBackOff":
                         message = f'Back-off pulling image "{image}"'
                     c.state = {"waiting": {"reason": reason, "message": message}}
@@ -518,8 +549,22 @@ class PodWorker(threading.Thread):
                 )
                 if self.stopping.wait(5.0):
                     return False
+            self._open_to_the_pod(volume, path)
             self.volumes[name] = path
         return not self.stopping.is_set()
+
+    @staticmethod
+    def _open_to_the_pod(volume: dict[str, Any], path: Path) -> None:
+        """Modes as on a node, which matter when a container runs as a non-root uid:
+        emptyDir and claims are world-writable (0777), Secret, ConfigMap and projected files
+        are readable (their defaultMode 0644)."""
+        if "emptyDir" in volume or "persistentVolumeClaim" in volume:
+            path.chmod(0o777)
+            return
+        path.chmod(0o755)
+        for file in path.iterdir():
+            if file.is_file():
+                file.chmod(0o644)
 
     def _fill_volume(self, volume: dict[str, Any], path: Path) -> str | None:
         """None when the volume is ready, else why not."""
@@ -690,7 +735,8 @@ class PodWorker(threading.Thread):
                 self.event("Failed", f"Error: {exc}", container=c.name)
                 if self.stopping.wait(5.0):
                     return False
-        argv = self._argv(c, env)
+        podman = in_podman(c.spec.get("image", ""))
+        argv = self._podman_argv(c, env) if podman else self._argv(c, env)
         logdir = self.root / "logs" / c.name
         logdir.mkdir(parents=True, exist_ok=True)
         path = logdir / f"{c.restarts}.log"
@@ -701,8 +747,8 @@ class PodWorker(threading.Thread):
             with path.open("wb") as out:
                 c.proc = subprocess.Popen(
                     argv,
-                    env=env,
-                    cwd=cwd,
+                    env=self.kubelet.podman_env() if podman else env,
+                    cwd=str(self.root) if podman else cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -760,6 +806,8 @@ class PodWorker(threading.Thread):
         try:
             c.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
+            if in_podman(c.spec.get("image", "")):  # the container outlives its podman client
+                self.kubelet.podman_remove(self._container_name(c))
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.proc.pid, signal.SIGKILL)
             c.proc.wait(timeout=10)
@@ -791,6 +839,60 @@ class PodWorker(threading.Thread):
         argv = [expand(str(a), env) for a in command + args]
         if argv and argv[0] == "skillmix":
             return [sys.executable, "-m", "skillmix", *argv[1:]]
+        return argv
+
+    def _container_name(self, c: Container) -> str:
+        return f"k8s-{self.uid[:13]}-{c.name}-{c.restarts}"
+
+    def _security(self, c: Container) -> dict[str, Any]:
+        """The container's securityContext over the pod's, as the runtime sees it."""
+        merged = {
+            k: v
+            for k, v in (self.spec.get("securityContext") or {}).items()
+            if k in ("runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups")
+        }
+        merged.update(c.spec.get("securityContext") or {})
+        return merged
+
+    def _podman_argv(self, c: Container, env: dict[str, str]) -> list[str]:
+        """``podman run`` for one container of the pod (see the module's docstring)."""
+        security = self._security(c)
+        argv = [str(PODMAN), "run", "--rm", "--name", self._container_name(c)]
+        argv += ["--label", f"skillmix-test-kubelet={self.kubelet.label}", "--pull", "never"]
+        argv += ["--network", "host", "--stop-timeout", str(int(self.grace) or 1)]
+        if "runAsUser" in security:
+            user = str(security["runAsUser"])
+            if "runAsGroup" in security:
+                user += f":{security['runAsGroup']}"
+            argv += ["--user", user]
+        for group in [security.get("fsGroup"), *(security.get("supplementalGroups") or [])]:
+            if group is not None:
+                argv += ["--group-add", str(group)]
+        if security.get("readOnlyRootFilesystem"):
+            argv += ["--read-only", "--read-only-tmpfs=false"]
+        if security.get("allowPrivilegeEscalation") is False:
+            argv += ["--security-opt", "no-new-privileges"]
+        capabilities = security.get("capabilities") or {}
+        for cap in capabilities.get("drop") or []:
+            argv += ["--cap-drop", str(cap)]
+        for cap in capabilities.get("add") or []:
+            argv += ["--cap-add", str(cap)]
+        for mount in c.spec.get("volumeMounts") or []:
+            if mount["name"] in self.volumes:
+                ro = ":ro" if mount.get("readOnly") else ""
+                argv += ["-v", f"{self.volumes[mount['name']]}:{mount['mountPath']}{ro}"]
+        argv += ["-v", f"{SHIM_DIR}:{SHIM_IN_CONTAINER}:ro"]
+        for name, value in env.items():
+            argv += ["-e", f"{name}={value}"]
+        if c.spec.get("workingDir"):
+            argv += ["--workdir", str(c.spec["workingDir"])]
+        args = [expand(str(a), env) for a in c.spec.get("args") or []]
+        if "command" in c.spec:
+            command = [expand(str(a), env) for a in c.spec["command"]]
+            argv += ["--entrypoint", json.dumps(command)]
+        argv.append(c.spec["image"])
+        if "args" in c.spec or "command" in c.spec:
+            argv += args  # with only a command, the image's CMD is dropped, as on a node
         return argv
 
     def _mounts(self, c: Container) -> list[tuple[str, Path]]:
@@ -828,7 +930,8 @@ class PodWorker(threading.Thread):
         raise ConfigError(f"unsupported fieldRef {path}")
 
     def _env(self, c: Container) -> dict[str, str]:
-        env: dict[str, str] = dict(self._image(c).env)
+        podman = in_podman(c.spec.get("image", ""))
+        env: dict[str, str] = {} if podman else dict(self._image(c).env)
         for source in c.spec.get("envFrom") or []:
             prefix = source.get("prefix", "")
             if "secretRef" in source:
@@ -866,6 +969,13 @@ class PodWorker(threading.Thread):
                 env[name] = self._field(source["fieldRef"]["fieldPath"])
             elif "resourceFieldRef" in source:
                 env[name] = "0"
+        host = urllib.parse.urlsplit(self.kubelet.api_client.configuration.host)
+        if podman:  # the mounts are real: only the port map and the API server's address
+            env["PYTHONPATH"] = SHIM_IN_CONTAINER
+            env["SKILLMIX_POD_PORTS"] = ",".join(f"{p}:{h}" for p, h in self.ports.items())
+            env["KUBERNETES_SERVICE_HOST"] = host.hostname or "127.0.0.1"
+            env["KUBERNETES_SERVICE_PORT"] = str(host.port or 443)
+            return env
         for name, value in list(env.items()):  # container paths on mounts -> host dirs
             if value.startswith("/"):
                 env[name] = self._host_path(c, value) or value
@@ -881,7 +991,6 @@ class PodWorker(threading.Thread):
         # container (here its real address: there are no Service IPs), and the mounts whose
         # paths a process cannot otherwise reach (the service-account token volume at
         # /var/run/secrets/kubernetes.io/serviceaccount): the shim maps their file opens
-        host = urllib.parse.urlsplit(self.kubelet.api_client.configuration.host)
         env["KUBERNETES_SERVICE_HOST"] = host.hostname or "127.0.0.1"
         env["KUBERNETES_SERVICE_PORT"] = str(host.port or 443)
         env["SKILLMIX_POD_MOUNTS"] = os.pathsep.join(
@@ -921,6 +1030,8 @@ class Kubelet:
         self.stop = threading.Event()
         self.procs: set[subprocess.Popen[bytes]] = set()
         self.nodes = {n.name for n in NODES}
+        self.label = f"{os.getpid()}-{port}"  # this kubelet's podman containers
+        self.podman_images: set[str] = set()
 
     # ---- API helpers --------------------------------------------------------------------------
     def _quiet(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -1043,6 +1154,48 @@ class Kubelet:
             temp.chmod(0o755)
             temp.replace(python)
         return folder
+
+    # ---- podman -------------------------------------------------------------------------------
+    @staticmethod
+    def podman_env() -> dict[str, str]:
+        keep = ("PATH", "HOME", "SKILLMIX_TOOLS_CACHE", "SKILLMIX_PODMAN_ROOT")
+        return {k: v for k, v in os.environ.items() if k in keep}
+
+    def podman(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(PODMAN), *args],
+            env=self.podman_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def podman_has(self, image: str) -> bool:
+        """The image is in podman's storage (the node's image cache: nothing is pulled)."""
+        if image not in self.podman_images:
+            try:
+                if self.podman("image", "exists", image).returncode == 0:
+                    self.podman_images.add(image)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.warning("podman image exists %s: %s", image, exc)
+        return image in self.podman_images
+
+    def podman_remove(self, *names: str) -> None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self.podman("rm", "--force", "--time", "0", "--ignore", *names)
+
+    def podman_cleanup(self) -> None:
+        """Remove every container this kubelet started (at shutdown)."""
+        if not self.podman_images:
+            return
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            listed = self.podman(
+                "ps", "-aq", "--filter", f"label=skillmix-test-kubelet={self.label}"
+            )
+            names = listed.stdout.split()
+            if names:
+                self.podman_remove(*names)
 
     def host_port(self) -> int:
         with socket.socket() as s:
@@ -1175,6 +1328,7 @@ class Kubelet:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+        self.podman_cleanup()
 
     # ---- logs ---------------------------------------------------------------------------------
     def container(self, namespace: str, pod: str, name: str) -> tuple[PodWorker, Container] | None:
