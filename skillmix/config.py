@@ -6,8 +6,6 @@ environment variable that holds its key (``api_key_env``), not the key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -588,42 +586,6 @@ class Experiment(_Strict):
             if s.name == name:
                 return s
         raise SkillmixError(f"no student named {name!r} in experiment {self.name!r}")
-
-    def result_config(self, catalog_hash: str, prompt_hashes: dict[str, str]) -> dict[str, Any]:
-        """Everything that determines the results (not budgets, endpoints or where runs live)."""
-        return {
-            "seed": self.seed,
-            "order_seed": self.order_seed,
-            "ks": self.ks,
-            "combinations": self.combinations,
-            "generation_rounds": self.generation_rounds,
-            "sampling": self.sampling,
-            "catalog": catalog_hash,
-            "prompts": prompt_hashes,
-            "students": [
-                {
-                    **s.identity(),
-                    "name": s.name,
-                    "system_prompt": s.system_prompt,
-                    "sampling": s.sampling.request_params(),
-                }
-                for s in self.students
-            ],
-            "grader": {
-                **self.grader.identity(),
-                "name": self.grader.name,
-                "rounds": self.grader.rounds,
-                "style": self.grader.style,
-                "system_prompt": self.grader.system_prompt,
-                "sampling": self.grader.sampling.request_params(),
-            },
-        }
-
-
-def config_hash(data: dict[str, Any], length: int = 8) -> str:
-    """Hash of a canonical form (sorted keys), so key order never changes a run id."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -108,8 +108,8 @@ def compare_cmd(
     prompts, grader, rounds, M, k values, sampling, seed, metric options) are refused with
     the list of differences, unless --allow-mixed.
     """
+    from skillmix.identity import SETTING_LABELS
     from skillmix.report.compare import (
-        SETTING_LABELS,
         compare_files,
         compare_markdown,
         compare_runs,

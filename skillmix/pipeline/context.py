@@ -26,8 +26,9 @@ from skillmix.artifacts import (
     validate_artifact,
 )
 from skillmix.catalog import Catalog, Skill, load_catalog
-from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec, config_hash
+from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec
 from skillmix.errors import SkillmixError
+from skillmix.identity import ResultIdentity
 from skillmix.method.prompts import (
     GradingStyle,
     PromptTemplate,
@@ -193,9 +194,7 @@ def resolve_context(experiment: Experiment) -> RunContext:
                 mode="distinct",
             )
     hashes = {"generation": generation.content_hash(), "grading": grading.content_hash()}
-    run_id = (
-        f"{experiment.name}-{config_hash(experiment.result_config(catalog.content_hash(), hashes))}"
-    )
+    run_id = ResultIdentity(experiment, catalog.content_hash(), hashes).run_id()
     return RunContext(experiment, catalog, generation, grading, run_id)
 
 

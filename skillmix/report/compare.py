@@ -28,6 +28,7 @@ from skillmix.artifacts import (
 )
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
+from skillmix.identity import SETTING_LABELS, ResultIdentity, comparable_settings
 from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import (
     IMPORTED_BACKEND,
@@ -43,20 +44,6 @@ from skillmix.store.uri import open_store
 
 if TYPE_CHECKING:
     from skillmix.report.markup import Image
-
-SETTING_LABELS = {
-    "catalog": "catalog hash",
-    "generation_prompt": "generation prompt (version, hash)",
-    "grading_prompt": "grading prompt (version, hash)",
-    "grader": "grader model",
-    "grading_rounds": "grading rounds (R)",
-    "generation_rounds": "generation rounds (G)",
-    "combinations": "M (combinations per k)",
-    "ks": "k values",
-    "sampling": "sampling",
-    "seed": "seed",
-    "metrics": "metric options",
-}
 
 
 class RunData(BaseModel):
@@ -172,24 +159,15 @@ def options_settings(options: MetricOptions) -> MetricSettings:
 def evaluation_settings(
     e: Experiment, catalog_hash: str, p: PromptVersions, metrics: MetricSettings
 ) -> dict[str, str]:
-    """The comparable settings of an evaluation run (from its summary or its run.json)."""
-    g = e.grader
-    grader = str(g.model)
-    if g.backend == "mock" and g.quality is not None:
-        grader += f" (mock quality {g.quality})"
-    return {
-        "catalog": catalog_hash,
-        "generation_prompt": f"{p.generation.name} ({p.generation.hash})",
-        "grading_prompt": f"{p.grading.name} ({p.grading.hash})",
-        "grader": grader,
-        "grading_rounds": str(g.rounds),
-        "generation_rounds": str(e.generation_rounds),
-        "combinations": str(e.combinations),
-        "ks": ",".join(str(k) for k in e.ks),
-        "sampling": f"{e.sampling} (order seed {e.order_seed})",
-        "seed": str(e.seed),
-        "metrics": metric_settings(metrics),
-    }
+    """The comparable settings of an evaluation run (from its summary or its run.json): its
+    result identity's (skillmix/identity.py, which the run id hashes too) and the metric
+    options."""
+    identity = ResultIdentity(
+        e, catalog_hash, {"generation": p.generation.hash, "grading": p.grading.hash}
+    )
+    names = {"generation": p.generation.name, "grading": p.grading.name}
+    settings = comparable_settings(identity.fields(), names)
+    return {**settings, "metrics": metric_settings(metrics)}
 
 
 def summary_settings(summary: Summary, source: str = "summary.json") -> dict[str, str]:
@@ -338,10 +316,15 @@ def report_link(run_uri: str) -> str | None:
     return None
 
 
+def setting_keys(runs: Sequence[RunData]) -> list[str]:
+    """The settings any of the runs has, in SETTING_LABELS' order."""
+    return [k for k in SETTING_LABELS if any(k in r.settings for r in runs)]
+
+
 def differing_settings(runs: Sequence[RunData]) -> dict[str, dict[str, list[int]]]:
     """Per setting that is not the same everywhere: each value and the runs (1-based) with it."""
     out: dict[str, dict[str, list[int]]] = {}
-    for key in SETTING_LABELS:
+    for key in setting_keys(runs):
         values: dict[str, list[int]] = {}
         for r in runs:
             values.setdefault(r.settings.get(key, "unknown"), []).append(r.index)
@@ -617,7 +600,7 @@ def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> 
         ]
     if plots:
         lines += ["## Metrics vs k", "", *plot_lines(plots)]
-    keys = list(SETTING_LABELS)
+    keys = setting_keys(doc.runs)
     lines += [
         "## Settings",
         "",
@@ -778,7 +761,8 @@ def compare_html(
         )
     )
     rows = []
-    for key, label in SETTING_LABELS.items():
+    for key in setting_keys(doc.runs):
+        label = SETTING_LABELS[key]
         differs = key in doc.settings_differ
         rows.append(
             el(

@@ -97,7 +97,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("skillmix.report", "skillmix.legacy", "skillmix.api"),
     ("skillmix.pipeline",),  # context, plan, tasks, aggregation
     ("skillmix.backends", "skillmix.store"),
-    ("skillmix.records", "skillmix.artifacts", "skillmix.config", "skillmix.promptset"),
+    (
+        "skillmix.records",
+        "skillmix.artifacts",
+        "skillmix.config",
+        "skillmix.identity",
+        "skillmix.promptset",
+    ),
     ("skillmix.method",),
     ("skillmix.catalog",),
     ("skillmix.errors", "skillmix.settings", "skillmix"),

@@ -1,8 +1,7 @@
-"""The experiment file: strict validation, readable errors, run ids that depend on results only."""
+"""The experiment file: strict validation and readable errors (run ids: test_identity.py)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from skillmix.config import (
     ModelSpec,
     apply_backend_args,
     apply_sampling_params,
-    config_hash,
     experiment_schema,
     format_validation_error,
     load_experiment,
@@ -29,10 +27,9 @@ from skillmix.config import (
 )
 from skillmix.errors import SkillmixError
 from tests.helpers import run_cli
+from tests.unit.test_identity import run_hash
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOG_HASH = "c" * 16
-PROMPT_HASHES = {"generation": "g" * 16, "grading": "p" * 16}
 
 
 def minimal(**overrides: Any) -> dict[str, Any]:
@@ -51,11 +48,6 @@ def error_of(data: object, source: str = "exp.yaml") -> str:
         parse_experiment(data, source)
     assert info.value.exit_code == 2
     return str(info.value)
-
-
-def run_hash(data: dict[str, Any]) -> str:
-    exp = Experiment.model_validate(data)
-    return config_hash(exp.result_config(CATALOG_HASH, PROMPT_HASHES))
 
 
 # ---- defaults ------------------------------------------------------------------------------
@@ -340,98 +332,6 @@ def test_examples_load(path: Path) -> None:
 
 def test_examples_exist() -> None:
     assert len(list((ROOT / "examples").glob("*.yaml"))) >= 1
-
-
-# ---- run identity --------------------------------------------------------------------------
-
-
-def test_config_hash_ignores_key_order() -> None:
-    a = {"x": 1, "y": {"b": 2, "a": [1, 2]}}
-    b = {"y": {"a": [1, 2], "b": 2}, "x": 1}
-    assert config_hash(a) == config_hash(b)
-    assert len(config_hash(a)) == 8
-    assert all(c in "0123456789abcdef" for c in config_hash(a))
-    assert len(config_hash(a, length=12)) == 12
-    assert config_hash({"x": 1}) != config_hash({"x": 2})
-
-
-def test_result_config_independent_of_key_order() -> None:
-    data = minimal(
-        students=[{"model": "m1", "name": "s1", "sampling": {"temperature": 0.2, "top_p": 0.9}}],
-        grader={"rounds": 2, "model": "judge"},
-    )
-    reordered = dict(reversed(list(data.items())))
-    reordered["students"] = [
-        {"sampling": {"top_p": 0.9, "temperature": 0.2}, "name": "s1", "model": "m1"}
-    ]
-    assert run_hash(data) == run_hash(reordered)
-
-
-def _with_budgets(data: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(data)
-    for spec in [*out["students"], out["grader"]]:
-        spec.update(
-            concurrency=3,
-            rpm=600,
-            tpm=90000,
-            base_url="http://127.0.0.1:9999/v1",
-            timeout=5,
-            max_retries=1,
-            api_key_env="OTHER_KEY",
-            replicas=4,
-        )
-    out["store"] = "s3://elsewhere/runs"
-    out["metrics"] = {"mode": "reference", "bootstrap_samples": 10}
-    out["prices"] = {"m1": {"prompt": 1, "completion": 2}}
-    return out
-
-
-def test_result_config_ignores_budgets_endpoints_and_store() -> None:
-    base = minimal()
-    assert run_hash(base) == run_hash(_with_budgets(base))
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        lambda d: d["students"][0].update(model="other"),
-        lambda d: d["students"][0].update(name="renamed"),
-        lambda d: d["students"][0].update(system_prompt="Be brief."),
-        lambda d: d["students"][0].update(sampling={"temperature": 0.3}),
-        lambda d: d["students"][0].update(sampling={"max_tokens": 100}),
-        lambda d: d["students"][0].update(quality=0.2),
-        lambda d: d["grader"].update(model="judge-2"),
-        lambda d: d["grader"].update(rounds=5),
-        lambda d: d["grader"].update(sampling={"temperature": 0.0}),
-        lambda d: d.update(seed=11),
-        lambda d: d.update(order_seed="other"),
-        lambda d: d.update(ks=[2, 4]),
-        lambda d: d.update(combinations=7),
-        lambda d: d.update(generation_rounds=2),
-        lambda d: d.update(sampling="distinct"),
-        lambda d: d["students"].append({"name": "s2", "model": "m2"}),
-    ],
-)
-def test_result_config_changes_with_results(change: Any) -> None:
-    base = minimal()
-    changed = copy.deepcopy(base)
-    change(changed)
-    assert run_hash(base) != run_hash(changed)
-
-
-def test_result_config_depends_on_catalog_and_prompts() -> None:
-    exp = Experiment.model_validate(minimal())
-    base = config_hash(exp.result_config(CATALOG_HASH, PROMPT_HASHES))
-    assert config_hash(exp.result_config("d" * 16, PROMPT_HASHES)) != base
-    other_prompts = {**PROMPT_HASHES, "grading": "q" * 16}
-    assert config_hash(exp.result_config(CATALOG_HASH, other_prompts)) != base
-
-
-def test_result_config_holds_no_secret_or_endpoint() -> None:
-    data = _with_budgets(minimal())
-    blob = json.dumps(Experiment.model_validate(data).result_config(CATALOG_HASH, PROMPT_HASHES))
-    for absent in ("127.0.0.1", "OTHER_KEY", "elsewhere", "concurrency", "rpm", "tpm"):
-        assert absent not in blob
 
 
 # ---- --backend-args / --sampling-params ----------------------------------------------------
