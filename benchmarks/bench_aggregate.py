@@ -27,7 +27,8 @@ from _common import CpuMeter, emit, log, machine_info, parse_args_with_smoke
 
 from skillmix.artifacts import MetricRowJson
 from skillmix.catalog import builtin_catalog
-from skillmix.method.metrics import GradedAnswer, MetricOptions, aggregate
+from skillmix.method.metrics import aggregate
+from skillmix.method.points import GradedAnswer, MetricOptions
 from skillmix.report.leaderboard import leaderboards
 
 SENTENCES = (

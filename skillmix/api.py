@@ -21,14 +21,8 @@ from skillmix.method.grading import (
     parse_points_output,
     parse_table_output,
 )
-from skillmix.method.metrics import (
-    GradedAnswer,
-    MetricOptions,
-    MetricRow,
-    MetricValue,
-    aggregate,
-    names_skill,
-)
+from skillmix.method.metrics import MetricRow, MetricValue, aggregate
+from skillmix.method.points import GradedAnswer, MetricOptions, names_skill
 from skillmix.method.prompts import (
     PromptTemplate,
     make_template,

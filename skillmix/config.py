@@ -494,7 +494,7 @@ class MetricSpec(_Strict):
     )
 
     def options(self):
-        from skillmix.method.metrics import MetricOptions, default_name_filter
+        from skillmix.method.points import MetricOptions, default_name_filter
 
         name_filter = self.filter_explicit_name or default_name_filter(self.mode)
         return MetricOptions(

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from skillmix.method.metrics import GradedAnswer
+from skillmix.method.points import GradedAnswer
 from skillmix.method.prompts import GradingStyle
 
 GradeStatus = Literal["ok", "unparsed", "failed"]

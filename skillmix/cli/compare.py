@@ -25,7 +25,7 @@ def _cell(cell: MetricValueJson | None) -> str:
 def compare_table(doc: Comparison) -> Table:
     from rich.table import Table
 
-    from skillmix.method.metrics import METRIC_TITLES
+    from skillmix.method.points import METRIC_TITLES
     from skillmix.report.leaderboard import rank_text
 
     primary, *others = doc.leaderboards

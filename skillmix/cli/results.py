@@ -75,7 +75,7 @@ def build_metric_options(
     filter_skills: str,
     bootstrap_samples: int,
 ):
-    from skillmix.method.metrics import MetricOptions, default_name_filter
+    from skillmix.method.points import MetricOptions, default_name_filter
 
     if filter_explicit_name is None:
         filter_explicit_name = default_name_filter(mode)  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def metrics_table(
     (``RunMetrics.section()`` or the ``metrics`` of a summary.json)."""
     from rich.table import Table
 
-    from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+    from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
     from skillmix.method.reference_numbers import reference_print
     from skillmix.report.markup import fmt, fmt_stderr
 

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from skillmix.backends.client import ChatClient
     from skillmix.config import ModelSpec
     from skillmix.pipeline.context import RunContext
-    from skillmix.pipeline.plan import Phase, Unit
+    from skillmix.pipeline.plan import Unit
     from skillmix.store.runs import RunStore
+    from skillmix.vocab import Phase
 
 
 class PodLog:

@@ -26,22 +26,24 @@ from typing import Any
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.k8s.helm import RenderedDoc
 from skillmix.k8s.profiles import ClusterProfile
+from skillmix.vocab import (
+    ADMISSION_GATE_ANNOTATION,
+    ATTEMPT_LABEL,
+    FAILURE_ANNOTATION,
+    GATED_LABEL,
+    HOLD_ANNOTATION,
+    K_LABEL,
+    PHASE_LABEL,
+    POOL_ANNOTATION,
+    POOL_SIZE_ANNOTATION,
+    POOL_WEIGHT_ANNOTATION,
+    PREFLIGHT_ANNOTATION,
+    QUEUE_LABEL,
+    ROUND_LABEL,
+    RUN_LABEL,
+    STUDENT_LABEL,
+)
 
-RUN_LABEL = "skillmix.io/run"
-PHASE_LABEL = "skillmix.io/phase"
-STUDENT_LABEL = "skillmix.io/student"
-ATTEMPT_LABEL = "skillmix.io/attempt"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
-# a Job held back until its inputs exist, and how (see k8s/values.py hold_mode)
-GATED_LABEL = "skillmix.io/gated"
-HOLD_ANNOTATION = "skillmix.io/hold"
-POOL_ANNOTATION = "skillmix.io/pool"
-POOL_SIZE_ANNOTATION = "skillmix.io/pool-size"
-POOL_WEIGHT_ANNOTATION = "skillmix.io/pool-weight"
-ADMISSION_GATE_ANNOTATION = "kueue.x-k8s.io/admission-gated-by"
-# why the coordinator failed a Job (a pod stuck where no retry helps); status shows it
-FAILURE_ANNOTATION = "skillmix.io/failure"
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # preferred first
@@ -116,12 +118,12 @@ class JobState:
     def unit(self) -> tuple[str, int, int] | None:
         """(student, k, round) of a per-unit Job; None for the others."""
         student = self.labels.get(STUDENT_LABEL)
-        if student is None or "skillmix.io/k" not in self.labels:
+        if student is None or K_LABEL not in self.labels:
             return None
         return (
             student,
-            _int(self.labels.get("skillmix.io/k")),
-            _int(self.labels.get("skillmix.io/round")),
+            _int(self.labels.get(K_LABEL)),
+            _int(self.labels.get(ROUND_LABEL)),
         )
 
     @property
@@ -633,7 +635,7 @@ class KubeClient:
         accounts = [d for d in manifests if d.kind == "ServiceAccount"]
         pods = representative_pods([d.doc for d in [*accounts, *firsts.values()]])
         self._parallel(self._dry_run_pod, pods, concurrency=CREATE_CONCURRENCY)
-        chosen = {p["metadata"]["annotations"]["skillmix.io/preflight-for"] for p in pods}
+        chosen = {p["metadata"]["annotations"][PREFLIGHT_ANNOTATION] for p in pods}
         self.dry_run_results.clear()
         sent = [d for d in manifests if d.kind != "Job" or d.name in chosen]
         self.apply(sent, dry_run=True, model_key=model_key)
@@ -647,7 +649,7 @@ class KubeClient:
         return len(pods)
 
     def _dry_run_pod(self, pod: dict[str, Any]) -> str:
-        job = pod["metadata"]["annotations"]["skillmix.io/preflight-for"]
+        job = pod["metadata"]["annotations"][PREFLIGHT_ANNOTATION]
         job = str(job)
         try:
             self._send(
@@ -1012,7 +1014,7 @@ def representative_pods(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]
                 "metadata": {
                     "name": f"{name[:52]}-preflight",
                     "labels": dict((template.get("metadata") or {}).get("labels") or {}),
-                    "annotations": {"skillmix.io/preflight-for": name},
+                    "annotations": {PREFLIGHT_ANNOTATION: name},
                 },
                 "spec": spec,
             }

@@ -51,20 +51,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from skillmix import vocab
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import (
-    ADMISSION_GATE_ANNOTATION,
-    FAILURE_ANNOTATION,
-    PHASE_LABEL,
-    STUDENT_LABEL,
-    JobState,
-    WatchExpired,
-)
+from skillmix.k8s.cluster import JobState, WatchExpired
 from skillmix.k8s.estimate import gpu_fraction
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import Unit, plan_tasks
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
+from skillmix.vocab import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, PHASE_LABEL, STUDENT_LABEL
 
 # container waiting reasons no retry helps: the Job fails with the reason after stuck_seconds
 STUCK_REASONS = (
@@ -77,7 +72,6 @@ API_OUTAGE_SECONDS = 900.0  # API errors retried this long (with backoff) before
 MAX_BACKOFF = 60.0
 MIN_PASS_SECONDS = 0.5  # a pass's changes are batched this long (pods change often)
 RESOURCES = ("jobs", "pods")
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 _GPU_RESOURCE = re.compile(r"^[a-z0-9.-]+/(gpu|mig-.+)$")
 
 
@@ -140,7 +134,7 @@ class PodView:
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 unschedulable = str(cond.get("message") or "Unschedulable")[:300]
-        job = labels.get(JOB_NAME_LABEL) or labels.get("job-name", "")
+        job = next((labels[k] for k in vocab.JOB_NAME_LABELS if labels.get(k)), "")
         phase = str(status.get("phase") or "Pending")
         return cls(
             name=str(meta.get("name", "")),
@@ -313,20 +307,20 @@ def read_deferred(run: RunStore, attempt: int) -> dict[str, DeferredJob]:
 
 
 _META_KEYS = (
-    "skillmix.io/run",
-    "skillmix.io/phase",
-    "skillmix.io/student",
-    "skillmix.io/k",
-    "skillmix.io/round",
-    "skillmix.io/attempt",
-    "skillmix.io/gated",
-    "kueue.x-k8s.io/queue-name",
+    vocab.RUN_LABEL,
+    vocab.PHASE_LABEL,
+    vocab.STUDENT_LABEL,
+    vocab.K_LABEL,
+    vocab.ROUND_LABEL,
+    vocab.ATTEMPT_LABEL,
+    vocab.GATED_LABEL,
+    vocab.QUEUE_LABEL,
 )
 _NOTE_KEYS = (
-    "skillmix.io/hold",
-    "skillmix.io/pool",
-    "skillmix.io/pool-size",
-    "skillmix.io/pool-weight",
+    vocab.HOLD_ANNOTATION,
+    vocab.POOL_ANNOTATION,
+    vocab.POOL_SIZE_ANNOTATION,
+    vocab.POOL_WEIGHT_ANNOTATION,
 )
 
 
@@ -401,7 +395,7 @@ class Coordinator:
         self.api, self.say, self.clock = api, say, clock
         self.timing = timing or Timing()
         run_id = run_id or ctx.run_id
-        self.mirror = Mirror(api, f"skillmix.io/run={run_id},skillmix.io/attempt={attempt}")
+        self.mirror = Mirror(api, f"{vocab.RUN_LABEL}={run_id},{vocab.ATTEMPT_LABEL}={attempt}")
         self.units = plan_tasks(ctx.experiment).units
         self._pending = pending_units
         self._again: dict[str, list[Unit]] = {}

@@ -14,6 +14,7 @@ from typing import Any
 
 from skillmix import settings
 from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.vocab import PHASE_LABEL, STUDENT_LABEL
 
 
 def chart_dir() -> Path:
@@ -150,7 +151,7 @@ def split_manifests(rendered: str) -> list[RenderedDoc]:
         kind, name = _KIND.search(text), _NAME.search(text)
         labels = [
             re.search(_LABEL.format(key=re.escape(k)), text, re.MULTILINE)
-            for k in ("skillmix.io/phase", "skillmix.io/student")
+            for k in (PHASE_LABEL, STUDENT_LABEL)
         ]
         if kind is None or name is None:
             doc = RenderedDoc("", "", ("", "", ""), text + "\n")
@@ -162,8 +163,8 @@ def split_manifests(rendered: str) -> list[RenderedDoc]:
             plain = (parsed.get("metadata") or {}).get("labels") or {}
             doc.group = (
                 doc.kind,
-                str(plain.get("skillmix.io/phase", "")),
-                str(plain.get("skillmix.io/student", "")),
+                str(plain.get(PHASE_LABEL, "")),
+                str(plain.get(STUDENT_LABEL, "")),
             )
             docs.append(doc)
             continue

@@ -11,14 +11,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from skillmix.k8s.cluster import JOB_NAME_LABELS, QUEUE_LABEL, STUDENT_LABEL, JobState, KubeClient
+from skillmix.k8s.cluster import JobState, KubeClient
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import run_uri_for
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore
 from skillmix.store.uri import open_store
+from skillmix.vocab import (
+    JOB_NAME_LABELS,
+    JOB_PHASES,
+    K_LABEL,
+    QUEUE_LABEL,
+    ROUND_LABEL,
+    STUDENT_LABEL,
+)
 
-PHASES = ("generate", "grade", "aggregate", "coordinate")
 # waiting reasons of a container that mean "this pod is stuck", not "starting"
 STUCK_WAITING = (
     "ErrImagePull",
@@ -112,7 +119,9 @@ def run_status(
 
 
 def _ordered(states: list[JobState]) -> list[JobState]:
-    return sorted(states, key=lambda s: (PHASES.index(s.phase) if s.phase in PHASES else 9, s.name))
+    return sorted(
+        states, key=lambda s: (JOB_PHASES.index(s.phase) if s.phase in JOB_PHASES else 9, s.name)
+    )
 
 
 def coordinator_state(
@@ -180,8 +189,8 @@ def _job_row(
 ) -> dict[str, Any]:
     unit = (
         s.labels.get(STUDENT_LABEL, ""),
-        s.labels.get("skillmix.io/k", ""),
-        s.labels.get("skillmix.io/round", ""),
+        s.labels.get(K_LABEL, ""),
+        s.labels.get(ROUND_LABEL, ""),
     )
     reason = s.reason
     state = s.state

@@ -19,11 +19,17 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from skillmix.errors import SkillmixError
+from skillmix.method.points import (
+    METRIC_NAMES,
+    GradedAnswer,
+    MetricMode,
+    MetricOptions,
+    prepare_points,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from skillmix.method.metrics import GradedAnswer, MetricMode, MetricOptions
 
 SummaryDtype = Literal["float32", "float64"]
 RoundKind = Literal["generation", "grading"]
@@ -90,8 +96,6 @@ def reference_mean_stderr(
     out. A group whose verdicts do not fill the reference's (G, R, N) grid (a missing round or
     row, which the reference cannot aggregate) is computed per combination in the same dtypes."""
     import numpy as np
-
-    from skillmix.method.metrics import METRIC_NAMES, prepare_points
 
     excluded = set(options.filter_skills)
     cells: dict[tuple[int, int, int], list[float]] = {}

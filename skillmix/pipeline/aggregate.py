@@ -11,7 +11,8 @@ from typing import Any
 from skillmix.artifacts import EvaluationRun, MetricsSection
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
-from skillmix.method.metrics import METRIC_NAMES, MetricOptions, MetricRow, aggregate
+from skillmix.method.metrics import MetricRow, aggregate
+from skillmix.method.points import METRIC_NAMES, MetricOptions
 from skillmix.method.reference_numbers import limit_rounds
 from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
 from skillmix.records import GradeRecord

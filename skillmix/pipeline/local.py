@@ -56,8 +56,7 @@ from skillmix.store.local import LocalStore
 from skillmix.store.lock import hold_run
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
-
-PHASES = ("generate", "grade", "aggregate")
+from skillmix.vocab import PHASES
 
 
 @dataclass

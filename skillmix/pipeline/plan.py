@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from skillmix.config import Experiment
-
-Phase = Literal["generate", "grade", "aggregate"]
+from skillmix.vocab import Phase
 
 GRADE_WAIT_INTERVAL = 10  # seconds between checks of a grading pod's wait for its generation
 AGGREGATE_WAIT_INTERVAL = 15  # seconds between checks of the aggregation pod's wait

@@ -25,7 +25,7 @@ from skillmix.method.prompts import (
 from skillmix.method.sampling import Combination
 from skillmix.method.text import extract_answer
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import Phase, Unit
+from skillmix.pipeline.plan import Unit
 from skillmix.records import GenerationRecord, GradeRecord, Turn, Usage
 from skillmix.store.runs import (
     GENERATIONS,
@@ -35,6 +35,7 @@ from skillmix.store.runs import (
     generation_prefix,
     grade_prefix,
 )
+from skillmix.vocab import Phase
 
 log = logging.getLogger("skillmix")
 PART_SIZE = 10

@@ -30,14 +30,8 @@ from skillmix.artifacts import (
     TopicRates,
 )
 from skillmix.method.agreement import agreement
-from skillmix.method.metrics import (
-    MetricOptions,
-    MetricRow,
-    item_scores,
-    names_skill,
-    prepare_points,
-    vote,
-)
+from skillmix.method.metrics import MetricRow, item_scores
+from skillmix.method.points import MetricOptions, names_skill, prepare_points, vote
 from skillmix.records import GenerationRecord, GradeRecord
 
 ITEM_GROUPS = ("skills", "topic", "sense", "length")

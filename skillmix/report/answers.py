@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from skillmix.method.metrics import MetricOptions
+from skillmix.method.points import MetricOptions
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.report.analysis import Unit, rubric_labels, voted_units
 

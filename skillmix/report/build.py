@@ -15,7 +15,7 @@ from skillmix.artifacts import (
     parse_artifact,
 )
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.method.metrics import MetricOptions
+from skillmix.method.points import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv

@@ -29,7 +29,7 @@ from skillmix.artifacts import (
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.identity import SETTING_LABELS, ResultIdentity, comparable_settings
-from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES, MetricOptions
+from skillmix.method.points import METRIC_NAMES, METRIC_TITLES, MetricOptions
 from skillmix.report.leaderboard import (
     IMPORTED_BACKEND,
     READING_NOTE,

@@ -28,7 +28,7 @@ from skillmix.artifacts import (
     TopicRates,
     UsageRow,
 )
-from skillmix.method.metrics import METRIC_TITLES
+from skillmix.method.points import METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.answers import AnswerSet, browser_payload
 from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells

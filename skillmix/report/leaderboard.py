@@ -23,7 +23,7 @@ from skillmix.artifacts import (
     MetricValueJson,
     PairwiseResult,
 )
-from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.stats import PAIRED_METHOD, exact_fraction, paired_test, tie_groups
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from skillmix.artifacts import (
     Summary,
     TopicRates,
 )
-from skillmix.method.metrics import METRIC_NAMES, METRIC_TITLES
+from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.leaderboard import (

@@ -24,7 +24,7 @@ from skillmix.artifacts import (
     UsageRow,
 )
 from skillmix.backends.pricing import cost_usd, price_for
-from skillmix.method.metrics import METRIC_DEFINITIONS
+from skillmix.method.points import METRIC_DEFINITIONS
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord, GradeRecord

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.k8s.cluster import ATTEMPT_LABEL, PHASE_LABEL, RUN_LABEL
 from skillmix.store.uri import open_store
+from skillmix.vocab import ATTEMPT_LABEL, PHASE_LABEL, RUN_LABEL
 from tests.cluster.conftest import Cluster, wait_for
 from tests.cluster.test_failures_on_cluster import experiment
 from tests.helpers import CliResult, run_cli

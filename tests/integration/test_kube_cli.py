@@ -24,8 +24,8 @@ import yaml
 
 from skillmix.config import load_experiment
 from skillmix.errors import SkillmixError
-from skillmix.k8s.cluster import PHASE_LABEL, RUN_LABEL
 from skillmix.pipeline.context import resolve_context
+from skillmix.vocab import PHASE_LABEL, RUN_LABEL
 from tests.fake_kube import FakeKube, closed_port_url, kubeconfig
 from tests.helpers import CliResult, run_cli
 

@@ -159,3 +159,69 @@ def test_the_layer_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     probe.write_text("def f():\n    from skillmix.cli import main\n", encoding="utf-8")
     assert skillmix_imports(probe, "skillmix.store.probe") == [(2, "skillmix.cli")]
     assert layer_of("skillmix.cli") < layer_of("skillmix.store.probe")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the skillmix modules it imports (at the top, in functions, for typing)."""
+    modules: dict[str, Path] = {}
+    for path in sorted((ROOT / "skillmix").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for _, target in skillmix_imports(path, module):
+            while target not in modules and "." in target:  # `from pkg.mod import name`
+                target = target.rsplit(".", 1)[0]
+            if target in modules and target != module and not module.startswith(target + "."):
+                targets.add(target)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_even_inside_functions() -> None:
+    """metrics and reference_numbers once imported each other from inside functions: a cycle
+    in disguise. Both now build on method/points.py; no two modules import each other at all."""
+    graph = import_graph()
+    assert "skillmix.method.metrics" not in graph["skillmix.method.reference_numbers"]
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []

@@ -21,7 +21,7 @@ from skillmix.errors import SkillmixError
 from skillmix.k8s.launch import JobPlan, LaunchPlan
 from skillmix.legacy import ImportIssue, ImportSummary
 from skillmix.method.agreement import agreement
-from skillmix.method.metrics import MetricOptions
+from skillmix.method.points import MetricOptions
 
 RUN = {
     "schema_version": 1,
@@ -226,7 +226,8 @@ def test_metric_rows_keep_the_json_of_metric_row_as_dict() -> None:
     """Rows of summary.json (details) and of `aggregate --format json` (no details): the same
     keys in the same order, NaN as null, the rates only with details."""
     from skillmix.artifacts import MetricRowJson
-    from skillmix.method.metrics import GradedAnswer, aggregate
+    from skillmix.method.metrics import aggregate
+    from skillmix.method.points import GradedAnswer
 
     answers = [
         GradedAnswer("s", "g", 2, 1, r, 0, "t", ("a", "b"), "One. Two.", p)

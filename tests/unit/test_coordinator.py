@@ -16,12 +16,13 @@ import pytest
 
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, KubeClient
+from skillmix.k8s.cluster import KubeClient
 from skillmix.k8s.coordinator import Coordinator, Timing
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
+from skillmix.vocab import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION
 
 RUN = "coord-1"
 NOW = 1_000_000.0

@@ -579,7 +579,7 @@ def _policy(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_coordinator_policy_matches_its_account_and_what_the_coordinator_patches() -> None:
-    from skillmix.k8s.cluster import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, GATED_LABEL
+    from skillmix.vocab import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, GATED_LABEL
 
     policy, _ = _policy("policy-coordinator.yaml")
     spec = policy["spec"]

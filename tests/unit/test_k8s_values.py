@@ -16,19 +16,13 @@ from pydantic import ValidationError
 
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import (
-    PHASE_LABEL,
-    JobState,
-    WatchEvent,
-    WatchExpired,
-    run_selector,
-    wait_for_run,
-)
+from skillmix.k8s.cluster import JobState, WatchEvent, WatchExpired, run_selector, wait_for_run
 from skillmix.k8s.launch import estimate
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import MAX_RELEASE, build_values, release_name, split_image
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import plan_tasks
+from skillmix.vocab import PHASE_LABEL
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CANARY = "sk-canary-never-in-values-41f0"

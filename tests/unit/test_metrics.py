@@ -5,15 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from skillmix.method.metrics import (
-    GradedAnswer,
-    MetricOptions,
-    aggregate,
-    item_scores,
-    mean_stderr,
-    names_skill,
-    vote,
-)
+from skillmix.method.metrics import aggregate, item_scores, mean_stderr
+from skillmix.method.points import GradedAnswer, MetricOptions, names_skill, vote
 
 SHORT = "One sentence only."  # within every limit
 LONG = "One. Two. Three. Four. Five. Six."

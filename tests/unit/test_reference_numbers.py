@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from skillmix.errors import SkillmixError
-from skillmix.method.metrics import GradedAnswer, MetricOptions, aggregate
+from skillmix.method.metrics import aggregate
+from skillmix.method.points import GradedAnswer, MetricOptions
 from skillmix.method.reference_numbers import (
     check_round_limit,
     limit_rounds,

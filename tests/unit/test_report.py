@@ -16,7 +16,8 @@ import pytest
 
 from skillmix.artifacts import LeaderboardCell, MetricValueJson
 from skillmix.config import parse_experiment
-from skillmix.method.metrics import MetricOptions, aggregate
+from skillmix.method.metrics import aggregate
+from skillmix.method.points import MetricOptions
 from skillmix.pipeline.context import resolve_context
 from skillmix.records import GenerationRecord, GradeRecord, Turn
 from skillmix.report.analysis import (

@@ -93,7 +93,7 @@ def test_answer_browser_carries_every_answer_with_its_story(crafted: dict[str, A
 
 
 def test_grading_prompt_is_stored_once_per_combination(tmp_path: Path) -> None:
-    from skillmix.method.metrics import MetricOptions
+    from skillmix.method.points import MetricOptions
     from skillmix.report.answers import AnswerSet, browser_rows, collect_answers
     from tests.unit.test_report import grade
 
@@ -136,7 +136,7 @@ def test_answers_jsonl_and_scores_csv(crafted: dict[str, Any]) -> None:
 
 
 def test_gallery_never_shows_one_combination_twice(crafted: dict[str, Any]) -> None:
-    from skillmix.method.metrics import MetricOptions
+    from skillmix.method.points import MetricOptions
     from skillmix.report.analysis import select_examples, voted_units
     from tests.unit.test_report import grade
 

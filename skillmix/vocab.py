@@ -1,0 +1,37 @@
+"""The run's vocabulary, defined once: its phases and the label and annotation keys that name a
+run's Kubernetes objects. Everything that speaks of a phase or reads a label imports it from
+here (the chart's templates write the same keys: tests/unit/test_vocab.py checks them)."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# the pipeline's phases, in order (locally and on a cluster)
+Phase = Literal["generate", "grade", "aggregate"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+# what a Job of a run does: a pipeline phase, or the coordinator that releases them
+JobPhase = Literal["generate", "grade", "aggregate", "coordinate"]
+JOB_PHASES: tuple[JobPhase, ...] = get_args(JobPhase)
+
+# labels of every Job and pod of a run (helm/skillmix/templates/_helpers.tpl skillmix.jobLabels)
+RUN_LABEL = "skillmix.io/run"
+PHASE_LABEL = "skillmix.io/phase"
+STUDENT_LABEL = "skillmix.io/student"
+K_LABEL = "skillmix.io/k"
+ROUND_LABEL = "skillmix.io/round"
+ATTEMPT_LABEL = "skillmix.io/attempt"
+SERVING_LABEL = "skillmix.io/serving"  # per-unit or per-model generation Jobs
+# a Job held back until its inputs exist, and how (see k8s/values.py hold_mode)
+GATED_LABEL = "skillmix.io/gated"
+HOLD_ANNOTATION = "skillmix.io/hold"
+POOL_ANNOTATION = "skillmix.io/pool"
+POOL_SIZE_ANNOTATION = "skillmix.io/pool-size"
+POOL_WEIGHT_ANNOTATION = "skillmix.io/pool-weight"
+# why the coordinator failed a Job (a pod stuck where no retry helps); status shows it
+FAILURE_ANNOTATION = "skillmix.io/failure"
+# the pre-flight's dry-run pods name the Job they stand for
+PREFLIGHT_ANNOTATION = "skillmix.io/preflight-for"
+# keys of other owners that skillmix reads or writes
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+ADMISSION_GATE_ANNOTATION = "kueue.x-k8s.io/admission-gated-by"
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
