@@ -22,6 +22,8 @@ from skillmix.method.points import (
     GradedAnswer,
     MetricOptions,
     names_skill_lowered,
+    prepare_points,
+    vote,
 )
 from skillmix.method.reference_numbers import reference_mean_stderr
 from skillmix.method.stats import exact_sum, wilson_interval
@@ -135,6 +137,45 @@ def item_scores(points: Sequence[float], k: int) -> dict[str, float]:
         "all_skills": 1.0 if (s == k and o >= 2) else 0.0,
         "skill_fraction": s / k if o == 3 else 0.0,
     }
+
+
+AnswerKey = tuple[str, str, int, int, int]  # student, grader, k, generation round, combination
+
+
+@dataclass(frozen=True)
+class VotedAnswer:
+    """One answer's verdicts combined over the grading rounds (SPEC 6), as the metrics count
+    it: ``rounds`` are the positions of its verdicts in the input; ``voted`` and ``scores`` are
+    None when no verdict is usable (strict mode leaves unreadable ones out)."""
+
+    key: AnswerKey
+    rounds: dict[int, int]  # grading round -> position in the input
+    voted: list[float] | None
+    scores: dict[str, float] | None
+
+
+def vote_answers(answers: Sequence[GradedAnswer], options: MetricOptions) -> list[VotedAnswer]:
+    """Group verdicts per answer, prepare each round's points and vote them: the per-answer
+    form of what ``aggregate`` computes vectorised (a test keeps the two equal). Combinations
+    with a skill in ``options.filter_skills`` are left out, as in the metrics."""
+    excluded = set(options.filter_skills)
+    rounds: dict[AnswerKey, dict[int, int]] = {}
+    for position, a in enumerate(answers):
+        if excluded and excluded.intersection(a.skills):
+            continue
+        key = (a.student, a.grader, a.k, a.generation_round, a.index)
+        rounds.setdefault(key, {})[a.grading_round] = position
+    out = []
+    for key in sorted(rounds):
+        prepared = [
+            p
+            for _, position in sorted(rounds[key].items())
+            if (p := prepare_points(answers[position], options)) is not None
+        ]
+        voted = vote(prepared, options.vote) if prepared else None
+        scores = item_scores(voted, key[2]) if voted is not None else None
+        out.append(VotedAnswer(key, rounds[key], voted, scores))
+    return out
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:

@@ -30,8 +30,8 @@ from skillmix.artifacts import (
     TopicRates,
 )
 from skillmix.method.agreement import agreement
-from skillmix.method.metrics import MetricRow, item_scores
-from skillmix.method.points import MetricOptions, names_skill, prepare_points, vote
+from skillmix.method.metrics import MetricRow, vote_answers
+from skillmix.method.points import MetricOptions, names_skill
 from skillmix.records import GenerationRecord, GradeRecord
 
 ITEM_GROUPS = ("skills", "topic", "sense", "length")
@@ -142,39 +142,22 @@ class Unit:
 
 
 def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[Unit]:
-    """Group verdicts per answer and vote their prepared points exactly as the metrics do
-    (combinations dropped by the skill filter are left out here too)."""
-    excluded = set(options.filter_skills)
+    """Per answer: its verdicts and their vote, from the method's ``vote_answers`` (the voting
+    the metrics count), with what the report shows beside it (the skills the answer names)."""
+    records = list(grades)
     detect = options.filter_explicit_name if options.filter_explicit_name != "off" else "word"
-    units: dict[tuple[str, str, int, int, int], Unit] = {}
-    for r in grades:
-        if excluded and excluded.intersection(r.skills):
-            continue
-        key = (r.student, r.grader, r.k, r.generation_round, r.index)
-        unit = units.get(key)
-        if unit is None:
-            unit = units[key] = Unit(
-                r.student,
-                r.grader,
-                r.k,
-                r.generation_round,
-                r.index,
-                r.topic,
-                list(r.skills),
-                r.answer,
-            )
-            unit.named = [s for s in unit.skills[: r.k] if names_skill(r.answer, s, detect)]
-        unit.rounds[r.grading_round] = r
-    for unit in units.values():
-        prepared = [
-            p
-            for _, rec in sorted(unit.rounds.items())
-            if (p := prepare_points(rec.to_graded_answer(), options)) is not None
-        ]
-        if prepared:
-            unit.voted = vote(prepared, options.vote)
-            unit.scores = item_scores(unit.voted, unit.k)
-    return [units[key] for key in sorted(units)]
+    units = []
+    for voted in vote_answers([r.to_graded_answer() for r in records], options):
+        rounds = {g: records[position] for g, position in sorted(voted.rounds.items())}
+        r = next(iter(rounds.values()))
+        unit = Unit(
+            r.student, r.grader, r.k, r.generation_round, r.index, r.topic, list(r.skills), r.answer
+        )
+        unit.rounds = rounds
+        unit.named = [s for s in unit.skills[: r.k] if names_skill(r.answer, s, detect)]
+        unit.voted, unit.scores = voted.voted, voted.scores
+        units.append(unit)
+    return units
 
 
 def column_label(student: str, grader: str, graders: int) -> str:

@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import pytest
 
-from skillmix.method.metrics import aggregate, item_scores, mean_stderr
+from skillmix.method.metrics import aggregate, item_scores, mean_stderr, vote_answers
 from skillmix.method.points import GradedAnswer, MetricOptions, names_skill, vote
 
 SHORT = "One sentence only."  # within every limit
@@ -223,3 +223,48 @@ def test_reference_options() -> None:
         "off",
     )
     assert MetricOptions().filter_explicit_name == "word"
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    "options",
+    [
+        MetricOptions(),
+        MetricOptions(vote="mean", generation_agg="mean"),
+        MetricOptions.reference(),
+        MetricOptions(filter_skills=("s1",)),
+    ],
+)
+def test_vote_answers_is_the_voting_the_vectorised_metrics_count(
+    seed: int, options: MetricOptions
+) -> None:
+    """The report's per-answer votes (vote_answers) and the metrics' vectorised path agree:
+    combining vote_answers' scores over generation rounds gives the rows' means."""
+    import random
+
+    rng = random.Random(seed)
+    k = rng.choice([2, 3])
+    answers = []
+    for i in range(5):
+        skills = tuple(rng.sample(["s1", "s2", "s3", "s4", "s5"], k))
+        text = rng.choice(
+            [SHORT, "One. Two. Three. Four. Five. Six. Seven. Eight.", "uses s2 here."]
+        )
+        for g in (1, 2):
+            for r in (1, 2, 3):
+                points = (
+                    None if rng.random() < 0.1 else [rng.choice([0.0, 1.0]) for _ in range(k + 3)]
+                )
+                if points is not None and rng.random() < 0.1:
+                    points = points[:-1]  # unreadable length
+                answers.append(answer(points, g=g, r=r, i=i, k=k, text=text, skills=skills))
+    (row,) = aggregate(answers, options)
+    voted = [v for v in vote_answers(answers, options) if v.scores is not None]
+    per_combination: dict[int, list[float]] = {}
+    for v in voted:
+        per_combination.setdefault(v.key[4], []).append(v.scores["full_marks"])
+    combine = max if options.generation_agg == "max" else (lambda xs: sum(xs) / len(xs))
+    expected = [combine(xs) for _, xs in sorted(per_combination.items())]
+    assert row.n == len(expected)
+    assert expected, "the fixture must leave combinations to count"
+    assert row.full_marks.mean == pytest.approx(sum(expected) / len(expected), abs=1e-6)
