@@ -259,10 +259,10 @@ def test_vote_answers_is_the_voting_the_vectorised_metrics_count(
                     points = points[:-1]  # unreadable length
                 answers.append(answer(points, g=g, r=r, i=i, k=k, text=text, skills=skills))
     (row,) = aggregate(answers, options)
-    voted = [v for v in vote_answers(answers, options) if v.scores is not None]
     per_combination: dict[int, list[float]] = {}
-    for v in voted:
-        per_combination.setdefault(v.key[4], []).append(v.scores["full_marks"])
+    for v in vote_answers(answers, options):
+        if v.scores is not None:
+            per_combination.setdefault(v.key[4], []).append(v.scores["full_marks"])
     combine = max if options.generation_agg == "max" else (lambda xs: sum(xs) / len(xs))
     expected = [combine(xs) for _, xs in sorted(per_combination.items())]
     assert row.n == len(expected)
