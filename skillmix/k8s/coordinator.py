@@ -659,6 +659,7 @@ class Coordinator:
         failing_since: float | None = None
         backoff = 1.0
         started = False
+        waiting_for_launch = False  # said once
         while True:
             try:
                 if not started:
@@ -680,10 +681,23 @@ class Coordinator:
                 sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
-            if result.done:
+            complete = self.run.store.exists(RunLayout.launch_created(self.attempt))
+            if result.done and complete:
                 self.say(f"every Job of attempt {self.attempt} has finished")
                 return
-            complete = self.run.store.exists(RunLayout.launch_created(self.attempt))
+            if result.done:  # finished what exists, but the launch has more to create
+                if not waiting_for_launch:
+                    self.say(
+                        f"every Job of attempt {self.attempt} created so far has finished; "
+                        "the launch has not created every Job yet: waiting"
+                    )
+                waiting_for_launch = True
+                if time.monotonic() >= deadline:
+                    raise RunFailedError(
+                        f"coordinator timed out after {timeout:g}s waiting for the launch of "
+                        f"attempt {self.attempt} to create every Job"
+                    )
+                continue
             if result.stuck and not complete:
                 result.stuck = ""  # the launch is still creating Jobs (or will resume)
                 self.say(

@@ -373,12 +373,34 @@ def test_gpu_time_of_ended_generation_pods_is_recorded_once(tmp_path: Path) -> N
     c.step()  # not written twice (create-only would refuse it)
 
 
+def launched(c: Coordinator) -> Coordinator:
+    """The launch's marker that it created every object of the attempt."""
+    c.run.store.write_bytes(RunLayout.launch_created(c.attempt), b"")
+    return c
+
+
+def test_it_ends_only_once_the_launch_has_created_every_job(tmp_path: Path) -> None:
+    """Every Job created so far has finished, but the launch is still creating the rest
+    (or was cut off and will resume): the run is not over."""
+    api = FakeApi()
+    api.put("jobs", job("gen", "generate", ("s", 2, 1), gated=False, done="Complete"))
+    c = coordinator(tmp_path, api)
+    said: list[str] = []
+    c.say = said.append
+    with pytest.raises(RunFailedError, match="waiting for the launch of attempt 0"):
+        c.run_until_done(interval=0.01, timeout=0.3, sleep=lambda _s: None)
+    assert sum("has not created every Job yet" in line for line in said) == 1  # said once
+    assert not any("every Job of attempt 0 has finished" in line for line in said)
+
+    launched(c).run_until_done(interval=0.01, timeout=5, sleep=lambda _s: None)
+
+
 def test_api_errors_are_retried_and_a_long_outage_ends_it(tmp_path: Path) -> None:
     api = FakeApi()
     api.put("jobs", job("gen", "generate", ("s", 2, 1), gated=False, done="Complete"))
     api.failures = 3
     slept: list[float] = []
-    coordinator(tmp_path, api).run_until_done(interval=1, timeout=60, sleep=slept.append)
+    launched(coordinator(tmp_path, api)).run_until_done(interval=1, timeout=60, sleep=slept.append)
     assert slept == [1.0, 2.0, 4.0]  # backoff, then it carried on and saw everything finished
 
     api.failures = 10**6
