@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from skillmix.config import ModelSpec, vllm_server_args
+from skillmix.config import ModelSpec
 from skillmix.errors import RunFailedError, SkillmixError
 
 VLLM_EXTRA = "skillmix[vllm]"
@@ -49,6 +49,18 @@ class VllmServerFailed(RunFailedError):
         self.log_tail = log_tail
 
 
+def vllm_server_args(spec: ModelSpec, *, host: str, port: int) -> list[str]:
+    """The vLLM OpenAI server's arguments for a student (``--model ... --port ...``): the one
+    list the Kubernetes sidecar (the chart renders the same) and a local ``vllm serve`` use."""
+    v = spec.vllm
+    return [
+        *("--model", v.model or spec.model, "--served-model-name", spec.model),
+        *("--tensor-parallel-size", str(v.tensor_parallel_size)),
+        *("--host", host, "--port", str(port)),
+        *v.args,
+    ]
+
+
 def served_model(spec: ModelSpec) -> str:
     """What vLLM loads: ``vllm.model`` (a Hugging Face id or a folder), else ``model``."""
     return spec.vllm.model or spec.model
@@ -57,7 +69,7 @@ def served_model(spec: ModelSpec) -> str:
 def vllm_options(spec: ModelSpec, *, host: str, port: int) -> list[str]:
     """What both executors pass after the model: the served model name (what requests ask
     for), tensor parallelism, the address, then ``vllm.args`` verbatim. The list comes from
-    :func:`skillmix.config.vllm_server_args`, the one the chart's sidecar renders too."""
+    :func:`vllm_server_args`, the one the chart's sidecar renders too."""
     args = vllm_server_args(spec, host=host, port=port)
     assert args[:2] == ["--model", served_model(spec)]
     return args[2:]

@@ -14,45 +14,55 @@ import click
 
 from skillmix import __version__, settings
 
-# command name -> "module:attribute" (modules under skillmix.cli)
-COMMANDS: dict[str, str] = {
-    "catalog": "catalog:catalog",
-    "sample": "catalog:sample",
-    "prompts": "prompts:prompts",
-    "aggregate": "results:aggregate_cmd",
-    "import-reference": "results:import_reference_cmd",
-    "evaluate": "run:evaluate_cmd",
-    "generate": "run:generate_cmd",
-    "score": "run:score_cmd",
-    "report": "run:report_cmd",
-    "compare": "compare:compare_cmd",
-    "schema": "run:schema_cmd",
-    "task": "task:task",
-    "mock-server": "mock:mock_server",
-    "clusters": "cluster:clusters_cmd",
-    "render": "cluster:render_cmd",
-    "launch": "cluster:launch_cmd",
-    "status": "cluster:status_cmd",
-    "logs": "cluster:logs_cmd",
-    "cancel": "cluster:cancel_cmd",
-    "cache": "cache:cache",
-    "version": "version:version_cmd",
+# command name -> ("module:attribute" under skillmix.cli, the summary `--help` lists). The
+# summaries live here so that `skillmix --help` imports no command module (each imports its
+# layers at the top); a test checks that each is the start of its command's help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "catalog": ("catalog:catalog", "Inspect and check skill/topic catalogs."),
+    "sample": ("catalog:sample", "Draw (topic, skills) combinations exactly as a run would."),
+    "prompts": ("prompts:prompts", "List and render prompt versions."),
+    "aggregate": ("results:aggregate_cmd", "Compute Full Marks / All Skills / Skill Fraction"),
+    "import-reference": ("results:import_reference_cmd", "Import a reference-format result tree"),
+    "evaluate": (
+        "run:evaluate_cmd",
+        "Run an evaluation locally: generate, grade, aggregate, report",
+    ),
+    "generate": ("run:generate_cmd", "Only the generation phase"),
+    "score": ("run:score_cmd", "Grade and aggregate the saved generations of a run"),
+    "report": ("run:report_cmd", "(Re)build a run's report"),
+    "compare": ("compare:compare_cmd", "Rank the models of several runs in one leaderboard."),
+    "schema": ("run:schema_cmd", "Print the JSON schema of experiment files."),
+    "task": ("task:task", "Run one unit of a run (container entrypoints)."),
+    "mock-server": ("mock:mock_server", "Serve a deterministic mock of the vLLM/OpenAI API"),
+    "clusters": ("cluster:clusters_cmd", "List the cluster profiles"),
+    "render": ("cluster:render_cmd", "Render the run's Kubernetes objects with helm template"),
+    "launch": ("cluster:launch_cmd", "Launch (or resume) a run on Kubernetes"),
+    "status": ("cluster:status_cmd", "A run's Jobs counted per phase and state"),
+    "logs": ("cluster:logs_cmd", "Logs of a run's pods, prefixed with pod/container"),
+    "cancel": ("cluster:cancel_cmd", "Delete a run's Jobs and pods (by label)"),
+    "cache": ("cache:cache", "The model cache of vLLM pods on Kubernetes"),
+    "version": ("version:version_cmd", "Print skillmix's version, the image's git revision"),
 }
 
 EPILOG = "Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (143 SIGTERM, 129 SIGHUP)."
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when used (or listed)."""
+    """A group whose subcommands are imported only when used; listing them (``--help``)
+    reads the summaries in COMMANDS."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
-        module_name, attr = target.split(":")
+        module_name, attr = COMMANDS[cmd_name][0].split(":")
         module = importlib.import_module(f"skillmix.cli.{module_name}")
         command: click.Command = getattr(module, attr)
         return command

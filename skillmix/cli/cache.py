@@ -9,7 +9,12 @@ import click
 
 from skillmix.cli._output import info
 from skillmix.cli.cluster import cluster_option, file_option
+from skillmix.config import load_experiment
 from skillmix.errors import RunFailedError
+from skillmix.k8s.cluster import KubeClient
+from skillmix.k8s.helm import helm_template, split_manifests
+from skillmix.k8s.profiles import get_profile
+from skillmix.k8s.values import cache_warm_values
 
 
 @click.group()
@@ -30,10 +35,6 @@ def warm_cmd(file: str, cluster: str | None, dry_run: bool, wait: bool, timeout:
 
     Then set `model_cache_offline: true` in the cluster profile: vLLM pods get
     HF_HUB_OFFLINE=1 and read the weights from the cache, never from the Hub."""
-    from skillmix.config import load_experiment
-    from skillmix.k8s.helm import helm_template, split_manifests
-    from skillmix.k8s.profiles import get_profile
-    from skillmix.k8s.values import cache_warm_values
 
     experiment = load_experiment(file)
     name, profile = get_profile(cluster)
@@ -42,7 +43,6 @@ def warm_cmd(file: str, cluster: str | None, dry_run: bool, wait: bool, timeout:
     if dry_run:
         click.echo(rendered, nl=False)
         return
-    from skillmix.k8s.cluster import KubeClient
 
     kube = KubeClient(profile)
     docs = split_manifests(rendered)

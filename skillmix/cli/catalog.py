@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.table import Table
 
+from skillmix.catalog import load_catalog, load_skills_csv, load_topics
 from skillmix.cli._output import echo_json, format_option, stdout_console
+from skillmix.config import MAX_COMBINATIONS
 from skillmix.errors import SkillmixError
+from skillmix.method.sampling import sample_combinations
 
 catalog_files = [
     click.option(
@@ -41,7 +45,6 @@ def catalog() -> None:
 @format_option()
 def list_cmd(skills_path: str | None, topics_path: str | None, fmt: str) -> None:
     """List the skills and topics of a catalog (the built-in one by default)."""
-    from skillmix.catalog import load_catalog
 
     cat = load_catalog(skills_path, topics_path)
     if fmt == "json":
@@ -60,7 +63,6 @@ def list_cmd(skills_path: str | None, topics_path: str | None, fmt: str) -> None
             }
         )
         return
-    from rich.table import Table
 
     table = Table(title=f"{len(cat.skills)} skills ({cat.source})")
     table.add_column("skill")
@@ -77,7 +79,6 @@ def list_cmd(skills_path: str | None, topics_path: str | None, fmt: str) -> None
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 def validate_cmd(paths: tuple[str, ...]) -> None:
     """Check skills CSVs, topics files, or folders holding skills.csv and topics.txt."""
-    from skillmix.catalog import load_skills_csv, load_topics
 
     failures = []
     for raw in paths:
@@ -154,9 +155,6 @@ def sample(
     fmt: str,
 ) -> None:
     """Draw (topic, skills) combinations exactly as a run would."""
-    from skillmix.catalog import load_catalog
-    from skillmix.config import MAX_COMBINATIONS
-    from skillmix.method.sampling import sample_combinations
 
     if not 1 <= n <= MAX_COMBINATIONS:
         raise SkillmixError(
@@ -177,7 +175,6 @@ def sample(
     if fmt == "json":
         echo_json([{"topic": c.topic, "skills": list(c.skills)} for c in combos])
         return
-    from rich.table import Table
 
     table = Table(title=f"k={k}, seed={seed}, order seed={order_seed!r}, mode={mode}")
     table.add_column("#", justify="right")

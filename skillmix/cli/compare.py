@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
+from rich.table import Table
 
+from skillmix.artifacts import MetricValueJson
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
-
-if TYPE_CHECKING:
-    from rich.table import Table
-
-    from skillmix.artifacts import MetricValueJson
-    from skillmix.report.compare import Comparison
+from skillmix.identity import SETTING_LABELS
+from skillmix.method.points import METRIC_TITLES
+from skillmix.report.compare import (
+    Comparison,
+    compare_files,
+    compare_markdown,
+    compare_runs,
+)
+from skillmix.report.leaderboard import rank_text
 
 
 def _cell(cell: MetricValueJson | None) -> str:
@@ -23,10 +27,6 @@ def _cell(cell: MetricValueJson | None) -> str:
 
 
 def compare_table(doc: Comparison) -> Table:
-    from rich.table import Table
-
-    from skillmix.method.points import METRIC_TITLES
-    from skillmix.report.leaderboard import rank_text
 
     primary, *others = doc.leaderboards
     others_by_entry = [
@@ -108,12 +108,6 @@ def compare_cmd(
     prompts, grader, rounds, M, k values, sampling, seed, metric options) are refused with
     the list of differences, unless --allow-mixed.
     """
-    from skillmix.identity import SETTING_LABELS
-    from skillmix.report.compare import (
-        compare_files,
-        compare_markdown,
-        compare_runs,
-    )
 
     doc = compare_runs(runs, allow_mixed=allow_mixed, rank_by=rank_by, baseline=baseline)
     if doc.mixed:

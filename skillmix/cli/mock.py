@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from skillmix import settings
+from skillmix.backends.mock_server import MockServerConfig, parse_model_specs, run_forever
 
 
 @click.command("mock-server")
@@ -125,7 +126,6 @@ def mock_server(
     Students answer and graders grade SKILL-MIX prompts with a quality set per model; latency,
     failures and RPM/TPM limits can be injected. Stops cleanly on SIGTERM or Ctrl-C.
     """
-    from skillmix.backends.mock_server import MockServerConfig, parse_model_specs, run_forever
 
     config = MockServerConfig(
         host=host,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
+from skillmix.catalog import load_catalog
 from skillmix.cli._output import echo_json, format_option
 from skillmix.cli.catalog import with_catalog_files
 from skillmix.errors import SkillmixError
+from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
+from skillmix.promptset import list_prompt_versions, load_prompt_version
 
 
 @click.group()
@@ -23,7 +26,6 @@ def prompts() -> None:
 @format_option()
 def list_cmd(prompts_dir: str | None, fmt: str) -> None:
     """Prompt versions available in the built-in set or a folder."""
-    from skillmix.promptset import list_prompt_versions
 
     data = {kind: list_prompt_versions(kind, prompts_dir) for kind in ("generation", "grading")}
     if fmt == "json":
@@ -83,9 +85,6 @@ def render_cmd(
     fmt: str,
 ) -> None:
     """Render a prompt version for a topic and skills (JSON: the list of turns)."""
-    from skillmix.catalog import load_catalog
-    from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
-    from skillmix.promptset import load_prompt_version
 
     template = load_prompt_version(kind, version, prompts_dir, encoding=template_encoding)  # type: ignore[arg-type]
     cat = load_catalog(skills_path, topics_path)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from skillmix import settings
+from skillmix.backends.vllm_server import VllmServerFailed
 from skillmix.cli._output import (
     echo_json,
     format_option,
@@ -17,10 +19,12 @@ from skillmix.cli._output import (
     warn,
     write_files,
 )
+from skillmix.cli.flags import apply_backend_args, apply_sampling_params, parse_int_list
+from skillmix.cli.results import metrics_table, open_report_run
+from skillmix.config import Experiment, experiment_schema, load_experiment, parse_experiment
 from skillmix.errors import RunFailedError, SkillmixError
-
-if TYPE_CHECKING:
-    from skillmix.config import Experiment
+from skillmix.executors.local import continue_run, evaluate
+from skillmix.report.build import build_report
 
 
 def _experiment_from_flags(
@@ -40,12 +44,6 @@ def _experiment_from_flags(
     grading_rounds: int,
     seed: int,
 ) -> Experiment:
-    from skillmix.config import (
-        apply_backend_args,
-        apply_sampling_params,
-        parse_experiment,
-        parse_int_list,
-    )
 
     if not models:
         raise SkillmixError("give an experiment file with -f, or at least one --model")
@@ -100,7 +98,6 @@ wait_for_lock_option = click.option(
 
 
 def vllm_health_timeout_option(f: Any) -> Any:
-    from skillmix import settings
 
     return click.option(
         "--vllm-health-timeout",
@@ -119,7 +116,6 @@ def vllm_health_timeout_option(f: Any) -> Any:
 @contextlib.contextmanager
 def showing_server_logs() -> Iterator[None]:
     """A local vLLM server that failed: its log's last lines on stderr, before the error."""
-    from skillmix.backends.vllm_server import VllmServerFailed
 
     try:
         yield
@@ -216,7 +212,6 @@ def experiment_options(f: Any) -> Any:
 
 
 def load_experiment_for(kwargs: dict[str, Any]) -> Experiment:
-    from skillmix.config import load_experiment
 
     if kwargs.get("store") is not None and not kwargs["store"].strip():
         raise SkillmixError(
@@ -261,7 +256,6 @@ def load_experiment_for(kwargs: dict[str, Any]) -> Experiment:
 
 
 def print_outcome(outcome: Any, fmt: str) -> None:
-    from skillmix.cli.results import metrics_table
 
     if outcome.metrics is not None:
         if fmt == "json":
@@ -331,7 +325,6 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
     model again (responses are cached in the store). A vllm student without a base URL is
     served by `vllm serve`, which skillmix starts and stops (pip install 'skillmix[vllm]').
     """
-    from skillmix.pipeline.local import evaluate
 
     experiment = load_experiment_for(kwargs)
     with showing_server_logs():
@@ -354,7 +347,6 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
 @allow_failures_option
 def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     """Only the generation phase (grade later with `skillmix score RUN`)."""
-    from skillmix.pipeline.local import evaluate
 
     experiment = load_experiment_for(kwargs)
     with showing_server_logs():
@@ -383,7 +375,6 @@ def score_cmd(
     run_uri: str, progress: bool | None, wait_for_lock: float | None, allow_failures: bool, fmt: str
 ) -> None:
     """Grade and aggregate the saved generations of a run (resumes finished grading)."""
-    from skillmix.pipeline.local import continue_run
 
     outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)
     print_outcome(outcome, fmt)
@@ -410,8 +401,6 @@ def score_cmd(
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,
     no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
-    from skillmix.cli.results import metrics_table, open_report_run
-    from skillmix.report.build import build_report
 
     run, ctx = open_report_run(run_uri)  # a reference import too
     summary, files, metrics = build_report(run, ctx, dpi=dpi)
@@ -443,6 +432,5 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
 @click.command("schema")
 def schema_cmd() -> None:
     """Print the JSON schema of experiment files."""
-    from skillmix.config import experiment_schema
 
     echo_json(experiment_schema())

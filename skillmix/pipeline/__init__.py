@@ -1,1 +1,1 @@
-"""Plans, task runners and the local executor."""
+"""Plans, run context, task runners and aggregation: what every executor runs."""

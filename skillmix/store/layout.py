@@ -10,7 +10,7 @@ share. Inside a run folder::
     launches/attempt-NNN.created               every object of that attempt was created (k8s/launch.py)
     _lock/lease-NNNNNNNNN.json                 the run lock while a process writes the run
                                                (store/lock.py; gone once it is released)
-    logs/vllm-{student}.log                    a local `vllm serve`'s output (pipeline/local.py)
+    logs/vllm-{student}.log                    a local `vllm serve`'s output (executors/local.py)
     report/                                    summary.json, metrics.csv, report.md,
                                                report.html, plots/*.png
     logs/pods/{pod name}.log                   each Kubernetes client's own log, uploaded at
@@ -39,7 +39,7 @@ class RunLayout:
     REPORT_HTML: ClassVar[str] = "report.html"
     PLOTS: ClassVar[str] = "plots"
     CACHE: ClassVar[str] = "_cache"  # in the store root, beside the run folders
-    LOGS: ClassVar[str] = "logs"  # local vLLM server logs (pipeline/local.py)
+    LOGS: ClassVar[str] = "logs"  # local vLLM server logs (executors/local.py)
     LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
     POD_LOGS: ClassVar[str] = "logs/pods"
     POD_USAGE: ClassVar[str] = "usage/pods"

@@ -41,7 +41,7 @@ def built_image() -> str:
 def test_a_whole_launch_runs_from_the_built_image(
     cluster: Cluster, built_image: str, tmp_path: Path
 ) -> None:
-    from skillmix.pipeline.local import evaluate
+    from skillmix.executors.local import evaluate
 
     edit_profile(cluster, image=built_image, image_pull_policy="Never")
     run_id = resolve_context(load_experiment(EXPERIMENT)).run_id

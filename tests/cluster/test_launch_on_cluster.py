@@ -26,7 +26,7 @@ EXPERIMENT = REPO_ROOT / "k8s" / "experiment.kind.yaml"
 def test_launch_wait_runs_the_kind_experiment_and_matches_the_local_executor(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    from skillmix.pipeline.local import evaluate
+    from skillmix.executors.local import evaluate
 
     run_id = resolve_context(load_experiment(EXPERIMENT)).run_id
     launched = cluster.skillmix(

@@ -184,7 +184,7 @@ def cluster(
 @pytest.fixture
 def mock_url(exp: Path) -> Iterator[str]:
     """The built-in mock backend serving the experiment's models (like the pods' sidecars)."""
-    from skillmix.pipeline.local import mock_backend
+    from skillmix.executors.local import mock_backend
 
     with mock_backend(load_experiment(exp)) as url:
         assert url is not None

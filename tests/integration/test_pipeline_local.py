@@ -17,8 +17,8 @@ import yaml
 
 from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.config import load_experiment
+from skillmix.executors.local import prepare_run
 from skillmix.pipeline.context import resolve_context
-from skillmix.pipeline.local import prepare_run
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.runs import RunStore
 from tests.helpers import run_cli

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from skillmix.config import load_experiment
-from skillmix.pipeline.local import prepare_run
+from skillmix.executors.local import prepare_run
 from skillmix.store.layout import RunLayout
 from tests.helpers import run_cli
 from tests.integration.test_pipeline_local import (

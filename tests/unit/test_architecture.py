@@ -93,7 +93,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
 # matching prefix decides a module's layer. DEVELOPERS.md describes the same order.
 LAYERS: list[tuple[str, ...]] = [
     ("skillmix.cli", "skillmix.__main__"),
-    ("skillmix.k8s", "skillmix.pipeline.local"),  # the two executors
+    ("skillmix.k8s", "skillmix.executors"),  # the executors (peers)
     ("skillmix.report", "skillmix.legacy", "skillmix.api"),
     ("skillmix.pipeline",),  # context, plan, tasks, aggregation
     ("skillmix.backends", "skillmix.store"),

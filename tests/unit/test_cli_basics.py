@@ -14,13 +14,20 @@ def test_help_lists_commands_and_exit_codes() -> None:
     assert "Exit codes: 0 ok, 1 run failed, 2 bad input" in result.stdout
 
 
-def test_every_command_has_help() -> None:
-    from skillmix.cli import COMMANDS
+def test_every_command_has_help_and_its_listed_summary_starts_it() -> None:
+    """`skillmix --help` lists summaries from COMMANDS (importing no command module): each
+    must stay the start of what its command's own help says."""
+    import click
 
-    for name in COMMANDS:
+    from skillmix.cli import COMMANDS, cli
+
+    for name, (_target, summary) in COMMANDS.items():
         result = run_cli(name, "--help")
         assert result.exit_code == 0, (name, result.stderr)
         assert "Usage:" in result.stdout
+        command = cli.get_command(click.Context(cli), name)
+        assert command is not None
+        assert " ".join((command.help or "").split()).startswith(summary), name
 
 
 def test_unknown_command_and_bad_option_are_one_line_exit_2() -> None:

@@ -9,21 +9,24 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from skillmix.config import (
+from skillmix.backends.vllm_server import vllm_server_args
+from skillmix.cli.flags import (
     BACKEND_ARG_KEYS,
+    apply_backend_args,
+    apply_sampling_params,
+    parse_int_list,
+    parse_kv_pairs,
+)
+from skillmix.config import (
     DEFAULT_SYSTEM_PROMPT,
     SAMPLING_KEYS,
     Experiment,
     GraderSpec,
     ModelSpec,
-    apply_backend_args,
-    apply_sampling_params,
     experiment_schema,
     format_validation_error,
     load_experiment,
     parse_experiment,
-    parse_int_list,
-    parse_kv_pairs,
 )
 from skillmix.errors import SkillmixError
 from tests.helpers import run_cli
@@ -745,7 +748,6 @@ def test_gpus_default_to_tensor_times_pipeline_parallel_size() -> None:
 
 
 def test_vllm_server_args_match_what_the_chart_renders() -> None:
-    from skillmix.config import vllm_server_args
 
     exp = parse_experiment(
         minimal(

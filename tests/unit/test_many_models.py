@@ -26,7 +26,7 @@ def specs(n: int, base_url: str = "http://127.0.0.1:9/v1", prefix: str = "s") ->
 
 
 def test_one_endpoint_check_per_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    from skillmix.pipeline import local
+    from skillmix.executors import local
 
     calls: list[tuple[str, int]] = []
 
