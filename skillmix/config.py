@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,6 +22,7 @@ from pydantic import (
 )
 
 from skillmix.errors import SkillmixError
+from skillmix.method.points import MetricOptions, default_name_filter
 
 Backend = Literal["mock", "openai", "vllm"]
 # Names become folder names and Kubernetes label values: alphanumeric at both ends, <= 63 chars.
@@ -482,7 +484,6 @@ class MetricSpec(_Strict):
     )
 
     def options(self):
-        from skillmix.method.points import MetricOptions, default_name_filter
 
         name_filter = self.filter_explicit_name or default_name_filter(self.mode)
         return MetricOptions(
@@ -607,7 +608,6 @@ def load_yaml(text: str, source: str) -> Any:
     """``yaml.safe_load`` with one-line errors: malformed files, absurd nesting, and a key
     repeated in one mapping (PyYAML keeps the last value silently; merge keys ``<<`` may still
     be overridden)."""
-    import yaml
 
     class StrictLoader(yaml.SafeLoader):
         pass

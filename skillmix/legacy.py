@@ -16,21 +16,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from skillmix import __version__
 from skillmix.artifacts import ReferenceImportRun
+from skillmix.catalog import Catalog, Skill, load_catalog
+from skillmix.config import parse_experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
-from skillmix.method.prompts import GradingStyle, PromptKind, PromptTemplate
+from skillmix.method.prompts import GradingStyle, PromptKind, PromptTemplate, make_template
 from skillmix.method.reference_numbers import check_round_limit
 from skillmix.method.text import extract_answer
+from skillmix.pipeline.context import RunContext
+from skillmix.promptset import load_prompt_version
 from skillmix.records import GenerationRecord, GradeRecord, Turn
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix, utc_now
-
-if TYPE_CHECKING:
-    from skillmix.catalog import Catalog
-    from skillmix.pipeline.context import RunContext
 
 RUN_DIR = re.compile(r"^k(?P<k>\d+)_s(?P<seed>-?\d+)_v(?P<version>.+)_r(?P<g>\d+)$")
 GRADED_DIR = re.compile(r"^by_(?P<grader>.+?)_on_text_(?P<column>\d+)_(?P<r>\d+)_(?P<version>.+)$")
@@ -508,7 +508,6 @@ def _nearby_catalog(info: ReferenceImportRun, skills: set[str], topics: set[str]
     """The catalog beside the tree (the reference release keeps skills.csv and topics.txt next
     to its experiment folder) when it names every imported skill and topic: it gives the
     categories. Otherwise one made of the names alone (no definitions, no categories)."""
-    from skillmix.catalog import Catalog, Skill, load_catalog
 
     parent = Path(info.root).parent
     for folder in (Path(info.root), parent):
@@ -530,8 +529,6 @@ def _nearby_catalog(info: ReferenceImportRun, skills: set[str], topics: set[str]
 def _prompt(info: ReferenceImportRun, kind: PromptKind, versions: list[str]) -> PromptTemplate:
     """The prompt version beside the tree (``prompts/{generation,grade}/{version}.json``) when
     it is there, else a template that only names the version."""
-    from skillmix.method.prompts import make_template
-    from skillmix.promptset import load_prompt_version
 
     version = versions[0] if versions else "unknown"
     for folder in (Path(info.root) / "prompts", Path(info.root).parent / "prompts"):
@@ -549,8 +546,6 @@ def reference_context(info: ReferenceImportRun, run: RunStore, run_uri: str) -> 
     students and grader from the import (backend unknown: shown as the model name), k, rounds
     and M from the records, metrics in reference mode, catalog and prompts from beside the
     tree where the reference release keeps them. Several graders: a SkillmixError."""
-    from skillmix.config import parse_experiment
-    from skillmix.pipeline.context import RunContext
 
     if len(info.graders) != 1:
         raise SkillmixError(

@@ -10,14 +10,12 @@ the budget divided by the number of pods that share it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from skillmix.backends.cache import ResponseCache
+from skillmix.backends.client import ChatClient, resolve_api_key, resolve_endpoint, sdk_client
 from skillmix.config import ModelSpec
 from skillmix.store.base import ArtifactStore
-
-if TYPE_CHECKING:
-    from skillmix.backends.client import ChatClient
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,6 @@ def make_client(
 
     ``base_url`` overrides the spec's endpoint (in a pod: the vLLM or mock sidecar); otherwise
     the endpoint is resolved from the spec, ``mock_url`` serving mock models without one."""
-    from skillmix.backends.client import ChatClient, resolve_api_key, resolve_endpoint
 
     budget = budget_share_of(spec, budget_share)
     return ChatClient(
@@ -92,7 +89,6 @@ def make_clients(
     """One client per model spec (by name), sharing the store's response cache, and one SDK
     client (connection pool) per endpoint, key and timeout: thousands of students on one
     server cost one pool, not thousands."""
-    from skillmix.backends.client import resolve_api_key, resolve_endpoint, sdk_client
 
     cache = ResponseCache(root)
     sdks: dict[tuple[str, str, float], Any] = {}

@@ -24,6 +24,7 @@ import hmac
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -802,7 +803,6 @@ async def serve(config: MockServerConfig) -> None:
 
 def run_forever(config: MockServerConfig) -> None:
     """Blocking entry point for the CLI: returns normally on SIGTERM or SIGINT."""
-    import signal
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

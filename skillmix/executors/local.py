@@ -27,6 +27,7 @@ from skillmix.backends.client import (
     resolve_endpoint,
 )
 from skillmix.backends.factory import make_clients
+from skillmix.backends.mock_server import MockServer, MockServerConfig
 from skillmix.backends.vllm_server import (
     DEFAULT_HEALTH_TIMEOUT,
     check_local_args,
@@ -37,7 +38,7 @@ from skillmix.config import Experiment, ModelSpec, StudentSpec
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.progress import RichProgress
 from skillmix.pipeline.aggregate import RunMetrics
-from skillmix.pipeline.context import RunContext, resolve_context
+from skillmix.pipeline.context import RunContext, open_run, parent_store, resolve_context
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.pipeline.tasks import (
     UnitResult,
@@ -131,7 +132,6 @@ def mock_backend(experiment: Experiment) -> Iterator[str | None]:
     if not specs:
         yield None
         return
-    from skillmix.backends.mock_server import MockServer, MockServerConfig
 
     models = {s.model: float(s.quality or 0.0) for s in specs}  # resolved on the spec
     if len({(s.model, s.quality) for s in specs}) != len(models):
@@ -470,7 +470,6 @@ def continue_run(
 ) -> RunOutcome:
     """``skillmix score RUN``: grade (and aggregate) the saved generations of a run, holding
     the run's lock."""
-    from skillmix.pipeline.context import open_run, parent_store
 
     run, ctx = open_run(run_uri)
     root = parent_store(run_uri)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
+
 from skillmix.method.points import (
     METRIC_NAMES,
     ExplicitNameFilter,
@@ -30,7 +32,6 @@ from skillmix.method.stats import exact_sum, wilson_interval
 from skillmix.method.text import length_point
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
 
@@ -204,7 +205,6 @@ def _unit_marks(
     """Per answer (unit): the computed length point, and 0/1 keep-masks of its k skill points
     (0 where the explicit-name filter zeroes the point). Computed once per answer, not once per
     grading round."""
-    import numpy as np
 
     length = np.empty(len(unit_answers))
     keep = np.ones((len(unit_answers), k))
@@ -226,7 +226,6 @@ def _combine(
 ) -> npt.NDArray[np.float64]:
     """Combine generation rounds per combination (rows of ``values`` grouped by ``groups``):
     best of G (max) or the mean, with the rounds in generation-round order."""
-    import numpy as np
 
     out = np.full((size, *values.shape[1:]), -np.inf if how == "max" else 0.0)
     if how == "max":
@@ -243,7 +242,6 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
     generation rounds per combination and summarise. Vectorised with numpy; the arithmetic is
     done in the order the per-answer functions (``vote``, ``item_scores``) use, so the numbers
     are the same floats."""
-    import numpy as np
 
     first = answers[0]
     k = first.k

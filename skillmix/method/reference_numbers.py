@@ -16,7 +16,9 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
 
 from skillmix.errors import SkillmixError
 from skillmix.method.points import (
@@ -26,10 +28,6 @@ from skillmix.method.points import (
     MetricOptions,
     prepare_points,
 )
-
-if TYPE_CHECKING:
-    import numpy as np
-
 
 SummaryDtype = Literal["float32", "float64"]
 RoundKind = Literal["generation", "grading"]
@@ -51,7 +49,6 @@ def reference_print(mean: float | None, stderr: float | None) -> str:
 
 def _item_arrays(score: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """The reference's three item arrays from voted points (last axis: the k + 3 items)."""
-    import numpy as np
 
     size = k + 3
     others = size - k
@@ -69,7 +66,6 @@ def _item_arrays(score: np.ndarray, k: int) -> dict[str, np.ndarray]:
 
 
 def _vote(score: np.ndarray, how: str, axis: int) -> np.ndarray:
-    import numpy as np
 
     mean: np.ndarray = score.mean(axis=axis)
     return np.rint(mean) if how == "majority" else mean
@@ -77,7 +73,6 @@ def _vote(score: np.ndarray, how: str, axis: int) -> np.ndarray:
 
 def _mean_stderr(values: np.ndarray) -> tuple[float, float]:
     """``values.mean()`` and ``values.std(ddof=1) / np.sqrt(n)`` in the array's dtype."""
-    import numpy as np
 
     n = len(values)
     if n == 0:
@@ -95,7 +90,6 @@ def reference_mean_stderr(
     metrics.py (padding, length point, name filter), combinations with a filtered skill left
     out. A group whose verdicts do not fill the reference's (G, R, N) grid (a missing round or
     row, which the reference cannot aggregate) is computed per combination in the same dtypes."""
-    import numpy as np
 
     excluded = set(options.filter_skills)
     cells: dict[tuple[int, int, int], list[float]] = {}
@@ -131,7 +125,6 @@ def _per_combination(
 ) -> dict[str, np.ndarray]:
     """An incomplete grid: vote each (g, i) over the rounds it has, combine each combination
     over the generation rounds it has, keeping the reference's dtypes throughout."""
-    import numpy as np
 
     rounds: dict[int, dict[int, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     for (g, _r, i), points in sorted(cells.items()):

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
 Z95 = 1.959963984540054
@@ -73,7 +74,6 @@ def exact_fraction(value: float) -> Fraction:
 def exact_sum(values: npt.NDArray[np.float64]) -> Fraction:
     """The exact sum of per-combination values: distinct values times their counts, so the
     result does not depend on summation order."""
-    import numpy as np
 
     if values.size == 0:
         return Fraction(0)
@@ -127,7 +127,6 @@ def paired_test(
     indices, values). The difference is the mean over k of the per-k mean differences (the
     leaderboard's score); its interval resamples each k's shared combinations (stratified
     paired bootstrap, ``samples`` resamples, deterministic for a seed)."""
-    import numpy as np
 
     diffs: list[npt.NDArray[np.float64]] = []
     for k in ks:
@@ -160,7 +159,6 @@ def _bootstrap_diff(
     Resampling n pairs with replacement only changes how often each distinct difference is
     drawn, so the draw is a multinomial over the distinct values (few: differences of k-skill
     scores): the same distribution as drawing n indices, in ``samples x distinct`` work."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     total = np.zeros(samples)

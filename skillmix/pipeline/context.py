@@ -26,7 +26,7 @@ from skillmix.artifacts import (
     validate_artifact,
 )
 from skillmix.catalog import Catalog, Skill, load_catalog
-from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec
+from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec, parse_experiment
 from skillmix.errors import SkillmixError
 from skillmix.identity import ResultIdentity
 from skillmix.method.prompts import (
@@ -132,7 +132,6 @@ class RunContext:
     def from_run(
         cls, data: EvaluationRun | ReferenceImportRun, source: str = "run.json"
     ) -> RunContext:
-        from skillmix.config import parse_experiment
 
         if not isinstance(data, EvaluationRun):
             raise SkillmixError(f"{source}: not an evaluation run (kind={data.kind!r})")

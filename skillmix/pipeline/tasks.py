@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -744,9 +747,6 @@ def wait_for_model_server(
     while the kubelet restarts the server: ``retry_backoff`` seconds, then one more budget,
     and a transient failure of a later start ends it. An unknown cause waits out the budget.
     ``limit`` (seconds, 0 = none) bounds the whole wait, the retry included."""
-    import time
-    import urllib.error
-    import urllib.request
 
     url = health_url(base_url)
     began = time.monotonic()

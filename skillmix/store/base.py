@@ -7,6 +7,7 @@ which is how the write protocol avoids overwriting finished work.
 
 from __future__ import annotations
 
+import errno
 from typing import Protocol, runtime_checkable
 
 from skillmix.errors import RunFailedError, SkillmixError
@@ -25,7 +26,6 @@ class StoreNotWritable(StoreError):
 
 def store_os_error(path: object, action: str, exc: OSError) -> StoreError:
     """One line for an OSError of a local store; permission problems are bad input."""
-    import errno
 
     cls = StoreNotWritable if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else StoreError
     where = exc.filename if exc.filename else path
