@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import math
 import random
 import time
@@ -57,9 +58,7 @@ def parse_completion(data: Any) -> ChatResult:
 def _raw_response_type() -> Any:
     """The HTTP response class of the installed SDK: the one its own HTTP client returns
     (httpx2 in openai 3, httpx before; both may be installed side by side)."""
-    import importlib
-
-    import openai
+    import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
     http_module = openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0]
     return importlib.import_module(http_module).Response
@@ -104,7 +103,10 @@ def sdk_client(base_url: str, api_key: str, timeout: float) -> Any:
     """The SDK client a ChatClient sends through. Its aiohttp transport costs less CPU per
     request than the default (httpx); at hundreds of requests per second the client's CPU is
     what bounds throughput."""
-    from openai import AsyncOpenAI, DefaultAioHttpClient
+    from openai import (  # deferred: openai takes ~1 s to import; report/aggregate never call a server
+        AsyncOpenAI,
+        DefaultAioHttpClient,
+    )
 
     return AsyncOpenAI(
         base_url=base_url,
@@ -245,7 +247,7 @@ class ChatClient:
         return {"headers": {SAMPLE_HEADER: sample, ATTEMPT_HEADER: str(tried)}}
 
     def _final_error(self, exc: Exception, attempt: int) -> BackendError:
-        import openai
+        import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
         where = f"{self.spec.name} ({self.spec.model} at {self.base_url})"
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -273,7 +275,7 @@ class ChatClient:
 def _timed_out(exc: BaseException) -> bool:
     """A real timeout, not a dropped connection (the SDK's aiohttp transport reports a server
     that hung up as a connect timeout; the root cause tells them apart)."""
-    import openai
+    import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
     cause: BaseException | None = exc
     for _ in range(8):
@@ -305,7 +307,7 @@ async def preflight_endpoint(
 ) -> None:
     """:func:`preflight` for every spec served by one endpoint with one key: one request
     (``GET /models``) however many models the endpoint serves."""
-    import openai
+    import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
     first = specs[0]
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=1, timeout=timeout)

@@ -64,7 +64,7 @@ def classify_status(status: int, headers: Mapping[str, str] | None = None) -> Re
 def classify_retry(exc: BaseException) -> RetryDecision | None:
     """Retry on connection errors, timeouts and the statuses in RETRY_STATUSES (408, 409, 429,
     500, 502, 503, 504); not on other 4xx input errors or other 5xx (e.g. 501)."""
-    import openai
+    import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
     if isinstance(exc, openai.APIStatusError):
         return classify_status(

@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from skillmix.errors import SkillmixError
+
 
 @dataclass(frozen=True)
 class Skill:
@@ -38,8 +40,6 @@ class Catalog:
         try:
             return self._by_name[name]
         except KeyError:
-            from skillmix.errors import SkillmixError
-
             raise SkillmixError(
                 f"unknown skill {name!r} in catalog {self.source}",
                 hint="names must match the catalog's `skill` column exactly; see `skillmix catalog list`",

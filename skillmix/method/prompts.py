@@ -93,7 +93,7 @@ def infer_grading_style(template: PromptTemplate) -> GradingStyle:
 
 @lru_cache(maxsize=1)
 def _inflect_engine():
-    import inflect
+    import inflect  # deferred: ~1 s to import, and only plural skill names need it
 
     return inflect.engine()
 

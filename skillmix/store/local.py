@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from skillmix.errors import SkillmixError
 from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key, store_os_error
 
 
@@ -114,6 +115,4 @@ class LocalStore:
 
     def check(self) -> None:
         if self.root.exists() and not self.root.is_dir():
-            from skillmix.errors import SkillmixError
-
             raise SkillmixError(f"{self.root}: store path exists and is not a directory")
