@@ -8,11 +8,16 @@ Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (Ctrl-C), 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
+import traceback
 
 import click
 
 from skillmix import __version__, settings
+from skillmix.errors import SkillmixError
 
 # command name -> ("module:attribute" under skillmix.cli, the summary `--help` lists). The
 # summaries live here so that `skillmix --help` imports no command module (each imports its
@@ -102,8 +107,6 @@ def _raise_interrupted(signum: int, frame: object) -> None:
 def _install_signal_handlers() -> None:
     """SIGTERM and SIGHUP end the command like Ctrl-C: one line, exit 128 + the signal.
     Handlers someone else set (a test harness, a parent) are left alone."""
-    import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
@@ -116,7 +119,6 @@ def _install_signal_handlers() -> None:
 def _quiet_stdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush
     cannot fail again (which would print a warning and exit 120)."""
-    import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -128,14 +130,11 @@ def _quiet_stdout() -> None:
 def _exit_code(argv: list[str]) -> int:
     """Run the CLI; return its exit code. Every error becomes one line on stderr (with
     --debug, the traceback before it); the code does not depend on --debug."""
-    from skillmix.errors import SkillmixError
 
     debug = _debug_requested(argv)
 
     def fail(message: str, code: int) -> int:
         if debug:
-            import traceback
-
             traceback.print_exc()
         click.echo(message, err=True)
         return code

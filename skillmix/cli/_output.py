@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+from rich.console import Console
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from skillmix.errors import SkillmixError
 
 FORMATS = ("table", "json")
 
@@ -31,7 +31,6 @@ def echo_json(data: Any) -> None:
 
 
 def stdout_console() -> Console:
-    from rich.console import Console
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
@@ -43,7 +42,6 @@ def stdout_console() -> Console:
 
 
 def stderr_console() -> Console:
-    from rich.console import Console
 
     return Console(stderr=True)
 
@@ -59,7 +57,6 @@ def info(message: str) -> None:
 def write_files(folder: str | Path, files: dict[str, bytes]) -> None:
     """Write ``files`` (relative names) under a folder the user named (``--out``); a place
     that cannot be written is bad input: one line, exit 2."""
-    from skillmix.errors import SkillmixError
 
     target = Path(folder)
     for name, data in files.items():
