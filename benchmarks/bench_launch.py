@@ -428,7 +428,7 @@ class _CountingApi:
     def watch_raw(
         self, resource: str, selector: str, resource_version: str, timeout_seconds: int
     ) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
-        from skillmix.k8s.cluster import WatchExpired
+        from skillmix.k8s.jobs import WatchExpired
 
         if self.naive:
             raise WatchExpired()  # the Mirror lists again

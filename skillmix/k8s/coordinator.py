@@ -44,306 +44,48 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
 
-from skillmix import vocab
+from skillmix.artifacts import PodUsage, UnitRef
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import JobState, WatchExpired
-from skillmix.k8s.estimate import gpu_fraction
+from skillmix.k8s.jobs import JobState, read_deferred
+from skillmix.k8s.mirror import MAX_BACKOFF, ClusterApi, Mirror, PodView
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import Unit, plan_tasks
+from skillmix.pipeline.tasks import pending_units
+from skillmix.retrying import RetryPolicy, retry
+from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
-from skillmix.vocab import ADMISSION_GATE_ANNOTATION, FAILURE_ANNOTATION, PHASE_LABEL, STUDENT_LABEL
-
-# container waiting reasons no retry helps: the Job fails with the reason after stuck_seconds
-STUCK_REASONS = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
+from skillmix.vocab import (
+    ADMISSION_GATE_ANNOTATION,
+    ATTEMPT_LABEL,
+    FAILURE_ANNOTATION,
+    PHASE_LABEL,
+    RUN_LABEL,
+    STUDENT_LABEL,
 )
+
 API_OUTAGE_SECONDS = 900.0  # API errors retried this long (with backoff) before giving up
-MAX_BACKOFF = 60.0
 MIN_PASS_SECONDS = 0.5  # a pass's changes are batched this long (pods change often)
-RESOURCES = ("jobs", "pods")
-_GPU_RESOURCE = re.compile(r"^[a-z0-9.-]+/(gpu|mig-.+)$")
 
 
-# ---------------------------------------------------------------------------------------------
-# what the coordinator sees
-# ---------------------------------------------------------------------------------------------
+def _api_down(exc: BaseException, seconds: float) -> BaseException:
+    return RunFailedError(f"the Kubernetes API failed for {seconds:.0f}s: {exc}")
 
 
-@dataclass
-class PodView:
-    """What the coordinator needs of one pod of the attempt."""
-
-    name: str
-    job: str
-    phase: str  # Pending, Running, Succeeded, Failed, Unknown
-    labels: dict[str, str]
-    created: float  # epoch seconds
-    started: float | None  # status.startTime
-    finished: float | None  # the last container's end
-    deleting: bool
-    gpus: float
-    gpu_resource: str
-    waiting: tuple[str, str] | None  # (reason, message) of a container stuck where no retry helps
-    unschedulable: str | None  # the scheduler's message
-
-    @property
-    def live(self) -> bool:
-        """Holds (or will hold) its resources: not ended."""
-        return self.phase not in ("Succeeded", "Failed")
-
-    @classmethod
-    def from_dict(cls, pod: dict[str, Any]) -> PodView:
-        meta, spec, status = (
-            pod.get("metadata") or {},
-            pod.get("spec") or {},
-            pod.get("status") or {},
-        )
-        labels = dict(meta.get("labels") or {})
-        gpus, resource = 0.0, ""
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            for name, amount in ((c.get("resources") or {}).get("requests") or {}).items():
-                if _GPU_RESOURCE.match(name):
-                    gpus += _number(amount) * gpu_fraction(name)
-                    resource = name
-        statuses = [
-            *(status.get("initContainerStatuses") or []),
-            *(status.get("containerStatuses") or []),
-        ]
-        waiting = None
-        ends: list[float] = []
-        for cs in statuses:
-            state = cs.get("state") or {}
-            w = state.get("waiting") or {}
-            if w.get("reason") in STUCK_REASONS and waiting is None:
-                waiting = (str(w["reason"]), str(w.get("message") or "")[:300])
-            done = (state.get("terminated") or {}).get("finishedAt")
-            if done:
-                ends.append(_epoch(done))
-        unschedulable = None
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                unschedulable = str(cond.get("message") or "Unschedulable")[:300]
-        job = next((labels[k] for k in vocab.JOB_NAME_LABELS if labels.get(k)), "")
-        phase = str(status.get("phase") or "Pending")
-        return cls(
-            name=str(meta.get("name", "")),
-            job=job,
-            phase=phase,
-            labels=labels,
-            created=_epoch(meta.get("creationTimestamp")),
-            started=_epoch(status["startTime"]) if status.get("startTime") else None,
-            finished=max(ends) if ends and phase in ("Succeeded", "Failed") else None,
-            deleting=bool(meta.get("deletionTimestamp")),
-            gpus=gpus,
-            gpu_resource=resource,
-            waiting=waiting,
-            unschedulable=unschedulable if phase == "Pending" else None,
-        )
-
-
-class ClusterApi(Protocol):
-    """The calls the coordinator makes (KubeClient in a pod; a fake in unit tests)."""
-
-    def list_raw(self, resource: str, selector: str) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch_raw(
-        self, resource: str, selector: str, resource_version: str, timeout_seconds: int
-    ) -> Iterator[tuple[str, dict[str, Any] | None, str]]: ...
-
-    def create_job_yaml(self, name: str, text: str) -> bool: ...
-
-    def patch_job(self, name: str, body: dict[str, Any]) -> None: ...
-
-    def warning_events(self) -> list[dict[str, Any]]: ...
-
-
-class Mirror:
-    """The attempt's Jobs and pods, kept current by watches resumed from their
-    resourceVersion (a 410 Gone lists again). In a pod, :meth:`start` lists both once and two
-    threads follow their watches (:meth:`wait` returns as soon as something changed); tests and
-    benchmarks call :meth:`sync` instead, which catches up in the calling thread. Readers hold
-    :attr:`lock`."""
-
-    WATCH_SECONDS = 60  # one watch request lasts this long at most, then resumes
-
-    def __init__(self, api: ClusterApi, selector: str) -> None:
-        self.api, self.selector = api, selector
-        self.jobs: dict[str, JobState] = {}
-        self.pods: dict[str, PodView] = {}
-        self.gone: list[PodView] = []  # pods deleted since the last take_gone()
-        self.lock = threading.RLock()
-        self.changed = threading.Event()
-        self._versions: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._threads: list[threading.Thread] = []
-
-    def sync(self, watch_seconds: int) -> None:
-        """Catch up on Jobs then pods in this thread: a list the first time (or after 410),
-        else one watch of each lasting at most ``watch_seconds``."""
-        for resource in RESOURCES:
-            self._catch_up(resource, watch_seconds)
-
-    def start(self) -> None:
-        """List Jobs and pods (errors raise here), then follow both from watcher threads."""
-        for resource in RESOURCES:
-            self._relist(resource)
-        for resource in RESOURCES:
-            thread = threading.Thread(
-                target=self._follow, args=(resource,), name=f"watch-{resource}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def wait(self, seconds: float) -> None:
-        """Until something changed or ``seconds`` passed; raises what a watcher ran into (the
-        caller retries; the watcher goes on with backoff)."""
-        self.changed.wait(seconds)
-        self.changed.clear()
-        with self.lock:
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _follow(self, resource: str) -> None:
-        pause = 0.5
-        while not self._stop.is_set():
-            began = time.monotonic()
-            try:
-                self._catch_up(resource, self.WATCH_SECONDS)
-            except Exception as exc:  # surfaced by the next wait()
-                with self.lock:
-                    self._error = exc
-                self.changed.set()
-            else:
-                if time.monotonic() - began >= 1.0:
-                    pause = 0.5
-                    continue
-            # a watch that failed or ended at once (the API is down): back off
-            self._stop.wait(pause)
-            pause = min(MAX_BACKOFF, pause * 2)
-
-    def _catch_up(self, resource: str, watch_seconds: int) -> None:
-        if resource not in self._versions:
-            self._relist(resource)
-            return
-        try:
-            for kind, obj, rv in self.api.watch_raw(
-                resource, self.selector, self._versions[resource], watch_seconds
-            ):
-                with self.lock:
-                    self._versions[resource] = rv
-                    if obj is not None:
-                        self._apply(resource, kind, obj)
-                self.changed.set()
-        except WatchExpired:
-            self._relist(resource)
-
-    def _relist(self, resource: str) -> None:
-        items, version = self.api.list_raw(resource, self.selector)
-        with self.lock:
-            if resource == "jobs":
-                self.jobs = {}
-            else:
-                before, self.pods = self.pods, {}
-            for obj in items:
-                self._apply(resource, "ADDED", obj)
-            if resource == "pods":
-                self.gone += [p for name, p in before.items() if name not in self.pods]
-            self._versions[resource] = version
-        self.changed.set()
-
-    def _apply(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if resource == "jobs":
-            if kind == "DELETED":
-                self.jobs.pop(name, None)
-            else:
-                self.jobs[name] = JobState.from_dict(obj)
-        elif kind == "DELETED":
-            pod = PodView.from_dict(obj)
-            self.pods.pop(name, None)
-            self.gone.append(pod)
-        else:
-            self.pods[name] = PodView.from_dict(obj)
-
-    def take_gone(self) -> list[PodView]:
-        gone, self.gone = self.gone, []
-        return gone
-
-
-@dataclass
-class DeferredJob:
-    """A Job the launch stored instead of creating (hold ``defer``)."""
-
-    name: str
-    text: str
-    state: JobState
-
-
-def read_deferred(run: RunStore, attempt: int) -> dict[str, DeferredJob]:
-    """The deferred Jobs of ``attempt`` from the store (none without the file)."""
-    from skillmix.store.base import KeyNotFound
-
-    try:
-        raw = run.store.read_bytes(RunLayout.launch_deferred(attempt)).decode("utf-8")
-    except KeyNotFound:
-        return {}
-    return deferred_jobs(raw)
-
-
-_META_KEYS = (
-    vocab.RUN_LABEL,
-    vocab.PHASE_LABEL,
-    vocab.STUDENT_LABEL,
-    vocab.K_LABEL,
-    vocab.ROUND_LABEL,
-    vocab.ATTEMPT_LABEL,
-    vocab.GATED_LABEL,
-    vocab.QUEUE_LABEL,
+# a pass that met an API error (RunFailedError from the client, or a broken connection):
+# again after 1, 2, 4... seconds (at most MAX_BACKOFF), until the API has failed for
+# `within` seconds (run_until_done's outage_seconds)
+PASS_RETRY = RetryPolicy(
+    "coordinator-pass",
+    retry_on=lambda exc: isinstance(exc, RunFailedError | OSError),
+    delay=lambda _exc, attempt: min(MAX_BACKOFF, 2.0**attempt),
+    within=API_OUTAGE_SECONDS,
+    give_up=_api_down,
 )
-_NOTE_KEYS = (
-    vocab.HOLD_ANNOTATION,
-    vocab.POOL_ANNOTATION,
-    vocab.POOL_SIZE_ANNOTATION,
-    vocab.POOL_WEIGHT_ANNOTATION,
-)
-
-
-def deferred_jobs(text: str) -> dict[str, DeferredJob]:
-    """The Jobs of a stored deferred manifest stream, their labels and annotations read from
-    the text as the chart writes them (no YAML parse: a 1,500-Job run stays cheap to read)."""
-    from skillmix.k8s.helm import split_manifests
-
-    out: dict[str, DeferredJob] = {}
-    for doc in split_manifests(text):
-        labels = {k: v for k in _META_KEYS if (v := _meta_value(doc.text, k)) is not None}
-        notes = {k: v for k in _NOTE_KEYS if (v := _meta_value(doc.text, k)) is not None}
-        state = JobState(
-            name=doc.name, labels=labels, annotations=notes, suspended=True, exists=False
-        )
-        out[doc.name] = DeferredJob(doc.name, doc.text, state)
-    return out
-
-
-def _meta_value(text: str, key: str) -> str | None:
-    """The first ``key: "value"`` line of a rendered object (labels and annotations)."""
-    m = re.search(rf"^\s+{re.escape(key)}: [\"']?([^\"'\n]*?)[\"']?\s*$", text, re.MULTILINE)
-    return m.group(1) if m else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,13 +131,11 @@ class Coordinator:
         say: Callable[[str], None] = lambda _line: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        from skillmix.pipeline.tasks import pending_units
-
         self.run, self.ctx, self.attempt = run, ctx, attempt
         self.api, self.say, self.clock = api, say, clock
         self.timing = timing or Timing()
         run_id = run_id or ctx.run_id
-        self.mirror = Mirror(api, f"{vocab.RUN_LABEL}={run_id},{vocab.ATTEMPT_LABEL}={attempt}")
+        self.mirror = Mirror(api, f"{RUN_LABEL}={run_id},{ATTEMPT_LABEL}={attempt}")
         self.units = plan_tasks(ctx.experiment).units
         self._pending = pending_units
         self._again: dict[str, list[Unit]] = {}
@@ -415,14 +155,12 @@ class Coordinator:
             self._again[phase] = [Unit(*u) for u in record.units(phase)] if record else []
         return self._again[phase]
 
-    def _inputs_exist(
-        self, job: JobState, unfinished: set[tuple[str, tuple[str, int, int] | None]]
-    ) -> bool:
+    def _inputs_exist(self, job: JobState, unfinished: set[tuple[str, Unit | None]]) -> bool:
         """``unfinished``: (phase, unit) of every Job of the attempt not finished, made once a
         pass (scanning every Job for each waiting one cost ~3 s of CPU a pass at 1,501 Jobs)."""
         if job.name in self._ready:
             return True
-        unit = Unit(*job.unit) if job.unit else None
+        unit = job.unit
         if job.phase == "generate":
             ok = True
         elif job.phase == "grade" and unit is not None:
@@ -491,7 +229,9 @@ class Coordinator:
         result.failed = self._fail_stuck()
         views = self.views()
         alive = self._alive_jobs()
-        waiting = sorted((v for v in views if v.gated and not v.released), key=_order)
+        waiting = sorted(
+            (v for v in views if v.gated and not v.released), key=lambda job: job.order
+        )
         used: dict[str, int] = {}
         for v in views:
             if v.gated and v.released and v.pool and (not v.finished or v.name in alive):
@@ -601,15 +341,12 @@ class Coordinator:
             self._recorded.add(pod.name)
 
     def _write_usage(self, pod: PodView, outcome: str, finished: float) -> None:
-        from skillmix.artifacts import PodUsage, UnitRef
-        from skillmix.store.base import KeyExists
-
         job = self.mirror.jobs.get(pod.job) or (
             self.deferred[pod.job].state if pod.job in self.deferred else None
         )
         units: list[UnitRef] = []
         if job is not None and job.unit:
-            units = [UnitRef(student=job.unit[0], k=job.unit[1], round=job.unit[2])]
+            units = [UnitRef(student=job.unit.student, k=job.unit.k, round=job.unit.round)]
         started = pod.started or pod.created
         record = PodUsage(
             pod=pod.name,
@@ -650,37 +387,36 @@ class Coordinator:
         finally:
             self.mirror.stop()
 
+    def _passes(self, interval: float, sleep: Callable[[float], None]) -> Callable[[], Pass]:
+        """The next pass, each call: the first lists (start the watches), every later one
+        waits until something changed, at the latest ``interval`` seconds."""
+        started = False
+
+        def next_pass() -> Pass:
+            nonlocal started
+            if not started:
+                self.mirror.start()
+                started = True
+            else:
+                self.mirror.wait(interval)
+                sleep(MIN_PASS_SECONDS)
+            return self.step(sync=False)
+
+        return next_pass
+
+    def _api_error(self, exc: BaseException, delay: float) -> None:
+        self.say(f"API error (retrying in {delay:.0f}s): {exc}")
+
     def _loop(
         self, interval: float, timeout: float, sleep: Callable[[float], None], outage: float
     ) -> None:
-        start = time.monotonic()
-        deadline = start + timeout
+        deadline = time.monotonic() + timeout
         stuck_since: float | None = None
-        failing_since: float | None = None
-        backoff = 1.0
-        started = False
         waiting_for_launch = False  # said once
+        next_pass = self._passes(interval, sleep)
+        policy = replace(PASS_RETRY, within=outage)
         while True:
-            try:
-                if not started:
-                    self.mirror.start()
-                    started = True
-                else:  # a pass when something changed, at the latest every `interval`
-                    self.mirror.wait(interval)
-                    sleep(MIN_PASS_SECONDS)
-                result = self.step(sync=False)
-                failing_since, backoff = None, 1.0
-            except (RunFailedError, OSError) as exc:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since >= outage:
-                    raise RunFailedError(
-                        f"the Kubernetes API failed for {now - failing_since:.0f}s: {exc}"
-                    ) from None
-                self.say(f"API error (retrying in {backoff:.0f}s): {exc}")
-                sleep(backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-                continue
+            result = retry(next_pass, policy, sleep=sleep, on_retry=self._api_error)
             complete = self.run.store.exists(RunLayout.launch_created(self.attempt))
             if result.done and complete:
                 self.say(f"every Job of attempt {self.attempt} has finished")
@@ -717,31 +453,8 @@ class Coordinator:
                 )
 
 
-def _order(job: JobState) -> tuple[int, str, int, int, str]:
-    rank = {"generate": 0, "grade": 1, "aggregate": 2}.get(job.phase, 3)
-    unit = job.unit or ("", 0, 0)
-    return rank, unit[0], unit[1], unit[2], job.name
-
-
-def _epoch(value: Any) -> float:
-    if not value:
-        return 0.0
-    text = str(value).replace("Z", "+00:00")
-    try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return 0.0
-
-
 def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _number(amount: Any) -> float:
-    try:
-        return float(amount)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-__all__ = ["ClusterApi", "Coordinator", "DeferredJob", "Mirror", "Pass", "PodView", "Timing"]
+__all__ = ["Coordinator", "Pass", "Timing"]

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from skillmix import settings
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.vocab import PHASE_LABEL, STUDENT_LABEL
@@ -59,8 +61,6 @@ def helm_template(
     """Render the chart; returns the multi-document YAML. ``kube_version`` (the API server's
     ``/version``) makes helm check Chart.yaml's ``kubeVersion`` and ``.Capabilities`` against
     the real cluster instead of helm's built-in default."""
-    import yaml
-
     helm = find_helm()
     chart = chart or chart_dir()
     if not (chart / "Chart.yaml").is_file():
@@ -98,8 +98,6 @@ def helm_template(
 def manifests(rendered: str) -> list[dict[str, Any]]:
     """The rendered documents. libyaml's loader when PyYAML has it: the pure-Python one takes
     ~20 s for a 1,500-Job run (8 MB), libyaml ~2 s."""
-    import yaml
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return [
         doc
@@ -130,8 +128,6 @@ class RenderedDoc:
     @property
     def doc(self) -> dict[str, Any]:
         if self._parsed is None:
-            import yaml
-
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
             parsed = yaml.load(self.text, Loader=loader)
             self._parsed = parsed if isinstance(parsed, dict) else {}

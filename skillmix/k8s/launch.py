@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
 from skillmix.backends.pricing import cost_usd, price_for
@@ -18,18 +18,18 @@ from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.k8s.estimate import DECODE_TOKENS_PER_SECOND, MODEL_LOAD_SECONDS, unit_decode_seconds
 from skillmix.k8s.helm import RenderedDoc, helm_template, split_manifests
+from skillmix.k8s.jobs import JobState, read_deferred
 from skillmix.k8s.profiles import ClusterProfile, get_profile
+from skillmix.k8s.status import coordinator_state
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.plan import GenerateTask, Unit, generation_jobs, plan_tasks
 from skillmix.pipeline.tasks import shard_prefix, unit_complete
+from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
-
-if TYPE_CHECKING:
-    from skillmix.k8s.cluster import JobState
 
 # Recommend the other serving mode when it saves at least this share of the GPU-hours.
 RECOMMEND_SAVING = 0.25
@@ -184,34 +184,7 @@ def plan_launch(
     e = ctx.experiment
     plan = plan_tasks(e, sharded=True)
     units = plan.units
-    if resume is not None:
-        gen_todo = [Unit(*u) for u in resume.units("generate")]
-        grade_todo = [Unit(*u) for u in resume.units("grade")]
-        attempt = resume.attempt
-    elif run is not None:
-        # units finished with failed records are redone; redone generations are regraded
-        # one listing of the run finds the units that have manifests; only those are read
-        keys = set(run.store.list_keys(""))
-        gen_todo = [
-            u
-            for u in units
-            if not (
-                _has_manifests(keys, ctx, "generate", *u)
-                and unit_complete(run, ctx, "generate", *u)
-            )
-        ]
-        todo = set(gen_todo)
-        grade_todo = [
-            u
-            for u in units
-            if u in todo
-            or not (_has_manifests(keys, ctx, "grade", *u) and unit_complete(run, ctx, "grade", *u))
-        ]
-        attempt = 1 + len(
-            [k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json")]
-        )
-    else:
-        gen_todo, grade_todo, attempt = list(units), list(units), 1
+    gen_todo, grade_todo, attempt = _units_to_do(ctx, units, run, resume)
     values = (
         resume.values
         if resume is not None
@@ -262,6 +235,42 @@ def plan_launch(
     lp.warnings = plan_warnings(ctx, profile)
     lp.serving = {mode: serving_estimate(ctx, gen_todo, mode) for mode in SERVING_MODES}
     return lp
+
+
+def _units_to_do(
+    ctx: RunContext, units: list[Unit], run: RunStore | None, resume: LaunchRecord | None
+) -> tuple[list[Unit], list[Unit], int]:
+    """The units to generate and to grade, and the attempt's number: the resumed attempt's
+    own; else, from the store, the units not finished (finished with failed records counts
+    as not finished; a redone generation is regraded); else all of them, attempt 1."""
+    if resume is not None:
+        gen_todo = [Unit(*u) for u in resume.units("generate")]
+        grade_todo = [Unit(*u) for u in resume.units("grade")]
+        return gen_todo, grade_todo, resume.attempt
+    if run is not None:
+        # units finished with failed records are redone; redone generations are regraded
+        # one listing of the run finds the units that have manifests; only those are read
+        keys = set(run.store.list_keys(""))
+        gen_todo = [
+            u
+            for u in units
+            if not (
+                _has_manifests(keys, ctx, "generate", *u)
+                and unit_complete(run, ctx, "generate", *u)
+            )
+        ]
+        todo = set(gen_todo)
+        grade_todo = [
+            u
+            for u in units
+            if u in todo
+            or not (_has_manifests(keys, ctx, "grade", *u) and unit_complete(run, ctx, "grade", *u))
+        ]
+        attempt = 1 + len(
+            [k for k in run.store.list_keys(RunLayout.LAUNCHES) if k.endswith(".json")]
+        )
+        return gen_todo, grade_todo, attempt
+    return list(units), list(units), 1
 
 
 def plan_warnings(ctx: RunContext, profile: ClusterProfile) -> list[str]:
@@ -426,8 +435,6 @@ def store_deferred(run: RunStore, attempt: int, deferred: list[RenderedDoc]) -> 
     (a resumed launch renders the same ones)."""
     if not deferred:
         return
-    from skillmix.store.base import KeyExists
-
     text = "".join(f"---\n{d.text.strip()}\n" for d in deferred)
     key = RunLayout.launch_deferred(attempt)
     try:
@@ -457,9 +464,6 @@ def stalled_attempt(run: RunStore, states: list[JobState]) -> LaunchRecord | Non
     """The latest attempt's record when its held-back Jobs wait for a coordinator that failed
     or does not exist: the next launch completes that attempt with a new coordinator (the
     Jobs that exist are kept) rather than refusing to run the same units twice."""
-    from skillmix.k8s.coordinator import read_deferred
-    from skillmix.k8s.status import coordinator_state
-
     if not states:
         return None
     latest = max(s.attempt for s in states)

@@ -9,22 +9,22 @@ namespace's Warning events; the store is listed once. When the Jobs are gone
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from skillmix.k8s.cluster import JobState, KubeClient
+from skillmix.k8s.jobs import JobState, deferred_jobs
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import run_uri_for
+from skillmix.pipeline.context import RunContext
+from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.tasks import shard_prefix
 from skillmix.store.layout import RunLayout
-from skillmix.store.runs import SUMMARY_JSON, RunStore
+from skillmix.store.runs import SUMMARY_JSON, RunStore, grade_prefix
 from skillmix.store.uri import open_store
-from skillmix.vocab import (
-    JOB_NAME_LABELS,
-    JOB_PHASES,
-    K_LABEL,
-    QUEUE_LABEL,
-    ROUND_LABEL,
-    STUDENT_LABEL,
-)
+from skillmix.vocab import JOB_NAME_LABELS, JOB_PHASES
+
+if TYPE_CHECKING:  # the client imports kubernetes; status's pure parts are read without it
+    from skillmix.k8s.cluster import KubeClient
 
 # waiting reasons of a container that mean "this pod is stuck", not "starting"
 STUCK_WAITING = (
@@ -44,8 +44,6 @@ MAX_LOGS = 3  # crashing containers whose logs status reads (one request each)
 def run_status(
     kube: KubeClient, profile: ClusterProfile, run_id: str, *, logs: bool = True
 ) -> dict[str, Any]:
-    from concurrent.futures import ThreadPoolExecutor
-
     run_uri = run_uri_for(profile, run_id)
     # the four reads at once (the pods and events are only used while a Job is unfinished)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -187,13 +185,9 @@ def _job_row(
     reasons: list[str],
     coordinator: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    unit = (
-        s.labels.get(STUDENT_LABEL, ""),
-        s.labels.get(K_LABEL, ""),
-        s.labels.get(ROUND_LABEL, ""),
-    )
+    unit = s.unit_labels
     reason = s.reason
-    state = s.state
+    state: str = s.state
     if s.gated and not s.released and not s.finished:
         # by design: the coordinator releases it once its inputs exist and its pool has room
         state = "Gated"
@@ -205,7 +199,7 @@ def _job_row(
             reason = reason or "queued under the GPU cap (the coordinator starts it)"
         else:
             reason = reason or "waiting for its inputs (the coordinator releases it)"
-    elif state == "Suspended" and s.labels.get(QUEUE_LABEL):
+    elif state == "Suspended" and s.queue:
         state = "Queued"  # in Kueue's queue: admitted when the ClusterQueue has room
     progress = detail.get(f"{s.phase}:{unit[0]}:{unit[1]}:{unit[2]}", "")
     if s.phase == "generate" and unit[0] and not unit[1]:  # serving per-model: all its units
@@ -263,9 +257,7 @@ def job_reasons(
             return ""
 
     reasons = diagnose(pods, events, jobs, fetch_log=fetch)
-    queued = [
-        s for s in jobs if s.state == "Suspended" and s.labels.get(QUEUE_LABEL) and s.released
-    ]
+    queued = [s for s in jobs if s.state == "Suspended" and s.queue and s.released]
     if queued:
         workloads = kube.workloads()
         if workloads is not None:  # Kueue installed (else: nothing to say, quietly)
@@ -274,7 +266,7 @@ def job_reasons(
                 for w in workloads
                 for ref in (w.get("metadata") or {}).get("ownerReferences") or []
             }
-            waiting = {s.labels[QUEUE_LABEL] for s in queued if s.name not in owned}
+            waiting = {s.queue for s in queued if s.name not in owned}
             missing = {q for q in waiting if kube.local_queue_exists(q) is False}
             for name, text in kueue_reasons(queued, workloads, missing).items():
                 reasons.setdefault(name, []).append(text)
@@ -374,7 +366,7 @@ def kueue_reasons(
                 by_owner[ref.get("name", "")] = w
     out: dict[str, str] = {}
     for s in jobs:
-        queue = s.labels.get(QUEUE_LABEL, "")
+        queue = s.queue
         workload = by_owner.get(s.name)
         if workload is None and queue in missing_queues:
             out[s.name] = (
@@ -405,11 +397,6 @@ def _one_line(text: Any) -> str:
 def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
     """Finished units from one listing of the run's keys (manifests), records of unfinished
     units from their parts (at most ``max_part_reads`` units read; the rest say "running")."""
-    from skillmix.pipeline.context import RunContext
-    from skillmix.pipeline.plan import plan_tasks
-    from skillmix.pipeline.tasks import shard_prefix
-    from skillmix.store.runs import grade_prefix
-
     run = RunStore(open_store(run_uri))
     data = run.read_run()
     empty: dict[str, Any] = {
@@ -438,28 +425,6 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
     gen_done = grade_done = 0
     reads = [max_part_reads]
 
-    def records(prefixes: list[str]) -> int | None:
-        parts = [
-            k
-            for p in prefixes
-            for k in keys
-            if k.startswith(p + "/")
-            and "/_" not in k[len(p) :]
-            and k.count("/") == p.count("/") + 1
-        ]
-        if not parts:
-            return 0
-        if reads[0] <= 0:
-            return None
-        reads[0] -= 1
-        total = 0
-        for key in parts:
-            try:
-                total += sum(1 for line in run.store.read_bytes(key).split(b"\n") if line.strip())
-            except Exception:  # a part replaced while we read it
-                continue
-        return total
-
     for student, k, g in units:
         shards = ctx.shards(student)
         prefixes = [shard_prefix(student, k, g, s, shards) for s in range(shards)]
@@ -467,20 +432,18 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
             gen_done += 1
             detail[f"generate:{student}:{k}:{g}"] = f"{m}/{m}"
         else:
-            n = records(prefixes)
+            n = _count_records(run, keys, prefixes, reads)
             detail[f"generate:{student}:{k}:{g}"] = "running" if n is None else f"{min(n, m)}/{m}"
         prefixes = [grade_prefix(grader, student, k, g, r) for r in range(1, rounds + 1)]
         if all(f"{p}/_SUCCESS" in keys for p in prefixes):
             grade_done += 1
             detail[f"grade:{student}:{k}:{g}"] = "done"
         else:
-            n = records(prefixes)
+            n = _count_records(run, keys, prefixes, reads)
             detail[f"grade:{student}:{k}:{g}"] = "running" if n is None else f"{n}/{m * rounds}"
     deferred: list[JobState] = []
     key = RunLayout.launch_deferred(attempts)
     if attempts and key in keys:
-        from skillmix.k8s.coordinator import deferred_jobs
-
         text = run.store.read_bytes(key).decode("utf-8", errors="replace")
         deferred = [d.state for d in deferred_jobs(text).values()]
     return {
@@ -494,3 +457,28 @@ def store_progress(run_uri: str, *, max_part_reads: int = 50) -> dict[str, Any]:
         "attempts": attempts,
         "units_detail": detail,
     }
+
+
+def _count_records(
+    run: RunStore, keys: set[str], prefixes: list[str], reads: list[int]
+) -> int | None:
+    """Records in the parts under ``prefixes`` (0 without parts); None once ``reads[0]``,
+    the unit reads left to this status, is spent."""
+    parts = [
+        k
+        for p in prefixes
+        for k in keys
+        if k.startswith(p + "/") and "/_" not in k[len(p) :] and k.count("/") == p.count("/") + 1
+    ]
+    if not parts:
+        return 0
+    if reads[0] <= 0:
+        return None
+    reads[0] -= 1
+    total = 0
+    for key in parts:
+        try:
+            total += sum(1 for line in run.store.read_bytes(key).split(b"\n") if line.strip())
+        except Exception:  # a part replaced while we read it
+            continue
+    return total

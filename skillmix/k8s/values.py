@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from skillmix.backends.factory import parallel_jobs
 from skillmix.config import Experiment, StudentSpec
@@ -39,8 +41,6 @@ def split_image(image: str) -> tuple[str, str]:
 
 def release_name(run_id: str) -> str:
     """A DNS-1123 release name from the run id (Helm allows at most 53 characters)."""
-    import hashlib
-
     name = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-") or "run"
     if len(name) <= MAX_RELEASE:
         return name
@@ -73,6 +73,7 @@ MODEL_VOLUME_GI_PER_GPU = 50  # the HF_HOME emptyDir without a model cache volum
 
 def _quantity_mi(value: str) -> int:
     """A Kubernetes quantity in MiB (rounded up)."""
+    # deferred: importing kubernetes loads its whole client (~0.4 s); rendering needs none
     from kubernetes.utils.quantity import parse_quantity
 
     mib: int = math.ceil(parse_quantity(value) / 2**20)
@@ -138,8 +139,6 @@ def student_values(
 ) -> dict[str, dict[str, Any]]:
     """Each student's serving and pod settings; unset Kubernetes settings fall back to the
     chart's global ones (the profile's gpu.* for vLLM pods)."""
-    from skillmix.k8s.profiles import ClusterProfile
-
     profile = profile or ClusterProfile(store="s3://unused")
     out: dict[str, dict[str, Any]] = {}
     for s in ctx.experiment.students:
@@ -510,8 +509,6 @@ def network_egress(ctx: RunContext, profile: ClusterProfile) -> list[dict[str, A
     ports of the S3 endpoint and of every model's base URL, to any address."""
     if profile.network_policy.egress is not None:
         return [dict(rule) for rule in profile.network_policy.egress]
-    from urllib.parse import urlsplit
-
     ports = {443, 6443}
     for url in [profile.s3.endpoint_url, *(m.base_url for m in ctx.model_specs())]:
         if url:
@@ -549,8 +546,6 @@ def cache_warm_values(
     """The release name and values of the pre-download Job (`skillmix cache warm`): the chart
     renders that Job alone. Its name follows the models, so warming the same set twice is
     refused by the API server while the first Job is kept."""
-    import hashlib
-
     models = cache_models(experiment)
     if not models:
         raise SkillmixError(

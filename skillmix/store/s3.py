@@ -21,6 +21,7 @@ from typing import Any
 
 from skillmix import settings
 from skillmix.errors import SkillmixError
+from skillmix.retrying import RetryPolicy, retry
 from skillmix.store.base import KeyExists, KeyNotFound, StoreError, check_key, join_key
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,24 @@ def _error_code(exc: Any) -> tuple[str, int]:
     code = str(response.get("Error", {}).get("Code", "") or "")
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return code or str(status or "unknown"), status
+
+
+def _conflict(exc: BaseException) -> bool:
+    """409 ConditionalRequestConflict: another conditional write to the key is in flight; AWS
+    asks for a retry, which then sees the winner (412) or, if it failed, wins."""
+    code, status = _error_code(exc)
+    if code == "PreconditionFailed" or status == 412:
+        return False
+    return code == "ConditionalRequestConflict" or status == 409
+
+
+# a create-only put that met a conflicting one: again after 0.05, 0.1, 0.2, 0.4 s
+CONFLICT_RETRY = RetryPolicy(
+    "s3-conditional-put",
+    retry_on=_conflict,
+    delay=lambda _exc, attempt: 0.05 * 2**attempt,
+    attempts=CONFLICT_RETRIES + 1,
+)
 
 
 class _Client:
@@ -229,33 +248,33 @@ class S3Store:
             if not self._client.conditional_puts:
                 self._put_if_absent_unsafe(client, key, full, data)
                 return
-            for attempt in range(CONFLICT_RETRIES + 1):
-                try:
-                    client.put_object(Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*")
+            try:
+                retry(
+                    lambda: client.put_object(
+                        Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*"
+                    ),
+                    CONFLICT_RETRY,
+                    sleep=time.sleep,
+                )
+                return
+            except ClientError as exc:
+                code, status = _error_code(exc)
+                if code == "PreconditionFailed" or status == 412:
+                    raise KeyExists(f"s3://{self.bucket}/{full}: already exists") from None
+                if _conflict(exc):  # still in flight after CONFLICT_RETRIES retries
+                    raise KeyExists(
+                        f"s3://{self.bucket}/{full}: already being written by another writer"
+                    ) from None
+                if code == "NotImplemented" or status == 501:
+                    log.warning(
+                        "%s does not support conditional puts (If-None-Match); "
+                        "create-only writes fall back to check-then-put",
+                        self._client.describe_endpoint(),
+                    )
+                    self._client.conditional_puts = False
+                    self._put_if_absent_unsafe(client, key, full, data)
                     return
-                except ClientError as exc:
-                    code, status = _error_code(exc)
-                    if code == "PreconditionFailed" or status == 412:
-                        raise KeyExists(f"s3://{self.bucket}/{full}: already exists") from None
-                    if code == "ConditionalRequestConflict" or status == 409:
-                        # Another conditional write to this key is in flight; AWS asks for a
-                        # retry, which then sees the winner (412) or, if it failed, wins.
-                        if attempt < CONFLICT_RETRIES:
-                            time.sleep(0.05 * 2**attempt)
-                            continue
-                        raise KeyExists(
-                            f"s3://{self.bucket}/{full}: already being written by another writer"
-                        ) from None
-                    if code == "NotImplemented" or status == 501:
-                        log.warning(
-                            "%s does not support conditional puts (If-None-Match); "
-                            "create-only writes fall back to check-then-put",
-                            self._client.describe_endpoint(),
-                        )
-                        self._client.conditional_puts = False
-                        self._put_if_absent_unsafe(client, key, full, data)
-                        return
-                    raise
+                raise
         except (KeyExists, KeyNotFound):
             raise
         except (ClientError, BotoCoreError) as exc:

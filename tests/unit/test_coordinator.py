@@ -425,7 +425,7 @@ def test_the_mirror_follows_watches_from_threads_and_wakes_on_a_change() -> None
     coordinator at once instead of at its next pass; a watcher's API error reaches it."""
     import time
 
-    from skillmix.k8s.coordinator import Mirror
+    from skillmix.k8s.mirror import Mirror
 
     api = FakeApi()
     api.put("jobs", job("gen", "generate", ("s", 2, 1), gated=False))

@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from skillmix.cli.cluster import _follow_order
-from skillmix.k8s.cluster import JobState, _retry_delay, representative_pods
+from skillmix.k8s.api import _retry_delay
+from skillmix.k8s.create import representative_pods
+from skillmix.k8s.jobs import JobState
 from skillmix.k8s.status import diagnose, kueue_reasons
 from skillmix.vocab import QUEUE_LABEL
 

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.k8s.cluster import JobState, WatchEvent, WatchExpired, run_selector, wait_for_run
+from skillmix.k8s.cluster import wait_for_run
+from skillmix.k8s.jobs import JobCondition, JobState, WatchEvent, WatchExpired, run_selector
 from skillmix.k8s.launch import estimate
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import MAX_RELEASE, build_values, release_name, split_image
@@ -588,17 +589,23 @@ def test_estimate_counts_only_the_units_left() -> None:
     ],
 )
 def test_job_state(conditions: list[tuple[str, str, str]], active: int, state: str) -> None:
-    assert JobState("j", {}, active=active, conditions=conditions).state == state
+    true = [JobCondition(*c) for c in conditions]
+    assert JobState("j", {}, active=active, conditions=true).state == state
 
 
 def test_job_state_reason() -> None:
-    failed = JobState("j", {}, conditions=[("Failed", "BackoffLimitExceeded", "limit reached")])
+    failed = JobState(
+        "j", {}, conditions=[JobCondition("Failed", "BackoffLimitExceeded", "limit reached")]
+    )
     assert failed.reason == "BackoffLimitExceeded: limit reached"
     assert (
-        JobState("j", {}, conditions=[("Failed", "DeadlineExceeded", "")]).reason
+        JobState("j", {}, conditions=[JobCondition("Failed", "DeadlineExceeded", "")]).reason
         == "DeadlineExceeded"
     )
-    assert JobState("j", {}, conditions=[("Complete", "CompletionsReached", "")]).reason == ""
+    assert (
+        JobState("j", {}, conditions=[JobCondition("Complete", "CompletionsReached", "")]).reason
+        == ""
+    )
     assert JobState("j", {PHASE_LABEL: "grade"}).phase == "grade"
     assert JobState("j", {}).phase == "?"
 
@@ -657,12 +664,12 @@ def test_run_selector() -> None:
 
 
 def job(name: str, phase: str, state: str = "Pending", reason: str = "") -> JobState:
-    conditions = {
+    conditions: list[JobCondition] = {
         "Pending": [],
         "Running": [],
-        "Complete": [("Complete", "CompletionsReached", "")],
-        "Failed": [("Failed", reason or "BackoffLimitExceeded", "the limit")],
-        "Suspended": [("Suspended", "JobSuspended", "")],
+        "Complete": [JobCondition("Complete", "CompletionsReached", "")],
+        "Failed": [JobCondition("Failed", reason or "BackoffLimitExceeded", "the limit")],
+        "Suspended": [JobCondition("Suspended", "JobSuspended", "")],
     }[state]
     return JobState(
         name, {PHASE_LABEL: phase}, active=int(state == "Running"), conditions=conditions
@@ -1038,7 +1045,7 @@ def test_admission_problems_read_what_kueues_webhook_did() -> None:
     """The pre-flight's dry-run answers: a queue label the profile does not know (Kueue's
     LocalQueueDefaulting), a Job suspended by a webhook (manageJobsWithoutQueueName), another
     queue than the profile's."""
-    from skillmix.k8s.cluster import admission_problems
+    from skillmix.k8s.create import admission_problems
 
     sent = {"j": {"metadata": {"name": "j"}, "spec": {}}}
 
