@@ -12,7 +12,7 @@ from skillmix.errors import SkillmixError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from skillmix.artifacts import MetricsSection, MetricValueJson
+    from skillmix.artifacts import MetricsSection
     from skillmix.pipeline.context import RunContext
     from skillmix.store.runs import RunStore
 
@@ -94,44 +94,13 @@ def metrics_table(
     metrics: MetricsSection, title: str = "SKILL-MIX metrics (mean ± stderr)"
 ) -> Table:
     """The reference's ``mean ± stderr`` per metric, from the JSON form of the metrics
-    (``RunMetrics.section()`` or the ``metrics`` of a summary.json)."""
-    from rich.table import Table
+    (``RunMetrics.section()`` or the ``metrics`` of a summary.json), laid out from the
+    report's view model (so it shows the numbers report.md shows)."""
+    # deferred: rich and the report's modules load only when a table is printed
+    from skillmix.report.terminal import metrics_terminal_table
+    from skillmix.report.view import metrics_view
 
-    from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
-    from skillmix.method.reference_numbers import reference_print
-    from skillmix.report.markup import fmt, fmt_stderr
-
-    reference = metrics.settings.mode == "reference"
-
-    def cell(value: MetricValueJson, n: int) -> str:
-        if reference:  # exactly the reference's print ("nan" included)
-            return reference_print(value.mean, value.stderr)
-        # None stands for NaN in JSON: a value that cannot be computed says so, never "nan"
-        return f"{fmt(value.mean)} ± {fmt_stderr(value.stderr, n)}"
-
-    table = Table(title=title)
-    for column in ("student", "grader", "k", "n"):
-        table.add_column(column, justify="right" if column in ("k", "n") else "left")
-    for name in METRIC_NAMES:
-        table.add_column(METRIC_TITLES[name], justify="right")
-    table.add_column("unparsed", justify="right")
-    for row in metrics.rows:
-        table.add_row(
-            row.student,
-            row.grader,
-            str(row.k),
-            str(row.n),
-            *[cell(row.metric(name), row.n) for name in METRIC_NAMES],
-            str(row.unparsed),
-        )
-    settings = metrics.settings
-    table.caption = (
-        f"mode={settings.mode} vote={settings.vote} generation-agg={settings.generation_agg} "
-        f"filter-explicit-name={settings.filter_explicit_name}"
-        + (f" filter-skills={','.join(settings.filter_skills)}" if settings.filter_skills else "")
-        + (" reparse" if settings.reparse else "")
-    )
-    return table
+    return metrics_terminal_table(metrics_view(metrics), title)
 
 
 def round_options(f):
@@ -197,7 +166,11 @@ def aggregate_cmd(
         data["settings"].update(rounds)  # which rounds were used, when not all
         echo_json(data)
     elif fmt == "csv":
-        click.echo(result.to_csv(), nl=False)
+        # deferred: the report's modules load only for this format
+        from skillmix.report.csv_report import render_metrics_csv
+        from skillmix.report.view import metrics_view
+
+        click.echo(render_metrics_csv(metrics_view(result.section())), nl=False)
     else:
         stdout_console().print(metrics_table(result.section()))
         if rounds:

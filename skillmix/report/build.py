@@ -19,9 +19,10 @@ from skillmix.method.points import MetricOptions
 from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
+from skillmix.report.files import report_files
 from skillmix.report.gpu_usage import gpu_usage_section
 from skillmix.report.leaderboard import imported_board
-from skillmix.report.summary import build_summary, report_files
+from skillmix.report.summary import build_summary
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 
@@ -65,9 +66,9 @@ def build_report(
         ctx.run_id, generations, grades, options, order, grader=ctx.experiment.grader.name
     )
     files = (
-        report_files(summary, metrics, answers=answers)
+        report_files(summary, answers=answers)
         if dpi is None
-        else report_files(summary, metrics, dpi=dpi, answers=answers)
+        else report_files(summary, dpi=dpi, answers=answers)
     )
     files[ANSWERS_JSONL] = answers_jsonl(answers).encode()
     files[SCORES_CSV] = scores_csv(answers).encode()

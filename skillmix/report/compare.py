@@ -208,7 +208,7 @@ def reference_settings(
 def load_run(uri: str, index: int) -> RunData:
     """A run folder (or a report folder holding summary.json) for comparison."""
     from skillmix.pipeline.aggregate import aggregate_run
-    from skillmix.report.html_report import model_descriptions
+    from skillmix.report.view import model_descriptions
 
     run = RunStore(open_store(uri))
     data = run.read_run()
@@ -689,7 +689,8 @@ def compare_html(
     doc: Comparison, *, dpi: int | None = None, images: Sequence[Image] | None = None
 ) -> str:
     """``images``: the metric plots when already drawn (else drawn here)."""
-    from skillmix.report.html_report import leaderboard_table, metric_images
+    from skillmix.report.figures import metric_images
+    from skillmix.report.html_leaderboard import leaderboard_table
     from skillmix.report.markup import el, figure, page, table
     from skillmix.report.plots import DEFAULT_DPI
 
@@ -968,7 +969,7 @@ def model_label(row: LeaderboardRow) -> str:
 def compare_files(doc: Comparison, *, dpi: int | None = None) -> dict[str, bytes]:
     """compare.json, compare.md, compare.html and the plots as ``plots/NAME.png`` (the same
     images are embedded in compare.html and shown by compare.md)."""
-    from skillmix.report.html_report import metric_images
+    from skillmix.report.figures import metric_images
     from skillmix.report.plots import DEFAULT_DPI
 
     images = metric_images(doc.leaderboards, model_label, dpi or DEFAULT_DPI, prefix="compare")

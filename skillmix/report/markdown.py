@@ -16,23 +16,23 @@ from skillmix.artifacts import (
     GalleryExample,
     GpuUsageSection,
     Leaderboard,
-    MetricValueJson,
     SkillRates,
     Summary,
     TopicRates,
 )
-from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
-from skillmix.report.leaderboard import (
-    READING_NOTE,
-    board_note,
-    model_text,
-    pair_below,
-    rank_text,
-    verdict_text,
+from skillmix.report.leaderboard import READING_NOTE
+from skillmix.report.markup import fmt, pct
+from skillmix.report.view import (
+    BoardView,
+    CellView,
+    MetricsView,
+    PartialView,
+    ReportView,
+    as_board_view,
+    report_view,
 )
-from skillmix.report.markup import fmt, fmt_stderr, pct
 
 GROUP_TITLES = {"skills": "skills", "topic": "topic", "sense": "sense", "length": "length"}
 KIND_TITLES = {
@@ -88,71 +88,55 @@ def md_table(
     return lines
 
 
-def metric_cell(cell: MetricValueJson | None, n: int | None = None) -> str:
-    """``mean ± stderr [low, high] n=N`` (the reference's printed form plus the 95% interval
-    and the combinations); ``n``: the row's combinations (a leaderboard cell carries its
-    own)."""
-    if cell is None:
-        return "—"
-    own = getattr(cell, "n", None)  # leaderboard cells carry n; metric rows have a column
-    n = own if own is not None else n
-    ci = cell.ci95
-    interval = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci and ci[0] is not None else ""
-    count = f" n={own}" if own is not None else ""
-    return f"{fmt(cell.mean)} ± {fmt_stderr(cell.stderr, n)}{interval}{count}"
-
-
 def leaderboard_markdown(
-    board: Leaderboard, *, label_columns: Sequence[tuple[str, str]]
+    board: Leaderboard | BoardView, *, label_columns: Sequence[tuple[str, str]]
 ) -> list[str]:
     """One leaderboard; ``label_columns``: (row field, header) pairs shown before the k
     columns. The rank carries the tie mark; 'vs next' is the paired test against the row
     below."""
-    ks = board.ks
-    own = any(r.own_score is not None for r in board.rows)
+    view = as_board_view(board)
     header = [
         "rank",
         *[h for _, h in label_columns],
         "model (backend: id, sampling)",
-        *[f"k={k}" for k in ks],
-        md_escape(board.score_label),
-        *(["mean over own k"] if own else []),
+        *[f"k={k}" for k in view.ks],
+        md_escape(view.score_label),
+        *(["mean over own k"] if view.has_own else []),
         "vs next",
     ]
-    below = pair_below(board)
-    rows = []
-    for position, row in enumerate(board.rows):
-        rows.append(
-            [
-                rank_text(row),
-                *[md_escape(_or_empty(getattr(row, c))) for c, _ in label_columns],
-                md_escape(model_text(row)),
-                *[metric_cell(row.cells.get(str(k))) for k in ks],
-                fmt(row.score, 3),
-                *([fmt(row.own_score, 3) if row.own_score is not None else ""] if own else []),
-                md_escape(verdict_text(below.get(position))),
-            ]
-        )
+    rows = [
+        [
+            row.rank_text,
+            *[md_escape(row.labels[c]) for c, _ in label_columns],
+            md_escape(row.model_text),
+            *[_cell_text(row.cells[k]) for k in view.ks],
+            row.score_text,
+            *([row.own_score_text] if view.has_own else []),
+            md_escape(row.verdict.text if row.verdict else ""),
+        ]
+        for row in view.rows
+    ]
     first = len(label_columns) + 2
     return md_table(header, rows, numeric=[0, *range(first, len(header) - 1)])
 
 
-def _or_empty(value: object) -> object:
-    return "" if value is None else value
+def _cell_text(cell: CellView | None) -> str:
+    """``mean ± stderr [low, high] n=N``, or a dash for a missing value."""
+    return "—" if cell is None else cell.text
 
 
-def metrics_markdown(summary: Summary) -> list[str]:
-    header = ["student", "grader", "k", "n", *[METRIC_TITLES[m] for m in METRIC_NAMES], "unparsed"]
+def metrics_markdown(metrics: MetricsView) -> list[str]:
+    header = ["student", "grader", "k", "n", *metrics.titles, "unparsed"]
     rows = [
         [
             md_escape(row.student),
             md_escape(row.grader),
             row.k,
             row.n,
-            *[metric_cell(row.metric(m), row.n) for m in METRIC_NAMES],
+            *[cell.text for cell in row.cells.values()],
             row.unparsed,
         ]
-        for row in summary.metrics.rows
+        for row in metrics.rows
     ]
     return md_table(header, rows, numeric=[2, 3, 4, 5, 6, 7])
 
@@ -272,49 +256,85 @@ def plot_lines(plots: Sequence[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> str:
-    """``plots``: (name, title) of the plots written next to the file (shown as images)."""
-    from skillmix.report.html_report import ungraded_models
-
-    counts = summary.counts
+def render_markdown(
+    summary: Summary, plots: Sequence[tuple[str, str]] = (), view: ReportView | None = None
+) -> str:
+    """``plots``: (name, title) of the plots written next to the file (shown as images);
+    ``view``: the report's view model, when already built (else built here)."""
+    view = view or report_view(summary)
     lines = [f"# SKILL-MIX report: {md_escape(summary.run_id)}", ""]
-    if summary.status == "partial":
-        missing = ungraded_models(summary)
-        lines += [
-            f"> **Partial run**: {counts.generations} of {counts.planned_generations} "
-            f"generations and {counts.grades} of {counts.planned_grades} grading verdicts "
-            "are finished; numbers cover the finished part only."
-            + (
-                f" Not graded yet, so not ranked: {', '.join(md_escape(m) for m in missing)}."
-                if missing
-                else ""
-            ),
-            "",
-        ]
-    lines += [*settings_lines(summary), "", *leaderboards_markdown(summary)]
+    lines += partial_markdown(view.partial)
+    lines += [*settings_lines(summary), "", *leaderboards_markdown(view)]
     lines += [
         "## Plots",
         "",
         *plot_lines(plots),
         "## Metrics (mean ± stderr [95% interval] n)",
         "",
-        md_escape(summary.metrics.settings.interval_method),
+        md_escape(view.metrics.interval_method),
         "",
-        *metrics_markdown(summary),
+        *metrics_markdown(view.metrics),
         "",
+        *agreement_lines(summary.agreement),
+        *quality_and_usage_markdown(summary),
+        *gpu_usage_markdown(summary.gpu_usage),
+    ]
+    f = summary.failures
+    lines += [
+        f"- generations failed: {f.generation_failed}",
+        f"- grading verdicts failed: {f.grading_failed}; unparsed after re-asks: "
+        f"{f.grading_unparsed}; re-asked at least once: {f.grading_retried}",
+        "",
+        *rates_sections_markdown(summary),
+        "",
+        *gallery_markdown(summary.gallery),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def partial_markdown(partial: PartialView | None) -> list[str]:
+    """The banner of a partial run: what is finished, and who is not ranked yet."""
+    if partial is None:
+        return []
+    missing = partial.ungraded
+    return [
+        f"> **Partial run**: {partial.generations} of {partial.planned_generations} "
+        f"generations and {partial.grades} of {partial.planned_grades} grading verdicts "
+        "are finished; numbers cover the finished part only."
+        + (
+            f" Not graded yet, so not ranked: {', '.join(md_escape(m) for m in missing)}."
+            if missing
+            else ""
+        ),
+        "",
+    ]
+
+
+def agreement_lines(agreement: AgreementSection) -> list[str]:
+    return [
         "## Grader agreement across grading rounds",
         "",
-        f"{summary.agreement.grading_rounds} grading rounds; "
-        + md_escape(summary.agreement.note)
-        + ".",
+        f"{agreement.grading_rounds} grading rounds; " + md_escape(agreement.note) + ".",
         "",
-        *[
-            line
-            for w in summary.agreement.warnings
-            for line in (f"> **Warning**: {md_escape(w)}", "")
-        ],
-        *agreement_markdown(summary.agreement),
+        *[line for w in agreement.warnings for line in (f"> **Warning**: {md_escape(w)}", "")],
+        *agreement_markdown(agreement),
         "",
+    ]
+
+
+def quality_and_usage_markdown(summary: Summary) -> list[str]:
+    """Parse failures per student and k, then tokens and cost per model and phase."""
+    usage_header = [
+        "model",
+        "role",
+        "phase",
+        "records",
+        "cached",
+        "prompt tokens",
+        "completion tokens",
+        "cost (USD)",
+    ]
+    return [
         "## Parse failures and retries",
         "",
         *md_table(
@@ -329,16 +349,7 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
         "## Usage and estimated cost",
         "",
         *md_table(
-            [
-                "model",
-                "role",
-                "phase",
-                "records",
-                "cached",
-                "prompt tokens",
-                "completion tokens",
-                "cost (USD)",
-            ],
+            usage_header,
             [
                 [
                     md_escape(u.model),
@@ -355,27 +366,20 @@ def render_markdown(summary: Summary, plots: Sequence[tuple[str, str]] = ()) -> 
             numeric=range(3, 8),
         ),
         "",
-        *gpu_usage_markdown(summary.gpu_usage),
     ]
-    f = summary.failures
-    lines += [
-        f"- generations failed: {f.generation_failed}",
-        f"- grading verdicts failed: {f.grading_failed}; unparsed after re-asks: "
-        f"{f.grading_unparsed}; re-asked at least once: {f.grading_retried}",
-        "",
-        *rates_sections_markdown(summary),
-        "",
-        "## Example answers",
-        "",
-    ]
+
+
+def gallery_markdown(gallery: Sequence[GalleryExample]) -> list[str]:
+    """The example answers, under a heading per model and k."""
+    lines = ["## Example answers", ""]
     current = None
-    for item in summary.gallery:
+    for item in gallery:
         key = (item.student, item.grader, item.k)
         if key != current:
             current = key
             lines += [f"### {md_escape(item.student)}, k = {item.k}", ""]
         lines += example_markdown(item)
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
 
 
 def gpu_usage_markdown(section: GpuUsageSection | None) -> list[str]:
@@ -398,26 +402,26 @@ def gpu_usage_markdown(section: GpuUsageSection | None) -> list[str]:
     ]
 
 
-def leaderboards_markdown(summary: Summary) -> list[str]:
+def leaderboards_markdown(view: ReportView) -> list[str]:
     """The leaderboards, with the warnings and the metrics defined in words above them."""
     lines = ["## Leaderboards", ""]
-    for warning in summary.warnings:
+    for warning in view.warnings:
         lines += [f"> **Warning**: {md_escape(warning)}", ""]
-    if summary.metric_definitions:
-        lines += [f"- {md_escape(text)}" for text in summary.metric_definitions.values()]
+    if view.metric_definitions:
+        lines += [f"- {md_escape(text)}" for text in view.metric_definitions]
         lines += [""]
     lines += [
         "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
-        + md_escape(summary.metrics.settings.interval_method)
+        + md_escape(view.metrics.interval_method)
         + " "
         + md_escape(READING_NOTE),
         "",
     ]
-    for board in summary.leaderboards:
+    for board in view.boards:
         lines += [
             f"### {board.title}",
             "",
-            md_escape(board_note(board)),
+            md_escape(board.note),
             "",
             *leaderboard_markdown(
                 board, label_columns=[("student", "student"), ("grader", "grader")]

@@ -2,13 +2,13 @@
 agreement, per-skill and per-topic rates, and example answers.
 
 ``summary.json`` is the machine-readable report; ``metrics.csv``, ``report.md`` and the
-self-contained ``report.html`` (with its plots, also written as ``plots/*.png``) are built from
-the same data, so they never disagree.
+self-contained ``report.html`` (with its plots, also written as ``plots/*.png``) are laid out
+from one view model built from it (:mod:`skillmix.report.view`, :mod:`skillmix.report.files`),
+so they never disagree.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,8 +40,6 @@ from skillmix.report.analysis import (
 )
 from skillmix.report.leaderboard import leaderboards
 from skillmix.report.markdown import md_escape, render_markdown
-from skillmix.report.plots import DEFAULT_DPI
-from skillmix.store.layout import RunLayout
 from skillmix.store.runs import utc_now
 
 __all__ = [
@@ -49,7 +47,6 @@ __all__ = [
     "failure_lists",
     "md_escape",
     "render_markdown",
-    "report_files",
     "usage_rows",
 ]
 
@@ -218,26 +215,3 @@ def build_summary(
         metric_definitions=dict(METRIC_DEFINITIONS),
         warnings=self_grading_warnings(experiment),
     )
-
-
-def report_files(
-    summary: Summary, metrics: RunMetrics, *, dpi: int = DEFAULT_DPI, answers: Any = None
-) -> dict[str, bytes]:
-    """Every file of ``report/``: summary.json, metrics.csv, report.md, report.html and the
-    plots as PNG files (the same images are embedded in report.html); ``answers``
-    (report.answers.AnswerSet): every answer, for report.html's answer browser."""
-    from skillmix.report.html_report import render_html
-
-    page, images = render_html(summary, dpi=dpi, answers=answers)
-    files = {
-        RunLayout.SUMMARY: json.dumps(
-            summary.model_dump(mode="json"), indent=2, ensure_ascii=False
-        ).encode()
-        + b"\n",
-        RunLayout.METRICS_CSV: metrics.to_csv().encode(),
-        RunLayout.REPORT_MD: render_markdown(summary, [(i.name, i.title) for i in images]).encode(),
-        RunLayout.REPORT_HTML: page.encode(),
-    }
-    for image in images:
-        files[RunLayout.plot(image.name)] = image.png
-    return files

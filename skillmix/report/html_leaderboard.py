@@ -1,0 +1,170 @@
+"""report.html's leaderboards (also compare.html's): tables laid out from the view model.
+
+Cells carry the exact numbers in ``data-*`` attributes (JSON numbers, so they parse back to
+the very floats of ``skillmix aggregate --format json``); the visible text is the view's
+rounded text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from skillmix.artifacts import Leaderboard
+from skillmix.report.leaderboard import READING_NOTE
+from skillmix.report.markup import Safe, el, number
+from skillmix.report.view import BoardRowView, BoardView, CellView, ReportView, as_board_view
+
+
+def metric_td(cell: CellView | None, **attrs: object) -> Safe:
+    """A leaderboard cell: rounded text, exact numbers in data attributes."""
+    if cell is None:
+        return el("td", "—", class_="num", data_value="null", **attrs)
+    return el(
+        "td",
+        cell.mean_text,
+        el("span", f" ± {cell.stderr_text}", class_="se"),
+        el("span", cell.ci_text, class_="ci") if cell.ci_text else None,
+        el("span", f" n={cell.n}", class_="n"),
+        class_="num",
+        title=f"n = {cell.n} combinations; {cell.unparsed} verdicts unparsed",
+        data_value=number(cell.mean),
+        data_stderr=number(cell.stderr),
+        data_ci_low=number(cell.ci_low),
+        data_ci_high=number(cell.ci_high),
+        data_exact=cell.exact,
+        data_n=cell.n,
+        **attrs,
+    )
+
+
+def board_row(
+    board: BoardView, row: BoardRowView, label_columns: Sequence[tuple[str, str]]
+) -> Safe:
+    """One ``<tr>``: rank, labels, model, per-k cells, score, own score, vs next."""
+    classes = " ".join(
+        c for c, on in (("first", row.first), ("group-start", row.group_start)) if on
+    )
+    ident = {
+        "data_metric": board.metric,
+        "data_student": row.student,
+        "data_grader": row.grader,
+        "data_run": row.run,
+    }
+    verdict = row.verdict
+    own = el("td", row.own_score_text, class_="num", title=f"mean over k = {row.own_ks_text}")
+    return el(
+        "tr",
+        el(
+            "td",
+            row.rank_text,
+            class_="num",
+            title=f"tie group {row.tie_group}" if row.tied else None,
+            data_tie_group=row.tie_group,
+        ),
+        *[el("td", row.labels[key]) for key, _ in label_columns],
+        el("td", row.model_text, class_="model"),
+        *[metric_td(row.cells[k], data_k=k, **ident) for k in board.ks],
+        el(
+            "td",
+            row.score_text,
+            class_="num",
+            title=f"exactly {row.exact_score}" if row.exact_score else None,
+            data_score=number(row.score),
+            **ident,
+        ),
+        *([own] if board.has_own else []),
+        el(
+            "td",
+            verdict.text if verdict else "",
+            class_="verdict",
+            data_significant=str(verdict.significant).lower() if verdict else None,
+            data_p=number(verdict.p_value) if verdict else None,
+        ),
+        class_=classes or None,
+    )
+
+
+def leaderboard_table(
+    board: Leaderboard | BoardView,
+    label_columns: Sequence[tuple[str, str]],
+    *,
+    caption: str | None = None,
+    **table_attrs: object,
+) -> Safe:
+    """``label_columns``: (row field, header) pairs shown before the k columns; the student's
+    backend, model id and sampling follow them in a column of their own. The rank carries the
+    tie mark; 'vs next' is the paired test against the row below. ``caption``: the table's
+    one caption (default: the metric and the ks its score averages)."""
+    view = as_board_view(board)
+    header = [
+        "rank",
+        *[h for _, h in label_columns],
+        "model (backend: id, sampling)",
+        *[f"k = {k}" for k in view.ks],
+        view.score_label,
+        *(["mean over own k"] if view.has_own else []),
+        "vs next",
+    ]
+    first_metric = 2 + len(label_columns)
+    head = el(
+        "tr",
+        *[
+            el(
+                "th",
+                h,
+                class_="num" if i == 0 or first_metric <= i < len(header) - 1 else None,
+                scope="col",
+            )
+            for i, h in enumerate(header)
+        ],
+    )
+    return el(
+        "table",
+        el("caption", caption or f"{view.title}, {view.score_label}"),
+        el("thead", head),
+        el("tbody", *[board_row(view, row, label_columns) for row in view.rows]),
+        class_="leaderboard",
+        data_metric=view.metric,
+        **table_attrs,
+    )
+
+
+def leaderboards_section(view: ReportView) -> Safe:
+    """The run's leaderboards, with the warnings and the metrics defined in words."""
+    parts: list[Any] = [el("h2", "Leaderboards")]
+    for warning in view.warnings:
+        parts.append(el("div", el("strong", "Warning: "), warning, class_="banner"))
+    parts.append(
+        el(
+            "p",
+            "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
+            "standard error, the 95% interval below it and n (combinations). Intervals: "
+            f"{view.metrics.interval_method} {READING_NOTE} A thick line separates tie groups of several rows.",
+            class_="note",
+        )
+    )
+    if view.metric_definitions:
+        parts.append(
+            el(
+                "details",
+                el("summary", "What the metrics mean"),
+                el("ul", *[el("li", text) for text in view.metric_definitions]),
+                open=True,
+            )
+        )
+    graders = view.graders
+    labels = [("student", "student")] + ([("grader", "grader")] if len(graders) > 1 else [])
+    boards = [
+        el(
+            "div",
+            el("h3", board.title),
+            el("p", board.note, class_="note"),
+            leaderboard_table(board, labels, caption=board.caption),
+        )
+        for board in view.boards
+    ]
+    if len(graders) == 1:
+        parts.append(el("p", f"Grader: {graders[0]}.", class_="note"))
+    parts.append(el("div", *boards))
+    return el("section", *parts, id="leaderboards")

@@ -1,0 +1,339 @@
+"""report.html's run sections: settings, failures and retries, usage and cost (GPU time
+included), score against cost, and the banner of a partial run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from skillmix.artifacts import (
+    FailedGeneration,
+    FailedGrade,
+    GpuUsageSection,
+    Summary,
+    UsageRow,
+)
+from skillmix.report.analysis import QUALITY_COLUMNS
+from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells
+from skillmix.report.markup import Image, Safe, el, figure, fmt, kv_table, number, table
+from skillmix.report.view import CostPoint, PartialView
+
+
+def settings_section(summary: Summary) -> Safe:
+    e = summary.experiment  # the experiment's own (config) schema
+    g = e["grader"]
+    prompts = summary.prompts
+    settings = summary.metrics.settings
+    cat = summary.catalog
+    run = kv_table(
+        {
+            "run id": el("code", summary.run_id),
+            "run folder": el("code", summary.run),
+            "status": summary.status,
+            "created": summary.created_at,
+            "reported": summary.reported_at,
+            "skillmix": summary.skillmix_version,
+        },
+        caption="The run: id, folder, status and times",
+    )
+    design = kv_table(
+        {
+            "k values": ", ".join(map(str, e["ks"])),
+            "M (combinations per k)": e["combinations"],
+            "G (generation rounds)": e["generation_rounds"],
+            "R (grading rounds)": g["rounds"],
+            "seed / order seed": f"{e['seed']} / {e['order_seed']}",
+            "sampling": e["sampling"],
+        },
+        caption="The design: k values, combinations and rounds, seeds",
+    )
+    sources = kv_table(
+        {
+            "catalog": el(
+                "span",
+                f"{cat.source} ({cat.skills} skills, {cat.topics} topics) ",
+                el("code", cat.hash),
+            ),
+            "generation prompt": el(
+                "span",
+                f"{prompts.generation.name} ",
+                el("code", prompts.generation.hash),
+            ),
+            "grading prompt": el(
+                "span",
+                f"{prompts.grading.name} ({prompts.grading.style}) ",
+                el("code", prompts.grading.hash),
+            ),
+        },
+        caption="Catalog and prompt versions, with their content hashes",
+    )
+    metric = kv_table(
+        {
+            "mode": settings.mode,
+            "grading rounds combined by": settings.vote,
+            "generation rounds combined by": settings.generation_agg,
+            "explicit-name filter": settings.filter_explicit_name,
+            "skills filtered out": ", ".join(settings.filter_skills) or "none",
+            "bootstrap": f"{settings.bootstrap_samples} resamples (seed {settings.bootstrap_seed})",
+        },
+        caption="How the metrics combine rounds and filter answers",
+    )
+    students = students_table(e["students"])
+    grader = grader_table(g, prompts.grading.style)
+    return el(
+        "section",
+        el("h2", "Settings"),
+        el(
+            "div",
+            el("div", el("h3", "Run"), run),
+            el("div", el("h3", "Design"), design),
+            el("div", el("h3", "Catalog and prompts"), sources),
+            el("div", el("h3", "Metric options"), metric),
+            class_="grid",
+        ),
+        el(
+            "div",
+            el("div", el("h3", "Students"), students),
+            el("div", el("h3", "Grader"), grader),
+            class_="grid",
+        ),
+        id="settings",
+    )
+
+
+def students_table(students: Sequence[Mapping[str, Any]]) -> Safe:
+    """Each student's backend, model id and sampling settings."""
+    return table(
+        ["student", "backend", "model", "temperature", "top_p", "max tokens", "system prompt"],
+        [
+            [
+                s["name"],
+                s["backend"],
+                s["model"] + (f" (quality {s['quality']})" if s.get("quality") is not None else ""),
+                _opt(s["sampling"].get("temperature")),
+                _opt(s["sampling"].get("top_p")),
+                _opt(s["sampling"].get("max_tokens")),
+                s.get("system_prompt") or "—",
+            ]
+            for s in students
+        ],
+        caption="Each student's backend, model id and sampling settings",
+    )
+
+
+def grader_table(g: Mapping[str, Any], style: str) -> Safe:
+    """The grader: model, rounds and sampling; ``style``: the grading prompt's."""
+    return kv_table(
+        {
+            "grader": g["name"],
+            "backend / model": f"{g['backend']} / {g['model']}"
+            + (f" (quality {g['quality']})" if g.get("quality") is not None else ""),
+            "rounds": g["rounds"],
+            "style": f"{g['style']} → {style}",
+            "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
+            "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
+        },
+        caption="The grader: model, rounds and sampling",
+    )
+
+
+def _opt(x: object) -> str:
+    return "default" if x is None else str(x)
+
+
+def failures_section(summary: Summary) -> Safe:
+    f = summary.failures
+    rows = [[q.student, q.k, *[getattr(q, c) for c, _ in QUALITY_COLUMNS]] for q in summary.quality]
+    header = ["student", "k", *[t for _, t in QUALITY_COLUMNS]]
+    listed: list[FailedGeneration | FailedGrade] = [*f.generation, *f.grading]
+    reasons = (
+        el(
+            "details",
+            el("summary", f"{len(listed)} failed or unreadable records"),
+            table(
+                ["student", "k", "generation round", "grading round", "combination", "reason"],
+                [
+                    [
+                        x.student,
+                        x.k,
+                        x.generation_round,
+                        getattr(x, "grading_round", "—"),
+                        x.index,
+                        x.reason or getattr(x, "status", ""),
+                    ]
+                    for x in listed
+                ],
+                caption="Failed generations and failed or unreadable grading verdicts",
+            ),
+        )
+        if listed
+        else None
+    )
+    return el(
+        "section",
+        el("h2", "Parse failures and retries"),
+        el(
+            "p",
+            f"Generations failed: {f.generation_failed}. Grading verdicts failed: "
+            f"{f.grading_failed}; unreadable after re-asks: {f.grading_unparsed}; "
+            f"re-asked at least once: {f.grading_retried}.",
+            class_="note",
+        ),
+        table(
+            header,
+            rows,
+            numeric=range(1, len(header)),
+            caption="Records per student and k, by outcome",
+        ),
+        reasons,
+        id="failures",
+    )
+
+
+def usage_section(usage: Sequence[UsageRow], gpu: GpuUsageSection | None = None) -> Safe:
+    rows: list[list[Any]] = [
+        [
+            u.model,
+            u.model_id,
+            u.role,
+            u.phase,
+            u.records,
+            u.cached_records,
+            f"{u.prompt_tokens:,}",
+            f"{u.completion_tokens:,}",
+            fmt(u.cost_usd, 4) if u.cost_usd is not None else "unknown price",
+        ]
+        for u in usage
+    ]
+    known = [u.cost_usd for u in usage if u.cost_usd is not None]
+    total: list[list[Any]] = [
+        [
+            el("td", el("strong", "total")),
+            "",
+            "",
+            "",
+            sum(u.records for u in usage),
+            sum(u.cached_records for u in usage),
+            f"{sum(u.prompt_tokens for u in usage):,}",
+            f"{sum(u.completion_tokens for u in usage):,}",
+            fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
+        ]
+    ]
+    header = [
+        "model",
+        "model id",
+        "role",
+        "phase",
+        "records",
+        "cached",
+        "prompt tokens",
+        "completion tokens",
+        "cost (USD)",
+    ]
+    return el(
+        "section",
+        el("h2", "Usage and estimated cost"),
+        el(
+            "p",
+            "Tokens as reported by each backend; cost from the price table (or the "
+            "experiment's prices); cached replies cost nothing again.",
+            class_="note",
+        ),
+        table(
+            header,
+            rows,
+            numeric=range(4, len(header)),
+            caption="Tokens and estimated cost per model and phase",
+            foot=total,
+        ),
+        gpu_time_part(gpu),
+        id="usage",
+    )
+
+
+def gpu_time_part(section: GpuUsageSection | None) -> Safe | None:
+    """The "GPU time" table of a Kubernetes run with pod usage records (None without)."""
+    if section is None:
+        return None
+    rows = [[student, *gpu_time_cells(t)] for student, t in section.students.items()]
+    total = [[el("td", el("strong", "total")), *gpu_time_cells(section.total)]]
+    return el(
+        "div",
+        el("h3", "GPU time"),
+        el("p", section.note, class_="note"),
+        *[el("div", el("strong", "Warning: "), w, class_="banner") for w in section.warnings],
+        table(
+            ["student", *GPU_TIME_COLUMNS],
+            rows,
+            numeric=range(1, 1 + len(GPU_TIME_COLUMNS)),
+            caption=GPU_TIME_CAPTION,
+            foot=total,
+            class_="gpu-time",
+        ),
+        id="gpu-time",
+    )
+
+
+def partial_banner(partial: PartialView | None) -> Safe | None:
+    """What a partial run has finished, and who is not ranked yet."""
+    if partial is None:
+        return None
+    missing = partial.ungraded
+    return el(
+        "div",
+        el("strong", "Partial run: "),
+        f"{partial.generations} of {partial.planned_generations} generations and "
+        f"{partial.grades} of {partial.planned_grades} grading verdicts are finished; "
+        "numbers cover the finished part only.",
+        el(
+            "span",
+            f" Not graded yet, so not ranked: {', '.join(missing)}.",
+            class_="ungraded",
+        )
+        if missing
+        else None,
+        class_="banner",
+    )
+
+
+def cost_section(points: Sequence[CostPoint], metric: str, image: Image | None) -> Safe:
+    """``metric``: the headline score's header (its metric and k values)."""
+    rows = [
+        [
+            p.student,
+            el("td", fmt(p.score, 3), class_="num", data_value=number(p.score)),
+            el("td", f"{p.tokens:,}", class_="num", data_value=p.tokens),
+            el(
+                "td",
+                fmt(p.cost_usd, 4) if p.cost_usd is not None else "unknown price",
+                class_="num",
+                data_value=number(p.cost_usd),
+            ),
+            el(
+                "td",
+                fmt(p.per_1000_tokens, 4) if p.tokens else "n/a",
+                class_="num",
+                data_value=number(p.per_1000_tokens),
+            ),
+        ]
+        for p in points
+    ]
+    return el(
+        "section",
+        el("h2", "Score against cost"),
+        figure(image) if image else el("p", "Nothing graded yet.", class_="note"),
+        table(
+            [
+                "student",
+                metric,
+                "generation tokens",
+                "cost (USD)",
+                "score per 1,000 tokens",
+            ],
+            rows,
+            numeric=range(1, 5),
+            caption="Headline score and generation usage per model (grading costs are in Usage).",
+            class_="sortable",
+        ),
+        id="cost",
+    )

@@ -1,0 +1,404 @@
+"""Parity of the report's renderers: report.html, report.md, metrics.csv and the terminal
+table of one run show the same numbers, the ones of the view model (every model's value per
+k and metric, its standard error, interval bounds and n; every leaderboard row's rank and
+score).
+
+Each output is parsed back on its own (no renderer code is reused to read it), so a renderer
+that rounds, orders or labels differently makes the check fail; the last tests show that it
+does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from skillmix.artifacts import Summary
+from skillmix.report.view import CellView, ReportView, report_view
+from tests.helpers import run_cli
+
+Key = tuple[str, str, int, str]  # (student, grader, k, metric)
+
+
+@dataclass
+class Shown:
+    """What one output shows of a cell; None where that output does not show it."""
+
+    mean: str
+    stderr: str
+    ci: tuple[str, str] | None = None
+    n: int | None = None
+    exact: tuple[float | None, float | None, float | None, float | None] | None = None
+
+
+@dataclass
+class Outputs:
+    html: str
+    markdown: str
+    csv: str
+    terminal: str
+    summary: Summary
+    view: ReportView = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.view = report_view(self.summary)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    tmp = tmp_path_factory.mktemp("parity")
+    store = tmp / "store"
+    experiment = {
+        "name": "parity",
+        "seed": 7,
+        "ks": [2, 3],
+        "combinations": 7,
+        "students": [
+            {"name": f"s{i}", "backend": "mock", "model": f"mock-{i}", "quality": q}
+            for i, q in enumerate((0.9, 0.6, 0.6, 0.2))
+        ],
+        "grader": {"name": "g", "backend": "mock", "model": "mock-g", "rounds": 3},
+        "metrics": {"bootstrap_samples": 200},
+        "store": str(store),
+    }
+    path = tmp / "parity.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    result = run_cli("evaluate", "-f", str(path), "--no-progress")
+    assert result.exit_code == 0, result.stderr
+    (run_dir,) = [p for p in store.iterdir() if p.name.startswith("parity-")]
+    result = run_cli("report", str(run_dir))
+    assert result.exit_code == 0, result.stderr
+    report = run_dir / "report"
+    return Outputs(
+        html=(report / "report.html").read_text(encoding="utf-8"),
+        markdown=(report / "report.md").read_text(encoding="utf-8"),
+        csv=(report / "metrics.csv").read_text(encoding="utf-8"),
+        terminal=result.stdout,
+        summary=Summary.model_validate_json((report / "summary.json").read_bytes()),
+    )
+
+
+# reading each output back ------------------------------------------------------------------
+CELL = re.compile(
+    r"^(?P<mean>\S+) ± (?P<stderr>n/a \(n<2\)|\S+)"
+    r"(?: ?\[(?P<low>[^,\]]+), (?P<high>[^\]]+)\])?(?: n=(?P<n>\d+))?$"
+)
+
+
+def parse_cell(text: str) -> Shown | None:
+    text = " ".join(text.split())
+    if text == "—":
+        return None
+    found = CELL.match(text)
+    assert found, f"not a metric cell: {text!r}"
+    ci = (found["low"], found["high"]) if found["low"] is not None else None
+    return Shown(found["mean"], found["stderr"], ci, int(found["n"]) if found["n"] else None)
+
+
+class _Leaderboards(HTMLParser):
+    """The leaderboard tables of report.html: per row, each ``<td>``'s attributes and text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.boards: dict[str, list[list[tuple[dict[str, str], str]]]] = {}
+        self.metric: str | None = None
+        self.cell: tuple[dict[str, str], list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "table" and "leaderboard" in a.get("class", "").split():
+            self.metric = a["data-metric"]
+            self.boards[self.metric] = []
+        elif self.metric and tag == "tr":
+            self.boards[self.metric].append([])
+        elif self.metric and tag == "td":
+            self.cell = (a, [])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.metric = None
+        elif tag == "td" and self.cell is not None and self.metric:
+            self.boards[self.metric][-1].append((self.cell[0], "".join(self.cell[1])))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell[1].append(data)
+
+
+def _number(text: str) -> float | None:
+    return None if text in ("", "null") else float(text)
+
+
+def html_numbers(
+    html: str,
+) -> tuple[dict[Key, Shown | None], dict[tuple[str, str], tuple[str, str]]]:
+    """Cells by key (visible text and exact data attributes) and, per (metric, student),
+    the rank and score texts."""
+    parser = _Leaderboards()
+    parser.feed(html)
+    cells: dict[Key, Shown | None] = {}
+    ranks: dict[tuple[str, str], tuple[str, str]] = {}
+    for metric, rows in parser.boards.items():
+        for tds in rows:
+            if not tds:  # the header row
+                continue
+            score = next(a for a, _ in tds if "data-score" in a)
+            ranks[(metric, score["data-student"])] = (
+                tds[0][1],
+                next(t for a, t in tds if "data-score" in a),
+            )
+            for a, text in tds:
+                if "data-k" not in a:
+                    continue
+                key = (a["data-student"], a["data-grader"], int(a["data-k"]), metric)
+                shown = parse_cell(text)
+                if shown is not None:
+                    shown.exact = (
+                        _number(a["data-value"]),
+                        _number(a["data-stderr"]),
+                        _number(a["data-ci-low"]),
+                        _number(a["data-ci-high"]),
+                    )
+                    assert int(a["data-n"]) == shown.n
+                cells[key] = shown
+    return cells, ranks
+
+
+def split_row(line: str) -> list[str]:
+    """A Markdown table row's cells (an escaped ``\\|`` stays inside its cell)."""
+    cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [c.strip() for c in cells]
+
+
+def markdown_tables(markdown: str) -> dict[str, list[dict[str, str]]]:
+    """Every table under a heading, as rows of header -> cell."""
+    tables: dict[str, list[dict[str, str]]] = {}
+    heading = ""
+    lines = markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|--"):
+            header = split_row(line)
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("|"):
+                    break
+                rows.append(dict(zip(header, split_row(row), strict=True)))
+            tables[heading] = rows
+    return tables
+
+
+def markdown_numbers(
+    markdown: str, view: ReportView
+) -> tuple[
+    dict[Key, Shown | None], dict[Key, Shown | None], dict[tuple[str, str], tuple[str, str]]
+]:
+    """Leaderboard cells, metrics-table cells, and (metric, student) -> (rank, score)."""
+    tables = markdown_tables(markdown)
+    board_cells: dict[Key, Shown | None] = {}
+    ranks: dict[tuple[str, str], tuple[str, str]] = {}
+    for board in view.boards:
+        for row in tables[board.title]:
+            student, grader = row["student"], row["grader"]
+            ranks[(board.metric, student)] = (row["rank"], row[board.score_label])
+            for k in board.ks:
+                board_cells[(student, grader, k, board.metric)] = parse_cell(row[f"k={k}"])
+    metric_cells: dict[Key, Shown | None] = {}
+    for row in tables["Metrics (mean ± stderr [95% interval] n)"]:
+        for metric, title in zip(view.metrics.metrics, view.metrics.titles, strict=True):
+            shown = parse_cell(row[title])
+            key = (row["student"], row["grader"], int(row["k"]), metric)
+            if shown is not None:
+                shown.n = int(row["n"])
+            metric_cells[key] = shown
+    return board_cells, metric_cells, ranks
+
+
+def csv_numbers(text: str, view: ReportView) -> dict[Key, Shown]:
+    out = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        for metric in view.metrics.metrics:
+            mean, stderr, low, high = (
+                _number(row[f"{metric}_{part}"])
+                for part in ("mean", "stderr", "ci95_low", "ci95_high")
+            )
+            key = (row["student"], row["grader"], int(row["k"]), metric)
+            out[key] = Shown("", "", None, int(row["n"]), (mean, stderr, low, high))
+    return out
+
+
+def terminal_numbers(text: str, view: ReportView) -> dict[Key, Shown | None]:
+    """The rich table's body rows (``│`` separated): student, grader, k, n, metrics."""
+    out: dict[Key, Shown | None] = {}
+    for line in text.splitlines():
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        student, grader, k, n, *values = cells
+        for metric, value in zip(view.metrics.metrics, values, strict=False):
+            shown = parse_cell(value)
+            if shown is not None:
+                shown.n = int(n)
+            out[(student, grader, int(k), metric)] = shown
+    return out
+
+
+# what the view says ------------------------------------------------------------------------
+def expected(cell: CellView | None, *, ci: bool = True, n: bool = True) -> Shown | None:
+    if cell is None:
+        return None
+    low, high = (cell.ci_text or "[, ]")[1:-1].split(", ")
+    return Shown(
+        cell.mean_text,
+        cell.stderr_text,
+        (low, high) if ci and cell.ci_text else None,
+        cell.n if n else None,
+    )
+
+
+def view_cells(view: ReportView) -> dict[Key, CellView]:
+    return {
+        (row.student, row.grader, row.k, metric): cell
+        for row in view.metrics.rows
+        for metric, cell in row.cells.items()
+    }
+
+
+def parity_problems(outputs: Outputs) -> list[str]:
+    """Every place where an output shows another number than the view (empty: parity)."""
+    view = outputs.view
+    cells = view_cells(view)
+    problems: list[str] = []
+
+    def check(what: str, shown: Shown | None, want: Shown | None) -> None:
+        got = None if shown is None else Shown(shown.mean, shown.stderr, shown.ci, shown.n)
+        if got != want:
+            problems.append(f"{what}: shows {got}, the view {want}")
+
+    html_cells, html_ranks = html_numbers(outputs.html)
+    md_cells, md_metrics, md_ranks = markdown_numbers(outputs.markdown, view)
+    terminal = terminal_numbers(outputs.terminal, view)
+    table = csv_numbers(outputs.csv, view)
+    for key, cell in cells.items():
+        check(f"report.html {key}", html_cells.get(key), expected(cell))
+        check(f"report.md leaderboard {key}", md_cells.get(key), expected(cell))
+        check(f"report.md metrics {key}", md_metrics.get(key), expected(cell))
+        check(f"terminal {key}", terminal.get(key), expected(cell, ci=False))
+        exact = (cell.mean, cell.stderr, cell.ci_low, cell.ci_high)
+        html = html_cells.get(key)
+        if html is None or html.exact != exact:
+            problems.append(f"report.html {key}: exact {html and html.exact}, the view {exact}")
+        if key not in table or table[key].exact != exact or table[key].n != cell.n:
+            problems.append(f"metrics.csv {key}: {table.get(key)}, the view {exact} n={cell.n}")
+    for shown_keys, what in (
+        (html_cells, "report.html"),
+        (md_cells, "report.md"),
+        (terminal, "terminal"),
+    ):
+        extra = set(shown_keys) - set(cells)
+        if extra:
+            problems.append(f"{what} shows cells the view does not have: {sorted(extra)}")
+    for board in view.boards:
+        for row in board.rows:
+            want = (row.rank_text, row.score_text)
+            for what, ranks in (("report.html", html_ranks), ("report.md", md_ranks)):
+                got = ranks.get((board.metric, row.student))
+                if got != want:
+                    problems.append(f"{what} {board.metric} {row.student}: {got}, the view {want}")
+    return problems
+
+
+# the tests ---------------------------------------------------------------------------------
+def test_the_view_rounds_its_own_exact_numbers(outputs: Outputs) -> None:
+    """The view's texts are the exact numbers rounded (2 digits, 3 for stderr and scores),
+    and its ranks follow the scores, so parity with the view is parity with the data."""
+    for cell in view_cells(outputs.view).values():
+        assert cell.mean is not None and cell.stderr is not None
+        assert cell.mean_text == f"{cell.mean:.2f}" and cell.stderr_text == f"{cell.stderr:.3f}"
+        assert cell.ci_text == f"[{cell.ci_low:.2f}, {cell.ci_high:.2f}]"
+    for board in outputs.view.boards:
+        scores = [r.score for r in board.rows]
+        assert scores == sorted(scores, key=lambda s: -(s or 0))
+        assert all(r.score_text == f"{r.score:.3f}" for r in board.rows if r.score is not None)
+        assert all(r.rank_text.rstrip("≈") == str(r.rank) for r in board.rows)
+
+
+def test_every_output_shows_the_numbers_of_the_view(outputs: Outputs) -> None:
+    view = outputs.view
+    assert len(view.metrics.rows) == 4 * 2 and len(view.boards) == 3
+    assert len({r.rank for b in view.boards for r in b.rows}) > 1  # the ranks differ
+    assert parity_problems(outputs) == []
+
+
+def _tampered(outputs: Outputs, **changes: str) -> Outputs:
+    fields = {n: getattr(outputs, n) for n in ("html", "markdown", "csv", "terminal")}
+    return Outputs(**{**fields, **changes}, summary=outputs.summary)
+
+
+def _first_cell(view: ReportView) -> CellView:
+    return next(iter(view_cells(view).values()))
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        # a Markdown leaderboard cell rounded to 3 digits
+        lambda o, c: {
+            "markdown": o.markdown.replace(
+                f"| {c.text} |", f"| {c.mean:.3f}{c.text[len(c.mean_text) :]} |", 1
+            )
+        },
+        # a terminal cell rounded to 1 digit
+        lambda o, c: {
+            "terminal": o.terminal.replace(c.short_text, f"{c.mean:.1f} ± {c.stderr_text}", 1)
+        },
+        # an interval bound of the page rounded up
+        lambda o, c: {
+            "html": o.html.replace(f">{c.ci_text}<", f">[{c.ci_low:.1f}, {c.ci_high:.2f}]<", 1)
+        },
+        # a CSV value written as its rounded text
+        lambda o, c: {"csv": o.csv.replace(repr(c.mean), c.mean_text, 1)},
+    ],
+    ids=["markdown", "terminal", "html", "csv"],
+)
+def test_parity_fails_when_one_output_rounds_otherwise(
+    outputs: Outputs, tamper: Callable[[Outputs, CellView], dict[str, str]]
+) -> None:
+    cell = _first_cell(outputs.view)
+    change = tamper(outputs, cell)
+    ((name, text),) = change.items()
+    assert text != getattr(outputs, name), "the tamper found nothing to change"
+    assert parity_problems(_tampered(outputs, **change))
+
+
+def test_parity_fails_for_a_renderer_that_computes(
+    outputs: Outputs, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Markdown renderer that formats the exact number itself (3 digits) instead of taking
+    the view's text is caught; the rank of a renderer that recounts is caught too."""
+    import skillmix.report.markdown as markdown
+
+    def own_rounding(cell: CellView | None) -> str:
+        return "—" if cell is None else cell.text.replace(cell.mean_text, f"{cell.mean:.3f}", 1)
+
+    monkeypatch.setattr(markdown, "_cell_text", own_rounding)
+    rendered = markdown.render_markdown(outputs.summary, view=outputs.view)
+    problems = parity_problems(_tampered(outputs, markdown=rendered))
+    assert problems and all(p.startswith("report.md leaderboard") for p in problems)
+    monkeypatch.undo()
+    ranks: dict[str, Any] = {}
+    for board in outputs.view.boards:
+        ranks[board.metric] = [r.rank_text for r in board.rows]
+    swapped = outputs.markdown.replace(f"| {ranks['full_marks'][0]} |", "| 9 |", 1)
+    assert parity_problems(_tampered(outputs, markdown=swapped))
