@@ -60,7 +60,7 @@ def parse_time_v(text: str) -> dict[str, float]:
 
 
 def experiment_size(path: str) -> dict[str, Any]:
-    from skillmix.config import load_experiment
+    from skillmix.loading import load_experiment
 
     e = load_experiment(path)
     return {

@@ -21,8 +21,8 @@ from typing import Any
 from skillmix import __version__
 from skillmix.artifacts import ReferenceImportRun
 from skillmix.catalog import Catalog, Skill, load_catalog
-from skillmix.config import parse_experiment
 from skillmix.errors import SkillmixError
+from skillmix.loading import parse_experiment
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle, PromptKind, PromptTemplate, make_template
 from skillmix.method.reference_numbers import check_round_limit

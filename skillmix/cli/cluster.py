@@ -113,8 +113,8 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
     """Render the run's Kubernetes objects with helm template (no cluster or store needed)."""
     import yaml
 
-    from skillmix.config import load_experiment
     from skillmix.k8s.launch import plan_launch, prepare_launch
+    from skillmix.loading import load_experiment
 
     name, profile, ctx, _run = prepare_launch(load_experiment(file), cluster, check_store=False)
     lp = plan_launch(ctx, profile, name, None)
@@ -176,7 +176,6 @@ def launch_cmd(
     """Launch (or resume) a run on Kubernetes: one Job per unit, from the same plan as `evaluate`."""
     import time
 
-    from skillmix.config import load_experiment
     from skillmix.k8s.cluster import KubeClient
     from skillmix.k8s.launch import (
         mark_created,
@@ -189,6 +188,7 @@ def launch_cmd(
         store_deferred,
         unfinished_attempt,
     )
+    from skillmix.loading import load_experiment
 
     marks = [("start", time.perf_counter())]
     # a dry run makes no network call: neither the store nor the Kubernetes API is read

@@ -21,9 +21,10 @@ from skillmix.cli._output import (
 )
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params, parse_int_list
 from skillmix.cli.results import metrics_table, open_report_run
-from skillmix.config import Experiment, experiment_schema, load_experiment, parse_experiment
+from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.local import continue_run, evaluate
+from skillmix.loading import experiment_schema, load_experiment, parse_experiment
 from skillmix.report.build import build_report
 
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillmix import settings
-from skillmix.config import format_validation_error, load_yaml
 from skillmix.errors import SkillmixError
+from skillmix.loading import format_validation_error, load_yaml
 
 PROFILE_FILE = "skillmix.yaml"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -26,9 +26,10 @@ from skillmix.artifacts import (
     validate_artifact,
 )
 from skillmix.catalog import Catalog, Skill, load_catalog
-from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec, parse_experiment
+from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.identity import ResultIdentity
+from skillmix.loading import parse_experiment
 from skillmix.method.prompts import (
     GradingStyle,
     PromptTemplate,

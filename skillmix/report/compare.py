@@ -172,7 +172,7 @@ def evaluation_settings(
 
 def summary_settings(summary: Summary, source: str = "summary.json") -> dict[str, str]:
     """The comparable settings of an evaluation run, from its summary."""
-    from skillmix.config import parse_experiment
+    from skillmix.loading import parse_experiment
 
     return evaluation_settings(
         parse_experiment(summary.experiment, source),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.config import load_experiment
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.uri import open_store
 from tests.cluster.conftest import Cluster

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.config import load_experiment
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, generation_prefix

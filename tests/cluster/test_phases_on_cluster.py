@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.config import load_experiment
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, generation_prefix
@@ -180,8 +180,8 @@ def test_a_mock_sidecar_that_stays_unhealthy_fails_the_job_within_the_load_budge
     created as `launch` creates them, with `--startup-delay 600` added to the mock sidecar."""
     import json
 
-    from skillmix.config import load_experiment as load
     from skillmix.k8s.launch import plan_launch, prepare_launch, record_launch, rendered_manifests
+    from skillmix.loading import load_experiment as load
 
     doc = yaml.safe_load(cluster.profile_file.read_text())
     doc["clusters"]["local"]["deadlines"]["model_load_seconds"] = 10

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 import skillmix
-from skillmix.config import parse_experiment
+from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import RunStore

@@ -233,7 +233,7 @@ def test_a_run_launched_on_kubernetes_is_not_resumed_locally(work: Path) -> None
     with sharded=false."""
     import json
 
-    from skillmix.config import load_experiment
+    from skillmix.loading import load_experiment
     from skillmix.pipeline.context import resolve_context
     from skillmix.store.runs import RunStore
     from skillmix.store.uri import open_store

@@ -27,7 +27,7 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from skillmix.config import load_experiment
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import RunContext, open_run, resolve_context
 from tests.integration.run_checks import check_complete_and_unique, read_manifested_records
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.config import load_experiment
 from skillmix.errors import SkillmixError
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.vocab import PHASE_LABEL, RUN_LABEL
 from tests.fake_kube import FakeKube, closed_port_url, kubeconfig

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.config import load_experiment
 from skillmix.executors.local import prepare_run
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.runs import RunStore

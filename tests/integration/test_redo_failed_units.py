@@ -13,7 +13,7 @@ import yaml
 
 from skillmix.backends.factory import make_clients
 from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.config import parse_experiment
+from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.pipeline.tasks import (

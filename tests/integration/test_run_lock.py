@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.config import load_experiment
+from skillmix.loading import load_experiment
 from skillmix.pipeline.context import RunContext, resolve_context
 from tests.integration.run_checks import check_complete_and_unique, read_manifested_records
 from tests.integration.test_crash_resume import (

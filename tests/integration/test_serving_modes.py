@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.config import parse_experiment
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values
+from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.pipeline.plan import plan_tasks
 from skillmix.store.runs import RunStore

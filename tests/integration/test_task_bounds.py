@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.config import load_experiment
 from skillmix.executors.local import prepare_run
+from skillmix.loading import load_experiment
 from skillmix.store.layout import RunLayout
 from tests.helpers import run_cli
 from tests.integration.test_pipeline_local import (

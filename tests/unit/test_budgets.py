@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from skillmix.backends.factory import Budget, budget_share_of, make_client, make_clients
-from skillmix.config import ModelSpec, parse_experiment
+from skillmix.config import ModelSpec
+from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import RunStore

@@ -17,18 +17,14 @@ from skillmix.cli.flags import (
     parse_int_list,
     parse_kv_pairs,
 )
-from skillmix.config import (
-    DEFAULT_SYSTEM_PROMPT,
-    SAMPLING_KEYS,
-    Experiment,
-    GraderSpec,
-    ModelSpec,
+from skillmix.config import DEFAULT_SYSTEM_PROMPT, SAMPLING_KEYS, Experiment, GraderSpec, ModelSpec
+from skillmix.errors import SkillmixError
+from skillmix.loading import (
     experiment_schema,
     format_validation_error,
     load_experiment,
     parse_experiment,
 )
-from skillmix.errors import SkillmixError
 from tests.helpers import run_cli
 from tests.unit.test_identity import run_hash
 
@@ -454,7 +450,7 @@ def test_schema_cli_prints_it() -> None:
 
 
 def test_relative_catalog_paths_are_relative_to_the_experiment_file(tmp_path, monkeypatch) -> None:
-    from skillmix.config import load_experiment
+    from skillmix.loading import load_experiment
 
     folder = tmp_path / "exp"
     folder.mkdir()

@@ -269,7 +269,7 @@ def test_kind_profile_loads_and_matches_the_cluster() -> None:
 
 
 def test_kind_experiment_loads_and_matches_the_script() -> None:
-    from skillmix.config import load_experiment
+    from skillmix.loading import load_experiment
 
     experiment = load_experiment(K8S / "experiment.kind.yaml")
     assert all(s.backend == "mock" and s.quality is not None for s in experiment.students)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from skillmix.artifacts import LeaderboardCell, MetricValueJson
-from skillmix.config import parse_experiment
+from skillmix.loading import parse_experiment
 from skillmix.method.metrics import aggregate
 from skillmix.method.points import MetricOptions
 from skillmix.pipeline.context import resolve_context

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from skillmix.backends.base import BackendError, ChatBackend
-from skillmix.config import parse_experiment
+from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import RunContext, resolve_context
 from skillmix.pipeline.tasks import run_generate, run_grade, unit_complete
 from skillmix.records import GenerationRecord, GradeRecord
