@@ -5,19 +5,41 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import yaml
+from rich.table import Table
 
 from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
-from skillmix.errors import SkillmixError
+from skillmix.cli.results import metrics_table
+from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.k8s.launch import (
+    mark_created,
+    plan_launch,
+    prepare_launch,
+    record_launch,
+    rendered_manifests,
+    split_deferred,
+    stalled_attempt,
+    store_deferred,
+    unfinished_attempt,
+)
+from skillmix.k8s.profiles import get_profile, load_profiles, profile_paths
+from skillmix.k8s.status import job_reasons, run_status
+from skillmix.k8s.values import run_uri_for
+from skillmix.loading import load_experiment
+from skillmix.store.layout import RunLayout
+from skillmix.store.runs import SUMMARY_JSON, RunStore
+from skillmix.store.uri import open_store
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
-    from skillmix.k8s.cluster import KubeClient
+    from skillmix.k8s.cluster import (
+        KubeClient,  # deferred: kubernetes takes ~0.5 s; render needs no cluster
+    )
     from skillmix.k8s.launch import LaunchPlan
 
 cluster_option = click.option(
@@ -40,7 +62,6 @@ file_option = click.option(
 @format_option(("table", "json"))
 def clusters_cmd(fmt: str) -> None:
     """List the cluster profiles (./skillmix.yaml, $SKILLMIX_CONFIG or the user config dir)."""
-    from skillmix.k8s.profiles import load_profiles, profile_paths
 
     profiles, where = load_profiles()
     if fmt == "json":
@@ -55,7 +76,6 @@ def clusters_cmd(fmt: str) -> None:
     if not profiles.clusters:
         info(f"no cluster profiles (searched {', '.join(map(str, profile_paths()))})")
         return
-    from rich.table import Table
 
     table = Table(title=f"cluster profiles ({where})")
     for column in ("name", "context", "namespace", "store", "image", "kueue queue"):
@@ -74,7 +94,6 @@ def clusters_cmd(fmt: str) -> None:
 
 
 def plan_table(lp: LaunchPlan) -> Table:
-    from rich.table import Table
 
     table = Table(title=f"run {lp.run_id}: attempt {lp.attempt} on {lp.cluster}/{lp.namespace}")
     for column in ("phase", "student", "k", "round", "backend", "pods", "GPUs/pod"):
@@ -111,10 +130,6 @@ def plan_table(lp: LaunchPlan) -> Table:
 )
 def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
     """Render the run's Kubernetes objects with helm template (no cluster or store needed)."""
-    import yaml
-
-    from skillmix.k8s.launch import plan_launch, prepare_launch
-    from skillmix.loading import load_experiment
 
     name, profile, ctx, _run = prepare_launch(load_experiment(file), cluster, check_store=False)
     lp = plan_launch(ctx, profile, name, None)
@@ -174,21 +189,10 @@ def launch_cmd(
     fmt: str,
 ) -> None:
     """Launch (or resume) a run on Kubernetes: one Job per unit, from the same plan as `evaluate`."""
-    import time
 
-    from skillmix.k8s.cluster import KubeClient
-    from skillmix.k8s.launch import (
-        mark_created,
-        plan_launch,
-        prepare_launch,
-        record_launch,
-        rendered_manifests,
-        split_deferred,
-        stalled_attempt,
-        store_deferred,
-        unfinished_attempt,
+    from skillmix.k8s.cluster import (
+        KubeClient,  # deferred: kubernetes takes ~0.5 s; render needs no cluster
     )
-    from skillmix.loading import load_experiment
 
     marks = [("start", time.perf_counter())]
     # a dry run makes no network call: neither the store nor the Kubernetes API is read
@@ -223,8 +227,6 @@ def launch_cmd(
         ctx, profile, name, None if dry_run else run, kube_version=version, resume=resume
     )
     marks.append(("plan and helm template", time.perf_counter()))
-    from skillmix.store.layout import RunLayout
-    from skillmix.store.runs import SUMMARY_JSON
 
     done = (
         not dry_run
@@ -318,8 +320,9 @@ def _print_warnings(kube: KubeClient) -> None:
 def _wait(
     kube: KubeClient, run_id: str, timeout: float, attempt: int | None, watch_seconds: int
 ) -> None:
-    from skillmix.k8s.cluster import wait_for_run
-    from skillmix.k8s.status import job_reasons
+    from skillmix.k8s.cluster import (
+        wait_for_run,  # deferred: kubernetes takes ~0.5 s; render needs no cluster
+    )
 
     last: dict[str, int] = {}
     said: set[str] = set()
@@ -357,9 +360,6 @@ def _wait(
 
 
 def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -> None:
-    from skillmix.errors import RunFailedError
-    from skillmix.store.runs import SUMMARY_JSON, RunStore
-    from skillmix.store.uri import open_store
 
     summary = RunStore(open_store(run_uri)).read_summary()
     if summary is None:
@@ -368,14 +368,14 @@ def _print_metrics(run_uri: str, fmt: str, plan: dict[str, Any] | None = None) -
         metrics = summary.metrics.model_dump(mode="json")
         echo_json(metrics if plan is None else {**plan, "metrics": metrics})
         return
-    from skillmix.cli.results import metrics_table
 
     stdout_console().print(metrics_table(summary.metrics))
 
 
 def _run_context(run_id: str, cluster: str | None) -> tuple[str, Any, Any]:
-    from skillmix.k8s.cluster import KubeClient
-    from skillmix.k8s.profiles import get_profile
+    from skillmix.k8s.cluster import (
+        KubeClient,  # deferred: kubernetes takes ~0.5 s; render needs no cluster
+    )
 
     name, profile = get_profile(cluster)
     return name, profile, KubeClient(profile)
@@ -394,14 +394,12 @@ ATTENTION_ROWS = 20  # Jobs that need attention shown by default (a 1,500-Job ru
 def status_cmd(run_id: str, cluster: str | None, show_all: bool, fmt: str) -> None:
     """A run's Jobs counted per phase and state, the Jobs that need attention and why (from
     pods and events), and progress read from the store."""
-    from skillmix.k8s.status import run_status
 
     _name, profile, kube = _run_context(run_id, cluster)
     status = run_status(kube, profile, run_id)
     if fmt == "json":
         echo_json(status)
         return
-    from rich.table import Table
 
     console = stdout_console()
     attempt = f" (attempt {status['attempt']})" if status["attempt"] else ""
@@ -561,9 +559,6 @@ def _follow_order(pods: list[dict[str, Any]], limit: int) -> tuple[list[str], li
 
 def _store_logs(profile: Any, run_id: str, tail: int | None) -> bool:
     """The pod logs the clients uploaded to the store (``logs/pods/POD.log``); False if none."""
-    from skillmix.k8s.values import run_uri_for
-    from skillmix.store.layout import RunLayout
-    from skillmix.store.uri import open_store
 
     store = open_store(run_uri_for(profile, run_id))
     prefix = RunLayout.pod_log("x").rsplit("/", 1)[0]

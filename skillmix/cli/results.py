@@ -6,15 +6,24 @@ from typing import TYPE_CHECKING
 
 import click
 
+from skillmix.artifacts import ReferenceImportRun
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
+from skillmix.legacy import read_reference, reference_context, write_reference
+from skillmix.method.points import MetricOptions, default_name_filter
+from skillmix.pipeline.aggregate import aggregate_run
+from skillmix.pipeline.context import open_run
+from skillmix.report.csv_report import render_metrics_csv
+from skillmix.report.terminal import metrics_terminal_table
+from skillmix.report.view import metrics_view
+from skillmix.store.runs import RunStore
+from skillmix.store.uri import open_store
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from skillmix.artifacts import MetricsSection
     from skillmix.pipeline.context import RunContext
-    from skillmix.store.runs import RunStore
 
 
 def metric_options(f):
@@ -75,7 +84,6 @@ def build_metric_options(
     filter_skills: str,
     bootstrap_samples: int,
 ):
-    from skillmix.method.points import MetricOptions, default_name_filter
 
     if filter_explicit_name is None:
         filter_explicit_name = default_name_filter(mode)  # type: ignore[arg-type]
@@ -97,8 +105,6 @@ def metrics_table(
     (``RunMetrics.section()`` or the ``metrics`` of a summary.json), laid out from the
     report's view model (so it shows the numbers report.md shows)."""
     # deferred: rich and the report's modules load only when a table is printed
-    from skillmix.report.terminal import metrics_terminal_table
-    from skillmix.report.view import metrics_view
 
     return metrics_terminal_table(metrics_view(metrics), title)
 
@@ -139,9 +145,6 @@ def aggregate_cmd(
     fmt: str,
 ) -> None:
     """Compute Full Marks / All Skills / Skill Fraction for a run folder (local or s3://)."""
-    from skillmix.pipeline.aggregate import aggregate_run
-    from skillmix.store.runs import RunStore
-    from skillmix.store.uri import open_store
 
     options = build_metric_options(
         mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
@@ -166,10 +169,6 @@ def aggregate_cmd(
         data["settings"].update(rounds)  # which rounds were used, when not all
         echo_json(data)
     elif fmt == "csv":
-        # deferred: the report's modules load only for this format
-        from skillmix.report.csv_report import render_metrics_csv
-        from skillmix.report.view import metrics_view
-
         click.echo(render_metrics_csv(metrics_view(result.section())), nl=False)
     else:
         stdout_console().print(metrics_table(result.section()))
@@ -207,9 +206,6 @@ def import_reference_cmd(
     fmt: str,
 ) -> None:
     """Import a reference-format result tree (k{k}_s{seed}_v{version}_r{g}/...) into a run folder."""
-    from skillmix.legacy import read_reference, write_reference
-    from skillmix.store.runs import RunStore
-    from skillmix.store.uri import open_store
 
     # read and check the whole tree before touching --out (nothing importable: an error)
     imported = read_reference(
@@ -248,11 +244,6 @@ def open_report_run(run_uri: str) -> tuple[RunStore, RunContext]:
     """The run folder and context ``skillmix report`` reads: an evaluation run's own, or for a
     reference import one made from the import (legacy.reference_context); its byte-identical
     grading rounds are named again by the report's warnings (report.build)."""
-    from skillmix.artifacts import ReferenceImportRun
-    from skillmix.legacy import reference_context
-    from skillmix.pipeline.context import open_run
-    from skillmix.store.runs import RunStore
-    from skillmix.store.uri import open_store
 
     run = RunStore(open_store(run_uri))
     info = run.read_run()

@@ -6,14 +6,31 @@ and its credentials (from the environment). Progress goes to stderr as periodic 
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import re
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from skillmix import settings
-from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.backends.factory import make_client
+from skillmix.errors import RunFailedError, SkillmixError, TimeLimitReached
+from skillmix.k8s.coordinator import Coordinator, Timing
+from skillmix.pipeline.context import open_run, parent_store
+from skillmix.pipeline.plan import Unit, plan_tasks
+from skillmix.pipeline.tasks import (
+    pending_units,
+    run_generate_units,
+    run_grade,
+    wait_for_model_server,
+)
+from skillmix.report.build import run_aggregate_task
+from skillmix.store.layout import RunLayout
+from skillmix.store.uri import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -21,7 +38,6 @@ if TYPE_CHECKING:
     from skillmix.backends.client import ChatClient
     from skillmix.config import ModelSpec
     from skillmix.pipeline.context import RunContext
-    from skillmix.pipeline.plan import Unit
     from skillmix.store.runs import RunStore
     from skillmix.vocab import Phase
 
@@ -63,7 +79,6 @@ class PodLog:
 
     def install(self) -> None:
         """Tee ``sys.stderr`` (what click.echo(err=True), logging and tracebacks write)."""
-        import atexit
 
         original = sys.stderr
         log = self
@@ -91,8 +106,6 @@ class PodLog:
         """Write the log to the store; a failure is one line, never a changed exit code."""
         if self.run_uri is None:
             return
-        from skillmix.store.layout import RunLayout
-        from skillmix.store.uri import open_store
 
         try:
             open_store(self.run_uri).write_bytes(
@@ -202,7 +215,6 @@ def _await_model(
     gets one more budget (see ``--model-log``), the whole wait within ``limit`` (0 = none)."""
     if timeout <= 0 or not base_url:
         return
-    from skillmix.pipeline.tasks import wait_for_model_server
 
     wait_for_model_server(
         base_url,
@@ -217,9 +229,6 @@ def _await_model(
 def _within(seconds: float, work: Any, limit: float) -> Any:
     """``asyncio.run(work)`` bounded by the ``seconds`` left of the task's time ``limit``
     (0 = no bound): TimeLimitReached (exit 4)."""
-    import asyncio
-
-    from skillmix.errors import TimeLimitReached
 
     if seconds <= 0:
         return asyncio.run(work)
@@ -240,8 +249,6 @@ def _client(
     spec: ModelSpec, base_url: str | None, run_uri: str, seed: int, share: int
 ) -> ChatClient:
     """This pod's client: the spec's budgets divided by the ``share`` pods that use them."""
-    from skillmix.backends.factory import make_client
-    from skillmix.pipeline.context import parent_store
 
     return make_client(
         spec, parent_store(run_uri), base_url=base_url, seed=seed, budget_share=share
@@ -315,9 +322,6 @@ def generate_task(
 
     The shards of a unit run at once and share the student's budget: each takes 1/--shards of
     its concurrency, RPM and TPM, unless --budget-share says otherwise."""
-    from skillmix.pipeline.context import open_run
-    from skillmix.pipeline.plan import Unit
-    from skillmix.pipeline.tasks import run_generate_units
 
     one = units is None and k is not None and g is not None
     if not one and not (units is not None and k is None and g is None):
@@ -375,9 +379,6 @@ def generate_task(
 
 def _parse_units(student: str, text: str) -> list[Unit]:
     """``2:1,3:1`` into units of ``student``; malformed or repeated pairs are errors."""
-    import re
-
-    from skillmix.pipeline.plan import Unit
 
     out: list[Unit] = []
     for item in text.split(","):
@@ -422,15 +423,11 @@ def grade_task(
     attempt: int,
 ) -> None:
     """Grade one (student, k, round) unit (all grading rounds)."""
-    from skillmix.pipeline.context import open_run
-    from skillmix.pipeline.tasks import run_grade
 
     run, ctx = open_run(run_uri)
     _check_unit(ctx, k, g)
     ctx.experiment.student(student)
     if wait_timeout > 0:
-        from skillmix.pipeline.plan import Unit
-
         _wait(run, ctx, "generate", [Unit(student, k, g)], wait_timeout, 5.0, attempt)
 
     _await_model(base_url, model_load_timeout)
@@ -453,8 +450,6 @@ def grade_task(
         finally:
             await client.close()
 
-    import asyncio
-
     _report(asyncio.run(main()), "graded")
 
 
@@ -470,9 +465,6 @@ def grade_task(
 @attempt_option
 def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     """Compute the metrics and write the run's report/ folder."""
-    from skillmix.pipeline.context import open_run
-    from skillmix.pipeline.plan import plan_tasks
-    from skillmix.report.build import run_aggregate_task
 
     run, ctx = open_run(run_uri)
     if wait_timeout > 0:
@@ -518,8 +510,6 @@ def wait_task(
 
     With --attempt N, units that launch attempt N redoes must have a manifest from attempt N
     (an older one, written before the relaunch, would be stale)."""
-    from skillmix.pipeline.context import open_run
-    from skillmix.pipeline.plan import plan_tasks
 
     run, ctx = open_run(run_uri)
     units = [
@@ -536,7 +526,6 @@ def wait_task(
 
 def relaunched_units(run: RunStore, phase: Phase, attempt: int) -> list[Unit]:
     """The units launch ``attempt`` (re)does in ``phase``, from its record in the store."""
-    from skillmix.pipeline.plan import Unit
 
     if attempt <= 0:
         return []
@@ -555,9 +544,6 @@ def _wait(
     interval: float,
     attempt: int = 0,
 ) -> None:
-    from functools import partial
-
-    from skillmix.pipeline.tasks import pending_units
 
     again = relaunched_units(run, phase, attempt)
     still = partial(pending_units, run, ctx, phase, relaunched=again, attempt=attempt)
@@ -640,9 +626,7 @@ def coordinate_task(
     their inputs exist in the store (at most pool-size at once), fail Jobs whose pods are
     stuck, record generation pods' GPU time; ends when every Job of the attempt has finished
     (runs in a pod with the skillmix-coordinator Role of k8s/rbac-coordinator.yaml)."""
-    from skillmix.k8s.cluster import KubeClient
-    from skillmix.k8s.coordinator import Coordinator, Timing
-    from skillmix.pipeline.context import open_run
+    from skillmix.k8s.cluster import KubeClient  # deferred: kubernetes takes ~0.5 s to import
 
     run, ctx = open_run(run_uri)
     api = KubeClient.in_cluster()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -26,10 +26,16 @@ from skillmix.artifacts import (
     ReferenceImportRun,
     Summary,
 )
+from skillmix.catalog import builtin_catalog
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.identity import SETTING_LABELS, ResultIdentity, comparable_settings
+from skillmix.loading import parse_experiment
 from skillmix.method.points import METRIC_NAMES, METRIC_TITLES, MetricOptions
+from skillmix.pipeline.aggregate import aggregate_run
+from skillmix.pipeline.context import RunContext
+from skillmix.report.figures import metric_images
+from skillmix.report.html_leaderboard import leaderboard_table
 from skillmix.report.leaderboard import (
     IMPORTED_BACKEND,
     READING_NOTE,
@@ -38,12 +44,13 @@ from skillmix.report.leaderboard import (
     entries_from_rows,
     leaderboard,
 )
+from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table, plot_lines
+from skillmix.report.markup import Image, Safe, el, figure, fmt, number, page, table
+from skillmix.report.plots import DEFAULT_DPI
+from skillmix.report.view import model_descriptions
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, utc_now
 from skillmix.store.uri import open_store
-
-if TYPE_CHECKING:
-    from skillmix.report.markup import Image
 
 
 class RunData(BaseModel):
@@ -172,7 +179,6 @@ def evaluation_settings(
 
 def summary_settings(summary: Summary, source: str = "summary.json") -> dict[str, str]:
     """The comparable settings of an evaluation run, from its summary."""
-    from skillmix.loading import parse_experiment
 
     return evaluation_settings(
         parse_experiment(summary.experiment, source),
@@ -207,8 +213,6 @@ def reference_settings(
 
 def load_run(uri: str, index: int) -> RunData:
     """A run folder (or a report folder holding summary.json) for comparison."""
-    from skillmix.pipeline.aggregate import aggregate_run
-    from skillmix.report.view import model_descriptions
 
     run = RunStore(open_store(uri))
     data = run.read_run()
@@ -258,7 +262,6 @@ def load_run(uri: str, index: int) -> RunData:
             report=report_link(run.uri),
             **_specs(summary.experiment),
         )
-    from skillmix.pipeline.context import RunContext
 
     assert data is not None
     ctx = RunContext.from_run(data, f"{uri}/run.json")
@@ -296,7 +299,6 @@ def _specs(experiment: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]
 
 def builtin_categories() -> dict[str, str]:
     """Skill categories of the built-in catalog (for runs that carry no catalog)."""
-    from skillmix.catalog import builtin_catalog
 
     return {s.name: s.category for s in builtin_catalog().skills}
 
@@ -552,7 +554,6 @@ def baseline_view(
 # rendering --------------------------------------------------------------------------------
 def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> str:
     """``plots``: (name, title) of the plots written next to the file (``plots/NAME.png``)."""
-    from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table, plot_lines
 
     lines = ["# SKILL-MIX comparison", ""]
     if doc.mixed:
@@ -623,7 +624,6 @@ def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> 
 
 
 def _signed_text(x: float | None, digits: int = 3) -> str:
-    from skillmix.report.markup import fmt
 
     if x is None:
         return "—"
@@ -632,8 +632,6 @@ def _signed_text(x: float | None, digits: int = 3) -> str:
 
 
 def baseline_markdown(view: Baseline) -> list[str]:
-    from skillmix.report.markdown import md_escape, md_table
-    from skillmix.report.markup import fmt
 
     lines = [
         f"## Differences from {md_escape(view.model)} (run #{view.run})",
@@ -689,10 +687,6 @@ def compare_html(
     doc: Comparison, *, dpi: int | None = None, images: Sequence[Image] | None = None
 ) -> str:
     """``images``: the metric plots when already drawn (else drawn here)."""
-    from skillmix.report.figures import metric_images
-    from skillmix.report.html_leaderboard import leaderboard_table
-    from skillmix.report.markup import el, figure, page, table
-    from skillmix.report.plots import DEFAULT_DPI
 
     boards = doc.leaderboards
     if images is None:
@@ -816,7 +810,6 @@ def plural(n: int, noun: str) -> str:
 
 
 def report_anchor(run: RunData) -> Any:
-    from skillmix.report.markup import el
 
     if run.report is None:
         return "—"
@@ -858,7 +851,6 @@ def marked_board(board: Leaderboard) -> Leaderboard:
 def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
     """The board with each row's run cell as markup: a link to that run's report, and a
     badge when the same model is also in another compared run."""
-    from skillmix.report.markup import Safe, el
 
     rows = []
     for row, also in zip(board.rows, same_model_runs(board), strict=True):
@@ -884,7 +876,6 @@ def linked_board(board: Leaderboard, doc: Comparison) -> Leaderboard:
 
 
 def _signed(x: float | None, digits: int = 3) -> Any:
-    from skillmix.report.markup import el, fmt, number
 
     if x is None:
         return el("td", "—", class_="num", data_value="null")
@@ -896,7 +887,6 @@ def _signed(x: float | None, digits: int = 3) -> Any:
 
 
 def baseline_html(view: Baseline) -> Any:
-    from skillmix.report.markup import el, fmt, table
 
     intro = el(
         "p",
@@ -969,8 +959,6 @@ def model_label(row: LeaderboardRow) -> str:
 def compare_files(doc: Comparison, *, dpi: int | None = None) -> dict[str, bytes]:
     """compare.json, compare.md, compare.html and the plots as ``plots/NAME.png`` (the same
     images are embedded in compare.html and shown by compare.md)."""
-    from skillmix.report.figures import metric_images
-    from skillmix.report.plots import DEFAULT_DPI
 
     images = metric_images(doc.leaderboards, model_label, dpi or DEFAULT_DPI, prefix="compare")
     text = json.dumps(doc.model_dump(mode="json"), indent=2, ensure_ascii=False)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from skillmix.artifacts import (
     Leaderboard,
     LeaderboardCell,
@@ -27,7 +29,6 @@ from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.stats import PAIRED_METHOD, exact_fraction, paired_test, tie_groups
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
     Sample = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
@@ -94,7 +95,6 @@ def score_label(ks: Sequence[int]) -> str:
 
 def entries_from_rows(rows: Sequence[MetricRowJson]) -> list[Entry]:
     """Metric rows (``RunMetrics.section().rows``) grouped per (student, grader)."""
-    import numpy as np
 
     entries: dict[tuple[str, str], Entry] = {}
     for row in rows:

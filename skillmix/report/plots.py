@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from skillmix.report.markup import Image, png_size
 
 OKABE_ITO = (
@@ -105,7 +107,7 @@ def _pixels(inches: float, dpi: int) -> int:
 
 
 def _figure(width_px: int, height_px: int, dpi: int) -> Any:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib takes ~1 s; only plots need it
 
     # A quarter pixel of slack: Agg truncates the canvas size to whole pixels.
     return Figure(
@@ -116,6 +118,7 @@ def _figure(width_px: int, height_px: int, dpi: int) -> Any:
 def _png(fig: Any) -> bytes:
     """The figure as a 256-colour PNG: plots have few colours, and a palette PNG is a
     quarter of the size of a full-colour one (pages embed every plot)."""
+    # deferred: matplotlib and PIL take ~1 s to import; only drawing a plot needs them
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image as PILImage
 
@@ -296,7 +299,6 @@ def heatmap(
 ) -> Image:
     """Rows x columns of rates in [0, 1] (None: not observed, drawn grey). Rows are shown in
     the order given; beyond :data:`MAX_HEATMAP_ROWS` the first and last halves are kept."""
-    import numpy as np
 
     width, height = heatmap_size(len(row_labels), len(column_labels), dpi)
     fig = _scaled_figure(width, height, dpi)
@@ -312,7 +314,7 @@ def heatmap(
     grid = np.array(
         [[math.nan if v is None else float(v) for v in row] for row in data], dtype=float
     ).reshape(len(labels), len(column_labels))
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib takes ~1 s; only plots need it
 
     cmap = colormaps["viridis"].with_extremes(bad="#e6e6e6")
     im = ax.imshow(

@@ -93,6 +93,7 @@ class _Client:
         return self._client
 
     def _create(self) -> Any:
+        # deferred: boto3 takes ~0.5 s to import; an S3Store is made for URIs without a call
         import boto3.session
         from botocore.config import Config
 
@@ -204,7 +205,7 @@ class S3Store:
 
     def _fail(self, action: str, key: str | None, exc: Exception) -> StoreError:
         """A one-line StoreError naming the object and the error code (never credentials)."""
-        from botocore.exceptions import ClientError, NoCredentialsError
+        from botocore.exceptions import ClientError, NoCredentialsError  # deferred: see _create
 
         where = f"s3://{self.bucket}/{self._key(key)}" if key else self.uri
         if isinstance(exc, ClientError):
@@ -222,7 +223,7 @@ class S3Store:
 
     # the protocol -------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _create
 
         full = self._key(key)
         try:
@@ -237,7 +238,7 @@ class S3Store:
             raise self._fail("read", key, exc) from None
 
     def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _create
 
         full = self._key(key)
         client = self._client.get()
@@ -287,7 +288,7 @@ class S3Store:
         client.put_object(Bucket=self.bucket, Key=full, Body=data)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _create
 
         full = self._key(key)
         try:
@@ -303,7 +304,7 @@ class S3Store:
 
     def _list_full(self, list_prefix: str) -> list[str]:
         """Full object keys starting with ``list_prefix`` (raw S3 prefix semantics)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _create
 
         keys: list[str] = []
         try:
@@ -327,7 +328,7 @@ class S3Store:
         return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> int:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # deferred: see _create
 
         if prefix:
             # The folder ``prefix/`` and a key named exactly ``prefix`` (as LocalStore does).
@@ -372,7 +373,7 @@ class S3Store:
 
     def check(self) -> None:
         """Raise a one-line SkillmixError naming the bucket and the fix if unusable."""
-        from botocore.exceptions import (
+        from botocore.exceptions import (  # deferred: see _create
             BotoCoreError,
             ClientError,
             ConnectTimeoutError,

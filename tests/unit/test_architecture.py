@@ -102,6 +102,7 @@ LAYERS: list[tuple[str, ...]] = [
         "skillmix.artifacts",
         "skillmix.config",
         "skillmix.identity",
+        "skillmix.loading",
         "skillmix.promptset",
     ),
     ("skillmix.method",),
@@ -225,3 +226,63 @@ def test_no_import_cycle_even_inside_functions() -> None:
 def test_the_cycle_finder_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# Imports inside functions: only those that defer a heavy library (start-up time) or break a
+# cycle stay, each saying why in a `# deferred: ...` comment on its line or the line above (one
+# comment may head a run of adjacent imports). Command modules import at their top: `--help`
+# lists COMMANDS' summaries without importing them.
+MAX_FUNCTION_IMPORTS = 30  # issue 21 allows 60; 27 today: a ratchet
+
+
+def function_imports(path: Path) -> list[tuple[int, bool]]:
+    """(line, says why) for every import statement inside a function of the file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    seen: dict[int, ast.stmt] = {}
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Import | ast.ImportFrom):
+                    seen[sub.lineno] = sub
+    out: list[tuple[int, bool]] = []
+    explained_until = -1  # the last line of an explained import
+    for lineno in sorted(seen):
+        stmt = seen[lineno]
+        end = stmt.end_lineno or lineno
+        own = any("# deferred" in lines[i - 1] for i in range(lineno, end + 1))
+        above = lines[lineno - 2].strip() if lineno > 1 else ""
+        why = own or (above.startswith("#") and "deferred" in above)
+        why = why or explained_until == lineno - 1
+        if why:
+            explained_until = end
+        out.append((lineno, why))
+    return out
+
+
+def test_function_level_imports_are_few_and_each_says_why() -> None:
+    found: list[str] = []
+    unexplained: list[str] = []
+    for path in sorted((ROOT / "skillmix").rglob("*.py")):
+        for line, why in function_imports(path):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            found.append(where)
+            if not why:
+                unexplained.append(where)
+    assert unexplained == [], "move these to the module top, or say why with # deferred: ..."
+    assert len(found) <= MAX_FUNCTION_IMPORTS, found
+
+
+def test_the_import_check_sees_an_unexplained_import(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f():\n"
+        "    # deferred: heavy\n"
+        "    import numpy\n"
+        "    import scipy\n"
+        "\n"
+        "    import json\n"
+        "def g():\n"
+        "    import boto3  # deferred: only for s3\n",
+        encoding="utf-8",
+    )
+    assert function_imports(probe) == [(3, True), (4, True), (6, False), (8, True)]
