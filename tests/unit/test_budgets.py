@@ -104,7 +104,7 @@ def sharded_run(tmp_path: Path) -> Path:
 @pytest.fixture
 def shares(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
     """The (model, budget_share) of every client a task builds; the clients are in-memory."""
-    import skillmix.backends.factory as factory
+    from skillmix.executors import pod
 
     seen: list[tuple[str, int]] = []
 
@@ -112,7 +112,7 @@ def shares(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         seen.append((spec.name, kw.get("budget_share", 1)))
         return FakeBackend(any_reply)
 
-    monkeypatch.setattr(factory, "make_client", fake_make_client)
+    monkeypatch.setattr(pod, "make_client", fake_make_client)  # where the pod looks it up
     return seen
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from skillmix.backends.factory import budget_share_of, parallel_jobs
 from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.cli.task import PodLog
+from skillmix.executors.pod import PodLog
 from skillmix.config import Experiment
 from skillmix.errors import ModelServerUnhealthy
 from skillmix.pipeline.tasks import health_url, wait_for_model_server
