@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,16 +15,10 @@ from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.cli.results import metrics_table
 from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.executors.kubernetes import launch
 from skillmix.k8s.launch import (
-    mark_created,
     plan_launch,
     prepare_launch,
-    record_launch,
-    rendered_manifests,
-    split_deferred,
-    stalled_attempt,
-    store_deferred,
-    unfinished_attempt,
 )
 from skillmix.k8s.profiles import get_profile, load_profiles, profile_paths
 from skillmix.k8s.status import job_reasons, run_status
@@ -189,118 +181,55 @@ def launch_cmd(
     fmt: str,
 ) -> None:
     """Launch (or resume) a run on Kubernetes: one Job per unit, from the same plan as `evaluate`."""
+    metrics_plan: dict[str, Any] | None = None
 
-    from skillmix.k8s.cluster import (
-        KubeClient,  # deferred: kubernetes takes ~0.5 s; render needs no cluster
-    )
+    def show_plan(lp: LaunchPlan, done: bool) -> None:
+        nonlocal metrics_plan
+        # json: one document; when metrics follow (--wait, or a finished run) they join the plan
+        record = lp.record().model_dump(mode="json")
+        if fmt == "json" and (done or (wait and not dry_run)):
+            metrics_plan = record
+        elif fmt == "json":
+            echo_json(record)
+        else:
+            stdout_console().print(plan_table(lp))
+            for line in lp.serving_lines():
+                info(line)
+        for line in lp.warnings:
+            warn(line)
+        info(f"run id: {lp.run_id}")
 
-    marks = [("start", time.perf_counter())]
-    # a dry run makes no network call: neither the store nor the Kubernetes API is read
-    name, profile, ctx, run = prepare_launch(
-        load_experiment(file), cluster, check_store=not dry_run
+    outcome = launch(
+        load_experiment(file),
+        cluster,
+        source=file,
+        dry_run=dry_run,
+        replace=replace,
+        show_plan=show_plan,
+        say=info,
+        warn=warn,
     )
-    kube: KubeClient | None = None
-    resume = None
-    version = None
-    if not dry_run:
-        kube = KubeClient(profile)
-        version = kube.server_version()
-        states, _ = kube.jobs(ctx.run_id)
-        resume = None if replace else unfinished_attempt(run) or stalled_attempt(run, states)
-        busy = [
-            s for s in states if not s.finished and (resume is None or s.attempt != resume.attempt)
-        ]
-        if busy and not replace:
-            attempts = sorted({s.attempt for s in busy})
-            raise SkillmixError(
-                f"run {ctx.run_id} has {len(busy)} unfinished Job(s) of attempt "
-                f"{', '.join(map(str, attempts))} in namespace {profile.namespace}; a second launch "
-                "would run the same units twice",
-                hint=f"wait for it (skillmix status {ctx.run_id} --cluster {name}), or cancel it and "
-                f"launch again: skillmix launch -f {file} --cluster {name} --replace",
-            )
-        if replace and states:
-            jobs = kube.delete_run(ctx.run_id, wait_seconds=120)
-            info(f"--replace: deleted {jobs} Jobs of run {ctx.run_id} and waited for their pods")
-    marks.append(("checks", time.perf_counter()))
-    lp = plan_launch(
-        ctx, profile, name, None if dry_run else run, kube_version=version, resume=resume
-    )
-    marks.append(("plan and helm template", time.perf_counter()))
-
-    done = (
-        not dry_run
-        and resume is None
-        and lp.finished_units == lp.total_units
-        and run.store.exists(SUMMARY_JSON)
-    )
-    # json: one document; when metrics follow (--wait, or a finished run) they join the plan
-    record = lp.record().model_dump(mode="json")
-    plan = record if fmt == "json" and (done or (wait and not dry_run)) else None
-    if fmt == "json" and plan is None:
-        echo_json(record)
-    elif fmt != "json":
-        stdout_console().print(plan_table(lp))
-    if fmt != "json":
-        for line in lp.serving_lines():
-            info(line)
-    for line in lp.warnings:
-        warn(line)
-    info(f"run id: {lp.run_id}")
-    if done:
+    lp, name = outcome.plan, outcome.cluster
+    if outcome.done:
         info("every unit is finished and the report exists; nothing to launch")
-        _print_metrics(lp.run_uri, fmt, plan)
+        _print_metrics(lp.run_uri, fmt, metrics_plan)
         return
-    if dry_run or kube is None:
+    if outcome.kube is None:
         info(
             "dry run: nothing created; the store was not read, so this is the plan of a first "
             "launch (see `skillmix render` for the manifests)"
         )
         return
-    docs = rendered_manifests(lp)
-    model_key = str(lp.values.get("modelKey", {}).get("secretName", ""))
-    marks.append(("plan table and split manifests", time.perf_counter()))
-    # rights, namespace, validity and admission of the pods: fail before writing anything
-    try:
-        kube.preflight(docs, model_key=model_key)
-    finally:
-        _print_warnings(kube)
-    marks.append(("pre-flight", time.perf_counter()))
-    if resume is None:
-        record_launch(run, ctx, lp)
-    elif run.store.exists(RunLayout.launch_created(lp.attempt)):
-        info(f"attempt {lp.attempt} has no working coordinator: creating a new one")
-    else:
-        info(f"completing attempt {lp.attempt}, whose creation stopped halfway")
-    # with Kueue, Jobs held back until their inputs exist are created by the coordinator
-    docs, deferred = split_deferred(docs)
-    store_deferred(run, lp.attempt, deferred)
-    try:
-        created = kube.apply(docs, model_key=model_key)
-    except SkillmixError as exc:
-        if exc.hint is None:  # some objects may exist: say how this attempt completes
-            exc.hint = (
-                f"once fixed, the same `skillmix launch` completes attempt {lp.attempt}, "
-                "or `--replace` starts over"
-            )
-        raise
-    finally:
-        _print_warnings(kube)
-    mark_created(run, lp.attempt)
-    marks.append(("create", time.perf_counter()))
-    if settings.debug():
-        info(
-            "timings: "
-            + ", ".join(f"{n} {t - p:.2f}s" for (_, p), (n, t) in itertools.pairwise(marks))
-        )
+    kube = outcome.kube
     retried = f"; {kube.retries} transient API errors retried" if kube.retries else ""
     later = (
-        f"; the coordinator creates {len(deferred)} more when their inputs exist"
-        if deferred
+        f"; the coordinator creates {outcome.deferred} more when their inputs exist"
+        if outcome.deferred
         else ""
     )
     info(
-        f"created {len(created)} objects in namespace {profile.namespace} (attempt {lp.attempt}){retried}{later}"
+        f"created {len(outcome.created)} objects in namespace {outcome.namespace} "
+        f"(attempt {lp.attempt}){retried}{later}"
     )
     info(
         f"follow it:  skillmix status {lp.run_id} --cluster {name}   |   skillmix logs {lp.run_id} --cluster {name} --follow"
@@ -308,13 +237,7 @@ def launch_cmd(
     info(f"report:     {lp.run_uri}/report/ (when the aggregation Job is done)")
     if wait:
         _wait(kube, lp.run_id, timeout, lp.attempt, watch_seconds)
-        _print_metrics(lp.run_uri, fmt, plan)
-
-
-def _print_warnings(kube: KubeClient) -> None:
-    """The API server's Warning headers (Pod Security, deprecations), each once."""
-    for text in kube.take_warnings():
-        warn(f"Kubernetes API warning: {text}")
+        _print_metrics(lp.run_uri, fmt, metrics_plan)
 
 
 def _wait(
