@@ -237,48 +237,55 @@ def _combine(
     return mean
 
 
-def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> MetricRow:
-    """One (student, grader, k): vote the grading rounds of each answer, score it, combine the
-    generation rounds per combination and summarise. Vectorised with numpy; the arithmetic is
-    done in the order the per-answer functions (``vote``, ``item_scores``) use, so the numbers
-    are the same floats."""
+@dataclass
+class _Gathered:
+    """The scored answers of one (student, grader, k) as a table: one row of points per
+    grading round, ``owner`` naming the row's unit (generation round, combination)."""
 
-    first = answers[0]
-    k = first.k
-    size = k + 3
+    points: list[Sequence[float]] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    unit_of: dict[tuple[int, int], int] = field(default_factory=dict)
+    unit_answers: list[GradedAnswer] = field(default_factory=list)
+    meta: dict[int, GradedAnswer] = field(default_factory=dict)
+    unparsed: int = 0
+
+
+def _gather(answers: list[GradedAnswer], options: MetricOptions, size: int) -> _Gathered:
+    """Rows of points per grading round; filtered skills left out, unparsed grades counted
+    (strict mode) or padded with zeros."""
     excluded = set(options.filter_skills)
     strict = options.mode == "strict"
-    unit_of: dict[tuple[int, int], int] = {}
-    unit_answers: list[GradedAnswer] = []
-    meta: dict[int, GradedAnswer] = {}
-    points: list[Sequence[float]] = []
-    owner: list[int] = []
-    unparsed = 0
+    g = _Gathered()
     for a in answers:
         if excluded and excluded.intersection(a.skills):
             continue
-        if a.index not in meta:
-            meta[a.index] = a
+        if a.index not in g.meta:
+            g.meta[a.index] = a
         pts: Sequence[float] | None = a.points
         if pts is None or len(pts) != size:
             if strict:
-                unparsed += 1
+                g.unparsed += 1
                 continue
             pts = (list(pts or []) + [0.0] * size)[:size]
         key = (a.generation_round, a.index)
-        u = unit_of.get(key)
+        u = g.unit_of.get(key)
         if u is None:
-            u = unit_of[key] = len(unit_answers)
-            unit_answers.append(a)
-        points.append(pts)
-        owner.append(u)
-    units = len(unit_answers)
-    table = np.asarray(points, dtype=float) if points else np.zeros((0, size))
-    who = np.asarray(owner, dtype=np.intp)
-    length, keep = _unit_marks(unit_answers, k, options.filter_explicit_name)
+            u = g.unit_of[key] = len(g.unit_answers)
+            g.unit_answers.append(a)
+        g.points.append(pts)
+        g.owner.append(u)
+    return g
+
+
+def _voted_points(g: _Gathered, k: int, size: int, options: MetricOptions) -> np.ndarray:
+    """Each unit's points voted over its grading rounds: per-column sums in record order (as
+    Python's sum over the rounds), then the mean (rounded half to even for majority)."""
+    units = len(g.unit_answers)
+    table = np.asarray(g.points, dtype=float) if g.points else np.zeros((0, size))
+    who = np.asarray(g.owner, dtype=np.intp)
+    length, keep = _unit_marks(g.unit_answers, k, options.filter_explicit_name)
     table[:, -1] = length[who]
     table[:, :k] *= keep[who]
-    # vote: per-column sums in record order (as Python's sum over the rounds), then the mean
     counts = np.bincount(who, minlength=units).astype(float)
     sums = np.stack(
         [np.bincount(who, weights=table[:, j], minlength=units) for j in range(size)], axis=1
@@ -286,13 +293,20 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
     voted = sums / counts[:, None] if units else np.zeros((0, size))
     if options.vote == "majority":
         voted = np.round(voted)  # round half to even, as Python's round
+    return voted
+
+
+def _unit_metrics(voted: np.ndarray, k: int, size: int) -> np.ndarray:
+    """Full Marks, All Skills and Skill Fraction of each unit (columns in METRIC_NAMES order),
+    summing the points left to right as ``item_scores`` does."""
+    units = voted.shape[0]
     s = np.zeros(units)
     for j in range(k):
         s = s + voted[:, j]
     o = np.zeros(units)
     for j in range(k, size):
         o = o + voted[:, j]
-    unit_scores = np.stack(
+    return np.stack(
         [
             (s + o == k + 3).astype(float),
             ((s == k) & (o >= 2)).astype(float),
@@ -300,18 +314,31 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
         ],
         axis=1,
     )
+
+
+def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> MetricRow:
+    """One (student, grader, k): vote the grading rounds of each answer, score it, combine the
+    generation rounds per combination and summarise. Vectorised with numpy; the arithmetic is
+    done in the order the per-answer functions (``vote``, ``item_scores``) use, so the numbers
+    are the same floats."""
+    first = answers[0]
+    k = first.k
+    size = k + 3
+    g = _gather(answers, options, size)
+    units = len(g.unit_answers)
+    voted = _voted_points(g, k, size, options)
+    unit_scores = _unit_metrics(voted, k, size)
     # combinations in index order; generation rounds in round order within each
-    keys = np.asarray(list(unit_of), dtype=np.int64).reshape(-1, 2)
+    keys = np.asarray(list(g.unit_of), dtype=np.int64).reshape(-1, 2)
     order = np.lexsort((keys[:, 0], keys[:, 1])) if units else np.zeros(0, dtype=np.intp)
-    index_of_unit = keys[order, 1]
-    combos, groups = np.unique(index_of_unit, return_inverse=True)
+    combos, groups = np.unique(keys[order, 1], return_inverse=True)
     combined = _combine(unit_scores[order], groups, combos.size, options.generation_agg)
     skill_points = _combine(voted[order, :k], groups, combos.size, options.generation_agg)
     series = {name: combined[:, m] for m, name in enumerate(METRIC_NAMES)}
     values = {name: metric_value(series[name]) for name in METRIC_NAMES}
     indices = [int(i) for i in combos]
-    topics = [meta[i].topic for i in indices]
-    skills = [tuple(meta[i].skills) for i in indices]
+    topics = [g.meta[i].topic for i in indices]
+    skills = [tuple(g.meta[i].skills) for i in indices]
     skill_hits: dict[str, list[float]] = defaultdict(list)
     topic_hits: dict[str, list[float]] = defaultdict(list)
     points_list = skill_points.tolist()
@@ -331,7 +358,7 @@ def _aggregate_group(answers: list[GradedAnswer], options: MetricOptions) -> Met
         full_marks=values["full_marks"],
         all_skills=values["all_skills"],
         skill_fraction=values["skill_fraction"],
-        unparsed=unparsed,
+        unparsed=g.unparsed,
         per_skill={s: sum(v) / len(v) for s, v in sorted(skill_hits.items())},
         per_topic={t: sum(v) / len(v) for t, v in sorted(topic_hits.items())},
         combinations=Combinations(
