@@ -339,111 +339,143 @@ def read_reference(
     summary = ImportSummary(
         root=str(root.resolve()), seed=seed, generation_prompt_versions=versions
     )
-    units: list[tuple[str, list[Any]]] = []
-    wanted = set(students)
-    seen_students: set[str] = set()
-    graders: set[str] = set()
-    found_rounds: set[int] = set()
-    grading_versions: set[str] = set()
-    rounds_by_k: dict[int, set[int]] = defaultdict(set)
-    grade_rounds_by_unit: dict[tuple[str, str, int, int], set[int]] = defaultdict(set)
-    grade_files: dict[tuple[str, str, int, int], dict[int, str]] = defaultdict(dict)
+    tree = _TreeReader(root, summary, set(students), grader, grading_rounds)
     for d in runs:
-        rounds_by_k[d.k].add(d.g)
+        tree.rounds_by_k[d.k].add(d.g)
         for student_dir in sorted(p for p in d.path.iterdir() if p.is_dir()):
-            student = student_dir.name
-            if wanted and student not in wanted:
-                continue
-            gen_csv = student_dir / "records.csv"
-            where = str(gen_csv.relative_to(root))
-            if not gen_csv.is_file():
-                summary.issues.append(ImportIssue(where, "missing generation records"))
-                continue
-            seen_students.add(student)
-            gen_rows = read_reference_csv(gen_csv)
-            generations = _generation_records(gen_rows, d, student, summary, where)
-            units.append((generation_prefix(student, d.k, d.g), generations))
-            summary.generations += len(generations)
-            graded_dir = student_dir / "graded"
-            for gdir in sorted(graded_dir.iterdir()) if graded_dir.is_dir() else []:
-                match = GRADED_DIR.match(gdir.name)
-                if not match or not gdir.is_dir():
-                    continue
-                if grader and match["grader"] != grader:
-                    continue
-                if grading_rounds is not None and int(match["r"]) > grading_rounds:
-                    continue
-                grade_csv = gdir / "records.csv"
-                gwhere = str(grade_csv.relative_to(root))
-                if not grade_csv.is_file():
-                    summary.issues.append(ImportIssue(gwhere, "missing grade records"))
-                    continue
-                r = int(match["r"])
-                data = grade_csv.read_bytes()
-                grade_files[(match["grader"], student, d.k, d.g)][r] = hashlib.sha256(
-                    data
-                ).hexdigest()
-                rows = read_reference_csv(grade_csv, data)
-                if len(rows) < len(generations):
-                    summary.issues.append(
-                        ImportIssue(
-                            gwhere,
-                            f"short file: {len(rows)} graded rows for {len(generations)} generations",
-                        )
-                    )
-                grades = _grade_records(
-                    rows,
-                    generations,
-                    gen_rows,
-                    grader=match["grader"],
-                    r=r,
-                    version=match["version"],
-                    column=int(match["column"]),
-                    summary=summary,
-                    where=gwhere,
-                )
-                units.append((grade_prefix(match["grader"], student, d.k, d.g, r), grades))
-                summary.grades += len(grades)
-                graders.add(match["grader"])
-                found_rounds.add(r)
-                grading_versions.add(match["version"])
-                grade_rounds_by_unit[(match["grader"], student, d.k, d.g)].add(r)
-    all_g = set().union(*rounds_by_k.values())
-    for k, gs in sorted(rounds_by_k.items()):
-        for g in sorted(all_g - gs):
-            summary.issues.append(ImportIssue(str(root), f"k={k}: generation round {g} is missing"))
-    for (grader_name, student, k, g), rs in sorted(grade_rounds_by_unit.items()):
-        for r in sorted(found_rounds - rs):
-            summary.issues.append(
-                ImportIssue(
-                    str(root),
-                    f"{student} k={k} r{g}: grading round {r} by {grader_name} is missing",
-                )
-            )
-    identical = identical_grading_units(grade_files)
-    if identical:
-        summary.issues.append(
-            ImportIssue(str(root), identical_rounds_message(identical, len(grade_files)))
-        )
-    if wanted - seen_students:
-        summary.issues.append(
-            ImportIssue(
-                str(root), f"students not found: {', '.join(sorted(wanted - seen_students))}"
-            )
-        )
-    summary.ks = sorted(rounds_by_k)
-    summary.students = sorted(seen_students)
-    summary.graders = sorted(graders)
-    summary.generation_rounds = sorted(all_g)
-    summary.grading_rounds = sorted(found_rounds)
-    summary.grading_prompt_versions = sorted(grading_versions)
+            tree.read_student(d, student_dir)
+    tree.note_gaps()
     if summary.generations == 0 and summary.grades == 0:
         found = "; ".join(str(issue) for issue in summary.issues[:3]) or "no records"
         raise SkillmixError(
             f"{root}: nothing to import ({found})",
             hint="check the tree, --student and --grader (nothing was written)",
         )
-    return ReferenceImport(summary, units)
+    return ReferenceImport(summary, tree.units)
+
+
+class _TreeReader:
+    """The records of a reference tree, student folder by student folder, with what the
+    summary says of them (issues, students, graders, rounds, versions)."""
+
+    def __init__(
+        self,
+        root: Path,
+        summary: ImportSummary,
+        wanted: set[str],
+        grader: str | None,
+        grading_rounds: int | None,
+    ) -> None:
+        self.root, self.summary, self.wanted = root, summary, wanted
+        self.grader, self.grading_rounds = grader, grading_rounds
+        self.units: list[tuple[str, list[Any]]] = []
+        self.seen_students: set[str] = set()
+        self.graders: set[str] = set()
+        self.found_rounds: set[int] = set()
+        self.grading_versions: set[str] = set()
+        self.rounds_by_k: dict[int, set[int]] = defaultdict(set)
+        self.grade_rounds_by_unit: dict[tuple[str, str, int, int], set[int]] = defaultdict(set)
+        self.grade_files: dict[tuple[str, str, int, int], dict[int, str]] = defaultdict(dict)
+
+    def read_student(self, d: _RunDir, student_dir: Path) -> None:
+        """One student's generations in run folder ``d``, then its grading folders."""
+        student = student_dir.name
+        if self.wanted and student not in self.wanted:
+            return
+        gen_csv = student_dir / "records.csv"
+        where = str(gen_csv.relative_to(self.root))
+        if not gen_csv.is_file():
+            self.summary.issues.append(ImportIssue(where, "missing generation records"))
+            return
+        self.seen_students.add(student)
+        gen_rows = read_reference_csv(gen_csv)
+        generations = _generation_records(gen_rows, d, student, self.summary, where)
+        self.units.append((generation_prefix(student, d.k, d.g), generations))
+        self.summary.generations += len(generations)
+        graded_dir = student_dir / "graded"
+        for gdir in sorted(graded_dir.iterdir()) if graded_dir.is_dir() else []:
+            match = GRADED_DIR.match(gdir.name)
+            if not match or not gdir.is_dir():
+                continue
+            if self.grader and match["grader"] != self.grader:
+                continue
+            if self.grading_rounds is not None and int(match["r"]) > self.grading_rounds:
+                continue
+            self.read_grades(d, student, gdir / "records.csv", match, generations, gen_rows)
+
+    def read_grades(
+        self,
+        d: _RunDir,
+        student: str,
+        grade_csv: Path,
+        match: re.Match[str],
+        generations: list[GenerationRecord],
+        gen_rows: list[dict[str, str]],
+    ) -> None:
+        """One grading round's records of the student's generations."""
+        gwhere = str(grade_csv.relative_to(self.root))
+        if not grade_csv.is_file():
+            self.summary.issues.append(ImportIssue(gwhere, "missing grade records"))
+            return
+        r = int(match["r"])
+        unit = (match["grader"], student, d.k, d.g)
+        data = grade_csv.read_bytes()
+        self.grade_files[unit][r] = hashlib.sha256(data).hexdigest()
+        rows = read_reference_csv(grade_csv, data)
+        if len(rows) < len(generations):
+            self.summary.issues.append(
+                ImportIssue(
+                    gwhere,
+                    f"short file: {len(rows)} graded rows for {len(generations)} generations",
+                )
+            )
+        grades = _grade_records(
+            rows,
+            generations,
+            gen_rows,
+            grader=match["grader"],
+            r=r,
+            version=match["version"],
+            column=int(match["column"]),
+            summary=self.summary,
+            where=gwhere,
+        )
+        self.units.append((grade_prefix(match["grader"], student, d.k, d.g, r), grades))
+        self.summary.grades += len(grades)
+        self.graders.add(match["grader"])
+        self.found_rounds.add(r)
+        self.grading_versions.add(match["version"])
+        self.grade_rounds_by_unit[unit].add(r)
+
+    def note_gaps(self) -> None:
+        """Missing rounds, copied grading rounds and students not found become issues; the
+        summary lists what was found."""
+        summary, root = self.summary, str(self.root)
+        all_g = set().union(*self.rounds_by_k.values())
+        for k, gs in sorted(self.rounds_by_k.items()):
+            for g in sorted(all_g - gs):
+                summary.issues.append(ImportIssue(root, f"k={k}: generation round {g} is missing"))
+        for (grader_name, student, k, g), rs in sorted(self.grade_rounds_by_unit.items()):
+            for r in sorted(self.found_rounds - rs):
+                summary.issues.append(
+                    ImportIssue(
+                        root, f"{student} k={k} r{g}: grading round {r} by {grader_name} is missing"
+                    )
+                )
+        identical = identical_grading_units(self.grade_files)
+        if identical:
+            summary.issues.append(
+                ImportIssue(root, identical_rounds_message(identical, len(self.grade_files)))
+            )
+        if self.wanted - self.seen_students:
+            missing = ", ".join(sorted(self.wanted - self.seen_students))
+            summary.issues.append(ImportIssue(root, f"students not found: {missing}"))
+        summary.ks = sorted(self.rounds_by_k)
+        summary.students = sorted(self.seen_students)
+        summary.graders = sorted(self.graders)
+        summary.generation_rounds = sorted(all_g)
+        summary.grading_rounds = sorted(self.found_rounds)
+        summary.grading_prompt_versions = sorted(self.grading_versions)
 
 
 def _grading_rounds(runs: Sequence[_RunDir], grader: str | None) -> set[int]:
