@@ -10,10 +10,10 @@ import click
 from skillmix.cli._output import info
 from skillmix.cli.cluster import cluster_option, file_option
 from skillmix.errors import RunFailedError
+from skillmix.k8s.cache_values import cache_warm_values
 from skillmix.k8s.cluster import KubeClient
 from skillmix.k8s.helm import helm_template, split_manifests
 from skillmix.k8s.profiles import get_profile
-from skillmix.k8s.values import cache_warm_values
 from skillmix.loading import load_experiment
 
 

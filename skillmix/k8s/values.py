@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from skillmix.backends.factory import parallel_jobs
-from skillmix.config import Experiment, StudentSpec
+from skillmix.config import StudentSpec
 from skillmix.errors import SkillmixError
 from skillmix.k8s.estimate import (
     CLIENT_MARGIN_SECONDS,
@@ -218,11 +218,52 @@ def build_values(
     Every container command of the skillmix image but the mock sidecar's comes from the plan's
     tasks (``generation[i].args``, ``grading[i].args`` / ``waitArgs``, ``aggregation.args`` /
     ``waitArgs``): the chart only places them."""
-    e = ctx.experiment
-    repo, tag = split_image(profile.image)
-    vllm_repo, vllm_tag = split_image(profile.vllm_image)
-    # each key only for the clients that use it: the grader's in grading containers, a
-    # student's in its generation containers
+    grader = ctx.experiment.grader
+    if grader.backend == "vllm" and not grader.base_url:
+        raise SkillmixError(
+            f"grader {grader.name}: a vllm grader needs base_url (an in-cluster Service) on Kubernetes"
+        )
+    work = _Work(
+        ctx,
+        profile,
+        attempt,
+        [Unit(*u) for u in generation],
+        [Unit(*u) for u in grading],
+        sidecar_port,
+    )
+    values = _cluster_values(ctx, profile, cluster, attempt, sidecar_port) | work.values()
+    values["aggregation"]["enabled"] = aggregation
+    values["coordinator"]["enabled"] = (
+        bool(grading) or aggregation or work.gated_students or bool(profile.max_gpus)
+    )
+    # the coordinator outlives the longest chain of work (a generation Job, a grading Job,
+    # the aggregation); queueing is bounded only by the profile's backstop
+    d = profile.deadlines
+    longest = max(
+        [0]
+        + [g["deadlineSeconds"] for g in values["generation"]]
+        + [g["deadlineSeconds"] for g in values["modelGeneration"]]
+    )
+    coordinator_deadline = max(
+        d.coordinator_seconds, longest + d.grading_seconds + d.aggregation_seconds
+    )
+    values["jobs"]["activeDeadlineSeconds"]["coordinator"] = coordinator_deadline
+    values["coordinator"]["args"] = coordinate_args(
+        work.uri,
+        attempt=attempt,
+        interval=profile.coordinator_interval_seconds,
+        timeout=coordinator_deadline,
+        stuck_seconds=d.stuck_pod_seconds,
+        unschedulable_seconds=d.unschedulable_seconds,
+    )
+    if profile.client_resources:
+        values["client"] = {"resources": profile.client_resources}
+    return values
+
+
+def _api_key_values(ctx: RunContext, profile: ClusterProfile, cluster: str) -> list[dict[str, Any]]:
+    """Each key only for the clients that use it: the grader's in grading containers, a
+    student's in its generation containers."""
     api_keys: dict[str, dict[str, Any]] = {}
     for spec in ctx.model_specs():
         env = spec.resolved_api_key_env()
@@ -231,122 +272,31 @@ def build_values(
                 env,
                 {**_secret_env(profile, env, cluster, f"{spec.name}"), "grader": False},
             )
-            if spec is e.grader:
+            if spec is ctx.experiment.grader:
                 entry["grader"] = True
             else:
                 entry.setdefault("students", []).append(spec.name)
+    return list(api_keys.values())
+
+
+def _cluster_values(
+    ctx: RunContext, profile: ClusterProfile, cluster: str, attempt: int, sidecar_port: int
+) -> dict[str, Any]:
+    """The values that the cluster profile decides (images, secrets, GPUs, Kueue, policies,
+    deadlines): a table from the profile's fields to the chart's keys."""
+    e = ctx.experiment
+    repo, tag = split_image(profile.image)
+    vllm_repo, vllm_tag = split_image(profile.vllm_image)
     uses_vllm = any(s.backend == "vllm" for s in e.students)
     hf = profile.secrets.get("HF_TOKEN")
-    grader = e.grader
-    if grader.backend == "vllm" and not grader.base_url:
-        raise SkillmixError(
-            f"grader {grader.name}: a vllm grader needs base_url (an in-cluster Service) on Kubernetes"
-        )
-    uri = run_uri_for(profile, ctx.run_id)
-    plan = plan_tasks(e, sharded=True)
-    generation, grading = [Unit(*u) for u in generation], [Unit(*u) for u in grading]
-    jobs = generation_jobs(e, generation)
-    grade_tasks = {t.unit: t for t in plan.grade}
-    sidecar_url = f"http://localhost:{sidecar_port}/v1"
-    # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
-    grader_url = grader.base_url or (sidecar_url if grader.backend == "mock" else "")
-    # the coordinator runs at most P grading Jobs at once: with an endpoint they share, each
-    # gets 1/P of the grader's budget; a mock grader sidecar in each pod is a server of its own
-    cap = profile.parallel_jobs_per_budget
-    own_grader = grader_url == sidecar_url
-    grading_parallel = (
-        min(max(1, len(grading)), cap)
-        if own_grader
-        else parallel_jobs(len(grading), grader, cap=cap)
+    per_model_key = any(
+        e.serving_of(s.name) == "per-model" and s.backend != "openai" for s in e.students
     )
-    budget_share = 1 if own_grader else grading_parallel
-    load_budget = profile.deadlines.model_load_seconds
-    # API-served students: their generation Jobs share the student's budget the same way
-    student_parallel: dict[str, int] = {}
-    for s in e.students:
-        if s.backend in ("vllm", "mock"):
-            continue
-        n_jobs = sum(1 for t in jobs if t.student == s.name)
-        student_parallel[s.name] = parallel_jobs(n_jobs, s, cap=cap, pods_per_job=s.replicas)
-
-    def generation_deadline(t: GenerateTask | ModelGenerateTask) -> int:
-        """The Job's activeDeadlineSeconds: the load budget (pods with a model server) plus
-        the plan's estimate of each unit's work with a margin (a per-model Job runs its units
-        in turn). It runs only while the Job is released and admitted: suspended or queued
-        in Kueue, no time counts."""
-        units = t.units if isinstance(t, ModelGenerateTask) else (t.unit,)
-        d = profile.deadlines
-        return job_deadline_seconds(
-            [unit_decode_seconds(ctx, u.student, u.k) for u in units],
-            load_seconds=load_budget if student_url(t.student) == sidecar_url else 0,
-            margin=d.generation_margin,
-            per_unit_max=d.generation_seconds,
-        )
-
-    def generation_args(t: GenerateTask | ModelGenerateTask) -> list[str]:
-        url = student_url(t.student)
-        own = url == sidecar_url
-        args = t.container_args(uri, attempt=attempt, base_url=url, own_server=own)
-        if own:  # wait for the sidecar's /health under the model-load budget (exit 3)
-            args += ["--model-load-timeout", str(load_budget)]
-            if e.student(t.student).backend == "vllm":  # the chart's model-log volume
-                args += ["--model-log", "/var/run/skillmix-model/model.log"]
-        else:  # P Jobs at once, each pod 1/(P x shards) of the student's budget
-            spec = e.student(t.student)
-            args += ["--budget-share", str(student_parallel[t.student] * spec.replicas)]
-        # the client stops itself (exit 4, its log uploaded) just before the Job's deadline
-        limit = max(60, generation_deadline(t) - CLIENT_MARGIN_SECONDS)
-        return [*args, "--time-limit", str(limit)]
-
-    def generation_entry(t: GenerateTask | ModelGenerateTask) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "args": generation_args(t),
-            "deadlineSeconds": generation_deadline(t),
-        }
-        spec = e.student(t.student)
-        if profile.max_gpus and spec.backend == "vllm":
-            # the GPU cap: the coordinator starts at most max_gpus GPUs' worth at once
-            weight = spec.replicas * spec.vllm.gpu_count
-            if weight > profile.max_gpus:
-                raise SkillmixError(
-                    f"student {spec.name}: a generation Job needs {weight} GPUs "
-                    f"({spec.replicas} pods x {spec.vllm.gpu_count}), more than the cluster "
-                    f"profile's max_gpus {profile.max_gpus}",
-                    hint="raise max_gpus, or lower the student's replicas or GPUs",
-                )
-            entry["gpuWeight"] = weight
-        return entry
-
-    def grade_args(unit: Unit) -> list[str]:
-        args = grade_tasks[unit].container_args(
-            uri, attempt=attempt, budget_share=budget_share, base_url=grader_url
-        )
-        return args + (["--model-load-timeout", str(load_budget)] if own_grader else [])
-
-    students = student_values(ctx, profile)
-    gated_students = False
-    for name, parallel in student_parallel.items():
-        if parallel < sum(1 for t in jobs if t.student == name):
-            students[name]["parallelism"] = parallel  # gated: the coordinator starts them
-            gated_students = True
     d = profile.deadlines
-    hold = hold_mode(profile)
-    timeouts = {
-        "grade": max(60, profile.deadlines.grading_seconds - 600),
-        "aggregate": max(60, profile.deadlines.aggregation_seconds - 600),
-    }
-
-    def student_url(student: str) -> str:
-        spec = e.student(student)
-        return sidecar_url if spec.backend in ("vllm", "mock") else spec.base_url or ""
-
-    def unit_entry(unit: Unit, **commands: list[str]) -> dict[str, Any]:
-        return {"student": unit.student, "k": unit.k, "round": unit.round, **commands}
-
-    values: dict[str, Any] = {
+    return {
         "run": {
             "id": ctx.run_id,
-            "uri": uri,
+            "uri": run_uri_for(profile, ctx.run_id),
             "attempt": attempt,
             "seed": e.seed,
         },
@@ -379,7 +329,7 @@ def build_values(
             "region": profile.s3.region,
             "credentialsSecret": profile.s3.credentials_secret or "",
         },
-        "apiKeys": list(api_keys.values()),
+        "apiKeys": _api_key_values(ctx, profile, cluster),
         "gpu": {
             "resourceName": profile.gpu.resource_name,
             "nodeSelector": profile.gpu.node_selector,
@@ -398,12 +348,7 @@ def build_values(
         "gpuCap": profile.max_gpus or 0,
         "modelKey": {
             # per-model servers require a key (per attempt; the launch creates the Secret)
-            "secretName": model_key_secret(ctx.run_id, attempt)
-            if any(
-                ctx.experiment.serving_of(s.name) == "per-model" and s.backend != "openai"
-                for s in e.students
-            )
-            else "",
+            "secretName": model_key_secret(ctx.run_id, attempt) if per_model_key else "",
             "key": MODEL_KEY,
         },
         "networkPolicy": {
@@ -417,82 +362,189 @@ def build_values(
         },
         "jobs": {
             "backoffLimit": profile.backoff_limit,
-            "ttlSecondsAfterFinished": profile.deadlines.ttl_seconds,
+            "ttlSecondsAfterFinished": d.ttl_seconds,
             "activeDeadlineSeconds": {
-                "generation": profile.deadlines.generation_seconds,
-                "grading": profile.deadlines.grading_seconds,
-                "aggregation": profile.deadlines.aggregation_seconds,
-            },
-        },
-        "students": students,
-        "generation": [
-            unit_entry(t.unit, **generation_entry(t)) for t in jobs if isinstance(t, GenerateTask)
-        ],
-        # serving per-model: one Job per student over its units (each still a store unit)
-        "modelGeneration": [
-            {
-                "student": t.student,
-                "units": [{"k": u.k, "round": u.round} for u in t.units],
-                **generation_entry(t),
-            }
-            for t in jobs
-            if isinstance(t, ModelGenerateTask)
-        ],
-        "grader": {
-            "backend": "mock" if grader.backend == "mock" else "openai",
-            "servedModelName": grader.model,
-            # resolved on the spec (mock only), as for the local executor; else the default
-            **({"quality": grader.quality} if grader.quality is not None else {}),
-            "baseUrl": grader.base_url or "",
-            "parallelism": grading_parallel,
-        },
-        "grading": [
-            unit_entry(
-                u,
-                args=grade_args(u),
-                waitArgs=grade_tasks[u].wait_args(uri, attempt=attempt, timeout=timeouts["grade"]),
-            )
-            for u in grading
-        ],
-        "aggregation": {
-            "enabled": aggregation,
-            "args": plan.aggregate.container_args(uri),
-            "waitArgs": plan.aggregate.wait_args(
-                uri, attempt=attempt, timeout=timeouts["aggregate"]
-            ),
-        },
-        "coordinator": {
-            "enabled": bool(grading) or aggregation or gated_students or bool(profile.max_gpus),
-            "hold": hold,
-            "serviceAccountName": profile.coordinator_service_account,
-            "args": [],  # below: its timeout follows the Jobs' deadlines
-            "resources": {
-                "requests": {"cpu": "50m", "memory": "128Mi"},
-                "limits": {"memory": "512Mi"},
+                "generation": d.generation_seconds,
+                "grading": d.grading_seconds,
+                "aggregation": d.aggregation_seconds,
             },
         },
     }
-    # the coordinator outlives the longest chain of work (a generation Job, a grading Job,
-    # the aggregation); queueing is bounded only by the profile's backstop
-    longest = max(
-        [0]
-        + [g["deadlineSeconds"] for g in values["generation"]]
-        + [g["deadlineSeconds"] for g in values["modelGeneration"]]
-    )
-    chain = longest + d.grading_seconds + d.aggregation_seconds
-    coordinator_deadline = max(d.coordinator_seconds, chain)
-    values["jobs"]["activeDeadlineSeconds"]["coordinator"] = coordinator_deadline
-    values["coordinator"]["args"] = coordinate_args(
-        uri,
-        attempt=attempt,
-        interval=profile.coordinator_interval_seconds,
-        timeout=coordinator_deadline,
-        stuck_seconds=d.stuck_pod_seconds,
-        unschedulable_seconds=d.unschedulable_seconds,
-    )
-    if profile.client_resources:
-        values["client"] = {"resources": profile.client_resources}
-    return values
+
+
+class _Work:
+    """The Jobs' values of one launch attempt: each generation and grading Job's container
+    arguments, deadline and budget share, from the plan's tasks."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        profile: ClusterProfile,
+        attempt: int,
+        generation: list[Unit],
+        grading: list[Unit],
+        sidecar_port: int,
+    ) -> None:
+        e = ctx.experiment
+        self.ctx, self.profile, self.attempt = ctx, profile, attempt
+        self.grading = grading
+        self.uri = run_uri_for(profile, ctx.run_id)
+        self.plan = plan_tasks(e, sharded=True)
+        self.jobs = generation_jobs(e, generation)
+        self.grade_tasks = {t.unit: t for t in self.plan.grade}
+        self.sidecar_url = f"http://localhost:{sidecar_port}/v1"
+        self.load_budget = profile.deadlines.model_load_seconds
+        grader = e.grader
+        # a mock grader without base_url is a sidecar of each grading pod (as the chart decides)
+        self.grader_url = grader.base_url or (self.sidecar_url if grader.backend == "mock" else "")
+        # the coordinator runs at most P grading Jobs at once: with an endpoint they share, each
+        # gets 1/P of the grader's budget; a mock grader sidecar in each pod is a server of its own
+        cap = profile.parallel_jobs_per_budget
+        self.own_grader = self.grader_url == self.sidecar_url
+        self.grading_parallel = (
+            min(max(1, len(grading)), cap)
+            if self.own_grader
+            else parallel_jobs(len(grading), grader, cap=cap)
+        )
+        self.budget_share = 1 if self.own_grader else self.grading_parallel
+        # API-served students: their generation Jobs share the student's budget the same way
+        self.student_parallel: dict[str, int] = {}
+        for s in e.students:
+            if s.backend in ("vllm", "mock"):
+                continue
+            n_jobs = sum(1 for t in self.jobs if t.student == s.name)
+            self.student_parallel[s.name] = parallel_jobs(
+                n_jobs, s, cap=cap, pods_per_job=s.replicas
+            )
+        self.gated_students = False
+
+    def student_url(self, student: str) -> str:
+        spec = self.ctx.experiment.student(student)
+        return self.sidecar_url if spec.backend in ("vllm", "mock") else spec.base_url or ""
+
+    def generation_deadline(self, t: GenerateTask | ModelGenerateTask) -> int:
+        """The Job's activeDeadlineSeconds: the load budget (pods with a model server) plus
+        the plan's estimate of each unit's work with a margin (a per-model Job runs its units
+        in turn). It runs only while the Job is released and admitted: suspended or queued
+        in Kueue, no time counts."""
+        units = t.units if isinstance(t, ModelGenerateTask) else (t.unit,)
+        d = self.profile.deadlines
+        return job_deadline_seconds(
+            [unit_decode_seconds(self.ctx, u.student, u.k) for u in units],
+            load_seconds=self.load_budget if self.student_url(t.student) == self.sidecar_url else 0,
+            margin=d.generation_margin,
+            per_unit_max=d.generation_seconds,
+        )
+
+    def generation_args(self, t: GenerateTask | ModelGenerateTask) -> list[str]:
+        url = self.student_url(t.student)
+        own = url == self.sidecar_url
+        args = t.container_args(self.uri, attempt=self.attempt, base_url=url, own_server=own)
+        spec = self.ctx.experiment.student(t.student)
+        if own:  # wait for the sidecar's /health under the model-load budget (exit 3)
+            args += ["--model-load-timeout", str(self.load_budget)]
+            if spec.backend == "vllm":  # the chart's model-log volume
+                args += ["--model-log", "/var/run/skillmix-model/model.log"]
+        else:  # P Jobs at once, each pod 1/(P x shards) of the student's budget
+            args += ["--budget-share", str(self.student_parallel[t.student] * spec.replicas)]
+        # the client stops itself (exit 4, its log uploaded) just before the Job's deadline
+        limit = max(60, self.generation_deadline(t) - CLIENT_MARGIN_SECONDS)
+        return [*args, "--time-limit", str(limit)]
+
+    def generation_entry(self, t: GenerateTask | ModelGenerateTask) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "args": self.generation_args(t),
+            "deadlineSeconds": self.generation_deadline(t),
+        }
+        spec = self.ctx.experiment.student(t.student)
+        max_gpus = self.profile.max_gpus
+        if max_gpus and spec.backend == "vllm":
+            # the GPU cap: the coordinator starts at most max_gpus GPUs' worth at once
+            weight = spec.replicas * spec.vllm.gpu_count
+            if weight > max_gpus:
+                raise SkillmixError(
+                    f"student {spec.name}: a generation Job needs {weight} GPUs "
+                    f"({spec.replicas} pods x {spec.vllm.gpu_count}), more than the cluster "
+                    f"profile's max_gpus {max_gpus}",
+                    hint="raise max_gpus, or lower the student's replicas or GPUs",
+                )
+            entry["gpuWeight"] = weight
+        return entry
+
+    def grade_entry(self, unit: Unit, timeout: int) -> dict[str, Any]:
+        task = self.grade_tasks[unit]
+        args = task.container_args(
+            self.uri, attempt=self.attempt, budget_share=self.budget_share, base_url=self.grader_url
+        )
+        if self.own_grader:
+            args += ["--model-load-timeout", str(self.load_budget)]
+        wait = task.wait_args(self.uri, attempt=self.attempt, timeout=timeout)
+        return _unit_entry(unit, args=args, waitArgs=wait)
+
+    def students(self) -> dict[str, Any]:
+        """Each student's values; API students whose Jobs outnumber their budget's share are
+        gated (the coordinator starts at most ``parallelism`` at once)."""
+        students = student_values(self.ctx, self.profile)
+        for name, parallel in self.student_parallel.items():
+            if parallel < sum(1 for t in self.jobs if t.student == name):
+                students[name]["parallelism"] = parallel
+                self.gated_students = True
+        return students
+
+    def values(self) -> dict[str, Any]:
+        """students, generation, modelGeneration, grader, grading, aggregation, coordinator."""
+        grader = self.ctx.experiment.grader
+        d = self.profile.deadlines
+        return {
+            "students": self.students(),
+            "generation": [
+                _unit_entry(t.unit, **self.generation_entry(t))
+                for t in self.jobs
+                if isinstance(t, GenerateTask)
+            ],
+            # serving per-model: one Job per student over its units (each still a store unit)
+            "modelGeneration": [
+                {
+                    "student": t.student,
+                    "units": [{"k": u.k, "round": u.round} for u in t.units],
+                    **self.generation_entry(t),
+                }
+                for t in self.jobs
+                if isinstance(t, ModelGenerateTask)
+            ],
+            "grader": {
+                "backend": "mock" if grader.backend == "mock" else "openai",
+                "servedModelName": grader.model,
+                # resolved on the spec (mock only), as for the local executor; else the default
+                **({"quality": grader.quality} if grader.quality is not None else {}),
+                "baseUrl": grader.base_url or "",
+                "parallelism": self.grading_parallel,
+            },
+            "grading": [
+                self.grade_entry(u, max(60, d.grading_seconds - 600)) for u in self.grading
+            ],
+            "aggregation": {
+                "enabled": True,
+                "args": self.plan.aggregate.container_args(self.uri),
+                "waitArgs": self.plan.aggregate.wait_args(
+                    self.uri, attempt=self.attempt, timeout=max(60, d.aggregation_seconds - 600)
+                ),
+            },
+            "coordinator": {
+                "enabled": True,
+                "hold": hold_mode(self.profile),
+                "serviceAccountName": self.profile.coordinator_service_account,
+                "args": [],  # build_values: its timeout follows the Jobs' deadlines
+                "resources": {
+                    "requests": {"cpu": "50m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+            },
+        }
+
+
+def _unit_entry(unit: Unit, **fields: Any) -> dict[str, Any]:
+    return {"student": unit.student, "k": unit.k, "round": unit.round, **fields}
 
 
 MODEL_KEY = "api-key"  # the key of the model-server key in its Secret
@@ -532,65 +584,3 @@ def hold_mode(profile: ClusterProfile) -> str:
     if not profile.kueue_queue:
         return "suspend"
     return "gate" if profile.kueue_admission_gate else "defer"
-
-
-def cache_models(experiment: Experiment) -> list[str]:
-    """The Hugging Face ids the experiment's vLLM students load (each once, in order)."""
-    models = [s.vllm.model or s.model for s in experiment.students if s.backend == "vllm"]
-    return list(dict.fromkeys(models))
-
-
-def cache_warm_values(
-    experiment: Experiment, profile: ClusterProfile, cluster: str
-) -> tuple[str, dict[str, Any]]:
-    """The release name and values of the pre-download Job (`skillmix cache warm`): the chart
-    renders that Job alone. Its name follows the models, so warming the same set twice is
-    refused by the API server while the first Job is kept."""
-    models = cache_models(experiment)
-    if not models:
-        raise SkillmixError(
-            f"experiment {experiment.name!r} has no vllm student: there is nothing to download"
-        )
-    if not profile.model_cache_pvc:
-        raise SkillmixError(
-            f"cluster profile {cluster!r} has no model_cache_pvc",
-            hint="create a ReadWriteMany PVC and name it as model_cache_pvc in the profile",
-        )
-    digest = hashlib.sha256("\n".join(models).encode()).hexdigest()[:8]
-    release = f"cache-{digest}"
-    vllm_repo, vllm_tag = split_image(profile.vllm_image)
-    hf = profile.secrets.get("HF_TOKEN")
-    values: dict[str, Any] = {
-        "run": {"id": release, "uri": "", "attempt": 1, "seed": experiment.seed},
-        "imagePullSecrets": list(profile.image_pull_secrets),
-        "vllm": {
-            "image": {"repository": vllm_repo, "tag": vllm_tag, "pullPolicy": "IfNotPresent"},
-            **(
-                {"securityContext": profile.vllm_security_context}
-                if profile.vllm_security_context is not None
-                else {}
-            ),
-        },
-        "modelCache": {
-            "enabled": True,
-            "claimName": profile.model_cache_pvc,
-            "mountPath": profile.model_cache_path,
-            "offline": False,
-        },
-        "cacheWarm": {"models": models},
-        "hfToken": {
-            "secretName": hf.name if hf else "",
-            "key": (hf.key if hf else None) or "HF_TOKEN",
-        },
-        "jobs": {
-            "backoffLimit": profile.backoff_limit,
-            "ttlSecondsAfterFinished": profile.deadlines.ttl_seconds,
-            "activeDeadlineSeconds": {
-                "generation": profile.deadlines.generation_seconds,
-                "grading": profile.deadlines.grading_seconds,
-                "aggregation": profile.deadlines.aggregation_seconds,
-            },
-        },
-        "aggregation": {"enabled": False, "args": [], "waitArgs": []},
-    }
-    return release, values

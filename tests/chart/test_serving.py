@@ -121,8 +121,8 @@ def test_per_model_entries_are_checked(render: RenderFn) -> None:
 
 def cache_values(**profile: Any) -> dict[str, Any]:
     from skillmix.config import Experiment
+    from skillmix.k8s.cache_values import cache_warm_values
     from skillmix.k8s.profiles import ClusterProfile
-    from skillmix.k8s.values import cache_warm_values
 
     e = Experiment.model_validate(
         {
