@@ -4,7 +4,7 @@ here (the chart's templates write the same keys: tests/unit/test_vocab.py checks
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 # the pipeline's phases, in order (locally and on a cluster)
 Phase = Literal["generate", "grade", "aggregate"]
@@ -12,6 +12,16 @@ PHASES: tuple[Phase, ...] = get_args(Phase)
 # what a Job of a run does: a pipeline phase, or the coordinator that releases them
 JobPhase = Literal["generate", "grade", "aggregate", "coordinate"]
 JOB_PHASES: tuple[JobPhase, ...] = get_args(JobPhase)
+
+
+class Unit(NamedTuple):
+    """One (student, k, generation round) unit: a generation task and its grading task. Store
+    folders, Job labels, launch records and pods all name work by it."""
+
+    student: str
+    k: int
+    round: int
+
 
 # labels of every Job and pod of a run (helm/skillmix/templates/_helpers.tpl skillmix.jobLabels)
 RUN_LABEL = "skillmix.io/run"

@@ -1,7 +1,8 @@
 """What the task logic needs from a model: ``ChatBackend``, its reply and its error.
 
-``pipeline/tasks.py`` depends on this Protocol, not on ``ChatClient`` (the OpenAI-compatible
-client in ``client.py``), so a test can run generation and grading against an in-memory fake.
+``pipeline/generate.py`` and ``pipeline/grade.py`` depend on this Protocol, not on
+``ChatClient`` (the OpenAI-compatible client in ``client.py``), so a test can run generation
+and grading against an in-memory fake.
 """
 
 from __future__ import annotations

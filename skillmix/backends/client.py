@@ -19,7 +19,7 @@ from typing import Any
 from skillmix import settings
 from skillmix.backends.base import BackendError, ChatResult
 from skillmix.backends.cache import ResponseCache, cache_key
-from skillmix.backends.mock_replies import ATTEMPT_HEADER, SAMPLE_HEADER
+from skillmix.backends.mock_faults import ATTEMPT_HEADER, SAMPLE_HEADER
 from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
 from skillmix.config import DEFAULT_BASE_URLS, ModelSpec

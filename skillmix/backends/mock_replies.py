@@ -21,8 +21,8 @@ The mock understands two kinds of request:
   cleanly with :func:`skillmix.method.grading.parse_grader_output`; the malformed variants
   (:func:`malformed_grading_reply`) do not.
 
-The server's fault injection is pure too: :func:`injection_for` draws a request's faults from
-the seed, the request and its try number.
+Reading the request (messages, prompt, rubric) lives in :mod:`skillmix.backends.mock_prompts`;
+the server's seeded faults and rate limits in :mod:`skillmix.backends.mock_faults`.
 """
 
 from __future__ import annotations
@@ -33,27 +33,25 @@ import math
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from skillmix.backends.mock_prompts import (
+    GenerationTask,
+    GradingTask,
+    Message,
+    RequestKind,
+    Task,
+    parse_task,
+)
 from skillmix.method.text import count_sentences, extract_answer, sentence_limit
-
-RequestKind = Literal["generation", "grading"]
-ReplyStyle = Literal["table", "points"]
-Message = tuple[str, str]
-"""A normalised chat message: (role, text)."""
 
 TOPIC_MENTION_RATE = 0.97
 EXPLICIT_NAME_FACTOR = 0.25
 IMPROVEMENT_FACTOR = 0.3
 SENSE_RATE = 0.95
 MALFORMED_VARIANTS = 3
-FALLBACK_TOPIC = "the topic"
-SAMPLE_HEADER = "X-Skillmix-Sample"
-"""Sent by skillmix's client to the mock: its name for a logical request (round, index, re-ask)."""
-ATTEMPT_HEADER = "X-Skillmix-Attempt"
-"""Sent with it: the try number of that request (tries answered 429 or 503 are not counted:
-the mock answers those before injecting anything)."""
+"""How many kinds of malformed grading reply there are (see :func:`malformed_grading_reply`)."""
 
 CUE_WORDS: tuple[str, ...] = (
     "lantern", "saffron", "compass", "harbor", "violin", "glacier", "teapot", "saddle",
@@ -113,23 +111,6 @@ _NAME_PHRASES = (
 )
 _QUESTION_LEAD = "Who would have guessed that "
 
-# Request parsing.
-_BOLD_SKILL = re.compile(r"^\*\*(.+?)\*\*:", re.MULTILINE)
-_SKILL_LINE = re.compile(r"^Skill: (.+?)\s*$", re.MULTILINE)
-_TOPIC_PATTERNS = (
-    re.compile(r"^Topic: (.+?)\s*$", re.MULTILINE),
-    re.compile(r"in the context of (.+?) that illustrates"),
-    re.compile(r"in the context of (.+?)\."),
-)
-_RUBRIC_TOPIC = re.compile(r"Pertains to (.+?), Text makes sense")
-_RUBRIC_LENGTH = re.compile(r", (At most [\w\- ]*?sentences?)\b")
-_ANSWER_PATTERNS = (
-    re.compile(r"The student's answer was: \"(.*?)\"\n\n", re.DOTALL),
-    re.compile(r"The student's passage:\n\"(.*?)\"\n\n", re.DOTALL),
-)
-_SKILL_VERBS = ("Correctly illustrates", "Contains")
-_POINTS_MARKER = "Point earned"
-
 
 @dataclass(frozen=True)
 class ReplyParams:
@@ -141,46 +122,6 @@ class ReplyParams:
     temperature: float | None = None
     max_tokens: int | None = None
     request_seed: int | None = None
-
-
-@dataclass(frozen=True)
-class GenerationTask:
-    """A student request: skills in presentation order, topic, and how many answers came before."""
-
-    skills: tuple[str, ...]
-    topic: str
-    turn: int = 0
-
-
-@dataclass(frozen=True)
-class GradingTask:
-    """A grader request: the rubric items as written in the prompt and the answer to grade."""
-
-    skill_items: tuple[str, ...]
-    """Skill rubric items verbatim, e.g. ``Correctly illustrates red herring``."""
-    skill_names: tuple[str, ...]
-    """The skill part of each item (lower-cased in the prompt)."""
-    topic: str
-    length_item: str
-    answer: str
-    style: ReplyStyle
-
-    @property
-    def k(self) -> int:
-        return len(self.skill_items)
-
-    @property
-    def items(self) -> tuple[str, ...]:
-        """All k + 3 rubric items in order."""
-        return (
-            *self.skill_items,
-            f"Pertains to {self.topic}",
-            "Text makes sense",
-            self.length_item,
-        )
-
-
-Task = GenerationTask | GradingTask
 
 
 @dataclass(frozen=True)
@@ -229,44 +170,6 @@ def explicit_name(name: str) -> str:
     return " ".join(name.split("(")[0].split()).lower()
 
 
-def message_text(content: Any) -> str:
-    """The text of an OpenAI message content: a string or a list of text parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            else:
-                raise ValueError("content parts must be strings or objects with a text field")
-        return "\n".join(parts)
-    raise ValueError("message content must be a string or a list of parts")
-
-
-def normalize_messages(raw: Any) -> tuple[Message, ...]:
-    """Validate OpenAI chat messages into (role, text) pairs; ValueError says what is wrong."""
-    if not isinstance(raw, list) or not raw:
-        raise ValueError("'messages' must be a non-empty array")
-    out: list[Message] = []
-    for index, message in enumerate(raw):
-        if not isinstance(message, Mapping):
-            raise ValueError(f"messages[{index}] must be an object")
-        role = message.get("role")
-        if not isinstance(role, str) or not role:
-            raise ValueError(f"messages[{index}].role must be a string")
-        try:
-            text = message_text(message.get("content"))
-        except ValueError as exc:
-            raise ValueError(f"messages[{index}]: {exc}") from None
-        out.append((role, text))
-    return tuple(out)
-
-
 def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -297,157 +200,8 @@ def choice_rng(digest: str, choice: int, stream: str = "reply") -> random.Random
     return rng_from({"digest": digest, "choice": choice, "stream": stream})
 
 
-@dataclass(frozen=True)
-class Injection:
-    """The faults the mock server injects into one request (see :func:`injection_for`)."""
-
-    drop: bool = False
-    fail: bool = False
-    stall: bool = False
-    jitter: float = 0.0
-    """A uniform draw in [0, 1): the share of ``jitter_ms`` added to the latency."""
-    malformed: Mapping[int, int] = field(default_factory=dict)
-    """Choice index -> malformed variant (grading replies only)."""
-
-
-@dataclass(frozen=True)
-class InjectionRates:
-    drop: float = 0.0
-    fail: float = 0.0
-    stall: float = 0.0
-    malformed: float = 0.0
-
-
-def injection_for(
-    seed: int, request: str, attempt: int, n: int, rates: InjectionRates
-) -> Injection:
-    """The faults of one try of one request: a pure function of the server seed, the request
-    (``request``: a digest of the request and of the client's name for it) and the try number.
-
-    The same (seed, request, attempt) always gets the same faults, so identical runs see the
-    same sequence, while the next try of a request draws afresh and can succeed.
-    """
-    rng = rng_from({"v": 1, "stream": "inject", "seed": seed, "request": request, "try": attempt})
-    u_drop, u_fail, u_stall, jitter = (rng.random() for _ in range(4))
-    malformed: dict[int, int] = {}
-    for index in range(n):
-        u_bad, variant = rng.random(), rng.randrange(MALFORMED_VARIANTS)
-        if u_bad < rates.malformed:
-            malformed[index] = variant
-    return Injection(
-        drop=u_drop < rates.drop,
-        fail=u_fail < rates.fail,
-        stall=u_stall < rates.stall,
-        jitter=jitter,
-        malformed=malformed,
-    )
-
-
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
-
-
-# ----------------------------------------------------------------------------- parsing
-
-
-def _user_texts(messages: Sequence[Message]) -> list[str]:
-    return [text for role, text in messages if role == "user"]
-
-
-def classify(messages: Sequence[Message]) -> RequestKind:
-    """``grading`` when the last user message holds a rubric, else ``generation``."""
-    users = _user_texts(messages)
-    last = users[-1] if users else ""
-    return "grading" if "Pertains to " in last and "Text makes sense" in last else "generation"
-
-
-def parse_generation_task(messages: Sequence[Message]) -> GenerationTask:
-    """Skills (``**name**:`` or ``Skill: name`` lines) and topic from the user turns."""
-    users = _user_texts(messages)
-    skills: tuple[str, ...] = ()
-    for text in users:
-        found = _BOLD_SKILL.findall(text) or _SKILL_LINE.findall(text)
-        if found:
-            skills = tuple(found)
-            break
-    topic = ""
-    for text in users:
-        for pattern in _TOPIC_PATTERNS:
-            match = pattern.search(text)
-            if match and match.group(1).strip():
-                topic = match.group(1).strip()
-                break
-        if topic:
-            break
-    turn = sum(1 for role, _ in messages if role == "assistant")
-    return GenerationTask(skills=skills, topic=topic or FALLBACK_TOPIC, turn=turn)
-
-
-def _rubric_skill_items(line: str, end: int) -> list[tuple[str, str]]:
-    """Walk back from the ``Pertains to`` item over ``<verb> <skill>, `` items on its line."""
-    items: list[tuple[str, str]] = []
-    rest = line[:end]
-    while rest.endswith(", "):
-        body = rest[:-2]
-        best, verb_found = -1, ""
-        for verb in _SKILL_VERBS:
-            pos = body.rfind(verb + " ")
-            if pos > best:
-                best, verb_found = pos, verb
-        if best < 0:
-            break
-        items.append((verb_found, body[best + len(verb_found) + 1 :]))
-        rest = body[:best]
-    items.reverse()
-    return items
-
-
-def _student_answer(text: str) -> str:
-    for pattern in _ANSWER_PATTERNS:
-        match = pattern.search(text)
-        if match:
-            return match.group(1)
-    return text
-
-
-def parse_grading_task(messages: Sequence[Message]) -> GradingTask:
-    """Rubric items, topic, answer and reply style from the last user message."""
-    users = _user_texts(messages)
-    text = users[-1] if users else ""
-    style: ReplyStyle = "points" if _POINTS_MARKER in text else "table"
-    matches = list(_RUBRIC_TOPIC.finditer(text))
-    topic_match = matches[-1] if matches else None  # the rubric follows the quoted answer
-    skill_items: list[str] = []
-    skill_names: list[str] = []
-    topic = FALLBACK_TOPIC
-    length_item = ""
-    if topic_match is not None:
-        topic = topic_match.group(1)
-        line_start = text.rfind("\n", 0, topic_match.start()) + 1
-        line = text[line_start : topic_match.start()]
-        for verb, name in _rubric_skill_items(line, len(line)):
-            skill_items.append(f"{verb} {name}")
-            skill_names.append(name)
-        length_match = _RUBRIC_LENGTH.match(text, topic_match.end())
-        if length_match:
-            length_item = length_match.group(1)
-    limit = sentence_limit(len(skill_items))
-    if not length_item:
-        length_item = f"At most {limit} {'sentence' if limit == 1 else 'sentences'}"
-    return GradingTask(
-        skill_items=tuple(skill_items),
-        skill_names=tuple(skill_names),
-        topic=topic,
-        length_item=length_item,
-        answer=_student_answer(text),
-        style=style,
-    )
-
-
-def parse_task(messages: Sequence[Message]) -> Task:
-    if classify(messages) == "grading":
-        return parse_grading_task(messages)
-    return parse_generation_task(messages)
 
 
 # ----------------------------------------------------------------------------- generation

@@ -11,13 +11,11 @@ from skillmix.artifacts import MetricValueJson
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.identity import SETTING_LABELS
 from skillmix.method.points import METRIC_TITLES
-from skillmix.report.compare import (
-    Comparison,
-    compare_files,
-    compare_markdown,
-    compare_runs,
-)
+from skillmix.report.compare import compare_runs
+from skillmix.report.compare_files import compare_files
+from skillmix.report.compare_view import Comparison
 from skillmix.report.leaderboard import rank_text
+from skillmix.report.markdown_compare import compare_markdown
 
 
 def _cell(cell: MetricValueJson | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from skillmix import settings
-from skillmix.backends.mock_server import MockServerConfig, parse_model_specs, run_forever
+from skillmix.backends.mock_config import MockServerConfig, parse_model_specs
+from skillmix.backends.mock_server import run_forever
 
 
 @click.command("mock-server")

@@ -9,10 +9,11 @@ import click
 from skillmix.artifacts import ReferenceImportRun
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
 from skillmix.errors import SkillmixError
-from skillmix.legacy import read_reference, reference_context, write_reference
+from skillmix.legacy import read_reference, write_reference
 from skillmix.method.points import MetricOptions, default_name_filter
 from skillmix.pipeline.aggregate import aggregate_run
 from skillmix.pipeline.context import open_run
+from skillmix.reference_run import reference_context
 from skillmix.report.csv_report import render_metrics_csv
 from skillmix.report.terminal import metrics_terminal_table
 from skillmix.report.view import metrics_view
@@ -242,7 +243,7 @@ def import_reference_cmd(
 
 def open_report_run(run_uri: str) -> tuple[RunStore, RunContext]:
     """The run folder and context ``skillmix report`` reads: an evaluation run's own, or for a
-    reference import one made from the import (legacy.reference_context); its byte-identical
+    reference import one made from the import (reference_run.reference_context); its byte-identical
     grading rounds are named again by the report's warnings (report.build)."""
 
     run = RunStore(open_store(run_uri))

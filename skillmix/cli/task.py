@@ -12,8 +12,7 @@ from skillmix.errors import SkillmixError
 from skillmix.executors import pod
 from skillmix.executors.pod import PodLog
 from skillmix.k8s.coordinator import Timing
-from skillmix.pipeline.plan import Unit
-from skillmix.vocab import Phase
+from skillmix.vocab import Phase, Unit
 
 
 def _say(line: str) -> None:

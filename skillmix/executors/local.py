@@ -27,7 +27,8 @@ from skillmix.backends.client import (
     resolve_endpoint,
 )
 from skillmix.backends.factory import make_clients
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.backends.vllm_server import (
     DEFAULT_HEALTH_TIMEOUT,
     check_local_args,
@@ -39,12 +40,12 @@ from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.progress import RichProgress
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, open_run, parent_store, resolve_context
+from skillmix.pipeline.generate import run_generate
+from skillmix.pipeline.grade import run_grade
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import (
+from skillmix.pipeline.units import (
     UnitResult,
     gather_or_cancel,
-    run_generate,
-    run_grade,
     shard_prefix,
     unit_complete,
     unit_finished,
@@ -218,15 +219,7 @@ async def execute(
     plan = plan_tasks(ctx.experiment)
     tasks = [t for t in plan.generate if students is None or t.student in students]
     chosen = [s for s in ctx.experiment.students if students is None or s.name in students]
-    specs = [
-        *(chosen if "generate" in phases else []),
-        *([ctx.experiment.grader] if "grade" in phases else []),
-    ]
-    endpoints = endpoints or {}
-    specs = [
-        s.model_copy(update={"base_url": endpoints[s.name]}) if s.name in endpoints else s
-        for s in specs
-    ]
+    specs = _phase_specs(ctx, chosen, phases, endpoints or {})
     # one client per model: locally each model's whole budget (concurrency, rpm, tpm) is its own
     clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed)
     outcome = RunOutcome(ctx.run_id, run.uri)
@@ -272,18 +265,38 @@ async def execute(
             await client.close()
     outcome.stats = {name: c.stats for name, c in clients.items()}
     if "aggregate" in phases:
-        try:
-            outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
-        except NoFinishedGrades:
-            if not outcome.failed_records:
-                raise
-            # nothing to report because the requests failed: say why (not "no grades yet")
-            raise RunFailedError(
-                f"run {ctx.run_id}: nothing was graded: {outcome.failure_line()}",
-                hint="fix the cause, then retry the failed records with --resume",
-            ) from None
+        await _aggregate(ctx, run, outcome)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def _phase_specs(
+    ctx: RunContext, chosen: list[StudentSpec], phases: tuple[str, ...], endpoints: dict[str, str]
+) -> list[ModelSpec]:
+    """The models the phases ask (the chosen students to generate, the grader to grade), each
+    given its endpoint from ``endpoints`` where named (a local vLLM server)."""
+    specs: list[ModelSpec] = [
+        *(chosen if "generate" in phases else []),
+        *([ctx.experiment.grader] if "grade" in phases else []),
+    ]
+    return [
+        s.model_copy(update={"base_url": endpoints[s.name]}) if s.name in endpoints else s
+        for s in specs
+    ]
+
+
+async def _aggregate(ctx: RunContext, run: RunStore, outcome: RunOutcome) -> None:
+    """Aggregate into ``outcome``; when nothing was graded because requests failed, say so
+    (the failures and their most common cause), not merely that there are no grades yet."""
+    try:
+        outcome.summary, outcome.metrics = await asyncio.to_thread(run_aggregate_task, run, ctx)
+    except NoFinishedGrades:
+        if not outcome.failed_records:
+            raise
+        raise RunFailedError(
+            f"run {ctx.run_id}: nothing was graded: {outcome.failure_line()}",
+            hint="fix the cause, then retry the failed records with --resume",
+        ) from None
 
 
 def evaluate(

@@ -23,19 +23,16 @@ from skillmix.errors import RunFailedError, SkillmixError, TimeLimitReached
 from skillmix.k8s.coordinator import Coordinator, Timing
 from skillmix.k8s.mirror import ClusterApi
 from skillmix.pipeline.context import RunContext, open_run, parent_store
-from skillmix.pipeline.plan import Unit, plan_tasks
-from skillmix.pipeline.tasks import (
-    UnitResult,
-    pending_units,
-    run_generate_units,
-    run_grade,
-    wait_for_model_server,
-)
+from skillmix.pipeline.generate import run_generate_units
+from skillmix.pipeline.grade import run_grade
+from skillmix.pipeline.model_server import wait_for_model_server
+from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.units import UnitResult, pending_units
 from skillmix.report.build import run_aggregate_task
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
-from skillmix.vocab import Phase
+from skillmix.vocab import Phase, Unit
 
 Say = Callable[[str], None]
 
@@ -226,7 +223,7 @@ def relaunched_units(run: RunStore, phase: Phase, attempt: int) -> list[Unit]:
     record = run.read_launch_record(attempt)
     if record is None:
         raise SkillmixError(f"{run.uri}: no record of launch attempt {attempt}")
-    return [Unit(*u) for u in record.units(phase)]
+    return record.units(phase)
 
 
 def wait_for_phase(

@@ -53,8 +53,8 @@ from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.k8s.jobs import JobState, read_deferred
 from skillmix.k8s.mirror import MAX_BACKOFF, ClusterApi, Mirror, PodView
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import Unit, plan_tasks
-from skillmix.pipeline.tasks import pending_units
+from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.units import pending_units
 from skillmix.retrying import RetryPolicy, retry
 from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
@@ -66,6 +66,7 @@ from skillmix.vocab import (
     PHASE_LABEL,
     RUN_LABEL,
     STUDENT_LABEL,
+    Unit,
 )
 
 API_OUTAGE_SECONDS = 900.0  # API errors retried this long (with backoff) before giving up
@@ -152,7 +153,7 @@ class Coordinator:
             record = self.run.read_launch_record(self.attempt) if self.attempt > 0 else None
             if self.attempt > 0 and record is None:
                 raise SkillmixError(f"{self.run.uri}: no record of launch attempt {self.attempt}")
-            self._again[phase] = [Unit(*u) for u in record.units(phase)] if record else []
+            self._again[phase] = record.units(phase) if record else []
         return self._again[phase]
 
     def _inputs_exist(self, job: JobState, unfinished: set[tuple[str, Unit | None]]) -> bool:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from skillmix.k8s.helm import split_manifests
-from skillmix.pipeline.plan import Unit
 from skillmix.store.base import KeyNotFound
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
@@ -31,6 +30,7 @@ from skillmix.vocab import (
     ROUND_LABEL,
     RUN_LABEL,
     STUDENT_LABEL,
+    Unit,
 )
 
 # what a Job's conditions and counts say, in the words `status` shows

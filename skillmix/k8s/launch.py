@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord
+from skillmix.artifacts import EvaluationRun, LaunchPlanRecord, LaunchRecord, ReleaseValues
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
@@ -24,12 +24,13 @@ from skillmix.k8s.status import coordinator_state
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.pipeline.plan import GenerateTask, Unit, generation_jobs, plan_tasks
-from skillmix.pipeline.tasks import shard_prefix, unit_complete
+from skillmix.pipeline.plan import GenerateTask, generation_jobs, plan_tasks
+from skillmix.pipeline.units import shard_prefix, unit_complete
 from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
+from skillmix.vocab import Unit
 
 # Recommend the other serving mode when it saves at least this share of the GPU-hours.
 RECOMMEND_SAVING = 0.25
@@ -186,7 +187,7 @@ def plan_launch(
     units = plan.units
     gen_todo, grade_todo, attempt = _units_to_do(ctx, units, run, resume)
     values = (
-        resume.values
+        resume.values.as_dict()
         if resume is not None
         else build_values(
             ctx,
@@ -244,8 +245,8 @@ def _units_to_do(
     own; else, from the store, the units not finished (finished with failed records counts
     as not finished; a redone generation is regraded); else all of them, attempt 1."""
     if resume is not None:
-        gen_todo = [Unit(*u) for u in resume.units("generate")]
-        grade_todo = [Unit(*u) for u in resume.units("grade")]
+        gen_todo = resume.units("generate")
+        grade_todo = resume.units("grade")
         return gen_todo, grade_todo, resume.attempt
     if run is not None:
         # units finished with failed records are redone; redone generations are regraded
@@ -404,7 +405,10 @@ def record_launch(run: RunStore, ctx: RunContext, lp: LaunchPlan) -> None:
     if run.read_run() is None:
         run.write_run(ctx.to_run())
     record = LaunchRecord(
-        attempt=lp.attempt, launched_at=utc_now(), plan=lp.record(), values=lp.values
+        attempt=lp.attempt,
+        launched_at=utc_now(),
+        plan=lp.record(),
+        values=ReleaseValues.model_validate(lp.values),
     )
     run.store.write_bytes(
         RunLayout.launch_record(lp.attempt),

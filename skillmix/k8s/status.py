@@ -17,7 +17,7 @@ from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import run_uri_for
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import shard_prefix
+from skillmix.pipeline.units import shard_prefix
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, grade_prefix
 from skillmix.store.uri import open_store

@@ -19,13 +19,8 @@ from skillmix.k8s.estimate import (
 )
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import (
-    GenerateTask,
-    ModelGenerateTask,
-    Unit,
-    generation_jobs,
-    plan_tasks,
-)
+from skillmix.pipeline.plan import GenerateTask, ModelGenerateTask, generation_jobs, plan_tasks
+from skillmix.vocab import Unit
 
 MAX_RELEASE = 53  # Helm's limit for release names
 

@@ -29,7 +29,6 @@ from skillmix.catalog import Catalog, Skill, load_catalog
 from skillmix.config import MAX_PROMPT_CHARS, Experiment, ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.identity import ResultIdentity
-from skillmix.loading import parse_experiment
 from skillmix.method.prompts import (
     GradingStyle,
     PromptTemplate,
@@ -106,7 +105,7 @@ class RunContext:
             created_at=self.created_at,
             skillmix_version=__version__,
             sharded=self.sharded,
-            experiment=self.experiment.model_dump(mode="json"),
+            experiment=self.experiment,
             catalog=RunCatalog(
                 source=self.catalog.source,
                 hash=self.catalog.content_hash(),
@@ -136,7 +135,7 @@ class RunContext:
 
         if not isinstance(data, EvaluationRun):
             raise SkillmixError(f"{source}: not an evaluation run (kind={data.kind!r})")
-        experiment = parse_experiment(data.experiment, source)
+        experiment = data.experiment  # checked when run.json was read
         cat = data.catalog
         catalog = Catalog(
             skills=tuple(Skill(s.name, s.definition, s.example, s.category) for s in cat.skills),

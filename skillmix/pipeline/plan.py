@@ -9,21 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from skillmix.config import Experiment
-from skillmix.vocab import Phase
+from skillmix.vocab import Phase, Unit
 
 GRADE_WAIT_INTERVAL = 10  # seconds between checks of a grading pod's wait for its generation
 AGGREGATE_WAIT_INTERVAL = 15  # seconds between checks of the aggregation pod's wait
-
-
-class Unit(NamedTuple):
-    """One (student, k, generation round) unit: a generation task and its grading task."""
-
-    student: str
-    k: int
-    round: int
 
 
 def unit_args(unit: Unit) -> list[str]:

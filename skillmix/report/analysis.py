@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from skillmix.artifacts import (
     AgreementItem,
@@ -29,6 +28,7 @@ from skillmix.artifacts import (
     TopicRateRow,
     TopicRates,
 )
+from skillmix.config import Experiment
 from skillmix.method.agreement import agreement
 from skillmix.method.metrics import MetricRow, vote_answers
 from skillmix.method.points import MetricOptions, names_skill
@@ -116,7 +116,10 @@ def agreement_section(grades: Iterable[GradeRecord]) -> AgreementSection:
 
 # voted units (one per student, grader, k, generation round, combination) -----------------
 @dataclass
-class Unit:
+class ReportAnswer:
+    """One answer as the report shows it (student, grader, k, generation round, combination):
+    its grading rounds, the points voted over them and its scores."""
+
     student: str
     grader: str
     k: int
@@ -141,7 +144,7 @@ class Unit:
         return (self.scores["full_marks"], self.scores["skill_fraction"], sum(self.voted))
 
 
-def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[Unit]:
+def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[ReportAnswer]:
     """Per answer: its verdicts and their vote, from the method's ``vote_answers`` (the voting
     the metrics count), with what the report shows beside it (the skills the answer names)."""
     records = list(grades)
@@ -150,7 +153,7 @@ def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[U
     for voted in vote_answers([r.to_graded_answer() for r in records], options):
         rounds = {g: records[position] for g, position in sorted(voted.rounds.items())}
         r = next(iter(rounds.values()))
-        unit = Unit(
+        unit = ReportAnswer(
             r.student, r.grader, r.k, r.generation_round, r.index, r.topic, list(r.skills), r.answer
         )
         unit.rounds = rounds
@@ -313,19 +316,17 @@ def _rate_table(
     return labels, [r for r, _ in rows]
 
 
-def self_grading_warnings(experiment: Mapping[str, Any]) -> list[str]:
+def self_grading_warnings(experiment: Experiment) -> list[str]:
     """One line per student whose model id is also the grader's: a model grading its own
     answers may favour them."""
-    grader = experiment.get("grader") or {}
-    out = []
-    for student in experiment.get("students") or []:
-        if student.get("model") == grader.get("model"):
-            out.append(
-                f"self-grading: student {student.get('name')!r} is graded by the same model "
-                f"({grader.get('backend')}: {grader.get('model')}); a model grading its own "
-                "answers may favour them, so read its scores with care"
-            )
-    return out
+    grader = experiment.grader
+    return [
+        f"self-grading: student {student.name!r} is graded by the same model "
+        f"({grader.backend}: {grader.model}); a model grading its own "
+        "answers may favour them, so read its scores with care"
+        for student in experiment.students
+        if student.model == grader.model
+    ]
 
 
 # parse failures and retries ---------------------------------------------------------------
@@ -370,7 +371,7 @@ def _clip(text: str | None, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def example(unit: Unit, kind: str, options: MetricOptions) -> GalleryExample:
+def example(unit: ReportAnswer, kind: str, options: MetricOptions) -> GalleryExample:
     rounds = [
         GalleryRound(
             grading_round=number,
@@ -403,14 +404,14 @@ def example(unit: Unit, kind: str, options: MetricOptions) -> GalleryExample:
 
 
 def select_examples(
-    units: Sequence[Unit], options: MetricOptions, order: Sequence[tuple[str, str]] = ()
+    units: Sequence[ReportAnswer], options: MetricOptions, order: Sequence[tuple[str, str]] = ()
 ) -> list[GalleryExample]:
     """Per (student, grader, k): the best and the worst graded answer, then up to two answers
     that name one of their skills (explicit-name hits); each combination at most once (its
     other generation rounds are in the answer browser). Ties go
     to the lowest combination index, then generation round, so the choice is deterministic.
     Unreadable verdicts are never chosen as best or worst. Models follow ``order``."""
-    groups: dict[tuple[str, str, int], list[Unit]] = defaultdict(list)
+    groups: dict[tuple[str, str, int], list[ReportAnswer]] = defaultdict(list)
     for u in units:
         groups[(u.student, u.grader, u.k)].append(u)
     rank = {c: i for i, c in enumerate(_columns({(s, g) for s, g, _ in groups}, order))}
@@ -418,7 +419,7 @@ def select_examples(
     for key in sorted(groups, key=lambda key: (rank[(key[0], key[1])], key[2])):
         members = sorted(groups[key], key=lambda u: (u.index, u.generation_round))
         scored = [u for u in members if u.scores is not None]
-        chosen: list[tuple[Unit, str]] = []
+        chosen: list[tuple[ReportAnswer, str]] = []
         if scored:
             best = max(scored, key=lambda u: u.rank_key())  # max keeps the first of ties
             # one card per combination: another generation round of the best one is skipped

@@ -21,7 +21,7 @@ from typing import Any
 
 from skillmix.method.points import MetricOptions
 from skillmix.records import GenerationRecord, GradeRecord
-from skillmix.report.analysis import Unit, rubric_labels, voted_units
+from skillmix.report.analysis import ReportAnswer, rubric_labels, voted_units
 
 # Stands for the answer inside a stored grading prompt (the browser puts the answer back):
 # the prompt's remaining text is the same for every model of a combination, so it is stored once.
@@ -48,7 +48,7 @@ SCORES_CSV_HEADER = (
 class Answer:
     """One answer (student, grader, k, generation round, combination) with its generation."""
 
-    unit: Unit
+    unit: ReportAnswer
     generation: GenerationRecord | None
     model: str
 
@@ -92,7 +92,7 @@ def collect_answers(
     if grader is not None:
         graded = {(u.student, u.k, u.generation_round, u.index) for u in units}
         units += [
-            Unit(
+            ReportAnswer(
                 g.student,
                 grader,
                 g.k,
@@ -127,7 +127,7 @@ def collect_answers(
 
 
 # exports ----------------------------------------------------------------------------------
-def _scores(unit: Unit) -> dict[str, float | None]:
+def _scores(unit: ReportAnswer) -> dict[str, float | None]:
     s = unit.scores or {}
     return {m: s.get(m) for m in ("full_marks", "all_skills", "skill_fraction")}
 

@@ -87,9 +87,9 @@ def subtitle(summary: Summary, view: ReportView) -> Safe:
     return el(
         "div",
         el("code", summary.run_id),
-        f" · {len(e['students'])} students · k = {', '.join(map(str, e['ks']))} · "
-        f"M = {e['combinations']} · G = {e['generation_rounds']} · R = {e['grader']['rounds']} · "
-        f"grader {e['grader']['model']} · reported {summary.reported_at}",
+        f" · {len(e.students)} students · k = {', '.join(map(str, e.ks))} · "
+        f"M = {e.combinations} · G = {e.generation_rounds} · R = {e.grader.rounds} · "
+        f"grader {e.grader.model} · reported {summary.reported_at}",
         partial_banner(view.partial),
     )
 

@@ -3,7 +3,7 @@ included), score against cost, and the banner of a partial run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from skillmix.artifacts import (
@@ -13,6 +13,7 @@ from skillmix.artifacts import (
     Summary,
     UsageRow,
 )
+from skillmix.config import GraderSpec, StudentSpec
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.markup import Image, Safe, el, figure, fmt, kv_table, number, table
@@ -20,8 +21,8 @@ from skillmix.report.view import CostPoint, PartialView
 
 
 def settings_section(summary: Summary) -> Safe:
-    e = summary.experiment  # the experiment's own (config) schema
-    g = e["grader"]
+    e = summary.experiment
+    g = e.grader
     prompts = summary.prompts
     settings = summary.metrics.settings
     cat = summary.catalog
@@ -38,12 +39,12 @@ def settings_section(summary: Summary) -> Safe:
     )
     design = kv_table(
         {
-            "k values": ", ".join(map(str, e["ks"])),
-            "M (combinations per k)": e["combinations"],
-            "G (generation rounds)": e["generation_rounds"],
-            "R (grading rounds)": g["rounds"],
-            "seed / order seed": f"{e['seed']} / {e['order_seed']}",
-            "sampling": e["sampling"],
+            "k values": ", ".join(map(str, e.ks)),
+            "M (combinations per k)": e.combinations,
+            "G (generation rounds)": e.generation_rounds,
+            "R (grading rounds)": g.rounds,
+            "seed / order seed": f"{e.seed} / {e.order_seed}",
+            "sampling": e.sampling,
         },
         caption="The design: k values, combinations and rounds, seeds",
     )
@@ -78,7 +79,7 @@ def settings_section(summary: Summary) -> Safe:
         },
         caption="How the metrics combine rounds and filter answers",
     )
-    students = students_table(e["students"])
+    students = students_table(e.students)
     grader = grader_table(g, prompts.grading.style)
     return el(
         "section",
@@ -101,19 +102,19 @@ def settings_section(summary: Summary) -> Safe:
     )
 
 
-def students_table(students: Sequence[Mapping[str, Any]]) -> Safe:
+def students_table(students: Sequence[StudentSpec]) -> Safe:
     """Each student's backend, model id and sampling settings."""
     return table(
         ["student", "backend", "model", "temperature", "top_p", "max tokens", "system prompt"],
         [
             [
-                s["name"],
-                s["backend"],
-                s["model"] + (f" (quality {s['quality']})" if s.get("quality") is not None else ""),
-                _opt(s["sampling"].get("temperature")),
-                _opt(s["sampling"].get("top_p")),
-                _opt(s["sampling"].get("max_tokens")),
-                s.get("system_prompt") or "—",
+                s.name,
+                s.backend,
+                s.model + (f" (quality {s.quality})" if s.quality is not None else ""),
+                _opt(s.sampling.temperature),
+                _opt(s.sampling.top_p),
+                _opt(s.sampling.max_tokens),
+                s.system_prompt or "—",
             ]
             for s in students
         ],
@@ -121,17 +122,17 @@ def students_table(students: Sequence[Mapping[str, Any]]) -> Safe:
     )
 
 
-def grader_table(g: Mapping[str, Any], style: str) -> Safe:
+def grader_table(g: GraderSpec, style: str) -> Safe:
     """The grader: model, rounds and sampling; ``style``: the grading prompt's."""
     return kv_table(
         {
-            "grader": g["name"],
-            "backend / model": f"{g['backend']} / {g['model']}"
-            + (f" (quality {g['quality']})" if g.get("quality") is not None else ""),
-            "rounds": g["rounds"],
-            "style": f"{g['style']} → {style}",
-            "temperature / max tokens": f"{_opt(g['sampling'].get('temperature'))} / {_opt(g['sampling'].get('max_tokens'))}",
-            "re-asks after unreadable reply": g.get("max_parse_retries", "—"),
+            "grader": g.name,
+            "backend / model": f"{g.backend} / {g.model}"
+            + (f" (quality {g.quality})" if g.quality is not None else ""),
+            "rounds": g.rounds,
+            "style": f"{g.style} → {style}",
+            "temperature / max tokens": f"{_opt(g.sampling.temperature)} / {_opt(g.sampling.max_tokens)}",
+            "re-asks after unreadable reply": g.max_parse_retries,
         },
         caption="The grader: model, rounds and sampling",
     )

@@ -10,7 +10,7 @@ untouched; only the ranking score, the tests and the tie groups are new.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -90,6 +90,7 @@ def exact_mean_over_k(cells: Mapping[str, MetricValueJson], ks: Sequence[int]) -
 
 
 def score_label(ks: Sequence[int]) -> str:
+    """What a row's score averages, for column headers and captions."""
     return f"mean over k = {', '.join(map(str, ks))}" if ks else "mean over k (no k in common)"
 
 
@@ -113,11 +114,13 @@ def entries_from_rows(rows: Sequence[MetricRowJson]) -> list[Entry]:
 
 
 def common_ks(entries: Sequence[Entry]) -> list[int]:
+    """The k values every entry has: the only fair ground to rank on."""
     sets = [set(e.ks) for e in entries]
     return sorted(set.intersection(*sets)) if sets else []
 
 
 def entry_label(entry: Entry, graders: int) -> str:
+    """The entry's name in a paired test, with its grader when there are several."""
     if entry.model:
         return entry.model
     return entry.student if graders <= 1 else f"{entry.student} / {entry.grader}"
@@ -158,10 +161,42 @@ def leaderboard(
     and statistically tied rows grouped."""
     ks = common_ks(entries)
     all_ks = sorted({k for e in entries for k in e.ks})
-    graders = len({e.grader for e in entries})
+    partial = [e for e in entries if sorted(e.ks) != ks]
+    rows = board_rows(entries, metric, ks, all_ks, partial)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].rank is None, rows[i].rank or 0, i))
+    ranked = [i for i in order if rows[i].rank is not None]
+    pairwise = adjacent_tests(entries, rows, ranked, metric, ks, samples=samples, seed=seed)
+
+    def top_beats(top: int, j: int) -> bool:
+        # one more paired test, only down a chain of ties, between the group's top row and j
+        a, b = entries[ranked[top]], entries[ranked[j]]
+        return compare_pair(a, b, metric, ks, samples=samples, seed=seed)[3]
+
+    mark_ties(rows, ranked, [p.significant for p in pairwise], top_beats)
+    return Leaderboard(
+        metric=metric,
+        title=METRIC_TITLES[metric],
+        ranked_over_ks=ks,
+        ks=all_ks,
+        score_label=score_label(ks),
+        ranking_note=ranking_note(len(entries), len(partial), ks),
+        rows=[rows[i] for i in order],
+        pairwise=pairwise,
+    )
+
+
+def board_rows(
+    entries: Sequence[Entry],
+    metric: str,
+    ks: Sequence[int],
+    all_ks: Sequence[int],
+    partial: Sequence[Entry],
+) -> list[LeaderboardRow]:
+    """One row per entry, in the entries' order: its rank and score over ``ks`` (exact
+    fractions decide the rank), its cells at every k, and its own score when it is one of the
+    ``partial`` entries that have more k values than ``ks``."""
     exact = [exact_mean_over_k(e.metrics.get(metric, {}), ks) for e in entries]
     ranks = competition_ranks(exact)
-    partial = [e for e in entries if sorted(e.ks) != ks]
     partial_ids = {id(e) for e in partial}
     rows = []
     for entry, value, rank in zip(entries, exact, ranks, strict=True):
@@ -188,8 +223,22 @@ def leaderboard(
                 cells={str(k): cells.get(str(k)) for k in all_ks},
             )
         )
-    order = sorted(range(len(rows)), key=lambda i: (rows[i].rank is None, rows[i].rank or 0, i))
-    ranked = [i for i in order if rows[i].rank is not None]
+    return rows
+
+
+def adjacent_tests(
+    entries: Sequence[Entry],
+    rows: Sequence[LeaderboardRow],
+    ranked: Sequence[int],
+    metric: str,
+    ks: Sequence[int],
+    *,
+    samples: int,
+    seed: int,
+) -> list[PairwiseResult]:
+    """The paired test of each ranked row against the next one (``ranked``: row positions in
+    rank order); these tests decide which neighbours are tied."""
+    graders = len({e.grader for e in entries})
     pairwise = []
     for upper, lower in itertools.pairwise(ranked):
         diff, ci, p, significant, pairs, wins, losses, method = compare_pair(
@@ -211,13 +260,17 @@ def leaderboard(
                 method=method,
             )
         )
+    return pairwise
 
-    def top_beats(top: int, j: int) -> bool:
-        # one more paired test, only down a chain of ties, between the group's top row and j
-        a, b = entries[ranked[top]], entries[ranked[j]]
-        return compare_pair(a, b, metric, ks, samples=samples, seed=seed)[3]
 
-    gaps = [p.significant for p in pairwise]
+def mark_ties(
+    rows: Sequence[LeaderboardRow],
+    ranked: Sequence[int],
+    gaps: Sequence[bool],
+    top_beats: Callable[[int, int], bool],
+) -> None:
+    """Set each ranked row's tie group and whether it is tied with a neighbour (``gaps``:
+    whether each adjacent test was significant)."""
     groups = tie_groups(gaps, top_beats)
     for i, group in zip(ranked, groups, strict=False):
         rows[i].tie_group = group
@@ -225,26 +278,21 @@ def leaderboard(
         above = position > 0 and not gaps[position - 1]
         below = position < len(gaps) and not gaps[position]
         rows[i].tied = above or below
-    note = ""
+
+
+def ranking_note(models: int, partial: int, ks: Sequence[int]) -> str:
+    """Why some models' own scores are shown apart, or why nothing is ranked; "" when every
+    model has the same k values."""
     if partial and ks:
-        note = (
-            f"Ranked over k = {', '.join(map(str, ks))}, the k values all {len(entries)} "
-            f"models have; {len(partial)} model(s) also have other k values, and their mean "
+        return (
+            f"Ranked over k = {', '.join(map(str, ks))}, the k values all {models} "
+            f"models have; {partial} model(s) also have other k values, and their mean "
             "over their own k values is shown separately (it does not change when runs are "
             "added)."
         )
-    elif partial:
-        note = "The models share no k value, so they are not ranked."
-    return Leaderboard(
-        metric=metric,
-        title=METRIC_TITLES[metric],
-        ranked_over_ks=ks,
-        ks=all_ks,
-        score_label=score_label(ks),
-        ranking_note=note,
-        rows=[rows[i] for i in order],
-        pairwise=pairwise,
-    )
+    if partial:
+        return "The models share no k value, so they are not ranked."
+    return ""
 
 
 def leaderboards(

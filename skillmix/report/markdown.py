@@ -212,9 +212,9 @@ def example_markdown(item: GalleryExample) -> list[str]:
 
 
 def settings_lines(summary: Summary) -> list[str]:
-    e = summary.experiment  # the experiment's own (config) schema
+    e = summary.experiment
     settings = summary.metrics.settings
-    g = e["grader"]
+    g = e.grader
     prompts = summary.prompts
     catalog = summary.catalog
     return [
@@ -222,15 +222,15 @@ def settings_lines(summary: Summary) -> list[str]:
         f"- created {summary.created_at}; reported {summary.reported_at}; skillmix {summary.skillmix_version}",
         "- students: "
         + ", ".join(
-            f"{md_escape(s['name'])} ({md_escape(s['backend'])}: {md_escape(s['model'])})"
-            for s in e["students"]
+            f"{md_escape(s.name)} ({md_escape(s.backend)}: {md_escape(s.model)})"
+            for s in e.students
         ),
-        f"- grader: {md_escape(g['name'])} ({md_escape(g['backend'])}: {md_escape(g['model'])}), "
-        f"R = {g['rounds']} grading rounds, prompt {md_escape(prompts.grading.name)} "
+        f"- grader: {md_escape(g.name)} ({md_escape(g.backend)}: {md_escape(g.model)}), "
+        f"R = {g.rounds} grading rounds, prompt {md_escape(prompts.grading.name)} "
         f"({prompts.grading.style}, hash {prompts.grading.hash})",
-        f"- k = {', '.join(map(str, e['ks']))}; M = {e['combinations']} combinations per k; "
-        f"G = {e['generation_rounds']} generation rounds; seed {e['seed']}; order seed "
-        f"{md_escape(e['order_seed'])}; sampling {e['sampling']}",
+        f"- k = {', '.join(map(str, e.ks))}; M = {e.combinations} combinations per k; "
+        f"G = {e.generation_rounds} generation rounds; seed {e.seed}; order seed "
+        f"{md_escape(e.order_seed)}; sampling {e.sampling}",
         f"- catalog: {md_escape(catalog.source)} ({catalog.skills} skills, "
         f"{catalog.topics} topics, hash {catalog.hash}); generation prompt "
         f"{md_escape(prompts.generation.name)} (hash {prompts.generation.hash})",

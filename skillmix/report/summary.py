@@ -169,14 +169,12 @@ def build_summary(
     planned_grades = len(due)
     complete = len(generations) >= planned_generations and found >= planned_grades
     section = metrics.section(details=True)
-    experiment = e.model_dump(mode="json")
-    grader = experiment["grader"]
     boards = leaderboards(
         section.rows,
         samples=metrics.options.bootstrap_samples,
         seed=metrics.options.bootstrap_seed,
-        students={s["name"]: s for s in experiment["students"]},
-        graders={grader["name"]: grader},
+        students={s.name: s.model_dump(mode="json") for s in e.students},
+        graders={e.grader.name: e.grader.model_dump(mode="json")},
     )
     order = [(r.student, r.grader) for r in boards[0].rows]  # by Full Marks
     units = voted_units(grades, metrics.options)
@@ -187,7 +185,7 @@ def build_summary(
         created_at=ctx.created_at,
         reported_at=utc_now(),
         skillmix_version=__version__,
-        experiment=experiment,
+        experiment=e,
         catalog=SummaryCatalog(
             source=ctx.catalog.source,
             hash=ctx.catalog.content_hash(),
@@ -213,5 +211,5 @@ def build_summary(
         category_rates=category_rates(metrics.rows, categories, order),
         gallery=select_examples(units, metrics.options, order),
         metric_definitions=dict(METRIC_DEFINITIONS),
-        warnings=self_grading_warnings(experiment),
+        warnings=self_grading_warnings(e),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from skillmix.artifacts import (
     Leaderboard,
@@ -24,6 +23,7 @@ from skillmix.artifacts import (
     Summary,
     UsageRow,
 )
+from skillmix.config import Experiment
 from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.reference_numbers import reference_print
 from skillmix.report.leaderboard import (
@@ -365,7 +365,7 @@ class ReportView:
 def ungraded_models(summary: Summary) -> list[str]:
     """The experiment's students with no finished grade yet (so no leaderboard row)."""
     ranked = {r.student for b in summary.leaderboards for r in b.rows}
-    return [s["name"] for s in summary.experiment["students"] if s["name"] not in ranked]
+    return [s.name for s in summary.experiment.students if s.name not in ranked]
 
 
 def partial_view(summary: Summary) -> PartialView | None:
@@ -403,17 +403,21 @@ def entry_label(row: LeaderboardRow, boards: Sequence[Leaderboard]) -> str:
     return row.student if len(graders) <= 1 else f"{row.student} / {row.grader}"
 
 
-def model_descriptions(experiment: Mapping[str, Any]) -> dict[str, str]:
+def model_descriptions(experiment: Experiment) -> dict[str, str]:
     """Per student: backend, model id and sampling settings, in one short line."""
     out = {}
-    for spec in experiment.get("students", []):
-        sampling = spec.get("sampling") or {}
+    for spec in experiment.students:
+        sampling = spec.sampling
         parts = [
-            f"{name} {sampling[key]}"
-            for key, name in (("temperature", "T"), ("top_p", "top_p"), ("max_tokens", "max"))
-            if sampling.get(key) is not None
+            f"{name} {value}"
+            for name, value in (
+                ("T", sampling.temperature),
+                ("top_p", sampling.top_p),
+                ("max", sampling.max_tokens),
+            )
+            if value is not None
         ]
-        out[spec["name"]] = f"{spec['backend']} · {spec['model']} · " + (
+        out[spec.name] = f"{spec.backend} · {spec.model} · " + (
             ", ".join(parts) or "default sampling"
         )
     return out

@@ -23,8 +23,8 @@ from skillmix.config import Experiment
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values
 from skillmix.pipeline.context import resolve_context
+from skillmix.pipeline.model_server import MODEL_LOG_START
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import MODEL_LOG_START
 from tests.chart.helpers import VALUES_FILES, Helm, Render
 
 pytestmark = pytest.mark.tools

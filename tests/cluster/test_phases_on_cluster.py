@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.layout import RunLayout

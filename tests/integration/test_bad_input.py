@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from tests.fixtures_s3 import S3_TEST_SECRET
 from tests.helpers import CliResult, run_cli, skill_row, skills_csv
 

@@ -17,7 +17,9 @@ from skillmix.backends import client as client_module
 from skillmix.backends.base import BackendError, ChatResult
 from skillmix.backends.cache import ResponseCache
 from skillmix.backends.client import ChatClient, preflight
-from skillmix.backends.mock_server import MockServer, MockServerConfig, RateLimiter
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_faults import RateLimiter
+from skillmix.backends.mock_server import MockServer
 from skillmix.backends.retry import backoff_delay
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from tests.helpers import CliResult, run_cli
 
 pytestmark = pytest.mark.timeout(120)

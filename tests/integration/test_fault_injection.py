@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-import skillmix.backends.mock_server as mock_server_module
-from skillmix.backends.mock_server import MockServer, MockServerConfig, RateLimiter
+import skillmix.backends.mock_service as mock_service_module
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_faults import RateLimiter
+from skillmix.backends.mock_server import MockServer
 from skillmix.pipeline.context import open_run
 from tests.helpers import run_cli
 from tests.integration.run_checks import (
@@ -65,7 +67,7 @@ FAULTS = MockServerConfig(
 def faulty_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MockServer]:
     # MockService builds its limiter from the module-level name when the server starts.
     monkeypatch.setattr(
-        mock_server_module, "RateLimiter", functools.partial(RateLimiter, window=RATE_WINDOW)
+        mock_service_module, "RateLimiter", functools.partial(RateLimiter, window=RATE_WINDOW)
     )
     with MockServer(FAULTS) as server:
         yield server

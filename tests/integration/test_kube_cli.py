@@ -202,7 +202,8 @@ def run_units(
     """What the pods do: the task functions for these units, into the run's store."""
     from skillmix.backends.factory import make_clients
     from skillmix.pipeline.context import open_run, parent_store
-    from skillmix.pipeline.tasks import run_generate, run_grade
+    from skillmix.pipeline.generate import run_generate
+    from skillmix.pipeline.grade import run_grade
     from skillmix.report.build import run_aggregate_task
 
     run, ctx = open_run(run_uri)

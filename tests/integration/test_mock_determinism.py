@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-import skillmix.backends.mock_server as mock_server_module
-from skillmix.backends.mock_server import MockServer, MockServerConfig, RateLimiter
+import skillmix.backends.mock_service as mock_service_module
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_faults import RateLimiter
+from skillmix.backends.mock_server import MockServer
 from tests.helpers import run_cli
 from tests.integration.run_checks import read_manifested_records
 
@@ -48,7 +50,7 @@ ALL_INJECTIONS = MockServerConfig(
 def short_rate_window(monkeypatch: pytest.MonkeyPatch) -> None:
     # MockService builds its limiter from the module-level name when the server starts.
     monkeypatch.setattr(
-        mock_server_module, "RateLimiter", functools.partial(RateLimiter, window=0.5)
+        mock_service_module, "RateLimiter", functools.partial(RateLimiter, window=0.5)
     )
 
 

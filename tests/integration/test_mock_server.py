@@ -22,8 +22,9 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from skillmix.backends.mock_replies import ATTEMPT_HEADER, SAMPLE_HEADER
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_faults import ATTEMPT_HEADER, SAMPLE_HEADER
+from skillmix.backends.mock_server import MockServer
 from skillmix.catalog import builtin_catalog
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt

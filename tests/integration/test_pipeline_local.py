@@ -15,7 +15,8 @@ from typing import Any, cast
 import pytest
 import yaml
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.executors.local import prepare_run
 from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context

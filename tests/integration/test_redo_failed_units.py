@@ -12,17 +12,14 @@ from typing import Any
 import yaml
 
 from skillmix.backends.factory import make_clients
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import RunContext
+from skillmix.pipeline.generate import run_generate
+from skillmix.pipeline.grade import run_grade
 from skillmix.pipeline.plan import plan_tasks
-from skillmix.pipeline.tasks import (
-    pending_units,
-    run_generate,
-    run_grade,
-    unit_complete,
-    unit_finished,
-)
+from skillmix.pipeline.units import pending_units, unit_complete, unit_finished
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
 from tests.helpers import run_cli

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values
 from skillmix.loading import parse_experiment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tomllib
@@ -94,7 +95,7 @@ def test_help_does_not_import_heavy_libraries() -> None:
 LAYERS: list[tuple[str, ...]] = [
     ("skillmix.cli", "skillmix.__main__"),
     ("skillmix.k8s", "skillmix.executors"),  # the executors (peers)
-    ("skillmix.report", "skillmix.legacy", "skillmix.api"),
+    ("skillmix.report", "skillmix.legacy", "skillmix.reference_run", "skillmix.api"),
     ("skillmix.pipeline",),  # context, plan, tasks, aggregation
     ("skillmix.backends", "skillmix.store"),
     (
@@ -286,3 +287,43 @@ def test_the_import_check_sees_an_unexplained_import(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert function_imports(probe) == [(3, True), (4, True), (6, False), (8, True)]
+
+
+def documented_layers() -> list[set[str]]:
+    """The layer table of docs/architecture.md, as module names."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", text, flags=re.MULTILINE)
+    layers = []
+    for _number, cell in rows:
+        cell = re.sub(r"\(.*?\)", "", cell).replace("\\_", "_")
+        layers.append({f"skillmix.{n.strip()}" for n in cell.split(",") if n.strip()})
+    return layers
+
+
+def test_the_architecture_picture_shows_the_layers_the_test_enforces() -> None:
+    expected = [set(layer) - {"skillmix"} for layer in LAYERS]
+    assert documented_layers() == expected
+
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+# functions that are tables (one literal mapping or a list of options), allowed to be longer
+TABLES = {
+    "skillmix/k8s/values.py:_cluster_values",  # profile field -> chart key
+    "skillmix/cli/run.py:experiment_options",  # the quick form's click options
+}
+
+
+def test_no_module_over_600_lines_and_no_function_over_80_but_tables() -> None:
+    big, long = [], []
+    for path in sorted((ROOT / "skillmix").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = str(path.relative_to(ROOT))
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            big.append(where)
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES and f"{where}:{node.name}" not in TABLES:
+                    long.append(f"{where}:{node.name} ({size} lines)")
+    assert (big, long) == ([], [])

@@ -4,6 +4,9 @@ JSON they write (same keys and order as before the models)."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -17,12 +20,25 @@ from skillmix.artifacts import (
     Summary,
     parse_artifact,
 )
+from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.k8s.launch import JobPlan, LaunchPlan
 from skillmix.legacy import ImportIssue, ImportSummary
 from skillmix.method.agreement import agreement
 from skillmix.method.points import MetricOptions
+from skillmix.pipeline.context import RunContext
+from skillmix.report.markdown import render_markdown
 
+DATA = Path(__file__).parent / "data" / "artifacts"
+
+EXPERIMENT: dict[str, Any] = Experiment.model_validate(
+    {
+        "name": "r",
+        "ks": [2],
+        "students": [{"name": "s", "model": "m"}],
+        "grader": {"model": "g"},
+    }
+).model_dump(mode="json")
 RUN = {
     "schema_version": 1,
     "kind": "evaluation",
@@ -30,7 +46,7 @@ RUN = {
     "created_at": "2026-01-01T00:00:00.000000Z",
     "skillmix_version": "0.1.0",
     "sharded": False,
-    "experiment": {"name": "r"},
+    "experiment": EXPERIMENT,
     "catalog": {
         "source": "builtin",
         "hash": "h",
@@ -48,7 +64,9 @@ def models() -> list[type[BaseModel]]:
     return [
         m
         for m in vars(artifacts).values()
-        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == artifacts.__name__
+        if isinstance(m, type)
+        and issubclass(m, BaseModel)
+        and m.__module__.startswith(artifacts.__name__ + ".")
     ]
 
 
@@ -84,6 +102,14 @@ def test_kind_is_inferred_for_old_files() -> None:
         (b"[1, 2]", ["expected a JSON object"]),
         (b'{"run_id": ', ["invalid JSON at line 1"]),
         (json.dumps({**RUN, "sharded": "maybe"}).encode(), ["sharded:"]),
+        (
+            json.dumps({**RUN, "experiment": {**EXPERIMENT, "ks": [0]}}).encode(),
+            ["experiment.ks:", "every k must be at least 1"],
+        ),
+        (
+            json.dumps({**RUN, "experiment": {**EXPERIMENT, "nosuch": 1}}).encode(),
+            ["experiment.nosuch: Extra inputs are not permitted"],
+        ),
     ],
 )
 def test_damage_is_one_error_line_naming_the_file(raw: bytes, needles: list[str]) -> None:
@@ -99,6 +125,78 @@ def test_damage_is_one_error_line_naming_the_file(raw: bytes, needles: list[str]
 def test_summary_rejects_partial_file() -> None:
     with pytest.raises(SkillmixError, match="summary.json: damaged or partial file: missing"):
         parse_artifact(Summary, b'{"run_id": "x"}', "r/report/summary.json")
+
+
+def test_the_experiment_is_typed_and_round_trips_through_json() -> None:
+    """Lists, nested mappings, floats given as integers and excluded fields (serving) come
+    back from JSON as the same model, and write the same JSON again."""
+    student = {
+        "name": "s",
+        "backend": "vllm",
+        "model": "m",
+        "sampling": {"temperature": 1, "stop": ["\n\n", "END"]},
+        "serving": "per-model",  # how it ran: not written
+        "vllm": {"args": ["--max-model-len", "4096"], "env": {"A": "1"}},
+        "kubernetes": {
+            "tolerations": [{"key": "gpu", "operator": "Exists"}],
+            "resources": {"limits": {"cpu": 4, "memory": "8Gi"}},
+        },
+    }
+    experiment = Experiment.model_validate(
+        {
+            "name": "r",
+            "ks": [3, 2],
+            "students": [student],
+            "grader": {"model": "g"},
+            "prices": {"m": {"prompt": 1, "completion": 2.5}},
+            "metrics": {"filter_skills": ["a"]},
+        }
+    )
+    dumped = experiment.model_dump(mode="json")
+    written = json.dumps({**RUN, "experiment": dumped}).encode()
+    run = parse_artifact(RUN_JSON_ADAPTER, written, "run.json")
+    assert isinstance(run, EvaluationRun) and isinstance(run.experiment, Experiment)
+    assert run.experiment.ks == [2, 3] and run.experiment.students[0].sampling.temperature == 1.0
+    assert run.experiment.student("s").serving is None  # not recorded in run.json
+    again = run.model_dump(mode="json")
+    assert again == json.loads(written) and json.dumps(again["experiment"]) == json.dumps(dumped)
+
+
+def test_run_json_as_older_versions_wrote_it() -> None:
+    """run.json written before the experiment was typed reads as it is, and the run written
+    again is byte for byte the file (run-v1.json: the version just before; run-v1-first.json:
+    the first version, whose mock grader has no quality yet: read as the default 0.7, as that
+    version's mock backend used)."""
+    raw = (DATA / "run-v1.json").read_bytes()
+    run = parse_artifact(RUN_JSON_ADAPTER, raw, "run-v1.json")
+    assert isinstance(run, EvaluationRun)
+    assert [s.name for s in run.experiment.students] == ["alpha", "beta"]
+    assert run.experiment.students[0].sampling.stop == ["\n\n"]
+    assert run.experiment.students[0].kubernetes.node_selector == {"pool": "gpu"}
+    rewritten = json.dumps(
+        run.model_dump(mode="json"), indent=2, sort_keys=True, ensure_ascii=False
+    )
+    assert (rewritten + "\n").encode() == raw
+    ctx = RunContext.from_run(run, "run-v1.json")
+    assert ctx.to_run_json() == json.loads(raw) and ctx.run_id == "old-format-ee08fbf3"
+
+    first = parse_artifact(RUN_JSON_ADAPTER, (DATA / "run-v1-first.json").read_bytes(), "r.json")
+    assert isinstance(first, EvaluationRun)
+    assert first.experiment.grader.quality == 0.7 and first.experiment.students[1].quality == 0.7
+    assert first.experiment.students[0].kubernetes.node_selector is None  # added later
+
+
+def test_summary_json_as_an_older_version_wrote_it() -> None:
+    """summary.json from before the experiment was typed reads as it is, writes the same bytes
+    again, and renders the report.md that version rendered."""
+    raw = (DATA / "summary-v1.json").read_bytes()
+    summary = parse_artifact(Summary, raw, "summary-v1.json")
+    assert summary.experiment.grader.rounds == 2 and summary.experiment.ks == [1, 2]
+    rewritten = json.dumps(summary.model_dump(mode="json"), indent=2, ensure_ascii=False)
+    assert (rewritten + "\n").encode() == raw
+    markdown = (DATA / "report-v1.md").read_text(encoding="utf-8")
+    plots = [(n, t) for t, n in re.findall(r"^!\[(.*)\]\(plots/(.*)\.png\)$", markdown, re.M)]
+    assert render_markdown(summary, plots) == markdown
 
 
 def test_launch_plan_record_is_the_old_as_dict() -> None:
@@ -137,6 +235,33 @@ def test_launch_record_units_and_older_records() -> None:
     )
     assert record.schema_version == 1 and record.plan is None
     assert record.units("generate") == [("s1", 2, 1)] and record.units("grade") == []
+
+
+def test_launch_record_values_write_back_what_they_read() -> None:
+    """A resumed launch renders its release from the record's values again: every Helm value
+    is kept (order included), typed ones too, and no default is added."""
+    values = {
+        "run": {"id": "r-1", "attempt": 2},
+        "students": {"s1": {"gpus": 1}},
+        "generation": [{"student": "s1", "k": 2, "round": 1, "args": ["a"], "gpuWeight": 1}],
+        "modelGeneration": [
+            {"student": "s2", "units": [{"k": 2, "round": 1}, {"k": 3, "round": 1}], "args": []}
+        ],
+        "grader": {"backend": "mock"},
+        "grading": [{"student": "s1", "k": 2, "round": 1, "waitArgs": ["w"]}],
+        "aggregation": {"enabled": True},
+    }
+    text = json.dumps({"attempt": 2, "values": values}, indent=2)
+    record = parse_artifact(LaunchRecord, text.encode(), "attempt-002.json")
+    assert record.units("generate") == [("s1", 2, 1), ("s2", 2, 1), ("s2", 3, 1)]
+    assert record.units("grade") == [("s1", 2, 1)]
+    assert record.values.model_generation[0].units[1].k == 3
+    assert json.dumps(record.values.as_dict()) == json.dumps(values)  # same keys, same order
+    assert json.dumps(LaunchRecord(attempt=2, values=values).model_dump(mode="json")["values"]) == (
+        json.dumps(values)
+    )
+    only = parse_artifact(LaunchRecord, b'{"attempt": 1, "values": {"run": {}}}', "a.json")
+    assert only.values.as_dict() == {"run": {}} and only.units("generate") == []
 
 
 def test_reference_import_run_json() -> None:

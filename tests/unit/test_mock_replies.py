@@ -8,6 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from skillmix.backends.mock_config import MockServerConfig, parse_model_spec
+from skillmix.backends.mock_faults import (
+    Injection,
+    InjectionRates,
+    RateLimiter,
+    format_reset,
+    injection_for,
+)
+from skillmix.backends.mock_prompts import (
+    GenerationTask,
+    GradingTask,
+    classify,
+    normalize_messages,
+    parse_generation_task,
+    parse_grading_task,
+)
 from skillmix.backends.mock_replies import (
     _BASE_CLAUSES,
     _CUE_PHRASES,
@@ -15,32 +31,17 @@ from skillmix.backends.mock_replies import (
     _QUESTION_LEAD,
     _TOPIC_LEADS,
     CUE_WORDS,
-    GenerationTask,
-    GradingTask,
-    Injection,
-    InjectionRates,
     MockReply,
     ReplyParams,
-    classify,
     estimate_tokens,
     explicit_name,
     generation_reply,
     grading_reply,
     improved_quality,
-    injection_for,
     malformed_grading_reply,
     mock_replies,
     mock_reply,
-    normalize_messages,
-    parse_generation_task,
-    parse_grading_task,
     skill_cue,
-)
-from skillmix.backends.mock_server import (
-    MockServerConfig,
-    RateLimiter,
-    format_reset,
-    parse_model_spec,
 )
 from skillmix.catalog import Skill, builtin_catalog
 from skillmix.errors import SkillmixError

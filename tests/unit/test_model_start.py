@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from skillmix.backends.mock_server import MockServer, MockServerConfig
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.errors import ModelServerUnhealthy
-from skillmix.pipeline.tasks import (
+from skillmix.pipeline.model_server import (
     MODEL_LOG_START,
     classify_model_log,
     read_model_log,

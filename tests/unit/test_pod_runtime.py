@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from skillmix.backends.factory import budget_share_of, parallel_jobs
-from skillmix.backends.mock_server import MockServer, MockServerConfig
-from skillmix.executors.pod import PodLog
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_server import MockServer
 from skillmix.config import Experiment
 from skillmix.errors import ModelServerUnhealthy
-from skillmix.pipeline.tasks import health_url, wait_for_model_server
+from skillmix.executors.pod import PodLog
+from skillmix.pipeline.model_server import health_url, wait_for_model_server
 from skillmix.store.layout import RunLayout
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from skillmix.artifacts import LeaderboardCell, MetricValueJson
+from skillmix.config import Experiment
 from skillmix.loading import parse_experiment
 from skillmix.method.metrics import aggregate
 from skillmix.method.points import MetricOptions
@@ -479,12 +480,20 @@ def test_hardest_first_ignores_cells_below_min_n() -> None:
 
 
 def test_self_grading_is_warned() -> None:
-    students = [{"name": "a", "model": "gpt-4o"}, {"name": "b", "model": "gpt-4o-mini"}]
+    students = [
+        {"name": "a", "backend": "openai", "model": "gpt-4o"},
+        {"name": "b", "backend": "openai", "model": "gpt-4o-mini"},
+    ]
     grader = {"name": "judge", "backend": "openai", "model": "gpt-4o"}
-    (line,) = self_grading_warnings({"students": students, "grader": grader})
-    assert "student 'a'" in line and "gpt-4o" in line
-    other = {**grader, "model": "other"}
-    assert self_grading_warnings({"students": students, "grader": other}) == []
+
+    def experiment(grader: dict[str, str]) -> Experiment:
+        return Experiment.model_validate(
+            {"name": "e", "ks": [2], "students": students, "grader": grader}
+        )
+
+    (line,) = self_grading_warnings(experiment(grader))
+    assert "student 'a'" in line and "(openai: gpt-4o)" in line
+    assert self_grading_warnings(experiment({**grader, "model": "other"})) == []
 
 
 def test_aggregate_rejects_an_unknown_filter_skill(tmp_path: Path) -> None:

@@ -168,7 +168,8 @@ def test_classify_other_exceptions() -> None:
 
 def test_classify_real_errors_from_mock_server() -> None:
     """The same decisions for exceptions the SDK raises from real HTTP replies."""
-    from skillmix.backends.mock_server import MockServer, MockServerConfig
+    from skillmix.backends.mock_config import MockServerConfig
+    from skillmix.backends.mock_server import MockServer
 
     messages = [{"role": "user", "content": "hi"}]
     config = MockServerConfig(models={"m": 0.5}, rpm=1, api_key="right")

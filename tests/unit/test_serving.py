@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from skillmix.artifacts import LaunchRecord
+from skillmix.artifacts import LaunchRecord, parse_artifact
 from skillmix.config import Experiment
 from skillmix.k8s.estimate import MODEL_LOAD_SECONDS
 from skillmix.k8s.launch import plan_launch
@@ -82,6 +83,9 @@ def test_values_and_launch_record_list_per_model_units() -> None:
     record = LaunchRecord(attempt=1, values=values)
     assert record.units("generate") == [tuple(u) for u in units]
     assert record.units("grade") == [tuple(u) for u in units]
+    # a resumed launch renders its release from the record's values: the same JSON comes back
+    again = parse_artifact(LaunchRecord, record.model_dump_json().encode(), "attempt-001.json")
+    assert json.dumps(again.values.as_dict()) == json.dumps(values)
 
 
 def test_vllm_pods_are_sized_with_their_gpus_and_overridable() -> None:
@@ -167,6 +171,19 @@ def test_no_recommendation_when_the_modes_cost_about_the_same() -> None:
     # no vLLM student: nothing to say
     mock = context(students=[{"name": "m", "model": "mock-m"}])
     assert plan_launch(mock, profile(), "c", None).serving_lines() == []
+
+
+def test_a_resumed_launch_renders_the_release_from_its_record_again() -> None:
+    """launch.py gives helm the record's values as they were read: the same values and the
+    same manifests as the attempt it resumes (per-model units included)."""
+    ctx = context(serving="per-model", students=[QWEN, {"name": "m", "model": "mock-m"}])
+    first = plan_launch(ctx, profile(), "c", None)
+    record = LaunchRecord(attempt=first.attempt, plan=first.record(), values=first.values)
+    stored = json.dumps(record.model_dump(mode="json"), indent=2).encode()  # as record_launch
+    resume = parse_artifact(LaunchRecord, stored, "launches/attempt-001.json")
+    again = plan_launch(ctx, profile(), "c", None, resume=resume)
+    assert json.dumps(again.values) == json.dumps(first.values)
+    assert again.rendered == first.rendered and again.attempt == first.attempt
 
 
 def test_cache_warm_needs_a_vllm_student_and_a_cache_volume(

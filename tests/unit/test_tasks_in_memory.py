@@ -14,7 +14,9 @@ import pytest
 from skillmix.backends.base import BackendError, ChatBackend
 from skillmix.loading import parse_experiment
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.pipeline.tasks import run_generate, run_grade, unit_complete
+from skillmix.pipeline.generate import run_generate
+from skillmix.pipeline.grade import run_grade
+from skillmix.pipeline.units import unit_complete
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix

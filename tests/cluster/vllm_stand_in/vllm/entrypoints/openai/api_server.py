@@ -170,7 +170,8 @@ def main(argv: list[str]) -> int:
             if stop.wait(1.0):
                 return 0
 
-    from skillmix.backends.mock_server import MockServer, MockServerConfig
+    from skillmix.backends.mock_config import MockServerConfig
+    from skillmix.backends.mock_server import MockServer
 
     config = MockServerConfig(
         host=args.host,

@@ -1,182 +1,42 @@
-"""The run's JSON artifacts as versioned models: ``run.json``, ``report/summary.json`` and the
-Kubernetes launch records (``launches/attempt-NNN.json``).
-
-Like inspect_ai's ``EvalLog``, every artifact carries a ``schema_version``; readers refuse a
-version they do not know and turn a damaged or partial file into one :class:`SkillmixError`
-line naming the file and what is wrong (never a traceback). ``run.json`` is a union on its
-``kind``: an evaluation run or a reference import; files written before ``kind`` existed get
-it inferred from their keys. Writers build the JSON through ``model_dump(mode="json")``, so the
-field order here is the key order on disk.
-
-The experiment embedded in ``run.json`` and ``summary.json`` is kept as a mapping here: it has
-its own strict schema (:class:`skillmix.config.Experiment`), checked where it is used.
-"""
+"""``report/summary.json``: the machine-readable report every other report file comes from."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
-    TypeAdapter,
-    ValidationError,
-    model_serializer,
 )
 
-from skillmix.errors import SkillmixError
-from skillmix.method.prompts import GradingStyle
-
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
-
-M = TypeVar("M")
-
-
-class _Artifact(BaseModel):
-    # unknown keys are ignored so that files written by older versions still read
-    model_config = ConfigDict(extra="ignore")
+from skillmix.artifacts.base import (
+    Artifact,
+    CatalogSource,
+    GradingPromptVersion,
+    OmitsAbsent,
+    PromptVersion,
+    Versioned,
+)
+from skillmix.config import Experiment
 
 
-class _OmitsAbsent(_Artifact):
-    """A part whose optional keys are left out of the JSON when unset (None), as the dicts it
-    replaces never had them."""
-
-    _OMITTED_WHEN_NONE: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in self._OMITTED_WHEN_NONE:
-            if data.get(key, 0) is None:
-                del data[key]
-        return data
-
-
-class _Versioned(_Artifact):
-    schema_version: int = Field(SCHEMA_VERSION, description="Version of this file's format.")
-
-
-class _CatalogSource(_Artifact):
-    source: str | None = Field(None, description="Where the catalog was loaded from.")
-    hash: str = Field("", description="Content hash of skills and topics.")
-
-
-class PromptVersion(_Artifact):
-    name: str = Field(description="Prompt version name.")
-    hash: str = Field("", description="Content hash of the template.")
-
-
-class GradingPromptVersion(PromptVersion):
-    style: GradingStyle = Field(description="How grader replies are parsed.")
-
-
-# run.json ---------------------------------------------------------------------------------
-class CatalogSkill(_Artifact):
-    name: str = Field(description="Skill name (the key used in records).")
-    category: str = Field("", description="Skill category from the catalog.")
-    definition: str = Field(description="Definition shown to students and graders.")
-    example: str = Field(description="Example shown to students and graders.")
-
-
-class RunCatalog(_CatalogSource):
-    skills: list[CatalogSkill] = Field(description="Every skill of the catalog, in order.")
-    topics: list[str] = Field(description="Every topic of the catalog, in order.")
-
-
-class PromptTemplateJson(PromptVersion):
-    turns: list[str] = Field(description="The template's user turns.")
-
-
-class GradingTemplateJson(GradingPromptVersion):
-    turns: list[str] = Field(description="The template's user turns.")
-
-
-class RunPrompts(_Artifact):
-    generation: PromptTemplateJson = Field(description="The student prompt template.")
-    grading: GradingTemplateJson = Field(description="The grader prompt template.")
-
-
-class EvaluationRun(_Versioned):
-    """``run.json`` of an evaluation: everything a task needs, no secrets."""
-
-    kind: Literal["evaluation"] = Field("evaluation", description="Run kind (discriminator).")
-    run_id: str = Field(description="Experiment name plus a hash of every result setting.")
-    created_at: str | None = Field(None, description="UTC time the run was first started.")
-    skillmix_version: str = Field("", description="skillmix version that wrote the file.")
-    sharded: bool = Field(False, description="True for Kubernetes runs (sharded generation).")
-    experiment: dict[str, Any] = Field(description="The resolved experiment (config schema).")
-    catalog: RunCatalog = Field(description="The catalog's skills and topics.")
-    prompts: RunPrompts = Field(description="The prompt templates.")
-
-
-class ReferenceImportRun(_Versioned):
-    """``run.json`` of a folder written by ``skillmix import-reference``."""
-
-    kind: Literal["reference-import"] = Field(
-        "reference-import", description="Run kind (discriminator)."
-    )
-    created_at: str = Field("", description="UTC time of the import.")
-    skillmix_version: str = Field("", description="skillmix version that wrote the file.")
-    root: str = Field(description="The imported reference tree (absolute path).")
-    seed: int = Field(description="The imported seed.")
-    ks: list[int] = Field(default_factory=list, description="k values found.")
-    students: list[str] = Field(default_factory=list, description="Students imported.")
-    graders: list[str] = Field(default_factory=list, description="Graders imported.")
-    generation_rounds: list[int] = Field(
-        default_factory=list, description="Generation rounds found."
-    )
-    grading_rounds: list[int] = Field(default_factory=list, description="Grading rounds found.")
-    generation_prompt_versions: list[str] = Field(
-        default_factory=list, description="Generation prompt versions (folder names)."
-    )
-    grading_prompt_versions: list[str] = Field(
-        default_factory=list, description="Grading prompt versions (folder names)."
-    )
-    generations: int = Field(0, description="Generation records written.")
-    grades: int = Field(0, description="Grade records written.")
-    issues: list[str] = Field(default_factory=list, description="Problems found in the tree.")
-
-
-def _infer_kind(data: Any) -> Any:
-    """Files written before ``kind`` existed: a reference import has ``root``, else evaluation."""
-    if isinstance(data, dict) and "kind" not in data:
-        kind = "reference-import" if "root" in data and "experiment" not in data else "evaluation"
-        return {**data, "kind": kind}
-    return data
-
-
-RunJson = Annotated[
-    EvaluationRun | ReferenceImportRun,
-    Field(discriminator="kind"),
-    BeforeValidator(_infer_kind),
-]
-RUN_JSON_ADAPTER: TypeAdapter[EvaluationRun | ReferenceImportRun] = TypeAdapter(RunJson)
-
-
-# report/summary.json ----------------------------------------------------------------------
-class SummaryCatalog(_CatalogSource):
+class SummaryCatalog(CatalogSource):
     skills: int = Field(description="Number of skills.")
     topics: int = Field(description="Number of topics.")
 
 
-class PromptVersions(_Artifact):
+class PromptVersions(Artifact):
     generation: PromptVersion = Field(description="The student prompt version.")
     grading: GradingPromptVersion = Field(description="The grader prompt version.")
 
 
-class Counts(_Artifact):
+class Counts(Artifact):
     planned_generations: int = Field(description="Generations the plan asks for.")
     generations: int = Field(description="Generation records found.")
     planned_grades: int = Field(description="Verdicts due for the successful generations.")
     grades: int = Field(description="Grade records found.")
 
 
-class MetricSettings(_Artifact):
+class MetricSettings(Artifact):
     mode: str = Field(description="Metric mode: strict or reference.")
     generation_agg: str = Field(description="How generation rounds combine (max, mean).")
     vote: str = Field(description="How grading rounds combine (majority, mean).")
@@ -197,7 +57,7 @@ class MetricSettings(_Artifact):
     )
 
 
-class MetricValueJson(_Artifact):
+class MetricValueJson(Artifact):
     """One metric of one row (``MetricValue.as_dict()``); NaN is written as null."""
 
     mean: float | None = Field(description="Mean over combinations; None when undefined.")
@@ -210,7 +70,7 @@ class MetricValueJson(_Artifact):
     )
 
 
-class CombinationScores(_Artifact):
+class CombinationScores(Artifact):
     """Per-combination values of a row (generation rounds combined): what paired tests pair."""
 
     index: list[int] = Field(description="Combination indices.")
@@ -223,7 +83,7 @@ class CombinationScores(_Artifact):
         return out
 
 
-class MetricRowJson(_OmitsAbsent):
+class MetricRowJson(OmitsAbsent):
     """One metric row (``MetricRow.as_dict()``): the rates only with ``details``."""
 
     _OMITTED_WHEN_NONE = ("per_skill", "per_topic", "combinations")
@@ -254,14 +114,14 @@ class MetricRowJson(_OmitsAbsent):
         return value
 
 
-class MetricsSection(_Artifact):
+class MetricsSection(Artifact):
     rows: list[MetricRowJson] = Field(
         description="One row per (student, grader, k): n, unparsed, the three metrics."
     )
     settings: MetricSettings = Field(description="The options that produced the rows.")
 
 
-class UsageRow(_Artifact):
+class UsageRow(Artifact):
     model: str = Field(description="Model name from the experiment.")
     model_id: str = Field(description="Model id sent to the backend.")
     role: str = Field(description="student or grader.")
@@ -276,7 +136,7 @@ class UsageRow(_Artifact):
     )
 
 
-class GpuTime(_Artifact):
+class GpuTime(Artifact):
     """GPU time of one student's generation pods (or of all of them), beside the estimate."""
 
     pods: int = Field(description="Generation pods whose GPU time was recorded.")
@@ -300,7 +160,7 @@ class GpuTime(_Artifact):
     )
 
 
-class GpuUsageSection(_Artifact):
+class GpuUsageSection(Artifact):
     """GPU time measured from the generation pods of a Kubernetes run (``usage/pods/``)."""
 
     students: dict[str, GpuTime] = Field(description="Per student, in the experiment's order.")
@@ -317,7 +177,7 @@ class GpuUsageSection(_Artifact):
     )
 
 
-class _Generated(_Artifact):
+class _Generated(Artifact):
     student: str = Field(description="Student name.")
     k: int = Field(description="Number of skills.")
     generation_round: int = Field(description="Generation round.")
@@ -335,7 +195,7 @@ class FailedGrade(_Generated):
     reason: str | None = Field(description="The error or the parse problem.")
 
 
-class Failures(_Artifact):
+class Failures(Artifact):
     generation_failed: int = Field(description="Generations that failed after retries.")
     grading_failed: int = Field(description="Verdicts that failed after retries.")
     grading_unparsed: int = Field(description="Verdicts without usable points.")
@@ -351,7 +211,7 @@ class LeaderboardCell(MetricValueJson):
     unparsed: int = Field(description="Verdicts left out for unusable points.")
 
 
-class LeaderboardRow(_OmitsAbsent):
+class LeaderboardRow(OmitsAbsent):
     """One ranked model; the run keys only in ``skillmix compare``."""
 
     _OMITTED_WHEN_NONE = ("run", "run_id", "run_label", "model", "own_score")
@@ -393,7 +253,7 @@ class LeaderboardRow(_OmitsAbsent):
     )
 
 
-class PairwiseResult(_Artifact):
+class PairwiseResult(Artifact):
     """A paired comparison of two adjacent leaderboard rows (a ranked above b)."""
 
     a: str = Field(description="The upper row's model label.")
@@ -410,7 +270,7 @@ class PairwiseResult(_Artifact):
     method: str = Field(description="The test, in words (or why there is none).")
 
 
-class Leaderboard(_Artifact):
+class Leaderboard(Artifact):
     metric: str = Field(description="Metric name (full_marks, all_skills, skill_fraction).")
     title: str = Field(description="Metric title.")
     ranked_over_ks: list[int] = Field(description="k values every entry has (the ranking's).")
@@ -425,7 +285,7 @@ class Leaderboard(_Artifact):
     )
 
 
-class QualityRow(_Artifact):
+class QualityRow(Artifact):
     student: str = Field(description="Student name.")
     k: int = Field(description="Number of skills.")
     generations: int = Field(description="Generation records.")
@@ -440,7 +300,7 @@ class QualityRow(_Artifact):
     extra_requests: int = Field(description="Extra grader requests the re-asks cost.")
 
 
-class AgreementItem(_Artifact):
+class AgreementItem(Artifact):
     """``method.agreement.Agreement`` of one rubric item group."""
 
     subjects: int = Field(description="Items rated in at least two rounds.")
@@ -451,14 +311,14 @@ class AgreementItem(_Artifact):
     kappa: float | None = Field(description="Fleiss' kappa; None when undefined.")
 
 
-class AgreementRow(_Artifact):
+class AgreementRow(Artifact):
     grader: str = Field(description="Grader name.")
     student: str = Field(description="Student name, or 'all'.")
     k: int | str = Field(description="Number of skills, or 'all'.")
     items: dict[str, AgreementItem] = Field(description="Agreement per rubric item group.")
 
 
-class AgreementSection(_Artifact):
+class AgreementSection(Artifact):
     grading_rounds: int = Field(description="Grading rounds seen.")
     groups: list[str] = Field(description="Rubric item groups, in order.")
     rows: list[AgreementRow] = Field(description="Per (grader, k), grader, (grader, student).")
@@ -469,12 +329,12 @@ class AgreementSection(_Artifact):
     )
 
 
-class ModelRef(_Artifact):
+class ModelRef(Artifact):
     student: str = Field(description="Student name.")
     grader: str = Field(description="Grader name.")
 
 
-class SkillRateRow(_Artifact):
+class SkillRateRow(Artifact):
     skill: str = Field(description="Skill name.")
     values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
     n: list[int] = Field(description="Combinations per model column.")
@@ -482,14 +342,14 @@ class SkillRateRow(_Artifact):
     category: str = Field("", description="Skill category from the catalog.")
 
 
-class TopicRateRow(_Artifact):
+class TopicRateRow(Artifact):
     topic: str = Field(description="Topic.")
     values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
     n: list[int] = Field(description="Combinations per model column.")
     mean: float | None = Field(description="Mean of the rates present.")
 
 
-class CategoryRateRow(_Artifact):
+class CategoryRateRow(Artifact):
     category: str = Field(description="Skill category from the catalog.")
     skills: int = Field(description="Skills of the category that were sampled.")
     values: list[float | None] = Field(description="Rate per model column; None: not sampled.")
@@ -497,7 +357,7 @@ class CategoryRateRow(_Artifact):
     mean: float | None = Field(description="Mean of the rates present.")
 
 
-class _RateTable(_Artifact):
+class _RateTable(Artifact):
     columns: list[str] = Field(description="Model column labels.")
     models: list[ModelRef] = Field(description="The (student, grader) of each column.")
     unit: str = Field("", description="What a rate is, in words.")
@@ -518,13 +378,13 @@ class CategoryRates(_RateTable):
     rows: list[CategoryRateRow] = Field(description="One row per skill category, hardest first.")
 
 
-class ItemScores(_Artifact):
+class ItemScores(Artifact):
     full_marks: float = Field(description="1 with every point, else 0.")
     all_skills: float = Field(description="1 with every skill point and 2 others, else 0.")
     skill_fraction: float = Field(description="Share of skill points (0 unless all 3 others).")
 
 
-class GalleryRound(_Artifact):
+class GalleryRound(Artifact):
     grading_round: int = Field(description="Grading round.")
     points: list[float] | None = Field(description="Points as the grader gave them.")
     status: str = Field(description="ok, unparsed or failed.")
@@ -532,7 +392,7 @@ class GalleryRound(_Artifact):
     attempts: int = Field(description="Grader requests for this verdict.")
 
 
-class GalleryExample(_Artifact):
+class GalleryExample(Artifact):
     kind: str = Field(description="best, worst or explicit_name.")
     student: str = Field(description="Student name.")
     grader: str = Field(description="Grader name.")
@@ -551,7 +411,7 @@ class GalleryExample(_Artifact):
     grader_reply: str = Field(description="First grading round's reply (clipped).")
 
 
-class Summary(_Versioned):
+class Summary(Versioned):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
 
     run_id: str = Field(description="The run id.")
@@ -559,7 +419,7 @@ class Summary(_Versioned):
     created_at: str | None = Field(description="UTC time the run was first started.")
     reported_at: str = Field(description="UTC time the report was built.")
     skillmix_version: str = Field(description="skillmix version that built the report.")
-    experiment: dict[str, Any] = Field(description="The resolved experiment (config schema).")
+    experiment: Experiment = Field(description="The resolved experiment (config schema).")
     catalog: SummaryCatalog = Field(description="Catalog provenance.")
     prompts: PromptVersions = Field(description="Prompt versions and hashes.")
     counts: Counts = Field(description="Planned and found records.")
@@ -587,149 +447,3 @@ class Summary(_Versioned):
     warnings: list[str] = Field(
         default_factory=list, description="What a reader must know (e.g. self-grading)."
     )
-
-
-# launches/attempt-NNN.json ----------------------------------------------------------------
-class JobRecord(_Artifact):
-    phase: str = Field(description="generate, grade, aggregate or coordinate.")
-    student: str = Field(description="Student name ('-' for aggregate).")
-    k: int | None = Field(description="Number of skills (None for aggregate).")
-    round: int | None = Field(description="Generation round (None for aggregate).")
-    pods: int = Field(description="Pods of the Job.")
-    gpus_per_pod: int = Field(description="GPUs each pod requests.")
-    backend: str = Field(description="Backend of the model the Job calls.")
-
-
-class ServingEstimateRecord(_Artifact):
-    gpu_hours: float = Field(description="Rough GPU-hours of the generation to do.")
-    load_share: float = Field(description="Share of those GPU-hours spent loading models.")
-    loads: int = Field(description="Model loads (vLLM pods started).")
-
-
-class LaunchPlanRecord(_Artifact):
-    run_id: str = Field(description="The run id.")
-    run: str = Field(description="The run folder (s3:// URI).")
-    cluster: str = Field(description="Cluster profile name.")
-    namespace: str = Field(description="Kubernetes namespace.")
-    release: str = Field(description="Helm release name.")
-    attempt: int = Field(description="Launch attempt (1-based).")
-    jobs: list[JobRecord] = Field(description="Jobs this attempt creates.")
-    gpus: int = Field(description="GPUs requested by all pods together.")
-    estimated_gpu_hours: float = Field(description="Rough GPU-hours (upper bound).")
-    estimated_api_cost_usd: float | None = Field(
-        description="Rough API cost (upper bound); None without a price."
-    )
-    finished_units: int = Field(description="Units already finished before this attempt.")
-    total_units: int = Field(description="Units of the whole plan.")
-    serving_estimates: dict[str, ServingEstimateRecord] = Field(
-        default_factory=dict,
-        description="GPU-hours of the generation to do under each serving mode (per-unit, per-model).",
-    )
-    gpu_hours_by_student: dict[str, float] = Field(
-        default_factory=dict,
-        description="The estimated GPU-hours of each vLLM student's generation this attempt does "
-        "(the report shows them beside the GPU time measured from the pods).",
-    )
-
-
-class UnitRef(_Artifact):
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
-    round: int = Field(description="Generation round.")
-
-
-class LaunchRecord(_Versioned):
-    """An audit record of one launch attempt; its values hold Secret names only."""
-
-    attempt: int = Field(description="Launch attempt (1-based).")
-    launched_at: str = Field("", description="UTC time of the launch.")
-    plan: LaunchPlanRecord | None = Field(None, description="What the attempt planned.")
-    values: dict[str, Any] = Field(description="The Helm values the release was rendered from.")
-
-    def units(self, phase: str) -> list[tuple[str, int, int]]:
-        """The (student, k, round) units this attempt (re)does in ``phase``."""
-        key = "generation" if phase == "generate" else "grading"
-        refs = TypeAdapter(list[UnitRef]).validate_python(self.values.get(key) or [])
-        units = [(u.student, u.k, u.round) for u in refs]
-        if phase == "generate":  # serving per-model: a Job per student over its units
-            for job in self.values.get("modelGeneration") or []:
-                units += [(job["student"], u["k"], u["round"]) for u in job["units"]]
-        return units
-
-
-class PodUsage(_Versioned):
-    """The GPU time one generation pod held (``usage/pods/<pod>.json``), measured by the run's
-    coordinator from the pod's start and finish times: what the run cost, beside the plan's
-    estimate."""
-
-    pod: str = Field(description="Pod name.")
-    job: str = Field(description="Name of the pod's Job.")
-    attempt: int = Field(description="Launch attempt of the Job.")
-    student: str = Field(description="Student whose generation the pod ran.")
-    units: list[UnitRef] = Field(
-        default_factory=list, description="The (student, k, round) units of its Job."
-    )
-    gpus: float = Field(
-        description="GPUs the pod requested (a MIG slice counts as its share of a GPU)."
-    )
-    gpu_resource: str = Field("", description="Extended resource the GPUs were requested as.")
-    started_at: str = Field(description="UTC time the pod started (status.startTime).")
-    finished_at: str = Field(description="UTC time its last container ended (or it was deleted).")
-    seconds: float = Field(ge=0, description="finished_at - started_at, in seconds.")
-    outcome: str = Field(description="Succeeded, Failed or Deleted.")
-
-    @property
-    def gpu_seconds(self) -> float:
-        return self.gpus * self.seconds
-
-
-# reading ----------------------------------------------------------------------------------
-def _problem(exc: ValidationError, *, tagged: bool) -> str:
-    errors = exc.errors()
-    err = errors[0]
-    loc = err["loc"][1:] if tagged else err["loc"]  # a union's errors start with the tag
-    path = ".".join(str(p) for p in loc) or "(top level)"
-    if err["type"] == "union_tag_invalid":
-        text = f"unknown kind {err['input'].get('kind')!r}"
-    elif err["type"] == "missing":
-        text = f"missing field {path!r}"
-    else:
-        text = f"{path}: {err['msg']}"
-    return text + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-
-
-def parse_artifact(model: type[M] | TypeAdapter[M], raw: bytes, source: str) -> M:
-    """Validate the bytes of one artifact; any problem is one SkillmixError naming ``source``."""
-    if b"\x00" in raw:
-        raise SkillmixError(f"{source}: damaged file (it contains a NUL byte)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SkillmixError(f"{source}: damaged file (not UTF-8 at byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SkillmixError(
-            f"{source}: damaged file (invalid JSON at line {exc.lineno}: {exc.msg})"
-        ) from None
-    return validate_artifact(model, data, source)
-
-
-def validate_artifact(model: type[M] | TypeAdapter[M], data: object, source: str) -> M:
-    """Validate an artifact's parsed JSON (see :func:`parse_artifact`)."""
-    if not isinstance(data, dict):
-        raise SkillmixError(f"{source}: damaged file (expected a JSON object)")
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
-        raise SkillmixError(
-            f"{source}: unknown schema_version {version!r} "
-            f"(this skillmix reads {', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})",
-            hint="upgrade skillmix to read it",
-        )
-    adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        raise SkillmixError(
-            f"{source}: damaged or partial file: {_problem(exc, tagged=model is RUN_JSON_ADAPTER)}"
-        ) from None
