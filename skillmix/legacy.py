@@ -282,28 +282,6 @@ class ReferenceImport:
     units: list[tuple[str, list[Any]]] = field(default_factory=list)
 
 
-def import_reference(
-    root: str | Path,
-    run: RunStore,
-    *,
-    students: Sequence[str] = (),
-    grader: str | None = None,
-    seed: int | None = None,
-    generation_rounds: int | None = None,
-    grading_rounds: int | None = None,
-) -> ImportSummary:
-    """Read the tree at ``root`` and write generations and grades into ``run``."""
-    imported = read_reference(
-        root,
-        students=students,
-        grader=grader,
-        seed=seed,
-        generation_rounds=generation_rounds,
-        grading_rounds=grading_rounds,
-    )
-    return write_reference(run, imported)
-
-
 def write_reference(run: RunStore, imported: ReferenceImport) -> ImportSummary:
     """Write what :func:`read_reference` found: every unit, then run.json."""
     for prefix, records in imported.units:

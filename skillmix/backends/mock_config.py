@@ -55,6 +55,9 @@ class MockServerConfig:
     """0 picks a free port."""
     seed: int = 0
     models: Mapping[str, float] = field(default_factory=dict)
+    answers: Mapping[str, str] = field(default_factory=dict)
+    """Reasoning problems' answer key (``mock_reasoning.problem_key`` -> answer): the mock
+    answers them right at each model's quality."""
     """Served model -> quality in [0, 1]; empty = any name is served at ``default_quality``."""
     default_quality: float = DEFAULT_QUALITY
     latency_ms: float = 0.0

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from skillmix.method.text import sentence_limit
 
-RequestKind = Literal["generation", "grading"]
+RequestKind = Literal["generation", "grading", "reasoning"]
 ReplyStyle = Literal["table", "points"]
 Message = tuple[str, str]
 """A normalised chat message: (role, text)."""

@@ -44,6 +44,7 @@ from skillmix.backends.mock_prompts import (
     Task,
     parse_task,
 )
+from skillmix.backends.mock_reasoning import problem_key, reasoning_reply
 from skillmix.method.text import count_sentences, extract_answer, sentence_limit
 
 TOPIC_MENTION_RATE = 0.97
@@ -410,13 +411,30 @@ def mock_replies(
     n: int = 1,
     *,
     malformed: Mapping[int, int] | None = None,
+    answers: Mapping[str, str] | None = None,
 ) -> list[MockReply]:
     """The ``n`` choices for a request; ``malformed`` maps choice index -> malformed variant
-    (applied to grading requests only)."""
-    task = parse_task(messages)
+    (applied to grading requests only); ``answers``: the answer key of reasoning problems
+    (see :mod:`mock_reasoning`)."""
     digest = request_digest(messages, params)
+    answer = _known_answer(messages, answers)
+    if answer is not None:  # a reasoning problem whose answer key the mock was given
+        return [_reasoning(answer, digest, params, i) for i in range(n)]
+    task = parse_task(messages)
     bad = malformed or {}
     return [reply_for_task(task, digest, params, i, malformed_variant=bad.get(i)) for i in range(n)]
+
+
+def _known_answer(messages: Sequence[Message], answers: Mapping[str, str] | None) -> str | None:
+    users = [text for role, text in messages if role == "user"]
+    if not answers or not users:
+        return None
+    return answers.get(problem_key(users[-1]))
+
+
+def _reasoning(answer: str, digest: str, params: ReplyParams, choice: int) -> MockReply:
+    text, _right = reasoning_reply(answer, params.quality, choice_rng(digest, choice))
+    return _truncate(MockReply(text=text, kind="reasoning"), params.max_tokens)
 
 
 def mock_reply(messages: Sequence[Message], params: ReplyParams, choice: int = 0) -> MockReply:

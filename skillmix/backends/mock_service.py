@@ -356,7 +356,13 @@ class MockService:
             max_tokens=parsed.max_tokens,
             request_seed=parsed.seed,
         )
-        replies = mock_replies(parsed.messages, params, parsed.n, malformed=inject.malformed)
+        replies = mock_replies(
+            parsed.messages,
+            params,
+            parsed.n,
+            malformed=inject.malformed,
+            answers=self.config.answers,
+        )
         self.counters["malformed"] += sum(1 for r in replies if r.malformed)
         return replies
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from skillmix import settings
 from skillmix.backends.mock_config import MockServerConfig, parse_model_specs
 from skillmix.backends.mock_server import run_forever
+
+
+def _zero_option(name: str, help: str, kind: type = float, **extra: Any) -> Any:
+    """A number flag that is off (0) unless given."""
+    return click.option(name, type=kind, default=kind(0), show_default=True, help=help, **extra)
 
 
 @click.command("mock-server")
@@ -32,58 +39,21 @@ from skillmix.backends.mock_server import run_forever
     metavar="NAME[=QUALITY]",
     help="A served model and its quality in [0, 1] (repeatable; default: any name, quality 0.7).",
 )
-@click.option(
-    "--latency-ms", type=float, default=0.0, show_default=True, help="Fixed latency per request."
-)
-@click.option(
-    "--jitter-ms", type=float, default=0.0, show_default=True, help="Uniform extra latency."
-)
-@click.option(
-    "--per-token-ms",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Extra latency per completion token.",
-)
-@click.option(
+@_zero_option("--latency-ms", "Fixed latency per request.")
+@_zero_option("--jitter-ms", "Uniform extra latency.")
+@_zero_option("--per-token-ms", "Extra latency per completion token.")
+@_zero_option(
     "--startup-delay",
-    type=float,
-    default=0.0,
-    show_default=True,
+    "Answer 503 on /health for this long (mimics model loading).",
     metavar="SECONDS",
-    help="Answer 503 on /health for this long (mimics model loading).",
 )
-@click.option(
-    "--fail-rate", type=float, default=0.0, show_default=True, help="Fraction answered 500."
-)
-@click.option(
-    "--drop-rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Fraction whose connection is dropped.",
-)
-@click.option(
-    "--timeout-rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Fraction that stall --timeout-seconds before answering.",
-)
+@_zero_option("--fail-rate", "Fraction answered 500.")
+@_zero_option("--drop-rate", "Fraction whose connection is dropped.")
+@_zero_option("--timeout-rate", "Fraction that stall --timeout-seconds before answering.")
 @click.option("--timeout-seconds", type=float, default=30.0, show_default=True)
-@click.option(
-    "--malformed-rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Fraction of grading replies replaced by malformed ones.",
-)
-@click.option(
-    "--rpm", type=int, default=0, show_default=True, help="Requests per minute (0 = unlimited)."
-)
-@click.option(
-    "--tpm", type=int, default=0, show_default=True, help="Tokens per minute (0 = unlimited)."
-)
+@_zero_option("--malformed-rate", "Fraction of grading replies replaced by malformed ones.")
+@_zero_option("--rpm", "Requests per minute (0 = unlimited).", int)
+@_zero_option("--tpm", "Tokens per minute (0 = unlimited).", int)
 @click.option(
     "--api-key",
     envvar=settings.MOCK_API_KEY.name,
@@ -102,26 +72,7 @@ from skillmix.backends.mock_server import run_forever
     default=None,
     help="Write the bound port to this file once listening.",
 )
-def mock_server(
-    host: str,
-    port: int,
-    seed: int,
-    models: tuple[str, ...],
-    latency_ms: float,
-    jitter_ms: float,
-    per_token_ms: float,
-    startup_delay: float,
-    fail_rate: float,
-    drop_rate: float,
-    timeout_rate: float,
-    timeout_seconds: float,
-    malformed_rate: float,
-    rpm: int,
-    tpm: int,
-    api_key: str | None,
-    request_log: str | None,
-    port_file: str | None,
-) -> None:
+def mock_server(models: tuple[str, ...], api_key: str | None, **options: Any) -> None:
     """Serve a deterministic mock of the vLLM/OpenAI API (chat and text completions).
 
     Students answer and graders grade SKILL-MIX prompts with a quality set per model; latency,
@@ -129,23 +80,6 @@ def mock_server(
     """
 
     config = MockServerConfig(
-        host=host,
-        port=port,
-        seed=seed,
-        models=parse_model_specs(models),
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        per_token_ms=per_token_ms,
-        startup_delay=startup_delay,
-        fail_rate=fail_rate,
-        drop_rate=drop_rate,
-        timeout_rate=timeout_rate,
-        timeout_seconds=timeout_seconds,
-        malformed_rate=malformed_rate,
-        rpm=rpm,
-        tpm=tpm,
-        api_key=api_key or None,
-        request_log=request_log,
-        port_file=port_file,
+        models=parse_model_specs(models), api_key=api_key or None, **options
     ).validate()
     run_forever(config)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,29 +27,30 @@ if TYPE_CHECKING:
     from skillmix.pipeline.context import RunContext
 
 
+def _choice_option(name: str, choices: list[str], default: str, help: str):
+    """A flag taking one of ``choices``, its default shown in the help."""
+    return click.option(
+        name, type=click.Choice(choices), default=default, show_default=True, help=help
+    )
+
+
 def metric_options(f):
     """The metric flags shared by aggregate, score and report."""
     options = [
-        click.option(
+        _choice_option(
             "--mode",
-            type=click.Choice(["reference", "strict"]),
-            default="strict",
-            show_default=True,
-            help="reference: unreadable point lists count as zeros/padded as the reference does; strict: they are left out and counted.",
+            ["reference", "strict"],
+            "strict",
+            "reference: unreadable point lists count as zeros/padded as the reference does; strict: they are left out and counted.",
         ),
-        click.option(
+        _choice_option(
             "--generation-agg",
-            type=click.Choice(["max", "mean"]),
-            default="max",
-            show_default=True,
-            help="Combine generation rounds per combination (max = best of G).",
+            ["max", "mean"],
+            "max",
+            "Combine generation rounds per combination (max = best of G).",
         ),
-        click.option(
-            "--vote",
-            type=click.Choice(["majority", "mean"]),
-            default="majority",
-            show_default=True,
-            help="Combine grading rounds per rubric item.",
+        _choice_option(
+            "--vote", ["majority", "mean"], "majority", "Combine grading rounds per rubric item."
         ),
         click.option(
             "--filter-explicit-name",
@@ -133,23 +134,16 @@ def round_options(f):
 @format_option(("table", "json", "csv"))
 def aggregate_cmd(
     run_dir: str,
-    mode: str,
-    generation_agg: str,
-    vote: str,
-    filter_explicit_name: str | None,
-    filter_skills: str,
-    bootstrap_samples: int,
     generation_rounds: int | None,
     grading_rounds: int | None,
     reparse: bool,
     details: bool,
     fmt: str,
+    **metric_flags: Any,
 ) -> None:
     """Compute Full Marks / All Skills / Skill Fraction for a run folder (local or s3://)."""
 
-    options = build_metric_options(
-        mode, generation_agg, vote, filter_explicit_name, filter_skills, bootstrap_samples
-    )
+    options = build_metric_options(**metric_flags)
     store = open_store(run_dir)
     store.check()  # an unusable store is reported as by `evaluate` (same line, same code)
     result = aggregate_run(
@@ -180,7 +174,7 @@ def aggregate_cmd(
         unparsed = sum(r.unparsed for r in result.rows)
         if unparsed:
             warn(
-                f"{unparsed} grading verdicts had no usable points ({'left out' if mode == 'strict' else 'counted as the reference does'})"
+                f"{unparsed} grading verdicts had no usable points ({'left out' if options.mode == 'strict' else 'counted as the reference does'})"
             )
 
 

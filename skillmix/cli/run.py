@@ -20,12 +20,14 @@ from skillmix.cli._output import (
     write_files,
 )
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params, parse_int_list
+from skillmix.cli.reasoning import rescore_task, run_task, task_options, wants_task
 from skillmix.cli.results import metrics_table, open_report_run
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.executors.local import continue_run, evaluate
+from skillmix.executors.local import RunOutcome, continue_run, evaluate
 from skillmix.loading import experiment_schema, load_experiment, parse_experiment
 from skillmix.report.build import build_report
+from skillmix.vocab import PHASES
 
 
 def _experiment_from_flags(
@@ -313,8 +315,25 @@ def check_failures(outcome: Any, allow_failures: bool, retry: str) -> None:
         )
 
 
+def _evaluate_from(kwargs: dict[str, Any], phases: tuple[str, ...]) -> RunOutcome:
+    """Run ``phases`` of the experiment the ``experiment_options`` flags name, locally."""
+    experiment = load_experiment_for(kwargs)
+    with showing_server_logs():
+        return evaluate(
+            experiment,
+            store_uri=kwargs["store"],
+            resume=kwargs["resume"],
+            overwrite=kwargs["overwrite"],
+            phases=phases,
+            progress=kwargs["progress"],
+            wait_for_lock=kwargs["wait_for_lock"],
+            vllm_health_timeout=kwargs["vllm_health_timeout"],
+        )
+
+
 @click.command("evaluate")
 @experiment_options
+@task_options
 @vllm_health_timeout_option
 @allow_failures_option
 @format_option(("table", "json"))
@@ -325,19 +344,13 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
     [--base-url URL] --k 2,3 [--grader NAME]. Re-running a finished request never calls the
     model again (responses are cached in the store). A vllm student without a base URL is
     served by `vllm serve`, which skillmix starts and stops (pip install 'skillmix[vllm]').
-    """
 
-    experiment = load_experiment_for(kwargs)
-    with showing_server_logs():
-        outcome = evaluate(
-            experiment,
-            store_uri=kwargs["store"],
-            resume=kwargs["resume"],
-            overwrite=kwargs["overwrite"],
-            progress=kwargs["progress"],
-            wait_for_lock=kwargs["wait_for_lock"],
-            vllm_health_timeout=kwargs["vllm_health_timeout"],
-        )
+    A reasoning benchmark instead: --task math500 --model NAME [--n 8] (see `skillmix tasks`).
+    """
+    if wants_task(kwargs):
+        run_task(kwargs, fmt)
+        return
+    outcome = _evaluate_from(kwargs, PHASES)
     print_outcome(outcome, fmt)
     check_failures(outcome, allow_failures, "`skillmix evaluate ... --resume`")
 
@@ -349,34 +362,54 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
 def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     """Only the generation phase (grade later with `skillmix score RUN`)."""
 
-    experiment = load_experiment_for(kwargs)
-    with showing_server_logs():
-        outcome = evaluate(
-            experiment,
-            store_uri=kwargs["store"],
-            resume=kwargs["resume"],
-            overwrite=kwargs["overwrite"],
-            phases=("generate",),
-            progress=kwargs["progress"],
-            wait_for_lock=kwargs["wait_for_lock"],
-            vllm_health_timeout=kwargs["vllm_health_timeout"],
-        )
+    outcome = _evaluate_from(kwargs, ("generate",))
     print_outcome(outcome, "table")
     click.echo(outcome.run_uri)
     check_failures(outcome, allow_failures, "`skillmix generate ... --resume`")
 
 
 @click.command("score")
-@click.argument("run_uri")
+@click.argument("run_uri", required=False)
 @click.option("--progress/--no-progress", default=None)
+@click.option("--task", default=None, help="Re-score a reasoning run folder with this task.")
+@click.option(
+    "--task-config", type=click.Path(dir_okay=False), default=None, help="A task from your file."
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A reasoning run folder (skillmix's or SkyThought's layout) to score again.",
+)
+@click.option("--ids", default=None, help="Only these problems (_index values, comma-separated).")
 @wait_for_lock_option
 @allow_failures_option
 @format_option(("table", "json"))
 def score_cmd(
-    run_uri: str, progress: bool | None, wait_for_lock: float | None, allow_failures: bool, fmt: str
+    run_uri: str | None,
+    progress: bool | None,
+    task: str | None,
+    task_config: str | None,
+    run_dir: str | None,
+    ids: str | None,
+    wait_for_lock: float | None,
+    allow_failures: bool,
+    fmt: str,
 ) -> None:
-    """Grade and aggregate the saved generations of a run (resumes finished grading)."""
+    """Grade and aggregate the saved generations of a run (resumes finished grading).
 
+    With --task T --run-dir DIR: score a reasoning run folder again (skillmix's or
+    SkyThought's), rewriting each response's correctness and summary.json."""
+    if run_dir or task or task_config:
+        if run_uri or not run_dir:
+            raise SkillmixError("re-scoring takes --task T --run-dir DIR (and no RUN)")
+        chosen = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+        rescore_task(task, task_config, run_dir, chosen, fmt)
+        return
+    if ids:
+        raise SkillmixError("--ids needs --task and --run-dir")
+    if not run_uri:
+        raise SkillmixError("give the RUN to score (or --task T --run-dir DIR)")
     outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)
     print_outcome(outcome, fmt)
     check_failures(outcome, allow_failures, f"`skillmix score {run_uri}` again")

@@ -121,19 +121,7 @@ def task() -> None:
 )
 @attempt_option
 def generate_task(
-    run_uri: str,
-    student: str,
-    k: int | None,
-    g: int | None,
-    units: str | None,
-    shard: int | None,
-    shards: int,
-    base_url: str | None,
-    budget_share: int | None,
-    model_load_timeout: float,
-    model_log: str | None,
-    time_limit: float,
-    attempt: int,
+    run_uri: str, student: str, k: int | None, g: int | None, units: str | None, **options: Any
 ) -> None:
     """Generate one (student, k, round) unit, or one shard of it; with --units, several units
     of the student in turn (serving per-model: the model server loads once).
@@ -146,20 +134,7 @@ def generate_task(
         todo = pod.parse_units(student, units)
     else:
         raise SkillmixError("give either --k and --round (one unit) or --units K:R,... (several)")
-    pod.generate(
-        run_uri,
-        student,
-        todo,
-        shard=shard,
-        shards=shards,
-        base_url=base_url,
-        budget_share=budget_share,
-        model_load_timeout=model_load_timeout,
-        model_log=model_log,
-        time_limit=time_limit,
-        attempt=attempt,
-        say=_say,
-    )
+    pod.generate(run_uri, student, todo, pod.GenerateOptions(**options), say=_say)
 
 
 @task.command("grade")
@@ -181,28 +156,9 @@ def generate_task(
 )
 @model_load_option
 @attempt_option
-def grade_task(
-    run_uri: str,
-    student: str,
-    k: int,
-    g: int,
-    base_url: str | None,
-    budget_share: int,
-    wait_timeout: float,
-    model_load_timeout: float,
-    attempt: int,
-) -> None:
+def grade_task(run_uri: str, student: str, k: int, g: int, **options: Any) -> None:
     """Grade one (student, k, round) unit (all grading rounds)."""
-    pod.grade(
-        run_uri,
-        Unit(student, k, g),
-        base_url=base_url,
-        budget_share=budget_share,
-        wait_timeout=wait_timeout,
-        model_load_timeout=model_load_timeout,
-        attempt=attempt,
-        say=_say,
-    )
+    pod.grade(run_uri, Unit(student, k, g), pod.GradeOptions(**options), say=_say)
 
 
 @task.command("aggregate")
@@ -240,31 +196,12 @@ def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
 )
 @click.option("--interval", type=float, default=10.0, show_default=True)
 @attempt_option
-def wait_task(
-    run_uri: str,
-    phase: Phase,
-    student: str | None,
-    k: int | None,
-    g: int | None,
-    timeout: float,
-    interval: float,
-    attempt: int,
-) -> None:
+def wait_task(run_uri: str, phase: Phase, **options: Any) -> None:
     """Block until the named units have their _SUCCESS manifests (bounded by --timeout).
 
     With --attempt N, units that launch attempt N redoes must have a manifest from attempt N
     (an older one, written before the relaunch, would be stale)."""
-    pod.wait(
-        run_uri,
-        phase,
-        student=student,
-        k=k,
-        g=g,
-        timeout=timeout,
-        interval=interval,
-        attempt=attempt,
-        say=_say,
-    )
+    pod.wait(run_uri, phase, say=_say, **options)
 
 
 @task.command("coordinate")

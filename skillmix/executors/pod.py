@@ -11,6 +11,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -276,24 +277,43 @@ def report_unit(result: UnitResult, verb: str, say: Say = _stderr) -> None:
     sys.stderr.flush()
 
 
+@dataclass(frozen=True)
+class GenerateOptions:
+    """The flags of ``skillmix task generate`` beyond the run, the student and its units."""
+
+    shard: int | None
+    shards: int
+    base_url: str | None
+    budget_share: int | None
+    model_load_timeout: float
+    model_log: str | None
+    time_limit: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    """The flags of ``skillmix task grade`` beyond the run and the unit."""
+
+    base_url: str | None
+    budget_share: int
+    wait_timeout: float
+    model_load_timeout: float
+    attempt: int
+
+
 def generate(
     run_uri: str,
     student: str,
     units: list[Unit],
-    *,
-    shard: int | None,
-    shards: int,
-    base_url: str | None,
-    budget_share: int | None,
-    model_load_timeout: float,
-    model_log: str | None,
-    time_limit: float,
-    attempt: int,
+    options: GenerateOptions,
     say: Say = _stderr,
 ) -> list[UnitResult]:
     """Generate ``units`` of ``student`` in turn (one shard of each), reporting each as it
     ends. The shards of a unit run at once and share the student's budget: each takes
     1/``shards`` of it unless ``budget_share`` says otherwise."""
+    shard, shards, base_url = options.shard, options.shards, options.base_url
+    time_limit, attempt = options.time_limit, options.attempt
     run, ctx = open_run(run_uri)
     spec = ctx.experiment.student(student)
     for unit in units:
@@ -305,7 +325,7 @@ def generate(
         )
 
     async def main() -> list[UnitResult]:
-        share = shards if budget_share is None else budget_share
+        share = shards if options.budget_share is None else options.budget_share
         client = pod_client(spec, base_url, run_uri, ctx.experiment.seed, share)
         try:
             out = []
@@ -331,8 +351,8 @@ def generate(
     start = time.monotonic()
     await_model(
         base_url,
-        min(model_load_timeout, time_limit) if time_limit else model_load_timeout,
-        model_log=model_log,
+        min(options.model_load_timeout, time_limit) if time_limit else options.model_load_timeout,
+        model_log=options.model_log,
         model=spec.vllm.model or spec.model,
         limit=time_limit,
         say=say,
@@ -342,29 +362,20 @@ def generate(
     return results
 
 
-def grade(
-    run_uri: str,
-    unit: Unit,
-    *,
-    base_url: str | None,
-    budget_share: int,
-    wait_timeout: float,
-    model_load_timeout: float,
-    attempt: int,
-    say: Say = _stderr,
-) -> UnitResult:
+def grade(run_uri: str, unit: Unit, options: GradeOptions, say: Say = _stderr) -> UnitResult:
     """Grade one unit (all grading rounds), first waiting up to ``wait_timeout`` seconds for
     its generations (0 = do not wait)."""
+    base_url, wait_timeout, attempt = options.base_url, options.wait_timeout, options.attempt
     run, ctx = open_run(run_uri)
     check_unit(ctx, unit.k, unit.round)
     ctx.experiment.student(unit.student)
     if wait_timeout > 0:
         wait_for_phase(run, ctx, "generate", [unit], wait_timeout, 5.0, attempt, say)
-    await_model(base_url, model_load_timeout, say=say)
+    await_model(base_url, options.model_load_timeout, say=say)
 
     async def main() -> UnitResult:
         client = pod_client(
-            ctx.experiment.grader, base_url, run_uri, ctx.experiment.seed, budget_share
+            ctx.experiment.grader, base_url, run_uri, ctx.experiment.seed, options.budget_share
         )
         try:
             return await run_grade(

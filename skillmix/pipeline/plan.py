@@ -64,13 +64,18 @@ class GenerateTask:
         it by ``--shards``) unless each pod has its ``own_server`` (a model sidecar)."""
         args = ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
         args += ["--attempt", str(attempt)]
-        if base_url:
-            args += ["--base-url", base_url]
-        if self.shards > 1:
-            args += ["--shards", str(self.shards)]
-            if own_server:
-                args += ["--budget-share", "1"]
-        return args
+        return args + _serving_args(base_url, self.shards, own_server)
+
+
+def _serving_args(base_url: str, shards: int, own_server: bool) -> list[str]:
+    """The endpoint and sharding flags of a generation container (see
+    ``GenerateTask.container_args``)."""
+    args = ["--base-url", base_url] if base_url else []
+    if shards > 1:
+        args += ["--shards", str(shards)]
+        if own_server:
+            args += ["--budget-share", "1"]
+    return args
 
 
 def units_arg(units: Sequence[Unit]) -> str:
@@ -100,13 +105,7 @@ class ModelGenerateTask:
         ``GenerateTask.container_args``."""
         args = ["task", "generate", "--run", run_uri, "--student", self.student]
         args += ["--units", units_arg(self.units), "--attempt", str(attempt)]
-        if base_url:
-            args += ["--base-url", base_url]
-        if self.shards > 1:
-            args += ["--shards", str(self.shards)]
-            if own_server:
-                args += ["--budget-share", "1"]
-        return args
+        return args + _serving_args(base_url, self.shards, own_server)
 
 
 @dataclass(frozen=True)

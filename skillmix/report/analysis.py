@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from skillmix.artifacts import (
     AgreementItem,
@@ -200,18 +201,14 @@ def skill_rates(
     """Per skill and model (pooled over k), in the headline unit: per combination the skill's
     point after voting and combining generation rounds, averaged over combinations. Columns
     follow ``order`` (student, grader); ``categories`` maps skills to their catalog category."""
-    graders = len({r.grader for r in rows})
-    columns = _columns({(r.student, r.grader) for r in rows}, order)
-    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    sums = _new_sums()
     for skill, model, point in _skill_points(rows):
         sums[skill][model].append(point)
-    labels, table = _rate_table(sums, columns, graders, min_n)
+    head, table = _rate_table(sums, rows, order, min_n)
     cats = categories or {}
     return SkillRates(
-        columns=labels,
-        models=_model_refs(columns),
+        **head,
         unit=SKILL_UNIT,
-        min_n=min_n,
         rows=[
             SkillRateRow(
                 skill=name, values=values, n=counts, mean=mean, category=cats.get(name, "")
@@ -239,20 +236,16 @@ def category_rates(
     """Per skill category and model (pooled over k): the per-skill unit over every
     (combination, skill) pair of the category (n counts those pairs). Skills without a
     category are grouped as "uncategorised"."""
-    graders = len({r.grader for r in rows})
-    columns = _columns({(r.student, r.grader) for r in rows}, order)
-    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    sums = _new_sums()
     members: dict[str, set[str]] = defaultdict(set)
     for skill, model, point in _skill_points(rows):
         category = categories.get(skill) or "uncategorised"
         members[category].add(skill)
         sums[category][model].append(point)
-    labels, table = _rate_table(sums, columns, graders, min_n)
+    head, table = _rate_table(sums, rows, order, min_n)
     return CategoryRates(
-        columns=labels,
-        models=_model_refs(columns),
+        **head,
         unit=CATEGORY_UNIT,
-        min_n=min_n,
         rows=[
             CategoryRateRow(
                 category=name, skills=len(members[name]), values=values, n=counts, mean=mean
@@ -267,19 +260,15 @@ def topic_rates(
 ) -> TopicRates:
     """Per topic and model (pooled over k): the share of combinations with full marks (after
     combining generation rounds), as the metrics' per-topic rates are computed per k."""
-    graders = len({r.grader for r in rows})
-    columns = _columns({(r.student, r.grader) for r in rows}, order)
-    sums: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    sums = _new_sums()
     for row in rows:
         c = row.combinations
         for topic, value in zip(c.topic, c.scores["full_marks"], strict=True):
             sums[topic][(row.student, row.grader)].append(float(value))
-    labels, table = _rate_table(sums, columns, graders, min_n)
+    head, table = _rate_table(sums, rows, order, min_n)
     return TopicRates(
-        columns=labels,
-        models=_model_refs(columns),
+        **head,
         unit=TOPIC_UNIT,
-        min_n=min_n,
         rows=[
             TopicRateRow(topic=name, values=values, n=counts, mean=mean)
             for name, values, counts, mean in table
@@ -287,33 +276,37 @@ def topic_rates(
     )
 
 
-def _model_refs(columns: Sequence[tuple[str, str]]) -> list[ModelRef]:
-    return [ModelRef(student=s, grader=g) for s, g in columns]
-
-
+_Sums = dict[str, dict[tuple[str, str], list[float]]]  # name -> (student, grader) -> values
 _Rates = tuple[str, list[float | None], list[int], float | None]  # name, values, n, mean
 
 
+def _new_sums() -> _Sums:
+    return defaultdict(lambda: defaultdict(list))
+
+
 def _rate_table(
-    sums: dict[str, dict[tuple[str, str], list[float]]],
-    columns: list[tuple[str, str]],
-    graders: int,
-    min_n: int = MIN_N,
-) -> tuple[list[str], list[_Rates]]:
-    """Column labels and (name, values, n, mean) rows, hardest first: sorted by the mean of
-    the cells with at least ``min_n`` combinations (rows with none such come last, by name);
-    the shown mean is over every cell present."""
+    sums: _Sums, rows: Sequence[MetricRow], order: Sequence[tuple[str, str]], min_n: int
+) -> tuple[dict[str, Any], list[_Rates]]:
+    """A rate table's columns (the rows' models, in ``order`` first), its models and
+    ``min_n``, and its (name, values, n, mean) rows, hardest first: sorted by the mean of the
+    cells with at least ``min_n`` combinations (rows with none such come last, by name); the
+    shown mean is over every cell present."""
+    graders = len({r.grader for r in rows})
+    columns = _columns({(r.student, r.grader) for r in rows}, order)
     labels = [column_label(s, g, graders) for s, g in columns]
-    rows: list[tuple[_Rates, float | None]] = []
+    table: list[tuple[_Rates, float | None]] = []
     for name in sorted(sums):
         values = [(sum(v) / len(v)) if (v := sums[name].get(col)) else None for col in columns]
         counts = [len(sums[name].get(col, [])) for col in columns]
         present = [v for v in values if v is not None]
         sure = [v for v, n in zip(values, counts, strict=True) if v is not None and n >= min_n]
         key = sum(sure) / len(sure) if sure else None
-        rows.append(((name, values, counts, sum(present) / len(present) if present else None), key))
-    rows.sort(key=lambda r: (r[1] is None, r[1] if r[1] is not None else 0.0, r[0][0]))
-    return labels, [r for r, _ in rows]
+        table.append(
+            ((name, values, counts, sum(present) / len(present) if present else None), key)
+        )
+    table.sort(key=lambda r: (r[1] is None, r[1] if r[1] is not None else 0.0, r[0][0]))
+    models = [ModelRef(student=s, grader=g) for s, g in columns]
+    return {"columns": labels, "models": models, "min_n": min_n}, [r for r, _ in table]
 
 
 def self_grading_warnings(experiment: Experiment) -> list[str]:

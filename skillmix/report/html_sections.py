@@ -17,7 +17,7 @@ from skillmix.config import GraderSpec, StudentSpec
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.markup import Image, Safe, el, figure, fmt, kv_table, number, table
-from skillmix.report.view import CostPoint, PartialView
+from skillmix.report.view import USAGE_COLUMNS, CostPoint, PartialView
 
 
 def settings_section(summary: Summary) -> Safe:
@@ -220,17 +220,7 @@ def usage_section(usage: Sequence[UsageRow], gpu: GpuUsageSection | None = None)
             fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
         ]
     ]
-    header = [
-        "model",
-        "model id",
-        "role",
-        "phase",
-        "records",
-        "cached",
-        "prompt tokens",
-        "completion tokens",
-        "cost (USD)",
-    ]
+    header = list(USAGE_COLUMNS)
     return el(
         "section",
         el("h2", "Usage and estimated cost"),

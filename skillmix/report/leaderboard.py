@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -126,22 +126,38 @@ def entry_label(entry: Entry, graders: int) -> str:
     return entry.student if graders <= 1 else f"{entry.student} / {entry.grader}"
 
 
+class PairTest(NamedTuple):
+    """The paired test of two rows, named as :class:`PairwiseResult` names its fields."""
+
+    diff: float | None
+    ci95: list[float] | None
+    p_value: float | None
+    significant: bool
+    pairs: int
+    wins: int
+    losses: int
+    method: str
+
+
+def _untested(why: str) -> PairTest:
+    return PairTest(None, None, None, False, 0, 0, 0, f"not tested: {why}")
+
+
 def compare_pair(
     a: Entry, b: Entry, metric: str, ks: Sequence[int], *, samples: int, seed: int
-) -> tuple[float | None, list[float] | None, float | None, bool, int, int, int, str]:
-    """The paired test of a against b (diff, ci95, p, significant, pairs, wins, losses,
-    method); an untested pair says why."""
+) -> PairTest:
+    """The paired test of a against b; an untested pair says why."""
     sa, sb = a.samples.get(metric, {}), b.samples.get(metric, {})
     if not ks:
-        return None, None, None, False, 0, 0, 0, "not tested: no k in common"
+        return _untested("no k in common")
     if any(k not in sa or k not in sb for k in ks):
-        return None, None, None, False, 0, 0, 0, "not tested: per-combination values missing"
+        return _untested("per-combination values missing")
     if a.design != b.design:
-        return None, None, None, False, 0, 0, 0, "not tested: the runs used other combinations"
+        return _untested("the runs used other combinations")
     result = paired_test(sa, sb, ks, samples=samples, seed=seed)
     if not result.pairs:
-        return None, None, None, False, 0, 0, 0, "not tested: no shared combinations"
-    return (
+        return _untested("no shared combinations")
+    return PairTest(
         result.diff,
         list(result.ci95) if result.ci95 else None,
         result.p_value,
@@ -170,7 +186,7 @@ def leaderboard(
     def top_beats(top: int, j: int) -> bool:
         # one more paired test, only down a chain of ties, between the group's top row and j
         a, b = entries[ranked[top]], entries[ranked[j]]
-        return compare_pair(a, b, metric, ks, samples=samples, seed=seed)[3]
+        return compare_pair(a, b, metric, ks, samples=samples, seed=seed).significant
 
     mark_ties(rows, ranked, [p.significant for p in pairwise], top_beats)
     return Leaderboard(
@@ -241,23 +257,14 @@ def adjacent_tests(
     graders = len({e.grader for e in entries})
     pairwise = []
     for upper, lower in itertools.pairwise(ranked):
-        diff, ci, p, significant, pairs, wins, losses, method = compare_pair(
-            entries[upper], entries[lower], metric, ks, samples=samples, seed=seed
-        )
+        test = compare_pair(entries[upper], entries[lower], metric, ks, samples=samples, seed=seed)
         pairwise.append(
             PairwiseResult(
                 a=entry_label(entries[upper], graders),
                 b=entry_label(entries[lower], graders),
                 a_rank=rows[upper].rank,
                 b_rank=rows[lower].rank,
-                diff=diff,
-                ci95=ci,
-                p_value=p,
-                significant=significant,
-                pairs=pairs,
-                wins=wins,
-                losses=losses,
-                method=method,
+                **test._asdict(),
             )
         )
     return pairwise

@@ -25,6 +25,7 @@ from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.leaderboard import READING_NOTE
 from skillmix.report.markup import fmt, pct
 from skillmix.report.view import (
+    USAGE_COLUMNS,
     BoardView,
     CellView,
     MetricsView,
@@ -324,16 +325,7 @@ def agreement_lines(agreement: AgreementSection) -> list[str]:
 
 def quality_and_usage_markdown(summary: Summary) -> list[str]:
     """Parse failures per student and k, then tokens and cost per model and phase."""
-    usage_header = [
-        "model",
-        "role",
-        "phase",
-        "records",
-        "cached",
-        "prompt tokens",
-        "completion tokens",
-        "cost (USD)",
-    ]
+    usage_header = [c for c in USAGE_COLUMNS if c != "model id"]
     return [
         "## Parse failures and retries",
         "",

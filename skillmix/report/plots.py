@@ -184,19 +184,9 @@ def _errorbars(
     )
 
 
-def small_multiples(
-    name: str,
-    series: Sequence[Series],
-    *,
-    ylabel: str,
-    title: str,
-    caption: str = "",
-    dpi: int = DEFAULT_DPI,
-) -> Image:
+def _small_multiples(fig: Any, series: Sequence[Series], ylabel: str, title: str) -> None:
     """One panel per series (in the given order), the other series faint behind it, so that
     many models stay readable."""
-    width, height = metric_plot_size(len(series), dpi)
-    fig = _scaled_figure(width, height, dpi)
     rows = math.ceil(len(series) / PANEL_COLUMNS)
     axes = fig.subplots(rows, PANEL_COLUMNS, sharex=True, sharey=True, squeeze=False)
     ks = sorted({p.k for s in series for p in s.points})
@@ -211,19 +201,47 @@ def small_multiples(
                 _errorbars(ax, other, 0.0, {}, thin=True)
         _errorbars(ax, s, 0.0, style(i if s.style is None else s.style))
         ax.set_title(titles[i], fontsize=10)
-        ax.set_xticks(ks)
-        if ks:
-            ax.set_xlim(min(ks) - 0.4, max(ks) + 0.4)
-        ax.set_ylim(-0.03, 1.03)
-        ax.tick_params(labelsize=8)
-        ax.grid(True, axis="y", color="#d0d7de", linewidth=0.6)
-        ax.set_axisbelow(True)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _k_axes(ax, ks, margin=0.4, labelsize=8, gridwidth=0.6)
     fig.supxlabel("k (skills per text)", fontsize=10)
     fig.supylabel(ylabel, fontsize=10)
     fig.suptitle(title, fontsize=13, fontweight="bold")
-    return _image(name, title, fig, caption)
+
+
+def _one_panel(fig: Any, series: Sequence[Series], ylabel: str, title: str) -> None:
+    """A line per series, dodged sideways a little so that their error bars do not hide each
+    other."""
+    ax = fig.subplots()
+    ks = sorted({p.k for s in series for p in s.points})
+    spread = 0.22 if len(ks) > 1 else 0.12
+    n = len(series)
+    labels = distinct_labels([s.label for s in series], MAX_LABEL)
+    for i, s in enumerate(series):
+        offset = 0.0 if n == 1 else spread * (i / (n - 1) - 0.5)
+        _errorbars(ax, s, offset, style(i if s.style is None else s.style), label=labels[i])
+    ax.set_xlabel("k (skills per text)", fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.set_title(title, fontsize=13, fontweight="bold")
+    _k_axes(ax, ks, margin=0.5, labelsize=10, gridwidth=0.8)
+    if series:
+        fig.legend(
+            loc="outside lower center",
+            ncols=min(LEGEND_COLUMNS, n),
+            frameon=False,
+            fontsize=10,
+        )
+
+
+def _k_axes(ax: Any, ks: list[int], *, margin: float, labelsize: int, gridwidth: float) -> None:
+    """k ticks, a 0..1 rate axis, a light horizontal grid and no top or right frame."""
+    ax.set_xticks(ks)
+    if ks:
+        ax.set_xlim(min(ks) - margin, max(ks) + margin)
+    ax.set_ylim(-0.03, 1.03)
+    ax.tick_params(labelsize=labelsize)
+    ax.grid(True, axis="y", color="#d0d7de", linewidth=gridwidth)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
 
 
 def metric_plot(
@@ -237,38 +255,13 @@ def metric_plot(
 ) -> Image:
     """One metric against k, a line per series, 95% intervals as error bars. Series are
     dodged sideways a little so that their error bars do not hide each other. With
-    :data:`SMALL_MULTIPLES_FROM` series or more: :func:`small_multiples`."""
-    if len(series) >= SMALL_MULTIPLES_FROM:
-        return small_multiples(name, series, ylabel=ylabel, title=title, caption=caption, dpi=dpi)
+    :data:`SMALL_MULTIPLES_FROM` series or more: a panel per series."""
     width, height = metric_plot_size(len(series), dpi)
     fig = _scaled_figure(width, height, dpi)
-    ax = fig.subplots()
-    ks = sorted({p.k for s in series for p in s.points})
-    spread = 0.22 if len(ks) > 1 else 0.12
-    n = len(series)
-    labels = distinct_labels([s.label for s in series], MAX_LABEL)
-    for i, s in enumerate(series):
-        offset = 0.0 if n == 1 else spread * (i / (n - 1) - 0.5)
-        _errorbars(ax, s, offset, style(i if s.style is None else s.style), label=labels[i])
-    ax.set_xticks(ks)
-    if ks:
-        ax.set_xlim(min(ks) - 0.5, max(ks) + 0.5)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("k (skills per text)", fontsize=11)
-    ax.set_ylabel(ylabel, fontsize=11)
-    ax.tick_params(labelsize=10)
-    ax.set_title(title, fontsize=13, fontweight="bold")
-    ax.grid(True, axis="y", color="#d0d7de", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    if series:
-        fig.legend(
-            loc="outside lower center",
-            ncols=min(LEGEND_COLUMNS, n),
-            frameon=False,
-            fontsize=10,
-        )
+    if len(series) >= SMALL_MULTIPLES_FROM:
+        _small_multiples(fig, series, ylabel, title)
+    else:
+        _one_panel(fig, series, ylabel, title)
     return _image(name, title, fig, caption)
 
 

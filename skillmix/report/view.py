@@ -37,6 +37,18 @@ from skillmix.report.markup import fmt, fmt_stderr
 
 # the row fields a leaderboard can show before its k columns (compare shows run and model)
 LABEL_FIELDS = ("student", "grader", "run", "run_id", "run_label", "model")
+USAGE_COLUMNS = (
+    "model",
+    "model id",
+    "role",
+    "phase",
+    "records",
+    "cached",
+    "prompt tokens",
+    "completion tokens",
+    "cost (USD)",
+)
+"""The usage table's columns (report.md leaves out the model id)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,307 @@
+"""The local executor of a reasoning task (``skillmix evaluate --task math500 ...``): every
+problem asked ``n`` times, each answer scored as it arrives (under a per-answer time limit),
+the run written in SkyThought's layout as it goes, then the summary with accuracy, pass@k and
+maj@k and their intervals. The built-in mock backend is handed the answer key, so it answers
+right at the model's quality and the numbers can be checked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from skillmix import __version__
+from skillmix.backends.base import BackendError
+from skillmix.backends.client import ChatClient
+from skillmix.backends.factory import make_client
+from skillmix.backends.mock_config import MockServerConfig
+from skillmix.backends.mock_reasoning import problem_key
+from skillmix.backends.mock_server import MockServer
+from skillmix.config import ModelSpec
+from skillmix.errors import SkillmixError
+from skillmix.method.reasoning_metrics import ReasoningMetrics, reasoning_metrics
+from skillmix.pipeline.scoring import Verdict, score_responses
+from skillmix.store.local import LocalStore
+from skillmix.tasks.config import TaskConfig
+from skillmix.tasks.dataset import load_problems
+from skillmix.tasks.handlers import Problem, conversation, prepare, reference_of, score_kind
+from skillmix.tasks.rundir import (
+    RESULTS_JOURNAL,
+    SUMMARY_JSON,
+    RunDir,
+    read_results,
+    run_dir_name,
+    write_json,
+)
+
+Say = Callable[[str], None]
+AS_TEST_PROBLEMS = 5  # --as-test: SkyThought's quick check runs a handful of problems
+FLUSH_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """What to run: one model on one task, ``n`` generations per problem."""
+
+    task: TaskConfig
+    model: ModelSpec
+    n: int
+    seed: int
+    result_dir: Path
+    system_prompt: str | None = None
+    assistant_prefill: str | None = None
+    dataset_file: str | None = None
+    revision: str | None = None
+    as_test: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    answer_seconds: float = 5.0  # each answer's scoring time limit
+
+
+@dataclass
+class TaskOutcome:
+    run_dir: Path
+    metrics: ReasoningMetrics
+    summary: dict[str, Any]
+    failed: int  # problems whose request failed for good (not in the results)
+
+
+def configuration(run: TaskRun, dataset: str, revision: str) -> dict[str, Any]:
+    """What determines the results: hashed into the folder name, kept in summary.json."""
+    spec = run.model
+    return {
+        "task": run.task.name,
+        "model": spec.model,
+        "backend": spec.backend,
+        "system_prompt": run.system_prompt,
+        "assistant_prefill": run.assistant_prefill,
+        "sampling_params": {**spec.sampling.request_params(), "n": run.n},
+        "seed": run.seed,
+        "dataset": dataset,
+        "dataset_revision": revision,
+        "as_test": run.as_test,
+    }
+
+
+def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
+    """Run ``run`` to the end (finished problems of a resumed run are not asked again)."""
+    problems = load_problems(run.task, dataset_file=run.dataset_file, revision=run.revision)
+    rows = problems.rows[:AS_TEST_PROBLEMS] if run.as_test else problems.rows
+    if run.task.size and not run.dataset_file and len(rows) != run.task.size and not run.as_test:
+        say(f"warning: task {run.task.name} has {len(rows)} problems; published: {run.task.size}")
+    prepared = [prepare(run.task, row, run.seed) for row in rows]
+    config = configuration(run, problems.source, problems.revision)
+    name = run_dir_name(run.model.model, run.task.name, config)
+    out = RunDir.open(run.result_dir / name, resume=run.resume, overwrite=run.overwrite)
+    todo = [p for p in prepared if p.index not in out.results]
+    say(f"{run.task.name}: {len(prepared)} problems x {run.n} ({len(todo)} to ask) -> {out.path}")
+    with _mock_server(run, prepared) as mock_url:
+        client = make_client(run.model, LocalStore(out.path), mock_url=mock_url, seed=run.seed)
+        failed = asyncio.run(_ask_all(run, client, todo, out, say))
+    out.flush()
+    wanted = {p.index for p in prepared}
+    results = {i: e for i, e in out.results.items() if i in wanted}
+    metrics, summary = summarize(
+        results,
+        config,
+        model=run.model.model,
+        task=run.task.name,
+        seed=run.seed,
+        planned=len(prepared),
+    )
+    write_json(out.path / SUMMARY_JSON, summary)
+    return TaskOutcome(out.path, metrics, summary, failed)
+
+
+@contextmanager
+def _mock_server(run: TaskRun, problems: list[Problem]) -> Iterator[str | None]:
+    """The built-in mock server for a mock model without a base URL, with the answer key."""
+    spec = run.model
+    if spec.backend != "mock" or spec.base_url:
+        yield None
+        return
+    answers = {problem_key(p.user): p.reference for p in problems}
+    quality = float(spec.quality if spec.quality is not None else 0.7)
+    server = MockServer(
+        MockServerConfig(models={spec.model: quality}, seed=run.seed, answers=answers)
+    )
+    server.start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+async def _ask_all(
+    run: TaskRun, client: ChatClient, todo: list[Problem], out: RunDir, say: Say
+) -> int:
+    """Ask every problem (as many at once as the client's concurrency allows), scoring and
+    recording each as it ends; returns how many failed for good."""
+    failed = 0
+    last_flush = time.monotonic()
+    done = 0
+    scoring = asyncio.Semaphore(max(1, len(os.sched_getaffinity(0))))
+
+    async def one(problem: Problem) -> None:
+        nonlocal failed, last_flush, done
+        messages = conversation(
+            problem, system_prompt=run.system_prompt, assistant_prefill=run.assistant_prefill
+        )
+        try:
+            result = await client.chat(messages, n=run.n, sample=f"{run.task.name}/{problem.index}")
+        except BackendError as exc:
+            if exc.fatal:
+                raise
+            failed += 1
+            say(f"problem {problem.index}: failed: {exc}")
+            return
+        items = [(problem.kind, text, problem.reference) for text in result.texts]
+        async with scoring:  # at most a core's worth of scorers at once
+            verdicts = await asyncio.to_thread(score_responses, items, run.answer_seconds)
+        out.add(problem.index, _entry(problem, messages, result.texts, verdicts, result))
+        done += 1
+        if time.monotonic() - last_flush >= FLUSH_SECONDS:
+            last_flush = time.monotonic()
+            out.flush()
+            say(f"{run.task.name}: {done}/{len(todo)} problems")
+
+    try:
+        await asyncio.gather(*(one(p) for p in todo))
+    finally:
+        await client.close()
+    return failed
+
+
+def _entry(
+    problem: Problem,
+    messages: list[dict[str, str]],
+    texts: list[str],
+    verdicts: list[Verdict],
+    result: Any,
+) -> dict[str, Any]:
+    """One problem of results.json, as SkyThought writes it (token usage split evenly over the
+    n responses: the API reports it per request)."""
+    n = max(1, len(texts))
+    usage = {
+        "completion_tokens": result.completion_tokens // n,
+        "prompt_tokens": result.prompt_tokens,
+    }
+    return {
+        **_json_safe(problem.row),
+        "prompt": problem.user,
+        "input_conversation": messages,
+        "responses": [
+            {"content": t, "correctness": v.correct, "reason": v.reason, "answer": v.extracted}
+            for t, v in zip(texts, verdicts, strict=True)
+        ],
+        "token_usages": [dict(usage) for _ in texts],
+    }
+
+
+def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, str | int | float | bool | list | dict) or v is None else str(v))
+        for k, v in row.items()
+    }
+
+
+def summarize(
+    results: dict[str, dict[str, Any]],
+    config: dict[str, Any],
+    *,
+    model: str,
+    task: str,
+    seed: int,
+    planned: int,
+) -> tuple[ReasoningMetrics, dict[str, Any]]:
+    """summary.json: SkyThought's keys, with its averages fixed (prompt tokens per problem,
+    not divided by n), and skillmix's intervals and maj@k beside them."""
+    by_problem = {
+        i: [(r.get("answer") or "", bool(r["correctness"])) for r in e["responses"]]
+        for i, e in results.items()
+    }
+    metrics = reasoning_metrics(model, task, by_problem, seed=seed)
+    usages = [e.get("token_usages") or [] for e in results.values()]
+    completion = sum(u["completion_tokens"] for us in usages for u in us)
+    prompt = sum(us[0]["prompt_tokens"] for us in usages if us)
+    responses = sum(len(e["responses"]) for e in results.values())
+    summary = {
+        "configuration": {**config, "skillmix_version": __version__},
+        "total_completion_tokens": completion,
+        "avg_completion_tokens": round(completion / responses, 3) if responses else 0,
+        "total_prompt_tokens": prompt,
+        "avg_prompt_tokens": round(prompt / len(results), 3) if results else 0,
+        "accuracy": metrics.skythought_accuracy(),
+        "pass_at_k": metrics.skythought_pass_at_k(),
+        "skillmix": _intervals(metrics, planned),
+    }
+    return metrics, summary
+
+
+def rescore(
+    task: TaskConfig,
+    folder: Path,
+    *,
+    ids: list[str] | None = None,
+    answer_seconds: float = 5.0,
+    say: Say,
+) -> TaskOutcome:
+    """``skillmix score --task T --run-dir DIR``: score a run folder's responses again (written
+    by skillmix or by SkyThought), all of them or the problems ``ids``, against the task's
+    answer key, and rewrite results.json and summary.json."""
+    results = read_results(folder)
+    if not results:
+        raise SkillmixError(f"{folder}: no results.json with problems to score")
+    unknown = sorted(set(ids or []) - set(results))
+    if unknown:
+        raise SkillmixError(f"--ids: no problem {unknown[0]!r} in {folder}")
+    kind = score_kind(task)
+    for index in ids or list(results):
+        entry = results[index]
+        reference = reference_of(task, entry)
+        items = [(kind, r["content"], reference) for r in entry["responses"]]
+        for r, v in zip(entry["responses"], score_responses(items, answer_seconds), strict=True):
+            r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
+    out = RunDir(folder)
+    out.results = results
+    out.flush()
+    (folder / RESULTS_JOURNAL).unlink(missing_ok=True)  # all of it is in results.json now
+    old = _read_summary(folder)
+    config = {k: v for k, v in old.get("configuration", {}).items() if k != "skillmix_version"}
+    model = str(config.get("model") or config.get("model_id") or folder.name)
+    seed = int(config.get("seed") or 0)
+    metrics, summary = summarize(
+        results, config, model=model, task=task.name, seed=seed, planned=len(results)
+    )
+    write_json(folder / SUMMARY_JSON, summary)
+    say(f"scored {len(ids or results)} problems of {folder}")
+    return TaskOutcome(folder, metrics, summary, 0)
+
+
+def _read_summary(folder: Path) -> dict[str, Any]:
+    path = folder / SUMMARY_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise SkillmixError(f"{path}: cannot read: {exc}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _intervals(m: ReasoningMetrics, planned: int) -> dict[str, Any]:
+    def est(e: Any) -> dict[str, Any]:
+        return {"value": e.value, "ci95": list(e.ci95) if e.ci95 else None}
+
+    return {
+        "problems_planned": planned,
+        "problems_done": m.problems,
+        "n": m.n,
+        "accuracy": est(m.accuracy),
+        "pass_at_k": {f"k={k}": est(e) for k, e in m.pass_at_k.items()},
+        "maj_at_k": {f"k={k}": est(e) for k, e in m.maj_at_k.items()},
+    }
