@@ -30,6 +30,7 @@ BENCHMARKS = (
     "aggregate",
     "report_size",
     "launch",
+    "scoring",
 )
 QUICK_RPM_DURATION = "30"
 SMOKE_TIMEOUT = 300.0  # seconds, any one script in smoke mode
