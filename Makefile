@@ -15,7 +15,7 @@ CLUSTER_TEST_WORKERS ?= 3
 IMAGE ?= localhost/skillmix:dev
 export SKILLMIX_IMAGE := $(IMAGE)
 
-.PHONY: install tools browser image-tools image image-test lock test lint format demo benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
+.PHONY: install tools browser image-tools image image-test lock test lint format demo demo-tasks benchmarks benchmarks-smoke kind-test cluster-test cluster-up cluster-down clean help
 
 help:
 	@echo "make install     create .venv and install skillmix with dev extras"
@@ -28,6 +28,7 @@ help:
 	@echo "make test        ruff, mypy and the whole test suite"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make demo        a full local run on the built-in mock backend"
+	@echo "make demo-tasks  two mock models on MATH500 (fixture rows), side by side"
 	@echo "make benchmarks  run benchmarks/ and print their JSON"
 	@echo "make benchmarks-smoke every benchmark at a tiny size (~30 s; make test runs it)"
 	@echo "make cluster-test the Kubernetes tests on a real control plane (make test runs it last)"
@@ -87,6 +88,16 @@ format: install
 
 demo: install
 	$(BIN)/skillmix evaluate -f examples/quickstart.yaml --resume
+
+# two mock models (right 80% and 50% of the time) on the fixture MATH500 rows, then the board
+DEMO_TASKS_DIR ?= results/demo-tasks
+demo-tasks: install
+	for q in 0.8 0.5; do \
+	  $(BIN)/skillmix evaluate --task math500 --dataset-file tests/data/tasks/math500.jsonl \
+	    --model mock-q$$q --backend mock --backend-args quality=$$q \
+	    --sampling-params temperature=0.7 --n 4 --result-dir $(DEMO_TASKS_DIR) --resume || exit 1; \
+	done
+	$(BIN)/skillmix leaderboard $(DEMO_TASKS_DIR) --out $(DEMO_TASKS_DIR)
 
 benchmarks: install
 	$(PY) benchmarks/run_all.py

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("compare:compare_cmd", "Rank the models of several runs in one leaderboard."),
     "schema": ("run:schema_cmd", "Print the JSON schema of experiment files."),
     "tasks": ("reasoning:tasks_cmd", "List the reasoning tasks"),
+    "leaderboard": ("reasoning:leaderboard_cmd", "Reasoning tasks side by side"),
     "task": ("task:task", "Run one unit of a run (container entrypoints)."),
     "mock-server": ("mock:mock_server", "Serve a deterministic mock of the vLLM/OpenAI API"),
     "clusters": ("cluster:clusters_cmd", "List the cluster profiles"),

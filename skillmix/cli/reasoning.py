@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
-from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import effective_samples
+from skillmix.report.task_board import boards_json, boards_markdown, boards_tables, task_boards
 from skillmix.tasks.config import builtin_tasks, resolve_task
 
 if TYPE_CHECKING:
@@ -195,3 +196,27 @@ def tasks_cmd(fmt: str) -> None:
         size = str(t.size) if t.size else "?"
         table.add_row(t.name, f"{t.dataset_path}{gated}", subsets, t.dataset_split, size)
     stdout_console().print(table)
+
+
+@click.command("leaderboard")
+@click.argument("result_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Write report.md there."
+)
+@format_option(("table", "json", "md"))
+def leaderboard_cmd(result_dir: str, out: str | None, fmt: str) -> None:
+    """Reasoning tasks side by side: every run folder under RESULT_DIR, per task and model."""
+    from skillmix.executors.reasoning import load_task_runs  # deferred: see task_run_from
+
+    boards = task_boards(load_task_runs(Path(result_dir)))
+    markdown = boards_markdown(boards)
+    if out:
+        write_files(out, {"report.md": markdown.encode()})
+        info(f"wrote {Path(out) / 'report.md'}")
+    if fmt == "json":
+        echo_json(boards_json(boards))
+    elif fmt == "md":
+        click.echo(markdown, nl=False)
+    else:
+        for table in boards_tables(boards):
+            stdout_console().print(table)

@@ -27,6 +27,7 @@ from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import ReasoningMetrics, reasoning_metrics
 from skillmix.pipeline.scoring import Verdict, score_responses
+from skillmix.report.task_board import TaskRunData
 from skillmix.store.local import LocalStore
 from skillmix.tasks.config import TaskConfig
 from skillmix.tasks.dataset import load_problems
@@ -305,3 +306,28 @@ def _intervals(m: ReasoningMetrics, planned: int) -> dict[str, Any]:
         "pass_at_k": {f"k={k}": est(e) for k, e in m.pass_at_k.items()},
         "maj_at_k": {f"k={k}": est(e) for k, e in m.maj_at_k.items()},
     }
+
+
+def load_task_runs(result_dir: Path) -> list[TaskRunData]:
+    """Every run folder under ``result_dir`` (skillmix's or SkyThought's), its metrics computed
+    from its responses (so that models can be paired problem by problem)."""
+    if not result_dir.is_dir():
+        raise SkillmixError(f"{result_dir}: no such folder")
+    runs = []
+    for folder in sorted(p for p in result_dir.iterdir() if (p / SUMMARY_JSON).is_file()):
+        config = _read_summary(folder).get("configuration", {})
+        results = read_results(folder)
+        if not results:
+            continue
+        model = str(config.get("model") or config.get("model_id") or folder.name)
+        task = str(config.get("task") or folder.name.rsplit("_", 1)[0])
+        metrics, summary = summarize(
+            results, config, model=model, task=task, seed=int(config.get("seed") or 0),
+            planned=len(results),
+        )  # fmt: skip
+        runs.append(TaskRunData(str(folder), metrics, float(summary["avg_completion_tokens"])))
+    if not runs:
+        raise SkillmixError(
+            f"{result_dir}: no run folder with results (summary.json + results.json)"
+        )
+    return runs

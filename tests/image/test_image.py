@@ -236,3 +236,22 @@ def test_the_pod_entrypoints_run_a_phased_run_against_a_mock_server_container(
     assert (report / "report.html").is_file()
     rows = metrics_of(report)
     assert {(r["student"], r["k"]) for r in rows} == {("strong", 2), ("strong", 3)}
+
+
+def test_a_reasoning_task_runs_in_the_image_from_a_dataset_file(
+    image: Image, pod_volume: Path
+) -> None:
+    """The task YAMLs ship in the wheel, datasets reads the file, sympy scores in workers."""
+    data = Path(__file__).resolve().parents[1] / "data" / "tasks"
+    result = image.run(
+        "evaluate", "--task", "math500", "--dataset-file", "/data/math500.jsonl",
+        "--model", "mock-math", "--backend", "mock", "--backend-args", "quality=1.0",
+        "--n", "2", "--sampling-params", "temperature=0.7", "--result-dir", "/out/results",
+        "--format", "json",
+        volumes={data: "/data:ro", pod_volume: "/out"},
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["accuracy"] == 1.0, result.stderr
+    assert summary["pass_at_k"] == {"k=2": 100.0, "k=1": 100.0}
+    [folder] = pod_volume.glob("results/mock-math_math500_*")
+    assert (folder / "results.json").is_file()

@@ -274,3 +274,39 @@ def test_score_needs_a_run_dir_and_known_ids(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps({"0": {"answer": "1", "responses": []}}))
     bad = run_cli("score", "--task", "math500", "--run-dir", str(tmp_path), "--ids", "9")
     assert bad.exit_code == 2 and "--ids: no problem '9'" in bad.stderr
+
+
+def test_leaderboard_puts_models_side_by_side_with_a_paired_comparison(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for model, quality in (("strong", "1.0"), ("weak", "0.0")):
+        run = run_cli(
+            "evaluate", "--task", "math500", "--dataset-file", MATH, "--model", model,
+            "--backend", "mock", "--backend-args", f"quality={quality}", "--n", "2",
+            "--sampling-params", "temperature=0.7", "--result-dir", str(results),
+        )  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+    board = run_cli("leaderboard", str(results), "--format", "json", "--out", str(tmp_path / "r"))
+    assert board.exit_code == 0, board.stderr
+    [task] = json.loads(board.stdout)
+    strong, weak = task["models"]
+    assert task["task"] == "math500" and strong["model"] == "strong" and weak["model"] == "weak"
+    assert strong["accuracy"].startswith("100.0 [") and weak["accuracy"].startswith("0.0 [")
+    assert (
+        strong["vs_best"] == ""
+        and weak["vs_best"].startswith("-100.0")
+        and "on 12 problems" in weak["vs_best"]
+    )
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    table = run_cli("leaderboard", str(results))
+    for line in (strong, weak):  # the same numbers in every rendering
+        for key in ("accuracy", "pass_at_n", "maj_at_n"):
+            assert f"| {line[key]} |" in markdown
+            assert (
+                line[key] in table.stdout.replace("\n", " ")
+                or line[key].split(" [")[0] in table.stdout
+            )
+
+
+def test_leaderboard_of_an_empty_folder_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("leaderboard", str(tmp_path))
+    assert result.exit_code == 2 and "no run folder with results" in result.stderr
