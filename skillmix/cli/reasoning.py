@@ -16,6 +16,7 @@ from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import effective_samples
 from skillmix.report.task_board import boards_json, boards_markdown, boards_tables, task_boards
 from skillmix.tasks.config import builtin_tasks, resolve_task
+from skillmix.tasks.rundir import read_results
 
 if TYPE_CHECKING:
     from skillmix.executors.reasoning import TaskOutcome, TaskRun
@@ -132,16 +133,29 @@ def run_task(kwargs: dict[str, Any], fmt: str) -> TaskOutcome:
 
 
 def rescore_task(
-    task: str | None, task_config: str | None, run_dir: str, ids: list[str] | None, fmt: str
+    task: str | None,
+    task_config: str | None,
+    run_dir: str,
+    ids: list[str] | None,
+    fmt: str,
+    keep_correct: str | None = None,
 ) -> None:
-    """``score --task T --run-dir DIR``: score the folder again, print the new summary."""
-    from skillmix.executors.reasoning import rescore  # deferred: see task_run_from
+    """``score --task T --run-dir DIR``: score the folder again, print the new summary; with
+    ``keep_correct``, also write the correct responses as training data (reject sampling)."""
+    # deferred: see task_run_from
+    from skillmix.executors.reasoning import export_correct, rescore
 
     config = resolve_task(task, task_config)
     folder = Path(run_dir)
     if not folder.is_dir():
         raise SkillmixError(f"--run-dir {run_dir}: no such folder")
+    if keep_correct and Path(keep_correct).exists():
+        raise SkillmixError(f"--keep-correct {keep_correct}: exists; nothing is overwritten")
     outcome = rescore(config, folder, ids=ids, say=info)
+    if keep_correct:
+        counts = export_correct(read_results(folder), Path(keep_correct))
+        per_source = ", ".join(f"{source} {n}" for source, n in counts.items()) or "none"
+        info(f"kept {sum(counts.values())} correct responses in {keep_correct} ({per_source})")
     if fmt == "json":
         echo_json(outcome.summary)
     else:

@@ -382,6 +382,12 @@ def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     help="A reasoning run folder (skillmix's or SkyThought's layout) to score again.",
 )
 @click.option("--ids", default=None, help="Only these problems (_index values, comma-separated).")
+@click.option(
+    "--keep-correct",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the correct responses as chat-format JSONL (reject sampling, e.g. NUMINA).",
+)
 @wait_for_lock_option
 @allow_failures_option
 @format_option(("table", "json"))
@@ -392,6 +398,7 @@ def score_cmd(
     task_config: str | None,
     run_dir: str | None,
     ids: str | None,
+    keep_correct: str | None,
     wait_for_lock: float | None,
     allow_failures: bool,
     fmt: str,
@@ -404,10 +411,10 @@ def score_cmd(
         if run_uri or not run_dir:
             raise SkillmixError("re-scoring takes --task T --run-dir DIR (and no RUN)")
         chosen = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
-        rescore_task(task, task_config, run_dir, chosen, fmt)
+        rescore_task(task, task_config, run_dir, chosen, fmt, keep_correct)
         return
-    if ids:
-        raise SkillmixError("--ids needs --task and --run-dir")
+    if ids or keep_correct:
+        raise SkillmixError("--ids and --keep-correct need --task and --run-dir")
     if not run_uri:
         raise SkillmixError("give the RUN to score (or --task T --run-dir DIR)")
     outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)

@@ -331,3 +331,22 @@ def load_task_runs(result_dir: Path) -> list[TaskRunData]:
             f"{result_dir}: no run folder with results (summary.json + results.json)"
         )
     return runs
+
+
+def export_correct(results: dict[str, dict[str, Any]], path: Path) -> dict[str, int]:
+    """Reject sampling (NUMINA): every correct response as a chat-format training example
+    (the conversation it answered, then the response), one JSON object per line; returns the
+    count per dataset ``source`` ("-" when the rows have none)."""
+    counts: dict[str, int] = {}
+    lines = []
+    for index, entry in results.items():
+        asked = entry.get("input_conversation") or [{"role": "user", "content": entry["prompt"]}]
+        source = str(entry.get("source") or "-")
+        for response in entry["responses"]:
+            if response.get("correctness"):
+                messages = [*asked, {"role": "assistant", "content": response["content"]}]
+                lines.append(json.dumps({"messages": messages, "source": source, "_index": index}))
+                counts[source] = counts.get(source, 0) + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return dict(sorted(counts.items()))

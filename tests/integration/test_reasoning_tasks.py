@@ -310,3 +310,30 @@ def test_leaderboard_puts_models_side_by_side_with_a_paired_comparison(tmp_path:
 def test_leaderboard_of_an_empty_folder_is_one_line(tmp_path: Path) -> None:
     result = run_cli("leaderboard", str(tmp_path))
     assert result.exit_code == 2 and "no run folder with results" in result.stderr
+
+
+def test_numina_generate_then_score_keeps_the_correct_responses(tmp_path: Path) -> None:
+    """Reject sampling: the amc_aime rows with a boxed solution, asked, scored, and the right
+    answers written as chat-format training data with counts per source."""
+    numina = str(DATA / "numina.jsonl")
+    result = evaluate(tmp_path, "--task", "numina_amc_aime", "--dataset-file", numina, quality=0.5)
+    assert result.exit_code == 0, result.stderr
+    folder = run_folder(tmp_path)
+    results = json.loads((folder / "results.json").read_text())
+    assert len(results) == 3  # the math-source row and the row without \boxed are filtered
+    kept = tmp_path / "train.jsonl"
+    score = run_cli(
+        "score", "--task", "numina_amc_aime", "--run-dir", str(folder), "--keep-correct", str(kept)
+    )
+    assert score.exit_code == 0, score.stderr
+    lines = [json.loads(line) for line in kept.read_text().splitlines()]
+    correct = sum(r["correctness"] for e in results.values() for r in e["responses"])
+    assert len(lines) == correct and f"kept {correct} correct responses" in score.stderr
+    assert correct > 0 and f"(amc_aime {correct})" in score.stderr
+    for line in lines:
+        assert [m["role"] for m in line["messages"]] == ["user", "assistant"]
+        assert line["source"] == "amc_aime"
+    again = run_cli(
+        "score", "--task", "numina_amc_aime", "--run-dir", str(folder), "--keep-correct", str(kept)
+    )
+    assert again.exit_code == 2 and "nothing is overwritten" in again.stderr
