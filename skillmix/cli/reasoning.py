@@ -16,6 +16,7 @@ from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import effective_samples
 from skillmix.report.task_board import boards_json, boards_markdown, boards_tables, task_boards
 from skillmix.tasks.config import builtin_tasks, resolve_task
+from skillmix.tasks.model_prompts import model_prompts
 from skillmix.tasks.rundir import read_results
 
 if TYPE_CHECKING:
@@ -55,6 +56,12 @@ def task_options(f: Any) -> Any:
             help="Where the run folder (SkyThought's layout) goes.",
         ),
         click.option("--system-prompt", default=None, help="The system prompt (text)."),
+        click.option(
+            "--system-prompt-name",
+            default=None,
+            help="One of SkyThought's named system prompts (qwen_cot, prime_rl, skythought); "
+            "without either flag, the model's default in SkyThought's table, if any.",
+        ),
         click.option(
             "--assistant-prefill", default=None, help="The start of the assistant's reply."
         ),
@@ -98,13 +105,17 @@ def task_run_from(kwargs: dict[str, Any]) -> TaskRun:
     count = effective_samples(temperature if temperature is not None else 1.0, kwargs["samples"])
     if count.warning:
         warn(count.warning)
+    prompts = model_prompts(
+        model, text=kwargs.get("system_prompt"), name=kwargs.get("system_prompt_name")
+    )
     return TaskRun(
         task=task,
         model=model_spec,
         n=count.n,
         seed=kwargs["seed"],
         result_dir=Path(kwargs["result_dir"]),
-        system_prompt=kwargs.get("system_prompt"),
+        system_prompt=prompts.system_prompt,
+        user_template=prompts.user_template,
         assistant_prefill=kwargs.get("assistant_prefill"),
         dataset_file=kwargs.get("dataset_file"),
         revision=kwargs.get("dataset_revision"),

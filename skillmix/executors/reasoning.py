@@ -57,6 +57,7 @@ class TaskRun:
     result_dir: Path
     system_prompt: str | None = None
     assistant_prefill: str | None = None
+    user_template: str | None = None
     dataset_file: str | None = None
     revision: str | None = None
     as_test: bool = False
@@ -81,6 +82,7 @@ def configuration(run: TaskRun, dataset: str, revision: str) -> dict[str, Any]:
         "model": spec.model,
         "backend": spec.backend,
         "system_prompt": run.system_prompt,
+        "user_template": run.user_template,
         "assistant_prefill": run.assistant_prefill,
         "sampling_params": {**spec.sampling.request_params(), "n": run.n},
         "seed": run.seed,
@@ -127,7 +129,8 @@ def _mock_server(run: TaskRun, problems: list[Problem]) -> Iterator[str | None]:
     if spec.backend != "mock" or spec.base_url:
         yield None
         return
-    answers = {problem_key(p.user): p.reference for p in problems}
+    template = run.user_template or "{}"
+    answers = {problem_key(template.format(p.user)): p.reference for p in problems}
     quality = float(spec.quality if spec.quality is not None else 0.7)
     server = MockServer(
         MockServerConfig(models={spec.model: quality}, seed=run.seed, answers=answers)
@@ -152,7 +155,10 @@ async def _ask_all(
     async def one(problem: Problem) -> None:
         nonlocal failed, last_flush, done
         messages = conversation(
-            problem, system_prompt=run.system_prompt, assistant_prefill=run.assistant_prefill
+            problem,
+            system_prompt=run.system_prompt,
+            assistant_prefill=run.assistant_prefill,
+            user_template=run.user_template,
         )
         try:
             result = await client.chat(messages, n=run.n, sample=f"{run.task.name}/{problem.index}")

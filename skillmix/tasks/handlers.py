@@ -78,12 +78,18 @@ def _choice_problem(task: TaskConfig, row: dict[str, Any], seed: int) -> Problem
 
 
 def conversation(
-    problem: Problem, *, system_prompt: str | None, assistant_prefill: str | None
+    problem: Problem,
+    *,
+    system_prompt: str | None,
+    assistant_prefill: str | None,
+    user_template: str | None = None,
 ) -> list[dict[str, str]]:
-    """The messages sent: an optional system prompt, the user turn, an optional start of the
-    assistant's reply (the model continues it)."""
+    """The messages sent: an optional system prompt, the user turn (inside the model's user
+    template when it has one, as SkyThought does), an optional start of the assistant's reply
+    (the model continues it)."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": problem.user})
+    user = user_template.format(problem.user) if user_template else problem.user
+    messages.append({"role": "user", "content": user})
     if assistant_prefill:
         messages.append({"role": "assistant", "content": assistant_prefill})
     return messages

@@ -337,3 +337,31 @@ def test_numina_generate_then_score_keeps_the_correct_responses(tmp_path: Path) 
         "score", "--task", "numina_amc_aime", "--run-dir", str(folder), "--keep-correct", str(kept)
     )
     assert again.exit_code == 2 and "nothing is overwritten" in again.stderr
+
+
+def test_system_prompts_and_user_templates_as_skythought_chooses_them(tmp_path: Path) -> None:
+    def first_conversation(out: Path, *args: str) -> list[dict[str, str]]:
+        result = run_cli(
+            "evaluate", "--task", "math500", "--dataset-file", MATH, "--backend", "mock",
+            "--backend-args", "quality=1.0", "--result-dir", str(out), "--format", "json", *args,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["accuracy"] == 1.0  # the mock still knows the answers
+        [folder] = out.iterdir()
+        return json.loads((folder / "results.json").read_text())["0"]["input_conversation"]
+
+    qwen = first_conversation(tmp_path / "a", "--model", "Qwen/QwQ-32B-Preview")
+    assert qwen[0]["role"] == "system" and "You are Qwen developed by Alibaba" in qwen[0]["content"]
+    named = first_conversation(
+        tmp_path / "b", "--model", "my-model", "--system-prompt-name", "skythought"
+    )
+    assert named[0]["content"].startswith("Your role as an assistant involves thoroughly")
+    assert "<|begin_of_thought|>" in named[0]["content"]
+    templated = first_conversation(tmp_path / "c", "--model", "gpt-4o-mini")
+    assert [m["role"] for m in templated] == ["user"]
+    assert templated[0]["content"].startswith("User: Return your final response within")
+    assert templated[0]["content"].endswith("\nAssistant: ")
+    bad = evaluate(
+        tmp_path / "d", "--task", "math500", "--dataset-file", MATH, "--system-prompt-name", "nope"
+    )
+    assert bad.exit_code == 2 and "unknown name 'nope'" in bad.stderr
