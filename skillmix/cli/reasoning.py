@@ -3,6 +3,7 @@ GPQA-Diamond, ...) with SkyThought's flag names."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ from skillmix.cli._output import echo_json, format_option, info, stdout_console,
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
-from skillmix.method.reasoning_metrics import effective_samples
+from skillmix.method.reasoning_metrics import ReasoningMetrics, effective_samples
 from skillmix.report.task_board import boards_json, boards_markdown, boards_tables, task_boards
 from skillmix.tasks.config import builtin_tasks, resolve_task
 from skillmix.tasks.model_prompts import model_prompts
@@ -125,16 +126,24 @@ def task_run_from(kwargs: dict[str, Any]) -> TaskRun:
     )
 
 
-def run_task(kwargs: dict[str, Any], fmt: str) -> TaskOutcome:
-    """``evaluate --task``: run it, print the summary."""
+def run_task(kwargs: dict[str, Any], fmt: str, *, score: bool = True) -> TaskOutcome:
+    """``evaluate --task`` (or ``generate --task``, ``score=False``): run it, print the
+    summary."""
     from skillmix.executors.reasoning import evaluate_task  # deferred: see task_run_from
 
-    outcome = evaluate_task(task_run_from(kwargs), say=info)
+    run = task_run_from(kwargs)
+    resume_from = kwargs.get("resume_from")
+    if resume_from or not score:
+        run = replace(run, score=score, resume_from=Path(resume_from) if resume_from else None)
+    outcome = evaluate_task(run, say=info)
     if fmt == "json":
         echo_json(outcome.summary)
-    else:
-        stdout_console().print(summary_table(outcome))
+    elif outcome.metrics is not None:
+        stdout_console().print(summary_table(outcome.metrics))
     info(f"results: {outcome.run_dir}")
+    if outcome.metrics is None:
+        task = kwargs.get("task") or f"--task-config {kwargs.get('task_config')}"
+        info(f"score it: skillmix score --task {task} --run-dir {outcome.run_dir}")
     if outcome.failed:
         raise SkillmixError(
             f"{outcome.failed} problems failed for good; their results are missing",
@@ -170,11 +179,12 @@ def rescore_task(
     if fmt == "json":
         echo_json(outcome.summary)
     else:
-        stdout_console().print(summary_table(outcome))
+        stdout_console().print(summary_table(outcome.metrics))
 
 
-def summary_table(outcome: TaskOutcome) -> Table:
-    m = outcome.metrics
+def summary_table(m: ReasoningMetrics | None) -> Table:
+    if m is None:
+        return Table(title="not scored yet")
     table = Table(title=f"{m.task}: {m.model} ({m.problems} problems x {m.n})")
     table.add_column("metric")
     table.add_column("value", justify="right")

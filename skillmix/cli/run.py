@@ -357,11 +357,25 @@ def evaluate_cmd(fmt: str, allow_failures: bool, **kwargs: Any) -> None:
 
 @click.command("generate")
 @experiment_options
+@task_options
+@click.option(
+    "--resume-from",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="--task: continue this run folder (the flags must match its settings).",
+)
 @vllm_health_timeout_option
 @allow_failures_option
 def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
-    """Only the generation phase (grade later with `skillmix score RUN`)."""
+    """Only the generation phase (grade later with `skillmix score RUN`).
 
+    With --task: ask the problems without scoring (score later with
+    `skillmix score --task T --run-dir DIR`), as SkyThought's `generate`."""
+    if wants_task(kwargs):
+        run_task(kwargs, "table", score=False)
+        return
+    if kwargs.get("resume_from"):
+        raise SkillmixError("--resume-from continues a --task run; a SKILL-MIX run takes --resume")
     outcome = _evaluate_from(kwargs, ("generate",))
     print_outcome(outcome, "table")
     click.echo(outcome.run_uri)

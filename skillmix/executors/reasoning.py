@@ -34,6 +34,7 @@ from skillmix.tasks.dataset import load_problems
 from skillmix.tasks.handlers import Problem, conversation, prepare, reference_of, score_kind
 from skillmix.tasks.rundir import (
     RESULTS_JOURNAL,
+    RESULTS_JSON,
     SUMMARY_JSON,
     RunDir,
     read_results,
@@ -63,13 +64,15 @@ class TaskRun:
     as_test: bool = False
     resume: bool = False
     overwrite: bool = False
+    score: bool = True  # False: `generate` (score later with `skillmix score --task`)
+    resume_from: Path | None = None  # continue this run folder (its settings must match)
     answer_seconds: float = 5.0  # each answer's scoring time limit
 
 
 @dataclass
 class TaskOutcome:
     run_dir: Path
-    metrics: ReasoningMetrics
+    metrics: ReasoningMetrics | None  # None until scored
     summary: dict[str, Any]
     failed: int  # problems whose request failed for good (not in the results)
 
@@ -100,16 +103,21 @@ def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
         say(f"warning: task {run.task.name} has {len(rows)} problems; published: {run.task.size}")
     prepared = [prepare(run.task, row, run.seed) for row in rows]
     config = configuration(run, problems.source, problems.revision)
-    name = run_dir_name(run.model.model, run.task.name, config)
-    out = RunDir.open(run.result_dir / name, resume=run.resume, overwrite=run.overwrite)
+    out = _open_folder(run, config)
     todo = [p for p in prepared if p.index not in out.results]
     say(f"{run.task.name}: {len(prepared)} problems x {run.n} ({len(todo)} to ask) -> {out.path}")
     with _mock_server(run, prepared) as mock_url:
         client = make_client(run.model, LocalStore(out.path), mock_url=mock_url, seed=run.seed)
         failed = asyncio.run(_ask_all(run, client, todo, out, say))
+    wanted = {p.index: p for p in prepared}
+    if run.score:  # problems a `generate` left unscored
+        _score_unscored(out, wanted, run.answer_seconds)
     out.flush()
-    wanted = {p.index for p in prepared}
     results = {i: e for i, e in out.results.items() if i in wanted}
+    if not run.score:
+        summary = _unscored_summary(results, config)
+        write_json(out.path / SUMMARY_JSON, summary)
+        return TaskOutcome(out.path, None, summary, failed)
     metrics, summary = summarize(
         results,
         config,
@@ -120,6 +128,52 @@ def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
     )
     write_json(out.path / SUMMARY_JSON, summary)
     return TaskOutcome(out.path, metrics, summary, failed)
+
+
+def _open_folder(run: TaskRun, config: dict[str, Any]) -> RunDir:
+    """The run's folder: named by its settings, or ``resume_from`` when they match its own."""
+    if run.resume_from is None:
+        name = run_dir_name(run.model.model, run.task.name, config)
+        return RunDir.open(run.result_dir / name, resume=run.resume, overwrite=run.overwrite)
+    folder = run.resume_from
+    if not (folder / RESULTS_JSON).exists() and not (folder / RESULTS_JOURNAL).exists():
+        raise SkillmixError(f"--resume-from {folder}: no results.json there to continue")
+    stored = _read_summary(folder).get("configuration", {})
+    differ = [k for k, v in config.items() if k in stored and stored[k] != v]
+    if differ:
+        raise SkillmixError(
+            f"--resume-from {folder}: the run was made with another {differ[0]} "
+            f"({stored[differ[0]]!r}, not {config[differ[0]]!r})",
+            hint="give the same flags as the run had, or start a new one",
+        )
+    return RunDir.open(folder, resume=True, overwrite=False)
+
+
+def _score_unscored(out: RunDir, problems: dict[str, Problem], seconds: float) -> None:
+    for index, entry in out.results.items():
+        problem = problems.get(index)
+        if problem is None or all(r.get("correctness") is not None for r in entry["responses"]):
+            continue
+        items = [(problem.kind, r["content"], problem.reference) for r in entry["responses"]]
+        for r, v in zip(entry["responses"], score_responses(items, seconds), strict=True):
+            r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
+
+
+def _unscored_summary(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """summary.json of a `generate`: its settings and token use; accuracy once scored."""
+    usages = [e.get("token_usages") or [] for e in results.values()]
+    completion = sum(u["completion_tokens"] for us in usages for u in us)
+    prompt = sum(us[0]["prompt_tokens"] for us in usages if us)
+    responses = sum(len(e["responses"]) for e in results.values())
+    return {
+        "configuration": {**config, "skillmix_version": __version__},
+        "total_completion_tokens": completion,
+        "avg_completion_tokens": round(completion / responses, 3) if responses else 0,
+        "total_prompt_tokens": prompt,
+        "avg_prompt_tokens": round(prompt / len(results), 3) if results else 0,
+        "accuracy": None,
+        "pass_at_k": None,
+    }
 
 
 @contextmanager
@@ -168,9 +222,12 @@ async def _ask_all(
             failed += 1
             say(f"problem {problem.index}: failed: {exc}")
             return
-        items = [(problem.kind, text, problem.reference) for text in result.texts]
-        async with scoring:  # at most a core's worth of scorers at once
-            verdicts = await asyncio.to_thread(score_responses, items, run.answer_seconds)
+        verdicts: list[Verdict | None] = [None] * len(result.texts)
+        if run.score:
+            items = [(problem.kind, text, problem.reference) for text in result.texts]
+            async with scoring:  # at most a core's worth of scorers at once
+                scored = await asyncio.to_thread(score_responses, items, run.answer_seconds)
+            verdicts = list(scored)
         out.add(problem.index, _entry(problem, messages, result.texts, verdicts, result))
         done += 1
         if time.monotonic() - last_flush >= FLUSH_SECONDS:
@@ -189,7 +246,7 @@ def _entry(
     problem: Problem,
     messages: list[dict[str, str]],
     texts: list[str],
-    verdicts: list[Verdict],
+    verdicts: list[Verdict | None],
     result: Any,
 ) -> dict[str, Any]:
     """One problem of results.json, as SkyThought writes it (token usage split evenly over the
@@ -204,7 +261,12 @@ def _entry(
         "prompt": problem.user,
         "input_conversation": messages,
         "responses": [
-            {"content": t, "correctness": v.correct, "reason": v.reason, "answer": v.extracted}
+            {
+                "content": t,
+                "correctness": v.correct if v else None,
+                "reason": v.reason if v else None,
+                "answer": v.extracted if v else None,
+            }
             for t, v in zip(texts, verdicts, strict=True)
         ],
         "token_usages": [dict(usage) for _ in texts],

@@ -348,7 +348,10 @@ def test_system_prompts_and_user_templates_as_skythought_chooses_them(tmp_path: 
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)["accuracy"] == 1.0  # the mock still knows the answers
         [folder] = out.iterdir()
-        return json.loads((folder / "results.json").read_text())["0"]["input_conversation"]
+        conversation: list[dict[str, str]] = json.loads((folder / "results.json").read_text())["0"][
+            "input_conversation"
+        ]
+        return conversation
 
     qwen = first_conversation(tmp_path / "a", "--model", "Qwen/QwQ-32B-Preview")
     assert qwen[0]["role"] == "system" and "You are Qwen developed by Alibaba" in qwen[0]["content"]
@@ -365,3 +368,47 @@ def test_system_prompts_and_user_templates_as_skythought_chooses_them(tmp_path: 
         tmp_path / "d", "--task", "math500", "--dataset-file", MATH, "--system-prompt-name", "nope"
     )
     assert bad.exit_code == 2 and "unknown name 'nope'" in bad.stderr
+
+
+def test_generate_then_score_is_evaluate_and_resume_from_checks_the_settings(
+    tmp_path: Path,
+) -> None:
+    """SkyThought's flow: generate (no scoring), continue with --resume-from, score later."""
+    common = ("--task", "math500", "--dataset-file", MATH, "--model", "mock-reasoner",
+              "--backend", "mock", "--backend-args", "quality=0.6", "--n", "4",
+              "--sampling-params", "temperature=0.8")  # fmt: skip
+    made = run_cli("generate", *common, "--result-dir", str(tmp_path / "g" / "results"))
+    assert made.exit_code == 0, made.stderr
+    folder = run_folder(tmp_path / "g")
+    generated = json.loads((folder / "results.json").read_text())
+    assert all(r["correctness"] is None for e in generated.values() for r in e["responses"])
+    assert json.loads((folder / "summary.json").read_text())["accuracy"] is None
+    assert "skillmix score --task math500 --run-dir" in made.stderr
+
+    again = run_cli("generate", *common, "--resume-from", str(folder))
+    assert again.exit_code == 0 and "(0 to ask)" in again.stderr, again.stderr
+    other = run_cli("generate", *common, "--seed", "99", "--resume-from", str(folder))
+    assert other.exit_code == 2 and "another seed" in other.stderr
+
+    scored = run_cli("score", "--task", "math500", "--run-dir", str(folder), "--format", "json")
+    assert scored.exit_code == 0, scored.stderr
+    whole = evaluate(tmp_path / "e", "--task", "math500", "--dataset-file", MATH)
+    assert whole.exit_code == 0, whole.stderr
+    assert run_folder(tmp_path / "e").name == folder.name  # the same settings, the same run
+    one, other_summary = json.loads(scored.stdout), json.loads(whole.stdout)
+    assert one["accuracy"] == other_summary["accuracy"]
+    assert one["pass_at_k"] == other_summary["pass_at_k"]
+
+
+def test_evaluate_resume_scores_what_a_generate_left_unscored(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    made = run_cli(
+        "generate", "--task", "math500", "--dataset-file", MATH, "--model", "mock-reasoner",
+        "--backend", "mock", "--backend-args", "quality=0.6", "--n", "4",
+        "--sampling-params", "temperature=0.8", "--result-dir", str(results),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    resumed = evaluate(tmp_path, "--task", "math500", "--dataset-file", MATH, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    summary = json.loads(resumed.stdout)
+    assert summary["accuracy"] is not None and 0 < summary["accuracy"] < 1
