@@ -21,7 +21,17 @@ from skillmix.tasks.model_prompts import model_prompts
 from skillmix.tasks.rundir import read_results
 
 if TYPE_CHECKING:
-    from skillmix.executors.reasoning import TaskOutcome, TaskRun
+    from skillmix.executors.reasoning import Scorer, TaskOutcome, TaskRun
+
+
+scorer_option = click.option(
+    "--scorer",
+    type=click.Choice(["skythought", "math_verify"]),
+    default="skythought",
+    show_default=True,
+    help="How math answers are judged: SkyThought's rules, or Hugging Face's math-verify "
+    "(pip install 'skillmix[math-verify]').",
+)
 
 
 def task_options(f: Any) -> Any:
@@ -67,6 +77,7 @@ def task_options(f: Any) -> Any:
             "--assistant-prefill", default=None, help="The start of the assistant's reply."
         ),
         click.option("--as-test", is_flag=True, help="A quick check on the first 5 problems."),
+        scorer_option,
     ]
     for option in reversed(options):
         f = option(f)
@@ -121,6 +132,7 @@ def task_run_from(kwargs: dict[str, Any]) -> TaskRun:
         dataset_file=kwargs.get("dataset_file"),
         revision=kwargs.get("dataset_revision"),
         as_test=kwargs.get("as_test", False),
+        scorer=kwargs.get("scorer") or "skythought",
         resume=kwargs["resume"],
         overwrite=kwargs["overwrite"],
     )
@@ -159,6 +171,7 @@ def rescore_task(
     ids: list[str] | None,
     fmt: str,
     keep_correct: str | None = None,
+    scorer: str = "skythought",
 ) -> None:
     """``score --task T --run-dir DIR``: score the folder again, print the new summary; with
     ``keep_correct``, also write the correct responses as training data (reject sampling)."""
@@ -171,7 +184,8 @@ def rescore_task(
         raise SkillmixError(f"--run-dir {run_dir}: no such folder")
     if keep_correct and Path(keep_correct).exists():
         raise SkillmixError(f"--keep-correct {keep_correct}: exists; nothing is overwritten")
-    outcome = rescore(config, folder, ids=ids, say=info)
+    chosen: Scorer = "math_verify" if scorer == "math_verify" else "skythought"
+    outcome = rescore(config, folder, ids=ids, scorer=chosen, say=info)
     if keep_correct:
         counts = export_correct(read_results(folder), Path(keep_correct))
         per_source = ", ".join(f"{source} {n}" for source, n in counts.items()) or "none"

@@ -20,7 +20,13 @@ from skillmix.cli._output import (
     write_files,
 )
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params, parse_int_list
-from skillmix.cli.reasoning import rescore_task, run_task, task_options, wants_task
+from skillmix.cli.reasoning import (
+    rescore_task,
+    run_task,
+    scorer_option,
+    task_options,
+    wants_task,
+)
 from skillmix.cli.results import metrics_table, open_report_run
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
@@ -396,6 +402,7 @@ def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
     help="A reasoning run folder (skillmix's or SkyThought's layout) to score again.",
 )
 @click.option("--ids", default=None, help="Only these problems (_index values, comma-separated).")
+@scorer_option
 @click.option(
     "--keep-correct",
     type=click.Path(dir_okay=False),
@@ -413,6 +420,7 @@ def score_cmd(
     run_dir: str | None,
     ids: str | None,
     keep_correct: str | None,
+    scorer: str,
     wait_for_lock: float | None,
     allow_failures: bool,
     fmt: str,
@@ -425,7 +433,7 @@ def score_cmd(
         if run_uri or not run_dir:
             raise SkillmixError("re-scoring takes --task T --run-dir DIR (and no RUN)")
         chosen = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
-        rescore_task(task, task_config, run_dir, chosen, fmt, keep_correct)
+        rescore_task(task, task_config, run_dir, chosen, fmt, keep_correct, scorer)
         return
     if ids or keep_correct:
         raise SkillmixError("--ids and --keep-correct need --task and --run-dir")

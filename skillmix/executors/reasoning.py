@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from skillmix import __version__
 from skillmix.backends.base import BackendError
@@ -26,12 +26,19 @@ from skillmix.backends.mock_server import MockServer
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import ReasoningMetrics, reasoning_metrics
-from skillmix.pipeline.scoring import Verdict, score_responses
+from skillmix.pipeline.scoring import Kind, Verdict, math_verify_available, score_responses
 from skillmix.report.task_board import TaskRunData
 from skillmix.store.local import LocalStore
 from skillmix.tasks.config import TaskConfig
 from skillmix.tasks.dataset import load_problems
-from skillmix.tasks.handlers import Problem, conversation, prepare, reference_of, score_kind
+from skillmix.tasks.handlers import (
+    Problem,
+    ScoreKind,
+    conversation,
+    prepare,
+    reference_of,
+    score_kind,
+)
 from skillmix.tasks.rundir import (
     RESULTS_JOURNAL,
     RESULTS_JSON,
@@ -43,6 +50,25 @@ from skillmix.tasks.rundir import (
 )
 
 Say = Callable[[str], None]
+Scorer = Literal["skythought", "math_verify"]  # math_verify: offered by name, never the default
+
+
+def scoring_kind(kind: ScoreKind, scorer: Scorer) -> Kind:
+    """What scores a problem: SkyThought's rules, or math-verify for math when chosen."""
+    if scorer == "skythought":
+        return kind
+    if kind != "math":
+        raise SkillmixError(
+            "--scorer math_verify scores math answers; this task is multiple choice"
+        )
+    if not math_verify_available():
+        raise SkillmixError(
+            "--scorer math_verify: math-verify is not installed",
+            hint="pip install 'skillmix[math-verify]'",
+        )
+    return "math_verify"
+
+
 AS_TEST_PROBLEMS = 5  # --as-test: SkyThought's quick check runs a handful of problems
 FLUSH_SECONDS = 2.0
 
@@ -65,6 +91,7 @@ class TaskRun:
     resume: bool = False
     overwrite: bool = False
     score: bool = True  # False: `generate` (score later with `skillmix score --task`)
+    scorer: Scorer = "skythought"
     resume_from: Path | None = None  # continue this run folder (its settings must match)
     answer_seconds: float = 5.0  # each answer's scoring time limit
 
@@ -92,11 +119,13 @@ def configuration(run: TaskRun, dataset: str, revision: str) -> dict[str, Any]:
         "dataset": dataset,
         "dataset_revision": revision,
         "as_test": run.as_test,
+        **({"scorer": run.scorer} if run.scorer != "skythought" else {}),
     }
 
 
 def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
     """Run ``run`` to the end (finished problems of a resumed run are not asked again)."""
+    scoring_kind(score_kind(run.task), run.scorer)  # a scorer that cannot score it: before any file
     problems = load_problems(run.task, dataset_file=run.dataset_file, revision=run.revision)
     rows = problems.rows[:AS_TEST_PROBLEMS] if run.as_test else problems.rows
     if run.task.size and not run.dataset_file and len(rows) != run.task.size and not run.as_test:
@@ -111,7 +140,7 @@ def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
         failed = asyncio.run(_ask_all(run, client, todo, out, say))
     wanted = {p.index: p for p in prepared}
     if run.score:  # problems a `generate` left unscored
-        _score_unscored(out, wanted, run.answer_seconds)
+        _score_unscored(out, wanted, run.answer_seconds, run.scorer)
     out.flush()
     results = {i: e for i, e in out.results.items() if i in wanted}
     if not run.score:
@@ -149,12 +178,15 @@ def _open_folder(run: TaskRun, config: dict[str, Any]) -> RunDir:
     return RunDir.open(folder, resume=True, overwrite=False)
 
 
-def _score_unscored(out: RunDir, problems: dict[str, Problem], seconds: float) -> None:
+def _score_unscored(
+    out: RunDir, problems: dict[str, Problem], seconds: float, scorer: Scorer
+) -> None:
     for index, entry in out.results.items():
         problem = problems.get(index)
         if problem is None or all(r.get("correctness") is not None for r in entry["responses"]):
             continue
-        items = [(problem.kind, r["content"], problem.reference) for r in entry["responses"]]
+        kind = scoring_kind(problem.kind, scorer)
+        items = [(kind, r["content"], problem.reference) for r in entry["responses"]]
         for r, v in zip(entry["responses"], score_responses(items, seconds), strict=True):
             r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
 
@@ -224,7 +256,8 @@ async def _ask_all(
             return
         verdicts: list[Verdict | None] = [None] * len(result.texts)
         if run.score:
-            items = [(problem.kind, text, problem.reference) for text in result.texts]
+            kind = scoring_kind(problem.kind, run.scorer)
+            items = [(kind, text, problem.reference) for text in result.texts]
             async with scoring:  # at most a core's worth of scorers at once
                 scored = await asyncio.to_thread(score_responses, items, run.answer_seconds)
             verdicts = list(scored)
@@ -319,6 +352,7 @@ def rescore(
     *,
     ids: list[str] | None = None,
     answer_seconds: float = 5.0,
+    scorer: Scorer = "skythought",
     say: Say,
 ) -> TaskOutcome:
     """``skillmix score --task T --run-dir DIR``: score a run folder's responses again (written
@@ -330,7 +364,7 @@ def rescore(
     unknown = sorted(set(ids or []) - set(results))
     if unknown:
         raise SkillmixError(f"--ids: no problem {unknown[0]!r} in {folder}")
-    kind = score_kind(task)
+    kind = scoring_kind(score_kind(task), scorer)
     for index in ids or list(results):
         entry = results[index]
         reference = reference_of(task, entry)
@@ -342,7 +376,13 @@ def rescore(
     out.flush()
     (folder / RESULTS_JOURNAL).unlink(missing_ok=True)  # all of it is in results.json now
     old = _read_summary(folder)
-    config = {k: v for k, v in old.get("configuration", {}).items() if k != "skillmix_version"}
+    config = {
+        k: v
+        for k, v in old.get("configuration", {}).items()
+        if k not in ("skillmix_version", "scorer")
+    }
+    if scorer != "skythought":
+        config["scorer"] = scorer
     model = str(config.get("model") or config.get("model_id") or folder.name)
     seed = int(config.get("seed") or 0)
     metrics, summary = summarize(

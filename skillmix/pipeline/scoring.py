@@ -11,6 +11,7 @@ also caps its own CPU time per answer, so none outlives a parent that was killed
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -31,7 +32,7 @@ except ImportError:  # not POSIX: no memory or CPU cap in the worker
 from skillmix.method.choices import choice_correct, multiple_choice_answer
 from skillmix.method.math_answers import score_math
 
-Kind = Literal["math", "choice"]
+Kind = Literal["math", "choice", "math_verify"]  # math_verify: the optional second scorer
 TIMED_OUT = "timed out"
 CRASHED = "scorer crashed"
 DEFAULT_LIMIT_S = 10.0
@@ -49,12 +50,32 @@ class Verdict:
 
 def score_one(kind: Kind, response: str, reference: str) -> Verdict:
     """The verdict without a time limit (call it only where hanging does no harm)."""
+    if kind == "math_verify":
+        return _math_verify(response, reference)
     if kind == "choice":
         correct = choice_correct(response, reference)
         reason = "" if correct else "Solution is incorrect."
         return Verdict(correct, reason, multiple_choice_answer(response))
     verdict = score_math(response, reference)
     return Verdict(verdict.correct, verdict.reason, verdict.extracted)
+
+
+def math_verify_available() -> bool:
+    """Whether the optional second scorer (Hugging Face's math-verify) is installed."""
+    return importlib.util.find_spec("math_verify") is not None
+
+
+def _math_verify(response: str, reference: str) -> Verdict:
+    """Hugging Face math-verify's verdict, offered by name (``--scorer math_verify``), never
+    in place of the SkyThought-compatible default."""
+    # deferred: an optional dependency (skillmix[math-verify]), imported only when chosen
+    from math_verify import parse, verify
+
+    gold = parse(f"${reference}$")
+    answer = parse(response)
+    correct = bool(verify(gold, answer))
+    extracted = str(answer[1]) if len(answer) > 1 else (str(answer[0]) if answer else "")
+    return Verdict(correct, "" if correct else "Solution is incorrect.", extracted)
 
 
 def _cap_resources(memory_mb: int) -> None:

@@ -412,3 +412,27 @@ def test_evaluate_resume_scores_what_a_generate_left_unscored(tmp_path: Path) ->
     assert resumed.exit_code == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["accuracy"] is not None and 0 < summary["accuracy"] < 1
+
+
+def test_math_verify_is_a_second_scorer_by_name_only(tmp_path: Path) -> None:
+    default = evaluate(tmp_path / "a", "--task", "math500", "--dataset-file", MATH, quality=1.0)
+    chosen = evaluate(
+        tmp_path / "b", "--task", "math500", "--dataset-file", MATH, "--scorer", "math_verify",
+        quality=1.0,
+    )  # fmt: skip
+    assert default.exit_code == 0 and chosen.exit_code == 0, chosen.stderr
+    assert "scorer" not in json.loads(default.stdout)["configuration"]
+    summary = json.loads(chosen.stdout)
+    assert summary["configuration"]["scorer"] == "math_verify" and summary["accuracy"] == 1.0
+    assert run_folder(tmp_path / "a").name != run_folder(tmp_path / "b").name
+    rescored = run_cli(
+        "score", "--task", "math500", "--run-dir", str(run_folder(tmp_path / "a")),
+        "--scorer", "math_verify", "--format", "json",
+    )  # fmt: skip
+    assert rescored.exit_code == 0, rescored.stderr
+    assert json.loads(rescored.stdout)["configuration"]["scorer"] == "math_verify"
+    gpqa = evaluate(
+        tmp_path / "c", "--task", "gpqa_diamond", "--dataset-file", GPQA, "--scorer", "math_verify"
+    )
+    assert gpqa.exit_code == 2 and "multiple choice" in gpqa.stderr
+    assert not (tmp_path / "c" / "results").exists()  # refused before writing anything
