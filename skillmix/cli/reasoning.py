@@ -15,6 +15,7 @@ from skillmix.cli.flags import apply_backend_args, apply_sampling_params
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import ReasoningMetrics, effective_samples
+from skillmix.report.html_tasks import tasks_html
 from skillmix.report.task_board import boards_json, boards_markdown, boards_tables, task_boards
 from skillmix.tasks.config import builtin_tasks, resolve_task
 from skillmix.tasks.model_prompts import model_prompts
@@ -257,11 +258,13 @@ def leaderboard_cmd(result_dir: str, out: str | None, fmt: str) -> None:
     """Reasoning tasks side by side: every run folder under RESULT_DIR, per task and model."""
     from skillmix.executors.reasoning import load_task_runs  # deferred: see task_run_from
 
-    boards = task_boards(load_task_runs(Path(result_dir)))
+    runs = load_task_runs(Path(result_dir))
+    boards = task_boards(runs)
     markdown = boards_markdown(boards)
     if out:
-        write_files(out, {"report.md": markdown.encode()})
-        info(f"wrote {Path(out) / 'report.md'}")
+        files = {"report.md": markdown.encode(), "report.html": tasks_html(boards, runs).encode()}
+        write_files(out, files)
+        info(f"wrote {Path(out) / 'report.html'} and report.md")
     if fmt == "json":
         echo_json(boards_json(boards))
     elif fmt == "md":

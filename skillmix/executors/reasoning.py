@@ -433,7 +433,8 @@ def load_task_runs(result_dir: Path) -> list[TaskRunData]:
             results, config, model=model, task=task, seed=int(config.get("seed") or 0),
             planned=len(results),
         )  # fmt: skip
-        runs.append(TaskRunData(str(folder), metrics, float(summary["avg_completion_tokens"])))
+        tokens = float(summary["avg_completion_tokens"])
+        runs.append(TaskRunData(str(folder), metrics, tokens, results))
     if not runs:
         raise SkillmixError(
             f"{result_dir}: no run folder with results (summary.json + results.json)"

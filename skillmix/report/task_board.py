@@ -17,11 +17,12 @@ from skillmix.report.markdown import md_escape, md_table
 
 @dataclass(frozen=True)
 class TaskRunData:
-    """One run folder's metrics and token use (what the board needs of it)."""
+    """One run folder's metrics and token use, and its problems (for the drill-down)."""
 
     folder: str
     metrics: ReasoningMetrics
     avg_completion_tokens: float
+    results: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ numbers checked against its own responses, resume, and bad input as one line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -297,10 +298,17 @@ def test_leaderboard_puts_models_side_by_side_with_a_paired_comparison(tmp_path:
         and "on 12 problems" in weak["vs_best"]
     )
     markdown = (tmp_path / "r" / "report.md").read_text()
+    page = (tmp_path / "r" / "report.html").read_text()
+    links = re.findall(r'href="#(p-[^"]+)"', page)
+    assert len(links) == 2 and all(f'id="{a}"' in page for a in links)  # cells drill down
+    assert page.count('class="problem"') == 2 * 12  # every problem of every model
+    assert page.count("(2/2)") == 12 and page.count("(0/2)") == 12  # strong right, weak wrong
+    assert "Content-Security-Policy" in page and "<script src" not in page
     table = run_cli("leaderboard", str(results))
     for line in (strong, weak):  # the same numbers in every rendering
         for key in ("accuracy", "pass_at_n", "maj_at_n"):
             assert f"| {line[key]} |" in markdown
+            assert f">{line[key]}<" in page
             assert (
                 line[key] in table.stdout.replace("\n", " ")
                 or line[key].split(" [")[0] in table.stdout
