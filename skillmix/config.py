@@ -349,6 +349,15 @@ class ModelSpec(_Strict):
     )
     replicas: SInt = Field(1, ge=1, le=64, description="Kubernetes: shards of each generation Job.")
 
+    @field_validator("base_url")
+    @classmethod
+    def _printable_url(cls, value: str | None) -> str | None:
+        """A URL with a control character or a space cannot be sent (httpx refuses it later,
+        mid-run, with a traceback): refuse it here, where the field can be named."""
+        if value is not None and re.search(r"[\x00-\x20\x7f]", value):
+            raise ValueError("contains a control character or a space; give the URL alone")
+        return value
+
     @model_validator(mode="after")
     def _backend_rules(self) -> ModelSpec:
         if self.quality is not None and self.backend != "mock":

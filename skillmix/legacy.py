@@ -21,6 +21,7 @@ from typing import Any
 from skillmix import __version__
 from skillmix.artifacts import ReferenceImportRun
 from skillmix.errors import SkillmixError
+from skillmix.limits import REFERENCE_CSV_BYTES, read_at_most
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle
 from skillmix.method.reference_numbers import check_round_limit
@@ -74,7 +75,7 @@ class ImportSummary:
 def read_reference_csv(path: Path, data: bytes | None = None) -> list[dict[str, str]]:
     """Rows of a reference CSV (``data``: its bytes, when already read), decoded tolerantly
     (UTF-8, else cp1252)."""
-    data = path.read_bytes() if data is None else data
+    data = read_at_most(path, REFERENCE_CSV_BYTES, "a reference CSV") if data is None else data
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -393,7 +394,7 @@ class _TreeReader:
             return
         r = int(match["r"])
         unit = (match["grader"], student, d.k, d.g)
-        data = grade_csv.read_bytes()
+        data = read_at_most(grade_csv, REFERENCE_CSV_BYTES, "a reference CSV")
         self.grade_files[unit][r] = hashlib.sha256(data).hexdigest()
         rows = read_reference_csv(grade_csv, data)
         if len(rows) < len(generations):

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
+from skillmix.limits import EXPERIMENT_BYTES, read_at_most
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -94,7 +95,7 @@ def load_yaml(text: str, source: str) -> Any:
 def load_experiment(path: str | Path) -> Experiment:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_at_most(p, EXPERIMENT_BYTES, "an experiment file").decode("utf-8")
     except FileNotFoundError:
         raise SkillmixError(f"{p}: experiment file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

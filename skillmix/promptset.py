@@ -12,6 +12,7 @@ from pathlib import Path
 
 from skillmix.catalog import read_text_file
 from skillmix.errors import SkillmixError
+from skillmix.limits import PROMPT_BYTES, read_at_most
 from skillmix.method.prompts import PromptKind, PromptTemplate, make_template
 
 KIND_DIRS: dict[str, tuple[str, ...]] = {
@@ -77,7 +78,7 @@ def load_prompt_version(
         text = read_text_file(path)
     else:
         try:
-            text = path.read_bytes().decode(encoding)
+            text = read_at_most(path, PROMPT_BYTES, "a prompt file").decode(encoding)
         except (OSError, UnicodeDecodeError, LookupError) as exc:
             raise SkillmixError(f"{path}: cannot read as {encoding}: {exc}") from None
     return parse_prompt_json(text, path.stem, kind, str(path))

@@ -246,8 +246,12 @@ def debug() -> bool:
 
 
 def completion_index() -> int:
-    """``$JOB_COMPLETION_INDEX`` (0 when unset); ValueError when it is not a number."""
-    return int(os.environ.get(JOB_COMPLETION_INDEX.name, "0"))
+    """``$JOB_COMPLETION_INDEX`` (0 when unset); ValueError, naming the variable, when it is
+    not a non-negative integer (Kubernetes sets it in Indexed Jobs)."""
+    raw = os.environ.get(JOB_COMPLETION_INDEX.name, "0").strip()
+    if not raw.isdigit():
+        raise ValueError(f"{JOB_COMPLETION_INDEX.name}={raw!r}: expected a non-negative integer")
+    return int(raw)
 
 
 def pod_name() -> str | None:
@@ -282,13 +286,16 @@ def aws_max_attempts(default: int) -> int:
         return default
 
 
+MAX_LOCK_SECONDS = 7 * 24 * 3600.0  # a lease longer than a week would block a run for good
+
+
 def lock_seconds(default: float) -> float:
     """``$SKILLMIX_LOCK_SECONDS`` (``default`` when unset or empty); ValueError when it is not
-    a positive number."""
+    a number of seconds in (0, MAX_LOCK_SECONDS]."""
     raw = (LOCK_SECONDS.raw() or "").strip()
     if not raw:
         return default
     value = float(raw)
-    if not value > 0 or value == float("inf"):
+    if not 0 < value <= MAX_LOCK_SECONDS:  # also refuses nan and inf
         raise ValueError(raw)
     return value

@@ -15,6 +15,7 @@ from typing import Any
 
 from skillmix.catalog._model import Catalog, Skill
 from skillmix.errors import SkillmixError
+from skillmix.limits import CATALOG_BYTES, read_at_most
 
 INACTIVE_STATUSES = frozenset({"remove", "in review", "maybe"})
 # Every `status` a row may have (compared case-insensitively, spaces around ignored); an empty
@@ -143,7 +144,7 @@ def read_text_file(path: str | Path) -> str:
     """Read a UTF-8 text file (a BOM is tolerated); errors name the file and the fix."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_at_most(p, CATALOG_BYTES, "a catalog or prompt file")
     except FileNotFoundError:
         raise SkillmixError(f"{p}: file not found") from None
     except IsADirectoryError:

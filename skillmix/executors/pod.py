@@ -195,7 +195,12 @@ def pod_client(
 
 def pod_shard(shard: int | None, shards: int) -> int:
     if shard is None:
-        shard = settings.completion_index()
+        try:
+            shard = settings.completion_index()
+        except ValueError as exc:
+            raise SkillmixError(
+                str(exc), hint="give --shard, or run it in an Indexed Job"
+            ) from None
     if not 0 <= shard < shards:
         raise SkillmixError(f"shard {shard} is outside 0..{shards - 1}")
     return shard

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from skillmix import settings
 from skillmix.errors import SkillmixError
+from skillmix.limits import EXPERIMENT_BYTES, read_at_most
 from skillmix.loading import format_validation_error, load_yaml
 
 PROFILE_FILE = "skillmix.yaml"
@@ -384,7 +385,8 @@ def load_profiles(path: Path | None = None) -> tuple[ProfileFile, Path | None]:
     for candidate in candidates:
         if candidate.is_file():
             try:
-                text = candidate.read_text(encoding="utf-8")
+                raw = read_at_most(candidate, EXPERIMENT_BYTES, "a cluster profile file")
+                text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise SkillmixError(f"{candidate}: not a UTF-8 text file") from None
             except OSError as exc:

@@ -114,5 +114,15 @@ class LocalStore:
         return count
 
     def check(self) -> None:
+        """The store folder is, or can become, a directory: the path itself and the nearest
+        ancestor that exists must be directories (a path under a regular file never can)."""
         if self.root.exists() and not self.root.is_dir():
             raise SkillmixError(f"{self.root}: store path exists and is not a directory")
+        for parent in self.root.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SkillmixError(
+                        f"{parent}: is a file, so the store {self.root} cannot be made under it",
+                        hint="choose a store folder whose parents are folders",
+                    )
+                break

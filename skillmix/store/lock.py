@@ -114,7 +114,7 @@ def lease_seconds() -> float:
     except ValueError:
         raise SkillmixError(
             f"{settings.LOCK_SECONDS.name}={settings.LOCK_SECONDS.raw()!r}: "
-            "expected a positive number of seconds"
+            f"expected a positive number of seconds, at most {settings.MAX_LOCK_SECONDS:g}"
         ) from None
 
 

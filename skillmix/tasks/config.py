@@ -13,11 +13,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skillmix.errors import SkillmixError
+from skillmix.limits import EXPERIMENT_BYTES, read_at_most
 from skillmix.loading import format_validation_error, load_yaml
 
 # how a task builds its prompt and scores a response (SkyThought's handlers)
 Handler = Literal["math", "aime", "olympiadbench_math", "gpqa_diamond", "numina"]
-MAX_TASK_FILE_BYTES = 1_000_000
 
 
 class Preprocess(BaseModel):
@@ -80,12 +80,7 @@ def load_task_config(path: str | Path) -> TaskConfig:
     """A user's task file (``--task-config FILE``)."""
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_TASK_FILE_BYTES:
-            raise SkillmixError(
-                f"{p}: a task file is at most {MAX_TASK_FILE_BYTES:,} bytes",
-                hint="a task file names its dataset; it does not hold it (see --dataset-file)",
-            )
-        text = p.read_text(encoding="utf-8")
+        text = read_at_most(p, EXPERIMENT_BYTES, "a task file").decode("utf-8")
     except FileNotFoundError:
         raise SkillmixError(f"{p}: task file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from skillmix.errors import SkillmixError
+from skillmix.limits import RESULTS_BYTES, read_at_most
 
 RESULTS_JSON = "results.json"
 RESULTS_JOURNAL = "results.jsonl"
@@ -98,7 +99,7 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     main = path / RESULTS_JSON
     if main.exists():
         try:
-            data = json.loads(main.read_text(encoding="utf-8"))
+            data = json.loads(read_at_most(main, RESULTS_BYTES, "a results.json").decode("utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SkillmixError(f"{main}: cannot read: {exc}") from None
         if not isinstance(data, dict):

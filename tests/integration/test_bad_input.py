@@ -307,3 +307,60 @@ def test_api_key_never_leaks(
     # The run records which variable holds the key, never the key itself.
     (run_json,) = [data for name, data in files.items() if name.endswith("run.json")]
     assert KEY_ENV.encode() in run_json
+
+
+# ---- the second probe's tracebacks (issue 24): one line, exit 2, nothing written -------------
+@pytest.mark.parametrize("value", ["1e12", "1e100", "inf", "nan", "-5", "abc"])
+def test_an_absurd_lock_lease_is_one_line(
+    work: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SKILLMIX_LOCK_SECONDS", value)
+    exp = write(work / "e.yaml", tiny())
+    assert_bad_input(evaluate(exp, work / "runs"), "SKILLMIX_LOCK_SECONDS", store=work / "runs")
+
+
+def test_a_shard_index_that_is_not_a_number_is_one_line(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = write(work / "e.yaml", tiny())
+    made = run_cli("generate", "-f", str(exp), "--store", str(work / "runs"), "--no-progress")
+    assert made.exit_code == 0, made.stderr
+    [run] = [p for p in (work / "runs").iterdir() if (p / "run.json").exists()]
+    before = snapshot(run)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "abc")
+    result = run_cli(
+        "task", "generate", "--run", str(run), "--student", "s1", "--k", "2", "--round", "1",
+        "--shards", "1",
+    )  # fmt: skip
+    assert_bad_input(result, "JOB_COMPLETION_INDEX", "'abc'")
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v1\nx", "http://127.0.0.1:1/v1\tx"])
+def test_a_control_character_in_a_base_url_is_one_line(
+    work: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    result = run_cli(
+        "evaluate", "--model", "m", "--backend", "openai", "--base-url", url, "--k", "2",
+        "--combinations", "2", "--store", str(work / "runs"), "--no-progress",
+    )  # fmt: skip
+    assert_bad_input(result, "base_url", "control character", store=work / "runs")
+
+
+def test_an_endless_or_huge_experiment_file_is_refused_by_size(work: Path) -> None:
+    for path in (Path("/dev/zero"), write(work / "huge.yaml", "# " + "x" * 5_000_000 + "\n")):
+        result = evaluate(path, work / "runs")
+        assert_bad_input(result, str(path), "at most", store=work / "runs")
+
+
+def test_an_endless_catalog_file_is_refused_by_size(work: Path) -> None:
+    exp = write(work / "e.yaml", tiny(catalog={"skills": "/dev/zero"}))
+    assert_bad_input(evaluate(exp, work / "runs"), "/dev/zero", "at most", store=work / "runs")
+
+
+def test_a_store_under_a_regular_file_is_bad_input(work: Path) -> None:
+    (work / "afile").write_text("x")
+    exp = write(work / "e.yaml", tiny())
+    result = evaluate(exp, work / "afile" / "runs")
+    assert_bad_input(result, str(work / "afile"))
