@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,7 +43,7 @@ MAX_PROMPT_CHARS = 100_000
 # read as 1 or 3 (a float field still takes an integer: `quality: 1`). The quick form's flags are
 # text by nature and are validated with strict=False (see parse_experiment).
 SInt = Annotated[int, Strict()]
-SFloat = Annotated[float, Strict()]
+SFloat = Annotated[float, Strict(), AllowInfNan(False)]  # .inf and .nan are never meant
 
 
 class _Strict(BaseModel):
@@ -268,7 +269,9 @@ class ModelSpec(_Strict):
         "mock",
         description="mock (the built-in mock server), openai (an OpenAI-compatible API) or vllm.",
     )
-    model: str = Field(description="Model id sent to the endpoint (vLLM: the served model name).")
+    model: str = Field(
+        min_length=1, description="Model id sent to the endpoint (vLLM: the served model name)."
+    )
     base_url: str | None = Field(
         None, description="Endpoint; default per backend (mock: the built-in server)."
     )
@@ -513,7 +516,9 @@ class Experiment(_Strict):
     name: str = Field(
         pattern=EXPERIMENT_NAME_PATTERN, description="Readable run name (<= 54 chars)."
     )
-    seed: SInt = Field(10, description="Seed that draws the skills and topics (reference: 10).")
+    seed: SInt = Field(
+        10, ge=0, description="Seed that draws the skills and topics (reference: 10)."
+    )
     order_seed: str = Field(
         "test", description="Seed of the skill order within a combination (reference: test)."
     )

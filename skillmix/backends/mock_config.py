@@ -8,6 +8,7 @@ build it directly, and both the service (:mod:`skillmix.backends.mock_service`) 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,11 @@ class MockServerConfig:
                 raise SkillmixError(f"--model {name!r}: quality must be in [0, 1]")
         if self.api_key is not None and not self.api_key.strip():
             raise SkillmixError("--api-key is empty")
+        if self.api_key is not None and re.search(r"[\x00-\x1f\x7f]", self.api_key):
+            raise SkillmixError(
+                "--api-key contains a control character (a newline?)",
+                hint="a key is one line: no newline, no tab",
+            )
         return self
 
     def quality_of(self, model: str) -> float | None:

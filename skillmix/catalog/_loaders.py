@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -120,14 +121,29 @@ def _check_swallowed_rows(
         line += len(inner) - 1
 
 
+MAX_TOPIC_CHARS = 1_000  # a topic is a phrase; a longer line is a file given by mistake
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab is text; line ends split lines
+
+
 def parse_topics(text: str, source: str = "<topics>") -> list[str]:
-    """Topics in file order; empty lines ignored, text otherwise verbatim (minus line ends)."""
+    """Topics in file order; empty lines ignored, text otherwise verbatim (minus line ends).
+    A control character or a topic over MAX_TOPIC_CHARS is an error naming the line."""
     topics: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.split("\n"), start=1):
         topic = line.rstrip("\r")
         if not topic.strip():
             continue
+        if _CONTROL.search(topic):
+            raise SkillmixError(
+                f"{source}:{number}: a control character in topic {topic[:60]!r}",
+                hint="a topic is plain text on one line",
+            )
+        if len(topic) > MAX_TOPIC_CHARS:
+            raise SkillmixError(
+                f"{source}:{number}: topic longer than {MAX_TOPIC_CHARS:,} characters",
+                hint="one topic per line, a short phrase each",
+            )
         if topic in first_line:
             raise SkillmixError(
                 f"{source}:{number}: duplicate topic {topic!r} (first on line {first_line[topic]})",

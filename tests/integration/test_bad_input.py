@@ -364,3 +364,43 @@ def test_a_store_under_a_regular_file_is_bad_input(work: Path) -> None:
     exp = write(work / "e.yaml", tiny())
     result = evaluate(exp, work / "afile" / "runs")
     assert_bad_input(result, str(work / "afile"))
+
+
+# ---- inputs accepted that should not be (issue 24) -------------------------------------------
+@pytest.mark.parametrize(
+    "student, needles",
+    [
+        ({"model": ""}, ["students.0.model", "at least 1 character"]),
+        ({"timeout": float("inf")}, ["students.0.timeout", "finite"]),
+        ({"sampling": {"temperature": float("nan")}}, ["temperature", "finite"]),
+    ],
+)
+def test_an_empty_model_or_an_infinite_number_names_its_field(
+    work: Path, student: dict[str, Any], needles: list[str]
+) -> None:
+    base = tiny()["students"][0]
+    exp = write(work / "e.yaml", tiny(students=[{**base, **student}]))
+    assert_bad_input(evaluate(exp, work / "runs"), *needles, store=work / "runs")
+
+
+def test_a_negative_seed_is_refused(work: Path) -> None:
+    exp = write(work / "e.yaml", tiny(seed=-3))
+    assert_bad_input(evaluate(exp, work / "runs"), "seed", store=work / "runs")
+
+
+@pytest.mark.parametrize(
+    "topics, needle",
+    [("a fine topic\nbell\x07rings\n", "control character"), ("x" * 2_000 + "\n", "longer than")],
+)
+def test_catalog_validate_refuses_control_characters_and_giant_topics(
+    work: Path, topics: str, needle: str
+) -> None:
+    (work / "topics.txt").write_text(topics)
+    result = run_cli("catalog", "validate", str(work / "topics.txt"))
+    assert result.exit_code == 2 and needle in result.stderr, result.stderr
+    assert "topics.txt:" in result.stderr
+
+
+def test_mock_server_refuses_an_api_key_with_a_newline(work: Path) -> None:
+    result = run_cli("mock-server", "--api-key", "abc\ndef", "--port", "0")
+    assert_bad_input(result, "--api-key")
