@@ -96,6 +96,11 @@ def resolve_api_key(spec: ModelSpec) -> str:
             f"{spec.name}: environment variable {env} is not set",
             hint=f"export {env}=... (the API key)",
         )
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):  # sent as a header, it would break
+        raise SkillmixError(
+            f"{spec.name}: the key in {env} contains a control character (a newline?)",
+            hint=f"export {env} without a trailing newline, e.g. {env}=$(cat key | tr -d '\\n')",
+        )
     return value
 
 

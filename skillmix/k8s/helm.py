@@ -87,6 +87,8 @@ def helm_template(
         )
     if proc.returncode != 0:
         message = " ".join(proc.stderr.strip().split())[:600]
+        if not message:  # a helm that says nothing (a wrong SKILLMIX_HELM): say what ran
+            message = f"{helm} ended with exit status {proc.returncode} and no output"
         if "kubeVersion" in message:
             raise SkillmixError(
                 f"the cluster's Kubernetes {kube_version} is not supported by the chart: {message}"

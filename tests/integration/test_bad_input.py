@@ -404,3 +404,20 @@ def test_catalog_validate_refuses_control_characters_and_giant_topics(
 def test_mock_server_refuses_an_api_key_with_a_newline(work: Path) -> None:
     result = run_cli("mock-server", "--api-key", "abc\ndef", "--port", "0")
     assert_bad_input(result, "--api-key")
+
+
+def test_a_newline_in_an_api_key_names_the_key_not_the_endpoint(
+    work: Path, keyed_server: MockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET + "\n")
+    student = {
+        "name": "s1",
+        "backend": "openai",
+        "model": "gpt-test",
+        "base_url": keyed_server.base_url,
+        "api_key_env": KEY_ENV,
+    }
+    exp = write(work / "e.yaml", tiny(students=[student]))
+    result = evaluate(exp, work / "runs")
+    assert_bad_input(result, KEY_ENV, "control character", store=work / "runs")
+    assert "cannot reach" not in result.stderr and SECRET not in result.stderr

@@ -42,3 +42,14 @@ def test_skillmix_helm_must_be_executable(profile: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("SKILLMIX_HELM", str(profile / "missing-helm"))
     result = run_cli("render", "-f", "examples/quickstart.yaml", "--cluster", "prod")
     assert result.exit_code == 2 and "is not an executable file" in result.stderr
+
+
+def test_a_helm_that_fails_silently_still_says_why(
+    profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SKILLMIX_HELM=/bin/false exits 1 and prints nothing: the line names the binary and code."""
+    monkeypatch.setenv("SKILLMIX_HELM", "/bin/false")
+    result = run_cli("render", "-f", "examples/quickstart.yaml", "--cluster", "prod")
+    assert result.exit_code != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert "/bin/false" in result.stderr and "exit status 1" in result.stderr
+    assert "no output" in result.stderr
