@@ -7,7 +7,7 @@ environment variable that holds its key (``api_key_env``), not the key.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AllowInfNan,
@@ -21,6 +21,7 @@ from pydantic import (
 
 from skillmix.errors import SkillmixError
 from skillmix.method.points import MetricOptions, default_name_filter
+from skillmix.urls import redact_url
 
 Backend = Literal["mock", "openai", "vllm"]
 # Names become folder names and Kubernetes label values: alphanumeric at both ends, <= 63 chars.
@@ -259,6 +260,15 @@ class KubernetesSpec(_Strict):
         return value
 
 
+# how a model's budget is shared, said of concurrency, rpm and tpm alike
+_SHARED_BUDGET = (
+    " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
+    " (vllm, or mock without base_url); divided among the pods that share an endpoint"
+    " (openai, or an explicit base_url): a student's replicas shards, the grader's"
+    " grading Jobs (the task's --budget-share N)."
+)
+
+
 class ModelSpec(_Strict):
     """A model behind an OpenAI-compatible endpoint: a student or the grader."""
 
@@ -297,35 +307,19 @@ class ModelSpec(_Strict):
         16,
         ge=1,
         le=4096,
-        description=(
-            "Requests in flight at once (divided: concurrency // N, at least 1)."
-            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
-            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
-            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N)."
-        ),
+        description="Requests in flight at once (divided: concurrency // N, at least 1)."
+        + _SHARED_BUDGET,
     )
     rpm: SInt = Field(
         0,
         ge=0,
-        description=(
-            "Requests per minute budget (0 = unlimited; divided: rpm / N)."
-            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
-            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
-            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N)."
-        ),
+        description="Requests per minute budget (0 = unlimited; divided: rpm / N)."
+        + _SHARED_BUDGET,
     )
     tpm: SInt = Field(
         0,
         ge=0,
-        description=(
-            "Tokens per minute budget (0 = unlimited; divided: tpm / N)."
-            " Locally: for this model. On Kubernetes: per pod where each pod has its own model server"
-            " (vllm, or mock without base_url); divided among the pods that share an endpoint"
-            " (openai, or an explicit base_url): a student's replicas shards, the grader's"
-            " grading Jobs (the task's --budget-share N)."
-        ),
+        description="Tokens per minute budget (0 = unlimited; divided: tpm / N)." + _SHARED_BUDGET,
     )
     timeout: SFloat = Field(120.0, gt=0, description="Seconds per request.")
     max_retries: SInt = Field(
@@ -510,6 +504,9 @@ class Price(_Strict):
     completion: SFloat = Field(ge=0, description="USD per 1M completion tokens.")
 
 
+SpecT = TypeVar("SpecT", bound=ModelSpec)
+
+
 class Experiment(_Strict):
     """One SKILL-MIX experiment: what to sample, whom to ask, how to grade and score."""
 
@@ -581,8 +578,21 @@ class Experiment(_Strict):
         """The student's serving mode (its own, else the experiment's)."""
         return self.student(student).serving or self.serving
 
+    def stored(self) -> Experiment:
+        """The experiment as run records and reports hold it: every base URL without its
+        credentials (a key belongs in the environment, see api_key_env)."""
+        students = [_bare(s) for s in self.students]
+        return self.model_copy(update={"students": students, "grader": _bare(self.grader)})
+
     def student(self, name: str) -> StudentSpec:
         for s in self.students:
             if s.name == name:
                 return s
         raise SkillmixError(f"no student named {name!r} in experiment {self.name!r}")
+
+
+def _bare(spec: SpecT) -> SpecT:
+    """``spec`` with its base URL's credentials replaced (see :meth:`Experiment.stored`)."""
+    if not spec.base_url:
+        return spec
+    return spec.model_copy(update={"base_url": redact_url(spec.base_url)})

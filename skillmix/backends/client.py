@@ -13,6 +13,7 @@ import importlib
 import math
 import random
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
 from skillmix.config import DEFAULT_BASE_URLS, ModelSpec
 from skillmix.errors import SkillmixError
+from skillmix.urls import REDACTED, redact_url
 
 
 @dataclass
@@ -70,6 +72,12 @@ def estimate_tokens(messages: list[dict[str, str]], max_tokens: int | None, n: i
 
 
 def resolve_endpoint(spec: ModelSpec, mock_base_url: str | None = None) -> str:
+    if spec.base_url and REDACTED in spec.base_url:
+        raise SkillmixError(
+            f"{spec.name}: the run holds its base URL without the credentials it had "
+            f"({spec.base_url}); they are never stored",
+            hint="continue from the experiment file: skillmix evaluate -f FILE --resume",
+        )
     if spec.base_url:
         return spec.base_url
     if spec.backend == "mock":
@@ -102,6 +110,42 @@ def resolve_api_key(spec: ModelSpec) -> str:
             hint=f"export {env} without a trailing newline, e.g. {env}=$(cat key | tr -d '\\n')",
         )
     return value
+
+
+# what a server says of a model in GET /models that names what answers: not `created` (a
+# server restart changes it), the rest (vLLM's `root` is the weights it loaded)
+_SERVED_KEYS = ("id", "root", "parent", "owned_by")
+# one GET /models per SDK client (clients of one endpoint and key share one), asked once
+_served_lists: weakref.WeakKeyDictionary[Any, asyncio.Task[list[dict[str, Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _served_models(sdk: Any) -> list[dict[str, Any]]:
+    try:
+        page = await sdk.models.list()
+        return [m.model_dump() async for m in page]
+    except Exception:  # a server without /models: requests will tell what is wrong
+        return []
+
+
+async def endpoint_identity(sdk: Any, base_url: str, spec: ModelSpec) -> dict[str, Any]:
+    """What serves ``spec`` at ``base_url``, for cache keys: the URL without credentials (the
+    built-in mock, whose port changes every run, by name), what the server reports of the
+    model in ``GET /models`` (its weights and revision where it says them), and for vLLM the
+    weights and arguments skillmix asked for. A server that does not list models is known by
+    its URL alone."""
+    builtin = spec.backend == "mock" and not spec.base_url
+    url = "builtin-mock" if builtin else redact_url(base_url.rstrip("/")).lower()
+    listing = _served_lists.get(sdk)
+    if listing is None or listing.get_loop() is not asyncio.get_running_loop():
+        listing = _served_lists[sdk] = asyncio.ensure_future(_served_models(sdk))
+    entry = next((m for m in await listing if m.get("id") == spec.model), {})
+    served = {k: v for k, v in entry.items() if k in _SERVED_KEYS or "revision" in k}
+    identity: dict[str, Any] = {"url": url, "served": served or None}
+    if spec.backend == "vllm":
+        identity["weights"] = {"model": spec.vllm.model or spec.model, "args": spec.vllm.args}
+    return identity
 
 
 def sdk_client(base_url: str, api_key: str, timeout: float) -> Any:
@@ -154,15 +198,20 @@ class ChatClient:
         self._client = sdk if sdk is not None else sdk_client(base_url, api_key, spec.timeout)
         self._params = spec.sampling.request_params()  # fixed for the client's lifetime
         self.fatal: BackendError | None = None
+        self.endpoint: dict[str, Any] | None = None  # what serves the model: see endpoint_identity
 
     async def close(self) -> None:
         if not self._client.is_closed():  # a shared SDK client closes once
             await self._client.close()
 
     def key_for(self, messages: list[dict[str, str]], n: int, sample: str) -> str:
+        """The cache key: everything that determines the reply, the server that gives it
+        included (a different server, URL or weights behind the same model name must not
+        answer from the old server's cache)."""
         return cache_key(
             {
                 "model": self.spec.identity(),
+                "endpoint": self.endpoint,
                 "messages": messages,
                 "params": self._params,
                 "n": n,
@@ -170,9 +219,17 @@ class ChatClient:
             }
         )
 
+    async def resolve_endpoint(self) -> dict[str, Any]:
+        """The endpoint's identity, asked once per client (see :func:`endpoint_identity`)."""
+        if self.endpoint is None:
+            self.endpoint = await endpoint_identity(self._client, self.base_url, self.spec)
+        return self.endpoint
+
     async def chat(self, messages: list[dict[str, str]], *, n: int = 1, sample: str) -> ChatResult:
         """Ask for ``n`` choices. ``sample`` names which draw this is (round, index, attempt), so
         repeated samples of the same prompt are distinct cache entries."""
+        if self.cache is not None and self.endpoint is None:
+            await self.resolve_endpoint()
         key = self.key_for(messages, n, sample) if self.cache is not None else ""
         if self.cache is not None:
             hit = await self.cache.get(key)
@@ -254,7 +311,7 @@ class ChatClient:
     def _final_error(self, exc: Exception, attempt: int) -> BackendError:
         import openai  # deferred: openai takes ~1 s to import; report/aggregate never call a server
 
-        where = f"{self.spec.name} ({self.spec.model} at {self.base_url})"
+        where = f"{self.spec.name} ({self.spec.model} at {redact_url(self.base_url)})"
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             self.fatal = BackendError(
                 f"{where}: the API key was rejected ({exc.status_code})",
@@ -322,18 +379,18 @@ async def preflight_endpoint(
     except openai.AuthenticationError:
         env = first.resolved_api_key_env() or "the API key"
         raise SkillmixError(
-            f"{first.name}: {base_url} rejected the API key", hint=f"check {env}"
+            f"{first.name}: {redact_url(base_url)} rejected the API key", hint=f"check {env}"
         ) from None
     except openai.APIConnectionError:
         raise SkillmixError(
-            f"{first.name}: cannot reach {base_url}",
+            f"{first.name}: cannot reach {redact_url(base_url)}",
             hint="check base_url and that the server is running",
         ) from None
     except openai.APIStatusError as exc:
         if exc.status_code == 404:
             return  # some compatible servers do not list models; requests will tell
         raise SkillmixError(
-            f"{first.name}: {base_url} answered HTTP {exc.status_code} to GET /models"
+            f"{first.name}: {redact_url(base_url)} answered HTTP {exc.status_code} to GET /models"
         ) from None
     finally:
         await client.close()
@@ -341,6 +398,6 @@ async def preflight_endpoint(
     for spec in specs:
         if spec.backend in ("vllm", "mock") and ids and spec.model not in served:
             raise SkillmixError(
-                f"{spec.name}: {base_url} does not serve model {spec.model!r}",
+                f"{spec.name}: {redact_url(base_url)} does not serve model {spec.model!r}",
                 hint=f"served: {', '.join(ids[:5])}",
             )

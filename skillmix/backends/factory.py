@@ -58,6 +58,7 @@ def make_client(
     budget_share: int = 1,
     cache: ResponseCache | None = None,
     sdk: Any = None,
+    use_cache: bool = True,
 ) -> ChatClient:
     """A client for ``spec`` with its share of the budget, caching replies under ``root``.
 
@@ -69,7 +70,7 @@ def make_client(
         spec,
         base_url=base_url or resolve_endpoint(spec, mock_url),
         api_key=resolve_api_key(spec),
-        cache=cache if cache is not None else ResponseCache(root),
+        cache=(cache if cache is not None else ResponseCache(root)) if use_cache else None,
         rpm=budget.rpm,
         tpm=budget.tpm,
         concurrency=budget.concurrency,
@@ -85,6 +86,7 @@ def make_clients(
     *,
     seed: int = 0,
     budget_share: int = 1,
+    use_cache: bool = True,
 ) -> dict[str, ChatClient]:
     """One client per model spec (by name), sharing the store's response cache, and one SDK
     client (connection pool) per endpoint, key and timeout: thousands of students on one
@@ -105,6 +107,7 @@ def make_clients(
             budget_share=budget_share,
             cache=cache,
             sdk=sdks[key],
+            use_cache=use_cache,
         )
     return clients
 

@@ -200,8 +200,17 @@ class MockService:
         if not self._authorized(request):
             return self._unauthorized()
         names = list(self.config.models) or [ANY_MODEL_ID]
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": OWNER} for n in names]
+        data = [
+            {"id": n, "object": "model", "created": 0, "owned_by": OWNER, "root": self._root(n)}
+            for n in names
+        ]
         return json_response({"object": "list", "data": data})
+
+    def _root(self, name: str) -> str:
+        """What answers for ``name`` (vLLM reports the weights here): the mock's seed and the
+        model's quality, so that a differently configured mock is another server."""
+        quality = self.config.quality_of(name)
+        return f"skillmix-mock seed={self.config.seed} quality={quality}"
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""

@@ -18,6 +18,7 @@ import click
 
 from skillmix import __version__, settings
 from skillmix.errors import SkillmixError
+from skillmix.urls import redact_text
 
 # command name -> ("module:attribute" under skillmix.cli, the summary `--help` lists). The
 # summaries live here so that `skillmix --help` imports no command module (each imports its
@@ -138,7 +139,7 @@ def _exit_code(argv: list[str]) -> int:
     def fail(message: str, code: int) -> int:
         if debug:
             traceback.print_exc()
-        click.echo(message, err=True)
+        click.echo(redact_text(message), err=True)  # a URL's credentials never reach a log
         return code
 
     try:

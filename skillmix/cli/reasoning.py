@@ -134,6 +134,7 @@ def task_run_from(kwargs: dict[str, Any]) -> TaskRun:
         revision=kwargs.get("dataset_revision"),
         as_test=kwargs.get("as_test", False),
         scorer=kwargs.get("scorer") or "skythought",
+        use_cache=not kwargs.get("no_cache"),
         resume=kwargs["resume"],
         overwrite=kwargs["overwrite"],
     )

@@ -136,6 +136,13 @@ def showing_server_logs() -> Iterator[None]:
         raise
 
 
+no_cache_option = click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Ask the models again: neither read nor write the response cache.",
+)
+
+
 def experiment_options(f: Any) -> Any:
     options = [
         click.option(
@@ -154,6 +161,7 @@ def experiment_options(f: Any) -> Any:
             is_flag=True,
             help="Delete an existing run with the same id and start over.",
         ),
+        no_cache_option,
         wait_for_lock_option,
         click.option("--name", default=None, help="Quick form: run name."),
         click.option(
@@ -334,6 +342,7 @@ def _evaluate_from(kwargs: dict[str, Any], phases: tuple[str, ...]) -> RunOutcom
             progress=kwargs["progress"],
             wait_for_lock=kwargs["wait_for_lock"],
             vllm_health_timeout=kwargs["vllm_health_timeout"],
+            use_cache=not kwargs["no_cache"],
         )
 
 
@@ -391,6 +400,7 @@ def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
 @click.command("score")
 @click.argument("run_uri", required=False)
 @click.option("--progress/--no-progress", default=None)
+@no_cache_option
 @click.option("--task", default=None, help="Re-score a reasoning run folder with this task.")
 @click.option(
     "--task-config", type=click.Path(dir_okay=False), default=None, help="A task from your file."
@@ -415,6 +425,7 @@ def generate_cmd(allow_failures: bool, **kwargs: Any) -> None:
 def score_cmd(
     run_uri: str | None,
     progress: bool | None,
+    no_cache: bool,
     task: str | None,
     task_config: str | None,
     run_dir: str | None,
@@ -439,7 +450,9 @@ def score_cmd(
         raise SkillmixError("--ids and --keep-correct need --task and --run-dir")
     if not run_uri:
         raise SkillmixError("give the RUN to score (or --task T --run-dir DIR)")
-    outcome = continue_run(run_uri, progress=progress, wait_for_lock=wait_for_lock)
+    outcome = continue_run(
+        run_uri, progress=progress, wait_for_lock=wait_for_lock, use_cache=not no_cache
+    )
     print_outcome(outcome, fmt)
     check_failures(outcome, allow_failures, f"`skillmix score {run_uri}` again")
 

@@ -211,6 +211,7 @@ async def execute(
     mock_url: str | None = None,
     students: set[str] | None = None,
     endpoints: dict[str, str] | None = None,
+    use_cache: bool = True,
 ) -> RunOutcome:
     """Run the plan's tasks; the caller has already written run.json and checked endpoints.
     ``students`` limits the units to those students (default: all); ``endpoints`` gives
@@ -221,7 +222,7 @@ async def execute(
     chosen = [s for s in ctx.experiment.students if students is None or s.name in students]
     specs = _phase_specs(ctx, chosen, phases, endpoints or {})
     # one client per model: locally each model's whole budget (concurrency, rpm, tpm) is its own
-    clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed)
+    clients = make_clients(specs, root, mock_url, seed=ctx.experiment.seed, use_cache=use_cache)
     outcome = RunOutcome(ctx.run_id, run.uri)
     enabled = sys.stderr.isatty() if progress_enabled is None else progress_enabled
     progress = RichProgress(clients, enabled=enabled)
@@ -309,6 +310,7 @@ def evaluate(
     progress: bool | None = None,
     wait_for_lock: float | None = None,
     vllm_health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+    use_cache: bool = True,
 ) -> RunOutcome:
     """``skillmix evaluate``: check everything, then run the whole plan locally, holding the
     run's lock (another process holding it: one line naming it, or wait ``wait_for_lock`` s).
@@ -341,11 +343,18 @@ def evaluate(
                     mock_url=mock_url,
                     executable=executable,
                     health_timeout=vllm_health_timeout,
+                    use_cache=use_cache,
                 )
             else:
                 outcome = asyncio.run(
                     execute(
-                        ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url
+                        ctx,
+                        root,
+                        run,
+                        phases=phases,
+                        progress_enabled=progress,
+                        mock_url=mock_url,
+                        use_cache=use_cache,
                     )
                 )
             lock.check()
@@ -383,6 +392,7 @@ def run_with_local_vllm(
     mock_url: str | None,
     executable: str,
     health_timeout: float,
+    use_cache: bool = True,
 ) -> RunOutcome:
     """The run with local vLLM students served one at a time (one server at a time fits one
     GPU): first the other students, then per local student: start ``vllm serve``, wait for
@@ -413,6 +423,7 @@ def run_with_local_vllm(
                     mock_url=mock_url,
                     students=names,
                     endpoints=endpoints,
+                    use_cache=use_cache,
                 )
             )
 
@@ -480,6 +491,7 @@ def continue_run(
     phases: tuple[str, ...] = ("grade", "aggregate"),
     progress: bool | None = None,
     wait_for_lock: float | None = None,
+    use_cache: bool = True,
 ) -> RunOutcome:
     """``skillmix score RUN``: grade (and aggregate) the saved generations of a run, holding
     the run's lock."""
@@ -490,7 +502,15 @@ def continue_run(
         asyncio.run(check_endpoints([ctx.experiment.grader], mock_url))
         with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
             outcome = asyncio.run(
-                execute(ctx, root, run, phases=phases, progress_enabled=progress, mock_url=mock_url)
+                execute(
+                    ctx,
+                    root,
+                    run,
+                    phases=phases,
+                    progress_enabled=progress,
+                    mock_url=mock_url,
+                    use_cache=use_cache,
+                )
             )
             lock.check()
             return outcome

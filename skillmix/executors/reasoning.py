@@ -92,6 +92,7 @@ class TaskRun:
     overwrite: bool = False
     score: bool = True  # False: `generate` (score later with `skillmix score --task`)
     scorer: Scorer = "skythought"
+    use_cache: bool = True  # False: --no-cache
     resume_from: Path | None = None  # continue this run folder (its settings must match)
     answer_seconds: float = 5.0  # each answer's scoring time limit
 
@@ -136,7 +137,13 @@ def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
     todo = [p for p in prepared if p.index not in out.results]
     say(f"{run.task.name}: {len(prepared)} problems x {run.n} ({len(todo)} to ask) -> {out.path}")
     with _mock_server(run, prepared) as mock_url:
-        client = make_client(run.model, LocalStore(out.path), mock_url=mock_url, seed=run.seed)
+        client = make_client(
+            run.model,
+            LocalStore(out.path),
+            mock_url=mock_url,
+            seed=run.seed,
+            use_cache=run.use_cache,
+        )
         failed = asyncio.run(_ask_all(run, client, todo, out, say))
     wanted = {p.index: p for p in prepared}
     if run.score:  # problems a `generate` left unscored

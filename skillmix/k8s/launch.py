@@ -30,6 +30,7 @@ from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
+from skillmix.urls import has_credentials, redact_url
 from skillmix.vocab import Unit
 
 # Recommend the other serving mode when it saves at least this share of the GPU-hours.
@@ -145,6 +146,13 @@ def prepare_launch(
             f"cluster profile {name!r}: store {profile.store!r} is not an s3:// URI",
             hint="pods read and write the run through S3-compatible storage",
         )
+    for spec in [*experiment.students, experiment.grader]:
+        if spec.base_url and has_credentials(spec.base_url):
+            raise SkillmixError(
+                f"{spec.name}: base_url {redact_url(spec.base_url)} carries credentials; on "
+                "Kubernetes they would be stored in the release's values",
+                hint="put the key in a Secret named in the cluster profile and use api_key_env",
+            )
     ctx = resolve_context(experiment)
     ctx.sharded = True
     root = open_store(profile.store)

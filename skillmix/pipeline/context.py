@@ -105,7 +105,7 @@ class RunContext:
             created_at=self.created_at,
             skillmix_version=__version__,
             sharded=self.sharded,
-            experiment=self.experiment,
+            experiment=self.experiment.stored(),
             catalog=RunCatalog(
                 source=self.catalog.source,
                 hash=self.catalog.content_hash(),

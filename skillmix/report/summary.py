@@ -185,7 +185,7 @@ def build_summary(
         created_at=ctx.created_at,
         reported_at=utc_now(),
         skillmix_version=__version__,
-        experiment=e,
+        experiment=e.stored(),
         catalog=SummaryCatalog(
             source=ctx.catalog.source,
             hash=ctx.catalog.content_hash(),
