@@ -21,6 +21,7 @@ from pydantic import (
 
 from skillmix.errors import SkillmixError
 from skillmix.method.points import MetricOptions, default_name_filter
+from skillmix.quantity import QUANTITY, check_resources
 from skillmix.urls import redact_url
 
 Backend = Literal["mock", "openai", "vllm"]
@@ -170,7 +171,6 @@ def _int_flag(args: list[str], names: tuple[str, ...]) -> int | None:
 
 
 Serving = Literal["per-unit", "per-model"]
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
 
 class KubernetesSpec(_Strict):
@@ -243,12 +243,7 @@ class KubernetesSpec(_Strict):
     def _resources(
         cls, value: dict[str, dict[str, str | int | float]] | None
     ) -> dict[str, dict[str, str | int | float]] | None:
-        for key, amounts in (value or {}).items():
-            if key not in ("requests", "limits"):
-                raise ValueError(f"unknown key {key!r} (allowed: requests, limits)")
-            for name, amount in amounts.items():
-                if not re.fullmatch(QUANTITY, str(amount)):
-                    raise ValueError(f"{key}.{name}: {amount!r} is not a Kubernetes quantity")
+        check_resources(value or {})
         return value
 
     @field_validator("pod_labels")

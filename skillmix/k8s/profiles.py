@@ -11,12 +11,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skillmix import settings
 from skillmix.errors import SkillmixError
 from skillmix.limits import EXPERIMENT_BYTES, read_at_most
 from skillmix.loading import format_validation_error, load_yaml
+from skillmix.quantity import check_resources
 
 PROFILE_FILE = "skillmix.yaml"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -28,13 +29,20 @@ LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 RESERVED_LABEL_PREFIXES = ("skillmix.io/", "app.kubernetes.io/", "kueue.x-k8s.io/", "helm.sh/")
 
 
+IMAGE = r"^[^\s]+$"  # an image reference: not empty, no spaces (repository[:tag][@digest])
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # as strict as experiment files: "3" is not 3, "yes" is not true
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class S3Settings(_Strict):
     endpoint_url: str | None = Field(
-        None, description="S3 endpoint for MinIO and other non-AWS stores."
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="S3 endpoint for MinIO and other non-AWS stores (http(s)://host[:port]).",
     )
     region: str = Field(
         "us-east-1", description="S3 region, set as AWS_DEFAULT_REGION in the run's pods."
@@ -194,7 +202,9 @@ class ClusterProfile(_Strict):
         "default", pattern=K8S_NAME, description="Namespace of the run's Jobs and pods."
     )
     image: str = Field(
-        "ghcr.io/skillmix/skillmix:0.1.0", description="skillmix image (repository:tag)."
+        "ghcr.io/skillmix/skillmix:0.1.0",
+        pattern=IMAGE,
+        description="skillmix image (repository:tag).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         "IfNotPresent", description="imagePullPolicy of the skillmix image."
@@ -203,7 +213,9 @@ class ClusterProfile(_Strict):
         default_factory=list, description="Names of Secrets used to pull the images."
     )
     vllm_image: str = Field(
-        "vllm/vllm-openai:v0.11.0", description="Image of vLLM sidecars (repository:tag)."
+        "vllm/vllm-openai:v0.11.0",
+        pattern=IMAGE,
+        description="Image of vLLM sidecars (repository:tag).",
     )
     store: str = Field(
         description="Run store: s3://bucket/prefix (pods cannot see a local folder)."
@@ -362,6 +374,20 @@ class ClusterProfile(_Strict):
                 "model_cache_offline needs model_cache_pvc (the cache `skillmix cache warm` filled)"
             )
         return self
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: dict[str, SecretRef]) -> dict[str, SecretRef]:
+        for env in value:
+            if not re.fullmatch(ENV_NAME, env):
+                raise ValueError(f"{env!r} is not an environment variable name")
+        return value
+
+    @field_validator("client_resources", "vllm_resources")
+    @classmethod
+    def _quantities(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_resources(value)
+        return value
 
 
 class ProfileFile(_Strict):
