@@ -192,14 +192,12 @@ def _score_unscored(
         problem = problems.get(index)
         if problem is None or all(r.get("correctness") is not None for r in entry["responses"]):
             continue
-        kind = scoring_kind(problem.kind, scorer)
-        items = [(kind, r["content"], problem.reference) for r in entry["responses"]]
-        for r, v in zip(entry["responses"], score_responses(items, seconds), strict=True):
-            r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
+        _score_in_place(entry, scoring_kind(problem.kind, scorer), problem.reference, seconds)
 
 
-def _unscored_summary(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    """summary.json of a `generate`: its settings and token use; accuracy once scored."""
+def _usage(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's configuration and token keys (SkyThought's), prompt tokens averaged per
+    problem: the API reports them once per request of n responses."""
     usages = [e.get("token_usages") or [] for e in results.values()]
     completion = sum(u["completion_tokens"] for us in usages for u in us)
     prompt = sum(us[0]["prompt_tokens"] for us in usages if us)
@@ -210,6 +208,20 @@ def _unscored_summary(results: dict[str, dict[str, Any]], config: dict[str, Any]
         "avg_completion_tokens": round(completion / responses, 3) if responses else 0,
         "total_prompt_tokens": prompt,
         "avg_prompt_tokens": round(prompt / len(results), 3) if results else 0,
+    }
+
+
+def _score_in_place(entry: dict[str, Any], kind: Kind, reference: str, seconds: float) -> None:
+    """Each response of a results.json entry judged again: correctness, reason, answer."""
+    items = [(kind, r["content"], reference) for r in entry["responses"]]
+    for r, v in zip(entry["responses"], score_responses(items, seconds), strict=True):
+        r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
+
+
+def _unscored_summary(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    """summary.json of a `generate`: its settings and token use; accuracy once scored."""
+    return {
+        **_usage(results, config),
         "accuracy": None,
         "pass_at_k": None,
     }
@@ -336,16 +348,8 @@ def summarize(
         for i, e in results.items()
     }
     metrics = reasoning_metrics(model, task, by_problem, seed=seed)
-    usages = [e.get("token_usages") or [] for e in results.values()]
-    completion = sum(u["completion_tokens"] for us in usages for u in us)
-    prompt = sum(us[0]["prompt_tokens"] for us in usages if us)
-    responses = sum(len(e["responses"]) for e in results.values())
     summary = {
-        "configuration": {**config, "skillmix_version": __version__},
-        "total_completion_tokens": completion,
-        "avg_completion_tokens": round(completion / responses, 3) if responses else 0,
-        "total_prompt_tokens": prompt,
-        "avg_prompt_tokens": round(prompt / len(results), 3) if results else 0,
+        **_usage(results, config),
         "accuracy": metrics.skythought_accuracy(),
         "pass_at_k": metrics.skythought_pass_at_k(),
         "skillmix": _intervals(metrics, planned),
@@ -374,10 +378,7 @@ def rescore(
     kind = scoring_kind(score_kind(task), scorer)
     for index in ids or list(results):
         entry = results[index]
-        reference = reference_of(task, entry)
-        items = [(kind, r["content"], reference) for r in entry["responses"]]
-        for r, v in zip(entry["responses"], score_responses(items, answer_seconds), strict=True):
-            r.update(correctness=v.correct, reason=v.reason, answer=v.extracted)
+        _score_in_place(entry, kind, reference_of(task, entry), answer_seconds)
     out = RunDir(folder)
     out.results = results
     out.flush()
