@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("run:generate_cmd", "Only the generation phase"),
     "score": ("run:score_cmd", "Grade and aggregate the saved generations of a run"),
     "report": ("run:report_cmd", "(Re)build a run's report"),
+    "unlock": ("lock:unlock_cmd", "Break a run's lock (shows the holder, asks first)"),
     "compare": ("compare:compare_cmd", "Rank the models of several runs in one leaderboard."),
     "schema": ("run:schema_cmd", "Print the JSON schema of experiment files."),
     "tasks": ("reasoning:tasks_cmd", "List the reasoning tasks"),

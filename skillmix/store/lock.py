@@ -57,9 +57,19 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _parse_iso(text: str) -> float | None:
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Lease:
-    """One lease object: who holds the run, since when, and until when (unix seconds)."""
+    """One lease object: who holds the run, since when, and until when (unix seconds).
+    ``seconds`` is the holder's lease length and ``renewed`` when it last wrote the lease
+    (both absent from leases written before 0.9). ``damaged``: the file could not be read
+    (never written); ``claimed`` the expiry a lease claimed before it was capped on read."""
 
     epoch: int
     host: str
@@ -68,18 +78,29 @@ class Lease:
     since: str
     expires: float
     released: bool = False
+    seconds: float | None = None
+    renewed: str | None = None
+    damaged: bool = False
+    claimed: float | None = None
 
     def to_bytes(self) -> bytes:
         data = asdict(self)
+        for local in ("damaged", "claimed"):
+            del data[local]
         data["expires_at"] = _iso(self.expires)  # for people reading the file
         return json.dumps(data, sort_keys=True).encode() + b"\n"
 
     @classmethod
     def from_bytes(cls, epoch: int, data: bytes) -> Lease:
-        """A lease read back; a damaged one counts as released (nobody can be renewing it)."""
+        """A lease read back. A damaged one counts as released (nobody can be renewing it)
+        and says so (``damaged``). An expiry further ahead than any lease length allows
+        (``settings.MAX_LOCK_SECONDS`` after the lease was last written) is capped there, so
+        that a far-future lease cannot block a run for good."""
         try:
             raw = json.loads(data)
-            return cls(
+            seconds = raw.get("seconds")
+            renewed = raw.get("renewed")
+            lease = cls(
                 epoch=epoch,
                 host=str(raw["host"]),
                 pid=int(raw["pid"]),
@@ -87,16 +108,39 @@ class Lease:
                 since=str(raw["since"]),
                 expires=float(raw["expires"]),
                 released=bool(raw.get("released", False)),
+                seconds=float(seconds) if seconds is not None else None,
+                renewed=str(renewed) if renewed is not None else None,
             )
-        except (ValueError, TypeError, KeyError):
-            return cls(epoch, "?", 0, "", "?", 0.0, released=True)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return cls(epoch, "?", 0, "", "?", 0.0, released=True, damaged=True)
+        written = _parse_iso(lease.renewed or lease.since)
+        limit = (written if written is not None else 0.0) + settings.MAX_LOCK_SECONDS
+        if not lease.expires <= limit:  # nan too
+            return replace(lease, expires=limit, claimed=lease.expires)
+        return lease
 
     def live(self, now: float) -> bool:
         return not self.released and self.expires > now
 
     def describe(self, now: float) -> str:
         left = max(0, round(self.expires - now))
-        return f"host {self.host}, pid {self.pid}, since {self.since} (lease expires in {left}s)"
+        length = f"a lease of {self.seconds:g}s, " if self.seconds is not None else ""
+        capped = (
+            f"; capped: it claimed to last until {_claimed_text(self.claimed)}"
+            if self.claimed is not None
+            else ""
+        )
+        return (
+            f"host {self.host}, pid {self.pid}, since {self.since} "
+            f"({length}expires in {left}s{capped})"
+        )
+
+
+def _claimed_text(expires: float) -> str:
+    try:
+        return _iso(expires)
+    except (ValueError, OverflowError, OSError):
+        return f"{expires:g} (unix seconds)"
 
 
 class RunLocked(SkillmixError):
@@ -180,6 +224,8 @@ class RunLock:
                 token=self.token,
                 since=_iso(now),
                 expires=now + self.duration,
+                seconds=self.duration,
+                renewed=_iso(now),
             )
             try:
                 self.store.write_bytes(
@@ -188,6 +234,14 @@ class RunLock:
             except KeyExists:
                 continue  # someone else took that number first: read who
             self.lease = lease
+            if holder is not None and holder.damaged:
+                log.warning(
+                    "run %s: the lock's lease %s could not be read (damaged); taking the run "
+                    "over as lease %d",
+                    self.run_name,
+                    RunLayout.lease_key(holder.epoch),
+                    lease.epoch,
+                )
             if holder is not None:  # older leases are history: keep only ours
                 with contextlib.suppress(StoreError):
                     for epoch in range(max(1, holder.epoch - 2), lease.epoch):
@@ -198,12 +252,39 @@ class RunLock:
     def refusal(self, holder: Lease, waited: float | None = None) -> RunLocked:
         now = self.clock()
         waited_text = f" after waiting {waited:g}s" if waited is not None else ""
+        expiry = (
+            f"its lease of {holder.seconds:g}s is taken over when not renewed (a killed process)"
+            if holder.seconds is not None
+            else "its lease is taken over once it expires (a killed process)"
+        )
         return RunLocked(
             f"run {self.run_name} is held by another skillmix process{waited_text}: "
             f"{holder.describe(now)}",
-            hint="let it finish, or pass --wait-for-lock SECONDS to wait for it; a lease not "
-            f"renewed for {self.duration:g}s (a killed process) is taken over",
+            hint=f"let it finish, or pass --wait-for-lock SECONDS to wait for it; {expiry}; "
+            "`skillmix unlock RUN` breaks it when you know the holder is gone",
         )
+
+    def break_lease(self, holder: Lease) -> Lease:
+        """Break ``holder``'s lease (``skillmix unlock``): create the next lease number,
+        already released, so the run is free and the holder, if it still runs, finds a later
+        lease at its next renewal and stops (``LockLost``). Create-only: when the lock has
+        changed since ``holder`` was read, :class:`KeyExists` is raised and nothing written."""
+        now = self.clock()
+        broken = Lease(
+            epoch=holder.epoch + 1,
+            host=self.host,
+            pid=self.pid,
+            token=self.token,
+            since=_iso(now),
+            expires=now,
+            released=True,
+            seconds=0.0,
+            renewed=_iso(now),
+        )
+        self.store.write_bytes(
+            RunLayout.lease_key(broken.epoch), broken.to_bytes(), if_absent=True
+        )
+        return broken
 
     def acquire(self, wait: float | None = None) -> None:
         """Take the run, or raise :class:`RunLocked` naming the holder. With ``wait``, look
@@ -229,7 +310,8 @@ class RunLock:
             self.lost = current or self.lease
             log.warning("run %s: lost the run lock (%s)", self.run_name, self.lost)
             return False
-        lease = replace(self.lease, expires=self.clock() + self.duration)
+        now = self.clock()
+        lease = replace(self.lease, expires=now + self.duration, renewed=_iso(now))
         self.store.write_bytes(RunLayout.lease_key(lease.epoch), lease.to_bytes())
         self.lease = lease
         return True
@@ -251,13 +333,24 @@ class RunLock:
                 log.warning("run %s: cannot renew the run lock: %s", self.run_name, exc)
 
     def check(self) -> None:
-        """Raise :class:`LockLost` when another process took the run over from us."""
-        if self.lost is not None:
-            raise LockLost(
-                f"run {self.run_name}: this process stalled past its lease and another one "
-                f"took the run over ({self.lost.describe(self.clock())})",
-                hint="its work is kept; resume the run once that process has finished",
+        """Raise :class:`LockLost` when another process took the run over from us, or the
+        lock was broken (``skillmix unlock``)."""
+        if self.lost is None:
+            return
+        if self.lost.released and self.lost.token != self.token:
+            what = (
+                f"its lock was broken by host {self.lost.host}, pid {self.lost.pid} at "
+                f"{self.lost.since} (skillmix unlock)"
             )
+        else:
+            what = (
+                "this process stalled past its lease and another one took the run over "
+                f"({self.lost.describe(self.clock())})"
+            )
+        raise LockLost(
+            f"run {self.run_name}: {what}",
+            hint="its work is kept; resume the run once no other process writes it",
+        )
 
     def release(self, *, quiet: bool = False) -> None:
         """Stop renewing and give the run back (the lock folder goes when the lease is ours).

@@ -182,3 +182,44 @@ def test_sigkilled_holder_lease_expires_and_is_taken_over(
     check_complete_and_unique(ctx, read_manifested_records(run_dir))
     assert server.log_lines()[before:], "the resumed run did nothing"
     assert not leases(run_dir)
+
+
+def skillmix(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "skillmix", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def test_unlock_names_the_holder_asks_then_breaks_the_lock(
+    tmp_path: Path, server: MockProcess
+) -> None:
+    """`skillmix unlock RUN` shows who holds the run, refuses to break it without a yes, then
+    frees it: the holder fails once it notices (one line saying who broke it), and a resume
+    completes the run with every record once."""
+    exp, store, ctx, run_dir = setup_run(tmp_path, server)
+    first = evaluate(exp, store, env={"SKILLMIX_LOCK_SECONDS": "3"})
+    try:
+        wait_for(lambda: started(run_dir) or first.poll() is not None, "the first run to start")
+        assert first.poll() is None
+        asked = skillmix("unlock", str(run_dir))
+        assert asked.returncode == 2, asked.stderr
+        assert f"pid {first.pid}" in asked.stderr and "--yes" in asked.stderr
+        assert first.poll() is None and leases(run_dir)
+        broken = skillmix("unlock", str(run_dir), "--yes")
+        assert broken.returncode == 0, broken.stderr
+        assert f"pid {first.pid}" in broken.stderr and "unlocked" in broken.stderr
+        again = skillmix("unlock", str(run_dir), "--yes")
+        assert again.returncode == 0 and "is not locked" in again.stderr
+    finally:
+        rc1, err1 = finish(first)
+    assert rc1 == 1, err1[-2000:]
+    assert "its lock was broken by host" in err1 and "skillmix unlock" in err1
+    resumed = evaluate(exp, store, "--resume")
+    rc, err = finish(resumed)
+    assert rc == 0, err[-2000:]
+    check_complete_and_unique(ctx, read_manifested_records(run_dir))
+    assert skillmix("unlock", str(tmp_path / "nowhere")).returncode == 2

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from skillmix import settings
 from skillmix.errors import SkillmixError
-from skillmix.store.base import ArtifactStore
+from skillmix.store.base import ArtifactStore, KeyExists
 from skillmix.store.layout import RunLayout
 from skillmix.store.local import LocalStore
 from skillmix.store.lock import Lease, LockLost, RunLock, RunLocked, hold_run, lease_seconds
@@ -186,3 +189,89 @@ def test_lease_seconds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SKILLMIX_LOCK_SECONDS", bad)
         with pytest.raises(SkillmixError, match="SKILLMIX_LOCK_SECONDS"):
             lease_seconds()
+
+
+def test_a_far_future_lease_is_capped_when_read(store: ArtifactStore) -> None:
+    """A lease claiming to last until the year 33658 (or nan) lasts at most the longest lease
+    length after it was last written, then is taken over; the refusal before says so."""
+    clock = Clock()
+    since = "2027-01-15T08:00:00Z"  # == Clock().now
+    for expires in (1e12, float("nan")):
+        raw = {"host": "h", "pid": 7, "token": "t", "since": since, "expires": expires}
+        store.write_bytes(RunLayout.lease_key(1), json.dumps(raw).encode())
+        lease = Lease.from_bytes(1, store.read_bytes(RunLayout.lease_key(1)))
+        assert lease.expires == clock.now + settings.MAX_LOCK_SECONDS
+        assert lease.claimed is not None and not lease.damaged
+        taker = lock(store, clock, "beta", 202)
+        with pytest.raises(RunLocked, match="capped: it claimed to last until"):
+            taker.acquire()
+        store.delete_prefix(RunLayout.LOCK)
+    store.write_bytes(
+        RunLayout.lease_key(1),
+        json.dumps({"host": "h", "pid": 7, "token": "t", "since": since, "expires": 1e12}).encode(),
+    )
+    clock.now += settings.MAX_LOCK_SECONDS + 1
+    taker = lock(store, clock, "beta", 202)
+    taker.acquire()
+    assert taker.lease is not None and taker.lease.epoch == 2
+    taker.release()
+
+
+def test_a_renewed_lease_is_capped_from_its_last_renewal(store: ArtifactStore) -> None:
+    """A run held for longer than the cap by renewals keeps its lock: the cap counts from the
+    last renewal, not from when the run was taken."""
+    clock = Clock()
+    holder = lock(store, clock, "alpha", 101)
+    holder._attempt()
+    clock.now += settings.MAX_LOCK_SECONDS * 2
+    assert holder.renew()
+    with pytest.raises(RunLocked):
+        lock(store, clock, "beta", 202).acquire()
+    holder.release()
+
+
+def test_a_damaged_lease_is_taken_over_aloud(
+    store: ArtifactStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.write_bytes(RunLayout.lease_key(3), b"\x00garbage")
+    with caplog.at_level(logging.WARNING, logger="skillmix.store.lock"):
+        with hold_run(store, run_name="run-1") as held:
+            assert held.lease is not None and held.lease.epoch == 4
+    assert any(
+        "lease-000000003.json could not be read (damaged)" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_the_refusal_quotes_the_holders_lease_length(store: ArtifactStore) -> None:
+    clock = Clock()
+    holder = lock(store, clock, "alpha", 101)
+    holder.acquire()
+    try:
+        reader = RunLock(store, run_name="run-1", duration=999, clock=clock, sleep=clock.sleep)
+        with pytest.raises(RunLocked) as refused:
+            reader.acquire()
+        text = f"{refused.value} {refused.value.hint}"
+        assert "a lease of 30s" in text and "its lease of 30s" in text
+        assert "999" not in text
+        assert "skillmix unlock" in text
+    finally:
+        holder.release()
+
+
+def test_breaking_a_lease_frees_the_run_and_the_holder_finds_out(store: ArtifactStore) -> None:
+    clock = Clock()
+    holder = lock(store, clock, "alpha", 101)
+    holder._attempt()  # held, without the heartbeat thread (renewals by hand)
+    breaker = lock(store, clock, "ops", 9)
+    current = breaker.current()
+    assert current is not None and current.live(clock.now)
+    breaker.break_lease(current)
+    with pytest.raises(KeyExists):  # the lock changed since `current` was read
+        breaker.break_lease(current)
+    taker = lock(store, clock, "beta", 202)
+    taker._attempt()
+    assert taker.lease is not None and taker.lease.epoch == 3
+    assert not holder.renew()
+    with pytest.raises(LockLost):
+        holder.check()
+    taker.release()
