@@ -331,6 +331,8 @@ def evaluate(
             )
             if exists and overwrite:
                 delete_run_content(run)
+            elif exists:
+                run.check_layout()
             run.write_run(ctx.to_run(), overwrite=exists and resume)
             if local:
                 outcome = run_with_local_vllm(

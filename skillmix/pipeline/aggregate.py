@@ -17,6 +17,7 @@ from skillmix.method.reference_numbers import limit_rounds
 from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
 from skillmix.records import GradeRecord
 from skillmix.store.runs import RunStore
+from skillmix.store.layout import RunLayout
 
 
 @dataclass
@@ -96,11 +97,13 @@ def aggregate_records(
 
 
 def resume_hint(run: RunStore) -> str:
-    """How to finish grading: cluster commands only for a run launched on Kubernetes."""
+    """How to finish the run: cluster commands only for a run launched on Kubernetes. A run
+    with no finished generation unit says so, rather than naming grading."""
     info = run.read_run()
+    phase = "grading" if run.manifest_prefixes(RunLayout.GENERATIONS) else "generation"
     if isinstance(info, EvaluationRun) and info.sharded:
-        return "grading has not completed for any unit; see `skillmix status RUN_ID` or relaunch"
-    return "grading has not completed for any unit; resume the run (`skillmix evaluate --resume`)"
+        return f"{phase} has not completed for any unit; see `skillmix status RUN_ID` or relaunch"
+    return f"{phase} has not completed for any unit; resume the run (`skillmix evaluate --resume`)"
 
 
 def aggregate_run(

@@ -28,7 +28,7 @@ from skillmix.artifacts import (
     Summary,
     parse_artifact,
 )
-from skillmix.errors import RunFailedError
+from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.base import ArtifactStore, KeyExists, KeyNotFound, join_key
 from skillmix.store.layout import RunLayout
@@ -284,9 +284,24 @@ class RunStore:
         return manifest
 
     def manifest_prefixes(self, top: str) -> list[str]:
-        """Folders under ``top`` that hold a manifest."""
+        """Folders under ``top`` that hold a manifest. ``top`` being a file (a damaged run
+        folder) is an error: read as "no records", it would turn a finished run into an
+        empty one, and its report into a wrong one."""
+        self.check_folder(top)
         suffix = "/" + MANIFEST
         return [k[: -len(suffix)] for k in self.store.list_keys(top) if k.endswith(suffix)]
+
+    def check_folder(self, top: str) -> None:
+        if top and self.store.exists(top):
+            raise SkillmixError(
+                f"{self.uri}/{top} is a file, not the {top} folder: this run folder is damaged",
+                hint=f"restore {top}/ from a copy (nothing was read or written)",
+            )
+
+    def check_layout(self) -> None:
+        """Refuse a damaged run folder (a record folder replaced by a file) before writing."""
+        for top in (GENERATIONS, GRADES):
+            self.check_folder(top)
 
     # parts --------------------------------------------------------------------------------
     def writer(self, prefix: str, **kwargs: Any) -> PartWriter:

@@ -5,6 +5,7 @@ reach the store or the output."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -421,3 +422,37 @@ def test_a_newline_in_an_api_key_names_the_key_not_the_endpoint(
     result = evaluate(exp, work / "runs")
     assert_bad_input(result, KEY_ENV, "control character", store=work / "runs")
     assert "cannot reach" not in result.stderr and SECRET not in result.stderr
+
+
+# ---- damaged run folders and empty runs (issue 24) -------------------------------------------
+def test_generations_as_a_file_leaves_the_good_report(work: Path) -> None:
+    """A finished run whose generations/ became a file: `report` refuses (it would otherwise
+    rebuild a report of 0 generations over the good one) and `--resume` writes nothing."""
+    exp = write(work / "e.yaml", tiny())
+    assert evaluate(exp, work / "runs").exit_code == 0
+    (run_dir,) = (work / "runs").glob("tiny-*")
+    report = snapshot(run_dir / "report")
+    shutil.rmtree(run_dir / "generations")
+    (run_dir / "generations").write_text("oops")
+    before = snapshot(run_dir)
+    for result in (
+        run_cli("report", str(run_dir)),
+        evaluate(exp, work / "runs", "--resume"),
+    ):
+        assert_bad_input(result, f"{run_dir}/generations is a file", "damaged")
+    assert snapshot(run_dir) == before and snapshot(run_dir / "report") == report
+
+
+def test_aggregate_before_anything_was_generated_names_generation(work: Path) -> None:
+    exp = write(work / "e.yaml", tiny())
+    assert evaluate(exp, work / "runs").exit_code == 0
+    (run_dir,) = (work / "runs").glob("tiny-*")
+    empty = work / "empty"
+    empty.mkdir()
+    shutil.copy(run_dir / "run.json", empty / "run.json")
+    result = run_cli("aggregate", str(empty))
+    assert_bad_input(result, "no finished grades yet", "generation has not completed")
+    assert "generations" not in result.stderr
+    shutil.rmtree(run_dir / "grades")
+    result = run_cli("aggregate", str(run_dir))
+    assert_bad_input(result, "no finished grades yet", "grading has not completed")
