@@ -162,6 +162,18 @@ async def check_endpoints(specs: list[ModelSpec], mock_url: str | None) -> None:
     await gather_or_cancel([check(url, key, group) for (url, key), group in groups.items()])
 
 
+def models_with_work(ctx: RunContext, run: RunStore, phases: tuple[str, ...]) -> set[str]:
+    """The models a resumed run still asks: students with a generation unit not complete,
+    the grader when a grading unit is not."""
+    units = plan_tasks(ctx.experiment).units
+    needed = set()
+    if "generate" in phases:
+        needed |= {u.student for u in units if not unit_complete(run, ctx, "generate", *u)}
+    if "grade" in phases and any(not unit_complete(run, ctx, "grade", *u) for u in units):
+        needed.add(ctx.experiment.grader.name)
+    return needed
+
+
 def prepare_run(
     experiment: Experiment, store_uri: str | None, *, resume: bool, overwrite: bool
 ) -> tuple[RunContext, ArtifactStore, RunStore, bool]:
@@ -321,9 +333,11 @@ def evaluate(
     executable = find_vllm() if local else ""
     with mock_backend(experiment) as mock_url:
         served_here = {s.name for s in local}
-        asyncio.run(
-            check_endpoints([s for s in ctx.model_specs() if s.name not in served_here], mock_url)
-        )
+        specs = [s for s in ctx.model_specs() if s.name not in served_here]
+        if exists and resume:  # a model whose units are all done is not asked: need not be up
+            needed = models_with_work(ctx, run, phases)
+            specs = [s for s in specs if s.name in needed]
+        asyncio.run(check_endpoints(specs, mock_url))
         with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
             # The run may have changed before we held it (another writer finished it): look again.
             ctx, root, run, exists = prepare_run(

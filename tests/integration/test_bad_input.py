@@ -456,3 +456,21 @@ def test_aggregate_before_anything_was_generated_names_generation(work: Path) ->
     shutil.rmtree(run_dir / "grades")
     result = run_cli("aggregate", str(run_dir))
     assert_bad_input(result, "no finished grades yet", "grading has not completed")
+
+
+def test_a_finished_run_resumes_while_its_endpoint_is_down(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing would be sent, so the endpoint is not checked; a run with work left still is."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    config = MockServerConfig(host="127.0.0.1", models={"gpt-test": 0.8}, seed=2, api_key=SECRET)
+    with MockServer(config) as server:
+        url = server.base_url
+        exp = write(work / "e.yaml", tiny(students=[openai_student(url)]))
+        assert evaluate(exp, work / "runs").exit_code == 0
+    (run_dir,) = (work / "runs").glob("tiny-*")
+    resumed = evaluate(exp, work / "runs", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    shutil.rmtree(next((run_dir / "generations" / "s1").iterdir()))  # a unit to do again
+    left = evaluate(exp, work / "runs", "--resume")
+    assert_bad_input(left, "cannot reach", url)
