@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 run failed, 2 bad input or usage, 130 interrupted (Ctrl-C), 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -36,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("run:generate_cmd", "Only the generation phase"),
     "score": ("run:score_cmd", "Grade and aggregate the saved generations of a run"),
     "report": ("run:report_cmd", "(Re)build a run's report"),
-    "unlock": ("lock:unlock_cmd", "Break a run's lock (shows the holder, asks first)"),
+    "unlock": ("lock:unlock_cmd", "Break the lock of RUN"),
     "compare": ("compare:compare_cmd", "Rank the models of several runs in one leaderboard."),
     "schema": ("run:schema_cmd", "Print the JSON schema of experiment files."),
     "tasks": ("reasoning:tasks_cmd", "List the reasoning tasks"),
@@ -68,6 +69,14 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if _received:  # SIGTERM/SIGHUP: past click, which prints a blank line for Ctrl-C
+                raise _Signalled(_received[0]) from None
+            raise
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
@@ -91,6 +100,15 @@ def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or settings.debug()
 
 
+class _Signalled(Exception):
+    """SIGTERM or SIGHUP on its way out of click (not a KeyboardInterrupt, so that click does
+    not print the blank line that closes a terminal's ``^C``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, turned into an exception so that cleanup runs as for Ctrl-C."""
 
@@ -108,12 +126,23 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def _install_signal_handlers() -> None:
+class _QuietAfterSignal(logging.Filter):
+    """Once a signal ends the command, asyncio's reports of the tasks it cancels on the way
+    out ("unhandled exception during asyncio.run() shutdown", "Task was destroyed but it is
+    pending!", each with a task's repr) are dropped: the exit is one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _received
+
+
+def _install_signal_handlers(debug: bool = False) -> None:
     """SIGTERM and SIGHUP end the command like Ctrl-C: one line, exit 128 + the signal.
     Handlers someone else set (a test harness, a parent) are left alone."""
 
     if threading.current_thread() is not threading.main_thread():
         return
+    if not debug:
+        logging.getLogger("asyncio").addFilter(_QuietAfterSignal())
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
         if signum is not None and signal.getsignal(signum) == signal.SIG_DFL:
@@ -160,6 +189,8 @@ def _exit_code(argv: list[str]) -> int:
         return fail(f"error: {message}; see '{where} --help'", 2)
     except click.ClickException as exc:
         return fail(f"error: {' '.join(exc.format_message().split())}", exc.exit_code)
+    except _Signalled as exc:
+        return fail("interrupted", 128 + exc.signum)
     except (click.Abort, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else (_received or [0])[0]
         return fail("interrupted", 128 + signum if signum else 130)
@@ -178,7 +209,7 @@ def _exit_code(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the CLI and turns errors into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    _install_signal_handlers()
+    _install_signal_handlers(_debug_requested(args))
     code = _exit_code(args)
     try:
         sys.stdout.flush()

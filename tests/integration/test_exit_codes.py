@@ -339,3 +339,46 @@ def test_sigterm_and_sighup_end_with_one_line(tmp_path: Path, sig: int, code: in
                 proc.wait(timeout=10)
     assert proc.returncode == code, err
     assert err.strip() == "interrupted", err
+
+
+# A command whose asyncio tasks misbehave when cancelled, ended by SIGTERM: asyncio reports
+# them (with each task's repr) as asyncio.run() shuts down. Run through skillmix's own entry
+# point, the exit must stay one line; with --debug the reports stay.
+_STUBBORN = """
+import asyncio, os, signal, sys
+import click
+import skillmix.cli as cli
+
+@click.command("stubborn")
+def stubborn() -> None:
+    async def refuses() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise RuntimeError("refused to be cancelled")
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(refuses()) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+
+cli.cli.add_command(stubborn)
+cli.COMMANDS["stubborn"] = ("", "")
+cli.LazyGroup.get_command = lambda self, ctx, name: stubborn
+cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_sigterm_during_asyncio_work_is_one_line(debug: bool) -> None:
+    args = [sys.executable, "-c", _STUBBORN, *(["--debug"] if debug else []), "stubborn"]
+    env = {k: v for k, v in os.environ.items() if k != "SKILLMIX_DEBUG"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    if debug:
+        assert "Task" in done.stderr and done.stderr.rstrip().endswith("interrupted")
+    else:
+        assert done.stderr == "interrupted\n"
