@@ -121,6 +121,18 @@ _served_lists: weakref.WeakKeyDictionary[Any, asyncio.Task[list[dict[str, Any]]]
 )
 
 
+SEEDED_BACKENDS = ("vllm",)  # backends that take a seed per request and honour it
+
+
+def request_seed(base: int | None, sample: str) -> int:
+    """The seed sent with one draw to a backend that takes one per request (vLLM): a function
+    of the draw's name (round, index, try: see ``ChatClient.chat``) and the experiment's
+    sampling seed, so that a rerun at temperature > 0 draws the same tokens, and different
+    draws of one prompt (generation rounds) still differ."""
+    digest = hashlib.sha256(f"{base or 0}\x00{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 async def _served_models(sdk: Any) -> list[dict[str, Any]]:
     try:
         page = await sdk.models.list()
@@ -268,7 +280,7 @@ class ChatClient:
                 raw = await self._client.post(
                     "/chat/completions",
                     cast_to=_raw_response_type(),
-                    body={"model": self.spec.model, "messages": messages, "n": n, **params},
+                    body=self._body(messages, n, sample),
                     options=self._mock_headers(sample, tried),
                 )
                 try:
@@ -298,6 +310,12 @@ class ChatClient:
             self.stats.completion_tokens += completion.completion_tokens
             completion.attempts = attempt + 1
             return completion
+
+    def _body(self, messages: list[dict[str, str]], n: int, sample: str) -> dict[str, Any]:
+        body = {"model": self.spec.model, "messages": messages, "n": n, **self._params}
+        if self.spec.backend in SEEDED_BACKENDS:
+            body["seed"] = request_seed(self._params.get("seed"), sample)
+        return body
 
     def _mock_headers(self, sample: str, tried: int) -> Any:
         """The mock backend draws a request's faults from its name for it and the try number,

@@ -396,3 +396,26 @@ def test_preflight_model_not_served(server: MockServer) -> None:
     message = str(info.value)
     assert "does not serve model 'absent'" in message
     assert "served: m, grader" in message
+
+
+def test_vllm_requests_carry_a_seed_per_draw(server: MockServer, tmp_path: Path) -> None:
+    """A vLLM student at temperature > 0 gets one seed per draw, derived from the draw's name
+    (and the sampling seed): the same draw again gives the same text (a rerun reproduces it),
+    two draws of one prompt (two generation rounds) differ. The mock's replies depend on the
+    request's seed as vLLM's do; without a seed they would be the same for both draws."""
+    vllm = spec(backend="vllm", base_url=server.base_url, sampling={"temperature": 1.0})
+
+    async def draws(client: ChatClient) -> list[str]:
+        out = []
+        for sample in ("gen:r1:i0:t0", "gen:r2:i0:t0", "gen:r1:i0:t0"):
+            result = await client.chat(MESSAGES, sample=sample)
+            out.append(result.texts[0])
+        return out
+
+    first, second, again = run(with_client(server, vllm, draws))
+    assert first == again and first != second
+    assert client_module.request_seed(None, "a") == client_module.request_seed(0, "a")
+    assert client_module.request_seed(None, "a") != client_module.request_seed(7, "a")
+    assert 0 <= client_module.request_seed(3, "x" * 1000) < 2**31
+    seeded = spec(backend="vllm", base_url=server.base_url, sampling={"temperature": 1.0, "seed": 7})
+    assert run(with_client(server, seeded, draws))[0] != first  # the experiment's seed counts
