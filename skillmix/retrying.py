@@ -1,12 +1,13 @@
 """One way to retry a call: a named :class:`RetryPolicy` per use (which errors, how many tries,
-how long in all, how long to wait) and :func:`retry`, which applies it. The Kubernetes client,
-the S3 store and the coordinator retry through it, so the policies can be read side by side
-instead of hiding in three hand-written loops."""
+how long in all, how long to wait) and :func:`retry` (or :func:`retry_async`), which applies
+it. The Kubernetes client, the S3 store, the coordinator and the model client retry through
+it, so the policies can be read side by side instead of hiding in hand-written loops."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,6 +32,35 @@ class RetryPolicy:
     give_up: Callable[[BaseException, float], BaseException] | None = None
 
 
+class _Tries:
+    """The state of one retried call: the tries so far and when the first one failed."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.attempt = 0
+        self.first_failure: float | None = None
+
+    def wait_after(self, exc: Exception) -> float:
+        """The wait before the next try; raises (``exc``, or ``give_up``'s error) when ``exc``
+        is not worth another try or the policy's bounds are reached."""
+        policy = self.policy
+        now = self.clock()
+        self.first_failure = now if self.first_failure is None else self.first_failure
+        elapsed = now - self.first_failure
+        if not policy.retry_on(exc):
+            raise exc
+        tries_spent = policy.attempts is not None and self.attempt + 1 >= policy.attempts
+        time_spent = policy.within is not None and elapsed >= policy.within
+        if tries_spent or time_spent:
+            if policy.give_up is not None:
+                raise policy.give_up(exc, elapsed) from None
+            raise exc
+        wait = policy.delay(exc, self.attempt)
+        self.attempt += 1
+        return wait
+
+
 def retry(
     fn: Callable[[], T],
     policy: RetryPolicy,
@@ -42,25 +72,32 @@ def retry(
     """``fn()``, tried again after the errors ``policy`` retries until it succeeds or the
     policy's bounds are reached. ``on_retry(error, delay)`` runs before each wait (counting,
     logging); ``sleep`` defaults to :func:`time.sleep`, looked up at call time."""
-    attempt = 0
-    first_failure: float | None = None
+    tries = _Tries(policy, clock)
     while True:
         try:
             return fn()
         except Exception as exc:
-            if not policy.retry_on(exc):
-                raise
-            now = clock()
-            if first_failure is None:
-                first_failure = now
-            tries_spent = policy.attempts is not None and attempt + 1 >= policy.attempts
-            time_spent = policy.within is not None and now - first_failure >= policy.within
-            if tries_spent or time_spent:
-                if policy.give_up is not None:
-                    raise policy.give_up(exc, now - first_failure) from None
-                raise
-            wait = policy.delay(exc, attempt)
-            if on_retry is not None:
-                on_retry(exc, wait)
-            (sleep or time.sleep)(wait)
-            attempt += 1
+            wait, error = tries.wait_after(exc), exc
+        if on_retry is not None:
+            on_retry(error, wait)
+        (sleep or time.sleep)(wait)
+
+
+async def retry_async(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
+    """:func:`retry` for a coroutine function: ``await fn()`` until it succeeds or the
+    policy's bounds are reached, waiting with :func:`asyncio.sleep`."""
+    tries = _Tries(policy, clock)
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:
+            wait, error = tries.wait_after(exc), exc
+        if on_retry is not None:
+            on_retry(error, wait)
+        await asyncio.sleep(wait)

@@ -25,6 +25,7 @@ from skillmix.backends.ratelimit import Pacer
 from skillmix.backends.retry import MalformedResponse, backoff_delay, classify_retry
 from skillmix.config import DEFAULT_BASE_URLS, ModelSpec
 from skillmix.errors import SkillmixError
+from skillmix.retrying import RetryPolicy, retry_async
 from skillmix.urls import REDACTED, redact_url
 
 
@@ -209,6 +210,12 @@ class ChatClient:
         self._rng = random.Random(seed)
         self._client = sdk if sdk is not None else sdk_client(base_url, api_key, spec.timeout)
         self._params = spec.sampling.request_params()  # fixed for the client's lifetime
+        self.retry_policy = RetryPolicy(
+            name=f"model {spec.name}",
+            retry_on=lambda exc: classify_retry(exc) is not None,
+            delay=self._backoff,
+            attempts=spec.max_retries + 1,
+        )
         self.fatal: BackendError | None = None
         self.endpoint: dict[str, Any] | None = None  # what serves the model: see endpoint_identity
 
@@ -262,54 +269,65 @@ class ChatClient:
         return result
 
     async def _request(self, messages: list[dict[str, str]], n: int, sample: str) -> ChatResult:
-        params = self._params
-        estimate = estimate_tokens(messages, params.get("max_tokens"), n)
-        attempt = 0
-        tried = 0  # tries the mock injected into: its faults are a function of this number
-        while True:
+        """One request, retried under the client's policy (``retry_policy``): rate limits
+        pause the pacer for every task of the model, other retries count as tries the mock
+        injects faults into."""
+        estimate = estimate_tokens(messages, self._params.get("max_tokens"), n)
+        tries = 0  # requests sent
+        injected = 0  # tries the mock injected into: its faults are a function of this number
+
+        async def once() -> tuple[Any, ChatResult]:
+            nonlocal tries
             if self.fatal is not None:
                 raise self.fatal
             started = time.monotonic()
             await self.pacer.acquire(estimate)
             self.stats.paced_seconds += time.monotonic() - started
             self.stats.requests += 1
+            tries += 1
+            # The client's generic post (documented by openai-python for such uses) keeps
+            # the SDK's transport, auth and typed errors, and skips its per-field parameter
+            # transformation, which walks every message and dominated our CPU per request.
+            raw = await self._client.post(
+                "/chat/completions",
+                cast_to=_raw_response_type(),
+                body=self._body(messages, n, sample),
+                options=self._mock_headers(sample, injected),
+            )
             try:
-                # The client's generic post (documented by openai-python for such uses) keeps
-                # the SDK's transport, auth and typed errors, and skips its per-field parameter
-                # transformation, which walks every message and dominated our CPU per request.
-                raw = await self._client.post(
-                    "/chat/completions",
-                    cast_to=_raw_response_type(),
-                    body=self._body(messages, n, sample),
-                    options=self._mock_headers(sample, tried),
-                )
-                try:
-                    body = raw.json()
-                except ValueError:
-                    raise MalformedResponse("the body is not JSON") from None
-                completion = parse_completion(body)
-            except Exception as exc:
-                decision = classify_retry(exc)
-                if decision is None or attempt >= self.spec.max_retries:
-                    self.stats.failures += 1
-                    raise self._final_error(exc, attempt) from None
-                if decision.kind == "rate_limit":
-                    self.stats.rate_limited += 1
-                if getattr(exc, "status_code", None) not in (429, 503):
-                    tried += 1
-                delay = backoff_delay(attempt, decision, rng=self._rng)
-                if decision.kind == "rate_limit":
-                    self.pacer.pause(delay)
-                self.stats.retries += 1
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            self.pacer.observe_headers(raw.headers)
-            self.pacer.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
-            self.stats.prompt_tokens += completion.prompt_tokens
-            self.stats.completion_tokens += completion.completion_tokens
-            completion.attempts = attempt + 1
-            return completion
+                body = raw.json()
+            except ValueError:
+                raise MalformedResponse("the body is not JSON") from None
+            return raw, parse_completion(body)
+
+        def on_retry(exc: BaseException, delay: float) -> None:
+            nonlocal injected
+            decision = classify_retry(exc)
+            if decision is not None and decision.kind == "rate_limit":
+                self.stats.rate_limited += 1
+                self.pacer.pause(delay)
+            if getattr(exc, "status_code", None) not in (429, 503):
+                injected += 1
+            self.stats.retries += 1
+
+        try:
+            raw, completion = await retry_async(once, self.retry_policy, on_retry=on_retry)
+        except BackendError:
+            raise  # fatal for the model (see ``fatal``): already said
+        except Exception as exc:
+            self.stats.failures += 1
+            raise self._final_error(exc, tries - 1) from None
+        self.pacer.observe_headers(raw.headers)
+        self.pacer.settle(estimate, completion.prompt_tokens + completion.completion_tokens)
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
+        completion.attempts = tries
+        return completion
+
+    def _backoff(self, exc: BaseException, attempt: int) -> float:
+        decision = classify_retry(exc)
+        assert decision is not None  # the policy retries only what classify_retry names
+        return backoff_delay(attempt, decision, rng=self._rng)
 
     def _body(self, messages: list[dict[str, str]], n: int, sample: str) -> dict[str, Any]:
         body = {"model": self.spec.model, "messages": messages, "n": n, **self._params}

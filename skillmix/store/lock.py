@@ -281,9 +281,7 @@ class RunLock:
             seconds=0.0,
             renewed=_iso(now),
         )
-        self.store.write_bytes(
-            RunLayout.lease_key(broken.epoch), broken.to_bytes(), if_absent=True
-        )
+        self.store.write_bytes(RunLayout.lease_key(broken.epoch), broken.to_bytes(), if_absent=True)
         return broken
 
     def acquire(self, wait: float | None = None) -> None:

@@ -417,5 +417,7 @@ def test_vllm_requests_carry_a_seed_per_draw(server: MockServer, tmp_path: Path)
     assert client_module.request_seed(None, "a") == client_module.request_seed(0, "a")
     assert client_module.request_seed(None, "a") != client_module.request_seed(7, "a")
     assert 0 <= client_module.request_seed(3, "x" * 1000) < 2**31
-    seeded = spec(backend="vllm", base_url=server.base_url, sampling={"temperature": 1.0, "seed": 7})
+    seeded = spec(
+        backend="vllm", base_url=server.base_url, sampling={"temperature": 1.0, "seed": 7}
+    )
     assert run(with_client(server, seeded, draws))[0] != first  # the experiment's seed counts

@@ -3,17 +3,21 @@ the coordinator's passes retry as they did when each had its own loop."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from kubernetes.client.exceptions import ApiException
 
+from skillmix.backends.client import ChatClient
+from skillmix.config import ModelSpec
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.k8s.api import API_RETRY, MAX_RETRIES
 from skillmix.k8s.cluster import KubeClient
 from skillmix.k8s.profiles import ClusterProfile
-from skillmix.retrying import RetryPolicy, retry
+from skillmix.retrying import RetryPolicy, retry, retry_async
 from skillmix.store.base import KeyExists
 from skillmix.store.s3 import CONFLICT_RETRIES, S3Store
 
@@ -68,6 +72,40 @@ def test_a_time_bound_gives_up_with_the_policy_error() -> None:
     with pytest.raises(RuntimeError, match="down 7s: x"):
         retry(fn, policy, sleep=sleep, clock=lambda: now[0])
     assert fn.calls == 4  # failures at 0, 1, 3, 7 seconds
+
+
+def test_retry_async_follows_the_same_policy() -> None:
+    policy = RetryPolicy(
+        "test", retry_on=lambda e: isinstance(e, OSError), delay=lambda _e, _n: 0.0, attempts=3
+    )
+    seen: list[str] = []
+
+    async def call(fn: Flaky) -> str:
+        async def once() -> str:
+            return fn()
+
+        return await retry_async(once, policy, on_retry=lambda e, _d: seen.append(str(e)))
+
+    fn = Flaky(OSError("a"), OSError("b"))
+    assert asyncio.run(call(fn)) == "ok" and fn.calls == 3 and seen == ["a", "b"]
+    fn = Flaky(OSError("a"), OSError("b"), OSError("c"))
+    with pytest.raises(OSError, match="c"):
+        asyncio.run(call(fn))
+    fn = Flaky(ValueError("not retried"))
+    with pytest.raises(ValueError):
+        asyncio.run(call(fn))
+    assert fn.calls == 1
+
+
+def test_the_model_client_retries_through_the_helper() -> None:
+    """No hand-written retry loop is left: the chat client's policy is a RetryPolicy whose
+    tries are the model's max_retries + 1."""
+    spec = ModelSpec(name="s", backend="openai", model="m", max_retries=4)
+    client = ChatClient(spec, base_url="http://127.0.0.1:9/v1", api_key="x")
+    assert isinstance(client.retry_policy, RetryPolicy) and client.retry_policy.attempts == 5
+    asyncio.run(client.close())
+    source = inspect.getsource(ChatClient._request)
+    assert "retry_async(" in source and "while True" not in source
 
 
 def kube() -> KubeClient:

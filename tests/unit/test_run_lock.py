@@ -234,9 +234,11 @@ def test_a_damaged_lease_is_taken_over_aloud(
     store: ArtifactStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     store.write_bytes(RunLayout.lease_key(3), b"\x00garbage")
-    with caplog.at_level(logging.WARNING, logger="skillmix.store.lock"):
-        with hold_run(store, run_name="run-1") as held:
-            assert held.lease is not None and held.lease.epoch == 4
+    with (
+        caplog.at_level(logging.WARNING, logger="skillmix.store.lock"),
+        hold_run(store, run_name="run-1") as held,
+    ):
+        assert held.lease is not None and held.lease.epoch == 4
     assert any(
         "lease-000000003.json could not be read (damaged)" in r.getMessage() for r in caplog.records
     )
