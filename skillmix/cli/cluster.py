@@ -15,7 +15,7 @@ from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.cli.results import metrics_table
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.executors.kubernetes import launch
+from skillmix.executors.kubernetes import KubernetesExecutor
 from skillmix.k8s.launch import (
     plan_launch,
     prepare_launch,
@@ -199,8 +199,7 @@ def launch_cmd(
             warn(line)
         info(f"run id: {lp.run_id}")
 
-    outcome = launch(
-        load_experiment(file),
+    executor = KubernetesExecutor(
         cluster,
         source=file,
         dry_run=dry_run,
@@ -209,6 +208,7 @@ def launch_cmd(
         say=info,
         warn=warn,
     )
+    outcome = executor.run(load_experiment(file))
     lp, name = outcome.plan, outcome.cluster
     if outcome.done:
         info("every unit is finished and the report exists; nothing to launch")

@@ -30,7 +30,7 @@ from skillmix.cli.reasoning import (
 from skillmix.cli.results import metrics_table, open_report_run
 from skillmix.config import Experiment
 from skillmix.errors import RunFailedError, SkillmixError
-from skillmix.executors.local import RunOutcome, continue_run, evaluate
+from skillmix.executors.local import LocalExecutor, RunOutcome, continue_run
 from skillmix.loading import experiment_schema, load_experiment, parse_experiment
 from skillmix.report.build import build_report
 from skillmix.vocab import PHASES
@@ -332,18 +332,18 @@ def check_failures(outcome: Any, allow_failures: bool, retry: str) -> None:
 def _evaluate_from(kwargs: dict[str, Any], phases: tuple[str, ...]) -> RunOutcome:
     """Run ``phases`` of the experiment the ``experiment_options`` flags name, locally."""
     experiment = load_experiment_for(kwargs)
+    executor = LocalExecutor(
+        store_uri=kwargs["store"],
+        resume=kwargs["resume"],
+        overwrite=kwargs["overwrite"],
+        phases=phases,
+        progress=kwargs["progress"],
+        wait_for_lock=kwargs["wait_for_lock"],
+        vllm_health_timeout=kwargs["vllm_health_timeout"],
+        use_cache=not kwargs["no_cache"],
+    )
     with showing_server_logs():
-        return evaluate(
-            experiment,
-            store_uri=kwargs["store"],
-            resume=kwargs["resume"],
-            overwrite=kwargs["overwrite"],
-            phases=phases,
-            progress=kwargs["progress"],
-            wait_for_lock=kwargs["wait_for_lock"],
-            vllm_health_timeout=kwargs["vllm_health_timeout"],
-            use_cache=not kwargs["no_cache"],
-        )
+        return executor.run(experiment)
 
 
 @click.command("evaluate")

@@ -1,2 +1,3 @@
-"""Executors: what runs a plan's tasks. Peers over the same plan, tasks and store:
-``local`` runs them in this process; ``skillmix.k8s`` launches them as Kubernetes Jobs."""
+"""Executors: what runs a plan's tasks. Peers over the same plan, tasks and store behind one
+interface (``base.Executor``): ``local`` runs them in this process, ``kubernetes`` launches
+them as Jobs whose pods run them through ``pod``; ``reasoning`` runs a reasoning task."""

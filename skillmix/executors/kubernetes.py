@@ -52,6 +52,33 @@ class Launch:
     kube: KubeClient | None = None
 
 
+@dataclass(frozen=True)
+class KubernetesExecutor:
+    """An :class:`~skillmix.executors.base.Executor` that launches (or resumes) the plan as
+    Jobs on the cluster of a profile: see :func:`launch` for the options."""
+
+    cluster: str | None
+    source: str
+    dry_run: bool
+    replace: bool
+    show_plan: Callable[[LaunchPlan, bool], None]
+    say: Say
+    warn: Say
+    name: str = "kubernetes"
+
+    def run(self, experiment: Experiment) -> Launch:
+        return launch(
+            experiment,
+            self.cluster,
+            source=self.source,
+            dry_run=self.dry_run,
+            replace=self.replace,
+            show_plan=self.show_plan,
+            say=self.say,
+            warn=self.warn,
+        )
+
+
 def launch(
     experiment: Experiment,
     cluster: str | None,

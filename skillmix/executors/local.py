@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,26 @@ async def _aggregate(ctx: RunContext, run: RunStore, outcome: RunOutcome) -> Non
             f"run {ctx.run_id}: nothing was graded: {outcome.failure_line()}",
             hint="fix the cause, then retry the failed records with --resume",
         ) from None
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """An :class:`~skillmix.executors.base.Executor` that runs the plan in this process
+    (``skillmix evaluate`` / ``generate``): see :func:`evaluate` for the options."""
+
+    store_uri: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    phases: tuple[str, ...] = PHASES
+    progress: bool | None = None
+    wait_for_lock: float | None = None
+    vllm_health_timeout: float = DEFAULT_HEALTH_TIMEOUT
+    use_cache: bool = True
+    name: str = "local"
+
+    def run(self, experiment: Experiment) -> RunOutcome:
+        options = {k: v for k, v in asdict(self).items() if k != "name"}
+        return evaluate(experiment, **options)
 
 
 def evaluate(
