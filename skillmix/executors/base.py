@@ -8,7 +8,8 @@ finished run's outcome, a launch), is theirs; the CLI only builds one and calls 
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar, runtime_checkable
+from dataclasses import fields
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from skillmix.config import Experiment
 
@@ -22,3 +23,8 @@ class Executor(Protocol[OutcomeT_co]):
     name: str
 
     def run(self, experiment: Experiment) -> OutcomeT_co: ...
+
+
+def options_of(executor: Any) -> dict[str, Any]:
+    """An executor dataclass's fields but its name: the options of the function it runs."""
+    return {f.name: getattr(executor, f.name) for f in fields(executor) if f.name != "name"}

@@ -15,6 +15,7 @@ from skillmix import settings
 from skillmix.artifacts import LaunchRecord
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
+from skillmix.executors.base import options_of
 from skillmix.k8s.launch import (
     LaunchPlan,
     mark_created,
@@ -67,16 +68,7 @@ class KubernetesExecutor:
     name: str = "kubernetes"
 
     def run(self, experiment: Experiment) -> Launch:
-        return launch(
-            experiment,
-            self.cluster,
-            source=self.source,
-            dry_run=self.dry_run,
-            replace=self.replace,
-            show_plan=self.show_plan,
-            say=self.say,
-            warn=self.warn,
-        )
+        return launch(experiment, **options_of(self))
 
 
 def launch(

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from skillmix.backends.vllm_server import (
 )
 from skillmix.config import Experiment, ModelSpec, StudentSpec
 from skillmix.errors import RunFailedError, SkillmixError
+from skillmix.executors.base import options_of
 from skillmix.executors.progress import RichProgress
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, open_run, parent_store, resolve_context
@@ -328,8 +329,7 @@ class LocalExecutor:
     name: str = "local"
 
     def run(self, experiment: Experiment) -> RunOutcome:
-        options = {k: v for k, v in asdict(self).items() if k != "name"}
-        return evaluate(experiment, **options)
+        return evaluate(experiment, **options_of(self))
 
 
 def evaluate(
@@ -382,19 +382,32 @@ def evaluate(
                     use_cache=use_cache,
                 )
             else:
-                outcome = asyncio.run(
-                    execute(
-                        ctx,
-                        root,
-                        run,
-                        phases=phases,
-                        progress_enabled=progress,
-                        mock_url=mock_url,
-                        use_cache=use_cache,
-                    )
-                )
+                outcome = _run_phases(ctx, root, run, phases, progress, mock_url, use_cache)
             lock.check()
             return outcome
+
+
+def _run_phases(
+    ctx: RunContext,
+    root: ArtifactStore,
+    run: RunStore,
+    phases: tuple[str, ...],
+    progress: bool | None,
+    mock_url: str | None,
+    use_cache: bool,
+) -> RunOutcome:
+    """The run's ``phases`` on this process's event loop (the run held by the caller)."""
+    return asyncio.run(
+        execute(
+            ctx,
+            root,
+            run,
+            phases=phases,
+            progress_enabled=progress,
+            mock_url=mock_url,
+            use_cache=use_cache,
+        )
+    )
 
 
 def local_vllm_students(experiment: Experiment, phases: tuple[str, ...]) -> list[StudentSpec]:
@@ -537,16 +550,6 @@ def continue_run(
     with mock_backend(ctx.experiment) as mock_url:
         asyncio.run(check_endpoints([ctx.experiment.grader], mock_url))
         with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
-            outcome = asyncio.run(
-                execute(
-                    ctx,
-                    root,
-                    run,
-                    phases=phases,
-                    progress_enabled=progress,
-                    mock_url=mock_url,
-                    use_cache=use_cache,
-                )
-            )
+            outcome = _run_phases(ctx, root, run, phases, progress, mock_url, use_cache)
             lock.check()
             return outcome
