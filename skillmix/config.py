@@ -22,6 +22,7 @@ from pydantic import (
 from skillmix.errors import SkillmixError
 from skillmix.method.points import MetricOptions, default_name_filter
 from skillmix.quantity import QUANTITY, check_resources
+from skillmix.task_spec import TaskSpec
 from skillmix.urls import redact_url
 
 Backend = Literal["mock", "openai", "vllm"]
@@ -542,6 +543,12 @@ class Experiment(_Strict):
     metrics: MetricSpec = Field(default_factory=MetricSpec, description="How scores are computed.")
     prices: dict[str, Price] = Field(
         default_factory=dict, description="Overrides of the built-in price table."
+    )
+    tasks: list[TaskSpec] = Field(
+        default_factory=list,
+        exclude_if=lambda tasks: not tasks,  # run.json of a run without tasks stays as it was
+        description="Reasoning tasks asked of every student besides SKILL-MIX (rule-scored: "
+        "no grader), written into the same run folder and report.",
     )
     store: str = Field("runs", description="Where runs live: a folder or s3://bucket/prefix.")
 

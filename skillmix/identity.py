@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ SETTING_LABELS: dict[str, str] = {
     "ks": "k values",
     "sampling": "sampling",
     "seed": "seed",
+    "tasks": "reasoning tasks (name, n, files, revision)",
     "metrics": "metric options",  # not in the run id: aggregation options, set per report
     "other": "other settings",
 }
@@ -47,6 +48,7 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("sampling", "sampling"),
     ("order_seed", "sampling"),
     ("seed", "seed"),
+    ("tasks", "tasks"),
 )
 
 # leaves in the run id that do not make two runs' numbers incomparable, and why
@@ -62,10 +64,16 @@ class ResultIdentity:
     experiment: Experiment
     catalog_hash: str
     prompt_hashes: Mapping[str, str]  # generation, grading
+    task_files: Mapping[str, str | None] = field(default_factory=dict)  # task -> files digest
 
     def fields(self) -> dict[str, Any]:
         e = self.experiment
+        tasks = [
+            {"name": t.name, "n": t.n, "revision": t.revision, "files": self.task_files.get(t.name)}
+            for t in e.tasks
+        ]
         return {
+            **({"tasks": tasks} if tasks else {}),  # absent: run ids from before tasks stay
             "seed": e.seed,
             "order_seed": e.order_seed,
             "ks": e.ks,

@@ -28,3 +28,16 @@ def read_at_most(path: str | Path, limit: int, what: str) -> bytes:
             hint="check the path (a device or a data file given by mistake?)",
         )
     return data
+
+
+def read_text_file(path: str | Path, limit: int, what: str) -> str:
+    """A UTF-8 text file read whole (at most ``limit`` bytes); one SkillmixError naming the
+    file when it is missing, unreadable, not UTF-8 or too large. ``what``: "an experiment
+    file", "a task file", ..."""
+    p = Path(path)
+    try:
+        return read_at_most(p, limit, what).decode("utf-8")
+    except FileNotFoundError:
+        raise SkillmixError(f"{p}: {what.split(' ', 1)[1]} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SkillmixError(f"{p}: cannot read: {exc}") from None

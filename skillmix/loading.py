@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
-from skillmix.limits import EXPERIMENT_BYTES, read_at_most
+from skillmix.limits import EXPERIMENT_BYTES, read_text_file
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
@@ -94,18 +94,13 @@ def load_yaml(text: str, source: str) -> Any:
 
 def load_experiment(path: str | Path) -> Experiment:
     p = Path(path)
-    try:
-        text = read_at_most(p, EXPERIMENT_BYTES, "an experiment file").decode("utf-8")
-    except FileNotFoundError:
-        raise SkillmixError(f"{p}: experiment file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SkillmixError(f"{p}: cannot read: {exc}") from None
+    text = read_text_file(p, EXPERIMENT_BYTES, "an experiment file")
     experiment = parse_experiment(load_yaml(text, str(p)), str(p))
     return resolve_relative_paths(experiment, p.parent)
 
 
 def resolve_relative_paths(experiment: Experiment, base: Path) -> Experiment:
-    """Catalog and prompt paths in a file are relative to that file's folder."""
+    """Catalog, prompt and task file paths in a file are relative to that file's folder."""
 
     def fix(value: str | None) -> str | None:
         if value is None or "://" in value or Path(value).is_absolute():
@@ -121,7 +116,11 @@ def resolve_relative_paths(experiment: Experiment, base: Path) -> Experiment:
         prompts = prompts.model_copy(update={"generation": fix(generation)})
     if grading.endswith(".json"):
         prompts = prompts.model_copy(update={"grading": fix(grading)})
-    return experiment.model_copy(update={"catalog": catalog, "prompts": prompts})
+    tasks = [
+        t.model_copy(update={"config": fix(t.config), "dataset_file": fix(t.dataset_file)})
+        for t in experiment.tasks
+    ]
+    return experiment.model_copy(update={"catalog": catalog, "prompts": prompts, "tasks": tasks})
 
 
 def experiment_schema() -> dict[str, Any]:

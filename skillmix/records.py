@@ -112,3 +112,19 @@ class GradeRecord(_Record):
             answer=self.answer,
             points=points if points is not None else stored,
         )
+
+
+class TaskResponseRecord(_Record):
+    """A student's responses to one problem of a reasoning task: one request for n responses
+    (scored when the run is aggregated, so a scorer change needs no new request)."""
+
+    schema_version: Literal[1] = Field(1, description="Version of the run format.")
+    task: str = Field(description="Task name.")
+    student: str = Field(description="Student name from the experiment.")
+    model: str = Field(description="Model id sent to the backend.")
+    index: str = Field(description="The problem's _index (results.json's key).")
+    responses: list[str] = Field(default_factory=list, description="The n responses.")
+    prompt_tokens: int = Field(0, description="Prompt tokens of the request.")
+    completion_tokens: int = Field(0, description="Completion tokens of the n responses.")
+    status: Literal["ok", "failed"] = Field("ok", description="failed: redone on --resume.")
+    error: str | None = Field(None, description="Why the request failed (one line).")

@@ -69,12 +69,10 @@ def parse_skills_csv(text: str, source: str = "<skills>") -> list[Skill]:
                     f"{source}:{start}: skill name {name!r} has leading or trailing spaces",
                     hint="remove them (names are keys, compared verbatim)",
                 )
-            if name in first_line:
-                raise SkillmixError(
-                    f"{source}:{start}: duplicate skill name {name!r} (first on line {first_line[name]})",
-                    hint="skill names are keys and must be unique among active rows",
-                )
-            first_line[name] = start
+            _first_time(
+                first_line, name, f"{source}:{start}", start, "skill name",
+                "skill names are keys and must be unique among active rows",
+            )  # fmt: skip
             skills.append(
                 Skill(
                     name=name,
@@ -144,12 +142,10 @@ def parse_topics(text: str, source: str = "<topics>") -> list[str]:
                 f"{source}:{number}: topic longer than {MAX_TOPIC_CHARS:,} characters",
                 hint="one topic per line, a short phrase each",
             )
-        if topic in first_line:
-            raise SkillmixError(
-                f"{source}:{number}: duplicate topic {topic!r} (first on line {first_line[topic]})",
-                hint="each topic may appear once; delete the repeated line",
-            )
-        first_line[topic] = number
+        _first_time(
+            first_line, topic, f"{source}:{number}", number, "topic",
+            "each topic may appear once; delete the repeated line",
+        )  # fmt: skip
         topics.append(topic)
     if not topics:
         raise SkillmixError(f"{source}: no topics", hint="write one topic per line")
@@ -203,3 +199,14 @@ def load_catalog(skills: str | Path | None = None, topics: str | Path | None = N
     topic_list = tuple(load_topics(topics)) if topics is not None else base.topics  # type: ignore[union-attr]
     source = f"skills={skills or BUILTIN_NAME} topics={topics or BUILTIN_NAME}"
     return Catalog(skills=skill_list, topics=topic_list, source=source)
+
+
+def _first_time(
+    seen: dict[str, int], key: str, where: str, line: int, what: str, hint: str
+) -> None:
+    """Note ``key`` as first seen on ``line``; a key seen before is an error naming both lines."""
+    if key in seen:
+        raise SkillmixError(
+            f"{where}: duplicate {what} {key!r} (first on line {seen[key]})", hint=hint
+        )
+    seen[key] = line

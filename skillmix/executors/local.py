@@ -38,12 +38,14 @@ from skillmix.backends.vllm_server import (
 from skillmix.config import Experiment, ModelSpec, StudentSpec
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.base import options_of
+from skillmix.executors.experiment_tasks import TaskReport, aggregate_tasks, run_tasks
 from skillmix.executors.progress import RichProgress
 from skillmix.pipeline.aggregate import RunMetrics
 from skillmix.pipeline.context import RunContext, open_run, parent_store, resolve_context
 from skillmix.pipeline.generate import run_generate
 from skillmix.pipeline.grade import run_grade
 from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.task_units import task_unit_complete, task_units
 from skillmix.pipeline.units import (
     UnitResult,
     gather_or_cancel,
@@ -59,7 +61,7 @@ from skillmix.store.local import LocalStore
 from skillmix.store.lock import hold_run
 from skillmix.store.runs import RunStore
 from skillmix.store.uri import open_store
-from skillmix.vocab import PHASES
+from skillmix.vocab import PHASES, Unit
 
 
 @dataclass
@@ -72,6 +74,7 @@ class RunOutcome:
     stats: dict[str, ClientStats] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    tasks: TaskReport | None = None  # the experiment's reasoning tasks, once aggregated
 
     @property
     def failed_records(self) -> int:
@@ -165,12 +168,22 @@ async def check_endpoints(specs: list[ModelSpec], mock_url: str | None) -> None:
 
 def models_with_work(ctx: RunContext, run: RunStore, phases: tuple[str, ...]) -> set[str]:
     """The models a resumed run still asks: students with a generation unit not complete,
-    the grader when a grading unit is not."""
+    the grader when a grading unit is not (a damaged unit counts as not complete: a resume
+    redoes it)."""
     units = plan_tasks(ctx.experiment).units
+
+    def complete(phase: str, unit: Unit) -> bool:
+        try:
+            return unit_complete(run, ctx, phase, *unit)
+        except RunFailedError:
+            return False
+
     needed = set()
     if "generate" in phases:
-        needed |= {u.student for u in units if not unit_complete(run, ctx, "generate", *u)}
-    if "grade" in phases and any(not unit_complete(run, ctx, "grade", *u) for u in units):
+        needed |= {u.student for u in units if not complete("generate", u)}
+        tasks = task_units(ctx.experiment)
+        needed |= {t.student for t in tasks if not task_unit_complete(run, t)}
+    if "grade" in phases and any(not complete("grade", u) for u in units):
         needed.add(ctx.experiment.grader.name)
     return needed
 
@@ -272,6 +285,10 @@ async def execute(
             tick = asyncio.create_task(ticker())
             try:
                 await gather_or_cancel([unit(t) for t in tasks])
+                if "generate" in phases and ctx.experiment.tasks:
+                    outcome.units += await run_tasks(
+                        ctx, root, run, chosen, clients, use_cache=use_cache, progress=progress
+                    )
             finally:
                 tick.cancel()
     finally:
@@ -280,6 +297,8 @@ async def execute(
     outcome.stats = {name: c.stats for name, c in clients.items()}
     if "aggregate" in phases:
         await _aggregate(ctx, run, outcome)
+        if ctx.experiment.tasks:
+            outcome.tasks = await asyncio.to_thread(aggregate_tasks, ctx, run)
     outcome.seconds = time.monotonic() - started
     return outcome
 

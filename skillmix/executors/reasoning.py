@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from skillmix import __version__
 from skillmix.backends.base import BackendError
 from skillmix.backends.client import ChatClient
 from skillmix.backends.factory import make_client
@@ -25,7 +24,7 @@ from skillmix.backends.mock_reasoning import problem_key
 from skillmix.backends.mock_server import MockServer
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
-from skillmix.method.reasoning_metrics import ReasoningMetrics, reasoning_metrics
+from skillmix.method.reasoning_metrics import ReasoningMetrics
 from skillmix.pipeline.scoring import Kind, Verdict, math_verify_available, score_responses
 from skillmix.report.task_board import TaskRunData
 from skillmix.store.local import LocalStore
@@ -38,6 +37,12 @@ from skillmix.tasks.handlers import (
     prepare,
     reference_of,
     score_kind,
+)
+from skillmix.tasks.results import (
+    results_entry,
+    summarize,
+    task_configuration,
+    usage_summary,
 )
 from skillmix.tasks.rundir import (
     RESULTS_JOURNAL,
@@ -107,21 +112,19 @@ class TaskOutcome:
 
 def configuration(run: TaskRun, dataset: str, revision: str) -> dict[str, Any]:
     """What determines the results: hashed into the folder name, kept in summary.json."""
-    spec = run.model
-    return {
-        "task": run.task.name,
-        "model": spec.model,
-        "backend": spec.backend,
-        "system_prompt": run.system_prompt,
-        "user_template": run.user_template,
-        "assistant_prefill": run.assistant_prefill,
-        "sampling_params": {**spec.sampling.request_params(), "n": run.n},
-        "seed": run.seed,
-        "dataset": dataset,
-        "dataset_revision": revision,
-        "as_test": run.as_test,
-        **({"scorer": run.scorer} if run.scorer != "skythought" else {}),
-    }
+    return task_configuration(
+        run.task.name,
+        run.model,
+        n=run.n,
+        seed=run.seed,
+        dataset=dataset,
+        revision=revision,
+        system_prompt=run.system_prompt,
+        user_template=run.user_template,
+        assistant_prefill=run.assistant_prefill,
+        as_test=run.as_test,
+        scorer=run.scorer,
+    )
 
 
 def evaluate_task(run: TaskRun, *, say: Say) -> TaskOutcome:
@@ -195,22 +198,6 @@ def _score_unscored(
         _score_in_place(entry, scoring_kind(problem.kind, scorer), problem.reference, seconds)
 
 
-def _usage(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    """summary.json's configuration and token keys (SkyThought's), prompt tokens averaged per
-    problem: the API reports them once per request of n responses."""
-    usages = [e.get("token_usages") or [] for e in results.values()]
-    completion = sum(u["completion_tokens"] for us in usages for u in us)
-    prompt = sum(us[0]["prompt_tokens"] for us in usages if us)
-    responses = sum(len(e["responses"]) for e in results.values())
-    return {
-        "configuration": {**config, "skillmix_version": __version__},
-        "total_completion_tokens": completion,
-        "avg_completion_tokens": round(completion / responses, 3) if responses else 0,
-        "total_prompt_tokens": prompt,
-        "avg_prompt_tokens": round(prompt / len(results), 3) if results else 0,
-    }
-
-
 def _score_in_place(entry: dict[str, Any], kind: Kind, reference: str, seconds: float) -> None:
     """Each response of a results.json entry judged again: correctness, reason, answer."""
     items = [(kind, r["content"], reference) for r in entry["responses"]]
@@ -221,7 +208,7 @@ def _score_in_place(entry: dict[str, Any], kind: Kind, reference: str, seconds: 
 def _unscored_summary(results: dict[str, dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
     """summary.json of a `generate`: its settings and token use; accuracy once scored."""
     return {
-        **_usage(results, config),
+        **usage_summary(results, config),
         "accuracy": None,
         "pass_at_k": None,
     }
@@ -280,7 +267,7 @@ async def _ask_all(
             async with scoring:  # at most a core's worth of scorers at once
                 scored = await asyncio.to_thread(score_responses, items, run.answer_seconds)
             verdicts = list(scored)
-        out.add(problem.index, _entry(problem, messages, result.texts, verdicts, result))
+        out.add(problem.index, results_entry(problem, messages, result.texts, verdicts, result))
         done += 1
         if time.monotonic() - last_flush >= FLUSH_SECONDS:
             last_flush = time.monotonic()
@@ -292,69 +279,6 @@ async def _ask_all(
     finally:
         await client.close()
     return failed
-
-
-def _entry(
-    problem: Problem,
-    messages: list[dict[str, str]],
-    texts: list[str],
-    verdicts: list[Verdict | None],
-    result: Any,
-) -> dict[str, Any]:
-    """One problem of results.json, as SkyThought writes it (token usage split evenly over the
-    n responses: the API reports it per request)."""
-    n = max(1, len(texts))
-    usage = {
-        "completion_tokens": result.completion_tokens // n,
-        "prompt_tokens": result.prompt_tokens,
-    }
-    return {
-        **_json_safe(problem.row),
-        "prompt": problem.user,
-        "input_conversation": messages,
-        "responses": [
-            {
-                "content": t,
-                "correctness": v.correct if v else None,
-                "reason": v.reason if v else None,
-                "answer": v.extracted if v else None,
-            }
-            for t, v in zip(texts, verdicts, strict=True)
-        ],
-        "token_usages": [dict(usage) for _ in texts],
-    }
-
-
-def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, str | int | float | bool | list | dict) or v is None else str(v))
-        for k, v in row.items()
-    }
-
-
-def summarize(
-    results: dict[str, dict[str, Any]],
-    config: dict[str, Any],
-    *,
-    model: str,
-    task: str,
-    seed: int,
-    planned: int,
-) -> tuple[ReasoningMetrics, dict[str, Any]]:
-    """summary.json: SkyThought's keys, with its averages fixed (prompt tokens per problem,
-    not divided by n), and skillmix's intervals and maj@k beside them."""
-    by_problem = {
-        i: [(r.get("answer") or "", bool(r["correctness"])) for r in e["responses"]]
-        for i, e in results.items()
-    }
-    metrics = reasoning_metrics(model, task, by_problem, seed=seed)
-    summary = {
-        **_usage(results, config),
-        "accuracy": metrics.skythought_accuracy(),
-        "pass_at_k": metrics.skythought_pass_at_k(),
-        "skillmix": _intervals(metrics, planned),
-    }
-    return metrics, summary
 
 
 def rescore(
@@ -408,20 +332,6 @@ def _read_summary(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise SkillmixError(f"{path}: cannot read: {exc}") from None
     return data if isinstance(data, dict) else {}
-
-
-def _intervals(m: ReasoningMetrics, planned: int) -> dict[str, Any]:
-    def est(e: Any) -> dict[str, Any]:
-        return {"value": e.value, "ci95": list(e.ci95) if e.ci95 else None}
-
-    return {
-        "problems_planned": planned,
-        "problems_done": m.problems,
-        "n": m.n,
-        "accuracy": est(m.accuracy),
-        "pass_at_k": {f"k={k}": est(e) for k, e in m.pass_at_k.items()},
-        "maj_at_k": {f"k={k}": est(e) for k, e in m.maj_at_k.items()},
-    }
 
 
 def load_task_runs(result_dir: Path) -> list[TaskRunData]:

@@ -140,6 +140,11 @@ class LaunchPlan:
 def prepare_launch(
     experiment: Experiment, cluster: str | None, *, check_store: bool = True
 ) -> tuple[str, ClusterProfile, RunContext, RunStore]:
+    if experiment.tasks:
+        raise SkillmixError(
+            "tasks: reasoning tasks are not launched on Kubernetes yet",
+            hint="run the file locally (skillmix evaluate -f FILE), or launch it without `tasks:`",
+        )
     name, profile = get_profile(cluster)
     if not profile.store.startswith("s3://"):
         raise SkillmixError(

@@ -43,6 +43,7 @@ from skillmix.store.base import ArtifactStore, join_key
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore, utc_now
 from skillmix.store.uri import open_store
+from skillmix.tasks.config import task_digest
 
 
 @dataclass
@@ -193,7 +194,10 @@ def resolve_context(experiment: Experiment) -> RunContext:
                 mode="distinct",
             )
     hashes = {"generation": generation.content_hash(), "grading": grading.content_hash()}
-    run_id = ResultIdentity(experiment, catalog.content_hash(), hashes).run_id()
+    task_files = {t.name: task_digest(t, f"tasks.{i}") for i, t in enumerate(experiment.tasks)}
+    if len(task_files) != len(experiment.tasks):
+        raise SkillmixError("tasks: each task may be listed once", hint="remove the repeat")
+    run_id = ResultIdentity(experiment, catalog.content_hash(), hashes, task_files).run_id()
     return RunContext(experiment, catalog, generation, grading, run_id)
 
 

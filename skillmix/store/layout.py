@@ -15,6 +15,10 @@ share. Inside a run folder::
                                                report.html, plots/*.png
     logs/pods/{pod name}.log                   each Kubernetes client's own log, uploaded at
                                                exit (outlives the Job's ttlSecondsAfterFinished)
+    tasks/{task}/problems.json                 a reasoning task's rows, frozen when first asked
+    tasks/{task}/{student}/s{i}of{n}/          its responses: part-*.jsonl, then _SUCCESS
+    report/tasks/{model}_{task}_{hash}/        results.json + summary.json (SkyThought's layout)
+    report/tasks.html                          the tasks side by side (report/task_board.py)
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class RunLayout:
     LOCK: ClassVar[str] = "_lock"  # the run lock's leases (store/lock.py), not run content
     POD_LOGS: ClassVar[str] = "logs/pods"
     POD_USAGE: ClassVar[str] = "usage/pods"
+    TASKS: ClassVar[str] = "tasks"  # reasoning tasks of the experiment (``tasks:``)
+    TASKS_HTML: ClassVar[str] = "tasks.html"
 
     @classmethod
     def generation_prefix(cls, student: str, k: int, generation_round: int) -> str:
@@ -53,6 +59,14 @@ class RunLayout:
         cls, grader: str, student: str, k: int, generation_round: int, grading_round: int
     ) -> str:
         return f"{cls.GRADES}/{grader}/{student}/k{k}/r{generation_round}/g{grading_round}"
+
+    @classmethod
+    def task_problems(cls, task: str) -> str:
+        return f"{cls.TASKS}/{task}/problems.json"
+
+    @classmethod
+    def task_prefix(cls, task: str, student: str, shard: int, shards: int) -> str:
+        return f"{cls.TASKS}/{task}/{student}/s{shard}of{shards}"
 
     @classmethod
     def launch_record(cls, attempt: int) -> str:

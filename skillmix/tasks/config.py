@@ -6,6 +6,7 @@ editing the installed package."""
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -13,8 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from skillmix.errors import SkillmixError
-from skillmix.limits import EXPERIMENT_BYTES, read_at_most
+from skillmix.limits import EXPERIMENT_BYTES, read_text_file
 from skillmix.loading import format_validation_error, load_yaml
+from skillmix.task_spec import TaskSpec
 
 # how a task builds its prompt and scores a response (SkyThought's handlers)
 Handler = Literal["math", "aime", "olympiadbench_math", "gpqa_diamond", "numina"]
@@ -78,14 +80,8 @@ def parse_task_config(text: str, source: str) -> TaskConfig:
 
 def load_task_config(path: str | Path) -> TaskConfig:
     """A user's task file (``--task-config FILE``)."""
-    p = Path(path)
-    try:
-        text = read_at_most(p, EXPERIMENT_BYTES, "a task file").decode("utf-8")
-    except FileNotFoundError:
-        raise SkillmixError(f"{p}: task file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SkillmixError(f"{p}: cannot read: {exc}") from None
-    return parse_task_config(text, str(p))
+    text = read_text_file(path, EXPERIMENT_BYTES, "a task file")
+    return parse_task_config(text, str(path))
 
 
 def builtin_tasks() -> dict[str, TaskConfig]:
@@ -117,3 +113,22 @@ def resolve_task(name: str | None, config_file: str | None) -> TaskConfig:
             f"--task: unknown task {name!r}", hint=f"known tasks: {', '.join(sorted(known))}"
         )
     return known[name]
+
+
+def task_digest(spec: TaskSpec, where: str) -> str | None:
+    """A task of an experiment checked (its name or file resolves: one line naming ``where``
+    otherwise) and its files (config, dataset file) as one digest for the run id; None when
+    it has none (a built-in task read from the Hub: its revision names the data)."""
+    config = resolve_task(spec.name, spec.config)
+    if spec.config and config.name != spec.name:
+        raise SkillmixError(f"{where}.name: {spec.name!r} is not the name in {spec.config}")
+    digest = hashlib.sha256()
+    files = [f for f in (spec.config, spec.dataset_file) if f]
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise SkillmixError(f"{where}: {path}: cannot read: {exc.strerror}") from None
+    return f"sha256:{digest.hexdigest()}" if files else None
