@@ -36,6 +36,23 @@ class Counts(Artifact):
     grades: int = Field(description="Grade records found.")
 
 
+class PhaseProgress(Artifact):
+    """One student's planned and finished work in one phase (``generate``: its answers;
+    ``grade``: the verdicts of its answers, grading rounds x planned answers)."""
+
+    student: str = Field(description="Student name.")
+    phase: str = Field(description="generate or grade.")
+    planned: int = Field(description="Records the plan asks for.")
+    done: int = Field(
+        description="Records finished: answers with text; verdicts answered (unparsed included)."
+    )
+    failed: int = Field(description="Records that failed after retries.")
+    missing: int = Field(
+        description="Planned records not done and not failed (unfinished units, or verdicts "
+        "of answers that failed)."
+    )
+
+
 class MetricSettings(Artifact):
     mode: str = Field(description="Metric mode: strict or reference.")
     generation_agg: str = Field(description="How generation rounds combine (max, mean).")
@@ -214,7 +231,15 @@ class LeaderboardCell(MetricValueJson):
 class LeaderboardRow(OmitsAbsent):
     """One ranked model; the run keys only in ``skillmix compare``."""
 
-    _OMITTED_WHEN_NONE = ("run", "run_id", "run_label", "model", "own_score")
+    _OMITTED_WHEN_NONE = (
+        "run",
+        "run_id",
+        "run_label",
+        "model",
+        "own_score",
+        "excluded",
+        "score_ci95",
+    )
 
     rank: int | None = Field(description="Competition rank; None without a score.")
     student: str = Field(description="Student name.")
@@ -230,6 +255,11 @@ class LeaderboardRow(OmitsAbsent):
     exact_score: str | None = Field(
         None, description="The score as an exact fraction 'p/q' (what ranks compare)."
     )
+    score_ci95: list[float] | None = Field(
+        None,
+        description="95% percentile bootstrap interval of the score (combinations resampled "
+        "within each k); None without per-combination values or resamples.",
+    )
     own_score: float | None = Field(
         None,
         description="Mean over the model's own ks, when they differ from the ranked ks (a "
@@ -243,6 +273,11 @@ class LeaderboardRow(OmitsAbsent):
     )
     tied: bool = Field(
         False, description="Whether the paired test with a neighbouring row is not significant."
+    )
+    excluded: str | None = Field(
+        None,
+        description="Why the model is not ranked (planned work missing or failed); None when "
+        "it is ranked or has no score.",
     )
     model_id: str | None = Field(None, description="Student model id sent to the backend.")
     backend: str | None = Field(None, description="Student backend.")
@@ -411,8 +446,10 @@ class GalleryExample(Artifact):
     grader_reply: str = Field(description="First grading round's reply (clipped).")
 
 
-class Summary(Versioned):
+class Summary(Versioned, OmitsAbsent):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
+
+    _OMITTED_WHEN_NONE = ("progress",)
 
     run_id: str = Field(description="The run id.")
     run: str = Field(description="The run folder (URI).")
@@ -423,7 +460,14 @@ class Summary(Versioned):
     catalog: SummaryCatalog = Field(description="Catalog provenance.")
     prompts: PromptVersions = Field(description="Prompt versions and hashes.")
     counts: Counts = Field(description="Planned and found records.")
-    status: Literal["complete", "partial"] = Field(description="Whether every record is in.")
+    status: Literal["complete", "partial"] = Field(
+        description="complete when every planned record of every model is done; else partial."
+    )
+    progress: list[PhaseProgress] | None = Field(
+        None,
+        description="Planned, done, failed and missing records per student and phase (None "
+        "in files written before it existed).",
+    )
     metrics: MetricsSection = Field(description="Metric rows and their settings.")
     leaderboards: list[Leaderboard] = Field(description="One ranking per metric.")
     usage: list[UsageRow] = Field(description="Tokens and cost per model and phase.")

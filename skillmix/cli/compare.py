@@ -16,12 +16,14 @@ from skillmix.report.compare_files import compare_files
 from skillmix.report.compare_view import Comparison
 from skillmix.report.leaderboard import rank_text
 from skillmix.report.markdown_compare import compare_markdown
+from skillmix.report.view import board_view, cell_view
 
 
 def _cell(cell: MetricValueJson | None) -> str:
+    """``mean [95% interval]``, the view's texts (the report's Wilson interval)."""
     if cell is None or cell.mean is None:
         return "—"
-    return f"{cell.mean:.2f} ± {cell.stderr:.3f}" if cell.stderr is not None else f"{cell.mean:.2f}"
+    return cell_view(cell).interval_text
 
 
 def compare_table(doc: Comparison) -> Table:
@@ -30,7 +32,8 @@ def compare_table(doc: Comparison) -> Table:
     others_by_entry = [
         {(r.run, r.student, r.grader): r.score for r in board.rows} for board in others
     ]
-    table = Table(title=f"SKILL-MIX leaderboard: {primary.title} (mean ± stderr)")
+    table = Table(title=f"SKILL-MIX leaderboard: {primary.title} (mean [95% interval])")
+    scores = {(r.run, r.student, r.grader): r for r in board_view(primary).rows}
     for column in ("rank", "model", "run", "grader"):
         table.add_column(column, justify="right" if column == "rank" else "left")
     for k in primary.ks:
@@ -47,7 +50,9 @@ def compare_table(doc: Comparison) -> Table:
             row.run_label,
             row.grader,
             *[_cell(row.cells.get(str(k))) for k in primary.ks],
-            f"{row.score:.3f}" if row.score is not None else "—",
+            f"{shown.score_text} {shown.score_ci_text}".strip()
+            if (shown := scores[key]).score is not None
+            else "—",
             *[f"{x:.3f}" if x is not None else "—" for x in extra],
         )
     ks = ", ".join(map(str, primary.ranked_over_ks)) or "none in common"
@@ -113,6 +118,9 @@ def compare_cmd(
             "mixed settings ranked anyway: "
             + ", ".join(SETTING_LABELS[k] for k in doc.settings_differ)
         )
+    for row in doc.leaderboards[0].rows:
+        if row.excluded:
+            warn(f"{row.model or row.student} ({row.run_label}): not ranked, {row.excluded}")
     if out:
         target = Path(out)
         target.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from skillmix.cli._output import echo_json, format_option, info, stdout_console,
 from skillmix.errors import SkillmixError
 from skillmix.legacy import read_reference, write_reference
 from skillmix.method.points import MetricOptions, default_name_filter
-from skillmix.pipeline.aggregate import aggregate_run
+from skillmix.pipeline.aggregate import aggregate_run, aggregate_warnings
 from skillmix.pipeline.context import open_run
 from skillmix.reference_run import reference_context
 from skillmix.report.csv_report import render_metrics_csv
@@ -100,10 +100,9 @@ def build_metric_options(
     )
 
 
-def metrics_table(
-    metrics: MetricsSection, title: str = "SKILL-MIX metrics (mean ± stderr)"
-) -> Table:
-    """The reference's ``mean ± stderr`` per metric, from the JSON form of the metrics
+def metrics_table(metrics: MetricsSection, title: str = "SKILL-MIX metrics") -> Table:
+    """``mean [95% interval]`` per metric (the reference's ``mean ± stderr`` in reference
+    mode), from the JSON form of the metrics
     (``RunMetrics.section()`` or the ``metrics`` of a summary.json), laid out from the
     report's view model (so it shows the numbers report.md shows)."""
     # deferred: rich and the report's modules load only when a table is printed
@@ -146,8 +145,9 @@ def aggregate_cmd(
     options = build_metric_options(**metric_flags)
     store = open_store(run_dir)
     store.check()  # an unusable store is reported as by `evaluate` (same line, same code)
+    run = RunStore(store)
     result = aggregate_run(
-        RunStore(store),
+        run,
         options,
         reparse=reparse,
         check_filter=True,
@@ -176,6 +176,12 @@ def aggregate_cmd(
             warn(
                 f"{unparsed} grading verdicts had no usable points ({'left out' if options.mode == 'strict' else 'counted as the reference does'})"
             )
+    # on stderr whatever the format, as `report` warns
+    warnings = aggregate_warnings(
+        run, result, generation_rounds=generation_rounds, grading_rounds=grading_rounds
+    )
+    for line in warnings:
+        warn(line)
 
 
 @click.command("import-reference")

@@ -281,7 +281,7 @@ def print_outcome(outcome: Any, fmt: str) -> None:
             stdout_console().print(
                 metrics_table(
                     outcome.metrics.section(),
-                    title=f"{outcome.run_id}: SKILL-MIX metrics (mean ± stderr)",
+                    title=f"{outcome.run_id}: SKILL-MIX metrics",
                 )
             )
     for note in (n for u in outcome.units for n in u.repaired):
@@ -489,9 +489,7 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
         echo_json(summary.model_dump(mode="json"))
     else:
         stdout_console().print(
-            metrics_table(
-                metrics.section(), title=f"{ctx.run_id}: SKILL-MIX metrics (mean ± stderr)"
-            )
+            metrics_table(metrics.section(), title=f"{ctx.run_id}: SKILL-MIX metrics")
         )
     for line in summary.warnings:
         warn(line)

@@ -171,6 +171,23 @@ def _bootstrap_diff(
     return float(lo), float(hi)
 
 
+SCORE_INTERVAL_METHOD = (
+    "95% percentile bootstrap interval of the mean over k: combinations resampled within each k"
+)
+
+
+def bootstrap_mean_over_k(
+    values: Sequence[npt.NDArray[np.float64]], samples: int, seed: int
+) -> tuple[float, float] | None:
+    """Percentile interval of the mean over k of per-k means (``values``: each k's
+    per-combination values), resampling combinations within each k (the leaderboard score's
+    unit); None without resamples or data. Drawn as a multinomial over each k's distinct
+    values, as :func:`_bootstrap_diff` does."""
+    if samples <= 0 or not values or any(v.size == 0 for v in values):
+        return None
+    return _bootstrap_diff(values, samples, seed)
+
+
 def tie_groups(
     significant_below: Sequence[bool | None],
     top_beats: Callable[[int, int], bool | None] | None = None,

@@ -5,19 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from skillmix.artifacts import EvaluationRun, MetricsSection
+from skillmix.artifacts import EvaluationRun, MetricsSection, PhaseProgress
+from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.metrics import MetricRow, aggregate
 from skillmix.method.points import METRIC_NAMES, MetricOptions
 from skillmix.method.reference_numbers import limit_rounds
 from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
-from skillmix.records import GradeRecord
-from skillmix.store.runs import RunStore
+from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.layout import RunLayout
+from skillmix.store.runs import RunStore
 
 
 @dataclass
@@ -96,6 +98,32 @@ def aggregate_records(
     )
 
 
+def aggregate_warnings(
+    run: RunStore,
+    metrics: RunMetrics,
+    *,
+    generation_rounds: int | None = None,
+    grading_rounds: int | None = None,
+) -> list[str]:
+    """What ``skillmix aggregate`` warns about, as ``report`` does: units without a manifest,
+    and per student the planned work missing or failed (a reference import, which records no
+    plan: the failed verdicts)."""
+    out = [w for w in [unfinished_warning(unfinished_units(run))] if w]
+    info = run.read_run()
+    if isinstance(info, EvaluationRun):
+        plan = Plan.of(info.experiment)
+        plan = replace(
+            plan,
+            generation_rounds=min(plan.generation_rounds, generation_rounds or 10**9),
+            grading_rounds=min(plan.grading_rounds, grading_rounds or 10**9),
+        )
+        progress = work_progress(plan, run.generation_records(), run.grade_records())
+        out += [f"{s}: not ranked, {why}" for s, why in incomplete_reasons(progress).items()]
+    elif metrics.failed:
+        out.append(f"{metrics.failed} of {metrics.records} grading verdicts failed after retries")
+    return out
+
+
 def resume_hint(run: RunStore) -> str:
     """How to finish the run: cluster commands only for a run launched on Kubernetes. A run
     with no finished generation unit says so, rather than naming grading."""
@@ -138,3 +166,148 @@ def aggregate_run(
     if generation_rounds is not None or grading_rounds is not None:
         records = limit_rounds(records, generation_rounds, grading_rounds, run.uri)
     return aggregate_records(records, options, reparse=reparse, run=run.uri)
+
+
+# planned against done: the rule that keeps ranks honest -----------------------------------
+COMPLETENESS_RULE = (
+    "A model is ranked only when all its planned work is in: every planned answer generated "
+    "and every verdict of it given. A model with failed or missing records is marked partial "
+    "and left out of the ranks, with the reason on its row (its per-k numbers, over the "
+    "records it has, are still shown); paired tests use only the (k, combination) pairs both "
+    "models have, and say how many."
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the experiment plans per student: its k values, G generation rounds, M
+    combinations, and R grading rounds by ``grader``."""
+
+    students: Sequence[str]
+    ks: Sequence[int]
+    generation_rounds: int
+    combinations: int
+    grader: str
+    grading_rounds: int
+
+    @classmethod
+    def of(cls, e: Experiment) -> Plan:
+        return cls(
+            students=[s.name for s in e.students],
+            ks=list(e.ks),
+            generation_rounds=e.generation_rounds,
+            combinations=e.combinations,
+            grader=e.grader.name,
+            grading_rounds=e.grader.rounds,
+        )
+
+
+def work_progress(
+    plan: Plan, generations: Iterable[GenerationRecord], grades: Iterable[GradeRecord]
+) -> list[PhaseProgress]:
+    """Per student, planned, done, failed and missing records of each phase. An answer is
+    done with its text; a verdict when the grader answered (unparsed included). Records
+    outside the plan (other k values or rounds) are not counted."""
+    ks = set(plan.ks)
+    answered: dict[str, set[tuple[int, int, int]]] = {s: set() for s in plan.students}
+    gen_failed: dict[str, set[tuple[int, int, int]]] = {s: set() for s in plan.students}
+    for g in generations:
+        key = (g.k, g.generation_round, g.index)
+        if (
+            g.student not in answered
+            or g.k not in ks
+            or g.generation_round > plan.generation_rounds
+        ):
+            continue
+        if g.status == "ok" and g.answer is not None:
+            answered[g.student].add(key)
+        elif g.status == "failed":
+            gen_failed[g.student].add(key)
+    given: dict[str, set[tuple[int, int, int, int]]] = {s: set() for s in plan.students}
+    grade_failed: dict[str, set[tuple[int, int, int, int]]] = {s: set() for s in plan.students}
+    for r in grades:
+        if (
+            r.grader != plan.grader
+            or r.student not in given
+            or r.grading_round > plan.grading_rounds
+        ):
+            continue
+        if (r.k, r.generation_round, r.index) not in answered[r.student]:
+            continue
+        verdict = (r.k, r.generation_round, r.index, r.grading_round)
+        (grade_failed if r.status == "failed" else given)[r.student].add(verdict)
+    planned = len(plan.ks) * plan.generation_rounds * plan.combinations
+    out = []
+    for s in plan.students:
+        done, failed = len(answered[s]), len(gen_failed[s] - answered[s])
+        out.append(
+            PhaseProgress(
+                student=s,
+                phase="generate",
+                planned=planned,
+                done=done,
+                failed=failed,
+                missing=max(0, planned - done - failed),
+            )
+        )
+        due = planned * plan.grading_rounds
+        done, failed = len(given[s]), len(grade_failed[s] - given[s])
+        out.append(
+            PhaseProgress(
+                student=s,
+                phase="grade",
+                planned=due,
+                done=done,
+                failed=failed,
+                missing=max(0, due - done - failed),
+            )
+        )
+    return out
+
+
+_PHASE_WORDS = {"generate": "answers", "grade": "verdicts"}
+
+
+def incomplete_reasons(progress: Iterable[PhaseProgress]) -> dict[str, str]:
+    """Per student with planned work not done: why it is not ranked, in words ("12 of 30
+    planned answers failed; 36 of 90 planned verdicts missing")."""
+    parts: dict[str, list[str]] = {}
+    for p in progress:
+        words = _PHASE_WORDS.get(p.phase, p.phase)
+        if p.failed:
+            parts.setdefault(p.student, []).append(
+                f"{p.failed} of {p.planned} planned {words} failed"
+            )
+        if p.missing:
+            parts.setdefault(p.student, []).append(
+                f"{p.missing} of {p.planned} planned {words} missing"
+            )
+    return {s: "partial: " + "; ".join(lines) for s, lines in parts.items()}
+
+
+def unfinished_units(run: RunStore) -> list[str]:
+    """Unit folders that hold parts but no ``_SUCCESS`` manifest (a task that has not
+    finished, or crashed): their records are not read by any report."""
+    out = []
+    for top in (RunLayout.GENERATIONS, RunLayout.GRADES):
+        run.check_folder(top)
+        folders: dict[str, bool] = {}
+        for key in run.store.list_keys(top):
+            folder, _, name = key.rpartition("/")
+            if name == RunLayout.MANIFEST:
+                folders[folder] = True
+            elif name.startswith(RunLayout.PART_PREFIX) and "/_damaged" not in folder:
+                folders.setdefault(folder, False)
+        out += sorted(folder for folder, finished in folders.items() if not finished)
+    return out
+
+
+def unfinished_warning(units: Sequence[str]) -> str | None:
+    """The warning for units without a manifest, naming the first few."""
+    if not units:
+        return None
+    shown = ", ".join(units[:3]) + (f" and {len(units) - 3} more" if len(units) > 3 else "")
+    return (
+        f"{len(units)} unit(s) have parts but no {RunLayout.MANIFEST} manifest (unfinished; "
+        f"their records are left out): {shown}"
+    )

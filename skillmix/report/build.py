@@ -16,7 +16,13 @@ from skillmix.artifacts import (
 )
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.method.points import MetricOptions
-from skillmix.pipeline.aggregate import RunMetrics, aggregate_records, resume_hint
+from skillmix.pipeline.aggregate import (
+    RunMetrics,
+    aggregate_records,
+    resume_hint,
+    unfinished_units,
+    unfinished_warning,
+)
 from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
 from skillmix.report.files import report_files
@@ -52,6 +58,9 @@ def build_report(
     metrics = aggregate_records(grades, options, run=run.uri)
     summary = build_summary(ctx, metrics, generations, grades, run_uri=run.uri)
     summary.gpu_usage = read_gpu_usage(run, [s.name for s in ctx.experiment.students])
+    unfinished = unfinished_warning(unfinished_units(run))
+    if unfinished:
+        summary.warnings.append(unfinished)
     info = run.read_run()
     if isinstance(info, ReferenceImportRun):
         # byte-identical grading rounds (the reference's grade.py --nruns R writes one grading

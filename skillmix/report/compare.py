@@ -87,6 +87,7 @@ def compare_runs(
             entry.run_id = run.run_id
             entry.run_label = f"#{run.index} {run.run_id}"
             describe_entry(entry, run.student_specs, run.grader_specs)
+            entry.excluded = run.excluded.get(entry.student)
             # paired tests pair (k, combination) only between runs drawing the same ones
             entry.design = "|".join(
                 run.settings.get(key, "") for key in ("catalog", "seed", "sampling")

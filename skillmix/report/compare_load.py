@@ -16,7 +16,7 @@ from skillmix.config import Experiment
 from skillmix.errors import SkillmixError
 from skillmix.identity import ResultIdentity, comparable_settings
 from skillmix.method.points import MetricOptions
-from skillmix.pipeline.aggregate import aggregate_run
+from skillmix.pipeline.aggregate import Plan, aggregate_run, incomplete_reasons, work_progress
 from skillmix.pipeline.context import RunContext
 from skillmix.report.compare_view import RunData
 from skillmix.report.leaderboard import IMPORTED_BACKEND
@@ -138,12 +138,14 @@ def load_run(uri: str, index: int) -> RunData:
             categories={r.skill: r.category for r in summary.skill_rates.rows if r.category},
             models=model_descriptions(summary.experiment),
             report=report_link(run.uri),
+            excluded=incomplete_reasons(summary.progress or []),
             **_specs(summary.experiment),
         )
 
     assert data is not None
     ctx = RunContext.from_run(data, f"{uri}/run.json")
     metrics = aggregate_run(run, ctx.experiment.metrics.options())
+    progress = work_progress(Plan.of(ctx.experiment), run.generation_records(), run.grade_records())
     return RunData(
         index=index,
         run=run.uri,
@@ -161,6 +163,7 @@ def load_run(uri: str, index: int) -> RunData:
         categories={s.name: s.category for s in ctx.catalog.skills},
         models=model_descriptions(ctx.experiment),
         report=report_link(run.uri),
+        excluded=incomplete_reasons(progress),
         **_specs(ctx.experiment),
     )
 

@@ -42,6 +42,11 @@ class RunData(BaseModel):
     student_specs: dict[str, dict[str, Any]] = Field(
         default_factory=dict, exclude=True, description="Per student: its experiment spec."
     )
+    excluded: dict[str, str] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="Students with planned work missing or failed (not ranked), and why.",
+    )
     grader_specs: dict[str, dict[str, Any]] = Field(
         default_factory=dict, exclude=True, description="Per grader: its experiment spec."
     )

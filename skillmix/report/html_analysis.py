@@ -14,6 +14,7 @@ from skillmix.artifacts import (
     TopicRates,
 )
 from skillmix.report.markup import Image, Safe, el, figure, fmt, number, pct, table
+from skillmix.report.view import SMALL_N_MARK, RateCellView, rate_cell_view
 
 KIND_TITLES = {"best": "best", "worst": "worst", "explicit_name": "names a skill"}
 GROUP_TITLES = {
@@ -41,7 +42,7 @@ def rates_details(
                 getattr(row, what),
                 *[getattr(row, x) for x in extra],
                 *[
-                    f"{fmt(v)} (n={n})" if v is not None else "—"
+                    _rate_td(rate_cell_view(v, n, table_data.min_n))
                     for v, n in zip(row.values, row.n, strict=True)
                 ],
                 fmt(row.mean),
@@ -62,12 +63,29 @@ def rates_details(
     )
 
 
+def _rate_td(cell: RateCellView | None) -> Safe:
+    """A rate cell: its text, the interval in its tooltip, the exact numbers as data."""
+    if cell is None:
+        return el("td", "—", class_="num")
+    return el(
+        "td",
+        cell.text,
+        class_="num small-n" if cell.small else "num",
+        title=cell.title,
+        data_value=number(cell.value),
+        data_n=cell.n,
+        data_ci_low=number(cell.ci_low),
+        data_ci_high=number(cell.ci_high),
+    )
+
+
 def rates_note(table_data: SkillRates | TopicRates | CategoryRates) -> str:
     """What a rate is and how rows are sorted (from the table itself)."""
     unit = f"Rate: {table_data.unit}. " if table_data.unit else ""
     return (
         f"{unit}Hardest first, by the mean over the cells with n ≥ {table_data.min_n} "
-        "combinations (rows without such a cell last)."
+        f"combinations (rows without such a cell last). {SMALL_N_MARK}: fewer than "
+        f"{table_data.min_n} combinations; hover a cell for its 95% Wilson interval."
     )
 
 

@@ -68,9 +68,12 @@ def board_row(
         el(
             "td",
             row.score_text,
+            el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
             class_="num",
             title=f"exactly {row.exact_score}" if row.exact_score else None,
             data_score=number(row.score),
+            data_ci_low=number(row.score_ci[0]) if row.score_ci else None,
+            data_ci_high=number(row.score_ci[1]) if row.score_ci else None,
             **ident,
         ),
         *([own] if board.has_own else []),
@@ -140,7 +143,8 @@ def leaderboards_section(view: ReportView) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             "standard error, the 95% interval below it and n (combinations). Intervals: "
-            f"{view.metrics.interval_method} {READING_NOTE} A thick line separates tie groups of several rows.",
+            f"{view.metrics.interval_method} {READING_NOTE} A thick line separates tie groups of several rows."
+            + (f" {view.rule}" if view.rule else ""),
             class_="note",
         )
     )

@@ -26,7 +26,14 @@ from skillmix.artifacts import (
     PairwiseResult,
 )
 from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
-from skillmix.method.stats import PAIRED_METHOD, exact_fraction, paired_test, tie_groups
+from skillmix.method.stats import (
+    PAIRED_METHOD,
+    SCORE_INTERVAL_METHOD,
+    bootstrap_mean_over_k,
+    exact_fraction,
+    paired_test,
+    tie_groups,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -55,6 +62,7 @@ class Entry:
     backend: str | None = None
     sampling: dict[str, Any] | None = None
     grader_model_id: str | None = None
+    excluded: str | None = None  # why it is not ranked (planned work missing or failed)
 
 
 def competition_ranks(scores: Sequence[Fraction | float | None]) -> list[int | None]:
@@ -175,10 +183,11 @@ def leaderboard(
     """Entries ranked by ``metric`` averaged over the k values every entry has, adjacent rows
     compared by a paired test (``samples`` bootstrap resamples for the difference's interval),
     and statistically tied rows grouped."""
-    ks = common_ks(entries)
+    rankable = [e for e in entries if not e.excluded]
+    ks = common_ks(rankable)
     all_ks = sorted({k for e in entries for k in e.ks})
-    partial = [e for e in entries if sorted(e.ks) != ks]
-    rows = board_rows(entries, metric, ks, all_ks, partial)
+    partial = [e for e in rankable if sorted(e.ks) != ks]
+    rows = board_rows(entries, metric, ks, all_ks, partial, samples=samples, seed=seed)
     order = sorted(range(len(rows)), key=lambda i: (rows[i].rank is None, rows[i].rank or 0, i))
     ranked = [i for i in order if rows[i].rank is not None]
     pairwise = adjacent_tests(entries, rows, ranked, metric, ks, samples=samples, seed=seed)
@@ -195,7 +204,7 @@ def leaderboard(
         ranked_over_ks=ks,
         ks=all_ks,
         score_label=score_label(ks),
-        ranking_note=ranking_note(len(entries), len(partial), ks),
+        ranking_note=ranking_note(len(rankable), len(partial), ks, len(entries) - len(rankable)),
         rows=[rows[i] for i in order],
         pairwise=pairwise,
     )
@@ -207,11 +216,17 @@ def board_rows(
     ks: Sequence[int],
     all_ks: Sequence[int],
     partial: Sequence[Entry],
+    *,
+    samples: int = 0,
+    seed: int = 0,
 ) -> list[LeaderboardRow]:
     """One row per entry, in the entries' order: its rank and score over ``ks`` (exact
-    fractions decide the rank), its cells at every k, and its own score when it is one of the
-    ``partial`` entries that have more k values than ``ks``."""
-    exact = [exact_mean_over_k(e.metrics.get(metric, {}), ks) for e in entries]
+    fractions decide the rank) with the score's bootstrap interval (``samples`` resamples),
+    its cells at every k, and its own score when it is one of the ``partial`` entries that
+    have more k values than ``ks``."""
+    exact = [
+        None if e.excluded else exact_mean_over_k(e.metrics.get(metric, {}), ks) for e in entries
+    ]
     ranks = competition_ranks(exact)
     partial_ids = {id(e) for e in partial}
     rows = []
@@ -227,8 +242,11 @@ def board_rows(
                 run_id=entry.run_id,
                 run_label=entry.run_label,
                 model=entry.model,
-                score=mean_over_k(cells, ks),
+                score=None if entry.excluded else mean_over_k(cells, ks),
                 exact_score=f"{value.numerator}/{value.denominator}" if value is not None else None,
+                score_ci95=score_interval(entry, metric, ks, samples, seed)
+                if value is not None
+                else None,
                 own_score=mean_over_k(cells, sorted(entry.ks))
                 if id(entry) in partial_ids
                 else None,
@@ -236,10 +254,23 @@ def board_rows(
                 backend=entry.backend,
                 sampling=entry.sampling,
                 grader_model_id=entry.grader_model_id,
+                excluded=entry.excluded,
                 cells={str(k): cells.get(str(k)) for k in all_ks},
             )
         )
     return rows
+
+
+def score_interval(
+    entry: Entry, metric: str, ks: Sequence[int], samples: int, seed: int
+) -> list[float] | None:
+    """The bootstrap interval of the entry's mean over ``ks``; None without its
+    per-combination values."""
+    values = entry.samples.get(metric, {})
+    if not ks or any(k not in values for k in ks):
+        return None
+    ci = bootstrap_mean_over_k([values[k][1] for k in ks], samples, seed)
+    return list(ci) if ci else None
 
 
 def adjacent_tests(
@@ -287,9 +318,21 @@ def mark_ties(
         rows[i].tied = above or below
 
 
-def ranking_note(models: int, partial: int, ks: Sequence[int]) -> str:
-    """Why some models' own scores are shown apart, or why nothing is ranked; "" when every
-    model has the same k values."""
+def ranking_note(models: int, partial: int, ks: Sequence[int], excluded: int = 0) -> str:
+    """Why some models' own scores are shown apart, why some are not ranked (``excluded``:
+    models with planned work missing or failed), or why nothing is ranked; "" when every
+    model is complete and has the same k values."""
+    note = _k_note(models, partial, ks)
+    if excluded:
+        left_out = (
+            f"{excluded} model(s) with planned work missing or failed are not ranked "
+            "(the reason is on each row)."
+        )
+        return f"{note} {left_out}" if note else left_out
+    return note
+
+
+def _k_note(models: int, partial: int, ks: Sequence[int]) -> str:
     if partial and ks:
         return (
             f"Ranked over k = {', '.join(map(str, ks))}, the k values all {models} "
@@ -309,12 +352,15 @@ def leaderboards(
     seed: int = 0,
     students: Mapping[str, Mapping[str, Any]] | None = None,
     graders: Mapping[str, Mapping[str, Any]] | None = None,
+    excluded: Mapping[str, str] | None = None,
 ) -> list[Leaderboard]:
     """The run report's three leaderboards; ``students`` and ``graders`` map names to their
-    experiment specs (model id, backend, sampling), shown on each row."""
+    experiment specs (model id, backend, sampling), shown on each row; ``excluded``: students
+    not ranked, and why (``pipeline.aggregate.incomplete_reasons``)."""
     entries = entries_from_rows(rows)
     for entry in entries:
         describe_entry(entry, students or {}, graders or {})
+        entry.excluded = (excluded or {}).get(entry.student)
     return [leaderboard(entries, name, samples=samples, seed=seed) for name in METRIC_NAMES]
 
 
@@ -409,4 +455,6 @@ READING_NOTE = (
 def board_note(board: Leaderboard) -> str:
     """What a leaderboard's score is (its k values), and why when some models have more."""
     text = f"Ranked by the {board.score_label}."
+    if any(r.score_ci95 for r in board.rows):
+        text += f" Beside the score: its {SCORE_INTERVAL_METHOD}."
     return f"{text} {board.ranking_note}" if board.ranking_note else text

@@ -111,7 +111,7 @@ def leaderboard_markdown(
             *[md_escape(row.labels[c]) for c, _ in label_columns],
             md_escape(row.model_text),
             *[_cell_text(row.cells[k]) for k in view.ks],
-            row.score_text,
+            f"{row.score_text} {row.score_ci_text}".strip(),
             *([row.own_score_text] if view.has_own else []),
             md_escape(row.verdict.text if row.verdict else ""),
         ]
@@ -406,7 +406,8 @@ def leaderboards_markdown(view: ReportView) -> list[str]:
         "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
         + md_escape(view.metrics.interval_method)
         + " "
-        + md_escape(READING_NOTE),
+        + md_escape(READING_NOTE)
+        + (f" {md_escape(view.rule)}" if view.rule else ""),
         "",
     ]
     for board in view.boards:

@@ -25,7 +25,7 @@ from skillmix.artifacts import (
 )
 from skillmix.backends.pricing import cost_usd, price_for
 from skillmix.method.points import METRIC_DEFINITIONS
-from skillmix.pipeline.aggregate import RunMetrics
+from skillmix.pipeline.aggregate import Plan, RunMetrics, incomplete_reasons, work_progress
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.report.analysis import (
@@ -167,7 +167,9 @@ def build_summary(
     due = _verdicts_due(ctx, generations)
     found = len(due & {_verdict_key(r) for r in grades})
     planned_grades = len(due)
-    complete = len(generations) >= planned_generations and found >= planned_grades
+    progress = work_progress(Plan.of(e), generations, grades)
+    excluded = incomplete_reasons(progress)
+    complete = len(generations) >= planned_generations and found >= planned_grades and not excluded
     section = metrics.section(details=True)
     boards = leaderboards(
         section.rows,
@@ -175,6 +177,7 @@ def build_summary(
         seed=metrics.options.bootstrap_seed,
         students={s.name: s.model_dump(mode="json") for s in e.students},
         graders={e.grader.name: e.grader.model_dump(mode="json")},
+        excluded=excluded,
     )
     order = [(r.student, r.grader) for r in boards[0].rows]  # by Full Marks
     units = voted_units(grades, metrics.options)
@@ -200,6 +203,7 @@ def build_summary(
             grades=found,
         ),
         status="complete" if complete else "partial",
+        progress=progress,
         metrics=section,
         leaderboards=boards,
         usage=usage_rows(ctx, generations, grades),
@@ -211,5 +215,8 @@ def build_summary(
         category_rates=category_rates(metrics.rows, categories, order),
         gallery=select_examples(units, metrics.options, order),
         metric_definitions=dict(METRIC_DEFINITIONS),
-        warnings=self_grading_warnings(e),
+        warnings=[
+            *self_grading_warnings(e),
+            *(f"{student}: not ranked, {why}" for student, why in excluded.items()),
+        ],
     )

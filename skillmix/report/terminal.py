@@ -7,12 +7,14 @@ from rich.table import Table
 
 from skillmix.report.view import MetricsView
 
-DEFAULT_TITLE = "SKILL-MIX metrics (mean ± stderr)"
+DEFAULT_TITLE = "SKILL-MIX metrics"
 
 
 def metrics_terminal_table(view: MetricsView, title: str = DEFAULT_TITLE) -> Table:
-    """The reference's ``mean ± stderr`` per metric (its exact print in reference mode)."""
-    table = Table(title=title)
+    """Per metric ``mean [95% interval]``, the interval the report shows (in reference mode
+    the reference's own ``mean ± stderr`` print); the title says which."""
+    shown = "mean ± stderr, as the reference prints" if view.reference else "mean [95% interval]"
+    table = Table(title=f"{title} ({shown})")
     for column in ("student", "grader", "k", "n"):
         table.add_column(column, justify="right" if column in ("k", "n") else "left")
     for metric_title in view.titles:

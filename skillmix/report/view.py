@@ -20,12 +20,15 @@ from skillmix.artifacts import (
     MetricSettings,
     MetricsSection,
     MetricValueJson,
+    PairwiseResult,
     Summary,
     UsageRow,
 )
 from skillmix.config import Experiment
 from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.reference_numbers import reference_print
+from skillmix.method.stats import wilson_interval
+from skillmix.pipeline.aggregate import COMPLETENESS_RULE
 from skillmix.report.leaderboard import (
     board_note,
     model_text,
@@ -71,8 +74,14 @@ class CellView:
 
     @property
     def short_text(self) -> str:
-        """``mean ± stderr``: the terminal table's cell."""
+        """``mean ± stderr``."""
         return f"{self.mean_text} ± {self.stderr_text}"
+
+    @property
+    def interval_text(self) -> str:
+        """``mean [low, high]`` (the Wilson interval the report shows): the terminal's cell,
+        which, unlike ± stderr, does not collapse at 0/n and n/n."""
+        return f"{self.mean_text} {self.ci_text}" if self.ci_text else self.mean_text
 
     @property
     def text(self) -> str:
@@ -133,9 +142,12 @@ class BoardRowView:
     score: float | None
     score_text: str
     exact_score: str | None
+    score_ci: tuple[float, float] | None  # the score's bootstrap interval
+    score_ci_text: str  # "[low, high]", "" without one
     own_score_text: str  # "" unless the model has more k values than the ranked ones
     own_ks_text: str
     verdict: VerdictView | None
+    excluded: str  # why the row is not ranked ("" when it is)
 
 
 @dataclass(frozen=True)
@@ -199,11 +211,14 @@ def board_view(board: Leaderboard) -> BoardView:
                 score=row.score,
                 score_text=fmt(row.score, 3),
                 exact_score=row.exact_score,
+                score_ci=(row.score_ci95[0], row.score_ci95[1]) if row.score_ci95 else None,
+                score_ci_text=f"[{fmt(row.score_ci95[0], 3)}, {fmt(row.score_ci95[1], 3)}]"
+                if row.score_ci95
+                else "",
                 own_score_text=fmt(row.own_score, 3) if row.own_score is not None else "",
                 own_ks_text=", ".join(map(str, sorted(row.ks))),
-                verdict=VerdictView(verdict_text(pair), pair.significant, pair.p_value)
-                if pair
-                else None,
+                verdict=_verdict(pair, row.excluded),
+                excluded=row.excluded or "",
             )
         )
     return BoardView(
@@ -216,6 +231,13 @@ def board_view(board: Leaderboard) -> BoardView:
         has_own=any(r.own_score is not None for r in board.rows),
         rows=tuple(rows),
     )
+
+
+def _verdict(pair: PairwiseResult | None, excluded: str | None) -> VerdictView | None:
+    """The 'vs next' cell: the paired test, or why the row is not ranked."""
+    if excluded:
+        return VerdictView(f"not ranked ({excluded})", False, None)
+    return VerdictView(verdict_text(pair), pair.significant, pair.p_value) if pair else None
 
 
 def as_board_view(board: Leaderboard | BoardView) -> BoardView:
@@ -254,8 +276,8 @@ class MetricRowView:
 
     def terminal_cells(self, reference: bool) -> list[str]:
         """The terminal's cells: the reference's exact print in reference mode ("nan"
-        included), else ``mean ± stderr`` (a value that cannot be computed says "n/a")."""
-        return [c.reference_text if reference else c.short_text for c in self.cells.values()]
+        included), else ``mean [95% interval]`` (a value that cannot be computed says "n/a")."""
+        return [c.reference_text if reference else c.interval_text for c in self.cells.values()]
 
 
 @dataclass(frozen=True)
@@ -301,6 +323,44 @@ def metrics_view(section: MetricsSection) -> MetricsView:
         reference=settings.mode == "reference",
         interval_method=settings.interval_method,
         settings_caption=settings_caption(settings),
+    )
+
+
+# per-skill, per-topic and per-category rates -----------------------------------------------
+SMALL_N_MARK = "†"
+
+
+@dataclass(frozen=True)
+class RateCellView:
+    """One heatmap cell (a rate over n combinations) as the page's rate tables show it: the
+    rate and n, a mark where n is below the table's ``min_n``, and its 95% Wilson interval
+    (the metrics' interval) for the tooltip."""
+
+    value: float
+    n: int
+    ci_low: float | None
+    ci_high: float | None
+    small: bool
+    text: str  # "0.50 (n=6)", with the mark when small
+    title: str  # "95% interval [0.19, 0.81]; n = 6 combinations"
+
+
+def rate_cell_view(value: float | None, n: int, min_n: int) -> RateCellView | None:
+    """None for a cell the model never sampled."""
+    if value is None:
+        return None
+    ci = wilson_interval(value * n, n)
+    small = n < min_n
+    interval = f"95% interval [{fmt(ci[0])}, {fmt(ci[1])}]; " if ci else ""
+    return RateCellView(
+        value=value,
+        n=n,
+        ci_low=ci[0] if ci else None,
+        ci_high=ci[1] if ci else None,
+        small=small,
+        text=f"{fmt(value)} (n={n})" + (SMALL_N_MARK if small else ""),
+        title=f"{interval}n = {n} combinations"
+        + (f" (fewer than {min_n}: read with care)" if small else ""),
     )
 
 
@@ -372,6 +432,7 @@ class ReportView:
     partial: PartialView | None
     cost: tuple[CostPoint, ...] = field(default=())
     cost_metric: str = "score"  # the score column of the cost table: metric and k values
+    rule: str = ""  # how models with missing planned work are ranked ("" in old summaries)
 
 
 def ungraded_models(summary: Summary) -> list[str]:
@@ -384,6 +445,19 @@ def partial_view(summary: Summary) -> PartialView | None:
     if summary.status != "partial":
         return None
     counts = summary.counts
+    if summary.progress:  # done records against the plan (a failed one is not finished)
+        total = {
+            (phase, what): sum(getattr(p, what) for p in summary.progress if p.phase == phase)
+            for phase in ("generate", "grade")
+            for what in ("done", "planned")
+        }
+        return PartialView(
+            generations=total["generate", "done"],
+            planned_generations=total["generate", "planned"],
+            grades=total["grade", "done"],
+            planned_grades=total["grade", "planned"],
+            ungraded=tuple(ungraded_models(summary)),
+        )
     return PartialView(
         generations=counts.generations,
         planned_generations=counts.planned_generations,
@@ -406,6 +480,7 @@ def report_view(summary: Summary) -> ReportView:
         partial=partial_view(summary),
         cost=tuple(cost_points(summary)),
         cost_metric=f"{METRIC_TITLES[first.metric]} ({first.score_label})" if first else "score",
+        rule=COMPLETENESS_RULE if summary.progress is not None else "",
     )
 
 

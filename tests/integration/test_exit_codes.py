@@ -143,7 +143,8 @@ def test_no_nan_in_tables_when_a_stderr_cannot_be_computed(tmp_path: Path) -> No
         "--store", str(tmp_path / "store"), "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    assert "n/a (n<2)" in result.stdout, result.stdout
+    # the terminal shows the Wilson interval, which n = 1 does not collapse (issue 23)
+    assert "0.00 [0.00, 0.79]" in result.stdout or "1.00 [0.21, 1.00]" in result.stdout
     assert "nan" not in result.stdout
     (run_dir,) = [p for p in (tmp_path / "store").iterdir() if p.name != "_cache"]
     markdown = (run_dir / "report" / "report.md").read_text()
@@ -154,7 +155,7 @@ def test_no_nan_in_tables_when_a_stderr_cannot_be_computed(tmp_path: Path) -> No
 
     report = run_cli("report", str(run_dir))
     assert report.exit_code == 0, report.stderr
-    assert "n/a (n<2)" in report.stdout and "nan" not in report.stdout
+    assert "[95% interval]" in report.stdout and "nan" not in report.stdout
 
 
 # ---- stores ---------------------------------------------------------------------------------

@@ -94,6 +94,29 @@ CELL = re.compile(
 )
 
 
+TERMINAL_CELL = re.compile(r"^(?P<mean>\S+)(?: \[(?P<low>[^,\]]+), (?P<high>[^\]]+)\])?$")
+SCORE = re.compile(r"^(?P<score>[^\s\[]+) ?(?P<ci>\[[^\]]+\])?$")
+Ranked = tuple[str, str, str, tuple[float | None, float | None] | None]  # rank, score, ci, exact
+
+
+def parse_score(text: str) -> tuple[str, str]:
+    """A leaderboard's score cell: its text and its interval's text ("" without one)."""
+    found = SCORE.match(" ".join(text.split()))
+    assert found, f"not a score cell: {text!r}"
+    return found["score"], found["ci"] or ""
+
+
+def parse_terminal_cell(text: str) -> Shown | None:
+    """The terminal's ``mean [low, high]`` (the report's Wilson interval, no stderr)."""
+    text = " ".join(text.split())
+    if text == "—":
+        return None
+    found = TERMINAL_CELL.match(text)
+    assert found, f"not a terminal cell: {text!r}"
+    ci = (found["low"], found["high"]) if found["low"] is not None else None
+    return Shown(found["mean"], "", ci)
+
+
 def parse_cell(text: str) -> Shown | None:
     text = " ".join(text.split())
     if text == "—":
@@ -141,22 +164,24 @@ def _number(text: str) -> float | None:
 
 def html_numbers(
     html: str,
-) -> tuple[dict[Key, Shown | None], dict[tuple[str, str], tuple[str, str]]]:
+) -> tuple[dict[Key, Shown | None], dict[tuple[str, str], Ranked]]:
     """Cells by key (visible text and exact data attributes) and, per (metric, student),
-    the rank and score texts."""
+    the rank and score texts with the score's interval (text and exact bounds)."""
     parser = _Leaderboards()
     parser.feed(html)
     cells: dict[Key, Shown | None] = {}
-    ranks: dict[tuple[str, str], tuple[str, str]] = {}
+    ranks: dict[tuple[str, str], Ranked] = {}
     for metric, rows in parser.boards.items():
         for tds in rows:
             if not tds:  # the header row
                 continue
-            score = next(a for a, _ in tds if "data-score" in a)
-            ranks[(metric, score["data-student"])] = (
-                tds[0][1],
-                next(t for a, t in tds if "data-score" in a),
+            score, text = next((a, t) for a, t in tds if "data-score" in a)
+            bounds = (
+                (_number(score["data-ci-low"]), _number(score["data-ci-high"]))
+                if "data-ci-low" in score
+                else None
             )
+            ranks[(metric, score["data-student"])] = (tds[0][1], *parse_score(text), bounds)
             for a, text in tds:
                 if "data-k" not in a:
                     continue
@@ -201,17 +226,16 @@ def markdown_tables(markdown: str) -> dict[str, list[dict[str, str]]]:
 
 def markdown_numbers(
     markdown: str, view: ReportView
-) -> tuple[
-    dict[Key, Shown | None], dict[Key, Shown | None], dict[tuple[str, str], tuple[str, str]]
-]:
+) -> tuple[dict[Key, Shown | None], dict[Key, Shown | None], dict[tuple[str, str], Ranked]]:
     """Leaderboard cells, metrics-table cells, and (metric, student) -> (rank, score)."""
     tables = markdown_tables(markdown)
     board_cells: dict[Key, Shown | None] = {}
-    ranks: dict[tuple[str, str], tuple[str, str]] = {}
+    ranks: dict[tuple[str, str], Ranked] = {}
     for board in view.boards:
         for row in tables[board.title]:
             student, grader = row["student"], row["grader"]
-            ranks[(board.metric, student)] = (row["rank"], row[board.score_label])
+            score = parse_score(row[board.score_label])
+            ranks[(board.metric, student)] = (row["rank"], *score, None)
             for k in board.ks:
                 board_cells[(student, grader, k, board.metric)] = parse_cell(row[f"k={k}"])
     metric_cells: dict[Key, Shown | None] = {}
@@ -247,7 +271,7 @@ def terminal_numbers(text: str, view: ReportView) -> dict[Key, Shown | None]:
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
         student, grader, k, n, *values = cells
         for metric, value in zip(view.metrics.metrics, values, strict=False):
-            shown = parse_cell(value)
+            shown = parse_terminal_cell(value)
             if shown is not None:
                 shown.n = int(n)
             out[(student, grader, int(k), metric)] = shown
@@ -294,7 +318,8 @@ def parity_problems(outputs: Outputs) -> list[str]:
         check(f"report.html {key}", html_cells.get(key), expected(cell))
         check(f"report.md leaderboard {key}", md_cells.get(key), expected(cell))
         check(f"report.md metrics {key}", md_metrics.get(key), expected(cell))
-        check(f"terminal {key}", terminal.get(key), expected(cell, ci=False))
+        want = expected(cell)
+        check(f"terminal {key}", terminal.get(key), want and Shown(want.mean, "", want.ci, want.n))
         exact = (cell.mean, cell.stderr, cell.ci_low, cell.ci_high)
         html = html_cells.get(key)
         if html is None or html.exact != exact:
@@ -311,11 +336,16 @@ def parity_problems(outputs: Outputs) -> list[str]:
             problems.append(f"{what} shows cells the view does not have: {sorted(extra)}")
     for board in view.boards:
         for row in board.rows:
-            want = (row.rank_text, row.score_text)
+            ranked = (row.rank_text, row.score_text, row.score_ci_text)
             for what, ranks in (("report.html", html_ranks), ("report.md", md_ranks)):
                 got = ranks.get((board.metric, row.student))
-                if got != want:
-                    problems.append(f"{what} {board.metric} {row.student}: {got}, the view {want}")
+                if got is None or got[:3] != ranked:
+                    problems.append(
+                        f"{what} {board.metric} {row.student}: {got}, the view {ranked}"
+                    )
+            html_row = html_ranks.get((board.metric, row.student))
+            if html_row is not None and html_row[3] != row.score_ci:
+                problems.append(f"report.html {board.metric} {row.student}: score interval")
     return problems
 
 
@@ -338,7 +368,12 @@ def test_every_output_shows_the_numbers_of_the_view(outputs: Outputs) -> None:
     view = outputs.view
     assert len(view.metrics.rows) == 4 * 2 and len(view.boards) == 3
     assert len({r.rank for b in view.boards for r in b.rows}) > 1  # the ranks differ
+    assert all(r.score_ci_text for b in view.boards for r in b.rows)  # scores have intervals
     assert parity_problems(outputs) == []
+    # a score interval shown otherwise than the view is caught
+    row = view.boards[0].rows[0]
+    swapped = outputs.markdown.replace(f"{row.score_text} {row.score_ci_text}", row.score_text)
+    assert parity_problems(_tampered(outputs, markdown=swapped))
 
 
 def _tampered(outputs: Outputs, **changes: str) -> Outputs:
@@ -361,7 +396,7 @@ def _first_cell(view: ReportView) -> CellView:
         },
         # a terminal cell rounded to 1 digit
         lambda o, c: {
-            "terminal": o.terminal.replace(c.short_text, f"{c.mean:.1f} ± {c.stderr_text}", 1)
+            "terminal": o.terminal.replace(c.interval_text, f"{c.mean:.1f} {c.ci_text}", 1)
         },
         # an interval bound of the page rounded up
         lambda o, c: {
