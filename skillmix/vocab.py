@@ -29,6 +29,7 @@ PHASE_LABEL = "skillmix.io/phase"
 STUDENT_LABEL = "skillmix.io/student"
 K_LABEL = "skillmix.io/k"
 ROUND_LABEL = "skillmix.io/round"
+TASK_LABEL = "skillmix.io/task"  # a reasoning task's generation Jobs (experiment `tasks:`)
 ATTEMPT_LABEL = "skillmix.io/attempt"
 SERVING_LABEL = "skillmix.io/serving"  # per-unit or per-model generation Jobs
 # a Job held back until its inputs exist, and how (see k8s/values.py hold_mode)

@@ -122,7 +122,7 @@ _served_lists: weakref.WeakKeyDictionary[Any, asyncio.Task[list[dict[str, Any]]]
 )
 
 
-SEEDED_BACKENDS = ("vllm",)  # backends that take a seed per request and honour it
+SEEDED_BACKENDS = ("vllm", "mock")  # backends that take a seed per request and honour it
 
 
 def request_seed(base: int | None, sample: str) -> int:

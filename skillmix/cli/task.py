@@ -81,6 +81,54 @@ def task() -> None:
         _pod_log.install()
 
 
+def serving_options(f: Any) -> Any:
+    """The flags a generation client takes, shared by ``generate`` and ``reason``: its shard,
+    its endpoint and budget share, the model server's start, its time limit, the attempt."""
+    for option in reversed(
+        [
+            click.option(
+                "--shard",
+                type=int,
+                default=None,
+                help="Shard index (default: $JOB_COMPLETION_INDEX or 0).",
+            ),
+            click.option("--shards", type=click.IntRange(1), default=1, show_default=True),
+            click.option(
+                "--base-url",
+                default=None,
+                help="Override the student's endpoint (in a pod: the vLLM sidecar).",
+            ),
+            click.option(
+                "--budget-share",
+                type=click.IntRange(1),
+                default=None,
+                help="Parallel workers sharing the student's concurrency/RPM/TPM budget "
+                "[default: --shards].",
+            ),
+            model_load_option,
+            click.option(
+                "--model-log",
+                default=None,
+                help="The model server's output of its current start (a vLLM sidecar's model "
+                "log): while waiting for /health, a permanent failure it names (gated, not "
+                "found, out of memory) exits 3 at once, a transient one (the Hub's 429 or 5xx) "
+                "gets one more load budget.",
+            ),
+            click.option(
+                "--time-limit",
+                type=click.FloatRange(0),
+                default=0,
+                show_default=True,
+                help="Stop after this many seconds of this process (exit 4; parts are kept). "
+                "0 = none.",
+            ),
+            attempt_option,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 @task.command("generate")
 @run_option
 @click.option("--student", required=True)
@@ -91,35 +139,7 @@ def task() -> None:
     default=None,
     help="Serving per-model: K:R,K:R... units of the student, run one after another.",
 )
-@click.option(
-    "--shard", type=int, default=None, help="Shard index (default: $JOB_COMPLETION_INDEX or 0)."
-)
-@click.option("--shards", type=click.IntRange(1), default=1, show_default=True)
-@click.option(
-    "--base-url", default=None, help="Override the student's endpoint (in a pod: the vLLM sidecar)."
-)
-@click.option(
-    "--budget-share",
-    type=click.IntRange(1),
-    default=None,
-    help="Parallel workers sharing the student's concurrency/RPM/TPM budget [default: --shards].",
-)
-@model_load_option
-@click.option(
-    "--model-log",
-    default=None,
-    help="The model server's output of its current start (a vLLM sidecar's model log): while "
-    "waiting for /health, a permanent failure it names (gated, not found, out of memory) "
-    "exits 3 at once, a transient one (the Hub's 429 or 5xx) gets one more load budget.",
-)
-@click.option(
-    "--time-limit",
-    type=click.FloatRange(0),
-    default=0,
-    show_default=True,
-    help="Stop after this many seconds of this process (exit 4; parts are kept). 0 = none.",
-)
-@attempt_option
+@serving_options
 def generate_task(
     run_uri: str, student: str, k: int | None, g: int | None, units: str | None, **options: Any
 ) -> None:
@@ -135,6 +155,17 @@ def generate_task(
     else:
         raise SkillmixError("give either --k and --round (one unit) or --units K:R,... (several)")
     pod.generate(run_uri, student, todo, pod.GenerateOptions(**options), say=_say)
+
+
+@task.command("reason")
+@run_option
+@click.option("--task", "task_name", required=True, help="A task of the run's experiment.")
+@click.option("--student", required=True)
+@serving_options
+def reason_task(run_uri: str, task_name: str, student: str, **options: Any) -> None:
+    """Ask one shard of a reasoning task's problems (experiment `tasks:`): the responses go
+    into the run folder as parts and a manifest; the aggregation scores them."""
+    pod.reason(run_uri, task_name, student, pod.GenerateOptions(**options), say=_say)
 
 
 @task.command("grade")

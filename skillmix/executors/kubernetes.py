@@ -30,6 +30,7 @@ from skillmix.k8s.launch import (
 )
 from skillmix.k8s.profiles import ClusterProfile
 from skillmix.pipeline.context import RunContext
+from skillmix.pipeline.task_units import frozen_problems
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore
 
@@ -103,6 +104,7 @@ def launch(
         not dry_run
         and resume is None
         and lp.finished_units == lp.total_units
+        and not lp.values.get("taskGeneration")
         and run.store.exists(SUMMARY_JSON)
     )
     outcome = Launch(lp, name, profile.namespace, done=done, dry_run=dry_run, kube=kube)
@@ -118,6 +120,8 @@ def launch(
     finally:
         api_warnings(kube, warn)
     marks.append(("pre-flight", time.perf_counter()))
+    for task in experiment.tasks:  # pods read the problems from the run, not from the Hub
+        frozen_problems(run, task, experiment.seed)
     if resume is None:
         record_launch(run, ctx, lp)
     elif run.store.exists(RunLayout.launch_created(lp.attempt)):

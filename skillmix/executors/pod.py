@@ -21,6 +21,7 @@ from skillmix.backends.client import ChatClient
 from skillmix.backends.factory import make_client
 from skillmix.config import ModelSpec
 from skillmix.errors import RunFailedError, SkillmixError, TimeLimitReached
+from skillmix.executors.experiment_tasks import aggregate_tasks, answer_mock
 from skillmix.k8s.coordinator import Coordinator, Timing
 from skillmix.k8s.mirror import ClusterApi
 from skillmix.pipeline.context import RunContext, open_run, parent_store
@@ -28,6 +29,12 @@ from skillmix.pipeline.generate import run_generate_units
 from skillmix.pipeline.grade import run_grade
 from skillmix.pipeline.model_server import wait_for_model_server
 from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.task_units import (
+    TaskUnit,
+    frozen_problems,
+    pending_task_units,
+    run_task_unit,
+)
 from skillmix.pipeline.units import UnitResult, pending_units
 from skillmix.report.build import run_aggregate_task
 from skillmix.store.layout import RunLayout
@@ -403,16 +410,93 @@ def grade(run_uri: str, unit: Unit, options: GradeOptions, say: Say = _stderr) -
 
 def aggregate(run_uri: str, *, wait_timeout: float, attempt: int, say: Say = _stderr) -> Summary:
     """Metrics and the run's report/ folder, first waiting up to ``wait_timeout`` seconds for
-    every grading unit."""
+    every grading unit (and every reasoning-task unit); the tasks scored into report/tasks/."""
     run, ctx = open_run(run_uri)
     if wait_timeout > 0:
+        started = time.monotonic()
         units = plan_tasks(ctx.experiment).units
         wait_for_phase(run, ctx, "grade", units, wait_timeout, 10.0, attempt, say)
+        left = max(1.0, wait_timeout - (time.monotonic() - started))
+        wait_for_tasks(run, ctx, left, 10.0, attempt, say)
     summary, _metrics = run_aggregate_task(run, ctx)
     for line in summary.warnings:
         say(f"warning: {line}")
     say(f"aggregated {len(summary.metrics.rows)} rows into {run.uri.rstrip('/')}/report/")
+    if ctx.experiment.tasks:
+        tasks = aggregate_tasks(ctx, run, sharded=ctx.sharded)
+        for name in tasks.unfinished:
+            say(f"warning: task {name}: a shard has no manifest; left out of report/tasks/")
+        say(f"scored {len(tasks.runs)} task runs into {run.uri.rstrip('/')}/report/tasks/")
     return summary
+
+
+def wait_for_tasks(
+    run: RunStore,
+    ctx: RunContext,
+    timeout: float,
+    interval: float,
+    attempt: int = 0,
+    say: Say = _stderr,
+) -> None:
+    """Block until every reasoning-task unit has its manifest (see ``wait_for_phase``)."""
+    if not ctx.experiment.tasks:
+        return
+    deadline = time.monotonic() + timeout
+    while pending := pending_task_units(run, ctx.experiment, sharded=ctx.sharded, attempt=attempt):
+        if time.monotonic() >= deadline:
+            raise RunFailedError(
+                f"timed out after {timeout:g}s waiting for {len(pending)} task units "
+                f"(e.g. {pending[0].prefix})"
+            )
+        say(f"waiting for tasks: {len(pending)} units pending")
+        time.sleep(min(interval, max(0.05, deadline - time.monotonic())))
+    say("tasks finished")
+
+
+def reason(
+    run_uri: str, task: str, student: str, options: GenerateOptions, say: Say = _stderr
+) -> UnitResult:
+    """Ask one shard of a reasoning task's problems (``skillmix task reason``): a mock student
+    is answered by a mock given the task's answer key, started here; the shards share the
+    student's budget as generation shards do."""
+    run, ctx = open_run(run_uri)
+    spec_task = next((t for t in ctx.experiment.tasks if t.name == task), None)
+    if spec_task is None:
+        known = ", ".join(t.name for t in ctx.experiment.tasks) or "none"
+        raise SkillmixError(f"--task {task}: not a task of this run (tasks: {known})")
+    spec = ctx.experiment.student(student)
+    shards = options.shards
+    if shards != spec_task.shards:
+        raise SkillmixError(f"--shards {shards} does not match the run's plan ({spec_task.shards})")
+    unit = TaskUnit(task, student, pod_shard(options.shard, shards), shards)
+    seed = ctx.experiment.seed
+    problems = frozen_problems(run, spec_task, seed)
+
+    async def main() -> UnitResult:
+        with answer_mock(problems, [spec], seed) as mock_url:
+            share = shards if options.budget_share is None else options.budget_share
+            client = pod_client(spec, options.base_url or mock_url or None, run_uri, seed, share)
+            progress = LogProgress(f"{task} {student} shard {unit.shard}", say=say)
+            try:
+                return await run_task_unit(
+                    run, client, unit, problems, spec, attempt=options.attempt, progress=progress
+                )
+            finally:
+                await client.close()
+
+    time_limit, start = options.time_limit, time.monotonic()
+    await_model(
+        options.base_url,
+        min(options.model_load_timeout, time_limit) if time_limit else options.model_load_timeout,
+        model_log=options.model_log,
+        model=spec.vllm.model or spec.model,
+        limit=time_limit,
+        say=say,
+    )
+    left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
+    result: UnitResult = within(left, main(), time_limit)
+    report_unit(result, "asked", say)
+    return result
 
 
 def wait(
@@ -438,7 +522,11 @@ def wait(
     ]
     if not units:
         raise SkillmixError("no units match --student/--k/--round in this run")
+    started = time.monotonic()
     wait_for_phase(run, ctx, phase, units, timeout, interval, attempt, say)
+    if phase == "grade" and student is None and k is None and g is None:  # the aggregation's
+        left = max(1.0, timeout - (time.monotonic() - started))
+        wait_for_tasks(run, ctx, left, interval, attempt, say)
 
 
 def coordinate(

@@ -54,6 +54,7 @@ from skillmix.k8s.jobs import JobState, read_deferred
 from skillmix.k8s.mirror import MAX_BACKOFF, ClusterApi, Mirror, PodView
 from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.task_units import pending_task_units
 from skillmix.pipeline.units import pending_units
 from skillmix.retrying import RetryPolicy, retry
 from skillmix.store.base import KeyExists
@@ -177,7 +178,8 @@ class Coordinator:
                 attempt=self.attempt,
             )
         elif job.phase == "aggregate":
-            if any(phase == "grade" for phase, _ in unfinished):
+            # every grading Job, and every generation Job (a reasoning task's among them)
+            if any(phase in ("grade", "generate") for phase, _ in unfinished):
                 return False
             ok = not self._pending(
                 self.run,
@@ -186,6 +188,8 @@ class Coordinator:
                 self.units,
                 relaunched=self._relaunched("grade"),
                 attempt=self.attempt,
+            ) and not pending_task_units(
+                self.run, self.ctx.experiment, sharded=True, attempt=self.attempt
             )
         else:
             ok = False

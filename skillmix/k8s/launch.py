@@ -24,7 +24,14 @@ from skillmix.k8s.status import coordinator_state
 from skillmix.k8s.values import build_values, release_name, run_uri_for
 from skillmix.method.prompts import render_generation_prompts, render_grading_prompt
 from skillmix.pipeline.context import RunContext, resolve_context
-from skillmix.pipeline.plan import GenerateTask, generation_jobs, plan_tasks
+from skillmix.pipeline.plan import (
+    GenerateTask,
+    TaskGenerateTask,
+    generation_jobs,
+    plan_tasks,
+    reasoning_jobs,
+)
+from skillmix.pipeline.task_units import TaskUnit, task_unit_complete
 from skillmix.pipeline.units import shard_prefix, unit_complete
 from skillmix.store.base import KeyExists
 from skillmix.store.layout import RunLayout
@@ -140,11 +147,6 @@ class LaunchPlan:
 def prepare_launch(
     experiment: Experiment, cluster: str | None, *, check_store: bool = True
 ) -> tuple[str, ClusterProfile, RunContext, RunStore]:
-    if experiment.tasks:
-        raise SkillmixError(
-            "tasks: reasoning tasks are not launched on Kubernetes yet",
-            hint="run the file locally (skillmix evaluate -f FILE), or launch it without `tasks:`",
-        )
     name, profile = get_profile(cluster)
     if not profile.store.startswith("s3://"):
         raise SkillmixError(
@@ -199,6 +201,7 @@ def plan_launch(
     plan = plan_tasks(e, sharded=True)
     units = plan.units
     gen_todo, grade_todo, attempt = _units_to_do(ctx, units, run, resume)
+    task_todo = _tasks_to_do(ctx, run, resume)
     values = (
         resume.values.as_dict()
         if resume is not None
@@ -209,6 +212,7 @@ def plan_launch(
             attempt=attempt,
             generation=gen_todo,
             grading=grade_todo,
+            reasoning=task_todo,
             sidecar_port=sidecar_port,
         )
     )
@@ -235,6 +239,12 @@ def plan_launch(
         gpus = spec.vllm.gpu_count if spec.backend == "vllm" else 0
         k, g = (job.k, job.round) if isinstance(job, GenerateTask) else (None, None)
         lp.jobs.append(JobPlan("generate", job.student, k, g, spec.replicas, gpus, spec.backend))
+    for task in task_todo:
+        spec = e.student(task.student)
+        gpus = spec.vllm.gpu_count if spec.backend == "vllm" else 0
+        lp.jobs.append(
+            JobPlan("generate", task.student, None, None, task.shards, gpus, spec.backend)
+        )
     for student, k, g in grade_todo:
         lp.jobs.append(JobPlan("grade", student, k, g, 1, 0, e.grader.backend))
     lp.jobs.append(JobPlan("aggregate", "-", None, None, 1, 0, "-"))
@@ -285,6 +295,27 @@ def _units_to_do(
         )
         return gen_todo, grade_todo, attempt
     return list(units), list(units), 1
+
+
+def _tasks_to_do(
+    ctx: RunContext, run: RunStore | None, resume: LaunchRecord | None
+) -> list[TaskGenerateTask]:
+    """The reasoning-task Jobs of this attempt: the resumed attempt's own, else those with a
+    shard not complete in the store (all of them without a store: a dry run)."""
+    if resume is not None:
+        entries = resume.values.as_dict().get("taskGeneration", [])
+        return [TaskGenerateTask(e["task"], e["student"], e.get("replicas", 1)) for e in entries]
+    jobs = reasoning_jobs(ctx.experiment)
+    if run is None:
+        return jobs
+    return [
+        job
+        for job in jobs
+        if not all(
+            task_unit_complete(run, TaskUnit(job.task, job.student, shard, job.shards))
+            for shard in range(job.shards)
+        )
+    ]
 
 
 def plan_warnings(ctx: RunContext, profile: ClusterProfile) -> list[str]:

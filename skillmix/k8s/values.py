@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +19,15 @@ from skillmix.k8s.estimate import (
     unit_decode_seconds,
 )
 from skillmix.k8s.profiles import ClusterProfile
+from skillmix.k8s.task_values import task_generation_values
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.plan import GenerateTask, ModelGenerateTask, generation_jobs, plan_tasks
+from skillmix.pipeline.plan import (
+    GenerateTask,
+    ModelGenerateTask,
+    TaskGenerateTask,
+    generation_jobs,
+    plan_tasks,
+)
 from skillmix.vocab import Unit
 
 MAX_RELEASE = 53  # Helm's limit for release names
@@ -205,6 +213,7 @@ def build_values(
     attempt: int,
     generation: list[Unit],
     grading: list[Unit],
+    reasoning: Sequence[TaskGenerateTask] = (),
     aggregation: bool = True,
     sidecar_port: int = 8000,
 ) -> dict[str, Any]:
@@ -227,6 +236,15 @@ def build_values(
         sidecar_port,
     )
     values = _cluster_values(ctx, profile, cluster, attempt, sidecar_port) | work.values()
+    if reasoning:  # the experiment's tasks (absent otherwise: values as before tasks)
+        values["taskGeneration"] = task_generation_values(
+            ctx,
+            profile,
+            list(reasoning),
+            uri=work.uri,
+            attempt=attempt,
+            sidecar_url=work.sidecar_url,
+        )
     values["aggregation"]["enabled"] = aggregation
     values["coordinator"]["enabled"] = (
         bool(grading) or aggregation or work.gated_students or bool(profile.max_gpus)
@@ -238,6 +256,7 @@ def build_values(
         [0]
         + [g["deadlineSeconds"] for g in values["generation"]]
         + [g["deadlineSeconds"] for g in values["modelGeneration"]]
+        + [g["deadlineSeconds"] for g in values.get("taskGeneration", [])]
     )
     coordinator_deadline = max(
         d.coordinator_seconds, longest + d.grading_seconds + d.aggregation_seconds

@@ -109,6 +109,38 @@ class ModelGenerateTask:
 
 
 @dataclass(frozen=True)
+class TaskGenerateTask:
+    """A reasoning task of the experiment for one student: one Job whose ``shards`` pods
+    (an Indexed Job) each ask their share of the problems (``skillmix task reason``)."""
+
+    task: str
+    student: str
+    shards: int = 1
+
+    @property
+    def phase(self) -> Phase:
+        return "generate"
+
+    def container_args(
+        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
+    ) -> list[str]:
+        """``skillmix task reason --task T --student S``; sharding and budgets as in
+        ``GenerateTask.container_args``."""
+        args = ["task", "reason", "--run", run_uri, "--task", self.task, "--student", self.student]
+        args += ["--attempt", str(attempt)]
+        return args + _serving_args(base_url, self.shards, own_server)
+
+
+def reasoning_jobs(experiment: Experiment) -> list[TaskGenerateTask]:
+    """One Job per (task, student) of the experiment's ``tasks:``, sharded as each says."""
+    return [
+        TaskGenerateTask(task.name, student.name, task.shards)
+        for task in experiment.tasks
+        for student in experiment.students
+    ]
+
+
+@dataclass(frozen=True)
 class GradeTask:
     student: str
     k: int

@@ -225,3 +225,27 @@ def scored_results(
         mine: list[Verdict | None] = [next(verdicts) for _ in record.responses]
         results[problem.index] = results_entry(problem, messages, record.responses, mine, record)
     return results
+
+
+def relaunched_task_units(run: RunStore, attempt: int) -> set[tuple[str, str]]:
+    """(task, student) pairs that launch ``attempt`` (re)does: its ``taskGeneration`` values."""
+    if attempt <= 0:
+        return set()
+    record = run.read_launch_record(attempt)
+    entries = record.values.as_dict().get("taskGeneration", []) if record is not None else []
+    return {(str(e["task"]), str(e["student"])) for e in entries}
+
+
+def pending_task_units(
+    run: RunStore, experiment: Experiment, *, sharded: bool, attempt: int = 0
+) -> list[TaskUnit]:
+    """Task units without a manifest; those launch ``attempt`` redoes need one from it (an
+    older one, written before the relaunch, would be stale)."""
+    again = relaunched_task_units(run, attempt)
+    pending = []
+    for unit in task_units(experiment, sharded=sharded):
+        manifest = run.manifest(unit.prefix)
+        redone = (unit.task, unit.student) in again
+        if manifest is None or (redone and manifest.attempt < attempt):
+            pending.append(unit)
+    return pending

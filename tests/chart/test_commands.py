@@ -24,7 +24,7 @@ from skillmix.k8s.profiles import ClusterProfile
 from skillmix.k8s.values import build_values
 from skillmix.pipeline.context import resolve_context
 from skillmix.pipeline.model_server import MODEL_LOG_START
-from skillmix.pipeline.plan import plan_tasks
+from skillmix.pipeline.plan import plan_tasks, reasoning_jobs
 from tests.chart.helpers import VALUES_FILES, Helm, Render
 
 pytestmark = pytest.mark.tools
@@ -82,7 +82,8 @@ def check_job(job: dict[str, Any]) -> list[str]:
     attempt = int(labels["skillmix.io/attempt"])
     unit: tuple[str, int, int] | None = None
     per_model = labels.get("skillmix.io/serving") == "per-model"
-    if component not in ("aggregation", "coordinator") and not per_model:
+    reasoning = labels.get("skillmix.io/task")  # a reasoning task's Job: no k, no round
+    if component not in ("aggregation", "coordinator") and not per_model and not reasoning:
         unit = (
             labels["skillmix.io/student"],
             int(labels["skillmix.io/k"]),
@@ -130,7 +131,12 @@ def check_job(job: dict[str, Any]) -> list[str]:
             "aggregation": "aggregate",
             "coordinator": "coordinate",
         }
-        assert path == f"skillmix task {phase[component]}"
+        if reasoning:  # one Job per (task, student): each pod asks its shard of the problems
+            assert path == "skillmix task reason"
+            assert params["task_name"] == reasoning
+            assert params["student"] == labels["skillmix.io/student"]
+        else:
+            assert path == f"skillmix task {phase[component]}"
         if unit is not None:
             assert (params["student"], params["k"], params["g"]) == unit
         if per_model:  # one Job per student: its units in --units, no --k/--round
@@ -196,6 +202,15 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
         "students": [{"name": "m", "model": "mock-m", **MOCK}],
         "grader": {"name": "g", "backend": "vllm", "model": "j", "base_url": "http://j.svc/v1"},
     },
+    "tasks": {
+        "students": [
+            {"name": "qwen", "backend": "vllm", "model": "q", "vllm": {"tensor_parallel_size": 2}},
+            {"name": "mini", "backend": "openai", "model": "gpt-4o-mini"},
+            {"name": "m", "model": "mock-m", **MOCK},
+        ],
+        "grader": {"name": "judge", "backend": "openai", "model": "gpt-4o"},
+        "tasks": [{"name": "math500", "n": 4, "shards": 3}, {"name": "aime24"}],
+    },
     "per-model": {
         "serving": "per-model",
         "students": [
@@ -234,14 +249,20 @@ def test_built_values_commands_parse(helm: Helm, name: str, attempt: int) -> Non
         attempt=attempt,
         generation=generation,
         grading=grading,
+        reasoning=reasoning_jobs(e),
         sidecar_port=8123,
     )
     render = helm.template(extra=values)
     check_render(render)
+    tasks = [j for j in render.jobs("generation") if "skillmix.io/task" in j["metadata"]["labels"]]
+    assert len(tasks) == len(e.tasks) * len(e.students)
+    for job in tasks:  # shards: an Indexed Job of that many pods
+        task = next(t for t in e.tasks if t.name == job["metadata"]["labels"]["skillmix.io/task"])
+        assert job["spec"].get("completions", 1) == task.shards
     per_model = {s.name for s in e.students if e.serving_of(s.name) == "per-model"}
     jobs = len({u[0] for u in generation if u[0] in per_model})
     jobs += len([u for u in generation if u[0] not in per_model])
-    assert len(render.jobs("generation")) == jobs
+    assert len(render.jobs("generation")) == jobs + len(tasks)
     assert len(render.jobs("grading")) == len(grading)
     assert len(render.jobs("coordinator")) == 1
     # every grading Job waits for the coordinator; at most P run at once, each with 1/P of

@@ -176,7 +176,34 @@ def test_a_bad_task_is_one_line_and_writes_nothing(
     assert not (tmp_path / "store").exists()
 
 
-def test_launch_says_tasks_are_not_launched_yet(tmp_path: Path) -> None:
-    result = run_cli("launch", "-f", str(experiment(tmp_path)), "--dry-run")
-    assert result.exit_code == 2
-    assert "tasks: reasoning tasks are not launched on Kubernetes yet" in result.stderr
+def test_render_has_one_indexed_job_per_task_and_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart renders a reasoning task as generation Jobs labelled with the task, running
+    `skillmix task reason`, Indexed over the task's shards (tests/cluster runs them)."""
+    config = tmp_path / "skillmix.yaml"
+    profile = {"namespace": "evals", "image": "r:5000/skillmix:1", "store": "s3://b/runs"}
+    config.write_text(yaml.safe_dump({"clusters": {"p": profile}}))
+    monkeypatch.setenv("SKILLMIX_CONFIG", str(config))
+    tasks = [
+        {"name": "math500", "n": 4, "shards": 3, "dataset_file": str(DATA / "math500.jsonl")},
+        {"name": "gpqa_diamond", "dataset_file": str(DATA / "gpqa_diamond.jsonl")},
+    ]
+    result = run_cli("render", "-f", str(experiment(tmp_path, tasks=tasks)), "--cluster", "p")
+    assert result.exit_code == 0, result.stderr
+    jobs = [
+        d
+        for d in yaml.safe_load_all(result.stdout)
+        if d and d["kind"] == "Job" and "skillmix.io/task" in d["metadata"]["labels"]
+    ]
+    found = {
+        (j["metadata"]["labels"]["skillmix.io/task"], j["metadata"]["labels"]["skillmix.io/student"]):
+        j for j in jobs
+    }  # fmt: skip
+    assert sorted(found) == [(t, s) for t in ("gpqa_diamond", "math500") for s in ("strong", "weak")]
+    math = found[("math500", "weak")]["spec"]
+    assert math["completions"] == 3 and math["completionMode"] == "Indexed"
+    client = next(c for c in math["template"]["spec"]["containers"] if c["name"] == "client")
+    assert client["args"][:2] == ["task", "reason"] and "--shards" in client["args"]
+    # a mock student's task pod answers from the key itself: no model sidecar
+    assert not math["template"]["spec"].get("initContainers")

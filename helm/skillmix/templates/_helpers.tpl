@@ -88,6 +88,9 @@ skillmix.io/k: {{ .k | int | toString | quote }}
 {{- if hasKey . "round" }}
 skillmix.io/round: {{ .round | int | toString | quote }}
 {{- end }}
+{{- if hasKey . "task" }}
+skillmix.io/task: {{ .task | toString | quote }}
+{{- end }}
 skillmix.io/attempt: {{ .root.Values.run.attempt | int | toString | quote }}
 {{- range $key := keys $user | sortAlpha }}
 {{ $key }}: {{ get $user $key | toString | quote }}
@@ -177,6 +180,13 @@ Usage: {{ include "skillmix.jobName" (dict "root" $ "phase" "generate" "student"
 {{- if hasKey . "round" -}}
 {{- $parts = append $parts (printf "r%d" (.round | int)) -}}
 {{- $unit = append $unit (printf "r%d" (.round | int)) -}}
+{{- end -}}
+{{- if hasKey . "task" -}}
+{{- $task := .task | toString -}}
+{{- $cleanTask := regexReplaceAll "[^a-z0-9-]" (lower $task) "-" -}}
+{{- $lossy = or $lossy (ne $cleanTask $task) -}}
+{{- $parts = append $parts (printf "t-%s" $cleanTask) -}}
+{{- $unit = append $unit (printf "t-%s" $task) -}}
 {{- end -}}
 {{- $parts = append $parts (printf "a%d" $attempt) -}}
 {{- $unit = append $unit (printf "a%d" $attempt) -}}
