@@ -414,8 +414,10 @@ def _run_phases(
     progress: bool | None,
     mock_url: str | None,
     use_cache: bool,
+    **only: Any,
 ) -> RunOutcome:
-    """The run's ``phases`` on this process's event loop (the run held by the caller)."""
+    """The run's ``phases`` on this process's event loop (the run held by the caller);
+    ``only``: execute's ``students`` and ``endpoints``."""
     return asyncio.run(
         execute(
             ctx,
@@ -425,6 +427,7 @@ def _run_phases(
             progress_enabled=progress,
             mock_url=mock_url,
             use_cache=use_cache,
+            **only,
         )
     )
 
@@ -481,19 +484,10 @@ def run_with_local_vllm(
             names: set[str] = names,
             phases: tuple[str, ...] = group_phases,
         ) -> RunOutcome:
-            return asyncio.run(
-                execute(
-                    ctx,
-                    root,
-                    run,
-                    phases=phases,
-                    progress_enabled=progress,
-                    mock_url=mock_url,
-                    students=names,
-                    endpoints=endpoints,
-                    use_cache=use_cache,
-                )
-            )
+            return _run_phases(
+                ctx, root, run, phases, progress, mock_url, use_cache,
+                students=names, endpoints=endpoints,
+            )  # fmt: skip
 
         if spec is None or _generations_complete(run, ctx, spec.name):
             # finished generations are read from the store: the endpoint is never asked

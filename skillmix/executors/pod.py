@@ -10,10 +10,10 @@ import atexit
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from skillmix import settings
 from skillmix.artifacts import Summary
@@ -43,6 +43,7 @@ from skillmix.store.uri import open_store
 from skillmix.vocab import Phase, Unit
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _stderr(line: str) -> None:
@@ -190,6 +191,26 @@ def within(seconds: float, work: Any, limit: float) -> Any:
     return asyncio.run(bounded())
 
 
+def serve_then_run(
+    options: GenerateOptions, model: str, main: Callable[[], Coroutine[Any, Any, T]], say: Say
+) -> T:
+    """A generation client's life: the model server's /health within the load budget (and
+    the time limit), then ``main()`` within what is left of the time limit (exit 4 past it)."""
+    time_limit, start = options.time_limit, time.monotonic()
+    load = options.model_load_timeout
+    await_model(
+        options.base_url,
+        min(load, time_limit) if time_limit else load,
+        model_log=options.model_log,
+        model=model,
+        limit=time_limit,
+        say=say,
+    )
+    left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
+    result: T = within(left, main(), time_limit)
+    return result
+
+
 def pod_client(
     spec: ModelSpec, base_url: str | None, run_uri: str, seed: int, share: int
 ) -> ChatClient:
@@ -325,7 +346,7 @@ def generate(
     ends. The shards of a unit run at once and share the student's budget: each takes
     1/``shards`` of it unless ``budget_share`` says otherwise."""
     shard, shards, base_url = options.shard, options.shards, options.base_url
-    time_limit, attempt = options.time_limit, options.attempt
+    attempt = options.attempt
     run, ctx = open_run(run_uri)
     spec = ctx.experiment.student(student)
     for unit in units:
@@ -360,17 +381,7 @@ def generate(
         finally:
             await client.close()
 
-    start = time.monotonic()
-    await_model(
-        base_url,
-        min(options.model_load_timeout, time_limit) if time_limit else options.model_load_timeout,
-        model_log=options.model_log,
-        model=spec.vllm.model or spec.model,
-        limit=time_limit,
-        say=say,
-    )
-    left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
-    results: list[UnitResult] = within(left, main(), time_limit)
+    results: list[UnitResult] = serve_then_run(options, spec.vllm.model or spec.model, main, say)
     return results
 
 
@@ -484,17 +495,7 @@ def reason(
             finally:
                 await client.close()
 
-    time_limit, start = options.time_limit, time.monotonic()
-    await_model(
-        options.base_url,
-        min(options.model_load_timeout, time_limit) if time_limit else options.model_load_timeout,
-        model_log=options.model_log,
-        model=spec.vllm.model or spec.model,
-        limit=time_limit,
-        say=say,
-    )
-    left = max(0.001, time_limit - (time.monotonic() - start)) if time_limit else 0
-    result: UnitResult = within(left, main(), time_limit)
+    result: UnitResult = serve_then_run(options, spec.vllm.model or spec.model, main, say)
     report_unit(result, "asked", say)
     return result
 

@@ -4,7 +4,6 @@ each combination of a unit (or of its shard), resuming and redoing as the unit m
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,10 +21,11 @@ from skillmix.pipeline.units import (
     final_by_index,
     finish_unit,
     gather_or_cancel,
+    open_unit,
     shard_prefix,
 )
 from skillmix.records import GenerationRecord, Turn, Usage
-from skillmix.store.runs import PartInfo, RunStore
+from skillmix.store.runs import RunStore
 from skillmix.vocab import Unit
 
 
@@ -47,19 +47,13 @@ async def run_generate(
     progress = progress or NullProgress()
     prefix = shard_prefix(student, k, g, shard, shards)
     combos = [c for c in ctx.combinations(k) if c.index % shards == shard]
-    repaired = await asyncio.to_thread(run.repair_unit, prefix, GenerationRecord)
-    manifest = await asyncio.to_thread(run.manifest, prefix)
-    if manifest is not None and manifest.failed == 0:
+    unit = await open_unit(run, prefix, GenerationRecord)
+    if unit.skipped:
         progress.add_total("generate", len(combos))
         progress.advance("generate", len(combos))
         return UnitResult(prefix, skipped=True, records=len(combos))
     # a unit that finished with failed records is redone: only those records are retried
-    redo = manifest is not None
-    found: list[PartInfo] = []
-    if redo:
-        previous = await asyncio.to_thread(run.finished_records, prefix, GenerationRecord) or []
-    else:
-        found, previous = await asyncio.to_thread(run.unfinished, prefix, GenerationRecord)
+    redo, found, previous, repaired = unit.redo, unit.found, unit.previous, unit.repaired
     done = {r.index for r in previous if r.status == "ok"}
     todo = [c for c in combos if c.index not in done]
     progress.add_total("generate", len(combos))

@@ -11,7 +11,6 @@ SkyThought's layout (:mod:`skillmix.tasks.results`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +27,12 @@ from skillmix.pipeline.units import (
     final_by_index,
     finish_unit,
     gather_or_cancel,
+    open_unit,
 )
 from skillmix.records import TaskResponseRecord
 from skillmix.store.base import KeyExists, KeyNotFound
 from skillmix.store.layout import RunLayout
-from skillmix.store.runs import PartInfo, RunStore
+from skillmix.store.runs import RunStore
 from skillmix.task_spec import TaskSpec
 from skillmix.tasks.config import TaskConfig, resolve_task
 from skillmix.tasks.dataset import load_problems
@@ -146,20 +146,12 @@ async def run_task_unit(
     progress = progress or NullProgress()
     prefix = unit.prefix
     mine = [p for i, p in enumerate(problems.problems) if unit.owns(i)]
-    repaired = await asyncio.to_thread(run.repair_unit, prefix, TaskResponseRecord)
-    manifest = await asyncio.to_thread(run.manifest, prefix)
+    opened = await open_unit(run, prefix, TaskResponseRecord)
     progress.add_total("generate", len(mine))
-    if manifest is not None and manifest.failed == 0:
+    if opened.skipped:
         progress.advance("generate", len(mine))
         return UnitResult(prefix, skipped=True, records=len(mine))
-    redo = manifest is not None
-    found: list[PartInfo] = []
-    previous: list[TaskResponseRecord] = []
-    if redo:
-        stored = await asyncio.to_thread(run.finished_records, prefix, TaskResponseRecord)
-        previous = stored or []
-    else:
-        found, previous = await asyncio.to_thread(run.unfinished, prefix, TaskResponseRecord)
+    redo, found, previous, repaired = opened.redo, opened.found, opened.previous, opened.repaired
     done = {r.index for r in previous if r.status == "ok"}
     todo = [p for p in mine if p.index not in done]
     progress.advance("generate", len(mine) - len(todo))

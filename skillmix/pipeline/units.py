@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 from skillmix.pipeline.context import RunContext
 from skillmix.records import GenerationRecord
@@ -25,6 +27,8 @@ from skillmix.store.runs import (
     grade_prefix,
 )
 from skillmix.vocab import Phase, Unit
+
+R = TypeVar("R", bound=BaseModel)
 
 #: Records per part, and the seconds after which a part is written however few it holds: the
 #: most a crash can lose (the response cache answers that again).
@@ -76,6 +80,32 @@ def final_by_index(records: Iterable[Any], key: Callable[[Any], Any]) -> dict[An
         if k not in out or out[k].status != "ok" or r.status == "ok":
             out[k] = r
     return out
+
+
+@dataclass
+class OpenedUnit(Generic[R]):
+    """A unit as a task finds it (see :func:`open_unit`)."""
+
+    skipped: bool  # finished with no failed record: nothing to do
+    redo: bool  # finished with failed records: redone over the finished records
+    found: list[PartInfo]  # parts of an unfinished unit (its manifest will list them)
+    previous: list[R]  # the records already there
+    repaired: list[str]  # damaged parts set aside (their records are redone)
+
+
+async def open_unit(run: RunStore, prefix: str, model: type[R]) -> OpenedUnit[R]:
+    """Open a unit to (re)do: damaged parts set aside; finished without failures, skipped;
+    finished with failed records, redone (only those: the rest are kept); else resumed from
+    the parts a crashed writer left."""
+    repaired = await asyncio.to_thread(run.repair_unit, prefix, model)
+    manifest = await asyncio.to_thread(run.manifest, prefix)
+    if manifest is not None and manifest.failed == 0:
+        return OpenedUnit(True, False, [], [], repaired)
+    if manifest is not None:
+        previous = await asyncio.to_thread(run.finished_records, prefix, model)
+        return OpenedUnit(False, True, [], previous or [], repaired)
+    found, records = await asyncio.to_thread(run.unfinished, prefix, model)
+    return OpenedUnit(False, False, found, records, repaired)
 
 
 async def finish_unit(

@@ -12,38 +12,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
 from skillmix.store.uri import open_store
 from tests.cluster.conftest import Cluster
+from tests.integration.test_experiment_tasks import DATA
+from tests.integration.test_experiment_tasks import experiment as local_experiment
 
 pytestmark = pytest.mark.cluster
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "tasks"
-
 
 def experiment(tmp_path: Path) -> Path:
-    data: dict[str, Any] = {
-        "name": "cluster-tasks",
-        "seed": 5,
-        "ks": [2],
-        "combinations": 2,
-        "students": [
-            {"name": "strong", "backend": "mock", "model": "mock-strong", "quality": 0.9},
-            {"name": "weak", "backend": "mock", "model": "mock-weak", "quality": 0.3},
-        ],
-        "grader": {"name": "g", "backend": "mock", "model": "mock-g", "rounds": 1},
-        "metrics": {"bootstrap_samples": 10},
-        "tasks": [
-            {"name": "math500", "n": 4, "shards": 2, "dataset_file": str(DATA / "math500.jsonl")},
-            {"name": "gpqa_diamond", "n": 2, "dataset_file": str(DATA / "gpqa_diamond.jsonl")},
-        ],
-    }
-    path = tmp_path / "tasks.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    """The integration test's experiment, math500 split over two pods."""
+    tasks = [
+        {"name": "math500", "n": 4, "shards": 2, "dataset_file": str(DATA / "math500.jsonl")},
+        {"name": "gpqa_diamond", "n": 2, "dataset_file": str(DATA / "gpqa_diamond.jsonl")},
+    ]
+    return local_experiment(tmp_path, name="cluster-tasks", seed=5, combinations=2, tasks=tasks)
 
 
 def numbers(summaries: dict[str, bytes]) -> dict[str, tuple[Any, Any, Any]]:
