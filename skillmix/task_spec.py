@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Strict
 
 SInt = Annotated[int, Strict()]
 TASK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
@@ -35,6 +35,7 @@ class TaskSpec(BaseModel):
         1,
         ge=1,
         le=64,
-        description="Kubernetes: pods that split the problems (SkyThought's num_replicas); "
-        "the results do not depend on it.",
+        validation_alias=AliasChoices("shards", "num_replicas"),
+        description="Kubernetes: pods that split the problems (SkyThought's num_replicas, "
+        "accepted as a synonym); the results do not depend on it.",
     )

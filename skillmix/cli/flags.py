@@ -57,6 +57,12 @@ def apply_backend_args(
     spec: dict[str, Any], text: str, option: str = "--backend-args"
 ) -> dict[str, Any]:
     pairs = parse_kv_pairs(text, option)
+    if "num_replicas" in pairs:  # SkyThought's data-parallel replicas
+        raise SkillmixError(
+            f"{option}: num_replicas splits a task's problems over pods on Kubernetes",
+            hint="list the task in an experiment file (tasks: [{name: T, shards: R}]) and "
+            "`skillmix launch` it; locally one server answers (raise concurrency instead)",
+        )
     unknown = sorted(set(pairs) - BACKEND_ARG_KEYS)
     if unknown:
         raise SkillmixError(

@@ -207,3 +207,13 @@ def test_render_has_one_indexed_job_per_task_and_student(
     assert client["args"][:2] == ["task", "reason"] and "--shards" in client["args"]
     # a mock student's task pod answers from the key itself: no model sidecar
     assert not math["template"]["spec"].get("initContainers")
+
+
+def test_num_replicas_is_skythoughts_name_for_shards(tmp_path: Path) -> None:
+    """In an experiment, SkyThought's `num_replicas` means `shards`; on the quick form (one
+    local server) it is refused with where it does apply."""
+    tasks = [{"name": "math500", "num_replicas": 4, "dataset_file": str(DATA / "math500.jsonl")}]
+    assert load_experiment(experiment(tmp_path, tasks=tasks)).tasks[0].shards == 4
+    args = ["--task", "math500", "--model", "m", "--backend", "mock"]
+    result = run_cli("evaluate", *args, "--backend-args", "num_replicas=2")
+    assert result.exit_code == 2 and "num_replicas splits a task's problems" in result.stderr
