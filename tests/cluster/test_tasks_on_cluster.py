@@ -67,6 +67,9 @@ def test_tasks_run_as_indexed_jobs_and_match_the_local_run(
     assert by_task[("math500", "strong")].spec.completions == 2  # shards: an Indexed Job
     assert (by_task[("gpqa_diamond", "weak")].spec.completions or 1) == 1
 
+    status = json.loads(cluster.skillmix("status", run_id, "--format", "json", check=True).stdout)
+    assert {j["state"] for j in status["jobs"]} == {"Complete"}
+
     store = open_store(f"{cluster.store}/{run_id}")
     for shard in ("s0of2", "s1of2"):
         assert store.exists(f"tasks/math500/strong/{shard}/_SUCCESS")

@@ -200,7 +200,9 @@ def test_render_has_one_indexed_job_per_task_and_student(
         (j["metadata"]["labels"]["skillmix.io/task"], j["metadata"]["labels"]["skillmix.io/student"]):
         j for j in jobs
     }  # fmt: skip
-    assert sorted(found) == [(t, s) for t in ("gpqa_diamond", "math500") for s in ("strong", "weak")]
+    assert sorted(found) == [
+        (t, s) for t in ("gpqa_diamond", "math500") for s in ("strong", "weak")
+    ]
     math = found[("math500", "weak")]["spec"]
     assert math["completions"] == 3 and math["completionMode"] == "Indexed"
     client = next(c for c in math["template"]["spec"]["containers"] if c["name"] == "client")
