@@ -21,7 +21,7 @@ from skillmix.pipeline.units import shard_prefix
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import SUMMARY_JSON, RunStore, grade_prefix
 from skillmix.store.uri import open_store
-from skillmix.vocab import JOB_NAME_LABELS, JOB_PHASES
+from skillmix.vocab import JOB_NAME_LABELS, JOB_PHASES, TASK_LABEL
 
 if TYPE_CHECKING:  # the client imports kubernetes; status's pure parts are read without it
     from skillmix.k8s.cluster import KubeClient
@@ -202,7 +202,10 @@ def _job_row(
     elif state == "Suspended" and s.queue:
         state = "Queued"  # in Kueue's queue: admitted when the ClusterQueue has room
     progress = detail.get(f"{s.phase}:{unit[0]}:{unit[1]}:{unit[2]}", "")
-    if s.phase == "generate" and unit[0] and not unit[1]:  # serving per-model: all its units
+    task = s.labels.get(TASK_LABEL, "")
+    if task:  # a reasoning task's Job: its shards' manifests are the aggregation's to read
+        progress = f"task {task}"
+    elif s.phase == "generate" and unit[0] and not unit[1]:  # serving per-model: all its units
         mine = [v for key, v in detail.items() if key.startswith(f"generate:{unit[0]}:")]
         done = sum(1 for v in mine if v.split("/")[0] == v.split("/")[-1] != "")
         progress = f"{done}/{len(mine)} units" if mine else ""

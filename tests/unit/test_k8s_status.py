@@ -277,5 +277,10 @@ def test_gated_coordinator_and_per_model_rows() -> None:
     assert "coordinator" in _job_row(gated, detail, [])["reason"]
     assert _job_row(plain, detail, [])["state"] == "Suspended"
     assert _job_row(per_model, detail, [])["progress"] == "1/2 units"
+    # a reasoning task's Job has a student and no k either, but is no per-model Job
+    task = JobState(
+        "t", {phase: "generate", "skillmix.io/student": "a", "skillmix.io/task": "aime24"}
+    )
+    assert _job_row(task, detail, [])["progress"] == "task aime24"
     order = [s.name for s in _ordered([coordinator, gated, per_model])]
     assert order == ["m", "g", "c"]
