@@ -89,7 +89,8 @@ format: install
 demo: install
 	$(BIN)/skillmix evaluate -f examples/quickstart.yaml --resume
 
-# two mock models (right 80% and 50% of the time) on the fixture MATH500 rows, then the board
+# two mock models (right 80% and 50% of the time) on the fixture MATH500 rows, then the board;
+# then SKILL-MIX and two tasks in one run from one experiment file (examples/leaderboard.yaml)
 DEMO_TASKS_DIR ?= results/demo-tasks
 demo-tasks: install
 	for q in 0.8 0.5; do \
@@ -98,6 +99,7 @@ demo-tasks: install
 	    --sampling-params temperature=0.7 --n 4 --result-dir $(DEMO_TASKS_DIR) --resume || exit 1; \
 	done
 	$(BIN)/skillmix leaderboard $(DEMO_TASKS_DIR) --out $(DEMO_TASKS_DIR)
+	$(BIN)/skillmix evaluate -f examples/leaderboard.yaml --resume
 
 benchmarks: install
 	$(PY) benchmarks/run_all.py

@@ -219,3 +219,11 @@ def test_num_replicas_is_skythoughts_name_for_shards(tmp_path: Path) -> None:
     args = ["--task", "math500", "--model", "m", "--backend", "mock"]
     result = run_cli("evaluate", *args, "--backend-args", "num_replicas=2")
     assert result.exit_code == 2 and "num_replicas splits a task's problems" in result.stderr
+
+
+def test_the_leaderboard_example_resolves() -> None:
+    """examples/leaderboard.yaml (make demo-tasks): its task files are found from its folder."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "leaderboard.yaml"
+    ctx = resolve_context(load_experiment(example))
+    assert [t.name for t in ctx.experiment.tasks] == ["math500", "gpqa_diamond"]
+    assert all(Path(t.dataset_file or "").is_file() for t in ctx.experiment.tasks)
