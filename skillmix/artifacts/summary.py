@@ -239,6 +239,7 @@ class LeaderboardRow(OmitsAbsent):
         "own_score",
         "excluded",
         "score_ci95",
+        "letters",
     )
 
     rank: int | None = Field(description="Competition rank; None without a score.")
@@ -274,6 +275,12 @@ class LeaderboardRow(OmitsAbsent):
     tied: bool = Field(
         False, description="Whether the paired test with a neighbouring row is not significant."
     )
+    letters: str | None = Field(
+        None,
+        description="Compact letter display: rows that share a letter do not differ "
+        "significantly (Holm-adjusted paired tests over every pair of ranked rows); rows with no "
+        "letter in common do. None without a rank, and in files written before it existed.",
+    )
     excluded: str | None = Field(
         None,
         description="Why the model is not ranked (planned work missing or failed); None when "
@@ -288,8 +295,10 @@ class LeaderboardRow(OmitsAbsent):
     )
 
 
-class PairwiseResult(Artifact):
+class PairwiseResult(OmitsAbsent):
     """A paired comparison of two adjacent leaderboard rows (a ranked above b)."""
+
+    _OMITTED_WHEN_NONE = ("p_adjusted",)
 
     a: str = Field(description="The upper row's model label.")
     b: str = Field(description="The lower row's model label.")
@@ -297,12 +306,22 @@ class PairwiseResult(Artifact):
     b_rank: int | None = Field(description="Rank of b.")
     diff: float | None = Field(description="score(a) - score(b) over the shared pairs.")
     ci95: list[float] | None = Field(description="95% paired bootstrap interval of diff.")
-    p_value: float | None = Field(description="Exact two-sided sign test; None: not tested.")
-    significant: bool = Field(description="Whether a is significantly better (p < 0.05).")
+    p_value: float | None = Field(
+        description="Exact two-sided sign test, unadjusted (raw); None: not tested."
+    )
+    significant: bool = Field(
+        description="Whether a is significantly better: the Holm-adjusted p < 0.05 and the "
+        "interval excludes 0 (the raw p in files without p_adjusted)."
+    )
     pairs: int = Field(description="Shared (k, combination) pairs.")
     wins: int = Field(description="Pairs where a scores higher.")
     losses: int = Field(description="Pairs where b scores higher.")
     method: str = Field(description="The test, in words (or why there is none).")
+    p_adjusted: float | None = Field(
+        None,
+        description="The p-value Holm-adjusted over every tested pair of ranked rows; None when "
+        "not tested, and in files written before it existed.",
+    )
 
 
 class Leaderboard(Artifact):
@@ -446,10 +465,21 @@ class GalleryExample(Artifact):
     grader_reply: str = Field(description="First grading round's reply (clipped).")
 
 
+class Reproduction(Artifact):
+    """How to get these numbers again, and how to cite them."""
+
+    commands: list[str] = Field(description="The commands that rebuild the run and its report.")
+    revision: str | None = Field(
+        description="The git revision of the skillmix that built the report (SKILLMIX_REVISION, "
+        "as `skillmix version` prints it); None outside the image."
+    )
+    citation: list[str] = Field(description="Citation lines: SKILL-MIX, then the tool.")
+
+
 class Summary(Versioned, OmitsAbsent):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
 
-    _OMITTED_WHEN_NONE = ("progress",)
+    _OMITTED_WHEN_NONE = ("progress", "reproduction")
 
     run_id: str = Field(description="The run id.")
     run: str = Field(description="The run folder (URI).")
@@ -490,4 +520,9 @@ class Summary(Versioned, OmitsAbsent):
     )
     warnings: list[str] = Field(
         default_factory=list, description="What a reader must know (e.g. self-grading)."
+    )
+    reproduction: Reproduction | None = Field(
+        None,
+        description="The commands, revision and citation of the report's reproduction block "
+        "(None in files written before it existed).",
     )

@@ -33,6 +33,8 @@ from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.local import LocalExecutor, RunOutcome, continue_run
 from skillmix.loading import experiment_schema, load_experiment, parse_experiment
 from skillmix.report.build import build_report
+from skillmix.report.latex import render_latex
+from skillmix.report.view import report_view
 from skillmix.vocab import PHASES
 
 
@@ -310,6 +312,13 @@ def print_outcome(outcome: Any, fmt: str) -> None:
         )
     else:
         info(f"run folder: {outcome.run_uri}")
+    if outcome.tasks is not None and outcome.tasks.runs:
+        info(
+            f"tasks: {outcome.report_uri}/tasks.html ({len(outcome.tasks.runs)} task runs in "
+            "report/tasks/, SkyThought's layout)"
+        )
+    for name in outcome.tasks.unfinished if outcome.tasks is not None else []:
+        warn(f"task {name}: not every problem was asked; resume the run")
 
 
 def allow_failures_option(f: Any) -> Any:
@@ -473,10 +482,11 @@ def score_cmd(
     show_default=True,
     help="Resolution of the plots (pixels per inch).",
 )
-@format_option(("table", "json"))
+@format_option(("table", "json", "latex"))
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,
-    no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png."""
+    no network needed to view it), report.md, summary.json, metrics.csv and plots/*.png.
+    --format latex prints the leaderboards as LaTeX tables."""
 
     run, ctx = open_report_run(run_uri)  # a reference import too
     summary, files, metrics = build_report(run, ctx, dpi=dpi)
@@ -487,6 +497,8 @@ def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
             run.write_report_file(name, data)
     if fmt == "json":
         echo_json(summary.model_dump(mode="json"))
+    elif fmt == "latex":
+        click.echo(render_latex(report_view(summary)), nl=False)
     else:
         stdout_console().print(
             metrics_table(metrics.section(), title=f"{ctx.run_id}: SKILL-MIX metrics")

@@ -48,8 +48,8 @@ INTERVAL_METHOD = (
 PAIRED_METHOD = (
     "paired over shared (k, combination): exact two-sided sign test (McNemar's exact test for "
     "0/1 metrics) on the pairs that differ, and a 95% paired bootstrap interval of the score "
-    "difference, resampling combinations within each k; significant when p < 0.05 and the "
-    "interval excludes 0"
+    "difference, resampling combinations within each k; p-values Holm-adjusted over every "
+    "pair of ranked rows; significant when the adjusted p < 0.05 and the interval excludes 0"
 )
 
 
@@ -210,3 +210,56 @@ def tie_groups(
         else:
             groups.append(groups[-1])
     return groups
+
+
+HOLM_METHOD = (
+    "Holm's step-down adjustment of the sign-test p-values over every pair of ranked models "
+    "(family-wise error 5%)"
+)
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values, in the order given; None (untested) stays None and
+    does not count in the family. The i-th smallest of m is multiplied by m - i + 1, then made
+    monotone (never below a smaller p's adjusted value) and capped at 1."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(tested)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def compact_letters(n: int, differs: Sequence[tuple[int, int]]) -> list[str]:
+    """A compact letter display of ``n`` rows in rank order (``differs``: the pairs (i, j),
+    i < j, that differ significantly): two rows share a letter exactly when they do not
+    differ. Piepho's insert-absorb: start with one group of all rows, split every group that
+    holds a differing pair, drop groups contained in another; letters follow the groups' top
+    rows, so the best row has "a"."""
+    if n <= 0:
+        return []
+    groups: list[frozenset[int]] = [frozenset(range(n))]
+    for i, j in differs:
+        split: list[frozenset[int]] = []
+        for group in groups:
+            if i in group and j in group:
+                split += [group - {i}, group - {j}]
+            else:
+                split.append(group)
+        unique = set(split)
+        groups = [g for g in unique if g and not any(g < other for other in unique)]
+    groups.sort(key=lambda g: sorted(g))
+    letters = ["" for _ in range(n)]
+    for index, group in enumerate(groups):
+        letter = _letter(index)
+        for row in sorted(group):
+            letters[row] += letter
+    return letters
+
+
+def _letter(index: int) -> str:
+    """a..z, then aa, ab, ... (more groups than letters are rare)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz"
+    return alphabet[index] if index < 26 else _letter(index // 26 - 1) + alphabet[index % 26]

@@ -27,14 +27,15 @@ from skillmix.pipeline.context import RunContext
 from skillmix.report.answers import answers_jsonl, collect_answers, scores_csv
 from skillmix.report.files import report_files
 from skillmix.report.gpu_usage import gpu_usage_section
+from skillmix.report.header import IDENTICAL_ROUNDS
 from skillmix.report.leaderboard import imported_board
+from skillmix.report.reproduction import reproduction
 from skillmix.report.summary import build_summary
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
 
 ANSWERS_JSONL = "answers.jsonl"
 SCORES_CSV = "scores.csv"
-IDENTICAL_ROUNDS = "byte-identical grading rounds"  # legacy.identical_rounds_message says it
 _LAUNCH_RECORD = re.compile(r"attempt-(\d{3,})\.json")
 
 
@@ -62,6 +63,11 @@ def build_report(
     if unfinished:
         summary.warnings.append(unfinished)
     info = run.read_run()
+    summary.reproduction = reproduction(
+        run.uri,
+        summary.skillmix_version,
+        imported_from=info.root if isinstance(info, ReferenceImportRun) else None,
+    )
     if isinstance(info, ReferenceImportRun):
         # byte-identical grading rounds (the reference's grade.py --nruns R writes one grading
         # R times) are named next to the agreement view, whose kappa would compare copies; the

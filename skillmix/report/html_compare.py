@@ -26,7 +26,7 @@ from skillmix.report.compare_view import (
 )
 from skillmix.report.figures import metric_images
 from skillmix.report.html_leaderboard import leaderboard_table
-from skillmix.report.leaderboard import READING_NOTE
+from skillmix.report.leaderboard import LETTERS_NOTE
 from skillmix.report.markup import Image, Safe, el, figure, fmt, number, page, table
 from skillmix.report.plots import DEFAULT_DPI
 
@@ -115,7 +115,7 @@ def leaderboards_section(doc: Comparison) -> Safe:
             "p",
             "Ranked by the mean of the per-k values over the k values every entry has. Cells: "
             "mean ± standard error, with the 95% Wilson score interval below. "
-            + READING_NOTE
+            + LETTERS_NOTE
             + " A thick line separates tie groups of several rows.",
             class_="note",
         ),

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from skillmix.artifacts import Leaderboard
-from skillmix.report.leaderboard import READING_NOTE
 from skillmix.report.markup import Safe, el, number
 from skillmix.report.view import BoardRowView, BoardView, CellView, ReportView, as_board_view
 
@@ -62,6 +61,11 @@ def board_row(
             title=f"tie group {row.tie_group}" if row.tied else None,
             data_tie_group=row.tie_group,
         ),
+        *(
+            [el("td", row.letters, class_="letters", data_letters=row.letters)]
+            if board.has_letters
+            else []
+        ),
         *[el("td", row.labels[key]) for key, _ in label_columns],
         el("td", row.model_text, class_="model"),
         *[metric_td(row.cells[k], data_k=k, **ident) for k in board.ks],
@@ -102,6 +106,7 @@ def leaderboard_table(
     view = as_board_view(board)
     header = [
         "rank",
+        *(["groups"] if view.has_letters else []),
         *[h for _, h in label_columns],
         "model (backend: id, sampling)",
         *[f"k = {k}" for k in view.ks],
@@ -109,7 +114,7 @@ def leaderboard_table(
         *(["mean over own k"] if view.has_own else []),
         "vs next",
     ]
-    first_metric = 2 + len(label_columns)
+    first_metric = 2 + len(label_columns) + view.has_letters
     head = el(
         "tr",
         *[
@@ -143,7 +148,7 @@ def leaderboards_section(view: ReportView) -> Safe:
             "p",
             "Models ranked by the mean of their per-k values. Cells: mean over combinations ± "
             "standard error, the 95% interval below it and n (combinations). Intervals: "
-            f"{view.metrics.interval_method} {READING_NOTE} A thick line separates tie groups of several rows."
+            f"{view.metrics.interval_method} {view.reading_note} A thick line separates tie groups of several rows."
             + (f" {view.rule}" if view.rule else ""),
             class_="note",
         )

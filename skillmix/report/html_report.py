@@ -24,6 +24,7 @@ from skillmix.report.html_sections import (
     cost_section,
     failures_section,
     partial_banner,
+    reproduction_section,
     settings_section,
     usage_section,
 )
@@ -53,6 +54,7 @@ NAV = (
     ("leaderboards", "Leaderboards"),
     ("plots", "Metrics vs k"),
     ("settings", "Settings"),
+    ("reproduce", "Reproduce"),
     ("skills", "Per skill"),
     ("topics", "Per topic"),
     ("agreement", "Grader agreement"),
@@ -88,8 +90,9 @@ def subtitle(summary: Summary, view: ReportView) -> Safe:
         "div",
         el("code", summary.run_id),
         f" · {len(e.students)} students · k = {', '.join(map(str, e.ks))} · "
-        f"M = {e.combinations} · G = {e.generation_rounds} · R = {e.grader.rounds} · "
+        f"M = {e.combinations} · G = {e.generation_rounds} · {view.rounds_text} · "
         f"grader {e.grader.model} · reported {summary.reported_at}",
+        *[el("div", el("strong", "Note: "), mark, class_="mark") for mark in view.header_marks],
         partial_banner(view.partial),
     )
 
@@ -160,6 +163,7 @@ def render_html(
         leaderboards_section(view),
         plots_section(metric_imgs),
         settings_section(summary),
+        reproduction_section(view.reproduction),
         *rate_sections(summary, skills_img, topics_img),
         agreement_section(summary.agreement),
         failures_section(summary),
@@ -175,5 +179,10 @@ def render_html(
     )
     images = [*metric_imgs, *[i for i in (skills_img, topics_img, cost_img) if i is not None]]
     title = f"SKILL-MIX report: {summary.run_id}"
-    nav = [item for item in NAV if answers is not None or item[0] != "answers"]
+    nav = [
+        item
+        for item in NAV
+        if (answers is not None or item[0] != "answers")
+        and (view.reproduction is not None or item[0] != "reproduce")
+    ]
     return page(title, subtitle(summary, view), nav, body, footer), images

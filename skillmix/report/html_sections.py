@@ -17,6 +17,7 @@ from skillmix.config import GraderSpec, StudentSpec
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_CAPTION, GPU_TIME_COLUMNS, gpu_time_cells
 from skillmix.report.markup import Image, Safe, el, figure, fmt, kv_table, number, table
+from skillmix.report.reproduction import ReproductionView
 from skillmix.report.view import USAGE_COLUMNS, CostPoint, PartialView
 
 
@@ -327,4 +328,23 @@ def cost_section(points: Sequence[CostPoint], metric: str, image: Image | None) 
             class_="sortable",
         ),
         id="cost",
+    )
+
+
+def reproduction_section(block: ReproductionView | None) -> Safe | None:
+    """How to get the numbers again (commands, version, revision, hashes) and how to cite
+    them; None for a summary written before the block existed."""
+    if block is None:
+        return None
+    return el(
+        "section",
+        el("h2", "Reproduce and cite"),
+        el("pre", el("code", "\n".join(block.commands)), class_="repro"),
+        kv_table(
+            {label: el("code", value) for label, value in block.facts},
+            caption="What the numbers depend on: version, revision, hashes, seed",
+        ),
+        el("p", el("strong", "Cite:")),
+        el("ul", *[el("li", line) for line in block.citation], class_="citation"),
+        id="reproduce",
     )

@@ -27,10 +27,14 @@ from skillmix.artifacts import (
 )
 from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.stats import (
+    ALPHA,
+    HOLM_METHOD,
     PAIRED_METHOD,
     SCORE_INTERVAL_METHOD,
     bootstrap_mean_over_k,
+    compact_letters,
     exact_fraction,
+    holm_adjust,
     paired_test,
     tie_groups,
 )
@@ -145,6 +149,7 @@ class PairTest(NamedTuple):
     wins: int
     losses: int
     method: str
+    p_adjusted: float | None = None
 
 
 def _untested(why: str) -> PairTest:
@@ -190,14 +195,12 @@ def leaderboard(
     rows = board_rows(entries, metric, ks, all_ks, partial, samples=samples, seed=seed)
     order = sorted(range(len(rows)), key=lambda i: (rows[i].rank is None, rows[i].rank or 0, i))
     ranked = [i for i in order if rows[i].rank is not None]
-    pairwise = adjacent_tests(entries, rows, ranked, metric, ks, samples=samples, seed=seed)
-
-    def top_beats(top: int, j: int) -> bool:
-        # one more paired test, only down a chain of ties, between the group's top row and j
-        a, b = entries[ranked[top]], entries[ranked[j]]
-        return compare_pair(a, b, metric, ks, samples=samples, seed=seed).significant
-
-    mark_ties(rows, ranked, [p.significant for p in pairwise], top_beats)
+    tests = all_pair_tests([entries[i] for i in ranked], metric, ks, samples=samples, seed=seed)
+    pairwise = adjacent_tests(entries, rows, ranked, tests)
+    mark_ties(rows, ranked, [p.significant for p in pairwise], lambda a, b: tests[a, b].significant)
+    differing = [pair for pair, test in tests.items() if test.significant]
+    for i, letters in zip(ranked, compact_letters(len(ranked), differing), strict=True):
+        rows[i].letters = letters
     return Leaderboard(
         metric=metric,
         title=METRIC_TITLES[metric],
@@ -273,22 +276,42 @@ def score_interval(
     return list(ci) if ci else None
 
 
+def all_pair_tests(
+    ranked: Sequence[Entry], metric: str, ks: Sequence[int], *, samples: int, seed: int
+) -> dict[tuple[int, int], PairTest]:
+    """The paired test of every pair (i, j), i < j, of the ranked entries (in rank order),
+    their p-values Holm-adjusted over the family of tested pairs; a pair is significant when
+    the adjusted p < 0.05, the interval excludes 0 and the upper row scores higher."""
+    raw = {
+        (i, j): compare_pair(ranked[i], ranked[j], metric, ks, samples=samples, seed=seed)
+        for i, j in itertools.combinations(range(len(ranked)), 2)
+    }
+    adjusted = holm_adjust([t.p_value for t in raw.values()])
+    out = {}
+    for (pair, test), p in zip(raw.items(), adjusted, strict=True):
+        if p is None:
+            out[pair] = test
+            continue
+        ci = test.ci95
+        excludes_zero = ci is None or ci[0] > 0 or ci[1] < 0
+        significant = p < ALPHA and excludes_zero and (test.diff or 0) > 0
+        out[pair] = test._replace(p_adjusted=p, significant=significant)
+    return out
+
+
 def adjacent_tests(
     entries: Sequence[Entry],
     rows: Sequence[LeaderboardRow],
     ranked: Sequence[int],
-    metric: str,
-    ks: Sequence[int],
-    *,
-    samples: int,
-    seed: int,
+    tests: Mapping[tuple[int, int], PairTest],
 ) -> list[PairwiseResult]:
     """The paired test of each ranked row against the next one (``ranked``: row positions in
-    rank order); these tests decide which neighbours are tied."""
+    rank order; ``tests``: every pair's test by rank positions); these tests decide which
+    neighbours are tied."""
     graders = len({e.grader for e in entries})
     pairwise = []
-    for upper, lower in itertools.pairwise(ranked):
-        test = compare_pair(entries[upper], entries[lower], metric, ks, samples=samples, seed=seed)
+    for position, (upper, lower) in enumerate(itertools.pairwise(ranked)):
+        test = tests[position, position + 1]
         pairwise.append(
             PairwiseResult(
                 a=entry_label(entries[upper], graders),
@@ -430,9 +453,16 @@ def verdict_text(pair: PairwiseResult | None) -> str:
     if pair.p_value is None or pair.diff is None:
         return pair.method
     ci = f" [{pair.ci95[0]:+.3f}, {pair.ci95[1]:+.3f}]" if pair.ci95 else ""
-    p = f"p = {pair.p_value:.3g}" if pair.p_value >= 0.001 else "p < 0.001"
+    p = f"p {p_text(pair.p_value)}"
+    if pair.p_adjusted is not None:
+        p += f", Holm p {p_text(pair.p_adjusted)}"
     word = "better" if pair.significant else "tied"
     return f"{word}: {pair.diff:+.3f}{ci}, {p} ({pair.wins}:{pair.losses} of {pair.pairs})"
+
+
+def p_text(p: float) -> str:
+    """A p-value for reading, with its relation ("= 0.0123", "< 0.001")."""
+    return f"= {p:.3g}" if p >= 0.001 else "< 0.001"
 
 
 def pair_below(board: Leaderboard) -> dict[int, PairwiseResult]:
@@ -449,6 +479,16 @@ READING_NOTE = (
     "worst model into one group. 'vs next': the paired difference to "
     "the next row in rank order, its 95% paired bootstrap interval, the exact sign-test p-value and the "
     "pairs won:lost."
+)
+LETTERS_NOTE = (
+    "Equal scores (compared as exact fractions) share a rank. Groups: how to read them: two "
+    "models that share a letter are not significantly different; two models with no letter in "
+    "common are. The groups overlap (a model can share a letter with two models that differ "
+    "from each other), so they are not ranks. Every pair of ranked models is compared "
+    f"{PAIRED_METHOD.removeprefix('paired ')} ({HOLM_METHOD}). "
+    f"{TIE_MARK}: statistically tied with a neighbour (not significantly different). 'vs next': the paired "
+    "difference to the next row in rank order, its 95% paired bootstrap interval, the raw "
+    "sign-test p-value, the Holm-adjusted p-value and the pairs won:lost."
 )
 
 

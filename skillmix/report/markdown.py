@@ -22,8 +22,8 @@ from skillmix.artifacts import (
 )
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
-from skillmix.report.leaderboard import READING_NOTE
 from skillmix.report.markup import fmt, pct
+from skillmix.report.reproduction import ReproductionView
 from skillmix.report.view import (
     USAGE_COLUMNS,
     BoardView,
@@ -98,6 +98,7 @@ def leaderboard_markdown(
     view = as_board_view(board)
     header = [
         "rank",
+        *(["groups"] if view.has_letters else []),
         *[h for _, h in label_columns],
         "model (backend: id, sampling)",
         *[f"k={k}" for k in view.ks],
@@ -108,6 +109,7 @@ def leaderboard_markdown(
     rows = [
         [
             row.rank_text,
+            *([row.letters] if view.has_letters else []),
             *[md_escape(row.labels[c]) for c, _ in label_columns],
             md_escape(row.model_text),
             *[_cell_text(row.cells[k]) for k in view.ks],
@@ -117,7 +119,7 @@ def leaderboard_markdown(
         ]
         for row in view.rows
     ]
-    first = len(label_columns) + 2
+    first = len(label_columns) + 2 + view.has_letters
     return md_table(header, rows, numeric=[0, *range(first, len(header) - 1)])
 
 
@@ -212,7 +214,8 @@ def example_markdown(item: GalleryExample) -> list[str]:
     return [*lines, *md_table(header, rows, numeric=range(1, len(header))), ""]
 
 
-def settings_lines(summary: Summary) -> list[str]:
+def settings_lines(summary: Summary, rounds: str = "") -> list[str]:
+    """The run's settings; ``rounds``: the view's "R = ..." text."""
     e = summary.experiment
     settings = summary.metrics.settings
     g = e.grader
@@ -227,7 +230,7 @@ def settings_lines(summary: Summary) -> list[str]:
             for s in e.students
         ),
         f"- grader: {md_escape(g.name)} ({md_escape(g.backend)}: {md_escape(g.model)}), "
-        f"R = {g.rounds} grading rounds, prompt {md_escape(prompts.grading.name)} "
+        f"{rounds or f'R = {g.rounds} grading rounds'}, prompt {md_escape(prompts.grading.name)} "
         f"({prompts.grading.style}, hash {prompts.grading.hash})",
         f"- k = {', '.join(map(str, e.ks))}; M = {e.combinations} combinations per k; "
         f"G = {e.generation_rounds} generation rounds; seed {e.seed}; order seed "
@@ -265,7 +268,14 @@ def render_markdown(
     view = view or report_view(summary)
     lines = [f"# SKILL-MIX report: {md_escape(summary.run_id)}", ""]
     lines += partial_markdown(view.partial)
-    lines += [*settings_lines(summary), "", *leaderboards_markdown(view)]
+    lines += [f"> **Note**: {md_escape(mark)}" for mark in view.header_marks]
+    lines += [""] if view.header_marks else []
+    lines += [
+        *settings_lines(summary, view.rounds_text),
+        "",
+        *reproduction_markdown(view.reproduction),
+    ]
+    lines += leaderboards_markdown(view)
     lines += [
         "## Plots",
         "",
@@ -291,6 +301,17 @@ def render_markdown(
         *gallery_markdown(summary.gallery),
     ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def reproduction_markdown(block: ReproductionView | None) -> list[str]:
+    """The commands, version, revision and hashes behind the numbers, and the citation."""
+    if block is None:
+        return []
+    lines = ["## Reproduce and cite", "", "```sh", *block.commands, "```", ""]
+    lines += [f"- {md_escape(label)}: `{value}`" for label, value in block.facts]
+    lines += ["", "Cite:", ""]
+    lines += [f"- {md_escape(line)}" for line in block.citation]
+    return [*lines, ""]
 
 
 def partial_markdown(partial: PartialView | None) -> list[str]:
@@ -406,7 +427,7 @@ def leaderboards_markdown(view: ReportView) -> list[str]:
         "Cells: mean ± stderr [95% interval] n = combinations; intervals: "
         + md_escape(view.metrics.interval_method)
         + " "
-        + md_escape(READING_NOTE)
+        + md_escape(view.reading_note)
         + (f" {md_escape(view.rule)}" if view.rule else ""),
         "",
     ]

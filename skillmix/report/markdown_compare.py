@@ -11,7 +11,7 @@ from skillmix.artifacts import Leaderboard
 from skillmix.identity import SETTING_LABELS
 from skillmix.method.points import METRIC_TITLES
 from skillmix.report.compare_view import Baseline, Comparison, plural, same_model_runs, setting_keys
-from skillmix.report.leaderboard import READING_NOTE
+from skillmix.report.leaderboard import LETTERS_NOTE
 from skillmix.report.markdown import leaderboard_markdown, md_escape, md_table, plot_lines
 from skillmix.report.markup import fmt
 
@@ -56,7 +56,7 @@ def compare_markdown(doc: Comparison, plots: Sequence[tuple[str, str]] = ()) -> 
             f"## {board.title}",
             "",
             f"Ranked by the mean over k = {ks}; cells: mean ± stderr [95% Wilson interval]. "
-            + READING_NOTE,
+            + LETTERS_NOTE,
             "",
             *leaderboard_markdown(
                 marked_board(board),

@@ -350,6 +350,13 @@ def heatmap(
     return _image(name, title, fig, caption)
 
 
+ZERO_AXES_NOTE = " Both axes start at zero."
+LOG_AXIS_NOTE = (
+    " The score axis starts at zero; the cost axis is logarithmic (the costs span more than a "
+    "factor of 20), so it does not start at zero."
+)
+
+
 def scatter_size(dpi: int = DEFAULT_DPI) -> tuple[int, int]:
     return _pixels(7.5, dpi), _pixels(4.8, dpi)
 
@@ -364,14 +371,15 @@ def scatter_plot(
     caption: str = "",
     dpi: int = DEFAULT_DPI,
 ) -> Image:
-    """Labelled points (label, x, y), e.g. a model's score against its cost; x on a log scale
-    when it spans more than a factor of 20."""
+    """Labelled points (label, x, y), e.g. a model's score against its cost. Both axes start
+    at zero; x goes on a log scale when it spans more than a factor of 20, and then the
+    caption says that its axis does not start at zero."""
     width, height = scatter_size(dpi)
     fig = _scaled_figure(width, height, dpi)
     ax = fig.subplots()
     for i, (label, x, y) in enumerate(points):
         st = style(i)
-        ax.scatter([x], [y], color=st["color"], marker=st["marker"], s=55, zorder=3)
+        ax.scatter([x], [y], color=st["color"], marker=st["marker"], s=55, zorder=3, clip_on=False)
         ax.annotate(
             _short(label, 24),
             (x, y),
@@ -380,11 +388,15 @@ def scatter_plot(
             fontsize=9,
             color="#1b1f24",
         )
+    ax.set_ylim(0, 1.05)
     xs = [x for _, x, _ in points if x > 0]
     if xs and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
-    ax.set_ylim(-0.03, 1.08)
-    ax.margins(x=0.15)
+        ax.margins(x=0.15)
+        caption += LOG_AXIS_NOTE
+    else:
+        ax.set_xlim(0, 1.15 * max(xs) if xs else 1)
+        caption += ZERO_AXES_NOTE
     ax.set_xlabel(xlabel, fontsize=11)
     ax.set_ylabel(ylabel, fontsize=11)
     ax.set_title(title, fontsize=13, fontweight="bold")

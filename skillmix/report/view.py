@@ -29,7 +29,10 @@ from skillmix.method.points import METRIC_NAMES, METRIC_TITLES
 from skillmix.method.reference_numbers import reference_print
 from skillmix.method.stats import wilson_interval
 from skillmix.pipeline.aggregate import COMPLETENESS_RULE
+from skillmix.report.header import SELF_GRADED, header_marks, rounds_text
 from skillmix.report.leaderboard import (
+    LETTERS_NOTE,
+    READING_NOTE,
     board_note,
     model_text,
     pair_below,
@@ -37,6 +40,8 @@ from skillmix.report.leaderboard import (
     verdict_text,
 )
 from skillmix.report.markup import fmt, fmt_stderr
+from skillmix.report.reproduction import ReproductionView, reproduction_view
+from skillmix.report.row_facts import RowFacts, row_facts
 
 # the row fields a leaderboard can show before its k columns (compare shows run and model)
 LABEL_FIELDS = ("student", "grader", "run", "run_id", "run_label", "model")
@@ -119,8 +124,9 @@ class VerdictView:
     """The paired test of a row against the next ranked row."""
 
     text: str
-    significant: bool
-    p_value: float | None
+    significant: bool  # on the Holm-adjusted p where there is one
+    p_value: float | None  # raw
+    p_adjusted: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class BoardRowView:
     rank_text: str  # with the tie mark
     tied: bool
     tie_group: int | None
+    letters: str  # the compact letter display ("" without one)
     first: bool  # rank 1
     group_start: bool  # a line above: a new tie group, where one of the two has several rows
     student: str
@@ -162,6 +169,8 @@ class BoardView:
     caption: str  # the report page's table caption
     has_own: bool  # a "mean over own k" column
     rows: tuple[BoardRowView, ...]
+    has_letters: bool = False  # a "groups" column (boards written before letters have none)
+    reading_note: str = READING_NOTE  # how to read ranks, groups and 'vs next'
 
 
 def _group_starts(board: Leaderboard) -> list[bool]:
@@ -197,13 +206,19 @@ def board_view(board: Leaderboard) -> BoardView:
                 rank_text=rank_text(row),
                 tied=row.tied,
                 tie_group=row.tie_group,
+                letters=row.letters or "",
                 first=row.rank == 1,
                 group_start=starts,
                 student=row.student,
                 grader=row.grader,
                 run=row.run,
                 labels=_labels(row),
-                model_text=model_text(row),
+                model_text=model_text(row)
+                + (
+                    f" · {SELF_GRADED}"
+                    if row.model_id and row.model_id == row.grader_model_id
+                    else ""
+                ),
                 cells={
                     k: cell_view(cell) if (cell := row.cells.get(str(k))) else None
                     for k in board.ks
@@ -230,14 +245,23 @@ def board_view(board: Leaderboard) -> BoardView:
         caption=leaderboard_caption(board),
         has_own=any(r.own_score is not None for r in board.rows),
         rows=tuple(rows),
+        has_letters=has_letters(board),
+        reading_note=LETTERS_NOTE if has_letters(board) else READING_NOTE,
     )
+
+
+def has_letters(board: Leaderboard) -> bool:
+    """Whether the board carries a compact letter display (summaries before it do not)."""
+    return any(r.letters for r in board.rows)
 
 
 def _verdict(pair: PairwiseResult | None, excluded: str | None) -> VerdictView | None:
     """The 'vs next' cell: the paired test, or why the row is not ranked."""
     if excluded:
         return VerdictView(f"not ranked ({excluded})", False, None)
-    return VerdictView(verdict_text(pair), pair.significant, pair.p_value) if pair else None
+    if pair is None:
+        return None
+    return VerdictView(verdict_text(pair), pair.significant, pair.p_value, pair.p_adjusted)
 
 
 def as_board_view(board: Leaderboard | BoardView) -> BoardView:
@@ -273,6 +297,7 @@ class MetricRowView:
     n: int
     unparsed: int
     cells: Mapping[str, CellView]  # by metric name, in METRIC_NAMES order
+    facts: RowFacts | None = None  # model id, counts and ranks (a run's report; not aggregate)
 
     def terminal_cells(self, reference: bool) -> list[str]:
         """The terminal's cells: the reference's exact print in reference mode ("nan"
@@ -302,8 +327,11 @@ def settings_caption(settings: MetricSettings) -> str:
     )
 
 
-def metrics_view(section: MetricsSection) -> MetricsView:
-    """The metrics section (``RunMetrics.section()`` or a summary's) as shown."""
+def metrics_view(
+    section: MetricsSection, facts: Mapping[tuple[str, str, int], RowFacts] | None = None
+) -> MetricsView:
+    """The metrics section (``RunMetrics.section()`` or a summary's) as shown; ``facts``: each
+    row's model id, counts and ranks (``row_facts`` of the summary)."""
     rows = tuple(
         MetricRowView(
             student=row.student,
@@ -312,6 +340,7 @@ def metrics_view(section: MetricsSection) -> MetricsView:
             n=row.n,
             unparsed=row.unparsed,
             cells={name: cell_view(row.metric(name), row.n) for name in METRIC_NAMES},
+            facts=(facts or {}).get((row.student, row.grader, row.k)),
         )
         for row in section.rows
     )
@@ -433,6 +462,10 @@ class ReportView:
     cost: tuple[CostPoint, ...] = field(default=())
     cost_metric: str = "score"  # the score column of the cost table: metric and k values
     rule: str = ""  # how models with missing planned work are ranked ("" in old summaries)
+    reading_note: str = READING_NOTE  # how to read ranks, groups and 'vs next'
+    reproduction: ReproductionView | None = None  # None in summaries before the block
+    header_marks: tuple[str, ...] = ()  # self-grading, copied rounds, the name filter
+    rounds_text: str = ""  # "R = 3", or what copied rounds are in effect
 
 
 def ungraded_models(summary: Summary) -> list[str]:
@@ -473,7 +506,7 @@ def report_view(summary: Summary) -> ReportView:
     return ReportView(
         run_id=summary.run_id,
         boards=tuple(board_view(b) for b in summary.leaderboards),
-        metrics=metrics_view(summary.metrics),
+        metrics=metrics_view(summary.metrics, row_facts(summary)),
         warnings=tuple(summary.warnings),
         metric_definitions=tuple(summary.metric_definitions.values()),
         graders=tuple(sorted({r.grader for b in summary.leaderboards for r in b.rows})),
@@ -481,6 +514,12 @@ def report_view(summary: Summary) -> ReportView:
         cost=tuple(cost_points(summary)),
         cost_metric=f"{METRIC_TITLES[first.metric]} ({first.score_label})" if first else "score",
         rule=COMPLETENESS_RULE if summary.progress is not None else "",
+        reading_note=LETTERS_NOTE
+        if any(has_letters(b) for b in summary.leaderboards)
+        else READING_NOTE,
+        reproduction=reproduction_view(summary),
+        header_marks=header_marks(summary),
+        rounds_text=rounds_text(summary),
     )
 
 

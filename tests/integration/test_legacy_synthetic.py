@@ -424,4 +424,5 @@ def test_compare_rows_of_an_import_name_the_model(tmp_path: Path) -> None:
     assert {r["model_id"] for r in rows} == set(tree.students)
     assert {r["grader_model_id"] for r in rows} == {tree.grader}
     md = run_cli("compare", str(run), "--format", "md").stdout
-    assert "| unknown (reference import): gpt-4 (sampling unknown) |" in md
+    # gpt-4 grades gpt-4 here: the row is marked self-graded
+    assert "| unknown (reference import): gpt-4 (sampling unknown) · self-graded |" in md

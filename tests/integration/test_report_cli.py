@@ -319,8 +319,8 @@ def test_compare_marks_the_same_model_by_its_id(runs: dict[str, Any]) -> None:
     page = (out / "compare.html").read_text(encoding="utf-8")
     board = page[page.index('<table class="leaderboard"') :]
     board = board[: board.index("</table>")]
-    rows = {
-        re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[1]): r
+    rows = {  # the first label cell, after rank and groups
+        re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[2]): r
         for r in re.findall(r"<tr[^>]*>(.*?)</tr>", board)[1:]
     }
     marked = {name.split(" (")[0] for name, r in rows.items() if "same model in run" in r}

@@ -398,8 +398,9 @@ def test_leaderboard_rows_show_backend_model_id_and_sampling(
         assert "model-desc" not in board.group(0)
         assert "mock: plain-model (max_tokens 512)" in board.group(0)  # the default max_tokens
         assert board.group(0).count("<caption") == 1
-        # the first label cell names the student (the run's own name, or with its run)
-        names = [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[1]) for r in rows]
+        # the first label cell (after rank and groups) names the student (the run's own name,
+        # or with its run)
+        names = [re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[2]) for r in rows]
         assert all(n.split(" (")[0] in {"evil", "plain"} for n in names), names
     # the cell's data attributes keep the plain student name
     assert 'data-student="plain"' in crafted["html"]

@@ -11,7 +11,9 @@ does.
 from __future__ import annotations
 
 import csv
+import html
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 from skillmix.artifacts import Summary
+from skillmix.report.reproduction import reproduction
 from skillmix.report.view import CellView, ReportView, report_view
 from tests.helpers import run_cli
 
@@ -346,6 +349,43 @@ def parity_problems(outputs: Outputs) -> list[str]:
             html_row = html_ranks.get((board.metric, row.student))
             if html_row is not None and html_row[3] != row.score_ci:
                 problems.append(f"report.html {board.metric} {row.student}: score interval")
+    problems += csv_rank_problems(outputs)
+    return problems
+
+
+def csv_rank_problems(outputs: Outputs) -> list[str]:
+    """metrics.csv's per-row rank, score and score interval are the leaderboards' (one row
+    per model x k, each naming its model id), and its counts add up to summary.json's
+    progress per student."""
+    view, problems = outputs.view, []
+    rows = list(csv.DictReader(io.StringIO(outputs.csv)))
+    want_keys = {(r.student, r.grader, r.k) for r in view.metrics.rows}
+    if [(r["student"], r["grader"], int(r["k"])) for r in rows] != sorted(want_keys):
+        problems.append("metrics.csv: not one row per model x k")
+    ids = {s.name: s.model for s in outputs.summary.experiment.students}
+    for board in view.boards:
+        by_model = {(r.student, r.grader): r for r in board.rows}
+        for line in rows:
+            ranked = by_model[(line["student"], line["grader"])]
+            low, high = ranked.score_ci or (None, None)
+            shown = (
+                line[f"{board.metric}_rank"],
+                _number(line[f"{board.metric}_score"]),
+                _number(line[f"{board.metric}_score_ci95_low"]),
+                _number(line[f"{board.metric}_score_ci95_high"]),
+            )
+            if shown != (str(ranked.rank or ""), ranked.score, low, high):
+                problems.append(f"metrics.csv {board.metric} {line['student']}: {shown}")
+    for line in rows:
+        if line["model_id"] != ids[line["student"]]:
+            problems.append(f"metrics.csv {line['student']}: model id {line['model_id']}")
+    for p in outputs.summary.progress or []:
+        words = "answers" if p.phase == "generate" else "verdicts"
+        mine = [line for line in rows if line["student"] == p.student]
+        for column, want in (("planned", p.planned), ("done", p.done), ("failed", p.failed)):
+            name = f"planned_{words}" if column == "planned" else f"{words}_{column}"
+            if sum(int(line[name]) for line in mine) != want:
+                problems.append(f"metrics.csv {p.student} {name}: not {want}")
     return problems
 
 
@@ -381,6 +421,18 @@ def _tampered(outputs: Outputs, **changes: str) -> Outputs:
     return Outputs(**{**fields, **changes}, summary=outputs.summary)
 
 
+def _round_csv_column(
+    text: str, column: str, change: Callable[[str], str] = lambda v: f"{float(v):.2f}"
+) -> str:
+    """The CSV with the first row's ``column`` changed."""
+    rows = list(csv.reader(io.StringIO(text)))
+    at = rows[0].index(column)
+    rows[1][at] = change(rows[1][at])
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
 def _first_cell(view: ReportView) -> CellView:
     return next(iter(view_cells(view).values()))
 
@@ -404,8 +456,12 @@ def _first_cell(view: ReportView) -> CellView:
         },
         # a CSV value written as its rounded text
         lambda o, c: {"csv": o.csv.replace(repr(c.mean), c.mean_text, 1)},
+        # a CSV score interval rounded
+        lambda o, c: {"csv": _round_csv_column(o.csv, "full_marks_score_ci95_low")},
+        # a CSV count off by one
+        lambda o, c: {"csv": _round_csv_column(o.csv, "answers_done", lambda v: str(int(v) + 1))},
     ],
-    ids=["markdown", "terminal", "html", "csv"],
+    ids=["markdown", "terminal", "html", "csv", "csv-score-ci", "csv-counts"],
 )
 def test_parity_fails_when_one_output_rounds_otherwise(
     outputs: Outputs, tamper: Callable[[Outputs, CellView], dict[str, str]]
@@ -437,3 +493,101 @@ def test_parity_fails_for_a_renderer_that_computes(
         ranks[board.metric] = [r.rank_text for r in board.rows]
     swapped = outputs.markdown.replace(f"| {ranks['full_marks'][0]} |", "| 9 |", 1)
     assert parity_problems(_tampered(outputs, markdown=swapped))
+
+
+def test_reports_show_letter_groups_and_holm_adjusted_p(outputs: Outputs) -> None:
+    """Issue 23: every ranked row has its letters (summary.json, report.md, report.html), the
+    'vs next' cells give the raw and the Holm-adjusted p, and the method text says that
+    significance is decided on the adjusted p."""
+    summary, tables = outputs.summary, markdown_tables(outputs.markdown)
+    for board in summary.leaderboards:
+        assert all(r.letters for r in board.rows if r.rank is not None)
+        assert all(
+            p.p_adjusted is not None and p.p_adjusted >= p.p_value
+            for p in board.pairwise
+            if p.p_value is not None
+        )
+        shown = {row["student"]: row["groups"] for row in tables[board.title]}
+        assert shown == {r.student: r.letters for r in board.rows}
+        for r in board.rows:
+            assert f'data-letters="{r.letters}"' in outputs.html
+    assert "Holm p = " in outputs.markdown and "Holm p = " in outputs.html
+    assert "share a letter are not significantly different" in outputs.markdown
+    assert "share a letter are not significantly different" in outputs.html
+    assert "significant when the adjusted p < 0.05" in outputs.markdown
+
+
+def test_every_report_has_a_reproduction_block(outputs: Outputs) -> None:
+    """Issue 23: report.html and report.md give the commands, the skillmix version and git
+    revision, the catalog and prompt hashes (those of run.json) and a citation line for
+    SKILL-MIX and for the tool; summary.json stores the block."""
+    summary = outputs.summary
+    block = summary.reproduction
+    assert block is not None
+    assert block.commands[-1] == f"skillmix report {summary.run}"
+    assert any(c.startswith("skillmix evaluate -f ") for c in block.commands)
+    run_json = json.loads((Path(summary.run) / "run.json").read_text(encoding="utf-8"))
+    hashes = [
+        run_json["catalog"]["hash"],
+        run_json["prompts"]["generation"]["hash"],
+        run_json["prompts"]["grading"]["hash"],
+    ]
+    assert all(hashes)
+    for text in (outputs.markdown, outputs.html):
+        section = text[text.index("Reproduce and cite") :]
+        for needle in (*hashes, f"skillmix {summary.skillmix_version}", "arXiv:2310.17567"):
+            assert needle in section, needle
+        assert "git revision" in section and f"skillmix report {summary.run}" in section
+    assert 'href="#reproduce"' in outputs.html
+
+
+def test_the_revision_is_the_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKILLMIX_REVISION", "0123abc")
+    block = reproduction("/runs/r1", "1.2.3")
+    assert block.revision == "0123abc" and "(git revision 0123abc)" in block.citation[1]
+    monkeypatch.delenv("SKILLMIX_REVISION")
+    assert reproduction("/runs/r1", "1.2.3").revision is None
+
+
+def latex_rows(text: str) -> dict[tuple[str, str], list[str]]:
+    """(metric label, student) -> the cells of a LaTeX table row."""
+    out: dict[tuple[str, str], list[str]] = {}
+    label = ""
+    for line in text.splitlines():
+        if line.startswith(r"\label{"):
+            label = line[len(r"\label{tab:skillmix-") : -1]
+        elif line.endswith(r" \\") and not line.startswith("rank"):
+            cells = [c.strip() for c in line[: -len(r" \\")].split(" & ")]
+            out[(label, cells[2])] = cells
+    return out
+
+
+def test_latex_tables_show_the_numbers_of_the_view(outputs: Outputs, tmp_path: Path) -> None:
+    """Issue 23: `skillmix report RUN --format latex` prints the leaderboards as LaTeX
+    tables whose ranks, letters, cells and scores are the view's texts."""
+    result = run_cli("report", outputs.summary.run, "--out", str(tmp_path), "--format", "latex")
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    assert text.count(r"\begin{tabular}") == 3 and r"\toprule" in text
+    rows = latex_rows(text)
+    for board in outputs.view.boards:
+        for row in board.rows:
+            cells = rows[(board.metric.replace("_", "-"), row.student)]
+            assert cells[0] == row.rank_text.replace("≈", r"$\approx$")
+            assert cells[1] == row.letters
+            shown = [c.interval_text for c in row.cells.values() if c]
+            assert cells[4:-1] == shown
+            assert cells[-1] == f"{row.score_text} {row.score_ci_text}"
+
+
+def test_the_header_names_a_name_filter_other_than_the_references(outputs: Outputs) -> None:
+    """Issue 23: the default explicit-name filter (word) is not the reference's (off); the
+    header of both pages says so. No student here is graded by its own model: no such mark."""
+    assert outputs.summary.metrics.settings.filter_explicit_name == "word"
+    header = outputs.markdown[: outputs.markdown.index("## Leaderboards")]
+    note = "explicit-name filter: word (the reference's default is off)"
+    assert f"> **Note**: {note}" in header
+    subtitle = outputs.html[outputs.html.index("<header") : outputs.html.index("</header>")]
+    assert note in html.unescape(subtitle)
+    assert "self-graded" not in outputs.markdown and "self-graded" not in outputs.html
+    assert "R = 3 grading rounds" in subtitle and "in effect" not in subtitle
