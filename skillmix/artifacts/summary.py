@@ -383,6 +383,30 @@ class AgreementSection(Artifact):
     )
 
 
+class ItemFailureCell(Artifact):
+    """``method.items.ItemFailure`` of one rubric item group."""
+
+    rate: float | None = Field(description="Share of the group's rubric points missed.")
+    failed: float = Field(description="Points missed (1 - voted point, summed).")
+    points: int = Field(description="Rubric points counted.")
+
+
+class ItemFailureRow(Artifact):
+    student: str = Field(description="Student name.")
+    grader: str = Field(description="Grader name.")
+    answers: int = Field(description="Answers with a usable verdict.")
+    items: dict[str, ItemFailureCell] = Field(description="Failure per rubric item group.")
+    worst: str | None = Field(description="The group that fails most; None if none fails.")
+
+
+class ItemFailures(Artifact):
+    """Which rubric items fail most, per model, pooled over k."""
+
+    groups: list[str] = Field(description="Rubric item groups, in order.")
+    unit: str = Field(description="What a failure rate is, in words.")
+    rows: list[ItemFailureRow] = Field(description="One row per model, leaderboard order.")
+
+
 class ModelRef(Artifact):
     student: str = Field(description="Student name.")
     grader: str = Field(description="Grader name.")
@@ -479,7 +503,7 @@ class Reproduction(Artifact):
 class Summary(Versioned, OmitsAbsent):
     """``report/summary.json``: the machine-readable report every other report file comes from."""
 
-    _OMITTED_WHEN_NONE = ("progress", "reproduction")
+    _OMITTED_WHEN_NONE = ("progress", "reproduction", "item_failures")
 
     run_id: str = Field(description="The run id.")
     run: str = Field(description="The run folder (URI).")
@@ -509,6 +533,12 @@ class Summary(Versioned, OmitsAbsent):
     failures: Failures = Field(description="Failed and unparsed records.")
     quality: list[QualityRow] = Field(description="Answer quality per student and k.")
     agreement: AgreementSection = Field(description="Agreement between grading rounds.")
+    item_failures: ItemFailures | None = Field(
+        None,
+        description="Per model, the share of rubric points missed per item group (skills "
+        "pooled; topic, sense and length each); None without a usable verdict, and in files "
+        "written before it existed.",
+    )
     skill_rates: SkillRates = Field(description="Per-skill success rates.")
     topic_rates: TopicRates = Field(description="Per-topic success rates.")
     category_rates: CategoryRates | None = Field(

@@ -29,13 +29,14 @@ from skillmix.artifacts import (
     TopicRateRow,
     TopicRates,
 )
+from skillmix.artifacts.summary import ItemFailureCell, ItemFailureRow, ItemFailures
 from skillmix.config import Experiment
 from skillmix.method.agreement import agreement
+from skillmix.method.items import ITEM_GROUPS, item_failures, item_group, worst_item
 from skillmix.method.metrics import MetricRow, vote_answers
 from skillmix.method.points import MetricOptions, names_skill
 from skillmix.records import GenerationRecord, GradeRecord
 
-ITEM_GROUPS = ("skills", "topic", "sense", "length")
 # The parse-failure and retry table: (QualityRow field, column title).
 QUALITY_COLUMNS = (
     ("generations", "generations"),
@@ -52,13 +53,6 @@ QUALITY_COLUMNS = (
 MAX_ANSWER_CHARS = 2000
 MAX_GRADER_REPLY_CHARS = 2500
 EXPLICIT_NAME_EXAMPLES = 2
-
-
-def item_group(j: int, k: int) -> str:
-    """The rubric item group of position ``j`` (0-based) in a k-skill rubric."""
-    if j < k:
-        return "skills"
-    return ITEM_GROUPS[1 + min(j - k, 2)]
 
 
 def rubric_labels(skills: Sequence[str], k: int) -> list[str]:
@@ -162,6 +156,44 @@ def voted_units(grades: Iterable[GradeRecord], options: MetricOptions) -> list[R
         unit.voted, unit.scores = voted.voted, voted.scores
         units.append(unit)
     return units
+
+
+ITEM_UNIT = (
+    "per answer (before generation rounds are combined), 1 minus its voted point, summed over "
+    "the item group's rubric points and divided by their number, pooled over k: the k skills "
+    "together, then on topic, makes sense and the length point (computed from the sentence "
+    "count) each on its own"
+)
+
+
+def item_failure_section(
+    units: Sequence[ReportAnswer], order: Sequence[tuple[str, str]] = ()
+) -> ItemFailures | None:
+    """Per model (leaderboard order first): which rubric item groups its answers miss, from
+    the voted points the metrics count. None when no answer has a usable verdict."""
+    voted: dict[tuple[str, str], list[tuple[int, list[float]]]] = defaultdict(list)
+    for unit in units:
+        if unit.voted is not None:
+            voted[unit.column].append((unit.k, unit.voted))
+    if not voted:
+        return None
+    rows = []
+    for student, grader in _columns(set(voted), order):
+        answers = voted[(student, grader)]
+        failures = item_failures(answers)
+        rows.append(
+            ItemFailureRow(
+                student=student,
+                grader=grader,
+                answers=len(answers),
+                items={
+                    g: ItemFailureCell(rate=f.rate, failed=f.failed, points=f.points)
+                    for g, f in failures.items()
+                },
+                worst=worst_item(failures),
+            )
+        )
+    return ItemFailures(groups=list(ITEM_GROUPS), unit=ITEM_UNIT, rows=rows)
 
 
 def column_label(student: str, grader: str, graders: int) -> str:

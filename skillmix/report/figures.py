@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from skillmix.artifacts import CategoryRates, Leaderboard, LeaderboardRow, SkillRates, TopicRates
 from skillmix.method.points import METRIC_TITLES
+from skillmix.report.item_view import ItemFailuresView
 from skillmix.report.markup import Image
 from skillmix.report.plots import (
     MAX_HEATMAP_ROWS,
@@ -98,6 +99,24 @@ def rates_image(
             f"Sorted hardest first (by the mean over models, counting cells with n ≥ "
             f"{table_data.min_n}){shown}; grey: not sampled."
         ),
+        dpi=dpi,
+    )
+
+
+def item_failures_image(view: ItemFailuresView | None, dpi: int) -> Image | None:
+    """A small heatmap: rubric item groups (rows) against models (columns), each cell the
+    share of points missed (the table's rates)."""
+    if view is None:
+        return None
+    return heatmap(
+        "item-failures",
+        list(view.titles),
+        [r.model for r in view.rows],
+        [[r.cells[i].rate for r in view.rows] for i in range(len(view.groups))],
+        title="Which rubric items fail",
+        colorbar="share of points missed",
+        caption="Per model and rubric item group (skills pooled), pooled over k: the share of "
+        "rubric points missed; brighter fails more.",
         dpi=dpi,
     )
 

@@ -13,7 +13,9 @@ from skillmix.artifacts import (
     SkillRates,
     TopicRates,
 )
-from skillmix.report.markup import Image, Safe, el, figure, fmt, number, pct, table
+from skillmix.report.html_answers import answers_href
+from skillmix.report.item_view import ItemFailuresView
+from skillmix.report.markup import Child, Image, Safe, el, figure, fmt, number, pct, table
 from skillmix.report.view import SMALL_N_MARK, RateCellView, rate_cell_view
 
 KIND_TITLES = {"best": "best", "worst": "worst", "explicit_name": "names a skill"}
@@ -31,19 +33,25 @@ def rates_details(
     extra: Sequence[str] = (),
     *,
     open_: bool = False,
+    links: bool = False,
 ) -> Safe:
     """``what``: the row's name field (skill, topic, category); ``extra``: more fields shown.
-    Every cell shows its rate and n."""
+    Every cell shows its rate and n; ``links``: a cell opens the answer browser filtered to
+    its model and its skill or topic."""
     columns = table_data.columns
     rows = []
     for row in table_data.rows:
+        name = getattr(row, what)
         rows.append(
             [
-                getattr(row, what),
+                name,
                 *[getattr(row, x) for x in extra],
                 *[
-                    _rate_td(rate_cell_view(v, n, table_data.min_n))
-                    for v, n in zip(row.values, row.n, strict=True)
+                    _rate_td(
+                        rate_cell_view(v, n, table_data.min_n),
+                        answers_href(model.student, **{what: name}) if links else None,
+                    )
+                    for v, n, model in zip(row.values, row.n, table_data.models, strict=True)
                 ],
                 fmt(row.mean),
             ]
@@ -63,13 +71,14 @@ def rates_details(
     )
 
 
-def _rate_td(cell: RateCellView | None) -> Safe:
-    """A rate cell: its text, the interval in its tooltip, the exact numbers as data."""
+def _rate_td(cell: RateCellView | None, href: str | None = None) -> Safe:
+    """A rate cell: its text, the interval in its tooltip, the exact numbers as data;
+    ``href``: the link to its answers."""
     if cell is None:
         return el("td", "—", class_="num")
     return el(
         "td",
-        cell.text,
+        el("a", cell.text, href=href, class_="drill") if href else cell.text,
         class_="num small-n" if cell.small else "num",
         title=cell.title,
         data_value=number(cell.value),
@@ -97,6 +106,50 @@ def rates_section(anchor: str, title: str, note: str, image: Image | None, detai
         figure(image) if image else el("p", "Nothing graded yet.", class_="note"),
         details,
         id=anchor,
+    )
+
+
+def item_failures_section(view: ItemFailuresView | None, image: Image | None) -> Safe | None:
+    """Which rubric items fail most, per model: the plot and the table (None without the
+    section in the summary)."""
+    if view is None:
+        return None
+    rows: list[list[Child]] = [
+        [
+            row.model,
+            row.answers,
+            *[
+                el(
+                    "td",
+                    cell.text,
+                    class_="num",
+                    data_value=number(cell.rate),
+                    data_failed=number(cell.failed),
+                    data_points=cell.points,
+                    data_group=cell.group,
+                    data_student=row.student,
+                    data_grader=row.grader,
+                )
+                for cell in row.cells
+            ],
+            row.worst,
+        ]
+        for row in view.rows
+    ]
+    header = ["model", "answers", *view.titles, "fails most"]
+    return el(
+        "section",
+        el("h2", "Which rubric items fail"),
+        el("p", view.note, class_="note"),
+        figure(image) if image else None,
+        table(
+            header,
+            rows,
+            numeric=range(1, len(header) - 1),
+            caption="Per model and rubric item group: failure rate (missed / points)",
+            class_="items",
+        ),
+        id="items",
     )
 
 
@@ -256,8 +309,8 @@ def gallery_section(gallery: Sequence[GalleryExample]) -> Safe:
         el("h2", "Example answers"),
         el(
             "p",
-            "Per model and k: the best and the worst graded answer and up to two answers that "
-            "name one of their skills. Columns r1, r2, ...: the points each grading round gave "
+            "Per model and k, folded (open a k to see them): the best and the worst graded "
+            "answer and up to two answers that name one of their skills. Columns r1, r2, ...: the points each grading round gave "
             "(as the grader gave them); voted: the points the metrics use (rounds combined, "
             "the length point computed from the sentence count, the explicit-name filter "
             "applied).",
@@ -267,6 +320,15 @@ def gallery_section(gallery: Sequence[GalleryExample]) -> Safe:
     for (student, grader), by_k in groups.items():
         parts.append(el("h3", student if len(graders) == 1 else f"{student} (graded by {grader})"))
         for k in sorted(by_k):
-            parts.append(el("h4", f"k = {k}"))
-            parts.append(el("div", *[example_card(i) for i in by_k[k]], class_="cards"))
+            kinds = ", ".join(dict.fromkeys(KIND_TITLES.get(i.kind, i.kind) for i in by_k[k]))
+            parts.append(
+                el(
+                    "details",
+                    el("summary", f"k = {k}: {len(by_k[k])} examples ({kinds})"),
+                    el("div", *[example_card(i) for i in by_k[k]], class_="cards"),
+                    class_="examples",
+                    data_student=student,
+                    data_k=k,
+                )
+            )
     return el("section", *parts, id="gallery")

@@ -4,6 +4,7 @@ embedded compressed and its rows built by the page's script."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import quote, urlencode
 
 from skillmix.report.answers import Answer, AnswerSet, browser_payload
 from skillmix.report.markup import Safe, el
@@ -29,6 +30,14 @@ SORT_OPTIONS = (
     ("topic", "topic"),
     ("score", "score"),
 )
+
+
+def answers_href(student: str, k: int | None = None, **filters: str | None) -> str:
+    """A link that opens the answer browser filtered to a model (and a k, a skill or a
+    topic): ``#answers?student=S&k=K&skill=X``, applied by the page's script."""
+    query = {"student": student, "k": None if k is None else str(k), **filters}
+    params = {key: value for key, value in query.items() if value is not None}
+    return "#answers?" + urlencode(params, quote_via=quote)
 
 
 def _select(ident: str, label: str, options: Sequence[tuple[str, str]]) -> Safe:

@@ -11,17 +11,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from skillmix.artifacts import Leaderboard
+from skillmix.report.html_answers import answers_href
 from skillmix.report.markup import Safe, el, number
 from skillmix.report.view import BoardRowView, BoardView, CellView, ReportView, as_board_view
 
 
-def metric_td(cell: CellView | None, **attrs: object) -> Safe:
-    """A leaderboard cell: rounded text, exact numbers in data attributes."""
+def metric_td(cell: CellView | None, href: str | None = None, **attrs: object) -> Safe:
+    """A leaderboard cell: rounded text, exact numbers in data attributes; ``href``: the
+    answer browser filtered to the cell's answers (the rounded value is the link)."""
     if cell is None:
         return el("td", "—", class_="num", data_value="null", **attrs)
     return el(
         "td",
-        cell.mean_text,
+        el("a", cell.mean_text, href=href, class_="drill") if href else cell.mean_text,
         el("span", f" ± {cell.stderr_text}", class_="se"),
         el("span", cell.ci_text, class_="ci") if cell.ci_text else None,
         el("span", f" n={cell.n}", class_="n"),
@@ -38,9 +40,13 @@ def metric_td(cell: CellView | None, **attrs: object) -> Safe:
 
 
 def board_row(
-    board: BoardView, row: BoardRowView, label_columns: Sequence[tuple[str, str]]
+    board: BoardView,
+    row: BoardRowView,
+    label_columns: Sequence[tuple[str, str]],
+    links: bool = False,
 ) -> Safe:
-    """One ``<tr>``: rank, labels, model, per-k cells, score, own score, vs next."""
+    """One ``<tr>``: rank, labels, model, per-k cells, score, own score, vs next; ``links``:
+    the per-k values and the score open the answer browser filtered to their answers."""
     classes = " ".join(
         c for c, on in (("first", row.first), ("group-start", row.group_start)) if on
     )
@@ -68,10 +74,17 @@ def board_row(
         ),
         *[el("td", row.labels[key]) for key, _ in label_columns],
         el("td", row.model_text, class_="model"),
-        *[metric_td(row.cells[k], data_k=k, **ident) for k in board.ks],
+        *[
+            metric_td(
+                row.cells[k], answers_href(row.student, k) if links else None, data_k=k, **ident
+            )
+            for k in board.ks
+        ],
         el(
             "td",
-            row.score_text,
+            el("a", row.score_text, href=answers_href(row.student), class_="drill")
+            if links and row.score is not None
+            else row.score_text,
             el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
             class_="num",
             title=f"exactly {row.exact_score}" if row.exact_score else None,
@@ -97,6 +110,7 @@ def leaderboard_table(
     label_columns: Sequence[tuple[str, str]],
     *,
     caption: str | None = None,
+    links: bool = False,
     **table_attrs: object,
 ) -> Safe:
     """``label_columns``: (row field, header) pairs shown before the k columns; the student's
@@ -131,16 +145,58 @@ def leaderboard_table(
         "table",
         el("caption", caption or f"{view.title}, {view.score_label}"),
         el("thead", head),
-        el("tbody", *[board_row(view, row, label_columns) for row in view.rows]),
+        el("tbody", *[board_row(view, row, label_columns, links) for row in view.rows]),
         class_="leaderboard",
         data_metric=view.metric,
         **table_attrs,
     )
 
 
-def leaderboards_section(view: ReportView) -> Safe:
-    """The run's leaderboards, with the warnings and the metrics defined in words."""
+def ranking_table(board: BoardView, links: bool = False, graders: int = 1) -> Safe:
+    """The headline ranking in three narrow columns (rank, model, score with its interval),
+    first in the section, so that a phone's first screen shows who leads and by how much;
+    the full tables follow."""
+    rows = [
+        el(
+            "tr",
+            el("td", row.rank_text, class_="num"),
+            el("td", row.student if graders <= 1 else f"{row.student} / {row.grader}"),
+            el(
+                "td",
+                el("a", row.score_text, href=answers_href(row.student), class_="drill")
+                if links and row.score is not None
+                else row.score_text,
+                el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
+                class_="num",
+                data_score=number(row.score),
+                data_student=row.student,
+                data_grader=row.grader,
+            ),
+        )
+        for row in board.rows
+    ]
+    head = el(
+        "tr",
+        el("th", "rank", class_="num", scope="col"),
+        el("th", "model", scope="col"),
+        el("th", board.score_label, class_="num", scope="col"),
+    )
+    return el(
+        "table",
+        el("caption", f"Ranking: {board.title}, {board.score_label} (full tables below)"),
+        el("thead", head),
+        el("tbody", *rows),
+        class_="ranking",
+        data_metric=board.metric,
+    )
+
+
+def leaderboards_section(view: ReportView, links: bool = False) -> Safe:
+    """The run's leaderboards, with the warnings and the metrics defined in words; ``links``:
+    cells open the answer browser (report.html with its answers)."""
     parts: list[Any] = [el("h2", "Leaderboards")]
+    if view.boards:
+        parts.append(ranking_table(view.boards[0], links, len(view.graders)))
     for warning in view.warnings:
         parts.append(el("div", el("strong", "Warning: "), warning, class_="banner"))
     parts.append(
@@ -169,7 +225,7 @@ def leaderboards_section(view: ReportView) -> Safe:
             "div",
             el("h3", board.title),
             el("p", board.note, class_="note"),
-            leaderboard_table(board, labels, caption=board.caption),
+            leaderboard_table(board, labels, caption=board.caption, links=links),
         )
         for board in view.boards
     ]

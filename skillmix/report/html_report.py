@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from skillmix.artifacts import Summary
 from skillmix.report.answers import AnswerSet
-from skillmix.report.figures import cost_figure, metric_images, rate_label, rates_image
+from skillmix.report.figures import (
+    cost_figure,
+    item_failures_image,
+    metric_images,
+    rate_label,
+    rates_image,
+)
 from skillmix.report.html_analysis import (
     agreement_section,
     gallery_section,
+    item_failures_section,
     rates_details,
     rates_section,
 )
@@ -55,6 +62,7 @@ NAV = (
     ("plots", "Metrics vs k"),
     ("settings", "Settings"),
     ("reproduce", "Reproduce"),
+    ("items", "Rubric items"),
     ("skills", "Per skill"),
     ("topics", "Per topic"),
     ("agreement", "Grader agreement"),
@@ -98,9 +106,10 @@ def subtitle(summary: Summary, view: ReportView) -> Safe:
 
 
 def rate_sections(
-    summary: Summary, skills_img: Image | None, topics_img: Image | None
+    summary: Summary, skills_img: Image | None, topics_img: Image | None, links: bool = False
 ) -> list[Safe]:
-    """Per skill (and category) and per topic: the heatmaps and their tables."""
+    """Per skill (and category) and per topic: the heatmaps and their tables; ``links``: the
+    skill and topic cells open the answer browser."""
     return [
         rates_section(
             "skills",
@@ -112,10 +121,10 @@ def rate_sections(
             skills_img,
             el(
                 "div",
-                rates_details(summary.category_rates, "category", extra=["skills"], open_=True)
+                rates_details(summary.category_rates, "category", extra=["skills"])
                 if summary.category_rates is not None
                 else None,
-                rates_details(summary.skill_rates, "skill", extra=["category"]),
+                rates_details(summary.skill_rates, "skill", extra=["category"], links=links),
             ),
         ),
         rates_section(
@@ -124,7 +133,7 @@ def rate_sections(
             "Share of combinations with full marks (generation rounds combined) per topic and "
             "model, pooled over k (n = combinations).",
             topics_img,
-            rates_details(summary.topic_rates, "topic"),
+            rates_details(summary.topic_rates, "topic", links=links),
         ),
     ]
 
@@ -159,12 +168,14 @@ def render_html(
         dpi,
     )
     cost_img = cost_image(summary, dpi)
+    items_img = item_failures_image(view.items, dpi)
     body = [
-        leaderboards_section(view),
+        leaderboards_section(view, links=answers is not None),
         plots_section(metric_imgs),
         settings_section(summary),
         reproduction_section(view.reproduction),
-        *rate_sections(summary, skills_img, topics_img),
+        item_failures_section(view.items, items_img),
+        *rate_sections(summary, skills_img, topics_img, links=answers is not None),
         agreement_section(summary.agreement),
         failures_section(summary),
         usage_section(summary.usage, summary.gpu_usage),
@@ -177,12 +188,16 @@ def render_html(
         f"skillmix {summary.skillmix_version} · run created {summary.created_at} · "
         f"report built {summary.reported_at} · SKILL-MIX (Yu et al. 2023, arXiv 2310.17567)",
     )
-    images = [*metric_imgs, *[i for i in (skills_img, topics_img, cost_img) if i is not None]]
+    images = [
+        *metric_imgs,
+        *[i for i in (items_img, skills_img, topics_img, cost_img) if i is not None],
+    ]
     title = f"SKILL-MIX report: {summary.run_id}"
     nav = [
         item
         for item in NAV
         if (answers is not None or item[0] != "answers")
         and (view.reproduction is not None or item[0] != "reproduce")
+        and (view.items is not None or item[0] != "items")
     ]
     return page(title, subtitle(summary, view), nav, body, footer), images

@@ -22,6 +22,42 @@ from skillmix.report.view import USAGE_COLUMNS, CostPoint, PartialView
 
 
 def settings_section(summary: Summary) -> Safe:
+    """The run's settings, folded behind a control (the header line says the design)."""
+    run, design, sources, metric = _settings_tables(summary)
+    e = summary.experiment
+    students = students_table(e.students)
+    grader = grader_table(e.grader, summary.prompts.grading.style)
+    return el(
+        "section",
+        el("h2", "Settings"),
+        el(
+            "details",
+            el(
+                "summary",
+                "The run, its design, catalog and prompts, metric options, students and grader",
+            ),
+            el(
+                "div",
+                el("div", el("h3", "Run"), run),
+                el("div", el("h3", "Design"), design),
+                el("div", el("h3", "Catalog and prompts"), sources),
+                el("div", el("h3", "Metric options"), metric),
+                class_="grid",
+            ),
+            el(
+                "div",
+                el("div", el("h3", "Students"), students),
+                el("div", el("h3", "Grader"), grader),
+                class_="grid",
+            ),
+            class_="settings",
+        ),
+        id="settings",
+    )
+
+
+def _settings_tables(summary: Summary) -> tuple[Safe, Safe, Safe, Safe]:
+    """The run, design, sources and metric-option tables of the settings."""
     e = summary.experiment
     g = e.grader
     prompts = summary.prompts
@@ -80,27 +116,7 @@ def settings_section(summary: Summary) -> Safe:
         },
         caption="How the metrics combine rounds and filter answers",
     )
-    students = students_table(e.students)
-    grader = grader_table(g, prompts.grading.style)
-    return el(
-        "section",
-        el("h2", "Settings"),
-        el(
-            "div",
-            el("div", el("h3", "Run"), run),
-            el("div", el("h3", "Design"), design),
-            el("div", el("h3", "Catalog and prompts"), sources),
-            el("div", el("h3", "Metric options"), metric),
-            class_="grid",
-        ),
-        el(
-            "div",
-            el("div", el("h3", "Students"), students),
-            el("div", el("h3", "Grader"), grader),
-            class_="grid",
-        ),
-        id="settings",
-    )
+    return run, design, sources, metric
 
 
 def students_table(students: Sequence[StudentSpec]) -> Safe:
@@ -340,11 +356,15 @@ def reproduction_section(block: ReproductionView | None) -> Safe | None:
         "section",
         el("h2", "Reproduce and cite"),
         el("pre", el("code", "\n".join(block.commands)), class_="repro"),
-        kv_table(
-            {label: el("code", value) for label, value in block.facts},
-            caption="What the numbers depend on: version, revision, hashes, seed",
+        el(
+            "details",
+            el("summary", "Version, git revision, hashes and how to cite"),
+            kv_table(
+                {label: el("code", value) for label, value in block.facts},
+                caption="What the numbers depend on: version, revision, hashes, seed",
+            ),
+            el("p", el("strong", "Cite:")),
+            el("ul", *[el("li", line) for line in block.citation], class_="citation"),
         ),
-        el("p", el("strong", "Cite:")),
-        el("ul", *[el("li", line) for line in block.citation], class_="citation"),
         id="reproduce",
     )

@@ -22,6 +22,7 @@ from skillmix.artifacts import (
 )
 from skillmix.report.analysis import QUALITY_COLUMNS
 from skillmix.report.gpu_usage import GPU_TIME_COLUMNS, gpu_time_cells
+from skillmix.report.item_view import ItemFailuresView
 from skillmix.report.markup import fmt, pct
 from skillmix.report.reproduction import ReproductionView
 from skillmix.report.view import (
@@ -296,6 +297,7 @@ def render_markdown(
         f"- grading verdicts failed: {f.grading_failed}; unparsed after re-asks: "
         f"{f.grading_unparsed}; re-asked at least once: {f.grading_retried}",
         "",
+        *items_markdown(view.items),
         *rates_sections_markdown(summary),
         "",
         *gallery_markdown(summary.gallery),
@@ -443,6 +445,27 @@ def leaderboards_markdown(view: ReportView) -> list[str]:
             "",
         ]
     return lines
+
+
+def items_markdown(view: ItemFailuresView | None) -> list[str]:
+    """Which rubric items fail most, per model (nothing for a summary without them)."""
+    if view is None:
+        return []
+    return [
+        "## Which rubric items fail (pooled over k)",
+        "",
+        md_escape(view.note),
+        "",
+        *md_table(
+            ["model", "answers", *view.titles, "fails most"],
+            [
+                [md_escape(r.model), r.answers, *[c.text for c in r.cells], md_escape(r.worst)]
+                for r in view.rows
+            ],
+            numeric=range(1, 2 + len(view.titles)),
+        ),
+        "",
+    ]
 
 
 def rates_sections_markdown(summary: Summary) -> list[str]:

@@ -116,7 +116,7 @@ table.resorted tr.group-start td { border-top: 1px solid var(--line); }
 .kv th { width: 1%; white-space: nowrap; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
 figure { margin: 8px 0 18px; max-width: 100%; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(560px, 100%), 1fr));
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(380px, 100%), 1fr));
          gap: 4px 28px; }
 .plots figure img { width: 100%; height: auto; }
 .plots figure.wide { grid-column: 1 / -1; max-width: 1100px; }
@@ -155,8 +155,16 @@ tr.ab-detail > td { background: var(--bg); max-width: 90vw; }
 .turn.assistant pre { border-left: 3px solid var(--good); }
 .turn.user pre { border-left: 3px solid var(--line); }
 footer { padding: 14px 32px; color: var(--muted); font-size: 12px; border-top: 1px solid var(--line); }
+details.examples { margin: 4px 0 10px; }
+details.examples > summary { font-weight: 600; }
+table.ranking td .ci { display: inline; margin-left: 6px; }
+a.drill { color: inherit; text-decoration: underline dotted; }
 @media (max-width: 600px) {
   header, nav, footer { padding-left: 12px; padding-right: 12px; }
+  header { padding-top: 12px; padding-bottom: 8px; }
+  header .sub { font-size: 12px; }
+  nav { white-space: nowrap; overflow-x: auto; padding-top: 6px; padding-bottom: 6px; }
+  section:first-child { margin-top: 8px; }
   main { padding: 4px 12px 28px; }
   header h1 { font-size: 19px; }
   caption { max-width: calc(100vw - 24px); }  /* readable without scrolling a wide table */

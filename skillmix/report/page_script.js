@@ -259,8 +259,27 @@
       th.addEventListener("click", go);
       th.addEventListener("keydown", function (e) { if (e.key === "Enter") go(); });
     });
+    // A drill-down link (#answers?student=S&k=K&skill=X) sets the filters it names and
+    // clears the others, then shows the browser.
+    function fromHash() {
+      var h = location.hash;
+      if (h.indexOf("#answers?") !== 0) return false;
+      var q = new URLSearchParams(h.slice("#answers?".length));
+      [["ab-model", "student"], ["ab-k", "k"], ["ab-round", "round"], ["ab-skill", "skill"],
+       ["ab-topic", "topic"], ["ab-score", "score"]].forEach(function (p) {
+        $(p[0]).value = q.get(p[1]) || "";
+      });
+      return true;
+    }
+    function follow() {
+      if (!fromHash()) return;
+      apply();
+      $("answers").scrollIntoView();
+    }
+    window.addEventListener("hashchange", follow);
     $("ab-filters").hidden = false;
     apply();
+    follow();
   }
 
   function start() {

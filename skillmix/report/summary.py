@@ -31,6 +31,7 @@ from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.report.analysis import (
     agreement_section,
     category_rates,
+    item_failure_section,
     quality_rows,
     select_examples,
     self_grading_warnings,
@@ -210,6 +211,7 @@ def build_summary(
         failures=failure_lists(generations, grades),
         quality=quality_rows(generations, grades),
         agreement=agreement_section(grades),
+        item_failures=item_failure_section(units, order),
         skill_rates=skill_rates(metrics.rows, order, categories),
         topic_rates=topic_rates(metrics.rows, order),
         category_rates=category_rates(metrics.rows, categories, order),

@@ -30,6 +30,7 @@ from skillmix.method.reference_numbers import reference_print
 from skillmix.method.stats import wilson_interval
 from skillmix.pipeline.aggregate import COMPLETENESS_RULE
 from skillmix.report.header import SELF_GRADED, header_marks, rounds_text
+from skillmix.report.item_view import ItemFailuresView, item_failures_view
 from skillmix.report.leaderboard import (
     LETTERS_NOTE,
     READING_NOTE,
@@ -466,6 +467,7 @@ class ReportView:
     reproduction: ReproductionView | None = None  # None in summaries before the block
     header_marks: tuple[str, ...] = ()  # self-grading, copied rounds, the name filter
     rounds_text: str = ""  # "R = 3", or what copied rounds are in effect
+    items: ItemFailuresView | None = None  # which rubric items fail (None in old summaries)
 
 
 def ungraded_models(summary: Summary) -> list[str]:
@@ -520,6 +522,7 @@ def report_view(summary: Summary) -> ReportView:
         reproduction=reproduction_view(summary),
         header_marks=header_marks(summary),
         rounds_text=rounds_text(summary),
+        items=item_failures_view(summary.item_failures),
     )
 
 

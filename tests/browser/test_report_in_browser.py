@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -21,6 +22,18 @@ from tests.browser.cdp import chromium, find_chromium, open_tab
 from tests.helpers import run_cli
 
 PHONE = (390, 844)
+DESKTOP = (1280, 800)
+MAX_SCREENS = 10  # the desktop page stays under about this many screens tall
+FIRST_SCORE_BOX = """(() => {
+  const td = document.querySelector('table.ranking td[data-score]');
+  const r = td.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, text: td.innerText,
+          scrollY: window.scrollY, inner: [window.innerWidth, window.innerHeight]};
+})()"""
+ROWS = (
+    "Array.from(document.querySelectorAll('#ab-table tbody tr.ab-row'), r => "
+    "({model: r.cells[1].textContent, k: +r.cells[2].textContent, skills: r.cells[6].textContent}))"
+)
 NO_OVERFLOW = "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
 IMAGES = (
     "Array.from(document.images).map(i => ({name: i.dataset.name, ok: i.complete && "
@@ -75,6 +88,7 @@ async def inspect_report(binary: str, report: Path, skill: str) -> dict[str, Any
     with chromium(binary) as browser:
         async with aiohttp.ClientSession() as session:
             tab = await open_tab(browser, session, report.as_uri(), *PHONE)
+            out["first_score"] = await tab.js(FIRST_SCORE_BOX)
             status = "document.getElementById('ab-status').textContent"
             out["status"] = await tab.until(f"/answers match/.test({status}) && {status}")
             rows = "document.querySelectorAll('#ab-table tbody tr.ab-row').length"
@@ -116,6 +130,50 @@ async def inspect_report(binary: str, report: Path, skill: str) -> dict[str, Any
             )
             out["images"] = await tab.js(IMAGES)
             out["sort"] = await tab.js(SORT_FIRST_SCORE)
+            out["errors"] = tab.errors()
+            await tab.ws.close()
+    return out
+
+
+async def inspect_desktop(binary: str, report: Path, skill: str) -> dict[str, Any]:
+    """report.html on a desktop screen: its height, and the drill-down links into the answer
+    browser (a leaderboard cell, a per-skill cell, and a link naming model, k and skill)."""
+    import aiohttp
+
+    out: dict[str, Any] = {}
+    with chromium(binary) as browser:
+        async with aiohttp.ClientSession() as session:
+            tab = await open_tab(browser, session, report.as_uri(), *DESKTOP)
+            status = "document.getElementById('ab-status').textContent"
+            await tab.until(f"/answers match/.test({status}) && {status}")
+            out["height"] = await tab.js("document.documentElement.scrollHeight")
+            out["gallery_folded"] = await tab.js(
+                "Array.from(document.querySelectorAll('#gallery details.examples'), d => d.open)"
+            )
+            link = "table.leaderboard td[data-k='3'][data-student='weak'] a.drill"
+            out["cell_href"] = await tab.js(f"document.querySelector({json.dumps(link)}).href")
+            await tab.js(f"document.querySelector({json.dumps(link)}).click()")
+            out["cell_rows"] = await tab.until(
+                f"document.getElementById('ab-k').value === '3' && {ROWS}"
+            )
+            out["cell_scrolled"] = await tab.js(
+                "document.getElementById('answers').getBoundingClientRect().top < 800"
+            )
+            skill_link = (
+                "Array.from(document.querySelectorAll('#skills a.drill'))"
+                f".find(a => a.href.includes('student=strong') && a.closest('tr').cells[0]"
+                f".textContent === {json.dumps(skill)})"
+            )
+            out["skill_href"] = await tab.js(f"{skill_link}.href")
+            await tab.js(f"{skill_link}.click()")
+            out["skill_rows"] = await tab.until(
+                f"document.getElementById('ab-skill').value !== '' && {ROWS}"
+            )
+            query = f"student=weak&k=2&skill={quote(skill)}"
+            await tab.js(f"location.hash = {json.dumps('#answers?' + query)}")
+            out["all_three_rows"] = await tab.until(
+                f"document.getElementById('ab-k').value === '2' && {ROWS}"
+            )
             out["errors"] = tab.errors()
             await tab.ws.close()
     return out
@@ -203,6 +261,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "answers": answers,
         "skill": skill,
         "report": asyncio.run(inspect_report(binary, run / "report" / "report.html", skill)),
+        "desktop": asyncio.run(inspect_desktop(binary, run / "report" / "report.html", skill)),
         "compare": asyncio.run(inspect_compare(binary, out / "compare.html")),
     }
 
@@ -272,3 +331,43 @@ def test_partial_run_lists_answers_not_graded_yet(pages: dict[str, Any]) -> None
     assert partial["rows"] == [["weak", 3, "not graded yet"]] * 4  # M = 4 combinations
     assert "Not graded yet" in partial["detail"] and "first draft" in partial["detail"]
     assert partial["overflow_ok"]
+
+
+def test_a_phone_shows_a_score_on_its_first_screen(pages: dict[str, Any]) -> None:
+    """Issue 23: at 390x844, before any scrolling, a leaderboard score is on screen."""
+    box = pages["report"]["first_score"]
+    assert box["scrollY"] == 0 and box["inner"] == list(PHONE)
+    assert box["top"] >= 0 and box["bottom"] <= PHONE[1], box
+    assert box["left"] >= 0 and box["right"] <= PHONE[0], box
+    assert any(ch.isdigit() for ch in box["text"])
+
+
+def test_the_desktop_page_is_under_ten_screens(pages: dict[str, Any]) -> None:
+    """Issue 23: the example cards are folded behind a control, so the page stays short."""
+    desktop = pages["desktop"]
+    assert desktop["errors"] == []
+    assert desktop["height"] < MAX_SCREENS * DESKTOP[1], desktop["height"]
+    assert desktop["gallery_folded"] and not any(desktop["gallery_folded"])
+
+
+def test_a_cell_opens_the_answer_browser_filtered_to_its_answers(pages: dict[str, Any]) -> None:
+    """Issue 23: every number links to its answers: a leaderboard cell (model and k), a
+    per-skill cell (model and skill), and a link naming model, k and skill."""
+    desktop, answers, skill = pages["desktop"], pages["answers"], pages["skill"]
+    assert desktop["cell_href"].endswith("#answers?student=weak&k=3")
+    rows = desktop["cell_rows"]
+    expected = [a for a in answers if a["student"] == "weak" and a["k"] == 3]
+    assert len(rows) == len(expected) > 0
+    assert all(r["model"] == "weak" and r["k"] == 3 for r in rows)
+    assert desktop["cell_scrolled"]
+    rows = desktop["skill_rows"]
+    assert "student=strong" in desktop["skill_href"]
+    expected = [a for a in answers if a["student"] == "strong" and skill in a["skills"]]
+    assert len(rows) == len(expected) > 0
+    assert all(r["model"] == "strong" and skill in r["skills"] for r in rows)
+    rows = desktop["all_three_rows"]
+    expected = [
+        a for a in answers if a["student"] == "weak" and a["k"] == 2 and skill in a["skills"]
+    ]
+    assert len(rows) == len(expected)
+    assert all(r["model"] == "weak" and r["k"] == 2 and skill in r["skills"] for r in rows)

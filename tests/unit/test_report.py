@@ -216,6 +216,7 @@ def test_images_decode_with_their_sizes(crafted: dict[str, Any]) -> None:
         "skills-heatmap": heatmap_size(len(summary["skill_rates"]["rows"]), 2),
         "topics-heatmap": heatmap_size(len(summary["topic_rates"]["rows"]), 2),
         "score-vs-cost": scatter_size(),
+        "item-failures": heatmap_size(4, 2),
     }
     assert sizes == expected
     for image in page.images:  # the same PNGs are written next to the report
@@ -254,6 +255,23 @@ def test_summary_has_the_new_sections(crafted: dict[str, Any]) -> None:
     assert evil["topic"]["percent"] == 1.0 and evil["topic"]["kappa"] is None
     quality = {(q["student"], q["k"]): q for q in s["quality"]}
     assert quality[("evil", 2)]["grades"] == 9 and quality[("evil", 2)]["generations"] == 3
+
+
+def test_summary_says_which_rubric_items_fail_per_model(crafted: dict[str, Any]) -> None:
+    """Issue 23: per model, the share of rubric points missed per item group (skills pooled),
+    from the voted points the metrics count (name filter applied, length point computed)."""
+    section = crafted["summary"]["item_failures"]
+    assert section["groups"] == ["skills", "topic", "sense", "length"]
+    rows = {r["student"]: r for r in section["rows"]}
+    # evil: index 1 votes no skill, index 2 names its first skill (filtered to 0)
+    evil = {g: (c["failed"], c["points"]) for g, c in rows["evil"]["items"].items()}
+    assert evil == {"skills": (3, 6), "topic": (0, 3), "sense": (0, 3), "length": (0, 3)}
+    # plain: the grader's length 0 is replaced by the computed point; index 2 makes no sense
+    plain = {g: (c["failed"], c["points"]) for g, c in rows["plain"]["items"].items()}
+    assert plain == {"skills": (2, 6), "topic": (0, 3), "sense": (1, 3), "length": (0, 3)}
+    assert rows["evil"]["worst"] == "skills" and rows["evil"]["answers"] == 3
+    for text in (crafted["html"], crafted["md"]):
+        assert "Which rubric items fail" in text and "0.50 (3/6)" in text
 
 
 def test_gallery_picks_best_worst_and_explicit_names(crafted: dict[str, Any]) -> None:

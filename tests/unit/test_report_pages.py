@@ -18,12 +18,15 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from skillmix.report.answers import ANSWER_MARK
+from skillmix.report.html_answers import answers_href
 from skillmix.report.markup import COLORS, CONTRAST_PAIRS, contrast
 from skillmix.report.plots import (
     OKABE_ITO,
@@ -197,7 +200,7 @@ def test_layout_rules_for_narrow_screens(crafted: dict[str, Any]) -> None:
     style = css.group(1)
     # tables scroll in their own box; grids never ask for more than the screen's width
     assert re.search(r"\ntable \{[^}]*display: block;[^}]*overflow-x: auto", style)
-    assert "minmax(min(560px, 100%), 1fr)" in style and "minmax(min(420px, 100%), 1fr)" in style
+    assert "minmax(min(380px, 100%), 1fr)" in style and "minmax(min(420px, 100%), 1fr)" in style
     assert "@media (max-width: 600px)" in style
 
 
@@ -470,3 +473,35 @@ def test_heatmap_rows_name_their_n() -> None:
     assert rate_label("metaphor", [3, 6, 0], [0.5, 1.0, None]) == "metaphor (n=3–6)"
     long = rate_label("a very long skill name that goes on and on", [12], [1.0])
     assert long.endswith("… (n=12)") and len(long) <= 38
+
+
+def test_cells_link_to_their_answers(crafted: dict[str, Any], compared: dict[str, Any]) -> None:
+    """Issue 23: a leaderboard value opens the answer browser filtered to its model and k (the
+    score: to its model); a per-skill or per-topic rate to its model and skill or topic.
+    compare.html has no answer browser, so no such links."""
+    html = crafted["html"]
+    assert re.search(r'<a href="#answers\?student=plain&amp;k=2" class="drill">', html)
+    assert '<a href="#answers?student=evil" class="drill">' in html
+    skill = crafted["summary"]["skill_rates"]["rows"][0]["skill"]
+    href = "#answers?" + urlencode({"student": "evil", "skill": skill}, quote_via=quote)
+    assert f'href="{escape(href)}"' in html
+    assert 'href="#answers?' not in compared["html"]
+    assert (
+        answers_href("a b", 3, skill="x&y", topic=None) == "#answers?student=a%20b&k=3&skill=x%26y"
+    )
+
+
+def test_the_ranking_comes_first_and_the_examples_are_folded(crafted: dict[str, Any]) -> None:
+    """Issue 23: the headline ranking with its scores is the section's first table (a phone's
+    first screen), and the example cards sit behind closed <details>."""
+    html = crafted["html"]
+    section = html[html.index('id="leaderboards"') :]
+    assert section.index('class="ranking"') < section.index('class="leaderboard"')
+    assert section.index('class="ranking"') < section.index("What the metrics mean")
+    gallery = html[html.index('id="gallery"') : html.index('id="answers"')]
+    folds = re.findall(r"<details class=\"examples\"[^>]*>", gallery)
+    assert len(folds) == 2 and not any(" open" in f for f in folds)  # evil and plain, k = 2
+    assert gallery.count('class="card"') == len(crafted["summary"]["gallery"])
+    cards = [m.start() for m in re.finditer('class="card"', gallery)]
+    first_fold = gallery.index('<details class="examples"')
+    assert all(c > first_fold for c in cards)

@@ -591,3 +591,70 @@ def test_the_header_names_a_name_filter_other_than_the_references(outputs: Outpu
     assert note in html.unescape(subtitle)
     assert "self-graded" not in outputs.markdown and "self-graded" not in outputs.html
     assert "R = 3 grading rounds" in subtitle and "in effect" not in subtitle
+
+
+class _ItemCells(HTMLParser):
+    """report.html's rubric-item table: (student, group) -> (cell text, data-value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._open: tuple[str, str, float | None] | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "td" and a.get("data-group") is not None:
+            value = json.loads(a.get("data-value") or "null")
+            self._open, self._text = (a["data-student"] or "", a["data-group"] or "", value), ""
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._open is not None:
+            student, group, value = self._open
+            self.cells[(student, group)] = (html.unescape(self._text).strip(), value)
+            self._open = None
+
+
+def test_rubric_item_failures_show_the_same_numbers_everywhere(outputs: Outputs) -> None:
+    """Issue 23: the 'which rubric items fail' table shows the view's numbers in report.html
+    and report.md, and the view's are summary.json's."""
+    view, section = outputs.view.items, outputs.summary.item_failures
+    assert view is not None and section is not None
+    parser = _ItemCells()
+    parser.feed(outputs.html)
+    table = markdown_tables(outputs.markdown)["Which rubric items fail (pooled over k)"]
+    by_model = {row["model"]: row for row in table}
+    assert len(view.rows) == len(section.rows) == 4
+    for row, stored in zip(view.rows, section.rows, strict=True):
+        assert row.student == stored.student
+        for title, cell in zip(view.titles, row.cells, strict=True):
+            exact = stored.items[cell.group]
+            assert cell.rate == exact.rate and cell.points == exact.points
+            assert parser.cells[(row.student, cell.group)] == (cell.text, exact.rate)
+            assert by_model[row.model][title] == cell.text
+        assert by_model[row.model]["fails most"] == row.worst
+
+
+def test_the_ranking_first_on_the_page_shows_the_leaderboards_scores(outputs: Outputs) -> None:
+    """Issue 23: the compact ranking at the top of report.html (a phone's first screen) shows
+    the first leaderboard's ranks, scores and intervals as the view has them."""
+    start = outputs.html.index('<table class="ranking"')
+    table = outputs.html[start : outputs.html.index("</table>", start)]
+    shown = [
+        (html.unescape(rank), html.unescape(student), json.loads(exact), score, ci)
+        for rank, student, exact, score, ci in re.findall(
+            r'<tr><td class="num">([^<]*)</td><td>([^<]*)</td><td class="num" '
+            r'data-score="([^"]*)" data-student="[^"]*" data-grader="[^"]*">'
+            r'(?:<a [^>]*>)?([^<]*)(?:</a>)?(?:<span class="ci">([^<]*)</span>)?</td></tr>',
+            table,
+        )
+    ]
+    board = outputs.view.boards[0]
+    assert len(shown) == len(board.rows) == 4
+    assert shown == [
+        (r.rank_text, r.student, r.score, r.score_text, r.score_ci_text) for r in board.rows
+    ]
