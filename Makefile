@@ -109,8 +109,10 @@ benchmarks-smoke: install tools
 	$(PY) benchmarks/run_all.py --smoke
 
 # image: one cluster test runs a whole launch from `make image`'s image (tests/cluster/test_image_on_cluster.py)
+# --timeout 600: a whole launch waits up to 480 s of its own on a loaded 2-core machine; the
+# suite-wide 300 s would cut it first (tests that want less say so with a marker)
 cluster-test: install tools image
-	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest tests/cluster -n $(CLUSTER_TEST_WORKERS) --dist loadgroup --timeout 600
 
 cluster-up: install tools
 	$(PY) -m tests.cluster up
