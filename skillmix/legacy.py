@@ -26,7 +26,7 @@ from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle
 from skillmix.method.reference_numbers import check_round_limit
 from skillmix.method.text import extract_answer
-from skillmix.records import GenerationRecord, GradeRecord, Turn
+from skillmix.records import GenerationRecord, GradeRecord, Turn, answer_id
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix, utc_now
 
 RUN_DIR = re.compile(r"^k(?P<k>\d+)_s(?P<seed>-?\d+)_v(?P<version>.+)_r(?P<g>\d+)$")
@@ -252,14 +252,9 @@ def _grade_records(
         detail = "" if status == "ok" else parse_grader_output(raw or "", gen.k, style).detail
         out.append(
             GradeRecord(
-                student=gen.student,
+                **answer_id(gen),
                 grader=grader,
-                k=gen.k,
-                generation_round=gen.generation_round,
                 grading_round=r,
-                index=i,
-                topic=gen.topic,
-                skills=gen.skills,
                 answer=answer,
                 prompt_version=version,
                 style=style,

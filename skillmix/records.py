@@ -7,7 +7,7 @@ boundaries; unknown fields are rejected so that a schema change is noticed, not 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,19 @@ GradeStatus = Literal["ok", "unparsed", "failed"]
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RunRecord(_Record):
+    """A line of the run format (its version first)."""
+
+    schema_version: Literal[1] = Field(1, description="Version of the run format.")
+
+
+# the combination an answer is to, as every record of the answer describes it
+SkillsPerCombination = Annotated[int, Field(description="Skills per combination.")]
+CombinationIndex = Annotated[int, Field(description="0-based combination index within (k, round).")]
+CombinationTopic = Annotated[str, Field(description="The combination's topic.")]
+CombinationSkills = Annotated[list[str], Field(description="Skill names in presentation order.")]
 
 
 class Usage(_Record):
@@ -34,17 +47,16 @@ class Turn(_Record):
     assistant: str = Field(description="The model's raw reply to it.")
 
 
-class GenerationRecord(_Record):
+class GenerationRecord(_RunRecord):
     """A student's conversation for one combination in one generation round."""
 
-    schema_version: Literal[1] = Field(1, description="Version of the run format.")
     student: str = Field(description="Student name from the experiment (path-safe id).")
     model: str = Field("", description="Model id sent to the backend.")
-    k: int = Field(description="Skills per combination.")
+    k: SkillsPerCombination
     generation_round: int = Field(description="1-based generation round g.")
-    index: int = Field(description="0-based combination index within (k, round).")
-    topic: str = Field(description="The combination's topic.")
-    skills: list[str] = Field(description="Skill names in presentation order.")
+    index: CombinationIndex
+    topic: CombinationTopic
+    skills: CombinationSkills
     prompt_version: str = Field(description="Generation prompt version.")
     system_prompt: str | None = Field(None, description="System message sent, if any.")
     turns: list[Turn] = Field(
@@ -58,18 +70,17 @@ class GenerationRecord(_Record):
     usage: Usage = Field(Usage(), description="Tokens of the generation's requests.")
 
 
-class GradeRecord(_Record):
+class GradeRecord(_RunRecord):
     """One grader verdict (one grading round) on one student answer."""
 
-    schema_version: Literal[1] = Field(1, description="Version of the run format.")
     student: str = Field(description="Name of the student whose answer is graded.")
     grader: str = Field(description="Grader name (path-safe id).")
-    k: int = Field(description="Skills per combination.")
+    k: SkillsPerCombination
     generation_round: int = Field(description="1-based generation round g of the answer.")
     grading_round: int = Field(description="1-based grading round r.")
-    index: int = Field(description="0-based combination index within (k, round).")
-    topic: str = Field(description="The combination's topic.")
-    skills: list[str] = Field(description="Skill names in presentation order.")
+    index: CombinationIndex
+    topic: CombinationTopic
+    skills: CombinationSkills
     answer: str = Field(description="The graded text (extracted answer of the last turn).")
     prompt_version: str = Field(description="Grading prompt version.")
     style: GradingStyle = Field(description="How the reply was read: table or points.")
@@ -101,24 +112,18 @@ class GradeRecord(_Record):
         """The metric input; ``points`` overrides the stored points (used by ``--reparse``)."""
         stored = tuple(self.points) if self.points is not None else None
         return GradedAnswer(
-            student=self.student,
+            **answer_id(self),
             grader=self.grader,
-            k=self.k,
-            generation_round=self.generation_round,
             grading_round=self.grading_round,
-            index=self.index,
-            topic=self.topic,
-            skills=tuple(self.skills),
             answer=self.answer,
             points=points if points is not None else stored,
         )
 
 
-class TaskResponseRecord(_Record):
+class TaskResponseRecord(_RunRecord):
     """A student's responses to one problem of a reasoning task: one request for n responses
     (scored when the run is aggregated, so a scorer change needs no new request)."""
 
-    schema_version: Literal[1] = Field(1, description="Version of the run format.")
     task: str = Field(description="Task name.")
     student: str = Field(description="Student name from the experiment.")
     model: str = Field(description="Model id sent to the backend.")
@@ -128,3 +133,29 @@ class TaskResponseRecord(_Record):
     completion_tokens: int = Field(0, description="Completion tokens of the n responses.")
     status: Literal["ok", "failed"] = Field("ok", description="failed: redone on --resume.")
     error: str | None = Field(None, description="Why the request failed (one line).")
+
+
+class AnswerId(TypedDict):
+    """The fields that name one student answer: the student's answer to combination ``index``
+    (its topic and skills) of k skills in one generation round. The answer's generation, its
+    verdicts and the views of them all carry these; pass them on as keywords
+    (``GradeRecord(**answer_id(generation), ...)``)."""
+
+    student: str
+    k: int
+    generation_round: int
+    index: int
+    topic: str
+    skills: tuple[str, ...]
+
+
+def answer_id(record: GenerationRecord | GradeRecord) -> AnswerId:
+    """The answer ``record`` holds (a generation) or grades (a verdict)."""
+    return AnswerId(
+        student=record.student,
+        k=record.k,
+        generation_round=record.generation_round,
+        index=record.index,
+        topic=record.topic,
+        skills=tuple(record.skills),
+    )

@@ -100,19 +100,18 @@ class _HelmValues(BaseModel):
         return {k: data[k] for k in order if k in data}
 
 
-class UnitValues(_HelmValues):
-    """A Job entry of ``generation`` or ``grading`` (its args and deadlines kept as extras)."""
-
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
-    round: int = Field(description="Generation round.")
-
-
 class RoundValues(_HelmValues):
     """One unit of a per-model generation Job (the student is the Job's)."""
 
     k: int = Field(description="Number of skills.")
     round: int = Field(description="Generation round.")
+
+
+class UnitValues(RoundValues):
+    """A Job entry of ``generation`` or ``grading``: a (k, round) of its own student (its args
+    and deadlines kept as extras)."""
+
+    student: str = Field(description="Student name.")
 
 
 class ModelGenerationValues(_HelmValues):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field
 
 from skillmix.artifacts.base import (
     Artifact,
@@ -17,6 +15,12 @@ from skillmix.artifacts.base import (
     Versioned,
 )
 from skillmix.config import Experiment
+
+# the fields that name a model or a combination, as every section of the summary describes them
+StudentName = Annotated[str, Field(description="Student name.")]
+GraderName = Annotated[str, Field(description="Grader name.")]
+NumberOfSkills = Annotated[int, Field(description="Number of skills.")]
+CombinationIndex = Annotated[int, Field(description="Combination index.")]
 
 
 class SummaryCatalog(CatalogSource):
@@ -40,7 +44,7 @@ class PhaseProgress(Artifact):
     """One student's planned and finished work in one phase (``generate``: its answers;
     ``grade``: the verdicts of its answers, grading rounds x planned answers)."""
 
-    student: str = Field(description="Student name.")
+    student: StudentName
     phase: str = Field(description="generate or grade.")
     planned: int = Field(description="Records the plan asks for.")
     done: int = Field(
@@ -105,9 +109,9 @@ class MetricRowJson(OmitsAbsent):
 
     _OMITTED_WHEN_NONE = ("per_skill", "per_topic", "combinations")
 
-    student: str = Field(description="Student name.")
-    grader: str = Field(description="Grader name.")
-    k: int = Field(description="Number of skills.")
+    student: StudentName
+    grader: GraderName
+    k: NumberOfSkills
     n: int = Field(description="Combinations with at least one usable verdict.")
     unparsed: int = Field(description="Verdicts left out (strict mode) for unusable points.")
     full_marks: MetricValueJson = Field(description="Ratio of Full Marks.")
@@ -195,19 +199,19 @@ class GpuUsageSection(Artifact):
 
 
 class _Generated(Artifact):
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
+    student: StudentName
+    k: NumberOfSkills
     generation_round: int = Field(description="Generation round.")
 
 
 class FailedGeneration(_Generated):
-    index: int = Field(description="Combination index.")
+    index: CombinationIndex
     reason: str | None = Field(description="The error.")
 
 
 class FailedGrade(_Generated):
     grading_round: int = Field(description="Grading round.")
-    index: int = Field(description="Combination index.")
+    index: CombinationIndex
     status: str = Field(description="failed or unparsed.")
     reason: str | None = Field(description="The error or the parse problem.")
 
@@ -243,8 +247,8 @@ class LeaderboardRow(OmitsAbsent):
     )
 
     rank: int | None = Field(description="Competition rank; None without a score.")
-    student: str = Field(description="Student name.")
-    grader: str = Field(description="Grader name.")
+    student: StudentName
+    grader: GraderName
     ks: list[int] = Field(description="k values the model has rows for.")
     run: int | None = Field(None, description="1-based run position (compare only).")
     run_id: str | None = Field(None, description="The run id (compare only).")
@@ -340,8 +344,8 @@ class Leaderboard(Artifact):
 
 
 class QualityRow(Artifact):
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
+    student: StudentName
+    k: NumberOfSkills
     generations: int = Field(description="Generation records.")
     generation_failed: int = Field(description="Failed generations.")
     grades: int = Field(description="Grade records.")
@@ -366,7 +370,7 @@ class AgreementItem(Artifact):
 
 
 class AgreementRow(Artifact):
-    grader: str = Field(description="Grader name.")
+    grader: GraderName
     student: str = Field(description="Student name, or 'all'.")
     k: int | str = Field(description="Number of skills, or 'all'.")
     items: dict[str, AgreementItem] = Field(description="Agreement per rubric item group.")
@@ -392,8 +396,8 @@ class ItemFailureCell(Artifact):
 
 
 class ItemFailureRow(Artifact):
-    student: str = Field(description="Student name.")
-    grader: str = Field(description="Grader name.")
+    student: StudentName
+    grader: GraderName
     answers: int = Field(description="Answers with a usable verdict.")
     items: dict[str, ItemFailureCell] = Field(description="Failure per rubric item group.")
     worst: str | None = Field(description="The group that fails most; None if none fails.")
@@ -408,8 +412,8 @@ class ItemFailures(Artifact):
 
 
 class ModelRef(Artifact):
-    student: str = Field(description="Student name.")
-    grader: str = Field(description="Grader name.")
+    student: StudentName
+    grader: GraderName
 
 
 class SkillRateRow(Artifact):
@@ -472,11 +476,11 @@ class GalleryRound(Artifact):
 
 class GalleryExample(Artifact):
     kind: str = Field(description="best, worst or explicit_name.")
-    student: str = Field(description="Student name.")
-    grader: str = Field(description="Grader name.")
-    k: int = Field(description="Number of skills.")
+    student: StudentName
+    grader: GraderName
+    k: NumberOfSkills
     generation_round: int = Field(description="Generation round.")
-    index: int = Field(description="Combination index.")
+    index: CombinationIndex
     topic: str = Field(description="Topic.")
     skills: list[str] = Field(description="Skills of the combination.")
     answer: str = Field(description="The answer (clipped).")

@@ -20,6 +20,7 @@ from skillmix.method.stats import INTERVAL_METHOD, PAIRED_METHOD
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.layout import RunLayout
 from skillmix.store.runs import RunStore
+from skillmix.vocab import Phase
 
 
 @dataclass
@@ -237,32 +238,29 @@ def work_progress(
         verdict = (r.k, r.generation_round, r.index, r.grading_round)
         (grade_failed if r.status == "failed" else given)[r.student].add(verdict)
     planned = len(plan.ks) * plan.generation_rounds * plan.combinations
-    out = []
-    for s in plan.students:
-        done, failed = len(answered[s]), len(gen_failed[s] - answered[s])
-        out.append(
-            PhaseProgress(
-                student=s,
-                phase="generate",
-                planned=planned,
-                done=done,
-                failed=failed,
-                missing=max(0, planned - done - failed),
-            )
+    return [
+        progress
+        for s in plan.students
+        for progress in (
+            _phase_progress(s, "generate", planned, answered[s], gen_failed[s]),
+            _phase_progress(s, "grade", planned * plan.grading_rounds, given[s], grade_failed[s]),
         )
-        due = planned * plan.grading_rounds
-        done, failed = len(given[s]), len(grade_failed[s] - given[s])
-        out.append(
-            PhaseProgress(
-                student=s,
-                phase="grade",
-                planned=due,
-                done=done,
-                failed=failed,
-                missing=max(0, due - done - failed),
-            )
-        )
-    return out
+    ]
+
+
+def _phase_progress(
+    student: str, phase: Phase, planned: int, done: set[Any], failed: set[Any]
+) -> PhaseProgress:
+    """Done, failed for good (no success since) and missing, of what the plan asked."""
+    failed_for_good = len(failed - done)
+    return PhaseProgress(
+        student=student,
+        phase=phase,
+        planned=planned,
+        done=len(done),
+        failed=failed_for_good,
+        missing=max(0, planned - len(done) - failed_for_good),
+    )
 
 
 _PHASE_WORDS = {"generate": "answers", "grade": "verdicts"}

@@ -5,25 +5,13 @@ each combination of a unit (or of its shard), resuming and redoing as the unit m
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from skillmix.backends.base import BackendError, ChatBackend
 from skillmix.method.prompts import render_generation_prompts
 from skillmix.method.sampling import Combination
 from skillmix.method.text import extract_answer
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.units import (
-    FLUSH_SECONDS,
-    PART_SIZE,
-    NullProgress,
-    ProgressSink,
-    UnitResult,
-    final_by_index,
-    finish_unit,
-    gather_or_cancel,
-    open_unit,
-    shard_prefix,
-)
+from skillmix.pipeline.units import NullProgress, ProgressSink, UnitResult, ask_unit, shard_prefix
 from skillmix.records import GenerationRecord, Turn, Usage
 from skillmix.store.runs import RunStore
 from skillmix.vocab import Unit
@@ -44,47 +32,17 @@ async def run_generate(
 ) -> UnitResult:
     """Generate one unit's shard: skip it when finished, else answer what it still lacks (a
     redo retries only its failed records) and write its manifest."""
-    progress = progress or NullProgress()
     prefix = shard_prefix(student, k, g, shard, shards)
-    combos = [c for c in ctx.combinations(k) if c.index % shards == shard]
-    unit = await open_unit(run, prefix, GenerationRecord)
-    if unit.skipped:
-        progress.add_total("generate", len(combos))
-        progress.advance("generate", len(combos))
-        return UnitResult(prefix, skipped=True, records=len(combos))
-    # a unit that finished with failed records is redone: only those records are retried
-    redo, found, previous, repaired = unit.redo, unit.found, unit.previous, unit.repaired
-    done = {r.index for r in previous if r.status == "ok"}
-    todo = [c for c in combos if c.index not in done]
-    progress.add_total("generate", len(combos))
-    progress.advance("generate", len(combos) - len(todo))
-    writer = run.writer(prefix, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
-    results: list[GenerationRecord] = list(previous)
-
-    async def one(combo: Combination) -> None:
-        record = await generate_one(ctx, client, student, k, g, combo)
-        await writer.add_async(record)
-        results.append(record)
-        progress.advance("generate")
-
-    try:
-        await gather_or_cancel([one(c) for c in todo])
-    finally:
-        await writer.flush_async()  # keep finished work even when interrupted
-    await finish_unit(
+    return await ask_unit(
         run,
         prefix,
-        writer,
-        results,
-        key=lambda r: r.index,
-        found_parts=found,
+        GenerationRecord,
+        [c for c in ctx.combinations(k) if c.index % shards == shard],
+        index_of=lambda combo: combo.index,
+        ask=lambda combo: generate_one(ctx, client, student, k, g, combo),
+        label=f"k={k} r{g}",
         attempt=attempt,
-        replace=redo,
-    )
-    final = final_by_index(results, key=lambda r: r.index)
-    errors = [f"k={k} r{g} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
-    return UnitResult(
-        prefix, records=len(final), failed=len(errors), errors=errors, repaired=repaired
+        progress=progress or NullProgress(),
     )
 
 
@@ -137,7 +95,24 @@ async def generate_one(
     turns: list[Turn] = []
     prompt_tokens = completion_tokens = 0
     cached = True
-    base: dict[str, Any] = dict(
+    error: str | None = None
+    for t, user in enumerate(turns_text):
+        messages.append({"role": "user", "content": user})
+        try:
+            result = await client.chat(messages, n=1, sample=f"gen:r{g}:i{combo.index}:t{t}")
+        except BackendError as exc:
+            if exc.fatal:
+                raise
+            error = str(exc)
+            break
+        reply = result.texts[0] if result.texts else ""
+        prompt_tokens += result.prompt_tokens
+        completion_tokens += result.completion_tokens
+        cached = cached and result.cached
+        messages.append({"role": "assistant", "content": reply})
+        turns.append(Turn(user=user, assistant=reply))
+    failed = error is not None
+    return GenerationRecord(
         student=student,
         model=spec.model,
         k=k,
@@ -147,33 +122,13 @@ async def generate_one(
         skills=list(combo.skills),
         prompt_version=ctx.generation_prompt.name,
         system_prompt=spec.system_prompt,
-    )
-    for t, user in enumerate(turns_text):
-        messages.append({"role": "user", "content": user})
-        try:
-            result = await client.chat(messages, n=1, sample=f"gen:r{g}:i{combo.index}:t{t}")
-        except BackendError as exc:
-            if exc.fatal:
-                raise
-            return GenerationRecord(
-                **base,
-                turns=turns,
-                answer=None,
-                status="failed",
-                error=str(exc),
-                usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
-            )
-        reply = result.texts[0] if result.texts else ""
-        prompt_tokens += result.prompt_tokens
-        completion_tokens += result.completion_tokens
-        cached = cached and result.cached
-        messages.append({"role": "assistant", "content": reply})
-        turns.append(Turn(user=user, assistant=reply))
-    return GenerationRecord(
-        **base,
         turns=turns,
-        answer=extract_answer(turns[-1].assistant),
+        answer=None if failed else extract_answer(turns[-1].assistant),
+        status="failed" if failed else "ok",
+        error=error,
         usage=Usage(
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached=cached
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached=cached and not failed,
         ),
     )

@@ -7,26 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from skillmix.backends.base import BackendError, ChatBackend
 from skillmix.errors import RunFailedError
 from skillmix.method.grading import parse_grader_output
 from skillmix.method.prompts import GradingStyle, render_grading_prompt
+from skillmix.pipeline import units
 from skillmix.pipeline.context import RunContext
-from skillmix.pipeline.units import (
-    FLUSH_SECONDS,
-    PART_SIZE,
-    NullProgress,
-    ProgressSink,
-    UnitResult,
-    final_by_index,
-    finish_unit,
-    gather_or_cancel,
-    generation_records_for,
-    grading_round_complete,
-)
-from skillmix.records import GenerationRecord, GradeRecord, Usage
+from skillmix.records import AnswerId, GenerationRecord, GradeRecord, Usage, answer_id
 from skillmix.store.runs import Manifest, PartInfo, PartWriter, RunStore, grade_prefix
 
 
@@ -39,12 +27,12 @@ async def run_grade(
     g: int,
     *,
     attempt: int = 0,
-    progress: ProgressSink | None = None,
-) -> UnitResult:
+    progress: units.ProgressSink | None = None,
+) -> units.UnitResult:
     """Grade one generation unit in every round: skip it when each round is complete, else
     grade what the rounds still lack (failed grades, answers a generation redo added) and write
     the manifests of the rounds that were not complete."""
-    progress = progress or NullProgress()
+    progress = progress or units.NullProgress()
     rounds = ctx.experiment.grader.rounds
     grader = ctx.experiment.grader.name
     prefixes = {r: grade_prefix(grader, student, k, g, r) for r in range(1, rounds + 1)}
@@ -59,13 +47,10 @@ async def run_grade(
     state = await _open_rounds(run, prefixes, len(gradable))
     if all(state.complete.values()):
         progress.advance("grade", total)
-        return UnitResult(f"{prefixes[1]}..", skipped=True, records=total)
+        return units.UnitResult(f"{prefixes[1]}..", skipped=True, records=total)
     await _resume_rounds(run, state, {gen.index for gen in gradable})
     progress.advance("grade", len(state.done))
-    writers = {
-        r: run.writer(p, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
-        for r, p in prefixes.items()
-    }
+    writers = {r: units.unit_writer(run, p) for r, p in prefixes.items()}
     use_n = _use_n(ctx)
 
     async def one(gen: GenerationRecord) -> None:
@@ -78,13 +63,9 @@ async def run_grade(
             state.records[record.grading_round].append(record)
             progress.advance("grade")
 
-    try:
-        await gather_or_cancel([one(gen) for gen in gradable])
-    finally:
-        for w in writers.values():
-            await w.flush_async()
+    await units.gather_then_flush([one(gen) for gen in gradable], writers.values())
     errors = await _finish_rounds(run, state, writers, attempt=attempt, label=f"k={k} r{g}")
-    return UnitResult(
+    return units.UnitResult(
         prefixes[1], records=total, failed=len(errors), errors=errors, repaired=repaired
     )
 
@@ -94,7 +75,7 @@ async def _gradable_answers(
 ) -> list[GenerationRecord]:
     """The unit's answers to grade (ok, with an answer); grading before its generations are
     finished is a mistake the user must hear about."""
-    generations = await asyncio.to_thread(generation_records_for, run, ctx, student, k, g)
+    generations = await asyncio.to_thread(units.generation_records_for, run, ctx, student, k, g)
     if generations is None:
         raise RunFailedError(
             f"generations for {student} k={k} r{g} are not finished",
@@ -120,7 +101,7 @@ class _Rounds:
 async def _open_rounds(run: RunStore, prefixes: dict[int, str], gradable: int) -> _Rounds:
     """Each round's manifest, and whether it is complete for this many gradable answers."""
     manifests = {r: await asyncio.to_thread(run.manifest, p) for r, p in prefixes.items()}
-    complete = {r: grading_round_complete(m, gradable) for r, m in manifests.items()}
+    complete = {r: units.grading_round_complete(m, gradable) for r, m in manifests.items()}
     return _Rounds(prefixes, manifests, complete)
 
 
@@ -149,7 +130,7 @@ async def _finish_rounds(
     errors: list[str] = []
     for r, p in state.prefixes.items():
         if not state.complete[r]:
-            await finish_unit(
+            await units.finish_unit(
                 run,
                 p,
                 writers[r],
@@ -159,7 +140,7 @@ async def _finish_rounds(
                 attempt=attempt,
                 replace=state.manifests[r] is not None,
             )
-        final = final_by_index(state.records[r], key=lambda rec: rec.index)
+        final = units.final_by_index(state.records[r], key=lambda rec: rec.index)
         errors += [
             f"{label} g{r} #{rec.index}: {rec.error}"
             for rec in final.values()
@@ -177,13 +158,23 @@ def _use_n(ctx: RunContext) -> bool:
     return grader.use_n == "always"
 
 
+class _SharedFields(AnswerId):
+    """The record fields every grading round of one answer shares."""
+
+    grader: str
+    answer: str
+    prompt_version: str
+    style: GradingStyle
+    prompt: str
+
+
 @dataclass
 class _GradingAsk:
     """One answer's grading request: the messages, the record fields every round shares, and
     the cache-sample name its draws derive from."""
 
     messages: list[dict[str, str]]
-    base: dict[str, Any]
+    base: _SharedFields
     sample: str
     k: int
     style: GradingStyle
@@ -249,14 +240,9 @@ def _grading_ask(ctx: RunContext, gen: GenerationRecord) -> _GradingAsk:
     messages = (
         [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     ) + [{"role": "user", "content": prompt}]
-    base = dict(
-        student=gen.student,
+    base = _SharedFields(
+        **answer_id(gen),
         grader=spec.name,
-        k=gen.k,
-        generation_round=gen.generation_round,
-        index=gen.index,
-        topic=gen.topic,
-        skills=gen.skills,
         answer=gen.answer or "",
         prompt_version=ctx.grading_prompt.name,
         style=style,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from skillmix.config import Experiment
 from skillmix.vocab import Phase, Unit
@@ -39,8 +40,37 @@ def wait_args(
     ]
 
 
+class _GenerationJob:
+    """What the generation tasks share (a unit, a student's units, a reasoning task): the
+    phase, and a container command that ends with the attempt, endpoint and sharding flags."""
+
+    shards: int
+    phase: ClassVar[Phase] = "generate"
+
+    def _command(self, run_uri: str) -> list[str]:
+        raise NotImplementedError
+
+    def container_args(
+        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
+    ) -> list[str]:
+        """The container's ``skillmix task ...`` arguments. With shards, one Indexed Job runs
+        every shard: each pod takes its index from ``JOB_COMPLETION_INDEX`` (so there is no
+        ``--shard``). The shards share the student's budget (the task divides it by
+        ``--shards``) unless each pod has its ``own_server`` (a model sidecar)."""
+        args = [*self._command(run_uri), "--attempt", str(attempt)]
+        if base_url:
+            args += ["--base-url", base_url]
+        if self.shards > 1:
+            args += ["--shards", str(self.shards)]
+            if own_server:
+                args += ["--budget-share", "1"]
+        return args
+
+
 @dataclass(frozen=True)
-class GenerateTask:
+class GenerateTask(_GenerationJob):
+    """One unit (student, k, round), or one shard of it."""
+
     student: str
     k: int
     round: int
@@ -48,34 +78,11 @@ class GenerateTask:
     shards: int = 1
 
     @property
-    def phase(self) -> Phase:
-        return "generate"
-
-    @property
     def unit(self) -> Unit:
         return Unit(self.student, self.k, self.round)
 
-    def container_args(
-        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
-    ) -> list[str]:
-        """The generation container's ``skillmix task generate`` arguments. With shards, one
-        Indexed Job runs every shard: each pod takes its index from ``JOB_COMPLETION_INDEX``
-        (so there is no ``--shard``). The shards share the student's budget (the task divides
-        it by ``--shards``) unless each pod has its ``own_server`` (a model sidecar)."""
-        args = ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
-        args += ["--attempt", str(attempt)]
-        return args + _serving_args(base_url, self.shards, own_server)
-
-
-def _serving_args(base_url: str, shards: int, own_server: bool) -> list[str]:
-    """The endpoint and sharding flags of a generation container (see
-    ``GenerateTask.container_args``)."""
-    args = ["--base-url", base_url] if base_url else []
-    if shards > 1:
-        args += ["--shards", str(shards)]
-        if own_server:
-            args += ["--budget-share", "1"]
-    return args
+    def _command(self, run_uri: str) -> list[str]:
+        return ["task", "generate", "--run", run_uri, *unit_args(self.unit)]
 
 
 def units_arg(units: Sequence[Unit]) -> str:
@@ -84,7 +91,7 @@ def units_arg(units: Sequence[Unit]) -> str:
 
 
 @dataclass(frozen=True)
-class ModelGenerateTask:
+class ModelGenerateTask(_GenerationJob):
     """Serving ``per-model``: every unit of one student in one Job, its server loaded once.
     Each shard (pod of the Indexed Job) runs its share of every unit, one unit after another,
     and writes each unit's manifest as soon as it is done (its grading can start then). The
@@ -94,22 +101,16 @@ class ModelGenerateTask:
     units: tuple[Unit, ...]
     shards: int = 1
 
-    @property
-    def phase(self) -> Phase:
-        return "generate"
-
-    def container_args(
-        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
-    ) -> list[str]:
-        """``skillmix task generate --student S --units K:R,...``; sharding and budgets as in
-        ``GenerateTask.container_args``."""
-        args = ["task", "generate", "--run", run_uri, "--student", self.student]
-        args += ["--units", units_arg(self.units), "--attempt", str(attempt)]
-        return args + _serving_args(base_url, self.shards, own_server)
+    def _command(self, run_uri: str) -> list[str]:
+        """``skillmix task generate --student S --units K:R,...``."""
+        return [
+            *("task", "generate", "--run", run_uri),
+            *("--student", self.student, "--units", units_arg(self.units)),
+        ]
 
 
 @dataclass(frozen=True)
-class TaskGenerateTask:
+class TaskGenerateTask(_GenerationJob):
     """A reasoning task of the experiment for one student: one Job whose ``shards`` pods
     (an Indexed Job) each ask their share of the problems (``skillmix task reason``)."""
 
@@ -117,18 +118,9 @@ class TaskGenerateTask:
     student: str
     shards: int = 1
 
-    @property
-    def phase(self) -> Phase:
-        return "generate"
-
-    def container_args(
-        self, run_uri: str, *, attempt: int, base_url: str = "", own_server: bool = False
-    ) -> list[str]:
-        """``skillmix task reason --task T --student S``; sharding and budgets as in
-        ``GenerateTask.container_args``."""
-        args = ["task", "reason", "--run", run_uri, "--task", self.task, "--student", self.student]
-        args += ["--attempt", str(attempt)]
-        return args + _serving_args(base_url, self.shards, own_server)
+    def _command(self, run_uri: str) -> list[str]:
+        """``skillmix task reason --task T --student S``."""
+        return ["task", "reason", "--run", run_uri, "--task", self.task, "--student", self.student]
 
 
 def reasoning_jobs(experiment: Experiment) -> list[TaskGenerateTask]:

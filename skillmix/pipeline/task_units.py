@@ -19,15 +19,11 @@ from skillmix.backends.base import BackendError, ChatBackend
 from skillmix.config import Experiment, ModelSpec
 from skillmix.pipeline.scoring import Verdict, score_responses
 from skillmix.pipeline.units import (
-    FLUSH_SECONDS,
-    PART_SIZE,
     NullProgress,
     ProgressSink,
     UnitResult,
+    ask_unit,
     final_by_index,
-    finish_unit,
-    gather_or_cancel,
-    open_unit,
 )
 from skillmix.records import TaskResponseRecord
 from skillmix.store.base import KeyExists, KeyNotFound
@@ -143,39 +139,16 @@ async def run_task_unit(
 ) -> UnitResult:
     """Ask this shard's problems: skip the unit when finished, else ask what it still lacks
     (a redo retries only its failed records) and write its manifest."""
-    progress = progress or NullProgress()
-    prefix = unit.prefix
-    mine = [p for i, p in enumerate(problems.problems) if unit.owns(i)]
-    opened = await open_unit(run, prefix, TaskResponseRecord)
-    progress.add_total("generate", len(mine))
-    if opened.skipped:
-        progress.advance("generate", len(mine))
-        return UnitResult(prefix, skipped=True, records=len(mine))
-    redo, found, previous, repaired = opened.redo, opened.found, opened.previous, opened.repaired
-    done = {r.index for r in previous if r.status == "ok"}
-    todo = [p for p in mine if p.index not in done]
-    progress.advance("generate", len(mine) - len(todo))
-    writer = run.writer(prefix, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
-    results: list[TaskResponseRecord] = list(previous)
-
-    async def one(problem: Problem) -> None:
-        record = await ask_problem(client, unit, spec, problems.spec.n, problem)
-        await writer.add_async(record)
-        results.append(record)
-        progress.advance("generate")
-
-    try:
-        await gather_or_cancel([one(p) for p in todo])
-    finally:
-        await writer.flush_async()  # keep finished work even when interrupted
-    key = _by_index
-    await finish_unit(
-        run, prefix, writer, results, key=key, found_parts=found, attempt=attempt, replace=redo
-    )
-    final = final_by_index(results, key=key)
-    errors = [f"{unit.task} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
-    return UnitResult(
-        prefix, records=len(final), failed=len(errors), errors=errors, repaired=repaired
+    return await ask_unit(
+        run,
+        unit.prefix,
+        TaskResponseRecord,
+        [p for i, p in enumerate(problems.problems) if unit.owns(i)],
+        index_of=lambda problem: problem.index,
+        ask=lambda problem: ask_problem(client, unit, spec, problems.spec.n, problem),
+        label=unit.task,
+        attempt=attempt,
+        progress=progress or NullProgress(),
     )
 
 

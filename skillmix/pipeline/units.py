@@ -10,7 +10,7 @@ complete? still pending?), so the generation and grading tasks stay about their 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -141,6 +141,72 @@ async def finish_unit(
         attempt=attempt,
         replace=replace,
     )
+
+
+T = TypeVar("T")
+
+
+async def ask_unit(
+    run: RunStore,
+    prefix: str,
+    record_type: type[R],
+    items: Sequence[T],
+    *,
+    index_of: Callable[[T], Any],
+    ask: Callable[[T], Awaitable[R]],
+    label: str,
+    attempt: int = 0,
+    progress: ProgressSink,
+) -> UnitResult:
+    """A unit whose records each answer one item (a combination, a problem): skip it when
+    finished, else ask the items it still lacks (a redo retries only its failed records),
+    keep each record as it comes, and write the manifest. Error lines read ``{label} #{index}``."""
+    opened = await open_unit(run, prefix, record_type)
+    progress.add_total("generate", len(items))
+    if opened.skipped:
+        progress.advance("generate", len(items))
+        return UnitResult(prefix, skipped=True, records=len(items))
+    results: list[Any] = list(opened.previous)  # records with an index, a status, an error
+    done = {r.index for r in results if r.status == "ok"}
+    todo = [item for item in items if index_of(item) not in done]
+    progress.advance("generate", len(items) - len(todo))
+    writer = unit_writer(run, prefix)
+
+    async def one(item: T) -> None:
+        record = await ask(item)
+        await writer.add_async(record)
+        results.append(record)
+        progress.advance("generate")
+
+    await gather_then_flush([one(item) for item in todo], [writer])
+    found, redo = opened.found, opened.redo
+    await finish_unit(
+        run, prefix, writer, results, _index, found_parts=found, attempt=attempt, replace=redo
+    )
+    final = final_by_index(results, key=_index)
+    errors = [f"{label} #{r.index}: {r.error}" for r in final.values() if r.status == "failed"]
+    return UnitResult(
+        prefix, records=len(final), failed=len(errors), errors=errors, repaired=opened.repaired
+    )
+
+
+def _index(record: Any) -> Any:
+    return record.index
+
+
+def unit_writer(run: RunStore, prefix: str) -> PartWriter:
+    """The part writer of a unit's folder, flushing at ``PART_SIZE`` or ``FLUSH_SECONDS``."""
+    return run.writer(prefix, part_size=PART_SIZE, flush_seconds=FLUSH_SECONDS)
+
+
+async def gather_then_flush(coros: list[Any], writers: Iterable[PartWriter]) -> None:
+    """``gather_or_cancel`` the unit's requests, then flush its writers even when interrupted,
+    so finished work is kept."""
+    try:
+        await gather_or_cancel(coros)
+    finally:
+        for writer in writers:
+            await writer.flush_async()
 
 
 async def gather_or_cancel(coros: list[Any]) -> None:

@@ -35,7 +35,7 @@ from skillmix.method.agreement import agreement
 from skillmix.method.items import ITEM_GROUPS, item_failures, item_group, worst_item
 from skillmix.method.metrics import MetricRow, vote_answers
 from skillmix.method.points import MetricOptions, names_skill
-from skillmix.records import GenerationRecord, GradeRecord
+from skillmix.records import GenerationRecord, GradeRecord, answer_id
 
 # The parse-failure and retry table: (QualityRow field, column title).
 QUALITY_COLUMNS = (
@@ -407,16 +407,11 @@ def example(unit: ReportAnswer, kind: str, options: MetricOptions) -> GalleryExa
         )
         for number, rec in sorted(unit.rounds.items())
     ]
-    first = unit.rounds[min(unit.rounds)]
+    first = unit.rounds[min(unit.rounds)]  # every round grades the unit's answer
     return GalleryExample(
         kind=kind,
-        student=unit.student,
+        **answer_id(first),
         grader=unit.grader,
-        k=unit.k,
-        generation_round=unit.generation_round,
-        index=unit.index,
-        topic=unit.topic,
-        skills=list(unit.skills),
         answer=_clip(unit.answer, MAX_ANSWER_CHARS),
         rubric=rubric_labels(unit.skills, unit.k),
         rounds=rounds,
