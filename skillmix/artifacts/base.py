@@ -3,7 +3,7 @@ files written by older versions still read), the schema version, prompt and cata
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,13 @@ SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({SCHEMA_VERSION})
 
 M = TypeVar("M")
+
+# the fields that name a model, a unit or a combination, described once for every artifact
+StudentName = Annotated[str, Field(description="Student name.")]
+GraderName = Annotated[str, Field(description="Grader name.")]
+NumberOfSkills = Annotated[int, Field(description="Number of skills.")]
+GenerationRound = Annotated[int, Field(description="Generation round.")]
+CombinationIndex = Annotated[int, Field(description="Combination index.")]
 
 
 class Artifact(BaseModel):

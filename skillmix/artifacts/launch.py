@@ -18,6 +18,9 @@ from pydantic import (
 
 from skillmix.artifacts.base import (
     Artifact,
+    GenerationRound,
+    NumberOfSkills,
+    StudentName,
     Versioned,
 )
 from skillmix.vocab import Unit
@@ -66,9 +69,9 @@ class LaunchPlanRecord(Artifact):
 
 
 class UnitRef(Artifact):
-    student: str = Field(description="Student name.")
-    k: int = Field(description="Number of skills.")
-    round: int = Field(description="Generation round.")
+    student: StudentName
+    k: NumberOfSkills
+    round: GenerationRound
 
 
 class _HelmValues(BaseModel):
@@ -103,21 +106,21 @@ class _HelmValues(BaseModel):
 class RoundValues(_HelmValues):
     """One unit of a per-model generation Job (the student is the Job's)."""
 
-    k: int = Field(description="Number of skills.")
-    round: int = Field(description="Generation round.")
+    k: NumberOfSkills
+    round: GenerationRound
 
 
 class UnitValues(RoundValues):
     """A Job entry of ``generation`` or ``grading``: a (k, round) of its own student (its args
     and deadlines kept as extras)."""
 
-    student: str = Field(description="Student name.")
+    student: StudentName
 
 
 class ModelGenerationValues(_HelmValues):
     """A ``modelGeneration`` entry: one generation Job of a student over its units in turn."""
 
-    student: str = Field(description="Student name.")
+    student: StudentName
     units: list[RoundValues] = Field(description="The (k, round) units the Job runs in turn.")
 
 

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from skillmix.artifacts.base import (
     Artifact,
     CatalogSource,
+    CombinationIndex,
+    GenerationRound,
+    GraderName,
     GradingPromptVersion,
+    NumberOfSkills,
     OmitsAbsent,
     PromptVersion,
+    StudentName,
     Versioned,
 )
 from skillmix.config import Experiment
-
-# the fields that name a model or a combination, as every section of the summary describes them
-StudentName = Annotated[str, Field(description="Student name.")]
-GraderName = Annotated[str, Field(description="Grader name.")]
-NumberOfSkills = Annotated[int, Field(description="Number of skills.")]
-CombinationIndex = Annotated[int, Field(description="Combination index.")]
 
 
 class SummaryCatalog(CatalogSource):
@@ -201,7 +200,7 @@ class GpuUsageSection(Artifact):
 class _Generated(Artifact):
     student: StudentName
     k: NumberOfSkills
-    generation_round: int = Field(description="Generation round.")
+    generation_round: GenerationRound
 
 
 class FailedGeneration(_Generated):
@@ -479,7 +478,7 @@ class GalleryExample(Artifact):
     student: StudentName
     grader: GraderName
     k: NumberOfSkills
-    generation_round: int = Field(description="Generation round.")
+    generation_round: GenerationRound
     index: CombinationIndex
     topic: str = Field(description="Topic.")
     skills: list[str] = Field(description="Skills of the combination.")
