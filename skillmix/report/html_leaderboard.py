@@ -39,6 +39,22 @@ def metric_td(cell: CellView | None, href: str | None = None, **attrs: object) -
     )
 
 
+def score_td(row: BoardRowView, links: bool, title: str | None = None, **attrs: object) -> Safe:
+    """A row's score cell: the rounded score (with ``links``, a link to the answer browser
+    filtered to the student's answers), its interval, the exact score in ``data-score``."""
+    return el(
+        "td",
+        el("a", row.score_text, href=answers_href(row.student), class_="drill")
+        if links and row.score is not None
+        else row.score_text,
+        el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
+        class_="num",
+        title=title,
+        data_score=number(row.score),
+        **attrs,
+    )
+
+
 def board_row(
     board: BoardView,
     row: BoardRowView,
@@ -80,15 +96,10 @@ def board_row(
             )
             for k in board.ks
         ],
-        el(
-            "td",
-            el("a", row.score_text, href=answers_href(row.student), class_="drill")
-            if links and row.score is not None
-            else row.score_text,
-            el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
-            class_="num",
+        score_td(
+            row,
+            links,
             title=f"exactly {row.exact_score}" if row.exact_score else None,
-            data_score=number(row.score),
             data_ci_low=number(row.score_ci[0]) if row.score_ci else None,
             data_ci_high=number(row.score_ci[1]) if row.score_ci else None,
             **ident,
@@ -161,17 +172,7 @@ def ranking_table(board: BoardView, links: bool = False, graders: int = 1) -> Sa
             "tr",
             el("td", row.rank_text, class_="num"),
             el("td", row.student if graders <= 1 else f"{row.student} / {row.grader}"),
-            el(
-                "td",
-                el("a", row.score_text, href=answers_href(row.student), class_="drill")
-                if links and row.score is not None
-                else row.score_text,
-                el("span", row.score_ci_text, class_="ci") if row.score_ci_text else None,
-                class_="num",
-                data_score=number(row.score),
-                data_student=row.student,
-                data_grader=row.grader,
-            ),
+            score_td(row, links, data_student=row.student, data_grader=row.grader),
         )
         for row in board.rows
     ]

@@ -187,24 +187,17 @@ def failures_section(summary: Summary) -> Safe:
         if listed
         else None
     )
-    return el(
-        "section",
-        el("h2", "Parse failures and retries"),
-        el(
-            "p",
-            f"Generations failed: {f.generation_failed}. Grading verdicts failed: "
-            f"{f.grading_failed}; unreadable after re-asks: {f.grading_unparsed}; "
-            f"re-asked at least once: {f.grading_retried}.",
-            class_="note",
-        ),
-        table(
-            header,
-            rows,
-            numeric=range(1, len(header)),
-            caption="Records per student and k, by outcome",
-        ),
-        reasons,
-        id="failures",
+    return _table_section(
+        "failures",
+        "Parse failures and retries",
+        f"Generations failed: {f.generation_failed}. Grading verdicts failed: "
+        f"{f.grading_failed}; unreadable after re-asks: {f.grading_unparsed}; "
+        f"re-asked at least once: {f.grading_retried}.",
+        header,
+        rows,
+        first_numeric=1,
+        caption="Records per student and k, by outcome",
+        after=reasons,
     )
 
 
@@ -237,25 +230,47 @@ def usage_section(usage: Sequence[UsageRow], gpu: GpuUsageSection | None = None)
             fmt(sum(known), 4) + (" + unknown" if len(known) < len(usage) else ""),
         ]
     ]
-    header = list(USAGE_COLUMNS)
+    return _table_section(
+        "usage",
+        "Usage and estimated cost",
+        "Tokens as reported by each backend; cost from the price table (or the "
+        "experiment's prices); cached replies cost nothing again.",
+        list(USAGE_COLUMNS),
+        rows,
+        first_numeric=4,
+        caption="Tokens and estimated cost per model and phase",
+        foot=total,
+        after=gpu_time_part(gpu),
+    )
+
+
+def _table_section(
+    anchor: str,
+    title: str,
+    note: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    first_numeric: int,
+    caption: str,
+    foot: Sequence[Sequence[Any]] = (),
+    after: Safe | None = None,
+) -> Safe:
+    """A section of one table: its heading, a note on the numbers, the table (its columns
+    from ``first_numeric`` on right-aligned) and what comes ``after`` it."""
     return el(
         "section",
-        el("h2", "Usage and estimated cost"),
-        el(
-            "p",
-            "Tokens as reported by each backend; cost from the price table (or the "
-            "experiment's prices); cached replies cost nothing again.",
-            class_="note",
-        ),
+        el("h2", title),
+        el("p", note, class_="note"),
         table(
             header,
             rows,
-            numeric=range(4, len(header)),
-            caption="Tokens and estimated cost per model and phase",
-            foot=total,
+            numeric=range(first_numeric, len(header)),
+            caption=caption,
+            foot=foot,
         ),
-        gpu_time_part(gpu),
-        id="usage",
+        after,
+        id=anchor,
     )
 
 
