@@ -47,6 +47,8 @@ MAX_PROMPT_CHARS = 100_000
 # text by nature and are validated with strict=False (see parse_experiment).
 SInt = Annotated[int, Strict()]
 SFloat = Annotated[float, Strict(), AllowInfNan(False)]  # .inf and .nan are never meant
+# Requests in flight at once, of a student or of the grader.
+Concurrency = Annotated[SInt, Field(ge=1, le=4096)]
 
 
 class _Strict(BaseModel):
@@ -299,10 +301,8 @@ class ModelSpec(_Strict):
     sampling: SamplingParams = Field(
         default_factory=SamplingParams, description="Decoding settings sent with every request."
     )
-    concurrency: SInt = Field(
+    concurrency: Concurrency = Field(
         16,
-        ge=1,
-        le=4096,
         description="Requests in flight at once (divided: concurrency // N, at least 1)."
         + _SHARED_BUDGET,
     )
@@ -408,10 +408,8 @@ class GraderSpec(ModelSpec):
     max_parse_retries: SInt = Field(
         2, ge=0, le=10, description="Re-asks after an unreadable reply."
     )
-    concurrency: SInt = Field(
+    concurrency: Concurrency = Field(
         32,
-        ge=1,
-        le=4096,
         description=(
             "Requests in flight at once (divided: concurrency // N, at least 1)."
             " Locally: for the grader. On Kubernetes: per pod when each grading pod has its own"

@@ -41,6 +41,14 @@ class Usage(_Record):
     completion_tokens: int = Field(0, description="Completion tokens the backend reported.")
     cached: bool = Field(False, description="True when the reply came from the response cache.")
 
+    def plus(self, prompt_tokens: int, completion_tokens: int, cached: bool) -> Usage:
+        """These tokens and one more request's; cached only while every request was."""
+        return Usage(
+            prompt_tokens=self.prompt_tokens + prompt_tokens,
+            completion_tokens=self.completion_tokens + completion_tokens,
+            cached=self.cached and cached,
+        )
+
 
 class Turn(_Record):
     user: str = Field(description="The rendered user turn.")

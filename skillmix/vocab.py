@@ -4,6 +4,7 @@ here (the chart's templates write the same keys: tests/unit/test_vocab.py checks
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
 # the pipeline's phases, in order (locally and on a cluster)
@@ -21,6 +22,23 @@ class Unit(NamedTuple):
     student: str
     k: int
     round: int
+
+
+def owned_by(position: int, shard: int, shards: int) -> bool:
+    """Whether the item at ``position`` is shard ``shard``'s of ``shards``: each shard (a pod
+    of an Indexed Job) owns every ``shards``-th item from its own index."""
+    return position % shards == shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sharded:
+    """Work split over ``shards`` pods, of which this is shard ``shard``."""
+
+    shard: int = 0
+    shards: int = 1
+
+    def owns(self, position: int) -> bool:
+        return owned_by(position, self.shard, self.shards)
 
 
 # labels of every Job and pod of a run (helm/skillmix/templates/_helpers.tpl skillmix.jobLabels)

@@ -8,7 +8,7 @@ import time
 import click
 
 from skillmix.cli._output import info
-from skillmix.cli.cluster import cluster_option, file_option
+from skillmix.cli.cluster import cluster_option, file_option, wait_timeout_option
 from skillmix.errors import RunFailedError
 from skillmix.k8s.cache_values import cache_warm_values
 from skillmix.k8s.cluster import KubeClient
@@ -27,9 +27,7 @@ def cache() -> None:
 @cluster_option
 @click.option("--dry-run", is_flag=True, help="Print the Job's manifests; create nothing.")
 @click.option("--wait", is_flag=True, help="Wait until the downloads finish.")
-@click.option(
-    "--timeout", type=float, default=3600.0, show_default=True, help="Seconds --wait waits."
-)
+@wait_timeout_option(3600.0)
 def warm_cmd(file: str, cluster: str | None, dry_run: bool, wait: bool, timeout: float) -> None:
     """Download the experiment's vLLM models into the model cache PVC with one Job (no GPU).
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from skillmix.catalog import load_catalog, load_skills_csv, load_topics
 from skillmix.cli._output import echo_json, format_option, stdout_console
+from skillmix.cli.options import choice_option, seed_option
 from skillmix.config import MAX_COMBINATIONS
 from skillmix.errors import SkillmixError
 from skillmix.method.sampling import sample_combinations
@@ -129,19 +130,18 @@ def validate_cmd(paths: tuple[str, ...]) -> None:
     required=True,
     help="Number of combinations (M), 1 to 100000 (a run's limit).",
 )
-@click.option("--seed", type=int, default=10, show_default=True)
+@seed_option
 @click.option(
     "--order-seed",
     default="test",
     show_default=True,
     help="Seed for the presentation order (the reference used its experiment root path).",
 )
-@click.option(
+@choice_option(
     "--mode",
-    type=click.Choice(["reference", "distinct"]),
-    default="reference",
-    show_default=True,
-    help="reference: bit-for-bit the reference sampler; distinct: no skill set twice.",
+    ["reference", "distinct"],
+    "reference",
+    "reference: bit-for-bit the reference sampler; distinct: no skill set twice.",
 )
 @format_option(("json", "table"), default="json")
 def sample(

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from skillmix import settings
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
+from skillmix.cli.options import out_option
 from skillmix.cli.results import metrics_table
 from skillmix.errors import RunFailedError, SkillmixError
 from skillmix.executors.kubernetes import KubernetesExecutor
@@ -48,6 +49,13 @@ file_option = click.option(
     type=click.Path(dir_okay=False),
     help="Experiment YAML file.",
 )
+
+
+def wait_timeout_option(default: float) -> Any:
+    """``--timeout``: how long ``--wait`` waits for what a command started (seconds)."""
+    return click.option(
+        "--timeout", type=float, default=default, show_default=True, help="Seconds --wait waits."
+    )
 
 
 @click.command("clusters")
@@ -113,13 +121,7 @@ def plan_table(lp: LaunchPlan) -> Table:
 @click.command("render")
 @file_option
 @cluster_option
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Write values.yaml and manifests.yaml here (default: manifests to stdout).",
-)
+@out_option("Write values.yaml and manifests.yaml here (default: manifests to stdout).")
 def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
     """Render the run's Kubernetes objects with helm template (no cluster or store needed)."""
 
@@ -154,9 +156,7 @@ def render_cmd(file: str, cluster: str | None, out: str | None) -> None:
 @click.option(
     "--wait", is_flag=True, help="Watch until the aggregation Job ends, then print the metrics."
 )
-@click.option(
-    "--timeout", type=float, default=24 * 3600.0, show_default=True, help="Seconds --wait waits."
-)
+@wait_timeout_option(24 * 3600.0)
 @click.option(
     "--replace",
     is_flag=True,

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from skillmix.artifacts import MetricValueJson
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.cli.options import choice_option, dpi_option, out_option
 from skillmix.identity import SETTING_LABELS
 from skillmix.method.points import METRIC_TITLES
 from skillmix.report.compare import compare_runs
@@ -66,23 +67,17 @@ def compare_table(doc: Comparison) -> Table:
 
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True)
-@click.option(
-    "--out",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Write compare.html (self-contained), compare.md and compare.json into this folder.",
-)
+@out_option("Write compare.html (self-contained), compare.md and compare.json into this folder.")
 @click.option(
     "--allow-mixed",
     is_flag=True,
     help="Rank runs even when their settings differ (the differences are shown).",
 )
-@click.option(
+@choice_option(
     "--rank-by",
-    type=click.Choice(["full_marks", "all_skills", "skill_fraction"]),
-    default="full_marks",
-    show_default=True,
-    help="Metric of the main leaderboard.",
+    ["full_marks", "all_skills", "skill_fraction"],
+    "full_marks",
+    "Metric of the main leaderboard.",
 )
 @click.option(
     "--baseline",
@@ -92,7 +87,7 @@ def compare_table(doc: Comparison) -> Table:
     "a student name, or NAME@RUN (RUN: its 1-based position on the command line) when it is "
     "in several runs. Default: the leader.",
 )
-@click.option("--dpi", type=click.IntRange(50, 400), default=100, show_default=True)
+@dpi_option()
 @format_option(("table", "json", "md"))
 def compare_cmd(
     runs: tuple[str, ...],

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params
+from skillmix.cli.options import choice_option, out_option
 from skillmix.config import ModelSpec
 from skillmix.errors import SkillmixError
 from skillmix.method.reasoning_metrics import ReasoningMetrics, effective_samples
@@ -25,12 +26,11 @@ if TYPE_CHECKING:
     from skillmix.executors.reasoning import Scorer, TaskOutcome, TaskRun
 
 
-scorer_option = click.option(
+scorer_option = choice_option(
     "--scorer",
-    type=click.Choice(["skythought", "math_verify"]),
-    default="skythought",
-    show_default=True,
-    help="How math answers are judged: SkyThought's rules, or Hugging Face's math-verify "
+    ["skythought", "math_verify"],
+    "skythought",
+    "How math answers are judged: SkyThought's rules, or Hugging Face's math-verify "
     "(pip install 'skillmix[math-verify]').",
 )
 
@@ -251,9 +251,7 @@ def tasks_cmd(fmt: str) -> None:
 
 @click.command("leaderboard")
 @click.argument("result_dir", type=click.Path(file_okay=False))
-@click.option(
-    "--out", type=click.Path(file_okay=False), default=None, help="Write report.md there."
-)
+@out_option("Write report.md there.")
 @format_option(("table", "json", "md"))
 def leaderboard_cmd(result_dir: str, out: str | None, fmt: str) -> None:
     """Reasoning tasks side by side: every run folder under RESULT_DIR, per task and model."""

@@ -8,6 +8,7 @@ import click
 
 from skillmix.artifacts import ReferenceImportRun
 from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn
+from skillmix.cli.options import choice_option
 from skillmix.errors import SkillmixError
 from skillmix.legacy import read_reference, write_reference
 from skillmix.method.points import MetricOptions, default_name_filter
@@ -27,29 +28,22 @@ if TYPE_CHECKING:
     from skillmix.pipeline.context import RunContext
 
 
-def _choice_option(name: str, choices: list[str], default: str, help: str):
-    """A flag taking one of ``choices``, its default shown in the help."""
-    return click.option(
-        name, type=click.Choice(choices), default=default, show_default=True, help=help
-    )
-
-
 def metric_options(f):
     """The metric flags shared by aggregate, score and report."""
     options = [
-        _choice_option(
+        choice_option(
             "--mode",
             ["reference", "strict"],
             "strict",
             "reference: unreadable point lists count as zeros/padded as the reference does; strict: they are left out and counted.",
         ),
-        _choice_option(
+        choice_option(
             "--generation-agg",
             ["max", "mean"],
             "max",
             "Combine generation rounds per combination (max = best of G).",
         ),
-        _choice_option(
+        choice_option(
             "--vote", ["majority", "mean"], "majority", "Combine grading rounds per rubric item."
         ),
         click.option(

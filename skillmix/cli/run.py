@@ -11,15 +11,9 @@ import click
 
 from skillmix import settings
 from skillmix.backends.vllm_server import VllmServerFailed
-from skillmix.cli._output import (
-    echo_json,
-    format_option,
-    info,
-    stdout_console,
-    warn,
-    write_files,
-)
+from skillmix.cli._output import echo_json, format_option, info, stdout_console, warn, write_files
 from skillmix.cli.flags import apply_backend_args, apply_sampling_params, parse_int_list
+from skillmix.cli.options import choice_option, dpi_option, out_option, seed_option
 from skillmix.cli.reasoning import (
     rescore_task,
     run_task,
@@ -169,12 +163,8 @@ def experiment_options(f: Any) -> Any:
         click.option(
             "--model", "models", multiple=True, help="Quick form: student model id (repeatable)."
         ),
-        click.option(
-            "--backend",
-            type=click.Choice(["mock", "openai", "vllm"]),
-            default="mock",
-            show_default=True,
-            help="Quick form: student backend.",
+        choice_option(
+            "--backend", ["mock", "openai", "vllm"], "mock", "Quick form: student backend."
         ),
         click.option(
             "--base-url",
@@ -218,7 +208,7 @@ def experiment_options(f: Any) -> Any:
         ),
         click.option("--generation-rounds", type=click.IntRange(1), default=1, show_default=True),
         click.option("--grading-rounds", type=click.IntRange(1), default=3, show_default=True),
-        click.option("--seed", type=int, default=10, show_default=True),
+        seed_option,
         click.option(
             "--progress/--no-progress",
             default=None,
@@ -468,20 +458,8 @@ def score_cmd(
 
 @click.command("report")
 @click.argument("run_uri")
-@click.option(
-    "--out",
-    "out",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Write the report files into this folder instead of RUN/report/ (RUN is only read).",
-)
-@click.option(
-    "--dpi",
-    type=click.IntRange(50, 400),
-    default=100,
-    show_default=True,
-    help="Resolution of the plots (pixels per inch).",
-)
+@out_option("Write the report files into this folder instead of RUN/report/ (RUN is only read).")
+@dpi_option("Resolution of the plots (pixels per inch).")
 @format_option(("table", "json", "latex"))
 def report_cmd(run_uri: str, out: str | None, dpi: int, fmt: str) -> None:
     """(Re)build a run's report in RUN/report/ (or --out DIR): report.html (self-contained: plots embedded,

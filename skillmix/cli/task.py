@@ -48,6 +48,25 @@ model_load_option = click.option(
 )
 
 
+student_option = click.option("--student", required=True)
+
+
+def wait_first_option(help: str) -> Any:
+    """``--wait-timeout``: how long a phase waits for its inputs before it starts."""
+    return click.option("--wait-timeout", type=float, default=0, show_default=True, help=help)
+
+
+def timeout_option(kind: click.ParamType[float, Any] | type[float], default: float) -> Any:
+    """``--timeout``: a command that waits gives up (exit 1) after this many seconds."""
+    return click.option(
+        "--timeout",
+        type=kind,
+        default=default,
+        show_default=True,
+        help="Give up after this many seconds (exit 1).",
+    )
+
+
 attempt_option = click.option(
     "--attempt",
     type=click.IntRange(0),
@@ -61,7 +80,7 @@ def unit_options(f: Any) -> Any:
     for option in reversed(
         [
             run_option,
-            click.option("--student", required=True),
+            student_option,
             click.option("--k", "k", type=int, required=True),
             click.option("--round", "g", type=int, required=True, help="Generation round."),
         ]
@@ -131,7 +150,7 @@ def serving_options(f: Any) -> Any:
 
 @task.command("generate")
 @run_option
-@click.option("--student", required=True)
+@student_option
 @click.option("--k", "k", type=int, default=None, help="The unit's k (or --units).")
 @click.option("--round", "g", type=int, default=None, help="The unit's generation round.")
 @click.option(
@@ -160,7 +179,7 @@ def generate_task(
 @task.command("reason")
 @run_option
 @click.option("--task", "task_name", required=True, help="A task of the run's experiment.")
-@click.option("--student", required=True)
+@student_option
 @serving_options
 def reason_task(run_uri: str, task_name: str, student: str, **options: Any) -> None:
     """Ask one shard of a reasoning task's problems (experiment `tasks:`): the responses go
@@ -178,13 +197,7 @@ def reason_task(run_uri: str, task_name: str, student: str, **options: Any) -> N
     show_default=True,
     help="Parallel grading workers sharing the grader's concurrency/RPM/TPM budget.",
 )
-@click.option(
-    "--wait-timeout",
-    type=float,
-    default=0,
-    show_default=True,
-    help="Seconds to wait for the generations first (0 = do not wait).",
-)
+@wait_first_option("Seconds to wait for the generations first (0 = do not wait).")
 @model_load_option
 @attempt_option
 def grade_task(run_uri: str, student: str, k: int, g: int, **options: Any) -> None:
@@ -194,13 +207,7 @@ def grade_task(run_uri: str, student: str, k: int, g: int, **options: Any) -> No
 
 @task.command("aggregate")
 @run_option
-@click.option(
-    "--wait-timeout",
-    type=float,
-    default=0,
-    show_default=True,
-    help="Seconds to wait for every grading unit first.",
-)
+@wait_first_option("Seconds to wait for every grading unit first.")
 @attempt_option
 def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
     """Compute the metrics and write the run's report/ folder."""
@@ -218,13 +225,7 @@ def aggregate_task(run_uri: str, wait_timeout: float, attempt: int) -> None:
 @click.option("--student", default=None, help="Only this student's units.")
 @click.option("--k", "k", type=int, default=None)
 @click.option("--round", "g", type=int, default=None)
-@click.option(
-    "--timeout",
-    type=float,
-    default=6 * 3600.0,
-    show_default=True,
-    help="Give up after this many seconds (exit 1).",
-)
+@timeout_option(float, 6 * 3600.0)
 @click.option("--interval", type=float, default=10.0, show_default=True)
 @attempt_option
 def wait_task(run_uri: str, phase: Phase, **options: Any) -> None:
@@ -245,13 +246,7 @@ def wait_task(run_uri: str, phase: Phase, **options: Any) -> None:
     show_default=True,
     help="Seconds a pass lasts at most (it watches the Jobs and pods for changes meanwhile).",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(1),
-    default=7 * 86400.0,
-    show_default=True,
-    help="Give up after this many seconds (exit 1).",
-)
+@timeout_option(click.FloatRange(1), 7 * 86400.0)
 @click.option(
     "--stuck-seconds",
     type=click.FloatRange(1),

@@ -259,9 +259,7 @@ async def execute(
 
     async def unit(task: Any) -> None:
         if "generate" in phases:
-            gen = await run_generate(
-                ctx, run, clients[task.student], task.student, task.k, task.round, progress=progress
-            )
+            gen = await run_generate(ctx, run, clients[task.student], task.unit, progress=progress)
             outcome.units.append(gen)
         elif not await asyncio.to_thread(
             unit_finished, run, ctx, "generate", task.student, task.k, task.round
@@ -270,9 +268,7 @@ async def execute(
             return
         if "grade" in phases:
             grader = clients[ctx.experiment.grader.name]
-            graded = await run_grade(
-                ctx, run, grader, task.student, task.k, task.round, progress=progress
-            )
+            graded = await run_grade(ctx, run, grader, task.unit, progress=progress)
             outcome.units.append(graded)
 
     async def ticker() -> None:
@@ -387,49 +383,51 @@ def evaluate(
             elif exists:
                 run.check_layout()
             run.write_run(ctx.to_run(), overwrite=exists and resume)
+            held = HeldRun(ctx, root, run, progress, mock_url, use_cache)
             if local:
                 outcome = run_with_local_vllm(
-                    ctx,
-                    root,
-                    run,
-                    local,
-                    phases=phases,
-                    progress=progress,
-                    mock_url=mock_url,
-                    executable=executable,
-                    health_timeout=vllm_health_timeout,
-                    use_cache=use_cache,
+                    held, local, phases, executable=executable, health_timeout=vllm_health_timeout
                 )
             else:
-                outcome = _run_phases(ctx, root, run, phases, progress, mock_url, use_cache)
+                outcome = held.run_phases(phases)
             lock.check()
             return outcome
 
 
-def _run_phases(
-    ctx: RunContext,
-    root: ArtifactStore,
-    run: RunStore,
-    phases: tuple[str, ...],
-    progress: bool | None,
-    mock_url: str | None,
-    use_cache: bool,
-    **only: Any,
-) -> RunOutcome:
-    """The run's ``phases`` on this process's event loop (the run held by the caller);
-    ``only``: execute's ``students`` and ``endpoints``."""
-    return asyncio.run(
-        execute(
-            ctx,
-            root,
-            run,
-            phases=phases,
-            progress_enabled=progress,
-            mock_url=mock_url,
-            use_cache=use_cache,
-            **only,
+@dataclass(frozen=True)
+class HeldRun:
+    """A run this process holds (its lock taken, run.json written), and how its phases run
+    here: with or without progress bars, the built-in mock's address, the response cache."""
+
+    ctx: RunContext
+    root: ArtifactStore
+    run: RunStore
+    progress: bool | None
+    mock_url: str | None
+    use_cache: bool
+
+    def run_phases(
+        self,
+        phases: tuple[str, ...],
+        *,
+        students: set[str] | None = None,
+        endpoints: dict[str, str] | None = None,
+    ) -> RunOutcome:
+        """``phases`` on this process's event loop, of ``students`` only when given (see
+        :func:`execute`)."""
+        return asyncio.run(
+            execute(
+                self.ctx,
+                self.root,
+                self.run,
+                phases=phases,
+                progress_enabled=self.progress,
+                mock_url=self.mock_url,
+                students=students,
+                endpoints=endpoints,
+                use_cache=self.use_cache,
+            )
         )
-    )
 
 
 def local_vllm_students(experiment: Experiment, phases: tuple[str, ...]) -> list[StudentSpec]:
@@ -453,23 +451,19 @@ def vllm_log_path(run: RunStore, student: str) -> tuple[Path, bool]:
 
 
 def run_with_local_vllm(
-    ctx: RunContext,
-    root: ArtifactStore,
-    run: RunStore,
+    held: HeldRun,
     local: list[StudentSpec],
-    *,
     phases: tuple[str, ...],
-    progress: bool | None,
-    mock_url: str | None,
+    *,
     executable: str,
     health_timeout: float,
-    use_cache: bool = True,
 ) -> RunOutcome:
     """The run with local vLLM students served one at a time (one server at a time fits one
     GPU): first the other students, then per local student: start ``vllm serve``, wait for
     /health, generate and grade its units, stop it. A student whose generations are all
     finished (a resume) needs no server. Aggregation comes last."""
     started = time.monotonic()
+    ctx, run = held.ctx, held.run
     served = {s.name for s in local}
     others = {s.name for s in ctx.experiment.students} - served
     groups: list[tuple[set[str], StudentSpec | None]] = [(others, None)] if others else []
@@ -484,10 +478,7 @@ def run_with_local_vllm(
             names: set[str] = names,
             phases: tuple[str, ...] = group_phases,
         ) -> RunOutcome:
-            return _run_phases(
-                ctx, root, run, phases, progress, mock_url, use_cache,
-                students=names, endpoints=endpoints,
-            )  # fmt: skip
+            return held.run_phases(phases, students=names, endpoints=endpoints)
 
         if spec is None or _generations_complete(run, ctx, spec.name):
             # finished generations are read from the store: the endpoint is never asked
@@ -563,6 +554,6 @@ def continue_run(
     with mock_backend(ctx.experiment) as mock_url:
         asyncio.run(check_endpoints([ctx.experiment.grader], mock_url))
         with hold_run(run.store, run_name=ctx.run_id, wait=wait_for_lock) as lock:
-            outcome = _run_phases(ctx, root, run, phases, progress, mock_url, use_cache)
+            outcome = HeldRun(ctx, root, run, progress, mock_url, use_cache).run_phases(phases)
             lock.check()
             return outcome

@@ -405,9 +405,7 @@ def grade(run_uri: str, unit: Unit, options: GradeOptions, say: Say = _stderr) -
                 ctx,
                 run,
                 client,
-                unit.student,
-                unit.k,
-                unit.round,
+                unit,
                 attempt=attempt,
                 progress=LogProgress(f"grade {unit.student} k={unit.k} r{unit.round}", say=say),
             )
@@ -479,7 +477,7 @@ def reason(
     shards = options.shards
     if shards != spec_task.shards:
         raise SkillmixError(f"--shards {shards} does not match the run's plan ({spec_task.shards})")
-    unit = TaskUnit(task, student, pod_shard(options.shard, shards), shards)
+    unit = TaskUnit(task, student, shard=pod_shard(options.shard, shards), shards=shards)
     seed = ctx.experiment.seed
     problems = frozen_problems(run, spec_task, seed)
 

@@ -44,14 +44,7 @@ class KubeClient(KubeWriter):
         """The run's Jobs and the list's resourceVersion. ``cached``: served from the API
         server's watch cache (``resourceVersion=0``: possibly a moment old, but no read of
         etcd), which is what ``status`` wants for a 1,500-Job run."""
-        extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
-        data = self._raw(
-            "list Jobs",
-            self.batch.list_namespaced_job,
-            self.namespace,
-            label_selector=run_selector(run_id, **labels),
-            **extra,
-        )
+        data = self._list_run("jobs", run_id, cached, labels)
         items = data.get("items") or []
         return [JobState.from_dict(j) for j in items], str(data["metadata"]["resourceVersion"])
 
@@ -76,11 +69,8 @@ class KubeClient(KubeWriter):
     ) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
         """(type, object or None for a BOOKMARK, resourceVersion) of ``resource`` ("jobs" or
         "pods") events matching ``selector``, as :meth:`watch_jobs` describes."""
-        lister = (
-            self.batch.list_namespaced_job if resource == "jobs" else self.core.list_namespaced_pod
-        )
         try:
-            response = lister(
+            response = self._lister(resource)(
                 self.namespace,
                 label_selector=selector,
                 resource_version=resource_version,
@@ -119,16 +109,13 @@ class KubeClient(KubeWriter):
         """Every ``resource`` ("jobs" or "pods") matching ``selector``, read in pages of
         ``page`` (a 1,500-Job list never sits in memory as one JSON document), and the list's
         resourceVersion to watch from."""
-        lister = (
-            self.batch.list_namespaced_job if resource == "jobs" else self.core.list_namespaced_pod
-        )
         items: list[dict[str, Any]] = []
         token: str | None = None
         version = ""
         while True:
             data = self._raw(
                 f"list {resource}",
-                lister,
+                self._lister(resource),
                 self.namespace,
                 label_selector=selector,
                 limit=page,
@@ -166,15 +153,28 @@ class KubeClient(KubeWriter):
         self, run_id: str, *, cached: bool = False, **labels: str | int | None
     ) -> list[dict[str, Any]]:
         """The run's pods as the API's JSON (one list; ``cached`` as for :meth:`jobs`)."""
+        return list(self._list_run("pods", run_id, cached, labels).get("items") or [])
+
+    def _lister(self, resource: str) -> Callable[..., Any]:
+        """The list call of ``resource``: "jobs" or "pods"."""
+        lister: Callable[..., Any] = (
+            self.batch.list_namespaced_job if resource == "jobs" else self.core.list_namespaced_pod
+        )
+        return lister
+
+    def _list_run(
+        self, resource: str, run_id: str, cached: bool, labels: dict[str, str | int | None]
+    ) -> Any:
+        """One list of the run's ``resource`` ("jobs" or "pods") with these labels, as JSON;
+        ``cached``: from the API server's watch cache (``resourceVersion=0``)."""
         extra: dict[str, Any] = {"resource_version": "0"} if cached else {}
-        data = self._raw(
-            "list Pods",
-            self.core.list_namespaced_pod,
+        return self._raw(
+            f"list {resource.capitalize()}",
+            self._lister(resource),
             self.namespace,
             label_selector=run_selector(run_id, **labels),
             **extra,
         )
-        return list(data.get("items") or [])
 
     def warning_events(self) -> list[dict[str, Any]]:
         """The namespace's Warning events (one list; events carry no labels to select the

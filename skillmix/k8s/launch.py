@@ -312,7 +312,7 @@ def _tasks_to_do(
         job
         for job in jobs
         if not all(
-            task_unit_complete(run, TaskUnit(job.task, job.student, shard, job.shards))
+            task_unit_complete(run, TaskUnit(job.task, job.student, shard=shard, shards=job.shards))
             for shard in range(job.shards)
         )
     ]

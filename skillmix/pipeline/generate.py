@@ -14,16 +14,14 @@ from skillmix.pipeline.context import RunContext
 from skillmix.pipeline.units import NullProgress, ProgressSink, UnitResult, ask_unit, shard_prefix
 from skillmix.records import GenerationRecord, Turn, Usage
 from skillmix.store.runs import RunStore
-from skillmix.vocab import Unit
+from skillmix.vocab import Unit, owned_by
 
 
 async def run_generate(
     ctx: RunContext,
     run: RunStore,
     client: ChatBackend,
-    student: str,
-    k: int,
-    g: int,
+    unit: Unit,
     *,
     shard: int = 0,
     shards: int = 1,
@@ -32,12 +30,13 @@ async def run_generate(
 ) -> UnitResult:
     """Generate one unit's shard: skip it when finished, else answer what it still lacks (a
     redo retries only its failed records) and write its manifest."""
+    student, k, g = unit
     prefix = shard_prefix(student, k, g, shard, shards)
     return await ask_unit(
         run,
         prefix,
         GenerationRecord,
-        [c for c in ctx.combinations(k) if c.index % shards == shard],
+        [c for c in ctx.combinations(k) if owned_by(c.index, shard, shards)],
         index_of=lambda combo: combo.index,
         ask=lambda combo: generate_one(ctx, client, student, k, g, combo),
         label=f"k={k} r{g}",
@@ -68,9 +67,7 @@ async def run_generate_units(
                 ctx,
                 run,
                 client,
-                student,
-                unit.k,
-                unit.round,
+                Unit(student, unit.k, unit.round),
                 shard=shard,
                 shards=shards,
                 attempt=attempt,
@@ -93,8 +90,7 @@ async def generate_one(
     if spec.system_prompt:
         messages.append({"role": "system", "content": spec.system_prompt})
     turns: list[Turn] = []
-    prompt_tokens = completion_tokens = 0
-    cached = True
+    usage = Usage(cached=True)
     error: str | None = None
     for t, user in enumerate(turns_text):
         messages.append({"role": "user", "content": user})
@@ -106,9 +102,7 @@ async def generate_one(
             error = str(exc)
             break
         reply = result.texts[0] if result.texts else ""
-        prompt_tokens += result.prompt_tokens
-        completion_tokens += result.completion_tokens
-        cached = cached and result.cached
+        usage = usage.plus(result.prompt_tokens, result.completion_tokens, result.cached)
         messages.append({"role": "assistant", "content": reply})
         turns.append(Turn(user=user, assistant=reply))
     failed = error is not None
@@ -126,9 +120,5 @@ async def generate_one(
         answer=None if failed else extract_answer(turns[-1].assistant),
         status="failed" if failed else "ok",
         error=error,
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cached=cached and not failed,
-        ),
+        usage=usage.model_copy(update={"cached": usage.cached and not failed}),
     )

@@ -16,15 +16,14 @@ from skillmix.pipeline import units
 from skillmix.pipeline.context import RunContext
 from skillmix.records import AnswerId, GenerationRecord, GradeRecord, Usage, answer_id
 from skillmix.store.runs import Manifest, PartInfo, PartWriter, RunStore, grade_prefix
+from skillmix.vocab import Unit
 
 
 async def run_grade(
     ctx: RunContext,
     run: RunStore,
     client: ChatBackend,
-    student: str,
-    k: int,
-    g: int,
+    unit: Unit,
     *,
     attempt: int = 0,
     progress: units.ProgressSink | None = None,
@@ -32,6 +31,7 @@ async def run_grade(
     """Grade one generation unit in every round: skip it when each round is complete, else
     grade what the rounds still lack (failed grades, answers a generation redo added) and write
     the manifests of the rounds that were not complete."""
+    student, k, g = unit
     progress = progress or units.NullProgress()
     rounds = ctx.experiment.grader.rounds
     grader = ctx.experiment.grader.name
@@ -185,23 +185,12 @@ class _RoundReplies:
     """What one grading round got: replies in order (the last one counts), usage, error."""
 
     texts: list[str] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached: bool = True
+    usage: Usage = field(default_factory=lambda: Usage(cached=True))
     error: str | None = None
 
     def add(self, text: str, prompt_tokens: int, completion_tokens: int, cached: bool) -> None:
         self.texts.append(text)
-        self.prompt_tokens += prompt_tokens
-        self.completion_tokens += completion_tokens
-        self.cached = self.cached and cached
-
-    def usage(self) -> Usage:
-        return Usage(
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cached=self.cached,
-        )
+        self.usage = self.usage.plus(prompt_tokens, completion_tokens, cached)
 
 
 async def grade_one(
@@ -306,7 +295,7 @@ def _grade_record(ask: _GradingAsk, r: int, replies: _RoundReplies) -> GradeReco
             grading_round=r,
             status="failed",
             error=replies.error or "no reply",
-            usage=replies.usage(),
+            usage=replies.usage,
             attempts=0,
         )
     raw = replies.texts[-1]
@@ -321,7 +310,7 @@ def _grade_record(ask: _GradingAsk, r: int, replies: _RoundReplies) -> GradeReco
         parse_detail=parsed.detail,
         attempts=len(replies.texts),
         status="ok" if parsed.ok else "unparsed",
-        usage=replies.usage(),
+        usage=replies.usage,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from skillmix.config import Experiment
-from skillmix.vocab import Phase, Unit
+from skillmix.vocab import Phase, Sharded, Unit
 
 GRADE_WAIT_INTERVAL = 10  # seconds between checks of a grading pod's wait for its generation
 AGGREGATE_WAIT_INTERVAL = 15  # seconds between checks of the aggregation pod's wait
@@ -68,14 +68,12 @@ class _GenerationJob:
 
 
 @dataclass(frozen=True)
-class GenerateTask(_GenerationJob):
+class GenerateTask(_GenerationJob, Sharded):
     """One unit (student, k, round), or one shard of it."""
 
     student: str
     k: int
     round: int
-    shard: int = 0
-    shards: int = 1
 
     @property
     def unit(self) -> Unit:

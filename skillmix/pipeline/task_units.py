@@ -34,32 +34,28 @@ from skillmix.tasks.config import TaskConfig, resolve_task
 from skillmix.tasks.dataset import load_problems
 from skillmix.tasks.handlers import Problem, conversation, prepare
 from skillmix.tasks.results import json_safe, results_entry
+from skillmix.vocab import Sharded
 
 ANSWER_SECONDS = 5.0  # each answer's scoring time limit (as `skillmix evaluate --task`)
 
 
 @dataclass(frozen=True)
-class TaskUnit:
-    """One student's share (``shard`` of ``shards``) of one task's problems."""
+class TaskUnit(Sharded):
+    """One student's share (``shard`` of ``shards``) of one task's problems, in their frozen
+    order."""
 
     task: str
     student: str
-    shard: int = 0
-    shards: int = 1
 
     @property
     def prefix(self) -> str:
         return RunLayout.task_prefix(self.task, self.student, self.shard, self.shards)
 
-    def owns(self, position: int) -> bool:
-        """Whether the problem at ``position`` (in the frozen order) is this shard's."""
-        return position % self.shards == self.shard
-
 
 def task_units(experiment: Experiment, *, sharded: bool = False) -> list[TaskUnit]:
     """Every (task, student, shard) of the experiment; unsharded locally."""
     return [
-        TaskUnit(task.name, student.name, shard, shards)
+        TaskUnit(task.name, student.name, shard=shard, shards=shards)
         for task in experiment.tasks
         for student in experiment.students
         for shards in [task.shards if sharded else 1]

@@ -69,21 +69,26 @@ class RunLayout:
         return f"{cls.TASKS}/{task}/{student}/s{shard}of{shards}"
 
     @classmethod
+    def _attempt_file(cls, attempt: int, suffix: str) -> str:
+        """``launches/attempt-NNN<suffix>``: a file of Kubernetes launch attempt ``attempt``."""
+        return f"{cls.LAUNCHES}/attempt-{attempt:03d}{suffix}"
+
+    @classmethod
     def launch_record(cls, attempt: int) -> str:
-        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.json"
+        return cls._attempt_file(attempt, ".json")
 
     @classmethod
     def launch_created(cls, attempt: int) -> str:
         """Written once every object of launch attempt ``attempt`` exists; without it the
         next ``skillmix launch`` completes that attempt instead of starting a new one."""
-        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.created"
+        return cls._attempt_file(attempt, ".created")
 
     @classmethod
     def launch_deferred(cls, attempt: int) -> str:
         """The manifests of launch attempt ``attempt``'s Jobs that the launch does not create
         (with Kueue, held back until their inputs exist): the coordinator creates each one
         from here when it releases it."""
-        return f"{cls.LAUNCHES}/attempt-{attempt:03d}.deferred.yaml"
+        return cls._attempt_file(attempt, ".deferred.yaml")
 
     @classmethod
     def pod_usage(cls, pod_name: str) -> str:

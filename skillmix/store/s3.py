@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from skillmix import settings
@@ -63,34 +64,25 @@ CONFLICT_RETRY = RetryPolicy(
 )
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class _Client:
     """One boto3 client, created on first use and shared by a store and its children."""
 
-    def __init__(
-        self,
-        *,
-        endpoint_url: str | None,
-        region: str | None,
-        client: Any,
-        connect_timeout: float,
-        read_timeout: float,
-        max_attempts: int,
-    ) -> None:
-        self.endpoint_url = endpoint_url
-        self.region = region
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.max_attempts = max_attempts
-        self.conditional_puts = True  # cleared if the endpoint answers 501 to If-None-Match
-        self._client = client
-        self._lock = threading.Lock()
+    endpoint_url: str | None
+    region: str | None
+    client: Any  # None until first use (a test may pass its own)
+    connect_timeout: float
+    read_timeout: float
+    max_attempts: int
+    conditional_puts: bool = True  # cleared if the endpoint answers 501 to If-None-Match
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def get(self) -> Any:
-        if self._client is None:
+        if self.client is None:
             with self._lock:
-                if self._client is None:
-                    self._client = self._create()
-        return self._client
+                if self.client is None:
+                    self.client = self._create()
+        return self.client
 
     def _create(self) -> Any:
         # deferred: boto3 takes ~0.5 s to import; an S3Store is made for URIs without a call
@@ -126,8 +118,8 @@ class _Client:
     def describe_endpoint(self) -> str:
         if self.endpoint_url:
             return self.endpoint_url
-        if self._client is not None:
-            return str(self._client.meta.endpoint_url)
+        if self.client is not None:
+            return str(self.client.meta.endpoint_url)
         return "AWS S3"
 
 

@@ -25,7 +25,7 @@ import yaml
 from skillmix.errors import SkillmixError
 from skillmix.loading import load_experiment
 from skillmix.pipeline.context import resolve_context
-from skillmix.vocab import PHASE_LABEL, RUN_LABEL
+from skillmix.vocab import PHASE_LABEL, RUN_LABEL, Unit
 from tests.fake_kube import FakeKube, closed_port_url, kubeconfig
 from tests.helpers import CliResult, run_cli
 
@@ -218,10 +218,10 @@ def run_units(
                 shards = ctx.shards(student)
                 for shard in range(shards):
                     await run_generate(
-                        ctx, run, clients[student], student, k, g, shard=shard, shards=shards
+                        ctx, run, clients[student], Unit(student, k, g), shard=shard, shards=shards
                     )
             for student, k, g in grade:
-                await run_grade(ctx, run, clients[e.grader.name], student, k, g)
+                await run_grade(ctx, run, clients[e.grader.name], Unit(student, k, g))
         finally:
             for client in clients.values():
                 await client.close()

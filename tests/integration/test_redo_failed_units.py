@@ -93,9 +93,9 @@ def test_relaunch_waits_for_fresh_manifests_and_redo_clears_failures(tmp_path: P
         async def redo() -> None:
             clients = make_clients(ctx.model_specs(), open_store(str(store)), None)
             try:
-                generated = await run_generate(ctx, run, clients["stu"], *unit, attempt=2)
+                generated = await run_generate(ctx, run, clients["stu"], unit, attempt=2)
                 assert not generated.skipped and generated.failed == 0
-                graded = await run_grade(ctx, run, clients["grader-m"], *unit, attempt=2)
+                graded = await run_grade(ctx, run, clients["grader-m"], unit, attempt=2)
                 assert not graded.skipped and graded.failed == 0
             finally:
                 for c in clients.values():

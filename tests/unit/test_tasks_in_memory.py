@@ -20,6 +20,7 @@ from skillmix.pipeline.units import unit_complete
 from skillmix.records import GenerationRecord, GradeRecord
 from skillmix.store.local import LocalStore
 from skillmix.store.runs import RunStore, generation_prefix, grade_prefix
+from skillmix.vocab import Unit
 from tests.fake_backend import FakeBackend, Reply, student_reply
 
 
@@ -59,11 +60,11 @@ def run(tmp_path: Path) -> RunStore:
 
 
 def generate(ctx: RunContext, run: RunStore, backend: ChatBackend) -> Any:
-    return asyncio.run(run_generate(ctx, run, backend, "stu", 2, 1))
+    return asyncio.run(run_generate(ctx, run, backend, Unit("stu", 2, 1)))
 
 
 def grade(ctx: RunContext, run: RunStore, backend: ChatBackend) -> Any:
-    return asyncio.run(run_grade(ctx, run, backend, "stu", 2, 1))
+    return asyncio.run(run_grade(ctx, run, backend, Unit("stu", 2, 1)))
 
 
 def grades(run: RunStore, ctx: RunContext, r: int) -> list[GradeRecord]:
