@@ -34,10 +34,14 @@ def test_wilson_interval_known_values_and_never_a_point() -> None:
     assert wilson_interval(5, 5) == pytest.approx((0.56551, 1.0), abs=1e-5)
     assert wilson_interval(42, 90) == pytest.approx((0.36708, 0.56898), abs=1e-5)
     assert wilson_interval(0, 0) is None
-    for n in (1, 2, 10, 1000):
+    for n in (1, 2, 10, 1000, 3, 7, 30, 90, 12345):
         for hits in (0, n):
             low, high = wilson_interval(hits, n) or (0.0, 0.0)
             assert high - low > 0
+        # none correct: the lower bound is 0 exactly, not a rounding residue such as 5.6e-17
+        # (it is printed in summary.json and metrics.csv); all correct: the upper is 1 exactly
+        assert wilson_interval(0, n)[0] == 0.0  # type: ignore[index]
+        assert wilson_interval(n, n)[1] == 1.0  # type: ignore[index]
 
 
 def test_exact_sum_ignores_summation_order() -> None:
