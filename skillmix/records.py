@@ -29,7 +29,7 @@ class _RunRecord(_Record):
 
 # the combination an answer is to, as every record of the answer describes it
 SkillsPerCombination = Annotated[int, Field(description="Skills per combination.")]
-CombinationIndex = Annotated[int, Field(description="0-based combination index within (k, round).")]
+IndexInRound = Annotated[int, Field(description="0-based combination index within (k, round).")]
 CombinationTopic = Annotated[str, Field(description="The combination's topic.")]
 CombinationSkills = Annotated[list[str], Field(description="Skill names in presentation order.")]
 
@@ -62,7 +62,7 @@ class GenerationRecord(_RunRecord):
     model: str = Field("", description="Model id sent to the backend.")
     k: SkillsPerCombination
     generation_round: int = Field(description="1-based generation round g.")
-    index: CombinationIndex
+    index: IndexInRound
     topic: CombinationTopic
     skills: CombinationSkills
     prompt_version: str = Field(description="Generation prompt version.")
@@ -86,7 +86,7 @@ class GradeRecord(_RunRecord):
     k: SkillsPerCombination
     generation_round: int = Field(description="1-based generation round g of the answer.")
     grading_round: int = Field(description="1-based grading round r.")
-    index: CombinationIndex
+    index: IndexInRound
     topic: CombinationTopic
     skills: CombinationSkills
     answer: str = Field(description="The graded text (extracted answer of the last turn).")
